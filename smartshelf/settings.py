@@ -1,0 +1,75 @@
+"""Every setting of the system, read from the environment (and an optional `.env`).
+
+The names are the reference project's env var names, so a docker compose file and the embedded
+runtime configure the same things the same way. This is the only module that reads the environment.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, computed_field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
+
+    # where the embedded runtime keeps server data, logs and pid files
+    run_dir: Path = Field(REPO_ROOT / "run", alias="SMARTSHELF_RUN_DIR")
+    data_dir: Path = Field(REPO_ROOT / "data", alias="SMARTSHELF_DATA_DIR")
+    delta_dir: Path = Field(REPO_ROOT / "delta", alias="SMARTSHELF_DELTA_DIR")
+    tools_dir: Path = Field(REPO_ROOT / ".tools", alias="SMARTSHELF_TOOLS_DIR")
+
+    # Kafka-protocol broker (Tansu, durable on a local S3 server)
+    kafka_host: str = Field("127.0.0.1", alias="KAFKA_HOST")
+    kafka_port: int = Field(9092, alias="KAFKA_PORT")
+    s3_port: int = Field(9000, alias="S3_PORT")
+    s3_bucket: str = Field("tansu", alias="S3_BUCKET")
+
+    # PostgreSQL: the user is the cluster's superuser, as with the official postgres image
+    postgres_host: str = Field("127.0.0.1", alias="POSTGRES_HOST")
+    postgres_port: int = Field(5432, alias="POSTGRES_PORT")
+    postgres_db: str = Field("smart_shelf", alias="POSTGRES_DB")
+    postgres_user: str = Field("bdt_user", alias="POSTGRES_USER")
+    postgres_password: str = Field("bdt_password", alias="POSTGRES_PASSWORD")
+
+    redis_host: str = Field("127.0.0.1", alias="REDIS_HOST")
+    redis_port: int = Field(6379, alias="REDIS_PORT")
+
+    # simulated clock
+    use_simulated_time: bool = Field(False, alias="USE_SIMULATED_TIME")
+    time_multiplier: float = Field(1.0, alias="TIME_MULTIPLIER", gt=0)
+    step_seconds: int = Field(1, alias="STEP_SECONDS", gt=0)
+    sim_days: int = Field(365, alias="SIM_DAYS", gt=0)
+    sim_start: datetime = Field(datetime(2025, 1, 1, 8, 0, 0), alias="SIM_START")
+
+    # Spark streaming
+    max_offsets_per_trigger: int | None = Field(None, alias="MAX_OFFSETS_PER_TRIGGER", gt=0)
+    starting_offsets: str = Field("earliest", alias="STARTING_OFFSETS", pattern="^(earliest|latest)$")
+
+    # ML inference runs once per simulated day at this hour
+    run_hour: int = Field(6, alias="RUN_HOUR", ge=0, le=23)
+
+    log_level: str = Field("WARNING", alias="SMARTSHELF_LOG_LEVEL")
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def kafka_bootstrap_servers(self) -> str:
+        return f"{self.kafka_host}:{self.kafka_port}"
+
+    @property
+    def postgres_dsn(self) -> str:
+        return (
+            f"postgresql://{self.postgres_user}:{self.postgres_password}"
+            f"@{self.postgres_host}:{self.postgres_port}/{self.postgres_db}"
+        )
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
