@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from smartshelf.errors import SmartShelfError
-from smartshelf.settings import Settings
+from smartshelf.settings import REPO_ROOT, Settings
 
 # s3rver's fixed credentials; the S3 server only listens on loopback
 S3_ACCESS_KEY = "S3RVER"
@@ -90,7 +90,7 @@ def _require_executable(path: str | Path | None, what: str, how_to_get: str) -> 
 
 
 class S3Server(Server):
-    """s3rver (npm): a file-backed S3 server, the durable storage under Tansu."""
+    """s3rver (npm), file-backed, with the conditional writes Tansu needs: the durable storage under Tansu."""
 
     name = "s3"
 
@@ -98,14 +98,20 @@ class S3Server(Server):
     def port(self) -> int:
         return self.settings.s3_port
 
+    def _node_modules(self) -> Path:
+        return self.settings.tools_dir / "node_modules"
+
     def argv(self) -> list[str]:
-        s3rver = self.settings.tools_dir / "node_modules" / ".bin" / "s3rver"
-        _require_executable(s3rver, "s3rver", "npm package s3rver under .tools/")
+        _require_executable(self._node_modules() / ".bin" / "s3rver", "s3rver", "npm package s3rver under .tools/")
         node = _require_executable(shutil.which("node"), "node", "Debian package nodejs")
         return [
-            node, str(s3rver.resolve()), "--directory", str(self.paths().data), "--address", "127.0.0.1",
-            "--port", str(self.port), "--configure-bucket", self.settings.s3_bucket, "--silent",
+            node, str(REPO_ROOT / "kafka-components" / "s3-server" / "server.js"), "--directory",
+            str(self.paths().data), "--address", "127.0.0.1", "--port", str(self.port),
+            "--bucket", self.settings.s3_bucket,
         ]
+
+    def env(self) -> dict[str, str]:
+        return {"NODE_PATH": str(self._node_modules())}
 
     def probe(self) -> None:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/", timeout=2) as response:
@@ -248,7 +254,11 @@ def _check_traversable(path: Path, user: str | None) -> None:
 
 
 class Redis(Server):
-    """Debian's redis-server with an append-only file, so a restart keeps the streams and the clock."""
+    """Debian's redis-server with an append-only file, so a restart keeps the streams and the clock.
+
+    `appendfsync always`: with `everysec`, Redis may postpone the AOF write while a background fsync runs
+    and still acknowledge the command, so a kill -9 can lose acknowledged stream entries (seen in tests).
+    """
 
     name = "redis"
 
@@ -260,7 +270,7 @@ class Redis(Server):
         redis_server = _require_executable(shutil.which("redis-server"), "redis-server", "Debian package redis-server")
         return [
             redis_server, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.paths().data),
-            "--appendonly", "yes", "--appendfsync", "everysec", "--save", "", "--daemonize", "no",
+            "--appendonly", "yes", "--appendfsync", "always", "--save", "", "--daemonize", "no",
         ]
 
     def probe(self) -> None:

@@ -175,13 +175,23 @@ def _wait_healthy(server: Server, pid: int) -> None:
                           f"last lines of {server.paths().log}:\n{log_tail(server)}")
 
 
+def _port_frees_up(port: int, within_s: float = 5.0) -> bool:
+    """A server just killed may hold its port a moment longer while its threads exit."""
+    deadline = time.monotonic() + within_s
+    while not port_is_free(port):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
 def start(settings: Settings, names: Iterable[str] | None = None) -> dict[str, float]:
     """Start what is not running; returns seconds each started server took to become healthy."""
     timings: dict[str, float] = {}
     for server in select(settings, names):
         if _recorded_pid(server) is not None:
             continue
-        if not port_is_free(server.port):
+        if not _port_frees_up(server.port):
             raise SmartShelfError(f"{server.name}: port {server.port} on 127.0.0.1 is already in use "
                                   f"(stop what holds it or choose another port in the settings)")
         began = time.monotonic()
