@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -23,17 +24,74 @@ err_console = Console(stderr=True)
 ServerNames = Annotated[Optional[list[str]], typer.Argument(help="servers (default: all)", show_default=False)]
 
 
+data_app = typer.Typer(no_args_is_help=True, help="Generate, import and describe the store's reference data.")
+app.add_typer(data_app, name="data")
+
+DEFAULT_SEED = 42
+
+
 @app.command()
 def up(names: ServerNames = None) -> None:
-    """Start the embedded stack (broker on local S3, PostgreSQL, Redis) and wait until healthy."""
-    from smartshelf.runtime import supervisor
+    """Start the embedded stack, run its init jobs and load the store (generated with seed 42 if none)."""
+    from smartshelf.runtime import jobs, supervisor
 
+    settings = get_settings()
     began = time.monotonic()
     with console.status("starting the embedded stack…"):
-        timings = supervisor.start(get_settings(), names)
+        timings = supervisor.start(settings, names)
     for name, seconds in timings.items():
         console.print(f"[green]started[/] {name} in {seconds:.1f}s")
+    if names is None:
+        for job_name, job in jobs.JOBS.items():
+            with console.status(f"{job_name}…"):
+                done = job(settings)
+            console.print(f"[green]{job_name}[/]: {len(done)} applied/created")
+        if not jobs.store_is_imported(settings):
+            csv_dir = settings.data_dir / "db_csv"
+            if not (csv_dir / "store_inventory_final.csv").exists():
+                _generate(DEFAULT_SEED, settings.data_dir)
+            _import(csv_dir)
     console.print(f"stack up in {time.monotonic() - began:.1f}s")
+
+
+def _generate(seed: int, out: Path) -> None:
+    from smartshelf.datagen import generate_store, write_store
+
+    paths = write_store(generate_store(seed), out)
+    console.print(f"generated store (seed {seed}): {len(paths)} files under {out}")
+
+
+def _import(csv_dir: Path) -> None:
+    from smartshelf.runtime import jobs
+
+    summary = jobs.import_store(get_settings(), csv_dir)
+    rows = ", ".join(f"{name} {count}" for name, count in summary.rows.items())
+    console.print(f"imported {csv_dir} in {summary.seconds:.2f}s: {rows}")
+
+
+@data_app.command("generate")
+def data_generate(
+    seed: Annotated[int, typer.Option(help="random seed: same seed, byte-identical files")] = DEFAULT_SEED,
+    out: Annotated[Optional[Path], typer.Option(help="output folder (default: data/)")] = None,
+) -> None:
+    """Generate the synthetic store: Parquet in OUT, the reference CSVs in OUT/db_csv."""
+    _generate(seed, out or get_settings().data_dir)
+
+
+@data_app.command("import")
+def data_import(
+    csv_dir: Annotated[Path, typer.Option("--csv-dir", help="folder with the reference CSV files")],
+) -> None:
+    """Validate the CSVs and load them (with derived policies) into PostgreSQL, all or nothing."""
+    _import(csv_dir)
+
+
+@data_app.command("sql")
+def data_sql() -> None:
+    """Regenerate postgresql/02_tables.sql from the registry."""
+    from smartshelf.adapters.postgres import write_generated_tables_sql
+
+    console.print(f"wrote {write_generated_tables_sql()}")
 
 
 @app.command()

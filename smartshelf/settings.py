@@ -37,6 +37,11 @@ class Settings(BaseSettings):
     postgres_db: str = Field("smart_shelf", alias="POSTGRES_DB")
     postgres_user: str = Field("bdt_user", alias="POSTGRES_USER")
     postgres_password: str = Field("bdt_password", alias="POSTGRES_PASSWORD")
+    # services write as the app role; the dashboard and SQL users read as the read-only role
+    postgres_app_user: str = Field("smartshelf_app", alias="POSTGRES_APP_USER")
+    postgres_app_password: str = Field("smartshelf_app", alias="POSTGRES_APP_PASSWORD")
+    postgres_reader_user: str = Field("smartshelf_reader", alias="POSTGRES_READER_USER")
+    postgres_reader_password: str = Field("smartshelf_reader", alias="POSTGRES_READER_PASSWORD")
 
     redis_host: str = Field("127.0.0.1", alias="REDIS_HOST")
     redis_port: int = Field(6379, alias="REDIS_PORT")
@@ -64,10 +69,16 @@ class Settings(BaseSettings):
 
     @property
     def postgres_dsn(self) -> str:
-        return (
-            f"postgresql://{self.postgres_user}:{self.postgres_password}"
-            f"@{self.postgres_host}:{self.postgres_port}/{self.postgres_db}"
-        )
+        """The superuser's DSN (migrations); services use `postgres_dsn_for`."""
+        return self.postgres_dsn_for("admin")
+
+    def postgres_dsn_for(self, role: str) -> str:
+        user, password = {
+            "admin": (self.postgres_user, self.postgres_password),
+            "app": (self.postgres_app_user, self.postgres_app_password),
+            "reader": (self.postgres_reader_user, self.postgres_reader_password),
+        }[role]
+        return f"postgresql://{user}:{password}@{self.postgres_host}:{self.postgres_port}/{self.postgres_db}"
 
 
 @lru_cache(maxsize=1)

@@ -1,0 +1,388 @@
+-- GENERATED from smartshelf/registry.py by `smartshelf data sql`: do not edit by hand.
+-- One table per registry entry that names a PostgreSQL table; columns come from its pydantic model.
+
+CREATE TABLE IF NOT EXISTS ref.store_inventory (
+    shelf_id text NOT NULL,
+    aisle text NOT NULL,
+    item_weight double precision NOT NULL,
+    shelf_weight double precision NOT NULL,
+    item_category text NOT NULL,
+    item_subcategory text NOT NULL,
+    item_visibility double precision NOT NULL,
+    maximum_stock bigint NOT NULL,
+    current_stock bigint NOT NULL,
+    item_price double precision NOT NULL,
+    CHECK (item_weight > 0),
+    CHECK (shelf_weight >= 0),
+    CHECK (item_visibility >= 0),
+    CHECK (item_visibility <= 1),
+    CHECK (maximum_stock > 0),
+    CHECK (current_stock >= 0),
+    CHECK (item_price > 0),
+    PRIMARY KEY (shelf_id)
+);
+
+CREATE TABLE IF NOT EXISTS ref.warehouse_inventory (
+    shelf_id text NOT NULL,
+    aisle text NOT NULL,
+    item_weight double precision NOT NULL,
+    shelf_weight double precision NOT NULL,
+    item_category text NOT NULL,
+    item_subcategory text NOT NULL,
+    maximum_stock bigint NOT NULL,
+    current_stock bigint NOT NULL,
+    item_price double precision NOT NULL,
+    CHECK (item_weight > 0),
+    CHECK (shelf_weight >= 0),
+    CHECK (maximum_stock > 0),
+    CHECK (current_stock >= 0),
+    CHECK (item_price > 0),
+    PRIMARY KEY (shelf_id)
+);
+
+CREATE TABLE IF NOT EXISTS ref.store_batches (
+    shelf_id text NOT NULL,
+    batch_code text NOT NULL,
+    item_category text NOT NULL,
+    item_subcategory text NOT NULL,
+    standard_batch_size bigint NOT NULL,
+    received_date date NOT NULL,
+    expiry_date date NOT NULL,
+    batch_quantity_total bigint NOT NULL,
+    batch_quantity_store bigint NOT NULL,
+    batch_quantity_warehouse bigint NOT NULL,
+    location text NOT NULL,
+    CHECK (standard_batch_size > 0),
+    CHECK (batch_quantity_total >= 0),
+    CHECK (batch_quantity_store >= 0),
+    CHECK (batch_quantity_warehouse >= 0),
+    CHECK (location IN ('in_store', 'warehouse')),
+    PRIMARY KEY (shelf_id, batch_code)
+);
+
+CREATE TABLE IF NOT EXISTS ref.warehouse_batches (
+    shelf_id text NOT NULL,
+    batch_code text NOT NULL,
+    item_category text NOT NULL,
+    item_subcategory text NOT NULL,
+    standard_batch_size bigint NOT NULL,
+    received_date date NOT NULL,
+    expiry_date date NOT NULL,
+    batch_quantity_total bigint NOT NULL,
+    batch_quantity_store bigint NOT NULL,
+    batch_quantity_warehouse bigint NOT NULL,
+    location text NOT NULL,
+    CHECK (standard_batch_size > 0),
+    CHECK (batch_quantity_total >= 0),
+    CHECK (batch_quantity_store >= 0),
+    CHECK (batch_quantity_warehouse >= 0),
+    CHECK (location IN ('in_store', 'warehouse')),
+    PRIMARY KEY (shelf_id, batch_code)
+);
+
+CREATE TABLE IF NOT EXISTS ref.discounts (
+    shelf_id text NOT NULL,
+    discount double precision NOT NULL,
+    start_date date NOT NULL,
+    end_date date NOT NULL,
+    CHECK (discount > 0),
+    CHECK (discount < 1),
+    PRIMARY KEY (shelf_id, start_date)
+);
+
+CREATE TABLE IF NOT EXISTS config.shelf_policies (
+    shelf_id text NOT NULL,
+    low_stock_threshold_pct double precision NOT NULL,
+    restock_target_pct double precision NOT NULL,
+    near_expiry_days bigint NOT NULL,
+    near_expiry_discount double precision NOT NULL,
+    CHECK (low_stock_threshold_pct > 0),
+    CHECK (low_stock_threshold_pct < 1),
+    CHECK (restock_target_pct > 0),
+    CHECK (restock_target_pct <= 1),
+    CHECK (near_expiry_days >= 0),
+    CHECK (near_expiry_discount > 0),
+    CHECK (near_expiry_discount < 1),
+    PRIMARY KEY (shelf_id)
+);
+
+CREATE TABLE IF NOT EXISTS config.wh_policies (
+    shelf_id text NOT NULL,
+    reorder_point bigint NOT NULL,
+    order_up_to bigint NOT NULL,
+    lead_time_days bigint NOT NULL,
+    delivery_hour bigint NOT NULL,
+    CHECK (reorder_point >= 0),
+    CHECK (order_up_to > 0),
+    CHECK (lead_time_days >= 0),
+    CHECK (delivery_hour >= 0),
+    CHECK (delivery_hour <= 23),
+    PRIMARY KEY (shelf_id)
+);
+
+CREATE TABLE IF NOT EXISTS config.batch_catalog (
+    shelf_id text NOT NULL,
+    batch_code text NOT NULL,
+    item_category text NOT NULL,
+    item_subcategory text NOT NULL,
+    standard_batch_size bigint NOT NULL,
+    received_date date NOT NULL,
+    expiry_date date NOT NULL,
+    CHECK (standard_batch_size > 0),
+    PRIMARY KEY (shelf_id, batch_code)
+);
+
+CREATE TABLE IF NOT EXISTS config.shelf_profiles (
+    shelf_id text NOT NULL,
+    aisle text NOT NULL,
+    item_category text NOT NULL,
+    item_subcategory text NOT NULL,
+    item_weight double precision NOT NULL,
+    shelf_weight double precision NOT NULL,
+    maximum_stock bigint NOT NULL,
+    item_price double precision NOT NULL,
+    CHECK (item_weight > 0),
+    CHECK (shelf_weight >= 0),
+    CHECK (maximum_stock > 0),
+    CHECK (item_price > 0),
+    PRIMARY KEY (shelf_id)
+);
+
+CREATE TABLE IF NOT EXISTS ops.wh_events (
+    event_id text NOT NULL,
+    event_type text NOT NULL,
+    shelf_id text NOT NULL,
+    batch_code text NOT NULL,
+    quantity bigint NOT NULL,
+    received_date date NOT NULL,
+    expiry_date date NOT NULL,
+    reference text,
+    ts timestamp NOT NULL,
+    CHECK (event_type IN ('wh_in', 'wh_out', 'wh_removal')),
+    CHECK (quantity > 0),
+    PRIMARY KEY (event_id)
+);
+
+CREATE TABLE IF NOT EXISTS state.shelf_state (
+    shelf_id text NOT NULL,
+    current_stock bigint NOT NULL,
+    current_weight_kg double precision NOT NULL,
+    last_event_type text NOT NULL,
+    last_event_ts timestamp NOT NULL,
+    CHECK (current_stock >= 0),
+    PRIMARY KEY (shelf_id)
+);
+
+CREATE TABLE IF NOT EXISTS state.wh_state (
+    shelf_id text NOT NULL,
+    wh_current_stock bigint NOT NULL,
+    last_event_type text NOT NULL,
+    last_event_ts timestamp NOT NULL,
+    CHECK (wh_current_stock >= 0),
+    PRIMARY KEY (shelf_id)
+);
+
+CREATE TABLE IF NOT EXISTS state.shelf_batch_state (
+    shelf_id text NOT NULL,
+    batch_code text NOT NULL,
+    received_date date NOT NULL,
+    expiry_date date NOT NULL,
+    batch_quantity_store bigint NOT NULL,
+    last_update_ts timestamp NOT NULL,
+    CHECK (batch_quantity_store >= 0),
+    PRIMARY KEY (shelf_id, batch_code)
+);
+
+CREATE TABLE IF NOT EXISTS state.wh_batch_state (
+    shelf_id text NOT NULL,
+    batch_code text NOT NULL,
+    received_date date NOT NULL,
+    expiry_date date NOT NULL,
+    batch_quantity_warehouse bigint NOT NULL,
+    last_update_ts timestamp NOT NULL,
+    CHECK (batch_quantity_warehouse >= 0),
+    PRIMARY KEY (shelf_id, batch_code)
+);
+
+CREATE TABLE IF NOT EXISTS ops.alerts (
+    alert_id text NOT NULL,
+    alert_type text NOT NULL,
+    location text NOT NULL,
+    severity text NOT NULL,
+    shelf_id text NOT NULL,
+    batch_code text,
+    message text NOT NULL,
+    value double precision,
+    threshold double precision,
+    ts timestamp NOT NULL,
+    CHECK (alert_type IN ('low_stock', 'out_of_stock', 'near_expiry', 'expired', 'wh_reorder', 'wh_out_of_stock')),
+    CHECK (location IN ('store', 'warehouse')),
+    CHECK (severity IN ('info', 'warning', 'critical')),
+    PRIMARY KEY (alert_id)
+);
+
+CREATE TABLE IF NOT EXISTS ops.shelf_restock_plan (
+    plan_id text NOT NULL,
+    shelf_id text NOT NULL,
+    quantity bigint NOT NULL,
+    status text NOT NULL,
+    created_ts timestamp NOT NULL,
+    updated_ts timestamp NOT NULL,
+    CHECK (quantity > 0),
+    CHECK (status IN ('planned', 'picked', 'delivered', 'cancelled')),
+    PRIMARY KEY (plan_id)
+);
+
+CREATE TABLE IF NOT EXISTS ops.wh_supplier_plan (
+    plan_id text NOT NULL,
+    shelf_id text NOT NULL,
+    batches_to_order bigint NOT NULL,
+    quantity bigint NOT NULL,
+    status text NOT NULL,
+    expected_delivery_date date NOT NULL,
+    created_ts timestamp NOT NULL,
+    updated_ts timestamp NOT NULL,
+    CHECK (batches_to_order > 0),
+    CHECK (quantity > 0),
+    CHECK (status IN ('planned', 'ordered', 'received', 'cancelled')),
+    PRIMARY KEY (plan_id)
+);
+
+CREATE TABLE IF NOT EXISTS ops.wh_supplier_orders (
+    order_id text NOT NULL,
+    plan_id text NOT NULL,
+    shelf_id text NOT NULL,
+    batches bigint NOT NULL,
+    quantity bigint NOT NULL,
+    ordered_ts timestamp NOT NULL,
+    expected_delivery_ts timestamp NOT NULL,
+    status text NOT NULL,
+    CHECK (batches > 0),
+    CHECK (quantity > 0),
+    CHECK (status IN ('open', 'received')),
+    PRIMARY KEY (order_id)
+);
+
+CREATE TABLE IF NOT EXISTS ops.wh_supplier_receipts (
+    receipt_id text NOT NULL,
+    order_id text NOT NULL,
+    shelf_id text NOT NULL,
+    batch_code text NOT NULL,
+    quantity bigint NOT NULL,
+    received_ts timestamp NOT NULL,
+    expiry_date date NOT NULL,
+    CHECK (quantity > 0),
+    PRIMARY KEY (receipt_id)
+);
+
+CREATE TABLE IF NOT EXISTS ops.pos_transactions (
+    transaction_id text NOT NULL,
+    customer_id text NOT NULL,
+    ts timestamp NOT NULL,
+    item_count bigint NOT NULL,
+    total double precision NOT NULL,
+    CHECK (item_count > 0),
+    CHECK (total >= 0),
+    PRIMARY KEY (transaction_id)
+);
+
+CREATE TABLE IF NOT EXISTS ops.pos_transaction_items (
+    transaction_id text NOT NULL,
+    line_no bigint NOT NULL,
+    shelf_id text NOT NULL,
+    quantity bigint NOT NULL,
+    unit_price double precision NOT NULL,
+    discount double precision NOT NULL,
+    line_total double precision NOT NULL,
+    CHECK (line_no >= 1),
+    CHECK (quantity > 0),
+    CHECK (unit_price >= 0),
+    CHECK (discount >= 0),
+    CHECK (discount < 1),
+    CHECK (line_total >= 0),
+    PRIMARY KEY (transaction_id, line_no)
+);
+
+CREATE TABLE IF NOT EXISTS ops.dead_letters (
+    dead_letter_id text NOT NULL,
+    source text NOT NULL,
+    source_partition bigint,
+    source_offset bigint,
+    reason text NOT NULL,
+    raw text NOT NULL,
+    ts timestamp NOT NULL,
+    PRIMARY KEY (dead_letter_id)
+);
+
+CREATE TABLE IF NOT EXISTS analytics.daily_discounts (
+    shelf_id text NOT NULL,
+    discount_date date NOT NULL,
+    discount double precision NOT NULL,
+    reason text NOT NULL,
+    CHECK (discount > 0),
+    CHECK (discount < 1),
+    CHECK (reason IN ('near_expiry', 'promotion')),
+    PRIMARY KEY (shelf_id, discount_date)
+);
+
+CREATE TABLE IF NOT EXISTS analytics.shelf_daily_features (
+    shelf_id text NOT NULL,
+    feature_date date NOT NULL,
+    item_category text NOT NULL,
+    item_subcategory text NOT NULL,
+    day_of_week bigint NOT NULL,
+    is_weekend boolean NOT NULL,
+    people_count bigint NOT NULL,
+    sales_qty bigint NOT NULL,
+    sales_last_7d bigint NOT NULL,
+    sales_last_14d bigint NOT NULL,
+    item_price double precision NOT NULL,
+    discount double precision NOT NULL,
+    shelf_fill_ratio double precision NOT NULL,
+    wh_fill_ratio double precision NOT NULL,
+    pending_supplier_qty bigint NOT NULL,
+    qty_expiring_next_7d bigint NOT NULL,
+    alerts_today bigint NOT NULL,
+    batches_to_order bigint,
+    CHECK (day_of_week >= 0),
+    CHECK (day_of_week <= 6),
+    CHECK (people_count >= 0),
+    CHECK (sales_qty >= 0),
+    CHECK (sales_last_7d >= 0),
+    CHECK (sales_last_14d >= 0),
+    CHECK (item_price > 0),
+    CHECK (discount >= 0),
+    CHECK (discount < 1),
+    CHECK (shelf_fill_ratio >= 0),
+    CHECK (wh_fill_ratio >= 0),
+    CHECK (pending_supplier_qty >= 0),
+    CHECK (qty_expiring_next_7d >= 0),
+    CHECK (alerts_today >= 0),
+    CHECK (batches_to_order >= 0),
+    PRIMARY KEY (shelf_id, feature_date)
+);
+
+CREATE TABLE IF NOT EXISTS analytics.ml_models (
+    model_name text NOT NULL,
+    model_version bigint NOT NULL,
+    trained_ts timestamp NOT NULL,
+    train_rows bigint NOT NULL,
+    metric_name text NOT NULL,
+    metric_value double precision NOT NULL,
+    artifact_path text NOT NULL,
+    is_active boolean NOT NULL,
+    CHECK (model_version >= 1),
+    CHECK (train_rows >= 0),
+    PRIMARY KEY (model_name, model_version)
+);
+
+CREATE TABLE IF NOT EXISTS analytics.ml_predictions_log (
+    model_name text NOT NULL,
+    model_version bigint NOT NULL,
+    shelf_id text NOT NULL,
+    prediction_date date NOT NULL,
+    predicted_batches double precision NOT NULL,
+    predicted_ts timestamp NOT NULL,
+    CHECK (model_version >= 1),
+    PRIMARY KEY (model_name, model_version, shelf_id, prediction_date)
+);

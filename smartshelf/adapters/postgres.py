@@ -1,0 +1,118 @@
+"""PostgreSQL adapter: roles and migrations, and atomic loads of registry tables."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import psycopg2
+import psycopg2.extensions
+from psycopg2 import sql
+from psycopg2.extras import execute_values
+from pydantic import BaseModel
+
+from smartshelf.errors import SmartShelfError
+from smartshelf.registry import Table
+from smartshelf.settings import REPO_ROOT, Settings
+from smartshelf.tabular import tables_sql
+
+MIGRATIONS_DIR = REPO_ROOT / "postgresql"
+GENERATED_TABLES_FILE = "02_tables.sql"
+_ROLE_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
+_MIGRATION_LOCK = 4_242_001  # advisory lock id: concurrent `up`s migrate one at a time
+
+
+@contextmanager
+def connect(settings: Settings, role: str = "app") -> Iterator[psycopg2.extensions.connection]:
+    """A connection as `role` (admin, app, reader); commits on success, rolls back on error."""
+    try:
+        conn = psycopg2.connect(settings.postgres_dsn_for(role), connect_timeout=5)
+    except psycopg2.OperationalError as exc:
+        first_line = str(exc).strip().splitlines()[0]
+        raise SmartShelfError(
+            f"cannot connect to PostgreSQL at {settings.postgres_host}:{settings.postgres_port} "
+            f"as {role}: {first_line}"
+        ) from exc
+    try:
+        with conn:
+            yield conn
+    finally:
+        conn.close()
+
+
+def migration_files() -> list[Path]:
+    return sorted(MIGRATIONS_DIR.glob("[0-9][0-9]_*.sql"))
+
+
+def _ensure_role(cur: psycopg2.extensions.cursor, name: str, password: str) -> None:
+    if not _ROLE_NAME.match(name):
+        raise SmartShelfError(f"invalid PostgreSQL role name '{name}' (use lower-case letters, digits, _)")
+    cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (name,))
+    verb = "ALTER" if cur.fetchone() else "CREATE"
+    cur.execute(sql.SQL(verb + " ROLE {} LOGIN PASSWORD %s").format(sql.Identifier(name)), (password,))
+
+
+def migrate(settings: Settings) -> list[str]:
+    """Create the roles and apply every numbered SQL file, in one transaction; returns the files applied.
+
+    Every file is idempotent, so all are applied each time; schema_migrations records what ran.
+    """
+    applied = []
+    with connect(settings, "admin") as conn, conn.cursor() as cur:
+        cur.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+        _ensure_role(cur, settings.postgres_app_user, settings.postgres_app_password)
+        _ensure_role(cur, settings.postgres_reader_user, settings.postgres_reader_password)
+        for path in migration_files():
+            text = path.read_text()
+            statement = text.replace(":app_role", f'"{settings.postgres_app_user}"').replace(
+                ":reader_role", f'"{settings.postgres_reader_user}"'
+            )
+            try:
+                cur.execute(statement)
+            except psycopg2.Error as exc:
+                raise SmartShelfError(f"migration {path.name} failed: {str(exc).strip().splitlines()[0]}") from exc
+            cur.execute(
+                "INSERT INTO public.schema_migrations (filename, sha256) VALUES (%s, %s) "
+                "ON CONFLICT (filename) DO UPDATE SET sha256 = EXCLUDED.sha256, applied_at = now()",
+                (path.name, hashlib.sha256(text.encode()).hexdigest()),
+            )
+            applied.append(path.name)
+    return applied
+
+
+def write_generated_tables_sql() -> Path:
+    path = MIGRATIONS_DIR / GENERATED_TABLES_FILE
+    path.write_text(tables_sql())
+    return path
+
+
+def replace_rows(cur: psycopg2.extensions.cursor, table: Table, rows: Sequence[BaseModel]) -> None:
+    """Replace a table's whole content with `rows` (inside the caller's transaction)."""
+    assert table.pg is not None
+    schema_name, table_name = table.pg.split(".")
+    target = sql.Identifier(schema_name, table_name)
+    cur.execute(sql.SQL("TRUNCATE {}").format(target))
+    insert_rows(cur, table, rows)
+
+
+def insert_rows(cur: psycopg2.extensions.cursor, table: Table, rows: Iterable[BaseModel]) -> None:
+    assert table.pg is not None
+    schema_name, table_name = table.pg.split(".")
+    names = list(table.schema.model_fields)
+    query = sql.SQL("INSERT INTO {} ({}) VALUES %s").format(
+        sql.Identifier(schema_name, table_name), sql.SQL(", ").join(map(sql.Identifier, names))
+    )
+    values = [tuple(getattr(row, name) for name in names) for row in rows]
+    if values:
+        execute_values(cur, query.as_string(cur), values, page_size=2000)
+
+
+def count_rows(cur: psycopg2.extensions.cursor, table: Table) -> int:
+    assert table.pg is not None
+    schema_name, table_name = table.pg.split(".")
+    cur.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema_name, table_name)))
+    (count,) = cur.fetchone()
+    return int(count)

@@ -1,0 +1,131 @@
+"""The topic and table registry: the one place that names every topic, table and Delta path.
+
+Topics carry a value schema (smartshelf.schemas) and a key; tables say where a schema is stored
+(PostgreSQL `schema.table`, Delta `layer/name`) and its primary key. Everything else — kafka-init,
+the generated SQL, the Delta bootstrap, Spark schemas, the connect worker — reads from here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime
+
+from pydantic import BaseModel
+
+from smartshelf import schemas as s
+from smartshelf import store
+
+KEY_SEPARATOR = "|"
+
+
+@dataclass(frozen=True)
+class Topic:
+    name: str
+    schema: type[BaseModel]
+    key: tuple[str, ...]  # fields whose values, joined by KEY_SEPARATOR, form the record key
+    compacted: bool
+    partitions: int = 1
+
+    def key_of(self, value: BaseModel) -> str:
+        return KEY_SEPARATOR.join(_key_part(getattr(value, field)) for field in self.key)
+
+
+def _key_part(value: object) -> str:
+    return value.isoformat() if isinstance(value, (date, datetime)) else str(value)
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str  # unique short name
+    schema: type[BaseModel]
+    key: tuple[str, ...]  # primary key
+    pg: str | None = None  # "schema.table" in PostgreSQL
+    delta: str | None = None  # "layer/name" under the Delta root
+    topic: str | None = None  # the topic this table mirrors
+
+
+TOPICS: tuple[Topic, ...] = (
+    # append-only event streams; the busy ones get two partitions (two cores), keyed so order holds per shelf
+    Topic("foot_traffic", s.FootTrafficEvent, ("customer_id",), compacted=False, partitions=2),
+    Topic("shelf_events", s.ShelfEvent, ("shelf_id",), compacted=False, partitions=2),
+    Topic("pos_transactions", s.PosTransaction, ("customer_id",), compacted=False, partitions=2),
+    Topic("wh_events", s.WarehouseEvent, ("shelf_id",), compacted=False),
+    Topic("alerts", s.Alert, ("shelf_id",), compacted=False),
+    Topic("dead_letters", s.DeadLetter, ("source",), compacted=False),
+    # compacted state and metadata: the latest value per key is the truth
+    Topic("shelf_state", s.ShelfState, ("shelf_id",), compacted=True),
+    Topic("wh_state", s.WarehouseState, ("shelf_id",), compacted=True),
+    Topic("shelf_batch_state", s.ShelfBatchState, ("shelf_id", "batch_code"), compacted=True),
+    Topic("wh_batch_state", s.WarehouseBatchState, ("shelf_id", "batch_code"), compacted=True),
+    Topic("daily_discounts", s.DailyDiscount, ("shelf_id", "discount_date"), compacted=True),
+    Topic("shelf_restock_plan", s.ShelfRestockPlan, ("plan_id",), compacted=True),
+    Topic("wh_supplier_plan", s.WarehouseSupplierPlan, ("plan_id",), compacted=True),
+    Topic("shelf_policies", s.ShelfPolicy, ("shelf_id",), compacted=True),
+    Topic("wh_policies", s.WarehousePolicy, ("shelf_id",), compacted=True),
+    Topic("batch_catalog", s.BatchCatalogEntry, ("shelf_id", "batch_code"), compacted=True),
+    Topic("shelf_profiles", s.ShelfProfile, ("shelf_id",), compacted=True),
+)
+
+TABLES: tuple[Table, ...] = (
+    # ref: the store snapshot imported from CSV
+    Table("store_inventory", store.StoreInventoryRow, ("shelf_id",), pg="ref.store_inventory"),
+    Table("warehouse_inventory", store.WarehouseInventoryRow, ("shelf_id",), pg="ref.warehouse_inventory"),
+    Table("store_batches", store.BatchRow, ("shelf_id", "batch_code"), pg="ref.store_batches"),
+    Table("warehouse_batches", store.BatchRow, ("shelf_id", "batch_code"), pg="ref.warehouse_batches"),
+    Table("discounts", store.DiscountRow, ("shelf_id", "start_date"), pg="ref.discounts"),
+    # config: policies and metadata (sourced to their compacted topics)
+    Table("shelf_policies", s.ShelfPolicy, ("shelf_id",), pg="config.shelf_policies", topic="shelf_policies"),
+    Table("wh_policies", s.WarehousePolicy, ("shelf_id",), pg="config.wh_policies", topic="wh_policies"),
+    Table("batch_catalog", s.BatchCatalogEntry, ("shelf_id", "batch_code"), pg="config.batch_catalog",
+          topic="batch_catalog"),
+    Table("shelf_profiles", s.ShelfProfile, ("shelf_id",), pg="config.shelf_profiles", topic="shelf_profiles"),
+    # raw: the event streams as they arrived
+    Table("raw_foot_traffic", s.FootTrafficEvent, ("event_id",), delta="raw/foot_traffic", topic="foot_traffic"),
+    Table("raw_shelf_events", s.ShelfEvent, ("event_id",), delta="raw/shelf_events", topic="shelf_events"),
+    Table("raw_pos_transactions", s.PosTransaction, ("transaction_id",), delta="raw/pos_transactions",
+          topic="pos_transactions"),
+    Table("raw_wh_events", s.WarehouseEvent, ("event_id",), pg="ops.wh_events", delta="raw/wh_events",
+          topic="wh_events"),
+    # state: mirrors of the compacted state topics
+    Table("shelf_state", s.ShelfState, ("shelf_id",), pg="state.shelf_state", delta="cleansed/shelf_state",
+          topic="shelf_state"),
+    Table("wh_state", s.WarehouseState, ("shelf_id",), pg="state.wh_state", delta="cleansed/wh_state",
+          topic="wh_state"),
+    Table("shelf_batch_state", s.ShelfBatchState, ("shelf_id", "batch_code"), pg="state.shelf_batch_state",
+          delta="cleansed/shelf_batch_state", topic="shelf_batch_state"),
+    Table("wh_batch_state", s.WarehouseBatchState, ("shelf_id", "batch_code"), pg="state.wh_batch_state",
+          delta="cleansed/wh_batch_state", topic="wh_batch_state"),
+    # ops: alerts, plans, orders, sales
+    Table("alerts", s.Alert, ("alert_id",), pg="ops.alerts", delta="ops/alerts", topic="alerts"),
+    Table("shelf_restock_plan", s.ShelfRestockPlan, ("plan_id",), pg="ops.shelf_restock_plan",
+          delta="ops/shelf_restock_plan", topic="shelf_restock_plan"),
+    Table("wh_supplier_plan", s.WarehouseSupplierPlan, ("plan_id",), pg="ops.wh_supplier_plan",
+          delta="ops/wh_supplier_plan", topic="wh_supplier_plan"),
+    Table("wh_supplier_orders", s.SupplierOrder, ("order_id",), pg="ops.wh_supplier_orders",
+          delta="ops/wh_supplier_orders"),
+    Table("wh_supplier_receipts", s.SupplierReceipt, ("receipt_id",), pg="ops.wh_supplier_receipts",
+          delta="ops/wh_supplier_receipts"),
+    Table("pos_transactions", s.PosTransactionRow, ("transaction_id",), pg="ops.pos_transactions"),
+    Table("pos_transaction_items", s.PosTransactionItemRow, ("transaction_id", "line_no"),
+          pg="ops.pos_transaction_items"),
+    Table("dead_letters", s.DeadLetterRow, ("dead_letter_id",), pg="ops.dead_letters"),
+    # analytics
+    Table("daily_discounts", s.DailyDiscount, ("shelf_id", "discount_date"), pg="analytics.daily_discounts",
+          delta="analytics/daily_discounts", topic="daily_discounts"),
+    Table("shelf_daily_features", s.ShelfDailyFeatures, ("shelf_id", "feature_date"),
+          pg="analytics.shelf_daily_features"),
+    Table("ml_models", s.MlModel, ("model_name", "model_version"), pg="analytics.ml_models"),
+    Table("ml_predictions_log", s.MlPrediction, ("model_name", "model_version", "shelf_id", "prediction_date"),
+          pg="analytics.ml_predictions_log"),
+)
+
+TOPICS_BY_NAME = {topic.name: topic for topic in TOPICS}
+TABLES_BY_NAME = {table.name: table for table in TABLES}
+
+
+def topic(name: str) -> Topic:
+    return TOPICS_BY_NAME[name]
+
+
+def table(name: str) -> Table:
+    return TABLES_BY_NAME[name]

@@ -1,0 +1,74 @@
+"""One-shot jobs of the stack: migrate PostgreSQL, create topics, bootstrap Delta, import the store.
+
+`smartshelf up` runs them after the servers are healthy; compose runs each as its own init service.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from smartshelf.adapters import delta, postgres
+from smartshelf.adapters.kafka import KafkaAdapter, TopicConfig
+from smartshelf.policies import DEFAULT_POLICY_FILE, derive_config, load_policy_config
+from smartshelf.registry import TOPICS, table
+from smartshelf.settings import Settings
+from smartshelf.store_csv import read_store_csvs
+
+
+def db_init(settings: Settings) -> list[str]:
+    return postgres.migrate(settings)
+
+
+def kafka_init(settings: Settings) -> list[str]:
+    adapter = KafkaAdapter(settings.kafka_bootstrap_servers)
+    try:
+        return adapter.ensure_topics(TopicConfig(t.name, t.partitions, t.compacted) for t in TOPICS)
+    finally:
+        adapter.close()
+
+
+def delta_init(settings: Settings) -> list[str]:
+    return delta.bootstrap(settings.delta_dir)
+
+
+JOBS: dict[str, Callable[[Settings], list[str]]] = {
+    "db-init": db_init,
+    "kafka-init": kafka_init,
+    "delta-init": delta_init,
+}
+
+
+@dataclass(frozen=True)
+class ImportSummary:
+    rows: dict[str, int]
+    seconds: float
+
+
+def import_store(settings: Settings, csv_dir: Path, policy_file: Path = DEFAULT_POLICY_FILE) -> ImportSummary:
+    """Validate every CSV row, then replace ref.* and config.* in one transaction: all or nothing."""
+    began = time.monotonic()
+    store = read_store_csvs(csv_dir)
+    config = derive_config(store, load_policy_config(policy_file))
+    contents = {
+        "store_inventory": store.store_inventory,
+        "warehouse_inventory": store.warehouse_inventory,
+        "store_batches": store.store_batches,
+        "warehouse_batches": store.warehouse_batches,
+        "discounts": store.discounts,
+        "shelf_policies": config.shelf_policies,
+        "wh_policies": config.wh_policies,
+        "batch_catalog": config.batch_catalog,
+        "shelf_profiles": config.shelf_profiles,
+    }
+    with postgres.connect(settings, "app") as conn, conn.cursor() as cur:
+        for name, rows in contents.items():
+            postgres.replace_rows(cur, table(name), rows)
+    return ImportSummary({name: len(rows) for name, rows in contents.items()}, time.monotonic() - began)
+
+
+def store_is_imported(settings: Settings) -> bool:
+    with postgres.connect(settings, "app") as conn, conn.cursor() as cur:
+        return postgres.count_rows(cur, table("store_inventory")) > 0

@@ -1,0 +1,282 @@
+"""The value schema of every topic: one pydantic model each, the single definition from which the Kafka
+JSON, the PostgreSQL mirror tables and the Delta tables are derived or checked (tests/unit/test_schemas.py).
+
+Times are simulated-clock times (naive, the store's local time). Quantities are item counts.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Quantity = int
+
+
+class Record(BaseModel):
+    """Base of every topic value: strict about unknown fields, so bad input is rejected, not ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --- append-only event streams ------------------------------------------------------------------
+class FootTrafficEvent(Record):
+    event_id: str
+    event_type: Literal["entry", "exit"]
+    customer_id: str
+    ts: datetime
+
+
+class ShelfEvent(Record):
+    event_id: str
+    event_type: Literal["pickup", "putback", "weight_change"]
+    shelf_id: str
+    quantity: Quantity = Field(ge=0)
+    weight_change_kg: float  # signed: what the shelf's scale saw
+    customer_id: str | None = None  # None for staff (restock, removal)
+    batch_code: str | None = None  # known only for staff moves
+    ts: datetime
+
+
+class PosItem(Record):
+    shelf_id: str
+    quantity: Quantity = Field(gt=0)
+    unit_price: float = Field(ge=0)
+    discount: float = Field(ge=0, lt=1)
+    line_total: float = Field(ge=0)
+
+
+class PosTransaction(Record):
+    transaction_id: str
+    customer_id: str
+    ts: datetime
+    items: list[PosItem] = Field(min_length=1)
+    total: float = Field(ge=0)
+
+
+class WarehouseEvent(Record):
+    event_id: str
+    event_type: Literal["wh_in", "wh_out", "wh_removal"]
+    shelf_id: str
+    batch_code: str
+    quantity: Quantity = Field(gt=0)
+    received_date: date
+    expiry_date: date
+    reference: str | None = None  # the restock plan or supplier order that caused the move
+    ts: datetime
+
+
+class Alert(Record):
+    alert_id: str
+    alert_type: Literal["low_stock", "out_of_stock", "near_expiry", "expired", "wh_reorder", "wh_out_of_stock"]
+    location: Literal["store", "warehouse"]
+    severity: Literal["info", "warning", "critical"]
+    shelf_id: str
+    batch_code: str | None = None
+    message: str
+    value: float | None = None
+    threshold: float | None = None
+    ts: datetime
+
+
+class DeadLetter(Record):
+    source: str  # topic, Redis stream or file the record came from
+    source_partition: int | None = None
+    source_offset: int | None = None
+    reason: str
+    raw: str  # the payload as received (undecodable bytes escaped)
+    ts: datetime
+
+
+# --- compacted state topics (latest value per key) --------------------------------------------
+class ShelfState(Record):
+    shelf_id: str
+    current_stock: Quantity = Field(ge=0)
+    current_weight_kg: float
+    last_event_type: str
+    last_event_ts: datetime
+
+
+class WarehouseState(Record):
+    shelf_id: str
+    wh_current_stock: Quantity = Field(ge=0)
+    last_event_type: str
+    last_event_ts: datetime
+
+
+class ShelfBatchState(Record):
+    shelf_id: str
+    batch_code: str
+    received_date: date
+    expiry_date: date
+    batch_quantity_store: Quantity = Field(ge=0)
+    last_update_ts: datetime
+
+
+class WarehouseBatchState(Record):
+    shelf_id: str
+    batch_code: str
+    received_date: date
+    expiry_date: date
+    batch_quantity_warehouse: Quantity = Field(ge=0)
+    last_update_ts: datetime
+
+
+class DailyDiscount(Record):
+    shelf_id: str
+    discount_date: date
+    discount: float = Field(gt=0, lt=1)
+    reason: Literal["near_expiry", "promotion"]
+
+
+class ShelfRestockPlan(Record):
+    plan_id: str
+    shelf_id: str
+    quantity: Quantity = Field(gt=0)
+    status: Literal["planned", "picked", "delivered", "cancelled"]
+    created_ts: datetime
+    updated_ts: datetime
+
+
+class WarehouseSupplierPlan(Record):
+    plan_id: str
+    shelf_id: str
+    batches_to_order: int = Field(gt=0)
+    quantity: Quantity = Field(gt=0)
+    status: Literal["planned", "ordered", "received", "cancelled"]
+    expected_delivery_date: date
+    created_ts: datetime
+    updated_ts: datetime
+
+
+class ShelfPolicy(Record):
+    shelf_id: str
+    low_stock_threshold_pct: float = Field(gt=0, lt=1)
+    restock_target_pct: float = Field(gt=0, le=1)
+    near_expiry_days: int = Field(ge=0)
+    near_expiry_discount: float = Field(gt=0, lt=1)
+
+
+class WarehousePolicy(Record):
+    shelf_id: str
+    reorder_point: Quantity = Field(ge=0)
+    order_up_to: Quantity = Field(gt=0)
+    lead_time_days: int = Field(ge=0)
+    delivery_hour: int = Field(ge=0, le=23)
+
+
+class BatchCatalogEntry(Record):
+    shelf_id: str
+    batch_code: str
+    item_category: str
+    item_subcategory: str
+    standard_batch_size: int = Field(gt=0)
+    received_date: date
+    expiry_date: date
+
+
+class ShelfProfile(Record):
+    shelf_id: str
+    aisle: str
+    item_category: str
+    item_subcategory: str
+    item_weight: float = Field(gt=0)
+    shelf_weight: float = Field(ge=0)
+    maximum_stock: Quantity = Field(gt=0)
+    item_price: float = Field(gt=0)
+
+
+# --- tables that are not topics -----------------------------------------------------------------
+class SupplierOrder(Record):
+    order_id: str
+    plan_id: str
+    shelf_id: str
+    batches: int = Field(gt=0)
+    quantity: Quantity = Field(gt=0)
+    ordered_ts: datetime
+    expected_delivery_ts: datetime
+    status: Literal["open", "received"]
+
+
+class SupplierReceipt(Record):
+    receipt_id: str
+    order_id: str
+    shelf_id: str
+    batch_code: str
+    quantity: Quantity = Field(gt=0)
+    received_ts: datetime
+    expiry_date: date
+
+
+class PosTransactionRow(Record):
+    """ops.pos_transactions: a PosTransaction without its items (they go to PosTransactionItemRow)."""
+
+    transaction_id: str
+    customer_id: str
+    ts: datetime
+    item_count: int = Field(gt=0)
+    total: float = Field(ge=0)
+
+
+class PosTransactionItemRow(Record):
+    transaction_id: str
+    line_no: int = Field(ge=1)
+    shelf_id: str
+    quantity: Quantity = Field(gt=0)
+    unit_price: float = Field(ge=0)
+    discount: float = Field(ge=0, lt=1)
+    line_total: float = Field(ge=0)
+
+
+class DeadLetterRow(Record):
+    dead_letter_id: str  # "dead_letters:<partition>:<offset>": where the dead letter itself sits
+    source: str
+    source_partition: int | None = None
+    source_offset: int | None = None
+    reason: str
+    raw: str
+    ts: datetime
+
+
+class ShelfDailyFeatures(Record):
+    """One shelf's day, the input of the replenishment model."""
+
+    shelf_id: str
+    feature_date: date
+    item_category: str
+    item_subcategory: str
+    day_of_week: int = Field(ge=0, le=6)
+    is_weekend: bool
+    people_count: int = Field(ge=0)
+    sales_qty: Quantity = Field(ge=0)
+    sales_last_7d: Quantity = Field(ge=0)
+    sales_last_14d: Quantity = Field(ge=0)
+    item_price: float = Field(gt=0)
+    discount: float = Field(ge=0, lt=1)
+    shelf_fill_ratio: float = Field(ge=0)
+    wh_fill_ratio: float = Field(ge=0)
+    pending_supplier_qty: Quantity = Field(ge=0)
+    qty_expiring_next_7d: Quantity = Field(ge=0)
+    alerts_today: int = Field(ge=0)
+    batches_to_order: int | None = Field(None, ge=0)  # the training target, known in hindsight
+
+
+class MlModel(Record):
+    model_name: str
+    model_version: int = Field(ge=1)
+    trained_ts: datetime
+    train_rows: int = Field(ge=0)
+    metric_name: str
+    metric_value: float
+    artifact_path: str
+    is_active: bool
+
+
+class MlPrediction(Record):
+    model_name: str
+    model_version: int = Field(ge=1)
+    shelf_id: str
+    prediction_date: date
+    predicted_batches: float
+    predicted_ts: datetime

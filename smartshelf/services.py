@@ -1,0 +1,37 @@
+"""The one registry of deployable services: what docker compose runs, and what plays that role embedded.
+
+docker-compose.yml must name exactly these services with these profiles (checked by a test), so the
+scale-out path and the embedded default cannot drift apart. Later capabilities add their services here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Profile(StrEnum):
+    INFRA = "infra"
+    PRODUCERS = "producers"
+    SPARK = "spark"
+    CONNECT = "connect"
+    ML = "ml"
+    DASHBOARD = "dashboard"
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str
+    profile: Profile
+    embedded_by: str  # the embedded server or job (smartshelf.runtime) that plays this role
+    summary: str
+
+
+SERVICES: tuple[Service, ...] = (
+    Service("kafka", Profile.INFRA, "kafka", "Kafka broker; embedded: Tansu on the local S3 server"),
+    Service("postgres", Profile.INFRA, "postgres", "PostgreSQL: ref, config, state, ops, analytics"),
+    Service("redis", Profile.INFRA, "redis", "Redis: simulated clock and producer streams"),
+    Service("kafka-init", Profile.INFRA, "kafka-init", "creates every topic of the registry (one-shot)"),
+    Service("db-init", Profile.INFRA, "db-init", "applies the SQL migrations in postgresql/ (one-shot)"),
+    Service("delta-init", Profile.INFRA, "delta-init", "bootstraps the empty Delta tables (one-shot)"),
+)

@@ -1,0 +1,111 @@
+"""Derive table definitions from the pydantic models: PostgreSQL DDL and Arrow (Delta) schemas.
+
+The models in smartshelf.schemas / smartshelf.store are the only definition of a record's columns; the SQL
+in postgresql/02_tables.sql is generated from here (and a test keeps the committed file equal to it).
+"""
+
+from __future__ import annotations
+
+import types
+from datetime import date, datetime
+from typing import Literal, Union, get_args, get_origin
+
+import annotated_types as at
+import pyarrow as pa
+from pydantic import BaseModel
+from pydantic.fields import FieldInfo
+
+from smartshelf.registry import TABLES, Table
+
+
+def _unwrap_optional(annotation: object) -> tuple[object, bool]:
+    """(inner type, nullable) for `X | None`."""
+    if get_origin(annotation) in (Union, types.UnionType):
+        args = [a for a in get_args(annotation) if a is not type(None)]
+        if len(args) == 1 and len(get_args(annotation)) == 2:
+            return args[0], True
+    return annotation, False
+
+
+def _sql_type(annotation: object) -> str:
+    if get_origin(annotation) is Literal:
+        return "text"
+    mapping: dict[object, str] = {
+        str: "text", int: "bigint", float: "double precision", bool: "boolean", date: "date",
+        datetime: "timestamp",
+    }
+    if annotation in mapping:
+        return mapping[annotation]
+    if get_origin(annotation) is list:
+        return "jsonb"
+    raise TypeError(f"no SQL type for {annotation!r}")
+
+
+def _checks(column: str, annotation: object, info: FieldInfo) -> list[str]:
+    checks = []
+    if get_origin(annotation) is Literal:
+        allowed = ", ".join(f"'{v}'" for v in get_args(annotation))
+        checks.append(f"{column} IN ({allowed})")
+    bounds = {at.Gt: ("gt", ">"), at.Ge: ("ge", ">="), at.Lt: ("lt", "<"), at.Le: ("le", "<=")}
+    for constraint in info.metadata:
+        for kind, (attribute, operator) in bounds.items():
+            if isinstance(constraint, kind):
+                checks.append(f"{column} {operator} {getattr(constraint, attribute)}")
+        if isinstance(constraint, at.MinLen) and annotation is str and constraint.min_length > 0:
+            checks.append(f"length({column}) >= {constraint.min_length}")
+    return checks
+
+
+def columns(model: type[BaseModel]) -> list[tuple[str, str, bool]]:
+    """(name, SQL type, nullable) per field, in field order."""
+    result = []
+    for name, info in model.model_fields.items():
+        inner, nullable = _unwrap_optional(info.annotation)
+        result.append((name, _sql_type(inner), nullable))
+    return result
+
+
+def create_table_sql(table: Table) -> str:
+    assert table.pg is not None
+    lines = []
+    checks: list[str] = []
+    for name, info in table.schema.model_fields.items():
+        inner, nullable = _unwrap_optional(info.annotation)
+        lines.append(f"    {name} {_sql_type(inner)}{'' if nullable else ' NOT NULL'}")
+        checks.extend(_checks(name, inner, info))
+    lines.extend(f"    CHECK ({check})" for check in checks)
+    lines.append(f"    PRIMARY KEY ({', '.join(table.key)})")
+    return f"CREATE TABLE IF NOT EXISTS {table.pg} (\n" + ",\n".join(lines) + "\n);\n"
+
+
+def tables_sql() -> str:
+    header = (
+        "-- GENERATED from smartshelf/registry.py by `smartshelf data sql`: do not edit by hand.\n"
+        "-- One table per registry entry that names a PostgreSQL table; columns come from its pydantic model.\n\n"
+    )
+    return header + "\n".join(create_table_sql(t) for t in TABLES if t.pg is not None)
+
+
+def _arrow_type(annotation: object) -> pa.DataType:
+    if get_origin(annotation) is Literal:
+        return pa.string()
+    mapping: dict[object, pa.DataType] = {
+        str: pa.string(), int: pa.int64(), float: pa.float64(), bool: pa.bool_(), date: pa.date32(),
+        datetime: pa.timestamp("us"),
+    }
+    if annotation in mapping:
+        return mapping[annotation]
+    if get_origin(annotation) is list:
+        (item,) = get_args(annotation)
+        return pa.list_(_arrow_type(item))
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return pa.struct(arrow_schema(annotation))
+    raise TypeError(f"no Arrow type for {annotation!r}")
+
+
+def arrow_schema(model: type[BaseModel]) -> pa.Schema:
+    fields = []
+    for name, info in model.model_fields.items():
+        inner, nullable = _unwrap_optional(info.annotation)
+        fields.append(pa.field(name, _arrow_type(inner), nullable=nullable))
+    return pa.schema(fields)
