@@ -123,6 +123,25 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="print JSON")] =
         raise typer.Exit(1)
 
 
+@app.command()
+def bench(
+    suite: Annotated[str, typer.Argument(help="benchmark to run: broker, or all")] = "all",
+) -> None:
+    """Run benchmarks on a scratch stack; print the results and write JSON under data/metrics/."""
+    from smartshelf.bench import BENCHMARKS, write_result
+
+    if suite != "all" and suite not in BENCHMARKS:
+        raise SmartShelfError(f"unknown benchmark '{suite}' (known: {', '.join(BENCHMARKS)}, all)")
+    settings = get_settings()
+    for name, run in BENCHMARKS.items():
+        if suite in ("all", name):
+            with console.status(f"benchmark {name}…"):
+                result = run(settings)
+            path = write_result(settings.data_dir / "metrics", result)
+            console.print_json(json.dumps(result))
+            console.print(f"wrote {path}")
+
+
 def main() -> None:
     try:
         app()

@@ -1,13 +1,12 @@
 from __future__ import annotations
 
 import shutil
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from smartshelf.runtime import supervisor
+from smartshelf.runtime.scratch import make_run_dir
 from smartshelf.settings import Settings
 from tests.conftest import isolated_settings
 
@@ -17,8 +16,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="session")
 def stack() -> Iterator[Settings]:
     """One real embedded stack (S3, Tansu, PostgreSQL, Redis) on free ports for the whole test session."""
-    run_dir = Path(tempfile.mkdtemp(prefix="smartshelf-stack-"))
-    run_dir.chmod(0o755)
+    run_dir = make_run_dir("smartshelf-stack-")
     settings = isolated_settings(run_dir)
     try:
         supervisor.start(settings)

@@ -1,0 +1,53 @@
+"""Scratch stacks: a whole embedded stack on free ports under a temp dir, for benchmarks and tests."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from smartshelf.runtime import supervisor
+from smartshelf.settings import Settings
+
+
+def free_ports(count: int) -> list[int]:
+    """Distinct free ports: all sockets stay bound until every port is chosen, so none repeats."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def scratch_settings(base: Settings, run_dir: Path) -> Settings:
+    """`base` moved under run_dir, on free ports."""
+    kafka, s3, postgres, redis = free_ports(4)
+    return base.model_copy(update={
+        "run_dir": run_dir, "data_dir": run_dir / "data", "delta_dir": run_dir / "delta",
+        "kafka_port": kafka, "s3_port": s3, "postgres_port": postgres, "redis_port": redis,
+    })
+
+
+def make_run_dir(prefix: str) -> Path:
+    """A temp dir the `postgres` OS user can traverse (mkdtemp makes it private)."""
+    run_dir = Path(tempfile.mkdtemp(prefix=prefix))
+    run_dir.chmod(0o755)
+    return run_dir
+
+
+@contextmanager
+def scratch_stack(base: Settings, prefix: str = "smartshelf-scratch-") -> Iterator[tuple[Settings, dict[str, float]]]:
+    """Start a fresh stack; yields its settings and each server's start time; stops and removes it after."""
+    run_dir = make_run_dir(prefix)
+    settings = scratch_settings(base, run_dir)
+    try:
+        yield settings, supervisor.start(settings)
+    finally:
+        supervisor.stop(settings)
+        shutil.rmtree(run_dir, ignore_errors=True)

@@ -1,0 +1,50 @@
+"""docker-compose.yml is valid and names exactly the registry's services, with their profiles."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from smartshelf.runtime.jobs import JOBS
+from smartshelf.runtime.servers import SERVER_CLASSES
+from smartshelf.services import SERVICES, Profile
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def resolved() -> dict:
+    """The compose file as docker-compose itself resolves it (all profiles)."""
+    compose = shutil.which("docker-compose")
+    assert compose, "docker-compose (Debian package) is installed by scripts/bootstrap.sh"
+    profiles = [arg for p in Profile for arg in ("--profile", p.value)]
+    result = subprocess.run([compose, "-f", str(REPO / "docker-compose.yml"), *profiles, "config"],
+                            capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    return yaml.safe_load(result.stdout)
+
+
+def test_compose_services_are_the_registry(resolved: dict) -> None:
+    assert set(resolved["services"]) == {s.name for s in SERVICES}
+
+
+def test_each_service_has_its_registry_profile(resolved: dict) -> None:
+    for service in SERVICES:
+        assert resolved["services"][service.name]["profiles"] == [service.profile.value], service.name
+
+
+def test_each_python_service_runs_a_script_that_exists(resolved: dict) -> None:
+    for name, spec in resolved["services"].items():
+        command = spec.get("command") or []
+        if command[:1] == ["python"]:
+            assert (REPO / command[1]).is_file(), f"{name}: {command[1]} missing"
+
+
+def test_each_service_has_an_embedded_counterpart() -> None:
+    embedded = {cls.name for cls in SERVER_CLASSES} | set(JOBS)
+    for service in SERVICES:
+        assert service.embedded_by in embedded, service.name

@@ -1,0 +1,146 @@
+"""The synthetic store: deterministic, at reference scale, consistent, and eventful within a week."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections import Counter, defaultdict
+from datetime import date, timedelta
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from smartshelf.datagen import CATEGORIES, generate_store, write_store
+from smartshelf.store import TABLES, BatchRow, StoreData, check_consistency, columns
+
+START = date(2025, 1, 1)
+REPO = Path(__file__).resolve().parents[2]
+PERISHABLE = {c.name for c in CATEGORIES if c.perishable}
+
+
+@pytest.fixture(scope="module")
+def store() -> StoreData:
+    return generate_store(42)
+
+
+def lots_by_shelf(store: StoreData) -> dict[str, list[BatchRow]]:
+    """Each lot once (a split lot is in both files), oldest first."""
+    lots = {(lot.shelf_id, lot.batch_code): lot for lot in [*store.store_batches, *store.warehouse_batches]}
+    by_shelf: defaultdict[str, list[BatchRow]] = defaultdict(list)
+    for lot in lots.values():
+        by_shelf[lot.shelf_id].append(lot)
+    return {shelf: sorted(found, key=lambda lot: lot.batch_code) for shelf, found in by_shelf.items()}
+
+
+def file_bytes(directory: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+def test_same_seed_gives_byte_identical_files(tmp_path: Path) -> None:
+    first = write_store(generate_store(42), tmp_path / "a")
+    write_store(generate_store(42), tmp_path / "b")
+    files = file_bytes(tmp_path / "a")
+    assert files == file_bytes(tmp_path / "b")
+    names = {f"{t.stem}.parquet" for t in TABLES} | {f"db_csv/{t.stem}.csv" for t in TABLES}
+    assert set(files) == names  # and no temp file left behind
+    assert sorted(str(p.relative_to(tmp_path / "a")) for p in first) == sorted(names)
+
+
+def test_different_seeds_differ(store: StoreData) -> None:
+    assert generate_store(43) != store
+
+
+def test_reference_scale(store: StoreData) -> None:
+    assert 1050 <= len(store.store_inventory) <= 1150
+    count = len(store.store_inventory)
+    assert [row.shelf_id for row in store.store_inventory] == [f"S{n:04d}" for n in range(1, count + 1)]
+    subcategories: defaultdict[str, set[str]] = defaultdict(set)
+    aisles: defaultdict[str, set[str]] = defaultdict(set)
+    for row in store.store_inventory:
+        subcategories[row.item_category].add(row.item_subcategory)
+        aisles[row.item_category].add(row.aisle)
+    assert len(subcategories) == 25
+    assert all(2 <= len(subs) <= 6 for subs in subcategories.values())
+    assert all(len(found) == 1 for found in aisles.values())
+    assert len({a for found in aisles.values() for a in found}) == 25
+
+
+def test_every_shelf_has_one_to_three_lots(store: StoreData) -> None:
+    lots = lots_by_shelf(store)
+    assert set(lots) == {row.shelf_id for row in store.store_inventory}
+    assert Counter(len(found) for found in lots.values()).keys() == {1, 2, 3}
+
+
+def test_generated_store_is_consistent(store: StoreData) -> None:
+    assert check_consistency(store) == []
+
+
+def test_split_lots_exist(store: StoreData) -> None:
+    in_store = {(lot.shelf_id, lot.batch_code) for lot in store.store_batches}
+    assert any((lot.shelf_id, lot.batch_code) in in_store for lot in store.warehouse_batches)
+
+
+def test_stock_levels_are_realistic(store: StoreData) -> None:
+    fills = [row.current_stock / row.maximum_stock for row in store.store_inventory]
+    assert sum(fill >= 0.5 for fill in fills) / len(fills) > 0.85
+    shelves = {row.shelf_id: row for row in store.store_inventory}
+    for row in store.warehouse_inventory:
+        assert row.maximum_stock >= 3 * shelves[row.shelf_id].maximum_stock
+
+
+def test_expiry_dates(store: StoreData) -> None:
+    lots = [lot for found in lots_by_shelf(store).values() for lot in found]
+    week = START + timedelta(days=7)
+    assert 0.02 <= sum(lot.expiry_date <= week for lot in lots) / len(lots) <= 0.5
+    assert any(lot.expiry_date <= week for lot in lots if lot.item_category not in PERISHABLE)
+    for lot in lots:
+        assert lot.received_date <= START < lot.expiry_date
+        horizon = 21 if lot.item_category in PERISHABLE else 730
+        assert lot.expiry_date <= START + timedelta(days=horizon)
+
+
+def test_older_lots_expire_first(store: StoreData) -> None:
+    for found in lots_by_shelf(store).values():
+        assert [lot.received_date for lot in found] == sorted(lot.received_date for lot in found)
+        assert [lot.expiry_date for lot in found] == sorted(lot.expiry_date for lot in found)
+
+
+def test_discounts_are_few_and_within_the_first_month(store: StoreData) -> None:
+    assert 0.01 <= len(store.discounts) / len(store.store_inventory) <= 0.1
+    for discount in store.discounts:
+        assert START <= discount.start_date <= discount.end_date < START + timedelta(days=30)
+
+
+def test_start_date_moves_the_dates() -> None:
+    later = generate_store(42, start_date=date(2026, 3, 1))
+    assert all(lot.received_date <= date(2026, 3, 1) < lot.expiry_date for lot in later.store_batches)
+    assert check_consistency(later) == []
+
+
+def test_parquet_files_hold_the_rows(store: StoreData, tmp_path: Path) -> None:
+    write_store(store, tmp_path)
+    for table in TABLES:
+        read = pq.read_table(tmp_path / f"{table.stem}.parquet")
+        assert tuple(read.column_names) == columns(table.model)
+        rows = [table.model.model_validate(record) for record in read.to_pylist()]
+        assert rows == getattr(store, table.attr)
+
+
+def test_create_db_script(tmp_path: Path) -> None:
+    script = REPO / "data" / "create_db.py"
+    subprocess.run([sys.executable, str(script), "--seed", "7", "--out", str(tmp_path / "script")],
+                   check=True, capture_output=True)
+    write_store(generate_store(7), tmp_path / "direct")
+    assert file_bytes(tmp_path / "script") == file_bytes(tmp_path / "direct")
+
+
+@settings(max_examples=5, deadline=None)
+@given(seed=st.integers(min_value=0, max_value=2**32 - 1))
+def test_any_seed_gives_a_consistent_store(seed: int) -> None:
+    store = generate_store(seed)
+    assert check_consistency(store) == []
+    assert 1050 <= len(store.store_inventory) <= 1150
+    assert all(1 <= len(found) <= 3 for found in lots_by_shelf(store).values())

@@ -1,0 +1,244 @@
+"""Reading the store CSVs: a faithful round trip, and every bad file rejected naming its file, line and column."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from smartshelf.datagen import generate_store, write_store
+from smartshelf.errors import SmartShelfError
+from smartshelf.store import TABLES, StoreData, check_consistency, columns
+from smartshelf.store_csv import csv_text, read_store_csvs
+
+Rows = list[list[str]]
+
+
+@pytest.fixture(scope="module")
+def store() -> StoreData:
+    return generate_store(42)
+
+
+@pytest.fixture
+def csv_dir(store: StoreData, tmp_path: Path) -> Path:
+    for table in TABLES:
+        (tmp_path / table.csv_name).write_text(csv_text(table.model, getattr(store, table.attr)))
+    return tmp_path
+
+
+def edit(csv_dir: Path, name: str, change: Callable[[Rows], None]) -> None:
+    """Rewrite one CSV after `change` edits its rows (rows[0] is the header, rows[i] is line i + 1)."""
+    path = csv_dir / name
+    with path.open(newline="") as handle:
+        rows = list(csv.reader(handle))
+    change(rows)
+    with path.open("w", newline="") as handle:
+        csv.writer(handle, lineterminator="\n").writerows(rows)
+
+
+def set_cell(line: int, column: str, value: str) -> Callable[[Rows], None]:
+    def change(rows: Rows) -> None:
+        rows[line - 1][rows[0].index(column)] = value
+    return change
+
+
+def first_line(csv_dir: Path) -> str:
+    with pytest.raises(SmartShelfError) as caught:
+        read_store_csvs(csv_dir)
+    return str(caught.value).splitlines()[0]
+
+
+def line_of(csv_dir: Path, name: str, wanted: Callable[[dict[str, str]], bool]) -> int:
+    """The line number of the first data row that `wanted` accepts."""
+    with (csv_dir / name).open(newline="") as handle:
+        return next(i for i, row in enumerate(csv.DictReader(handle), start=2) if wanted(row))
+
+
+def store_only_lot(row: dict[str, str]) -> bool:
+    return row["batch_quantity_warehouse"] == "0"
+
+
+def test_round_trip(store: StoreData, tmp_path: Path) -> None:
+    write_store(store, tmp_path)
+    assert read_store_csvs(tmp_path / "db_csv") == store
+
+
+def test_discounts_are_optional(store: StoreData, csv_dir: Path) -> None:
+    (csv_dir / "all_discounts.csv").unlink()
+    assert read_store_csvs(csv_dir) == dataclasses.replace(store, discounts=[])
+
+
+def test_missing_file(csv_dir: Path) -> None:
+    (csv_dir / "warehouse_batches.csv").unlink()
+    assert first_line(csv_dir) == f"missing warehouse_batches.csv in {csv_dir}"
+
+
+def test_wrong_type(csv_dir: Path) -> None:
+    edit(csv_dir, "store_inventory_final.csv", set_cell(4, "maximum_stock", "many"))
+    assert first_line(csv_dir) == (
+        "store_inventory_final.csv line 4, column maximum_stock: "
+        "Input should be a valid integer, unable to parse string as an integer (got 'many')"
+    )
+
+
+def test_bad_date(csv_dir: Path) -> None:
+    edit(csv_dir, "store_batches.csv", set_cell(17, "expiry_date", "2025-13-01"))
+    message = first_line(csv_dir)
+    assert message.startswith("store_batches.csv line 17, column expiry_date: Input should be a valid date")
+    assert message.endswith("(got '2025-13-01')")
+
+
+def test_date_must_be_iso(csv_dir: Path) -> None:
+    edit(csv_dir, "all_discounts.csv", set_cell(2, "start_date", "01/02/2025"))
+    assert first_line(csv_dir) == (
+        "all_discounts.csv line 2, column start_date: Input should be a date in YYYY-MM-DD format (got '01/02/2025')"
+    )
+
+
+def test_missing_column(csv_dir: Path) -> None:
+    edit(csv_dir, "warehouse_inventory_final.csv", lambda rows: [row.pop() for row in rows])
+    assert first_line(csv_dir) == (
+        "warehouse_inventory_final.csv line 1: wrong header (missing column(s) item_price); expected exactly "
+        "shelf_id,aisle,item_weight,shelf_weight,item_category,item_subcategory,maximum_stock,current_stock,item_price"
+    )
+
+
+def test_extra_column(csv_dir: Path) -> None:
+    edit(csv_dir, "store_inventory_final.csv", lambda rows: [row.append("x") for row in rows])
+    edit(csv_dir, "store_inventory_final.csv", set_cell(1, "x", "notes"))
+    message = first_line(csv_dir)
+    assert message.startswith("store_inventory_final.csv line 1: wrong header (unexpected column(s) notes)")
+    assert ",".join(columns(TABLES[0].model)) in message
+
+
+def test_reordered_columns(csv_dir: Path) -> None:
+    edit(csv_dir, "all_discounts.csv", lambda rows: [row.reverse() for row in rows])
+    assert "all_discounts.csv line 1: wrong header (got end_date,start_date,discount,shelf_id)" in first_line(csv_dir)
+
+
+def test_empty_required_value(csv_dir: Path) -> None:
+    edit(csv_dir, "store_batches.csv", set_cell(5, "batch_code", ""))
+    assert first_line(csv_dir) == "store_batches.csv line 5, column batch_code: value is required but empty"
+
+
+def test_negative_quantity(csv_dir: Path) -> None:
+    edit(csv_dir, "warehouse_inventory_final.csv", set_cell(3, "current_stock", "-3"))
+    assert first_line(csv_dir) == (
+        "warehouse_inventory_final.csv line 3, column current_stock: "
+        "Input should be greater than or equal to 0 (got '-3')"
+    )
+
+
+def test_rule_across_columns(csv_dir: Path) -> None:
+    edit(csv_dir, "store_batches.csv", set_cell(2, "batch_quantity_total", "999"))
+    assert first_line(csv_dir).startswith(
+        "store_batches.csv line 2: "
+        "batch_quantity_total (999) must equal batch_quantity_store + batch_quantity_warehouse"
+    )
+
+
+def test_wrong_number_of_values(csv_dir: Path) -> None:
+    edit(csv_dir, "store_batches.csv", lambda rows: rows[6].pop())
+    assert first_line(csv_dir) == "store_batches.csv line 7: expected 11 values, got 10"
+
+
+def test_empty_file(csv_dir: Path) -> None:
+    (csv_dir / "all_discounts.csv").write_text("")
+    assert first_line(csv_dir) == (
+        "all_discounts.csv is empty; its first line must be the header shelf_id,discount,start_date,end_date"
+    )
+
+
+def test_all_problems_are_counted_and_listed(csv_dir: Path) -> None:
+    edit(csv_dir, "store_inventory_final.csv", set_cell(2, "item_price", "free"))
+    edit(csv_dir, "store_batches.csv", set_cell(3, "location", "shelf"))
+    edit(csv_dir, "warehouse_batches.csv", set_cell(4, "received_date", ""))
+    with pytest.raises(SmartShelfError) as caught:
+        read_store_csvs(csv_dir)
+    lines = str(caught.value).splitlines()
+    assert lines[0].startswith("store_inventory_final.csv line 2, column item_price:")
+    assert lines[0].endswith("(and 2 more problems)")
+    assert lines[1].startswith("  store_batches.csv line 3, column location: Input should be 'in_store' or 'warehouse'")
+    assert lines[2] == "  warehouse_batches.csv line 4, column received_date: value is required but empty"
+
+
+def test_stock_not_matching_lots(csv_dir: Path) -> None:
+    line = line_of(csv_dir, "store_inventory_final.csv", lambda row: row["current_stock"] != row["maximum_stock"])
+    def add_one(rows: Rows) -> None:
+        rows[line - 1][8] = str(int(rows[line - 1][8]) + 1)  # column 8: current_stock
+
+    edit(csv_dir, "store_inventory_final.csv", add_one)
+    message = first_line(csv_dir)
+    assert message.startswith(f"store_inventory_final.csv line {line}, column current_stock: ")
+    assert "(sum of batch_quantity_store)" in message
+    assert "more problem" not in message
+
+
+def test_unknown_shelf_in_batches(csv_dir: Path) -> None:
+    line = line_of(csv_dir, "store_batches.csv", store_only_lot)
+    edit(csv_dir, "store_batches.csv", set_cell(line, "shelf_id", "S9999"))
+    # The lot's real shelf now misses its units: the second problem.
+    assert first_line(csv_dir) == (
+        f"store_batches.csv line {line}, column shelf_id: shelf_id 'S9999' is not in store_inventory_final.csv"
+        " (and 1 more problem)"
+    )
+
+
+def test_split_lot_halves_must_agree(csv_dir: Path) -> None:
+    with (csv_dir / "store_batches.csv").open(newline="") as handle:
+        in_store = {(row["shelf_id"], row["batch_code"]) for row in csv.DictReader(handle)}
+    line = line_of(csv_dir, "warehouse_batches.csv", lambda row: (row["shelf_id"], row["batch_code"]) in in_store)
+    edit(csv_dir, "warehouse_batches.csv", set_cell(line, "expiry_date", "2030-01-01"))
+    message = first_line(csv_dir)
+    assert message.startswith(f"warehouse_batches.csv line {line}, column expiry_date: lot ")
+    assert "has 2030-01-01 here but" in message
+
+
+def test_check_consistency_names_rows(store: StoreData) -> None:
+    shelf = store.store_inventory[0]
+    broken = dataclasses.replace(
+        store,
+        store_inventory=[*store.store_inventory, shelf],
+        warehouse_inventory=[store.warehouse_inventory[0].model_copy(update={"item_price": 0.01}),
+                             *store.warehouse_inventory[1:]],
+    )
+    assert check_consistency(broken) == [
+        f"store_inventory_final.csv row {len(broken.store_inventory)}, column shelf_id: duplicate shelf_id 'S0001'",
+        f"warehouse_inventory_final.csv row 1, column item_price: 0.01 differs from store_inventory_final.csv"
+        f" ({shelf.item_price!r})",
+    ]
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    name=st.sampled_from([t.csv_name for t in TABLES]),
+    line=st.integers(min_value=1, max_value=30),
+    column=st.integers(min_value=0, max_value=10),
+    value=st.text(st.characters(codec="utf-8"), max_size=12),
+)
+def test_any_edited_cell_is_rejected_or_still_consistent(
+    csv_dir: Path, name: str, line: int, column: int, value: str
+) -> None:
+    """The reader never crashes and never hands back data that breaks a rule."""
+    original = (csv_dir / name).read_bytes()
+    try:
+        edit(csv_dir, name, lambda rows: rows[min(line, len(rows)) - 1].__setitem__(column % len(rows[0]), value))
+        try:
+            store = read_store_csvs(csv_dir)
+        except SmartShelfError:
+            return
+        assert check_consistency(store) == []
+    finally:
+        (csv_dir / name).write_bytes(original)
+
+
+def test_repeated_discount_start(csv_dir: Path) -> None:
+    edit(csv_dir, "all_discounts.csv", lambda rows: rows.append(list(rows[1])))
+    with (csv_dir / "all_discounts.csv").open() as handle:
+        line = len(handle.readlines())
+    assert first_line(csv_dir).startswith(f"all_discounts.csv line {line}, column start_date: shelf ")
