@@ -287,19 +287,19 @@ CREATE TABLE IF NOT EXISTS ops.pos_transactions (
 );
 
 CREATE TABLE IF NOT EXISTS ops.pos_transaction_items (
-    transaction_id text NOT NULL,
-    line_no bigint NOT NULL,
     shelf_id text NOT NULL,
     quantity bigint NOT NULL,
     unit_price double precision NOT NULL,
     discount double precision NOT NULL,
     line_total double precision NOT NULL,
-    CHECK (line_no >= 1),
+    transaction_id text NOT NULL,
+    line_no bigint NOT NULL,
     CHECK (quantity > 0),
     CHECK (unit_price >= 0),
     CHECK (discount >= 0),
     CHECK (discount < 1),
     CHECK (line_total >= 0),
+    CHECK (line_no >= 1),
     PRIMARY KEY (transaction_id, line_no)
 );
 

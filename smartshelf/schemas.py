@@ -219,14 +219,11 @@ class PosTransactionRow(Record):
     total: float = Field(ge=0)
 
 
-class PosTransactionItemRow(Record):
+class PosTransactionItemRow(PosItem):
+    """ops.pos_transaction_items: one PosItem of a transaction, numbered from 1."""
+
     transaction_id: str
     line_no: int = Field(ge=1)
-    shelf_id: str
-    quantity: Quantity = Field(gt=0)
-    unit_price: float = Field(ge=0)
-    discount: float = Field(ge=0, lt=1)
-    line_total: float = Field(ge=0)
 
 
 class DeadLetterRow(Record):

@@ -1,0 +1,70 @@
+"""Pure parts of the runtime, settings and policies: no server started."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from smartshelf.datagen import generate_store
+from smartshelf.errors import SmartShelfError
+from smartshelf.policies import derive_config, load_policy_config
+from smartshelf.runtime import supervisor
+from smartshelf.runtime.servers import port_is_free
+from smartshelf.runtime.scratch import free_ports
+from smartshelf.settings import Settings
+
+
+def test_select_adds_dependencies_in_start_order() -> None:
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert [s.name for s in supervisor.select(settings, ["kafka"])] == ["s3", "kafka"]
+    assert [s.name for s in supervisor.select(settings, ["redis", "kafka"])] == ["s3", "kafka", "redis"]
+    assert [s.name for s in supervisor.select(settings, None)] == ["s3", "kafka", "postgres", "redis"]
+    with pytest.raises(SmartShelfError, match="unknown server 'zookeeper'"):
+        supervisor.select(settings, ["zookeeper"])
+
+
+def test_settings_read_the_reference_env_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("POSTGRES_PORT", "6543")
+    monkeypatch.setenv("USE_SIMULATED_TIME", "1")
+    monkeypatch.setenv("TIME_MULTIPLIER", "60")
+    monkeypatch.setenv("KAFKA_PORT", "19092")
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert settings.postgres_port == 6543
+    assert settings.use_simulated_time is True
+    assert settings.time_multiplier == 60
+    assert settings.kafka_bootstrap_servers == "127.0.0.1:19092"
+    assert settings.postgres_dsn_for("reader").startswith("postgresql://smartshelf_reader:")
+
+
+def test_settings_reject_nonsense(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STARTING_OFFSETS", "middle")
+    with pytest.raises(ValueError, match="STARTING_OFFSETS"):
+        Settings(_env_file=None)  # type: ignore[call-arg]
+
+
+def test_free_ports_are_distinct_and_free() -> None:
+    ports = free_ports(8)
+    assert len(set(ports)) == 8
+    assert all(port_is_free(p) for p in ports)
+
+
+def test_policies_follow_category_overrides() -> None:
+    store = generate_store(3)
+    config = derive_config(store, load_policy_config())
+    category = {row.shelf_id: row.item_category for row in store.store_inventory}
+    by_shelf = {p.shelf_id: p for p in config.shelf_policies}
+    bakery = next(s for s, c in category.items() if c == "Bakery")
+    beverages = next(s for s, c in category.items() if c == "Beverages")
+    assert by_shelf[bakery].near_expiry_days == 1 and by_shelf[bakery].low_stock_threshold_pct == 0.3
+    assert by_shelf[beverages].near_expiry_days == 14  # the default
+    wh = {p.shelf_id: p for p in config.wh_policies}
+    assert all(0 <= p.reorder_point < p.order_up_to for p in wh.values())
+    assert len(config.shelf_profiles) == len(store.store_inventory)
+
+
+def test_bad_policy_file_is_one_clear_error(tmp_path: Path) -> None:
+    bad = tmp_path / "policies.yaml"
+    bad.write_text("shelf: {low_stock_threshold_pct: 2}\nwarehouse: {}\n")
+    with pytest.raises(SmartShelfError, match="policy file .* is invalid"):
+        load_policy_config(bad)
