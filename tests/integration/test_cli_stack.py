@@ -1,0 +1,62 @@
+"""The `make up` path end to end through the CLI, on its own scratch run directory."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from smartshelf.adapters import postgres
+from smartshelf.errors import SmartShelfError
+from smartshelf.runtime import supervisor
+from smartshelf.runtime.scratch import make_run_dir
+from tests.conftest import isolated_settings, settings_env
+
+SMARTSHELF = str(Path(__file__).resolve().parents[2] / ".venv" / "bin" / "smartshelf")
+
+
+def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([SMARTSHELF, *args], env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_up_status_down_up_keeps_the_store_and_topics() -> None:
+    run_dir = make_run_dir("smartshelf-cli-")
+    settings = isolated_settings(run_dir)
+    env = settings_env(settings)
+    try:
+        first = _cli(env, "up")
+        assert first.returncode == 0, first.stderr
+        assert "imported" in first.stdout and "kafka-init: 17" in first.stdout
+
+        status = _cli(env, "status", "--json")
+        assert status.returncode == 0, status.stderr
+        assert all(row["healthy"] for row in json.loads(status.stdout))
+
+        assert _cli(env, "down").returncode == 0
+        assert _cli(env, "status").returncode == 1  # down is not healthy
+
+        second = _cli(env, "up")
+        assert second.returncode == 0, second.stderr
+        assert "imported" not in second.stdout  # the store loaded before is still there
+        assert "kafka-init: 0" in second.stdout  # and so are the topics
+        with postgres.connect(settings, "reader") as conn, conn.cursor() as cur:
+            cur.execute("SELECT count(*) FROM ref.store_inventory")
+            assert cur.fetchone()[0] > 1000
+    finally:
+        _cli(env, "down")
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def test_server_that_fails_to_start_names_itself_and_shows_its_log(scratch_dir: Path) -> None:
+    settings = isolated_settings(scratch_dir)
+    supervisor.start(settings, ["postgres"])
+    supervisor.stop(settings)
+    (settings.run_dir / "postgres" / "PG_VERSION").write_text("99\n")  # a cluster this server cannot read
+    with pytest.raises(SmartShelfError) as failure:
+        supervisor.start(settings, ["postgres"])
+    message = str(failure.value)
+    assert message.startswith("postgres exited during start-up; last lines of")
+    assert "incompatible" in message
