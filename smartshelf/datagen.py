@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 from pydantic import BaseModel
 
 from smartshelf.store import (
-    TABLES,
+    REFERENCE_FILES,
     BatchRow,
     DiscountRow,
     StoreData,
@@ -229,10 +229,10 @@ def write_store(store: StoreData, out_dir: Path) -> list[Path]:
     csv_dir = out_dir / "db_csv"
     csv_dir.mkdir(parents=True, exist_ok=True)
     parquet = [
-        _write_atomic(out_dir / f"{t.stem}.parquet", _parquet_bytes(t.model, getattr(store, t.attr))) for t in TABLES
+        _write_atomic(out_dir / f"{t.stem}.parquet", _parquet_bytes(t.model, getattr(store, t.attr))) for t in REFERENCE_FILES
     ]
     csvs = [
-        _write_atomic(csv_dir / t.csv_name, csv_text(t.model, getattr(store, t.attr)).encode()) for t in TABLES
+        _write_atomic(csv_dir / t.csv_name, csv_text(t.model, getattr(store, t.attr)).encode()) for t in REFERENCE_FILES
     ]
     return [*parquet, *csvs]
 

@@ -157,7 +157,7 @@ class StoreData:
     discounts: list[DiscountRow] = field(default_factory=list)
 
 
-class Table(NamedTuple):
+class ReferenceFile(NamedTuple):
     """One reference file: the StoreData attribute it fills, its file name stem and its row model."""
 
     attr: str
@@ -170,14 +170,14 @@ class Table(NamedTuple):
         return f"{self.stem}.csv"
 
 
-TABLES = (
-    Table("store_inventory", "store_inventory_final", StoreInventoryRow, True),
-    Table("warehouse_inventory", "warehouse_inventory_final", WarehouseInventoryRow, True),
-    Table("store_batches", "store_batches", BatchRow, True),
-    Table("warehouse_batches", "warehouse_batches", BatchRow, True),
-    Table("discounts", "all_discounts", DiscountRow, False),
+REFERENCE_FILES = (
+    ReferenceFile("store_inventory", "store_inventory_final", StoreInventoryRow, True),
+    ReferenceFile("warehouse_inventory", "warehouse_inventory_final", WarehouseInventoryRow, True),
+    ReferenceFile("store_batches", "store_batches", BatchRow, True),
+    ReferenceFile("warehouse_batches", "warehouse_batches", BatchRow, True),
+    ReferenceFile("discounts", "all_discounts", DiscountRow, False),
 )
-STORE_INVENTORY, WAREHOUSE_INVENTORY, STORE_BATCHES, WAREHOUSE_BATCHES, DISCOUNTS = (t.csv_name for t in TABLES)
+STORE_INVENTORY, WAREHOUSE_INVENTORY, STORE_BATCHES, WAREHOUSE_BATCHES, DISCOUNTS = (t.csv_name for t in REFERENCE_FILES)
 
 
 def columns(model: type[BaseModel]) -> tuple[str, ...]:

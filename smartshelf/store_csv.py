@@ -12,7 +12,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from smartshelf.errors import SmartShelfError
-from smartshelf.store import TABLES, StoreData, columns, consistency_problems
+from smartshelf.store import REFERENCE_FILES, StoreData, columns, consistency_problems
 
 _MAX_LISTED = 20  # further problems listed under the first line; the count covers the rest
 
@@ -44,7 +44,7 @@ def read_store_csvs(csv_dir: Path) -> StoreData:
     problems: list[str] = []
     tables: dict[str, list[BaseModel]] = {}
     lines: dict[str, list[int]] = {}
-    for table in TABLES:
+    for table in REFERENCE_FILES:
         path = csv_dir / table.csv_name
         if path.is_file():
             tables[table.attr], lines[table.csv_name] = _read_rows(path, table.model, problems)

@@ -15,6 +15,7 @@ from smartshelf.adapters.kafka import KafkaAdapter, TopicConfig
 from smartshelf.policies import DEFAULT_POLICY_FILE, derive_config, load_policy_config
 from smartshelf.registry import TOPICS, table
 from smartshelf.settings import Settings
+from smartshelf.store import REFERENCE_FILES
 from smartshelf.store_csv import read_store_csvs
 
 
@@ -52,12 +53,9 @@ def import_store(settings: Settings, csv_dir: Path, policy_file: Path = DEFAULT_
     began = time.monotonic()
     store = read_store_csvs(csv_dir)
     config = derive_config(store, load_policy_config(policy_file))
+    # each reference file's StoreData attribute is also its registry table's name
     contents = {
-        "store_inventory": store.store_inventory,
-        "warehouse_inventory": store.warehouse_inventory,
-        "store_batches": store.store_batches,
-        "warehouse_batches": store.warehouse_batches,
-        "discounts": store.discounts,
+        **{file.attr: getattr(store, file.attr) for file in REFERENCE_FILES},
         "shelf_policies": config.shelf_policies,
         "wh_policies": config.wh_policies,
         "batch_catalog": config.batch_catalog,

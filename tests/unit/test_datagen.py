@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from smartshelf.datagen import CATEGORIES, generate_store, write_store
-from smartshelf.store import TABLES, BatchRow, StoreData, check_consistency, columns
+from smartshelf.store import REFERENCE_FILES, BatchRow, StoreData, check_consistency, columns
 
 START = date(2025, 1, 1)
 REPO = Path(__file__).resolve().parents[2]
@@ -44,7 +44,7 @@ def test_same_seed_gives_byte_identical_files(tmp_path: Path) -> None:
     write_store(generate_store(42), tmp_path / "b")
     files = file_bytes(tmp_path / "a")
     assert files == file_bytes(tmp_path / "b")
-    names = {f"{t.stem}.parquet" for t in TABLES} | {f"db_csv/{t.stem}.csv" for t in TABLES}
+    names = {f"{t.stem}.parquet" for t in REFERENCE_FILES} | {f"db_csv/{t.stem}.csv" for t in REFERENCE_FILES}
     assert set(files) == names  # and no temp file left behind
     assert sorted(str(p.relative_to(tmp_path / "a")) for p in first) == sorted(names)
 
@@ -122,7 +122,7 @@ def test_start_date_moves_the_dates() -> None:
 
 def test_parquet_files_hold_the_rows(store: StoreData, tmp_path: Path) -> None:
     write_store(store, tmp_path)
-    for table in TABLES:
+    for table in REFERENCE_FILES:
         read = pq.read_table(tmp_path / f"{table.stem}.parquet")
         assert tuple(read.column_names) == columns(table.model)
         rows = [table.model.model_validate(record) for record in read.to_pylist()]

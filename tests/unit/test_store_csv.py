@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from smartshelf.datagen import generate_store, write_store
 from smartshelf.errors import SmartShelfError
-from smartshelf.store import TABLES, StoreData, check_consistency, columns
+from smartshelf.store import REFERENCE_FILES, StoreData, check_consistency, columns
 from smartshelf.store_csv import csv_text, read_store_csvs
 
 Rows = list[list[str]]
@@ -26,7 +26,7 @@ def store() -> StoreData:
 
 @pytest.fixture
 def csv_dir(store: StoreData, tmp_path: Path) -> Path:
-    for table in TABLES:
+    for table in REFERENCE_FILES:
         (tmp_path / table.csv_name).write_text(csv_text(table.model, getattr(store, table.attr)))
     return tmp_path
 
@@ -113,7 +113,7 @@ def test_extra_column(csv_dir: Path) -> None:
     edit(csv_dir, "store_inventory_final.csv", set_cell(1, "x", "notes"))
     message = first_line(csv_dir)
     assert message.startswith("store_inventory_final.csv line 1: wrong header (unexpected column(s) notes)")
-    assert ",".join(columns(TABLES[0].model)) in message
+    assert ",".join(columns(REFERENCE_FILES[0].model)) in message
 
 
 def test_reordered_columns(csv_dir: Path) -> None:
@@ -216,7 +216,7 @@ def test_check_consistency_names_rows(store: StoreData) -> None:
 
 @settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
-    name=st.sampled_from([t.csv_name for t in TABLES]),
+    name=st.sampled_from([t.csv_name for t in REFERENCE_FILES]),
     line=st.integers(min_value=1, max_value=30),
     column=st.integers(min_value=0, max_value=10),
     value=st.text(st.characters(codec="utf-8"), max_size=12),
