@@ -3,6 +3,11 @@ SHELL := /bin/bash
 VENV := .venv
 SMARTSHELF := $(VENV)/bin/smartshelf
 
+# `make up` runs the demo on the simulated clock at the reference demo speed (a simulated day in 2.4 h);
+# override on the command line, e.g. `make up TIME_MULTIPLIER=60`.
+up: export USE_SIMULATED_TIME ?= 1
+up: export TIME_MULTIPLIER ?= 10
+
 .PHONY: install up down status test test-unit test-integration clean
 
 install:

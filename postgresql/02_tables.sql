@@ -113,7 +113,9 @@ CREATE TABLE IF NOT EXISTS config.wh_policies (
     lead_time_days bigint NOT NULL,
     delivery_hour bigint NOT NULL,
     CHECK (reorder_point >= 0),
+    CHECK (reorder_point <= 1000000),
     CHECK (order_up_to > 0),
+    CHECK (order_up_to <= 1000000),
     CHECK (lead_time_days >= 0),
     CHECK (delivery_hour >= 0),
     CHECK (delivery_hour <= 23),
@@ -144,6 +146,7 @@ CREATE TABLE IF NOT EXISTS config.shelf_profiles (
     CHECK (item_weight > 0),
     CHECK (shelf_weight >= 0),
     CHECK (maximum_stock > 0),
+    CHECK (maximum_stock <= 1000000),
     CHECK (item_price > 0),
     PRIMARY KEY (shelf_id)
 );
@@ -160,6 +163,7 @@ CREATE TABLE IF NOT EXISTS ops.wh_events (
     ts timestamp NOT NULL,
     CHECK (event_type IN ('wh_in', 'wh_out', 'wh_removal')),
     CHECK (quantity > 0),
+    CHECK (quantity <= 1000000),
     PRIMARY KEY (event_id)
 );
 
@@ -170,6 +174,7 @@ CREATE TABLE IF NOT EXISTS state.shelf_state (
     last_event_type text NOT NULL,
     last_event_ts timestamp NOT NULL,
     CHECK (current_stock >= 0),
+    CHECK (current_stock <= 1000000),
     PRIMARY KEY (shelf_id)
 );
 
@@ -179,6 +184,7 @@ CREATE TABLE IF NOT EXISTS state.wh_state (
     last_event_type text NOT NULL,
     last_event_ts timestamp NOT NULL,
     CHECK (wh_current_stock >= 0),
+    CHECK (wh_current_stock <= 1000000),
     PRIMARY KEY (shelf_id)
 );
 
@@ -190,6 +196,7 @@ CREATE TABLE IF NOT EXISTS state.shelf_batch_state (
     batch_quantity_store bigint NOT NULL,
     last_update_ts timestamp NOT NULL,
     CHECK (batch_quantity_store >= 0),
+    CHECK (batch_quantity_store <= 1000000),
     PRIMARY KEY (shelf_id, batch_code)
 );
 
@@ -201,6 +208,7 @@ CREATE TABLE IF NOT EXISTS state.wh_batch_state (
     batch_quantity_warehouse bigint NOT NULL,
     last_update_ts timestamp NOT NULL,
     CHECK (batch_quantity_warehouse >= 0),
+    CHECK (batch_quantity_warehouse <= 1000000),
     PRIMARY KEY (shelf_id, batch_code)
 );
 
@@ -229,6 +237,7 @@ CREATE TABLE IF NOT EXISTS ops.shelf_restock_plan (
     created_ts timestamp NOT NULL,
     updated_ts timestamp NOT NULL,
     CHECK (quantity > 0),
+    CHECK (quantity <= 1000000),
     CHECK (status IN ('planned', 'picked', 'delivered', 'cancelled')),
     PRIMARY KEY (plan_id)
 );
@@ -244,6 +253,7 @@ CREATE TABLE IF NOT EXISTS ops.wh_supplier_plan (
     updated_ts timestamp NOT NULL,
     CHECK (batches_to_order > 0),
     CHECK (quantity > 0),
+    CHECK (quantity <= 1000000),
     CHECK (status IN ('planned', 'ordered', 'received', 'cancelled')),
     PRIMARY KEY (plan_id)
 );
@@ -259,6 +269,7 @@ CREATE TABLE IF NOT EXISTS ops.wh_supplier_orders (
     status text NOT NULL,
     CHECK (batches > 0),
     CHECK (quantity > 0),
+    CHECK (quantity <= 1000000),
     CHECK (status IN ('open', 'received')),
     PRIMARY KEY (order_id)
 );
@@ -272,6 +283,7 @@ CREATE TABLE IF NOT EXISTS ops.wh_supplier_receipts (
     received_ts timestamp NOT NULL,
     expiry_date date NOT NULL,
     CHECK (quantity > 0),
+    CHECK (quantity <= 1000000),
     PRIMARY KEY (receipt_id)
 );
 
@@ -295,6 +307,7 @@ CREATE TABLE IF NOT EXISTS ops.pos_transaction_items (
     transaction_id text NOT NULL,
     line_no bigint NOT NULL,
     CHECK (quantity > 0),
+    CHECK (quantity <= 1000000),
     CHECK (unit_price >= 0),
     CHECK (discount >= 0),
     CHECK (discount < 1),
@@ -348,15 +361,20 @@ CREATE TABLE IF NOT EXISTS analytics.shelf_daily_features (
     CHECK (day_of_week <= 6),
     CHECK (people_count >= 0),
     CHECK (sales_qty >= 0),
+    CHECK (sales_qty <= 1000000),
     CHECK (sales_last_7d >= 0),
+    CHECK (sales_last_7d <= 1000000),
     CHECK (sales_last_14d >= 0),
+    CHECK (sales_last_14d <= 1000000),
     CHECK (item_price > 0),
     CHECK (discount >= 0),
     CHECK (discount < 1),
     CHECK (shelf_fill_ratio >= 0),
     CHECK (wh_fill_ratio >= 0),
     CHECK (pending_supplier_qty >= 0),
+    CHECK (pending_supplier_qty <= 1000000),
     CHECK (qty_expiring_next_7d >= 0),
+    CHECK (qty_expiring_next_7d <= 1000000),
     CHECK (alerts_today >= 0),
     CHECK (batches_to_order >= 0),
     PRIMARY KEY (shelf_id, feature_date)

@@ -27,13 +27,13 @@ ServerNames = Annotated[Optional[list[str]], typer.Argument(help="servers (defau
 data_app = typer.Typer(no_args_is_help=True, help="Generate, import and describe the store's reference data.")
 app.add_typer(data_app, name="data")
 
-DEFAULT_SEED = 42
 
 
 @app.command()
 def up(names: ServerNames = None) -> None:
-    """Start the embedded stack, run its init jobs and load the store (generated with seed 42 if none)."""
+    """Start the embedded stack: servers, init jobs (incl. the store, generated with seed 42 if none), services."""
     from smartshelf.runtime import jobs, supervisor
+    from smartshelf.runtime.servers import service_names
 
     settings = get_settings()
     began = time.monotonic()
@@ -45,12 +45,9 @@ def up(names: ServerNames = None) -> None:
         for job_name, job in jobs.JOBS.items():
             with console.status(f"{job_name}…"):
                 done = job(settings)
-            console.print(f"[green]{job_name}[/]: {len(done)} applied/created")
-        if not jobs.store_is_imported(settings):
-            csv_dir = settings.data_dir / "db_csv"
-            if not (csv_dir / "store_inventory_final.csv").exists():
-                _generate(DEFAULT_SEED, settings.data_dir)
-            _import(csv_dir)
+            console.print(f"[green]{job_name}[/]: {len(done)} applied/created/loaded")
+        for name, seconds in supervisor.start(settings, service_names()).items():
+            console.print(f"[green]started[/] {name} in {seconds:.1f}s")
     console.print(f"stack up in {time.monotonic() - began:.1f}s")
 
 
@@ -71,7 +68,7 @@ def _import(csv_dir: Path) -> None:
 
 @data_app.command("generate")
 def data_generate(
-    seed: Annotated[int, typer.Option(help="random seed: same seed, byte-identical files")] = DEFAULT_SEED,
+    seed: Annotated[int, typer.Option(help="random seed: same seed, byte-identical files")] = 42,
     out: Annotated[Optional[Path], typer.Option(help="output folder (default: data/)")] = None,
 ) -> None:
     """Generate the synthetic store: Parquet in OUT, the reference CSVs in OUT/db_csv."""
@@ -115,7 +112,7 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="print JSON")] =
         table = Table("server", "state", "port", "pid", "RSS MiB", "PSS MiB", "problem")
         for row in rows:
             state = "[green]healthy[/]" if row.healthy else ("[yellow]unhealthy[/]" if row.running else "[red]down[/]")
-            table.add_row(row.name, state, str(row.port), str(row.pid or "-"),
+            table.add_row(row.name, state, str(row.port or "-"), str(row.pid or "-"),
                           f"{row.rss_mb:.0f}" if row.rss_mb is not None else "-",
                           f"{row.pss_mb:.0f}" if row.pss_mb is not None else "-", row.problem or "")
         console.print(table)
@@ -125,7 +122,7 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="print JSON")] =
 
 @app.command()
 def bench(
-    suite: Annotated[str, typer.Argument(help="benchmark to run: broker, or all")] = "all",
+    suite: Annotated[str, typer.Argument(help="benchmark to run: broker, producers, or all")] = "all",
 ) -> None:
     """Run benchmarks on a scratch stack; print the results and write JSON under data/metrics/."""
     from smartshelf.bench import BENCHMARKS, write_result

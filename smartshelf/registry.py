@@ -25,6 +25,11 @@ class Topic:
     key: tuple[str, ...]  # fields whose values, joined by KEY_SEPARATOR, form the record key
     compacted: bool
     partitions: int = 1
+    id_field: str | None = None  # the field that names one event (append-only topics): the dedup key
+
+    def id_of(self, value: BaseModel) -> str:
+        assert self.id_field is not None, f"{self.name} records have no id field"
+        return str(getattr(value, self.id_field))
 
     def key_of(self, value: BaseModel) -> str:
         return KEY_SEPARATOR.join(_key_part(getattr(value, field)) for field in self.key)
@@ -46,11 +51,12 @@ class Table:
 
 TOPICS: tuple[Topic, ...] = (
     # append-only event streams; the busy ones get two partitions (two cores), keyed so order holds per shelf
-    Topic("foot_traffic", s.FootTrafficEvent, ("customer_id",), compacted=False, partitions=2),
-    Topic("shelf_events", s.ShelfEvent, ("shelf_id",), compacted=False, partitions=2),
-    Topic("pos_transactions", s.PosTransaction, ("customer_id",), compacted=False, partitions=2),
-    Topic("wh_events", s.WarehouseEvent, ("shelf_id",), compacted=False),
-    Topic("alerts", s.Alert, ("shelf_id",), compacted=False),
+    Topic("foot_traffic", s.FootTrafficEvent, ("customer_id",), compacted=False, partitions=2, id_field="event_id"),
+    Topic("shelf_events", s.ShelfEvent, ("shelf_id",), compacted=False, partitions=2, id_field="event_id"),
+    Topic("pos_transactions", s.PosTransaction, ("customer_id",), compacted=False, partitions=2,
+          id_field="transaction_id"),
+    Topic("wh_events", s.WarehouseEvent, ("shelf_id",), compacted=False, id_field="event_id"),
+    Topic("alerts", s.Alert, ("shelf_id",), compacted=False, id_field="alert_id"),
     Topic("dead_letters", s.DeadLetter, ("source",), compacted=False),
     # compacted state and metadata: the latest value per key is the truth
     Topic("shelf_state", s.ShelfState, ("shelf_id",), compacted=True),
@@ -119,6 +125,11 @@ TABLES: tuple[Table, ...] = (
           pg="analytics.ml_predictions_log"),
 )
 
+# The store's sensors: the producers write these to Redis Streams, the redis→kafka bridge moves them to Kafka.
+SENSOR_TOPICS = ("foot_traffic", "shelf_events", "pos_transactions")
+STREAM_PREFIX = "stream:"
+DEAD_LETTERS = "dead_letters"
+
 TOPICS_BY_NAME = {topic.name: topic for topic in TOPICS}
 TABLES_BY_NAME = {table.name: table for table in TABLES}
 
@@ -129,3 +140,13 @@ def topic(name: str) -> Topic:
 
 def table(name: str) -> Table:
     return TABLES_BY_NAME[name]
+
+
+def stream_of(topic_name: str) -> str:
+    """The Redis Stream that buffers a sensor topic before Kafka."""
+    assert topic_name in SENSOR_TOPICS, f"{topic_name} is not a sensor topic"
+    return f"{STREAM_PREFIX}{topic_name}"
+
+
+def topic_of_stream(stream: str) -> Topic:
+    return topic(stream.removeprefix(STREAM_PREFIX))

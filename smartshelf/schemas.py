@@ -7,17 +7,28 @@ Times are simulated-clock times (naive, the store's local time). Quantities are 
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Literal
+from typing import Annotated, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-Quantity = int
+MAX_QUANTITY = 1_000_000
+# Item counts: bounded, so an absurd value from a sensor is rejected at ingress, not summed into state.
+Quantity = Annotated[int, Field(le=MAX_QUANTITY)]
 
 
 class Record(BaseModel):
     """Base of every topic value: strict about unknown fields, so bad input is rejected, not ignored."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _naive_times(self) -> Self:
+        """Times are the simulated clock's store-local times: a time with a zone would be a different clock."""
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, datetime) and value.tzinfo is not None:
+                raise ValueError(f"{name} must be a store-local time without a timezone, got {value.isoformat()}")
+        return self
 
 
 # --- append-only event streams ------------------------------------------------------------------

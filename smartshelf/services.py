@@ -34,4 +34,8 @@ SERVICES: tuple[Service, ...] = (
     Service("kafka-init", Profile.INFRA, "kafka-init", "creates every topic of the registry (one-shot)"),
     Service("db-init", Profile.INFRA, "db-init", "applies the SQL migrations in postgresql/ (one-shot)"),
     Service("delta-init", Profile.INFRA, "delta-init", "bootstraps the empty Delta tables (one-shot)"),
+    Service("store-init", Profile.INFRA, "store-init", "loads the store CSVs (seed 42 if none) unless loaded (one-shot)"),
+    Service("sim-clock", Profile.PRODUCERS, "clock", "the simulated clock in Redis (sim:now, sim:today)"),
+    Service("producers", Profile.PRODUCERS, "producers", "the store's sensors: foot traffic, shelf, POS → Redis Streams"),
+    Service("redis-kafka-bridge", Profile.PRODUCERS, "bridge", "Redis Streams → Kafka, exactly once; dead letters"),
 )

@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, computed_field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -52,6 +53,9 @@ class Settings(BaseSettings):
     step_seconds: int = Field(1, alias="STEP_SECONDS", gt=0)
     sim_days: int = Field(365, alias="SIM_DAYS", gt=0)
     sim_start: datetime = Field(datetime(2025, 1, 1, 8, 0, 0), alias="SIM_START")
+    # demo: wall-clock paced; fast: lockstep with the pipeline, reproducible (smartshelf.clock)
+    sim_mode: Literal["demo", "fast"] = Field("demo", alias="SIM_MODE")
+    sim_seed: int = Field(42, alias="SIM_SEED")  # seeds the customers' behaviour (the world)
 
     # Spark streaming
     max_offsets_per_trigger: int | None = Field(None, alias="MAX_OFFSETS_PER_TRIGGER", gt=0)
@@ -61,6 +65,19 @@ class Settings(BaseSettings):
     run_hour: int = Field(6, alias="RUN_HOUR", ge=0, le=23)
 
     log_level: str = Field("WARNING", alias="SMARTSHELF_LOG_LEVEL")
+    # failure drills: a service that reaches the named point dies at once, as if killed (e.g. bridge.after_send)
+    crash_point: str | None = Field(None, alias="SMARTSHELF_CRASH_POINT")
+
+    def as_env(self) -> dict[str, str]:
+        """These settings as environment variables, so a child process (a service, the CLI) sees the same."""
+        env = {}
+        for name, info in type(self).model_fields.items():
+            value = getattr(self, name)
+            if info.alias is None or value is None:
+                continue
+            env[info.alias] = value.isoformat() if isinstance(value, datetime) else str(int(value)) \
+                if isinstance(value, bool) else str(value)
+        return env
 
     @computed_field  # type: ignore[prop-decorator]
     @property

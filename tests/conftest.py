@@ -21,13 +21,7 @@ def isolated_settings(run_dir: Path, **overrides: object) -> Settings:
 
 def settings_env(settings: Settings) -> dict[str, str]:
     """The environment that makes a subprocess (the CLI, an app) see the same settings."""
-    return {
-        **os.environ,
-        "SMARTSHELF_RUN_DIR": str(settings.run_dir), "SMARTSHELF_DATA_DIR": str(settings.data_dir),
-        "SMARTSHELF_DELTA_DIR": str(settings.delta_dir), "KAFKA_PORT": str(settings.kafka_port),
-        "S3_PORT": str(settings.s3_port), "POSTGRES_PORT": str(settings.postgres_port),
-        "REDIS_PORT": str(settings.redis_port),
-    }
+    return {**os.environ, **settings.as_env()}
 
 
 @pytest.fixture

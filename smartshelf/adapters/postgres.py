@@ -116,3 +116,16 @@ def count_rows(cur: psycopg2.extensions.cursor, table: Table) -> int:
     cur.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema_name, table_name)))
     (count,) = cur.fetchone()
     return int(count)
+
+
+def select_rows(cur: psycopg2.extensions.cursor, table: Table, order_by: Sequence[str] | None = None) -> list[BaseModel]:
+    """Every row of a table as its model, ordered by the primary key (or `order_by`)."""
+    assert table.pg is not None
+    schema_name, table_name = table.pg.split(".")
+    names = list(table.schema.model_fields)
+    query = sql.SQL("SELECT {} FROM {} ORDER BY {}").format(
+        sql.SQL(", ").join(map(sql.Identifier, names)), sql.Identifier(schema_name, table_name),
+        sql.SQL(", ").join(map(sql.Identifier, order_by or table.key)),
+    )
+    cur.execute(query)
+    return [table.schema.model_validate(dict(zip(names, row, strict=True))) for row in cur.fetchall()]

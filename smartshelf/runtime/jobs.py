@@ -12,10 +12,12 @@ from pathlib import Path
 
 from smartshelf.adapters import delta, postgres
 from smartshelf.adapters.kafka import KafkaAdapter, TopicConfig
+from smartshelf.datagen import generate_store, write_store
+from smartshelf.errors import SmartShelfError
 from smartshelf.policies import DEFAULT_POLICY_FILE, derive_config, load_policy_config
 from smartshelf.registry import TOPICS, table
 from smartshelf.settings import Settings
-from smartshelf.store import REFERENCE_FILES
+from smartshelf.store import REFERENCE_FILES, StoreData
 from smartshelf.store_csv import read_store_csvs
 
 
@@ -35,10 +37,26 @@ def delta_init(settings: Settings) -> list[str]:
     return delta.bootstrap(settings.delta_dir)
 
 
+DEFAULT_STORE_SEED = 42
+
+
+def store_init(settings: Settings) -> list[str]:
+    """Load the store unless one is loaded: the CSVs under data/db_csv, generated (seed 42) if there are none."""
+    if store_is_imported(settings):
+        return []
+    csv_dir = settings.data_dir / "db_csv"
+    if not (csv_dir / REFERENCE_FILES[0].csv_name).exists():
+        write_store(generate_store(DEFAULT_STORE_SEED), settings.data_dir)
+    summary = import_store(settings, csv_dir)
+    return [f"{name}: {count} rows" for name, count in summary.rows.items()]
+
+
+# in run order: the store import needs the migrated database
 JOBS: dict[str, Callable[[Settings], list[str]]] = {
     "db-init": db_init,
     "kafka-init": kafka_init,
     "delta-init": delta_init,
+    "store-init": store_init,
 }
 
 
@@ -70,3 +88,13 @@ def import_store(settings: Settings, csv_dir: Path, policy_file: Path = DEFAULT_
 def store_is_imported(settings: Settings) -> bool:
     with postgres.connect(settings, "app") as conn, conn.cursor() as cur:
         return postgres.count_rows(cur, table("store_inventory")) > 0
+
+
+def load_store(settings: Settings) -> StoreData:
+    """The imported store, back from the ref tables (what the producers start the world from)."""
+    with postgres.connect(settings, "app") as conn, conn.cursor() as cur:
+        store = StoreData(**{file.attr: postgres.select_rows(cur, table(file.attr)) for file in REFERENCE_FILES})
+    if not store.store_inventory:
+        raise SmartShelfError("no store is loaded: run `smartshelf data import --csv-dir DIR` (or `smartshelf up`)")
+    return store
+

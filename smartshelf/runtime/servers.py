@@ -13,6 +13,7 @@ import pwd
 import shutil
 import socket
 import subprocess
+import sys
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +43,8 @@ class Server:
         self.settings = settings
 
     @property
-    def port(self) -> int:
+    def port(self) -> int | None:
+        """The port it listens on (None: a service that listens on none)."""
         raise NotImplementedError
 
     def paths(self) -> ServerPaths:
@@ -280,9 +282,69 @@ class Redis(Server):
             raise SmartShelfError("redis did not answer PING")
 
 
+class PythonService(Server):
+    """One of our own long-running services: a shell script under the repo run by the venv's Python.
+
+    It listens on no port; it is healthy while it beats its heartbeat in Redis (smartshelf.apps.lifecycle).
+    """
+
+    script: ClassVar[str]  # relative to the repository root
+
+    @property
+    def port(self) -> int | None:
+        return None
+
+    def paths(self) -> ServerPaths:
+        return ServerPaths(data=self.settings.run_dir, log=self.settings.run_dir / "logs" / f"{self.name}.log")
+
+    def argv(self) -> list[str]:
+        return [sys.executable, str(REPO_ROOT / self.script)]
+
+    def env(self) -> dict[str, str]:
+        return self.settings.as_env()
+
+    def probe(self) -> None:
+        import redis
+
+        from smartshelf.apps.lifecycle import HEARTBEAT_STALE_S, heartbeat_age
+
+        age = heartbeat_age(redis.Redis(host="127.0.0.1", port=self.settings.redis_port, socket_timeout=2), self.name)
+        if age is None or age > HEARTBEAT_STALE_S:
+            raise SmartShelfError(f"no heartbeat from {self.name}" + (f" for {age:.0f}s" if age is not None else ""))
+
+
+class ClockService(PythonService):
+    name = "clock"
+    script = "simulated_time/clock.py"
+    depends_on = ("kafka", "redis")
+
+
+class ProducersService(PythonService):
+    name = "producers"
+    script = "kafka-components/producers/app.py"
+    depends_on = ("postgres", "redis")
+
+
+class BridgeService(PythonService):
+    name = "bridge"
+    script = "kafka-components/redis-kafka-bridge/app.py"
+    depends_on = ("kafka", "redis")
+
+
 SERVER_CLASSES: tuple[type[Server], ...] = (S3Server, KafkaBroker, Postgres, Redis)
+# started after the servers, their init jobs and the store import (smartshelf up)
+SERVICE_CLASSES: tuple[type[Server], ...] = (ProducersService, BridgeService, ClockService)
 
 
 def all_servers(settings: Settings) -> list[Server]:
-    """In start order (dependencies first)."""
+    """The infrastructure servers, in start order (dependencies first)."""
     return [cls(settings) for cls in SERVER_CLASSES]
+
+
+def all_processes(settings: Settings) -> list[Server]:
+    """Servers, then services: everything the supervisor may run, in start order."""
+    return [cls(settings) for cls in (*SERVER_CLASSES, *SERVICE_CLASSES)]
+
+
+def service_names() -> list[str]:
+    return [cls.name for cls in SERVICE_CLASSES]

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from smartshelf.errors import SmartShelfError
-from smartshelf.runtime.servers import Server, all_servers, port_is_free
+from smartshelf.runtime.servers import Server, all_processes, all_servers, port_is_free
 from smartshelf.settings import Settings
 
 START_TIMEOUT_S = 60.0
@@ -30,7 +30,7 @@ _children: dict[int, subprocess.Popen[bytes]] = {}
 @dataclass(frozen=True)
 class ServerStatus:
     name: str
-    port: int
+    port: int | None
     pid: int | None
     running: bool
     healthy: bool
@@ -40,10 +40,10 @@ class ServerStatus:
 
 
 def select(settings: Settings, names: Iterable[str] | None = None) -> list[Server]:
-    """The servers named (all if None) plus what they depend on, in start order."""
-    servers = all_servers(settings)
+    """The processes named (all infrastructure servers if None) plus what they depend on, in start order."""
     if names is None:
-        return servers
+        return all_servers(settings)
+    servers = all_processes(settings)
     by_name = {s.name: s for s in servers}
     wanted: set[str] = set()
 
@@ -191,7 +191,7 @@ def start(settings: Settings, names: Iterable[str] | None = None) -> dict[str, f
     for server in select(settings, names):
         if _recorded_pid(server) is not None:
             continue
-        if not _port_frees_up(server.port):
+        if server.port is not None and not _port_frees_up(server.port):
             raise SmartShelfError(f"{server.name}: port {server.port} on 127.0.0.1 is already in use "
                                   f"(stop what holds it or choose another port in the settings)")
         began = time.monotonic()
@@ -204,9 +204,11 @@ def start(settings: Settings, names: Iterable[str] | None = None) -> dict[str, f
 
 
 def stop(settings: Settings, names: Iterable[str] | None = None) -> list[str]:
-    """Stop the named servers (all if None) in reverse start order; returns those that were running."""
+    """Stop the named processes (all if None) in reverse start order; returns those that were running."""
     stopped = []
-    servers = all_servers(settings) if names is None else [s for s in all_servers(settings) if s.name in set(names)]
+    servers = all_processes(settings)
+    if names is not None:
+        servers = [s for s in servers if s.name in set(names)]
     for server in reversed(servers):
         pid = _recorded_pid(server)
         if pid is not None:
@@ -231,7 +233,7 @@ def _terminate(server: Server, pid: int) -> None:
 
 def kill_hard(settings: Settings, name: str) -> int:
     """SIGKILL one server (for failure tests and `smartshelf` drills); returns the pid killed."""
-    (server,) = [s for s in all_servers(settings) if s.name == name]
+    (server,) = [s for s in all_processes(settings) if s.name == name]
     pid = _recorded_pid(server)
     if pid is None:
         raise SmartShelfError(f"{name} is not running")
@@ -243,8 +245,12 @@ def kill_hard(settings: Settings, name: str) -> int:
 
 
 def status(settings: Settings) -> list[ServerStatus]:
+    """Every infrastructure server, and every service that was started (and not stopped since)."""
     result = []
-    for server in all_servers(settings):
+    infra = {s.name for s in all_servers(settings)}
+    for server in all_processes(settings):
+        if server.name not in infra and not _pid_file(server).exists():
+            continue
         pid = _recorded_pid(server)
         problem = _probe(server) if pid is not None else "not running"
         rss, pss = memory_mb(pid) if pid is not None else (None, None)

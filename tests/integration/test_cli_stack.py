@@ -5,14 +5,18 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
 from smartshelf.adapters import postgres
+from smartshelf.adapters.redis_clock import SimClock, redis_client
+from smartshelf.apps.bridge import stats as bridge_stats
 from smartshelf.errors import SmartShelfError
 from smartshelf.runtime import supervisor
 from smartshelf.runtime.scratch import make_run_dir
+from smartshelf.settings import Settings
 from tests.conftest import isolated_settings, settings_env
 
 SMARTSHELF = str(Path(__file__).resolve().parents[2] / ".venv" / "bin" / "smartshelf")
@@ -22,25 +26,37 @@ def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([SMARTSHELF, *args], env=env, capture_output=True, text=True, timeout=300)
 
 
+def _wait_for_events(settings: Settings, timeout_s: float = 60.0) -> None:
+    """The demo runs: the clock moves and sensor events reach Kafka."""
+    deadline = time.monotonic() + timeout_s
+    while sum(v for k, v in bridge_stats(settings).items() if k.startswith("delivered:")) == 0:
+        assert time.monotonic() < deadline, "no sensor event reached Kafka"
+        time.sleep(0.2)
+    assert SimClock(redis_client(settings)).now() > settings.sim_start
+
+
 def test_up_status_down_up_keeps_the_store_and_topics() -> None:
     run_dir = make_run_dir("smartshelf-cli-")
-    settings = isolated_settings(run_dir)
+    settings = isolated_settings(run_dir, use_simulated_time=True, time_multiplier=600)
     env = settings_env(settings)
     try:
         first = _cli(env, "up")
         assert first.returncode == 0, first.stderr
-        assert "imported" in first.stdout and "kafka-init: 17" in first.stdout
+        assert "store-init: 9" in first.stdout and "kafka-init: 17" in first.stdout
 
         status = _cli(env, "status", "--json")
         assert status.returncode == 0, status.stderr
-        assert all(row["healthy"] for row in json.loads(status.stdout))
+        rows = json.loads(status.stdout)
+        assert all(row["healthy"] for row in rows)
+        assert {"producers", "bridge", "clock"} <= {row["name"] for row in rows}
+        _wait_for_events(settings)
 
         assert _cli(env, "down").returncode == 0
         assert _cli(env, "status").returncode == 1  # down is not healthy
 
         second = _cli(env, "up")
         assert second.returncode == 0, second.stderr
-        assert "imported" not in second.stdout  # the store loaded before is still there
+        assert "store-init: 0" in second.stdout  # the store loaded before is still there
         assert "kafka-init: 0" in second.stdout  # and so are the topics
         with postgres.connect(settings, "reader") as conn, conn.cursor() as cur:
             cur.execute("SELECT count(*) FROM ref.store_inventory")

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from smartshelf.runtime.jobs import JOBS
-from smartshelf.runtime.servers import SERVER_CLASSES
+from smartshelf.runtime.servers import SERVER_CLASSES, SERVICE_CLASSES
 from smartshelf.services import SERVICES, Profile
 
 REPO = Path(__file__).resolve().parents[2]
@@ -45,6 +45,6 @@ def test_each_python_service_runs_a_script_that_exists(resolved: dict) -> None:
 
 
 def test_each_service_has_an_embedded_counterpart() -> None:
-    embedded = {cls.name for cls in SERVER_CLASSES} | set(JOBS)
+    embedded = {cls.name for cls in (*SERVER_CLASSES, *SERVICE_CLASSES)} | set(JOBS)
     for service in SERVICES:
         assert service.embedded_by in embedded, service.name

@@ -1,0 +1,1 @@
+"""Service loops: core rules wired to the adapters. The folders of the reference layout hold thin shells."""

@@ -1,0 +1,121 @@
+"""The simulated clock service: advances `sim:now` from SIM_START by STEP_SECONDS up to SIM_DAYS later.
+
+demo: one step every STEP_SECONDS / TIME_MULTIPLIER wall seconds.
+fast: lockstep. Before the next tick, every tick participant must have finished the current one, and every
+offset participant must have read its topics up to their end offsets; as a participant may write to a topic
+another one reads, this is repeated until the end offsets no longer move (the pipeline is quiet).
+With USE_SIMULATED_TIME=0 the clock follows the wall clock instead (store-local time, one step per second).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from kafka import TopicPartition
+
+from smartshelf import clock as c
+from smartshelf import logs
+from smartshelf.adapters.kafka import KafkaAdapter
+from smartshelf.adapters.redis_clock import SimClock, redis_client
+from smartshelf.apps.lifecycle import Lifecycle
+from smartshelf.settings import Settings
+
+NAME = "clock"
+POLL_S = 0.02
+REPORT_STUCK_EVERY_S = 30.0
+
+
+class Lockstep:
+    """Waits until the pipeline has fully caught up with a tick."""
+
+    def __init__(self, clock: SimClock, kafka: KafkaAdapter, on_wait: Callable[[list[str]], None]) -> None:
+        self.clock = clock
+        self.kafka = kafka
+        self.on_wait = on_wait
+        self._partitions: dict[str, list[TopicPartition]] = {}
+
+    def _ends(self, topics: set[str]) -> dict[str, int]:
+        partitions = []
+        for name in sorted(topics):
+            if name not in self._partitions:
+                self._partitions[name] = self.kafka.partitions_for(name)
+            partitions.extend(self._partitions[name])
+        return {c.partition_field(tp.topic, tp.partition): end for tp, end in self.kafka.end_offsets(partitions).items()}
+
+    def settle(self, tick: datetime, stopping: Callable[[], bool]) -> bool:
+        """True once everyone has caught up with `tick`; False if asked to stop first."""
+        last_report = time.monotonic()
+        while not stopping():
+            participants = self.clock.participants()
+            ticks_done = self.clock.ticks_done()
+            behind = c.behind_ticks({n: ticks_done.get(n) for n, p in participants.items() if p["kind"] == "tick"}, tick)
+            if not behind:
+                readers = {n: list(p["topics"]) for n, p in participants.items() if p["kind"] == "offsets"}  # type: ignore[call-overload]
+                if not readers:
+                    return True
+                ends = self._ends({t for topics in readers.values() for t in topics})
+                positions = {n: self.clock.positions(n) for n in readers}
+                behind = c.behind_offsets(positions, readers, ends)
+                if not behind and self._ends(set(t for topics in readers.values() for t in topics)) == ends:
+                    return True
+            if time.monotonic() - last_report > REPORT_STUCK_EVERY_S:
+                self.on_wait(behind)
+                last_report = time.monotonic()
+            time.sleep(POLL_S)
+        return False
+
+
+def wall_clock_now(step_seconds: int) -> datetime:
+    now = datetime.now().replace(microsecond=0)  # the one wall-clock read: USE_SIMULATED_TIME=0
+    return now - timedelta(seconds=now.second % step_seconds)
+
+
+def run(settings: Settings, life: Lifecycle, clock: SimClock) -> None:
+    logger = logs.configure(NAME, settings.log_level)
+    step = timedelta(seconds=settings.step_seconds)
+    if not settings.use_simulated_time:
+        while not life.stopping:
+            life.beat()
+            clock.set(wall_clock_now(settings.step_seconds))
+            time.sleep(1.0)
+        return
+    def stopping() -> bool:
+        life.beat()
+        return life.stopping
+
+    plan = c.ClockPlan(settings.sim_start, step, settings.sim_days)
+    now = clock.start(plan.start, plan.end)
+    logs.info(logger, "started", mode=settings.sim_mode, now=c.encode_time(now), end=c.encode_time(plan.end))
+    lockstep = None
+    if settings.sim_mode == c.ClockMode.FAST:
+        kafka = KafkaAdapter(settings.kafka_bootstrap_servers)
+        lockstep = Lockstep(clock, kafka, lambda behind: logs.warning(logger, "waiting", behind=",".join(behind)))
+    wall_step_s = settings.step_seconds / settings.time_multiplier
+    next_wall = time.monotonic() + wall_step_s
+    for tick in plan.ticks_after(now):
+        if lockstep is not None:
+            if not lockstep.settle(now, stopping):
+                return
+        else:
+            while time.monotonic() < next_wall:
+                if life.stopping:
+                    return
+                life.beat()
+                time.sleep(min(POLL_S * 5, max(next_wall - time.monotonic(), 0)))
+            next_wall += wall_step_s
+        life.beat()
+        clock.set(tick)
+        now = tick
+    if lockstep is None or lockstep.settle(now, stopping):
+        clock.finish()
+        logs.info(logger, "finished", now=c.encode_time(now))
+    while not life.stopping:  # stay up (healthy) until stopped, so `smartshelf status` does not see a crash
+        life.beat()
+        time.sleep(0.5)
+
+
+def main(settings: Settings) -> None:
+    client = redis_client(settings)
+    run(settings, Lifecycle(NAME, client), SimClock(client))

@@ -1,0 +1,87 @@
+"""The store's sensors: the world (smartshelf.world) advanced with the simulated clock, its events written to
+Redis Streams.
+
+Exactly once into Redis: each tick's events, the world's new state and the tick report are one Redis
+transaction (MULTI/EXEC), so a producer killed at any moment resumes from the last tick it wrote, and
+writes the next tick's events once. The three sensor kinds (foot traffic, shelf, POS) share one world —
+a customer cannot pick from an empty shelf, and pays for the net of what was picked — so they are three
+streams written by one process, not three processes that would have to share the world's state.
+"""
+
+from __future__ import annotations
+
+import redis
+
+from smartshelf import logs
+from smartshelf.adapters.redis_clock import SimClock, redis_client
+from smartshelf.apps.lifecycle import Lifecycle
+from smartshelf.registry import stream_of
+from smartshelf.runtime.jobs import load_store
+from smartshelf.settings import Settings
+from smartshelf.world import World, WorldEvents, WorldState
+
+NAME = "producers"
+WORLD_STATE_KEY = "world:state"
+STREAM_FIELD = b"event"  # each stream entry holds one JSON record in this field
+WAIT_S = 1.0
+
+
+def load_state(client: redis.Redis) -> WorldState | None:
+    raw = client.get(WORLD_STATE_KEY)
+    return WorldState.model_validate_json(raw) if raw is not None else None
+
+
+def write_tick(client: redis.Redis, clock: SimClock, state: WorldState, events: WorldEvents) -> None:
+    """The tick's events, the world's state and the tick report, all or nothing."""
+    pipe = client.pipeline(transaction=True)
+    for topic_name, records in (("foot_traffic", events.foot_traffic), ("shelf_events", events.shelf_events),
+                                ("pos_transactions", events.pos_transactions)):
+        stream = stream_of(topic_name)
+        for record in records:
+            pipe.xadd(stream, {STREAM_FIELD: record.model_dump_json().encode()})
+    pipe.set(WORLD_STATE_KEY, state.model_dump_json())
+    clock.tick_done(NAME, state.clock, pipe)
+    pipe.execute()
+
+
+class Producers:
+    def __init__(self, settings: Settings, world: World | None = None) -> None:
+        self.redis = redis_client(settings)
+        self.clock = SimClock(self.redis)
+        self.world = world or World(load_store(settings), settings.sim_seed)
+        self.state = load_state(self.redis)
+        self.clock.register_tick_participant(NAME)
+
+    def _start_state(self, timeout_s: float) -> WorldState | None:
+        """The world as the store opens, at the clock's first time (SIM_START, or the wall clock's time)."""
+        start = self.clock.wait_after(None, timeout_s)
+        if start is None:
+            return None
+        state = self.world.initial_state(start)
+        write_tick(self.redis, self.clock, state, WorldEvents())
+        return state
+
+    def step(self, timeout_s: float = WAIT_S) -> int:
+        """Advance the world to the clock's time once it moves on; returns the events written."""
+        if self.state is None:
+            self.state = self._start_state(timeout_s)
+            return 0
+        now = self.clock.wait_after(self.state.clock, timeout_s)
+        if now is None:
+            return 0
+        state, events = self.world.advance(self.state, now)
+        write_tick(self.redis, self.clock, state, events)
+        self.state = state
+        return len(events)
+
+
+def main(settings: Settings) -> None:
+    logger = logs.configure(NAME, settings.log_level)
+    producers = Producers(settings)
+    life = Lifecycle(NAME, producers.redis)
+    logs.info(logger, "started", resumed=producers.state is not None)
+    written = 0
+    while not life.stopping:
+        life.beat()
+        written += producers.step()
+    logs.info(logger, "stopped", events=written)
