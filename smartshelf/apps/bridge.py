@@ -84,6 +84,7 @@ class Bridge:
         self.clock.register_tick_participant(NAME)
         self.already_in_kafka = self._ids_since_checkpoint()
         self._pending_first = True  # after a restart, unacknowledged entries come before new ones
+        self._drained = False
 
     def _groups(self, stream: str) -> list[dict[str, object]]:
         return self.redis.xinfo_groups(stream) if self.redis.exists(stream) else []
@@ -104,13 +105,16 @@ class Bridge:
         """Deliver one batch; returns the entries handled (0 when the streams are drained)."""
         world_tick = self.clock.last_tick_done(PRODUCERS)  # read before the streams: see below
         start = "0" if self._pending_first else ">"
+        # block only when the last read found the streams drained: right after a batch, more is likely waiting,
+        # and an immediate empty answer lets the tick be reported without a blocking wait
         replies = self.redis.xreadgroup(GROUP, NAME, {s: start for s in self.streams}, count=BATCH,
-                                        block=None if self._pending_first else block_ms)
+                                        block=block_ms if self._drained and not self._pending_first else None)
         entries = [(stream.decode(), entry_id, fields) for stream, items in replies for entry_id, fields in items
                    if fields]  # pending entries deleted before their XACK show up empty
         if not entries and self._pending_first:
             self._pending_first = False  # nothing left over from before a restart: on to new entries
             return self.step(block_ms)
+        self._drained = not entries
         if not entries:
             # the streams are drained, and they held every entry of `world_tick` when we read them
             if world_tick is not None:
