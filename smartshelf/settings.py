@@ -60,6 +60,8 @@ class Settings(BaseSettings):
     # Spark streaming
     max_offsets_per_trigger: int | None = Field(None, alias="MAX_OFFSETS_PER_TRIGGER", gt=0)
     starting_offsets: str = Field("earliest", alias="STARTING_OFFSETS", pattern="^(earliest|latest)$")
+    # the Spark format that reads Kafka: ours (no jars needed) or the JVM connector's `kafka` (compose)
+    kafka_format: str = Field("smartshelf_kafka", alias="SPARK_KAFKA_FORMAT")
 
     # ML inference runs once per simulated day at this hour
     run_hour: int = Field(6, alias="RUN_HOUR", ge=0, le=23)

@@ -1,0 +1,197 @@
+"""Kafka for Spark without the JVM connector: a PySpark 4 Python Data Source named `smartshelf_kafka`.
+
+No Maven here, so no spark-sql-kafka jar (docs/architecture.md). This source returns exactly Spark's Kafka
+schema (key, value, topic, partition, offset, timestamp, timestampType) and takes Spark's option names
+(`subscribe`, `kafka.bootstrap.servers`, `startingOffsets`, `endingOffsets`, `maxOffsetsPerTrigger`), so an
+app reads `spark.readStream.format(settings.kafka_format)` and compose can switch to the JVM `kafka` format.
+
+Offsets are Spark's JSON form, {"topic": {"partition": offset}}, kept in the query's checkpoint; the true
+end offsets come from smartshelf.adapters.kafka (Tansu's ListOffsets under-reports them).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from pyspark.sql.datasource import DataSource, DataSourceReader, DataSourceStreamReader, InputPartition
+from pyspark.sql.streaming.datasource import ReadAllAvailable, ReadLimit, ReadMaxRows
+from pyspark.sql.types import (BinaryType, IntegerType, LongType, StringType, StructField, StructType,
+                               TimestampType)
+
+FORMAT = "smartshelf_kafka"
+READ_TIMEOUT_S = 60.0
+
+KAFKA_SCHEMA = StructType([
+    StructField("key", BinaryType()), StructField("value", BinaryType()), StructField("topic", StringType()),
+    StructField("partition", IntegerType()), StructField("offset", LongType()),
+    StructField("timestamp", TimestampType()), StructField("timestampType", IntegerType()),
+])
+
+Offsets = dict[str, dict[str, int]]  # topic -> partition (as text, JSON keys) -> offset
+
+
+@dataclass(frozen=True)
+class PartitionRange(InputPartition):
+    bootstrap: str
+    topic: str
+    partition: int
+    start: int
+    end: int
+
+
+def _options(options: dict[str, str]) -> tuple[str, list[str]]:
+    lowered = {k.lower(): v for k, v in options.items()}  # Spark passes option keys lower-cased
+    bootstrap = lowered.get("kafka.bootstrap.servers")
+    topics = [t.strip() for t in lowered.get("subscribe", "").split(",") if t.strip()]
+    if not bootstrap or not topics:
+        raise ValueError(f"{FORMAT}: options 'kafka.bootstrap.servers' and 'subscribe' are required")
+    return bootstrap, topics
+
+
+def _end_offsets(bootstrap: str, topics: list[str]) -> Offsets:
+    from smartshelf.adapters.kafka import KafkaAdapter
+
+    adapter = KafkaAdapter(bootstrap)
+    try:
+        partitions = [tp for topic in topics for tp in adapter.partitions_for(topic)]
+        ends = adapter.end_offsets(partitions)
+    finally:
+        adapter.close()
+    result: Offsets = {topic: {} for topic in topics}
+    for tp, end in ends.items():
+        result[tp.topic][str(tp.partition)] = end
+    return result
+
+
+def _resolve(spec: str, bootstrap: str, topics: list[str], which: str) -> Offsets:
+    """Spark's startingOffsets/endingOffsets: 'earliest', 'latest' or JSON {"topic": {"0": 23}} (-2/-1 too)."""
+    ends = _end_offsets(bootstrap, topics)
+    if spec == "earliest":
+        return {t: {p: 0 for p in parts} for t, parts in ends.items()}
+    if spec == "latest":
+        return ends
+    try:
+        given = json.loads(spec)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{FORMAT}: {which} must be earliest, latest or JSON, got {spec!r}") from exc
+    resolved: Offsets = {}
+    for topic, parts in ends.items():
+        resolved[topic] = {}
+        for partition, end in parts.items():
+            wanted = int(given.get(topic, {}).get(partition, -2 if which == "startingOffsets" else -1))
+            resolved[topic][partition] = 0 if wanted == -2 else end if wanted == -1 else min(wanted, end)
+    return resolved
+
+
+def limit_offsets(start: Offsets, latest: Offsets, max_rows: int) -> Offsets:
+    """At most `max_rows` records past `start`, shared across partitions in proportion to their backlog."""
+    backlog = {(t, p): latest[t][p] - start.get(t, {}).get(p, 0) for t in latest for p in latest[t]}
+    total = sum(backlog.values())
+    if total <= max_rows:
+        return latest
+    end: Offsets = {t: dict(start.get(t, {})) for t in latest}
+    granted = 0
+    for (t, p), waiting in sorted(backlog.items()):
+        share = waiting * max_rows // total
+        end[t][p] = start.get(t, {}).get(p, 0) + share
+        granted += share
+    for (t, p), waiting in sorted(backlog.items()):  # hand out what rounding left, in a fixed order
+        if granted >= max_rows:
+            break
+        if end[t][p] < latest[t][p]:
+            end[t][p] += 1
+            granted += 1
+    return end
+
+
+def _ranges(bootstrap: str, start: Offsets, end: Offsets) -> list[PartitionRange]:
+    return [PartitionRange(bootstrap, t, int(p), start.get(t, {}).get(p, 0), e)
+            for t in sorted(end) for p, e in sorted(end[t].items(), key=lambda kv: int(kv[0]))
+            if start.get(t, {}).get(p, 0) < e]
+
+
+def read_range(part: PartitionRange) -> Iterator[tuple[object, ...]]:
+    """Every record of one partition in [start, end), as a row of KAFKA_SCHEMA."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=part.bootstrap, enable_auto_commit=False, group_id=None,
+                             max_poll_records=5000)
+    try:
+        tp = TopicPartition(part.topic, part.partition)
+        consumer.assign([tp])
+        consumer.seek(tp, part.start)
+        deadline = time.monotonic() + READ_TIMEOUT_S
+        while consumer.position(tp) < part.end:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{FORMAT}: {part.topic}[{part.partition}] {part.start}..{part.end} "
+                                   f"not read in {READ_TIMEOUT_S:.0f}s (stopped at {consumer.position(tp)})")
+            for record in consumer.poll(timeout_ms=500).get(tp, []):
+                if record.offset >= part.end:
+                    break
+                yield (record.key, record.value, record.topic, record.partition, record.offset,
+                       datetime.fromtimestamp(record.timestamp / 1000, UTC), record.timestamp_type)
+    finally:
+        consumer.close()
+
+
+class KafkaStreamReader(DataSourceStreamReader):
+    def __init__(self, options: dict[str, str]) -> None:
+        self.bootstrap, self.topics = _options(options)
+        lowered = {k.lower(): v for k, v in options.items()}
+        self.starting = lowered.get("startingoffsets", "latest")  # Spark's default for streams
+        max_offsets = lowered.get("maxoffsetspertrigger")
+        self.max_offsets = int(max_offsets) if max_offsets else None
+
+    def initialOffset(self) -> dict:
+        return _resolve(self.starting, self.bootstrap, self.topics, "startingOffsets")
+
+    def getDefaultReadLimit(self) -> ReadLimit:
+        return ReadMaxRows(self.max_offsets) if self.max_offsets else ReadAllAvailable()
+
+    def latestOffset(self, start: dict, limit: ReadLimit) -> dict:
+        latest = _end_offsets(self.bootstrap, self.topics)
+        if isinstance(limit, ReadMaxRows):
+            return limit_offsets(start, latest, limit.max_rows)
+        return latest
+
+    def partitions(self, start: dict, end: dict) -> Sequence[InputPartition]:
+        return _ranges(self.bootstrap, start, end)
+
+    def read(self, partition: InputPartition) -> Iterator[tuple[object, ...]]:
+        assert isinstance(partition, PartitionRange)
+        return read_range(partition)
+
+
+class KafkaBatchReader(DataSourceReader):
+    def __init__(self, options: dict[str, str]) -> None:
+        self.bootstrap, self.topics = _options(options)
+        lowered = {k.lower(): v for k, v in options.items()}
+        self.start = _resolve(lowered.get("startingoffsets", "earliest"), self.bootstrap, self.topics,
+                              "startingOffsets")
+        self.end = _resolve(lowered.get("endingoffsets", "latest"), self.bootstrap, self.topics, "endingOffsets")
+
+    def partitions(self) -> Sequence[InputPartition]:
+        return _ranges(self.bootstrap, self.start, self.end)
+
+    def read(self, partition: InputPartition) -> Iterator[tuple[object, ...]]:
+        assert isinstance(partition, PartitionRange)
+        return read_range(partition)
+
+
+class KafkaDataSource(DataSource):
+    @classmethod
+    def name(cls) -> str:
+        return FORMAT
+
+    def schema(self) -> StructType:
+        return KAFKA_SCHEMA
+
+    def reader(self, schema: StructType) -> DataSourceReader:
+        return KafkaBatchReader(dict(self.options))
+
+    def streamReader(self, schema: StructType) -> DataSourceStreamReader:
+        return KafkaStreamReader(dict(self.options))
