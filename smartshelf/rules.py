@@ -1,0 +1,123 @@
+"""The twin's state transitions: pure functions from (state, event) to the next state.
+
+The Spark state apps (shelf-aggregator, batch-state-updater, wh-aggregator, wh-batch-state-updater) are thin
+shells over these; `smartshelf check` compares what they build with the world (smartshelf.world), so the
+rules here must say exactly what the store does: lots leave earliest expiry first (ties by batch code), and
+stock never goes below zero without the anomaly being reported.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from smartshelf.schemas import (PosTransaction, ShelfBatchState, ShelfEvent, ShelfState, WarehouseBatchState,
+                                WarehouseEvent, WarehouseState)
+from smartshelf.store import StoreData
+
+
+@dataclass(frozen=True)
+class Shortfall:
+    """An event asked for more than the state holds: the state stops at zero, the rest is reported."""
+
+    key: str
+    missing: int
+
+
+def initial_states(store: StoreData, at: datetime) -> tuple[list[ShelfState], list[WarehouseState],
+                                                            list[ShelfBatchState], list[WarehouseBatchState]]:
+    """The twin's state as the store opens: what the reference data says is on shelves and in the warehouse."""
+    shelves = [ShelfState(shelf_id=r.shelf_id, current_stock=r.current_stock,
+                          current_weight_kg=round(r.shelf_weight + r.current_stock * r.item_weight, 3),
+                          last_event_type="initial", last_event_ts=at) for r in store.store_inventory]
+    warehouse = [WarehouseState(shelf_id=r.shelf_id, wh_current_stock=r.current_stock, last_event_type="initial",
+                                last_event_ts=at) for r in store.warehouse_inventory]
+    shelf_lots = [ShelfBatchState(shelf_id=b.shelf_id, batch_code=b.batch_code, received_date=b.received_date,
+                                  expiry_date=b.expiry_date, batch_quantity_store=b.batch_quantity_store,
+                                  last_update_ts=at) for b in store.store_batches if b.batch_quantity_store > 0]
+    wh_lots = [WarehouseBatchState(shelf_id=b.shelf_id, batch_code=b.batch_code, received_date=b.received_date,
+                                   expiry_date=b.expiry_date, batch_quantity_warehouse=b.batch_quantity_warehouse,
+                                   last_update_ts=at) for b in store.warehouse_batches
+               if b.batch_quantity_warehouse > 0]
+    return shelves, warehouse, shelf_lots, wh_lots
+
+
+def apply_shelf_event(state: ShelfState, event: ShelfEvent) -> tuple[ShelfState, Shortfall | None]:
+    """pickup/putback move the count; weight_change is the scale's reading and moves the weight."""
+    stock, weight, shortfall = state.current_stock, state.current_weight_kg, None
+    if event.event_type == "pickup":
+        if event.quantity > stock:
+            shortfall = Shortfall(event.shelf_id, event.quantity - stock)
+        stock = max(stock - event.quantity, 0)
+    elif event.event_type == "putback":
+        stock += event.quantity
+    else:
+        weight = round(weight + event.weight_change_kg, 3)
+    return state.model_copy(update={"current_stock": stock, "current_weight_kg": weight,
+                                    "last_event_type": event.event_type, "last_event_ts": event.ts}), shortfall
+
+
+def fifo_order(lots: Sequence[ShelfBatchState]) -> list[ShelfBatchState]:
+    return sorted(lots, key=lambda lot: (lot.expiry_date, lot.batch_code))
+
+
+def sell_from_lots(lots: Sequence[ShelfBatchState], quantity: int, ts: datetime
+                   ) -> tuple[list[ShelfBatchState], Shortfall | None]:
+    """A shelf's lots after `quantity` items are sold: earliest expiry first. Returns only the lots changed."""
+    changed, left = [], quantity
+    for lot in fifo_order(lots):
+        if left == 0:
+            break
+        taken = min(lot.batch_quantity_store, left)
+        if taken:
+            changed.append(lot.model_copy(update={"batch_quantity_store": lot.batch_quantity_store - taken,
+                                                  "last_update_ts": ts}))
+            left -= taken
+    shortfall = Shortfall(lots[0].shelf_id if lots else "?", left) if left else None
+    return changed, shortfall
+
+
+def apply_sale(lots_by_shelf: dict[str, list[ShelfBatchState]], sale: PosTransaction
+               ) -> tuple[list[ShelfBatchState], list[Shortfall]]:
+    """Every line of a transaction taken from its shelf's lots; `lots_by_shelf` is updated in place."""
+    changed_all, shortfalls = [], []
+    for item in sale.items:
+        lots = lots_by_shelf.get(item.shelf_id, [])
+        changed, shortfall = sell_from_lots(lots, item.quantity, sale.ts)
+        if shortfall is not None:
+            shortfalls.append(Shortfall(item.shelf_id, shortfall.missing))
+        by_code = {lot.batch_code: lot for lot in changed}
+        lots_by_shelf[item.shelf_id] = [by_code.get(lot.batch_code, lot) for lot in lots]
+        changed_all.extend(changed)
+    return changed_all, shortfalls
+
+
+def apply_wh_event(state: WarehouseState, event: WarehouseEvent) -> tuple[WarehouseState, Shortfall | None]:
+    """wh_in adds (a supplier delivery); wh_out (to a shelf) and wh_removal (expired) take away."""
+    stock, shortfall = state.wh_current_stock, None
+    if event.event_type == "wh_in":
+        stock += event.quantity
+    else:
+        if event.quantity > stock:
+            shortfall = Shortfall(event.shelf_id, event.quantity - stock)
+        stock = max(stock - event.quantity, 0)
+    return state.model_copy(update={"wh_current_stock": stock, "last_event_type": event.event_type,
+                                    "last_event_ts": event.ts}), shortfall
+
+
+def apply_wh_batch_event(lot: WarehouseBatchState | None, event: WarehouseEvent
+                         ) -> tuple[WarehouseBatchState, Shortfall | None]:
+    """The lot a warehouse event names: created by wh_in, reduced by wh_out and wh_removal."""
+    if lot is None:
+        lot = WarehouseBatchState(shelf_id=event.shelf_id, batch_code=event.batch_code,
+                                  received_date=event.received_date, expiry_date=event.expiry_date,
+                                  batch_quantity_warehouse=0, last_update_ts=event.ts)
+    quantity, shortfall = lot.batch_quantity_warehouse, None
+    if event.event_type == "wh_in":
+        quantity += event.quantity
+    else:
+        if event.quantity > quantity:
+            shortfall = Shortfall(f"{event.shelf_id}|{event.batch_code}", event.quantity - quantity)
+        quantity = max(quantity - event.quantity, 0)
+    return lot.model_copy(update={"batch_quantity_warehouse": quantity, "last_update_ts": event.ts}), shortfall
