@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal, TypeVar
 
-from deltalake import DeltaTable
+import pyarrow as pa
+from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
+from pydantic import BaseModel
 
 from smartshelf.registry import TABLES, Table
 from smartshelf.tabular import arrow_schema
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
 def table_path(delta_dir: Path, table: Table) -> Path:
@@ -28,3 +34,27 @@ def bootstrap(delta_dir: Path) -> list[str]:
         DeltaTable.create(str(path), schema=arrow_schema(table.schema), mode="ignore", name=table.name)
         created.append(table.delta)
     return created
+
+
+def to_arrow(model: type[BaseModel], rows: Sequence[BaseModel]) -> pa.Table:
+    return pa.Table.from_pylist([row.model_dump() for row in rows], schema=arrow_schema(model))
+
+
+def applied_batch(path: Path, app_id: str) -> int | None:
+    """The last batch of `app_id` committed to the table (Delta transaction identifiers), None if none."""
+    return DeltaTable(str(path)).transaction_version(app_id)
+
+
+def write_batch(path: Path, data: pa.Table, app_id: str, batch_id: int,
+                mode: Literal["append", "overwrite"] = "append") -> bool:
+    """Commit `data` as batch `batch_id` of `app_id`, once: a replayed batch is skipped. True if written."""
+    done = applied_batch(path, app_id)
+    if done is not None and done >= batch_id:
+        return False
+    write_deltalake(str(path), data, mode=mode,
+                    commit_properties=CommitProperties(app_transactions=[Transaction(app_id, batch_id)]))
+    return True
+
+
+def read_rows(path: Path, model: type[ModelT]) -> list[ModelT]:
+    return [model.model_validate(row) for row in DeltaTable(str(path)).to_pyarrow_table().to_pylist()]

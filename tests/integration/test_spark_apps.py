@@ -1,0 +1,151 @@
+"""The streaming apps on real Spark, broker, Redis, PostgreSQL and Delta: a scripted event sequence gives
+the state the rules predict; a driver killed between its Delta commit and its publish loses and repeats
+nothing after restart."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+from pyspark.sql import SparkSession
+
+from smartshelf import rules
+from smartshelf.adapters import delta
+from smartshelf.adapters.kafka import KafkaAdapter
+from smartshelf.registry import table, topic
+from smartshelf.runtime import jobs, supervisor
+from smartshelf.runtime.scratch import make_run_dir
+from smartshelf.schemas import FootTrafficEvent, ShelfEvent, ShelfState
+from smartshelf.settings import REPO_ROOT, Settings
+from smartshelf.streaming.apps import all_apps
+from smartshelf.streaming.runner import start_query
+from tests.conftest import isolated_settings, settings_env
+
+T0 = datetime(2025, 1, 1, 9)
+
+
+@pytest.fixture(scope="module")
+def spark_stack() -> Iterator[Settings]:
+    run_dir = make_run_dir("smartshelf-spark-")
+    settings = isolated_settings(run_dir)
+    try:
+        supervisor.start(settings)
+        for job in jobs.JOBS.values():
+            job(settings)
+        yield settings
+    finally:
+        supervisor.stop(settings)
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _script(shelves: list[ShelfState], rounds: int) -> list[ShelfEvent]:
+    """Pickups and putbacks over a few shelves, weights as the scale reads them."""
+    events = []
+    for n in range(rounds):
+        shelf = shelves[n % len(shelves)]
+        kind = "putback" if n % 5 == 4 else "pickup"
+        quantity = 1 + n % 2
+        delta_kg = round((-1 if kind == "pickup" else 1) * quantity * 0.5, 3)
+        ts = T0 + timedelta(seconds=n)
+        events.append(ShelfEvent(event_id=f"t-{n}-m", event_type=kind, shelf_id=shelf.shelf_id, quantity=quantity,
+                                 weight_change_kg=delta_kg, customer_id="C1", ts=ts))
+        events.append(ShelfEvent(event_id=f"t-{n}-w", event_type="weight_change", shelf_id=shelf.shelf_id,
+                                 quantity=quantity, weight_change_kg=delta_kg, customer_id="C1", ts=ts))
+    return events
+
+
+def _send(settings: Settings, topic_name: str, values: list[bytes], keys: list[str]) -> None:
+    producer = KafkaAdapter(settings.kafka_bootstrap_servers).producer()
+    for key, value in zip(keys, values, strict=True):
+        producer.send(topic_name, key=key.encode(), value=value)
+    producer.flush()
+    producer.close()
+
+
+def _expected(settings: Settings, events: list[ShelfEvent]) -> dict[str, ShelfState]:
+    state = {s.shelf_id: s for s in rules.initial_states(jobs.load_store(settings), settings.sim_start)[0]}
+    for event in events:
+        state[event.shelf_id], _ = rules.apply_shelf_event(state[event.shelf_id], event)
+    return state
+
+
+def _latest_shelf_state(settings: Settings) -> dict[str, ShelfState]:
+    kafka = KafkaAdapter(settings.kafka_bootstrap_servers)
+    latest = {}
+    for record in kafka.read(kafka.partitions_for("shelf_state")):
+        value = ShelfState.model_validate_json(record.value)
+        latest[value.shelf_id] = value
+    kafka.close()
+    return latest
+
+
+def test_scripted_events_give_the_predicted_state(spark_stack: Settings) -> None:
+    settings = spark_stack
+    shelves = rules.initial_states(jobs.load_store(settings), settings.sim_start)[0][:7]
+    events = _script(shelves, 60)
+    _send(settings, "shelf_events", [e.model_dump_json().encode() for e in events], [e.shelf_id for e in events])
+    _send(settings, "shelf_events", [b"not json", ShelfEvent(
+        event_id="ghost", event_type="pickup", shelf_id="NOPE", quantity=1, weight_change_kg=-1, ts=T0
+    ).model_dump_json().encode()], ["x", "NOPE"])
+    visits = [FootTrafficEvent(event_id=f"f{i}", event_type="entry", customer_id=f"C{i}", ts=T0) for i in range(25)]
+    _send(settings, "foot_traffic", [v.model_dump_json().encode() for v in visits], [v.customer_id for v in visits])
+
+    spark = SparkSession.getActiveSession()
+    from smartshelf.adapters.spark import spark_session
+
+    spark = spark or spark_session(settings, "test-spark-apps")
+    apps = all_apps()
+    queries = [start_query(spark, settings, apps[name]) for name in ("shelf-aggregator", "foot-traffic-raw-sink")]
+    for query in queries:
+        query.processAllAvailable()
+        query.stop()
+
+    expected = _expected(settings, events)
+    state_path = delta.table_path(settings.delta_dir, table("shelf_state"))
+    in_delta = {row.shelf_id: row for row in delta.read_rows(state_path, ShelfState)}
+    assert in_delta == expected
+    assert _latest_shelf_state(settings) == {k: expected[k] for k in {s.shelf_id for s in shelves}}
+    raw = delta.read_rows(delta.table_path(settings.delta_dir, table("raw_shelf_events")), ShelfEvent)
+    # the raw layer keeps every well-formed event as it arrived, the unknown shelf's too
+    assert sorted(e.event_id for e in raw) == sorted([e.event_id for e in events] + ["ghost"])
+    assert len(delta.read_rows(delta.table_path(settings.delta_dir, table("raw_foot_traffic")),
+                               FootTrafficEvent)) == 25
+    kafka = KafkaAdapter(settings.kafka_bootstrap_servers)
+    letters = [topic("dead_letters").schema.model_validate_json(r.value)
+               for r in kafka.read(kafka.partitions_for("dead_letters"))]
+    kafka.close()
+    assert sorted(letter.source for letter in letters) == ["shelf_events", "shelf_events"]
+    assert any("not JSON" in letter.reason for letter in letters)
+    assert any("unknown shelf 'NOPE'" in letter.reason for letter in letters)
+
+    # the driver dies after committing a batch to Delta and before publishing it; the restart publishes it once
+    more = _script(shelves, 80)[120:]
+    _send(settings, "shelf_events", [e.model_dump_json().encode() for e in more], [e.shelf_id for e in more])
+    runner = [sys.executable, str(REPO_ROOT / "spark-apps" / "shelf-aggregator" / "app.py")]
+    crashing = subprocess.run(runner, env={**settings_env(settings), "SMARTSHELF_CRASH_POINT": "spark.after_delta"},
+                              capture_output=True, timeout=300)
+    assert crashing.returncode == 137, crashing.stderr[-2000:]
+    expected = _expected(settings, events + more)
+    assert {row.shelf_id: row for row in delta.read_rows(state_path, ShelfState)} == expected
+    assert _latest_shelf_state(settings) != {k: expected[k] for k in {s.shelf_id for s in shelves}}
+
+    restarted = subprocess.Popen(runner, env=settings_env(settings), stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 180
+        while _latest_shelf_state(settings) != {k: expected[k] for k in {s.shelf_id for s in shelves}}:
+            assert restarted.poll() is None, restarted.stderr.read()[-2000:] if restarted.stderr else ""
+            assert time.monotonic() < deadline, "the restarted driver did not publish the committed batch"
+            time.sleep(1)
+    finally:
+        restarted.terminate()
+        restarted.wait(timeout=60)
+    assert {row.shelf_id: row for row in delta.read_rows(state_path, ShelfState)} == expected
+    raw = delta.read_rows(delta.table_path(settings.delta_dir, table("raw_shelf_events")), ShelfEvent)
+    assert sorted(e.event_id for e in raw) == sorted([e.event_id for e in events + more] + ["ghost"])
