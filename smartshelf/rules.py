@@ -64,15 +64,20 @@ def fifo_order(lots: Sequence[ShelfBatchState]) -> list[ShelfBatchState]:
 
 def sell_from_lots(lots: Sequence[ShelfBatchState], quantity: int, ts: datetime
                    ) -> tuple[list[ShelfBatchState], Shortfall | None]:
-    """A shelf's lots after `quantity` items are sold: earliest expiry first. Returns only the lots changed."""
+    """A shelf's lots after `quantity` items are sold: earliest expiry first. Returns only the lots changed.
+
+    Without a shortfall, the lots after a set of sales do not depend on the order of the sales: sales reach the
+    twin through several partitions (keyed by customer), so their order across partitions is not fixed.
+    """
     changed, left = [], quantity
     for lot in fifo_order(lots):
         if left == 0:
             break
         taken = min(lot.batch_quantity_store, left)
         if taken:
+            # the latest sale's time, whatever order sales from different partitions arrive in
             changed.append(lot.model_copy(update={"batch_quantity_store": lot.batch_quantity_store - taken,
-                                                  "last_update_ts": ts}))
+                                                  "last_update_ts": max(lot.last_update_ts, ts)}))
             left -= taken
     shortfall = Shortfall(lots[0].shelf_id if lots else "?", left) if left else None
     return changed, shortfall

@@ -11,13 +11,18 @@ a topic write atomic with anything else, while a Delta commit is atomic with its
 from __future__ import annotations
 
 import os
+from datetime import datetime
 from pathlib import Path
 from typing import ClassVar, Protocol
 
+from pydantic import BaseModel
+
 from smartshelf import rules
 from smartshelf.adapters import delta
-from smartshelf.registry import DEAD_LETTERS, table
-from smartshelf.schemas import ShelfEvent, ShelfState
+from smartshelf.registry import DEAD_LETTERS, table, topic
+from smartshelf.schemas import (PosTransaction, ShelfBatchState, ShelfEvent, ShelfState, WarehouseBatchState,
+                                WarehouseEvent, WarehouseState)
+from smartshelf.store import StoreData
 from smartshelf.streaming.batch import BatchIO, BatchOutput, Received
 
 
@@ -46,48 +51,190 @@ class RawSink:
                           self.name, batch_id)
 
 
-class ShelfAggregator:
-    """shelf_events → shelf_state (Delta cleansed/shelf_state, compacted topic), raw/shelf_events."""
+Problem = tuple[Received, str]  # an event the state could not take as it is, and why (→ dead_letters)
 
-    name: ClassVar[str] = "shelf-aggregator"
-    topics: ClassVar[tuple[str, ...]] = ("shelf_events",)
+
+class StateApp:
+    """A keyed state (one registry table, one compacted topic) updated by the events of a batch."""
+
+    name: ClassVar[str]
+    topics: ClassVar[tuple[str, ...]]
+    state_table: ClassVar[str]  # registry table name; the table's topic is the compacted output
+    raw: RawSink | None = None
 
     def __init__(self) -> None:
-        self.state: dict[str, ShelfState] | None = None
-        self.raw = RawSink(f"{self.name}:raw", "shelf_events", "raw_shelf_events")
+        self.state: dict[str, BaseModel] | None = None
 
-    def _load(self, io: BatchIO) -> dict[str, ShelfState]:
-        rows = delta.read_rows(_delta_path(io, "shelf_state"), ShelfState)
-        if not rows:  # the first batch ever: the shelves as the store opened
+    def initial(self, store: StoreData, start: datetime) -> list[BaseModel]:
+        raise NotImplementedError
+
+    def apply(self, state: dict[str, BaseModel], received: list[Received]) -> tuple[set[str], list[Problem]]:
+        """Apply the batch's events in order; returns the keys changed and the events refused."""
+        raise NotImplementedError
+
+    def _key(self, value: BaseModel) -> str:
+        return topic(self._topic()).key_of(value)
+
+    def _topic(self) -> str:
+        name = table(self.state_table).topic
+        assert name is not None
+        return name
+
+    def _load(self, io: BatchIO) -> dict[str, BaseModel]:
+        rows: list[BaseModel] = list(delta.read_rows(_delta_path(io, self.state_table), table(self.state_table).schema))
+        if not rows:  # the first batch ever: the state as the store opened
             from smartshelf.runtime.jobs import load_store
 
-            rows = rules.initial_states(load_store(io.settings), io.settings.sim_start)[0]
-        return {row.shelf_id: row for row in rows}
+            rows = self.initial(load_store(io.settings), io.settings.sim_start)
+        return {self._key(row): row for row in rows}
 
     def handle(self, io: BatchIO, batch_id: int, received: list[Received], output: BatchOutput) -> None:
-        self.raw.handle(io, batch_id, received, output)
-        path = _delta_path(io, "shelf_state")
+        if self.raw is not None:
+            self.raw.handle(io, batch_id, received, output)
+        path = _delta_path(io, self.state_table)
         if self.state is None:
             self.state = self._load(io)
-        events = [r.record for r in received if isinstance(r.record, ShelfEvent)]
-        touched = sorted({e.shelf_id for e in events if e.shelf_id in self.state})
         applied = delta.applied_batch(path, self.name)
         if applied is None or applied < batch_id:
-            for item in received:
-                event = item.record
-                assert isinstance(event, ShelfEvent)
-                if event.shelf_id not in self.state:
-                    output.add(DEAD_LETTERS, [_letter(io, item, f"unknown shelf '{event.shelf_id}'")])
-                    continue
-                self.state[event.shelf_id], shortfall = rules.apply_shelf_event(self.state[event.shelf_id], event)
-                if shortfall is not None:
-                    output.add(DEAD_LETTERS, [_letter(io, item, f"pickup of {event.quantity} exceeds the stock "
-                                                                f"by {shortfall.missing}; stock set to 0")])
+            touched, problems = self.apply(self.state, received)
+            # published before the commit: a crash may repeat them (at least once), never lose them
+            io.publish(BatchOutput({DEAD_LETTERS: [_letter(io, item, reason) for item, reason in problems]}))
             rows = [self.state[k] for k in sorted(self.state)]
-            delta.write_batch(path, delta.to_arrow(ShelfState, rows), self.name, batch_id, mode="overwrite")
+            delta.write_batch(path, delta.to_arrow(table(self.state_table).schema, rows), self.name, batch_id,
+                              mode="overwrite")
             if io.settings.crash_point == "spark.after_delta":  # drill: committed, not published
                 os._exit(137)
-        output.add("shelf_state", [self.state[k] for k in touched])
+        else:
+            # a replay of a batch committed before a crash: the state already holds it, and which keys it
+            # changed cannot be told from the state after it, so the whole state is published again (a few
+            # thousand rows; the topic is compacted, so the same values again change nothing)
+            touched = set(self.state)
+        output.add(self._topic(), [self.state[k] for k in sorted(touched) if k in self.state])
+
+
+class ShelfAggregator(StateApp):
+    """shelf_events → shelf_state (Delta cleansed/shelf_state, compacted topic), raw/shelf_events."""
+
+    name = "shelf-aggregator"
+    topics = ("shelf_events",)
+    state_table = "shelf_state"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.raw = RawSink(f"{self.name}:raw", "shelf_events", "raw_shelf_events")
+
+    def initial(self, store: StoreData, start: datetime) -> list[BaseModel]:
+        return list(rules.initial_states(store, start)[0])
+
+    def apply(self, state: dict[str, BaseModel], received: list[Received]) -> tuple[set[str], list[Problem]]:
+        touched, problems = set(), []
+        for item in received:
+            event = item.record
+            assert isinstance(event, ShelfEvent)
+            current = state.get(event.shelf_id)
+            if not isinstance(current, ShelfState):
+                problems.append((item, f"unknown shelf '{event.shelf_id}'"))
+                continue
+            state[event.shelf_id], shortfall = rules.apply_shelf_event(current, event)
+            touched.add(event.shelf_id)
+            if shortfall is not None:
+                problems.append((item, f"pickup of {event.quantity} exceeds the stock by {shortfall.missing}; "
+                                       f"stock set to 0"))
+        return touched, problems
+
+
+class BatchStateUpdater(StateApp):
+    """pos_transactions → shelf_batch_state: sold items leave the shelf's lots earliest expiry first."""
+
+    name = "batch-state-updater"
+    topics = ("pos_transactions",)
+    state_table = "shelf_batch_state"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.raw = RawSink(f"{self.name}:raw", "pos_transactions", "raw_pos_transactions")
+
+    def initial(self, store: StoreData, start: datetime) -> list[BaseModel]:
+        return list(rules.initial_states(store, start)[2])
+
+    def apply(self, state: dict[str, BaseModel], received: list[Received]) -> tuple[set[str], list[Problem]]:
+        lots_by_shelf: dict[str, list[ShelfBatchState]] = {}
+        for lot in state.values():
+            assert isinstance(lot, ShelfBatchState)
+            lots_by_shelf.setdefault(lot.shelf_id, []).append(lot)
+        touched, problems = set(), []
+        # sales of one shelf come through both partitions (keyed by customer): take them in time order
+        for item in sorted(received, key=lambda r: (r.record.ts, r.partition, r.offset)):  # type: ignore[attr-defined]
+            sale = item.record
+            assert isinstance(sale, PosTransaction)
+            changed, shortfalls = rules.apply_sale(lots_by_shelf, sale)
+            for lot in changed:
+                key = self._key(lot)
+                state[key] = lot
+                touched.add(key)
+            for shortfall in shortfalls:
+                problems.append((item, f"sold {shortfall.missing} more of shelf {shortfall.key} than its lots hold"))
+        return touched, problems
+
+
+class WarehouseAggregator(StateApp):
+    """wh_events → wh_state (Delta cleansed/wh_state, compacted topic), raw/wh_events."""
+
+    name = "wh-aggregator"
+    topics = ("wh_events",)
+    state_table = "wh_state"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.raw = RawSink(f"{self.name}:raw", "wh_events", "raw_wh_events")
+
+    def initial(self, store: StoreData, start: datetime) -> list[BaseModel]:
+        return list(rules.initial_states(store, start)[1])
+
+    def apply(self, state: dict[str, BaseModel], received: list[Received]) -> tuple[set[str], list[Problem]]:
+        touched, problems = set(), []
+        for item in received:
+            event = item.record
+            assert isinstance(event, WarehouseEvent)
+            current = state.get(event.shelf_id)
+            if not isinstance(current, WarehouseState):
+                problems.append((item, f"unknown shelf '{event.shelf_id}'"))
+                continue
+            state[event.shelf_id], shortfall = rules.apply_wh_event(current, event)
+            touched.add(event.shelf_id)
+            if shortfall is not None:
+                problems.append((item, f"{event.event_type} of {event.quantity} exceeds the warehouse stock by "
+                                       f"{shortfall.missing}; stock set to 0"))
+        return touched, problems
+
+
+class WarehouseBatchStateUpdater(StateApp):
+    """wh_events → wh_batch_state: lots created by deliveries, reduced by restocks and removals."""
+
+    name = "wh-batch-state-updater"
+    topics = ("wh_events",)
+    state_table = "wh_batch_state"
+
+    def initial(self, store: StoreData, start: datetime) -> list[BaseModel]:
+        return list(rules.initial_states(store, start)[3])
+
+    def apply(self, state: dict[str, BaseModel], received: list[Received]) -> tuple[set[str], list[Problem]]:
+        touched, problems = set(), []
+        for item in received:
+            event = item.record
+            assert isinstance(event, WarehouseEvent)
+            key = f"{event.shelf_id}|{event.batch_code}"
+            current = state.get(key)
+            assert current is None or isinstance(current, WarehouseBatchState)
+            if current is None and event.event_type != "wh_in":
+                problems.append((item, f"{event.event_type} from unknown lot {key}"))
+                continue
+            state[key], shortfall = rules.apply_wh_batch_event(current, event)
+            touched.add(key)
+            if shortfall is not None:
+                problems.append((item, f"{event.event_type} of {event.quantity} exceeds lot {key} by "
+                                       f"{shortfall.missing}; set to 0"))
+        return touched, problems
 
 
 def _letter(io: BatchIO, item: Received, reason: str):  # type: ignore[no-untyped-def]
@@ -100,6 +247,6 @@ def _letter(io: BatchIO, item: Received, reason: str):  # type: ignore[no-untype
 def all_apps() -> dict[str, StreamingApp]:
     apps: list[StreamingApp] = [
         RawSink("foot-traffic-raw-sink", "foot_traffic", "raw_foot_traffic"),
-        ShelfAggregator(),
+        ShelfAggregator(), BatchStateUpdater(), WarehouseAggregator(), WarehouseBatchStateUpdater(),
     ]
     return {app.name: app for app in apps}

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -21,7 +21,8 @@ from smartshelf.adapters.kafka import KafkaAdapter
 from smartshelf.registry import table, topic
 from smartshelf.runtime import jobs, supervisor
 from smartshelf.runtime.scratch import make_run_dir
-from smartshelf.schemas import FootTrafficEvent, ShelfEvent, ShelfState
+from smartshelf.schemas import (FootTrafficEvent, PosItem, PosTransaction, ShelfBatchState, ShelfEvent, ShelfState,
+                                WarehouseBatchState, WarehouseEvent, WarehouseState)
 from smartshelf.settings import REPO_ROOT, Settings
 from smartshelf.streaming.apps import all_apps
 from smartshelf.streaming.runner import start_query
@@ -85,6 +86,12 @@ def _latest_shelf_state(settings: Settings) -> dict[str, ShelfState]:
     return latest
 
 
+def _published(settings: Settings, expected: dict[str, ShelfState], shelves: list[ShelfState]) -> bool:
+    """The compacted topic holds the expected state of the scripted shelves, and nothing else disagrees."""
+    latest = _latest_shelf_state(settings)
+    return {s.shelf_id for s in shelves} <= set(latest) and all(latest[k] == expected[k] for k in latest)
+
+
 def test_scripted_events_give_the_predicted_state(spark_stack: Settings) -> None:
     settings = spark_stack
     shelves = rules.initial_states(jobs.load_store(settings), settings.sim_start)[0][:7]
@@ -133,13 +140,13 @@ def test_scripted_events_give_the_predicted_state(spark_stack: Settings) -> None
     assert crashing.returncode == 137, crashing.stderr[-2000:]
     expected = _expected(settings, events + more)
     assert {row.shelf_id: row for row in delta.read_rows(state_path, ShelfState)} == expected
-    assert _latest_shelf_state(settings) != {k: expected[k] for k in {s.shelf_id for s in shelves}}
+    assert not _published(settings, expected, shelves)
 
     restarted = subprocess.Popen(runner, env=settings_env(settings), stdout=subprocess.DEVNULL,
                                  stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 180
-        while _latest_shelf_state(settings) != {k: expected[k] for k in {s.shelf_id for s in shelves}}:
+        while not _published(settings, expected, shelves):
             assert restarted.poll() is None, restarted.stderr.read()[-2000:] if restarted.stderr else ""
             assert time.monotonic() < deadline, "the restarted driver did not publish the committed batch"
             time.sleep(1)
@@ -149,3 +156,57 @@ def test_scripted_events_give_the_predicted_state(spark_stack: Settings) -> None
     assert {row.shelf_id: row for row in delta.read_rows(state_path, ShelfState)} == expected
     raw = delta.read_rows(delta.table_path(settings.delta_dir, table("raw_shelf_events")), ShelfEvent)
     assert sorted(e.event_id for e in raw) == sorted([e.event_id for e in events + more] + ["ghost"])
+
+
+def test_sales_and_warehouse_moves_give_the_predicted_lots(spark_stack: Settings) -> None:
+    settings = spark_stack
+    store = jobs.load_store(settings)
+    _, wh_initial, shelf_lots, wh_lots = rules.initial_states(store, settings.sim_start)
+    shelf_ids = sorted({lot.shelf_id for lot in shelf_lots})[:4]
+    sales = [PosTransaction(transaction_id=f"tx{n}", customer_id=f"C{n}", ts=T0 + timedelta(minutes=n), total=1.0,
+                            items=[PosItem(shelf_id=shelf_ids[n % 4], quantity=1 + n % 3, unit_price=1.0,
+                                           discount=0.0, line_total=1.0)])
+             for n in range(12)]
+    lot = wh_lots[0]
+    moves = [
+        WarehouseEvent(event_id="w1", event_type="wh_in", shelf_id=lot.shelf_id, batch_code="NEW1", quantity=40,
+                       received_date=date(2025, 1, 1), expiry_date=date(2025, 3, 1), ts=T0),
+        WarehouseEvent(event_id="w2", event_type="wh_out", shelf_id=lot.shelf_id, batch_code=lot.batch_code,
+                       quantity=min(3, lot.batch_quantity_warehouse), received_date=lot.received_date,
+                       expiry_date=lot.expiry_date, ts=T0 + timedelta(minutes=1)),
+        WarehouseEvent(event_id="w3", event_type="wh_removal", shelf_id=lot.shelf_id, batch_code="NEW1",
+                       quantity=5, received_date=date(2025, 1, 1), expiry_date=date(2025, 3, 1),
+                       ts=T0 + timedelta(minutes=2)),
+    ]
+    _send(settings, "pos_transactions", [s.model_dump_json().encode() for s in sales], [s.customer_id for s in sales])
+    _send(settings, "wh_events", [m.model_dump_json().encode() for m in moves], [m.shelf_id for m in moves])
+
+    spark = SparkSession.getActiveSession()
+    assert spark is not None  # started by the test above in this module
+    apps = all_apps()
+    for name in ("batch-state-updater", "wh-aggregator", "wh-batch-state-updater"):
+        query = start_query(spark, settings, apps[name])
+        query.processAllAvailable()
+        query.stop()
+
+    by_shelf: dict[str, list[ShelfBatchState]] = {}
+    for shelf_lot in shelf_lots:
+        by_shelf.setdefault(shelf_lot.shelf_id, []).append(shelf_lot)
+    for sale in sales:
+        rules.apply_sale(by_shelf, sale)
+    expected_lots = {f"{x.shelf_id}|{x.batch_code}": x for lots in by_shelf.values() for x in lots}
+    in_delta = {f"{x.shelf_id}|{x.batch_code}": x for x in delta.read_rows(
+        delta.table_path(settings.delta_dir, table("shelf_batch_state")), ShelfBatchState)}
+    assert in_delta == expected_lots
+
+    wh = {w.shelf_id: w for w in wh_initial}
+    wh_by_lot = {f"{x.shelf_id}|{x.batch_code}": x for x in wh_lots}
+    for move in moves:
+        wh[move.shelf_id], _ = rules.apply_wh_event(wh[move.shelf_id], move)
+        key = f"{move.shelf_id}|{move.batch_code}"
+        wh_by_lot[key], _ = rules.apply_wh_batch_event(wh_by_lot.get(key), move)
+    assert {x.shelf_id: x for x in delta.read_rows(delta.table_path(settings.delta_dir, table("wh_state")),
+                                                   WarehouseState)} == wh
+    assert {f"{x.shelf_id}|{x.batch_code}": x for x in delta.read_rows(
+        delta.table_path(settings.delta_dir, table("wh_batch_state")), WarehouseBatchState)} == wh_by_lot
+    assert wh_by_lot[f"{lot.shelf_id}|NEW1"].batch_quantity_warehouse == 35
