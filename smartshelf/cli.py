@@ -116,8 +116,22 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="print JSON")] =
                           f"{row.rss_mb:.0f}" if row.rss_mb is not None else "-",
                           f"{row.pss_mb:.0f}" if row.pss_mb is not None else "-", row.problem or "")
         console.print(table)
+        _print_spark_queries(rows)
     if not all(row.healthy for row in rows):
         raise typer.Exit(1)
+
+
+def _print_spark_queries(rows: list) -> None:  # type: ignore[type-arg]
+    """The streaming queries of the running spark service, as it last wrote them."""
+    from smartshelf.streaming.runner import STATUS_FILE
+
+    path = get_settings().run_dir / STATUS_FILE
+    if not path.exists() or not any(row.name == "spark" and row.running for row in rows):
+        return
+    table = Table("spark query", "active", "status")
+    for name, query in json.loads(path.read_text()).items():
+        table.add_row(name, "yes" if query.get("active") else "[red]no[/]", str(query.get("message", "")))
+    console.print(table)
 
 
 @app.command()

@@ -38,4 +38,10 @@ SERVICES: tuple[Service, ...] = (
     Service("sim-clock", Profile.PRODUCERS, "clock", "the simulated clock in Redis (sim:now, sim:today)"),
     Service("producers", Profile.PRODUCERS, "producers", "the store's sensors: foot traffic, shelf, POS → Redis Streams"),
     Service("redis-kafka-bridge", Profile.PRODUCERS, "bridge", "Redis Streams → Kafka, exactly once; dead letters"),
+    # compose runs one container per app, as the reference did; embedded, one SparkSession runs them all
+    Service("foot-traffic-raw-sink", Profile.SPARK, "spark", "foot_traffic → delta/raw/foot_traffic"),
+    Service("shelf-aggregator", Profile.SPARK, "spark", "shelf_events → shelf_state (Delta, compacted topic)"),
+    Service("batch-state-updater", Profile.SPARK, "spark", "pos_transactions → shelf_batch_state, FIFO by expiry"),
+    Service("wh-aggregator", Profile.SPARK, "spark", "wh_events → wh_state (Delta, compacted topic)"),
+    Service("wh-batch-state-updater", Profile.SPARK, "spark", "wh_events → wh_batch_state (Delta, compacted topic)"),
 )

@@ -331,9 +331,17 @@ class BridgeService(PythonService):
     depends_on = ("kafka", "redis")
 
 
+class SparkService(PythonService):
+    """Every streaming app, each its own query, in one SparkSession (spark-apps/runner)."""
+
+    name = "spark"
+    script = "spark-apps/runner/app.py"
+    depends_on = ("kafka", "postgres", "redis")
+
+
 SERVER_CLASSES: tuple[type[Server], ...] = (S3Server, KafkaBroker, Postgres, Redis)
 # started after the servers, their init jobs and the store import (smartshelf up)
-SERVICE_CLASSES: tuple[type[Server], ...] = (ProducersService, BridgeService, ClockService)
+SERVICE_CLASSES: tuple[type[Server], ...] = (SparkService, ProducersService, BridgeService, ClockService)
 
 
 def all_servers(settings: Settings) -> list[Server]:

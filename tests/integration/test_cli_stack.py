@@ -48,7 +48,7 @@ def test_up_status_down_up_keeps_the_store_and_topics() -> None:
         assert status.returncode == 0, status.stderr
         rows = json.loads(status.stdout)
         assert all(row["healthy"] for row in rows)
-        assert {"producers", "bridge", "clock"} <= {row["name"] for row in rows}
+        assert {"producers", "bridge", "clock", "spark"} <= {row["name"] for row in rows}
         _wait_for_events(settings)
 
         assert _cli(env, "down").returncode == 0
