@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
+from smartshelf.runtime import jobs, supervisor
 from smartshelf.runtime.scratch import make_run_dir, scratch_settings
 from smartshelf.settings import Settings
 
@@ -30,3 +32,15 @@ def scratch_dir() -> Iterator[Path]:
     path = make_run_dir("smartshelf-test-")
     yield path
     shutil.rmtree(path, ignore_errors=True)
+
+
+@contextmanager
+def initialised_stack(settings: Settings) -> Iterator[Settings]:
+    """A running stack with its init jobs done (topics, tables, Delta layout, the seed-42 store); stopped after."""
+    try:
+        supervisor.start(settings)
+        for job in jobs.JOBS.values():
+            job(settings)
+        yield settings
+    finally:
+        supervisor.stop(settings)

@@ -112,7 +112,28 @@ class StateApp:
         output.add(self._topic(), [self.state[k] for k in sorted(touched) if k in self.state])
 
 
-class ShelfAggregator(StateApp):
+Step = tuple[str, BaseModel | None, str | None]  # (key, its new value or None if refused, problem or None)
+
+
+class EventByEventApp(StateApp):
+    """A state app whose events each change one key by a rule."""
+
+    def step(self, state: dict[str, BaseModel], event: BaseModel) -> Step:
+        raise NotImplementedError
+
+    def apply(self, state: dict[str, BaseModel], received: list[Received]) -> tuple[set[str], list[Problem]]:
+        touched, problems = set(), []
+        for item in received:
+            key, after, problem = self.step(state, item.record)
+            if after is not None:
+                state[key] = after
+                touched.add(key)
+            if problem:
+                problems.append((item, problem))
+        return touched, problems
+
+
+class ShelfAggregator(EventByEventApp):
     """shelf_events → shelf_state (Delta cleansed/shelf_state, compacted topic), raw/shelf_events."""
 
     name = "shelf-aggregator"
@@ -126,21 +147,14 @@ class ShelfAggregator(StateApp):
     def initial(self, store: StoreData, start: datetime) -> list[BaseModel]:
         return list(rules.initial_states(store, start)[0])
 
-    def apply(self, state: dict[str, BaseModel], received: list[Received]) -> tuple[set[str], list[Problem]]:
-        touched, problems = set(), []
-        for item in received:
-            event = item.record
-            assert isinstance(event, ShelfEvent)
-            current = state.get(event.shelf_id)
-            if not isinstance(current, ShelfState):
-                problems.append((item, f"unknown shelf '{event.shelf_id}'"))
-                continue
-            state[event.shelf_id], shortfall = rules.apply_shelf_event(current, event)
-            touched.add(event.shelf_id)
-            if shortfall is not None:
-                problems.append((item, f"pickup of {event.quantity} exceeds the stock by {shortfall.missing}; "
-                                       f"stock set to 0"))
-        return touched, problems
+    def step(self, state: dict[str, BaseModel], event: BaseModel) -> Step:
+        assert isinstance(event, ShelfEvent)
+        current = state.get(event.shelf_id)
+        if not isinstance(current, ShelfState):
+            return event.shelf_id, None, f"unknown shelf '{event.shelf_id}'"
+        after, shortfall = rules.apply_shelf_event(current, event)
+        return event.shelf_id, after, shortfall and (
+            f"pickup of {event.quantity} exceeds the stock by {shortfall.missing}; stock set to 0")
 
 
 class BatchStateUpdater(StateApp):
@@ -177,7 +191,7 @@ class BatchStateUpdater(StateApp):
         return touched, problems
 
 
-class WarehouseAggregator(StateApp):
+class WarehouseAggregator(EventByEventApp):
     """wh_events → wh_state (Delta cleansed/wh_state, compacted topic), raw/wh_events."""
 
     name = "wh-aggregator"
@@ -191,24 +205,18 @@ class WarehouseAggregator(StateApp):
     def initial(self, store: StoreData, start: datetime) -> list[BaseModel]:
         return list(rules.initial_states(store, start)[1])
 
-    def apply(self, state: dict[str, BaseModel], received: list[Received]) -> tuple[set[str], list[Problem]]:
-        touched, problems = set(), []
-        for item in received:
-            event = item.record
-            assert isinstance(event, WarehouseEvent)
-            current = state.get(event.shelf_id)
-            if not isinstance(current, WarehouseState):
-                problems.append((item, f"unknown shelf '{event.shelf_id}'"))
-                continue
-            state[event.shelf_id], shortfall = rules.apply_wh_event(current, event)
-            touched.add(event.shelf_id)
-            if shortfall is not None:
-                problems.append((item, f"{event.event_type} of {event.quantity} exceeds the warehouse stock by "
-                                       f"{shortfall.missing}; stock set to 0"))
-        return touched, problems
+    def step(self, state: dict[str, BaseModel], event: BaseModel) -> Step:
+        assert isinstance(event, WarehouseEvent)
+        current = state.get(event.shelf_id)
+        if not isinstance(current, WarehouseState):
+            return event.shelf_id, None, f"unknown shelf '{event.shelf_id}'"
+        after, shortfall = rules.apply_wh_event(current, event)
+        return event.shelf_id, after, shortfall and (
+            f"{event.event_type} of {event.quantity} exceeds the warehouse stock by {shortfall.missing}; "
+            f"stock set to 0")
 
 
-class WarehouseBatchStateUpdater(StateApp):
+class WarehouseBatchStateUpdater(EventByEventApp):
     """wh_events → wh_batch_state: lots created by deliveries, reduced by restocks and removals."""
 
     name = "wh-batch-state-updater"
@@ -218,23 +226,16 @@ class WarehouseBatchStateUpdater(StateApp):
     def initial(self, store: StoreData, start: datetime) -> list[BaseModel]:
         return list(rules.initial_states(store, start)[3])
 
-    def apply(self, state: dict[str, BaseModel], received: list[Received]) -> tuple[set[str], list[Problem]]:
-        touched, problems = set(), []
-        for item in received:
-            event = item.record
-            assert isinstance(event, WarehouseEvent)
-            key = f"{event.shelf_id}|{event.batch_code}"
-            current = state.get(key)
-            assert current is None or isinstance(current, WarehouseBatchState)
-            if current is None and event.event_type != "wh_in":
-                problems.append((item, f"{event.event_type} from unknown lot {key}"))
-                continue
-            state[key], shortfall = rules.apply_wh_batch_event(current, event)
-            touched.add(key)
-            if shortfall is not None:
-                problems.append((item, f"{event.event_type} of {event.quantity} exceeds lot {key} by "
-                                       f"{shortfall.missing}; set to 0"))
-        return touched, problems
+    def step(self, state: dict[str, BaseModel], event: BaseModel) -> Step:
+        assert isinstance(event, WarehouseEvent)
+        key = f"{event.shelf_id}|{event.batch_code}"
+        current = state.get(key)
+        assert current is None or isinstance(current, WarehouseBatchState)
+        if current is None and event.event_type != "wh_in":
+            return key, None, f"{event.event_type} from unknown lot {key}"
+        after, shortfall = rules.apply_wh_batch_event(current, event)
+        return key, after, shortfall and (
+            f"{event.event_type} of {event.quantity} exceeds lot {key} by {shortfall.missing}; set to 0")
 
 
 def _letter(io: BatchIO, item: Received, reason: str):  # type: ignore[no-untyped-def]

@@ -24,7 +24,7 @@ from smartshelf.runtime import jobs, supervisor
 from smartshelf.runtime.scratch import make_run_dir
 from smartshelf.settings import Settings
 from smartshelf.world import World
-from tests.conftest import isolated_settings
+from tests.conftest import initialised_stack, isolated_settings
 
 SEED = 7
 SERVICES = ["producers", "bridge", "clock"]
@@ -67,29 +67,19 @@ def _wait_dead(settings: Settings, name: str, timeout_s: float = 120.0) -> None:
 def reference() -> Iterator[list[Record]]:
     """An uninterrupted fast run of one simulated day."""
     run_dir = make_run_dir("smartshelf-producers-")
-    settings = _fast_day(run_dir)
     try:
-        supervisor.start(settings)
-        for job in jobs.JOBS.values():
-            job(settings)
-        supervisor.start(settings, SERVICES)
-        _wait_done(settings)
-        yield _contents(settings)
+        with initialised_stack(_fast_day(run_dir)) as settings:
+            supervisor.start(settings, SERVICES)
+            _wait_done(settings)
+            yield _contents(settings)
     finally:
-        supervisor.stop(settings)
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
 @pytest.fixture
 def fresh_stack(scratch_dir: Path) -> Iterator[Settings]:
-    settings = _fast_day(scratch_dir)
-    try:
-        supervisor.start(settings)
-        for job in jobs.JOBS.values():
-            job(settings)
+    with initialised_stack(_fast_day(scratch_dir)) as settings:
         yield settings
-    finally:
-        supervisor.stop(settings)
 
 
 def test_kafka_holds_exactly_the_worlds_events(reference: list[Record]) -> None:

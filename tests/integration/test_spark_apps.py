@@ -10,7 +10,6 @@ import sys
 import time
 from collections.abc import Iterator
 from datetime import date, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from pyspark.sql import SparkSession
@@ -19,14 +18,14 @@ from smartshelf import rules
 from smartshelf.adapters import delta
 from smartshelf.adapters.kafka import KafkaAdapter
 from smartshelf.registry import table, topic
-from smartshelf.runtime import jobs, supervisor
+from smartshelf.runtime import jobs
 from smartshelf.runtime.scratch import make_run_dir
 from smartshelf.schemas import (FootTrafficEvent, PosItem, PosTransaction, ShelfBatchState, ShelfEvent, ShelfState,
                                 WarehouseBatchState, WarehouseEvent, WarehouseState)
 from smartshelf.settings import REPO_ROOT, Settings
 from smartshelf.streaming.apps import all_apps
 from smartshelf.streaming.runner import start_query
-from tests.conftest import isolated_settings, settings_env
+from tests.conftest import initialised_stack, isolated_settings, settings_env
 
 T0 = datetime(2025, 1, 1, 9)
 
@@ -34,14 +33,10 @@ T0 = datetime(2025, 1, 1, 9)
 @pytest.fixture(scope="module")
 def spark_stack() -> Iterator[Settings]:
     run_dir = make_run_dir("smartshelf-spark-")
-    settings = isolated_settings(run_dir)
     try:
-        supervisor.start(settings)
-        for job in jobs.JOBS.values():
-            job(settings)
-        yield settings
+        with initialised_stack(isolated_settings(run_dir)) as settings:
+            yield settings
     finally:
-        supervisor.stop(settings)
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
