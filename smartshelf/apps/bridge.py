@@ -181,4 +181,5 @@ def main(settings: Settings) -> None:
         life.beat()
         delivered += bridge.step()
     bridge.close()
+    bridge.clock.unregister(NAME)  # stopped on purpose: the lockstep clock must not wait for it
     logs.info(logger, "stopped", entries=delivered, seconds=round(time.monotonic() - began, 1))

@@ -84,4 +84,5 @@ def main(settings: Settings) -> None:
     while not life.stopping:
         life.beat()
         written += producers.step()
+    producers.clock.unregister(NAME)  # stopped on purpose: the lockstep clock must not wait for it
     logs.info(logger, "stopped", events=written)

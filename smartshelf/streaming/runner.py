@@ -12,7 +12,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.streaming import StreamingQuery
 
 from smartshelf import logs
-from smartshelf.adapters.redis_clock import redis_client
+from smartshelf.adapters.redis_clock import SimClock, redis_client
 from smartshelf.adapters.spark import kafka_options, spark_session
 from smartshelf.apps.lifecycle import Lifecycle
 from smartshelf.errors import SmartShelfError
@@ -69,5 +69,9 @@ def run(settings: Settings, names: Iterable[str] | None = None) -> None:
     finally:
         for query in queries:
             query.stop()
+        if life.stopping:  # a clean stop: the lockstep clock must not wait for these apps (a crash keeps them)
+            clock = SimClock(redis_client(settings))
+            for app in apps:
+                clock.unregister(app.name)
         spark.stop()
         logs.info(logger, "stopped", queries=len(queries))
