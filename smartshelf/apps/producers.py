@@ -10,6 +10,8 @@ streams written by one process, not three processes that would have to share the
 
 from __future__ import annotations
 
+import time
+
 import redis
 
 from smartshelf import logs
@@ -24,6 +26,7 @@ NAME = "producers"
 WORLD_STATE_KEY = "world:state"
 STREAM_FIELD = b"event"  # each stream entry holds one JSON record in this field
 WAIT_S = 1.0
+DEMO_WRITE_EVERY_S = 0.5
 
 
 def load_state(client: redis.Redis) -> WorldState | None:
@@ -81,8 +84,13 @@ def main(settings: Settings) -> None:
     life = Lifecycle(NAME, producers.redis)
     logs.info(logger, "started", resumed=producers.state is not None)
     written = 0
+    # demo: at most one world write per DEMO_WRITE_EVERY_S (the events do not depend on how ticks are cut, so
+    # coarser steps only add latency; each write carries the world's state, ~150 KB, to Redis's AOF)
+    pause_s = DEMO_WRITE_EVERY_S if settings.sim_mode == "demo" else 0.0
     while not life.stopping:
         life.beat()
+        began = time.monotonic()
         written += producers.step()
+        time.sleep(max(pause_s - (time.monotonic() - began), 0.0))
     producers.clock.unregister(NAME)  # stopped on purpose: the lockstep clock must not wait for it
     logs.info(logger, "stopped", events=written)
