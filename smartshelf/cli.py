@@ -136,7 +136,7 @@ def _print_spark_queries(rows: list) -> None:  # type: ignore[type-arg]
 
 @app.command()
 def bench(
-    suite: Annotated[str, typer.Argument(help="benchmark to run: broker, producers, or all")] = "all",
+    suite: Annotated[str, typer.Argument(help="benchmark to run: broker, producers, spark, or all")] = "all",
 ) -> None:
     """Run benchmarks on a scratch stack; print the results and write JSON under data/metrics/."""
     from smartshelf.bench import BENCHMARKS, write_result

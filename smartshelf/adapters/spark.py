@@ -19,6 +19,7 @@ def spark_session(settings: Settings, app_name: str = "smartshelf") -> SparkSess
     spark = (
         SparkSession.builder.master("local[2]").appName(app_name)
         .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
         .config("spark.sql.shuffle.partitions", "2")
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.driver.memory", "1g")
