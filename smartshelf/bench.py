@@ -10,9 +10,11 @@ from datetime import timedelta
 from pathlib import Path
 
 from smartshelf.adapters.kafka import KafkaAdapter, TopicConfig
+from smartshelf.registry import topic
 from smartshelf.runtime import jobs, supervisor
 from smartshelf.runtime.scratch import scratch_stack
 from smartshelf.settings import Settings
+from smartshelf.world import World, WorldEvents
 
 
 def _payload(i: int) -> bytes:
@@ -69,12 +71,21 @@ def bench_broker(base: Settings, messages: int = 50_000) -> dict[str, object]:
     }
 
 
-def _raw_produce_rate(adapter: KafkaAdapter, records: list[tuple[bytes, bytes]]) -> float:
-    """Messages/s for plain produce of these (key, value) pairs, with the bridge's producer settings."""
+SensorRecord = tuple[str, bytes, bytes]  # topic, key, value
+
+
+def _sensor_records(events: WorldEvents) -> list[SensorRecord]:
+    """The world's events as the bridge sends them: under their topic, with the registry's record key."""
+    return [(name, topic(name).key_of(event).encode(), event.model_dump_json().encode())
+            for name, records in events.by_topic().items() for event in records]
+
+
+def _raw_produce_rate(adapter: KafkaAdapter, records: list[SensorRecord]) -> float:
+    """Messages/s for plain produce of these records, with the bridge's producer settings."""
     adapter.ensure_topics([TopicConfig("bench_raw", 2, compacted=False)])
     producer = adapter.producer(max_in_flight_requests_per_connection=1)
     began = time.monotonic()
-    for key, value in records:
+    for _, key, value in records:
         producer.send("bench_raw", key=key, value=value)
     producer.flush()
     seconds = time.monotonic() - began
@@ -82,7 +93,7 @@ def _raw_produce_rate(adapter: KafkaAdapter, records: list[tuple[bytes, bytes]])
     return len(records) / seconds
 
 
-def _bridge_backlog_rate(settings: Settings, records: list[tuple[bytes, bytes]]) -> float:
+def _bridge_backlog_rate(settings: Settings, records: list[SensorRecord]) -> float:
     """Events/s the bridge validates and delivers when the streams hold a backlog (the same events again)."""
     from smartshelf.adapters.redis_clock import redis_client
     from smartshelf.apps.bridge import Bridge
@@ -91,10 +102,8 @@ def _bridge_backlog_rate(settings: Settings, records: list[tuple[bytes, bytes]])
 
     client = redis_client(settings)
     pipe = client.pipeline(transaction=False)
-    for _, value in records:
-        kind = "pos_transactions" if value.startswith(b'{"transaction_id"') else (
-            "foot_traffic" if value.startswith(b'{"event_id":"ft-') else "shelf_events")
-        pipe.xadd(stream_of(kind), {STREAM_FIELD: value})
+    for name, _, value in records:
+        pipe.xadd(stream_of(name), {STREAM_FIELD: value})
     pipe.execute()
     bridge = Bridge(settings)
     began = time.monotonic()
@@ -112,7 +121,6 @@ def bench_producers(base: Settings, days: int = 1, step_seconds: int = 900) -> d
     from smartshelf.adapters.redis_clock import SimClock, redis_client
     from smartshelf.apps.bridge import stats
     from smartshelf.clock import ClockPlan
-    from smartshelf.world import World
 
     with scratch_stack(base, prefix="smartshelf-bench-") as (scratch, _):
         settings = scratch.model_copy(update={
@@ -122,12 +130,11 @@ def bench_producers(base: Settings, days: int = 1, step_seconds: int = 900) -> d
 
         world = World(jobs.load_store(settings), settings.sim_seed)
         state = world.initial_state(settings.sim_start)
-        records: list[tuple[bytes, bytes]] = []
+        records: list[SensorRecord] = []
         began = time.monotonic()
         for tick in ClockPlan(settings.sim_start, timedelta(seconds=step_seconds), days).ticks_after(state.clock):
             state, events = world.advance(state, tick)
-            for event in (*events.foot_traffic, *events.shelf_events, *events.pos_transactions):
-                records.append((event.customer_id.encode(), event.model_dump_json().encode()))
+            records.extend(_sensor_records(events))
         generate_s = time.monotonic() - began
 
         service_start = supervisor.start(settings, ["producers", "bridge"])
@@ -176,10 +183,9 @@ def bench_spark(base: Settings, days: int = 1) -> dict[str, object]:
     import os
 
     from smartshelf.adapters.spark import spark_session
-    from smartshelf.registry import SENSOR_TOPICS, topic
+    from smartshelf.registry import SENSOR_TOPICS
     from smartshelf.streaming.apps import all_apps
     from smartshelf.streaming.runner import start_query
-    from smartshelf.world import World
 
     with scratch_stack(base, prefix="smartshelf-bench-") as (settings, _):
         settings = settings.model_copy(update={"max_offsets_per_trigger": 5000})
@@ -189,10 +195,8 @@ def bench_spark(base: Settings, days: int = 1) -> dict[str, object]:
         _, events = world.advance(world.initial_state(settings.sim_start), settings.sim_start + timedelta(days=days))
         adapter = KafkaAdapter(settings.kafka_bootstrap_servers)
         producer = adapter.producer()
-        for name, records in zip(SENSOR_TOPICS, (events.foot_traffic, events.shelf_events, events.pos_transactions),
-                                 strict=True):
-            for record in records:
-                producer.send(name, key=topic(name).key_of(record).encode(), value=record.model_dump_json().encode())
+        for name, key, value in _sensor_records(events):
+            producer.send(name, key=key, value=value)
         producer.flush()
         producer.close()
         partitions = [tp for name in SENSOR_TOPICS for tp in adapter.partitions_for(name)]

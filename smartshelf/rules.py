@@ -11,7 +11,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
+from smartshelf.registry import topic
 from smartshelf.schemas import (PosTransaction, ShelfBatchState, ShelfEvent, ShelfState, WarehouseBatchState,
                                 WarehouseEvent, WarehouseState)
 from smartshelf.store import StoreData
@@ -25,8 +27,14 @@ class Shortfall:
     missing: int
 
 
-def initial_states(store: StoreData, at: datetime) -> tuple[list[ShelfState], list[WarehouseState],
-                                                            list[ShelfBatchState], list[WarehouseBatchState]]:
+class InitialStates(NamedTuple):
+    shelves: list[ShelfState]
+    warehouse: list[WarehouseState]
+    shelf_lots: list[ShelfBatchState]
+    wh_lots: list[WarehouseBatchState]
+
+
+def initial_states(store: StoreData, at: datetime) -> InitialStates:
     """The twin's state as the store opens: what the reference data says is on shelves and in the warehouse."""
     shelves = [ShelfState(shelf_id=r.shelf_id, current_stock=r.current_stock,
                           current_weight_kg=round(r.shelf_weight + r.current_stock * r.item_weight, 3),
@@ -40,7 +48,7 @@ def initial_states(store: StoreData, at: datetime) -> tuple[list[ShelfState], li
                                    expiry_date=b.expiry_date, batch_quantity_warehouse=b.batch_quantity_warehouse,
                                    last_update_ts=at) for b in store.warehouse_batches
                if b.batch_quantity_warehouse > 0]
-    return shelves, warehouse, shelf_lots, wh_lots
+    return InitialStates(shelves, warehouse, shelf_lots, wh_lots)
 
 
 def apply_shelf_event(state: ShelfState, event: ShelfEvent) -> tuple[ShelfState, Shortfall | None]:
@@ -123,6 +131,6 @@ def apply_wh_batch_event(lot: WarehouseBatchState | None, event: WarehouseEvent
         quantity += event.quantity
     else:
         if event.quantity > quantity:
-            shortfall = Shortfall(f"{event.shelf_id}|{event.batch_code}", event.quantity - quantity)
+            shortfall = Shortfall(topic("wh_batch_state").key_of(event), event.quantity - quantity)
         quantity = max(quantity - event.quantity, 0)
     return lot.model_copy(update={"batch_quantity_warehouse": quantity, "last_update_ts": event.ts}), shortfall

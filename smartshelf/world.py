@@ -107,6 +107,11 @@ class WorldEvents:
     def __len__(self) -> int:
         return len(self.foot_traffic) + len(self.shelf_events) + len(self.pos_transactions)
 
+    def by_topic(self) -> dict[str, list[FootTrafficEvent] | list[ShelfEvent] | list[PosTransaction]]:
+        """The events under their sensor topic's name (each field is named after its topic)."""
+        return {"foot_traffic": self.foot_traffic, "shelf_events": self.shelf_events,
+                "pos_transactions": self.pos_transactions}
+
 
 def _rng(seed: int, *parts: str | int) -> np.random.Generator:
     words = [seed] + [p if isinstance(p, int) else zlib.crc32(p.encode()) for p in parts]

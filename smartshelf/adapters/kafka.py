@@ -17,6 +17,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.producer.future import RecordMetadata
 
 from smartshelf.errors import SmartShelfError
 
@@ -41,6 +42,24 @@ def broker_answers(bootstrap: str, timeout_s: float = 3.0) -> None:
         consumer.topics()
     finally:
         consumer.close()
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    topic: str
+    key: bytes
+    value: bytes
+    timestamp_ms: int | None = None
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+
+def send_and_wait(producer: KafkaProducer, records: Iterable[Outgoing], timeout_s: float = 30.0
+                  ) -> list[RecordMetadata]:
+    """Send every record and wait until the broker has taken each; raises if one was not taken."""
+    futures = [producer.send(r.topic, key=r.key, value=r.value, timestamp_ms=r.timestamp_ms,
+                             headers=list(r.headers)) for r in records]
+    producer.flush()
+    return [future.get(timeout=timeout_s) for future in futures]
 
 
 class KafkaAdapter:

@@ -43,13 +43,14 @@ class PartitionRange(InputPartition):
     end: int
 
 
-def _options(options: dict[str, str]) -> tuple[str, list[str]]:
-    lowered = {k.lower(): v for k, v in options.items()}  # Spark passes option keys lower-cased
+def _options(options: dict[str, str]) -> tuple[str, list[str], dict[str, str]]:
+    """(bootstrap servers, topics, all options with lower-cased keys, as Spark passes them)."""
+    lowered = {k.lower(): v for k, v in options.items()}
     bootstrap = lowered.get("kafka.bootstrap.servers")
     topics = [t.strip() for t in lowered.get("subscribe", "").split(",") if t.strip()]
     if not bootstrap or not topics:
         raise ValueError(f"{FORMAT}: options 'kafka.bootstrap.servers' and 'subscribe' are required")
-    return bootstrap, topics
+    return bootstrap, topics, lowered
 
 
 def _end_offsets(bootstrap: str, topics: list[str]) -> Offsets:
@@ -140,8 +141,7 @@ def read_range(part: PartitionRange) -> Iterator[tuple[object, ...]]:
 
 class KafkaStreamReader(DataSourceStreamReader):
     def __init__(self, options: dict[str, str]) -> None:
-        self.bootstrap, self.topics = _options(options)
-        lowered = {k.lower(): v for k, v in options.items()}
+        self.bootstrap, self.topics, lowered = _options(options)
         self.starting = lowered.get("startingoffsets", "latest")  # Spark's default for streams
         max_offsets = lowered.get("maxoffsetspertrigger")
         self.max_offsets = int(max_offsets) if max_offsets else None
@@ -168,8 +168,7 @@ class KafkaStreamReader(DataSourceStreamReader):
 
 class KafkaBatchReader(DataSourceReader):
     def __init__(self, options: dict[str, str]) -> None:
-        self.bootstrap, self.topics = _options(options)
-        lowered = {k.lower(): v for k, v in options.items()}
+        self.bootstrap, self.topics, lowered = _options(options)
         self.start = _resolve(lowered.get("startingoffsets", "earliest"), self.bootstrap, self.topics,
                               "startingOffsets")
         self.end = _resolve(lowered.get("endingoffsets", "latest"), self.bootstrap, self.topics, "endingOffsets")

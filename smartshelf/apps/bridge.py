@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from kafka import TopicPartition
 
 from smartshelf import logs
-from smartshelf.adapters.kafka import KafkaAdapter
+from smartshelf.adapters.kafka import KafkaAdapter, Outgoing, send_and_wait
 from smartshelf.adapters.redis_clock import SimClock, redis_client
 from smartshelf.apps.lifecycle import Lifecycle
 from smartshelf.apps.producers import NAME as PRODUCERS, STREAM_FIELD
@@ -129,15 +129,12 @@ class Bridge:
         return len(deliveries)
 
     def _send(self, deliveries: list[Delivery]) -> dict[TopicPartition, int]:
-        futures = [
-            self.producer.send(d.topic, key=d.key, value=d.value, timestamp_ms=d.timestamp_ms,
-                               headers=[(DEDUP_HEADER, d.dedup_id.encode())])
-            for d in deliveries
-        ]
-        self.producer.flush()
+        """The end offset per partition of what was sent; raises if the broker did not take it all, and then
+        nothing is acknowledged."""
         ends: dict[TopicPartition, int] = {}
-        for future in futures:
-            metadata = future.get(timeout=30)  # raises if the broker did not take it: nothing is acknowledged
+        outgoing = (Outgoing(d.topic, d.key, d.value, d.timestamp_ms, ((DEDUP_HEADER, d.dedup_id.encode()),))
+                    for d in deliveries)
+        for metadata in send_and_wait(self.producer, outgoing):
             tp = TopicPartition(metadata.topic, metadata.partition)
             ends[tp] = max(ends.get(tp, 0), metadata.offset + 1)
         return ends

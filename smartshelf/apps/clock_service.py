@@ -55,10 +55,11 @@ class Lockstep:
                 readers = {n: list(p["topics"]) for n, p in participants.items() if p["kind"] == "offsets"}  # type: ignore[call-overload]
                 if not readers:
                     return True
-                ends = self._ends({t for topics in readers.values() for t in topics})
+                topics = {t for read in readers.values() for t in read}
+                ends = self._ends(topics)
                 positions = {n: self.clock.positions(n) for n in readers}
                 behind = c.behind_offsets(positions, readers, ends)
-                if not behind and self._ends(set(t for topics in readers.values() for t in topics)) == ends:
+                if not behind and self._ends(topics) == ends:  # and nobody wrote more meanwhile
                     return True
             if time.monotonic() - last_report > REPORT_STUCK_EVERY_S:
                 self.on_wait(behind)

@@ -37,8 +37,7 @@ def load_state(client: redis.Redis) -> WorldState | None:
 def write_tick(client: redis.Redis, clock: SimClock, state: WorldState, events: WorldEvents) -> None:
     """The tick's events, the world's state and the tick report, all or nothing."""
     pipe = client.pipeline(transaction=True)
-    for topic_name, records in (("foot_traffic", events.foot_traffic), ("shelf_events", events.shelf_events),
-                                ("pos_transactions", events.pos_transactions)):
+    for topic_name, records in events.by_topic().items():
         stream = stream_of(topic_name)
         for record in records:
             pipe.xadd(stream, {STREAM_FIELD: record.model_dump_json().encode()})

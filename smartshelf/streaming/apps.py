@@ -19,8 +19,9 @@ from pydantic import BaseModel
 
 from smartshelf import rules
 from smartshelf.adapters import delta
+from smartshelf.ingress import dead_letter
 from smartshelf.registry import DEAD_LETTERS, table, topic
-from smartshelf.schemas import (PosTransaction, ShelfBatchState, ShelfEvent, ShelfState, WarehouseBatchState,
+from smartshelf.schemas import (DeadLetter, PosTransaction, ShelfBatchState, ShelfEvent, ShelfState, WarehouseBatchState,
                                 WarehouseEvent, WarehouseState)
 from smartshelf.store import StoreData
 from smartshelf.streaming.batch import BatchIO, BatchOutput, Received
@@ -145,7 +146,7 @@ class ShelfAggregator(EventByEventApp):
         self.raw = RawSink(f"{self.name}:raw", "shelf_events", "raw_shelf_events")
 
     def initial(self, store: StoreData, start: datetime) -> list[BaseModel]:
-        return list(rules.initial_states(store, start)[0])
+        return list(rules.initial_states(store, start).shelves)
 
     def step(self, state: dict[str, BaseModel], event: BaseModel) -> Step:
         assert isinstance(event, ShelfEvent)
@@ -169,7 +170,7 @@ class BatchStateUpdater(StateApp):
         self.raw = RawSink(f"{self.name}:raw", "pos_transactions", "raw_pos_transactions")
 
     def initial(self, store: StoreData, start: datetime) -> list[BaseModel]:
-        return list(rules.initial_states(store, start)[2])
+        return list(rules.initial_states(store, start).shelf_lots)
 
     def apply(self, state: dict[str, BaseModel], received: list[Received]) -> tuple[set[str], list[Problem]]:
         lots_by_shelf: dict[str, list[ShelfBatchState]] = {}
@@ -203,7 +204,7 @@ class WarehouseAggregator(EventByEventApp):
         self.raw = RawSink(f"{self.name}:raw", "wh_events", "raw_wh_events")
 
     def initial(self, store: StoreData, start: datetime) -> list[BaseModel]:
-        return list(rules.initial_states(store, start)[1])
+        return list(rules.initial_states(store, start).warehouse)
 
     def step(self, state: dict[str, BaseModel], event: BaseModel) -> Step:
         assert isinstance(event, WarehouseEvent)
@@ -224,11 +225,11 @@ class WarehouseBatchStateUpdater(EventByEventApp):
     state_table = "wh_batch_state"
 
     def initial(self, store: StoreData, start: datetime) -> list[BaseModel]:
-        return list(rules.initial_states(store, start)[3])
+        return list(rules.initial_states(store, start).wh_lots)
 
     def step(self, state: dict[str, BaseModel], event: BaseModel) -> Step:
         assert isinstance(event, WarehouseEvent)
-        key = f"{event.shelf_id}|{event.batch_code}"
+        key = self._key(event)  # an event names its lot by the state's key fields (shelf_id, batch_code)
         current = state.get(key)
         assert current is None or isinstance(current, WarehouseBatchState)
         if current is None and event.event_type != "wh_in":
@@ -238,9 +239,7 @@ class WarehouseBatchStateUpdater(EventByEventApp):
             f"{event.event_type} of {event.quantity} exceeds lot {key} by {shortfall.missing}; set to 0")
 
 
-def _letter(io: BatchIO, item: Received, reason: str):  # type: ignore[no-untyped-def]
-    from smartshelf.ingress import dead_letter
-
+def _letter(io: BatchIO, item: Received, reason: str) -> DeadLetter:
     return dead_letter(item.topic, item.record.model_dump_json().encode(), reason, io.now(), item.partition,
                        item.offset)
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from smartshelf.adapters.kafka import KafkaAdapter
+from smartshelf.adapters.kafka import KafkaAdapter, Outgoing, send_and_wait
 from smartshelf.adapters.redis_clock import SimClock, redis_client
 from smartshelf.ingress import Rejection, dead_letter, parse_record
 from smartshelf.registry import DEAD_LETTERS, topic
@@ -67,15 +67,9 @@ class BatchIO:
     def publish(self, output: BatchOutput) -> None:
         """Send and wait for the broker: state topics are compacted (a replayed batch republishes the same
         values), append-only outputs carry deterministic ids (a replay's duplicates are recognisable)."""
-        futures = []
-        for topic_name, values in output.records.items():
-            target = topic(topic_name)
-            for value in values:
-                futures.append(self.producer.send(topic_name, key=target.key_of(value).encode(),
-                                                  value=value.model_dump_json().encode()))
-        self.producer.flush()
-        for future in futures:
-            future.get(timeout=30)
+        send_and_wait(self.producer, (
+            Outgoing(topic_name, topic(topic_name).key_of(value).encode(), value.model_dump_json().encode())
+            for topic_name, values in output.records.items() for value in values))
 
     def report_progress(self, rows: list[Any]) -> None:
         """Tell the lockstep clock how far this app has read."""

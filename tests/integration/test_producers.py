@@ -86,11 +86,8 @@ def test_kafka_holds_exactly_the_worlds_events(reference: list[Record]) -> None:
     start = datetime(2025, 1, 1, 8)
     world = World(generate_store(jobs.DEFAULT_STORE_SEED), SEED)
     _, events = world.advance(world.initial_state(start), start + timedelta(days=1))
-    expected = {
-        "foot_traffic": sorted(e.model_dump_json().encode() for e in events.foot_traffic),
-        "shelf_events": sorted(e.model_dump_json().encode() for e in events.shelf_events),
-        "pos_transactions": sorted(e.model_dump_json().encode() for e in events.pos_transactions),
-    }
+    expected = {name: sorted(e.model_dump_json().encode() for e in records)
+                for name, records in events.by_topic().items()}
     for name in SENSOR_TOPICS:
         assert sorted(r[4] for r in reference if r[0] == name) == expected[name], name
     assert not [r for r in reference if r[0] == DEAD_LETTERS]
