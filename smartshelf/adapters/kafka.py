@@ -124,7 +124,8 @@ class KafkaAdapter:
 
     def _probe_consumer(self) -> KafkaConsumer:
         if self._probe is None:
-            self._probe = self.consumer(max_poll_records=1, max_partition_fetch_bytes=1024, fetch_max_bytes=1024)
+            self._probe = self.consumer(max_poll_records=1, max_partition_fetch_bytes=1024, fetch_max_bytes=1024,
+                                        fetch_max_wait_ms=20)
         return self._probe
 
     # --- offsets ----------------------------------------------------------------------------
@@ -142,7 +143,7 @@ class KafkaAdapter:
         while len(result) < len(partitions):
             if time.monotonic() > deadline:
                 raise SmartShelfError(f"kafka at {self.bootstrap}: no high watermark for {partitions} in {timeout_s}s")
-            probe.poll(timeout_ms=200)
+            probe.poll(timeout_ms=25)
             for tp in partitions:
                 high = probe.highwater(tp)
                 if high is not None:

@@ -12,7 +12,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import NamedTuple
+
+import pyarrow as pa
 
 from pydantic import BaseModel
 
@@ -21,6 +23,21 @@ from smartshelf.adapters.redis_clock import SimClock, redis_client
 from smartshelf.ingress import Rejection, dead_letter, parse_record
 from smartshelf.registry import DEAD_LETTERS, topic
 from smartshelf.settings import Settings
+
+
+class SourceRecord(NamedTuple):
+    """What an app needs of a Kafka record: where it comes from, and its bytes."""
+
+    topic: str
+    partition: int
+    offset: int
+    value: bytes | None
+
+
+def source_records(batch: pa.Table) -> list[SourceRecord]:
+    """The rows of a micro-batch collected as Arrow (far cheaper than Row objects)."""
+    columns = [batch.column(name).to_pylist() for name in SourceRecord._fields]
+    return [SourceRecord(*row) for row in zip(*columns, strict=True)]
 
 
 @dataclass(frozen=True)
@@ -51,11 +68,11 @@ class BatchIO:
         self.producer = self.kafka.producer(max_in_flight_requests_per_connection=1)
         self.clock = SimClock(redis_client(settings))
 
-    def decode(self, rows: list[Any], batch_time: datetime) -> tuple[list[Received], BatchOutput]:
+    def decode(self, rows: list[SourceRecord], batch_time: datetime) -> tuple[list[Received], BatchOutput]:
         """Valid records in (topic, partition, offset) order; invalid ones as dead letters to publish."""
         received, output = [], BatchOutput()
-        for row in sorted(rows, key=lambda r: (r.topic, r.partition, r.offset)):
-            raw = bytes(row.value) if row.value is not None else None
+        for row in sorted(rows):
+            raw = row.value
             parsed = parse_record(topic(row.topic), raw)
             if isinstance(parsed, Rejection):
                 output.add(DEAD_LETTERS, [dead_letter(row.topic, raw, parsed.reason, batch_time, row.partition,
@@ -71,7 +88,7 @@ class BatchIO:
             Outgoing(topic_name, topic(topic_name).key_of(value).encode(), value.model_dump_json().encode())
             for topic_name, values in output.records.items() for value in values))
 
-    def report_progress(self, rows: list[Any]) -> None:
+    def report_progress(self, rows: list[SourceRecord]) -> None:
         """Tell the lockstep clock how far this app has read."""
         positions: dict[tuple[str, int], int] = {}
         for row in rows:

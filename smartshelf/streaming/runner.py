@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterable
-from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.streaming import StreamingQuery
@@ -18,7 +17,7 @@ from smartshelf.apps.lifecycle import Lifecycle
 from smartshelf.errors import SmartShelfError
 from smartshelf.settings import Settings
 from smartshelf.streaming.apps import StreamingApp, all_apps
-from smartshelf.streaming.batch import BatchIO
+from smartshelf.streaming.batch import BatchIO, SourceRecord, source_records
 
 STATUS_FILE = "spark_queries.json"
 
@@ -28,11 +27,11 @@ def start_query(spark: SparkSession, settings: Settings, app: StreamingApp) -> S
     io.clock.register_offset_participant(app.name, app.topics)
 
     def each_batch(frame: DataFrame, batch_id: int) -> None:
-        rows: list[Any] = frame.select("topic", "partition", "offset", "value").collect()
-        received, output = io.decode(rows, io.now())
+        records = source_records(frame.select(*SourceRecord._fields).toArrow())
+        received, output = io.decode(records, io.now())
         app.handle(io, batch_id, received, output)
         io.publish(output)
-        io.report_progress(rows)
+        io.report_progress(records)
 
     source = (spark.readStream.format(settings.kafka_format)
               .options(**kafka_options(settings, list(app.topics))).load())

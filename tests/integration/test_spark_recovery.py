@@ -1,0 +1,164 @@
+"""kill -9 of the Spark driver at arbitrary moments of a running stream: after a restart, the state tables,
+the compacted topics and the raw tables hold each event's effect exactly once, as an uninterrupted run
+would (its result is what the rules give for the same events: test_spark_apps checks that equality)."""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from pydantic import BaseModel
+
+from smartshelf import rules
+from smartshelf.adapters import delta
+from smartshelf.adapters.kafka import KafkaAdapter
+from smartshelf.registry import table, topic
+from smartshelf.runtime import jobs
+from smartshelf.runtime.scratch import make_run_dir
+from smartshelf.schemas import ShelfBatchState, ShelfState
+from smartshelf.settings import REPO_ROOT, Settings
+from smartshelf.world import World, WorldEvents
+from tests.conftest import initialised_stack, isolated_settings, settings_env
+
+pytestmark = pytest.mark.integration
+
+RUNNER = [sys.executable, str(REPO_ROOT / "spark-apps" / "runner" / "app.py")]
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[Settings]:
+    run_dir = make_run_dir("smartshelf-spark-kill-")
+    try:
+        # small triggers: many batches, so a kill lands between, inside and around them
+        with initialised_stack(isolated_settings(run_dir, max_offsets_per_trigger=400)) as settings:
+            yield settings
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _world_events(settings: Settings, hours: int) -> WorldEvents:
+    world = World(jobs.load_store(settings), 11)
+    _, events = world.advance(world.initial_state(settings.sim_start), settings.sim_start + timedelta(hours=hours))
+    return events
+
+
+def _produce(settings: Settings, events: WorldEvents) -> None:
+    adapter = KafkaAdapter(settings.kafka_bootstrap_servers)
+    producer = adapter.producer()
+    for name, records in events.by_topic().items():
+        for record in records:
+            producer.send(name, key=topic(name).key_of(record).encode(), value=record.model_dump_json().encode())
+    producer.flush()
+    producer.close()
+    adapter.close()
+
+
+def _expected(settings: Settings, events: WorldEvents) -> tuple[dict[str, ShelfState], dict[str, ShelfBatchState]]:
+    initial = rules.initial_states(jobs.load_store(settings), settings.sim_start)
+    shelves = {s.shelf_id: s for s in initial.shelves}
+    for event in events.shelf_events:
+        shelves[event.shelf_id], shortfall = rules.apply_shelf_event(shelves[event.shelf_id], event)
+        assert shortfall is None
+    lots_by_shelf: dict[str, list[ShelfBatchState]] = {}
+    for lot in initial.shelf_lots:
+        lots_by_shelf.setdefault(lot.shelf_id, []).append(lot)
+    for sale in events.pos_transactions:
+        _, shortfalls = rules.apply_sale(lots_by_shelf, sale)
+        assert not shortfalls
+    lots = {topic("shelf_batch_state").key_of(lot): lot for group in lots_by_shelf.values() for lot in group}
+    return shelves, lots
+
+
+def _rows(settings: Settings, table_name: str) -> list[BaseModel]:
+    return list(delta.read_rows(delta.table_path(settings.delta_dir, table(table_name)), table(table_name).schema))
+
+
+def _keyed(settings: Settings, table_name: str) -> dict[str, BaseModel]:
+    key_of = topic(table(table_name).topic or "").key_of
+    return {key_of(row): row for row in _rows(settings, table_name)}
+
+
+def _caught_up(settings: Settings, events: WorldEvents, shelves: dict[str, ShelfState],
+               lots: dict[str, ShelfBatchState]) -> bool:
+    raw_counts = {"raw_shelf_events": len(events.shelf_events), "raw_pos_transactions": len(events.pos_transactions),
+                  "raw_foot_traffic": len(events.foot_traffic)}
+    return (all(len(_rows(settings, name)) >= count for name, count in raw_counts.items())
+            and _keyed(settings, "shelf_state") == shelves and _keyed(settings, "shelf_batch_state") == lots)
+
+
+def _start(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
+    # a session of its own: the kill takes the driver, its JVM and its Python workers at once, as a crash would
+    return subprocess.Popen(RUNNER, env=settings_env(settings), stdout=subprocess.DEVNULL,
+                            stderr=log.open("ab"), start_new_session=True)
+
+
+def _applied_batches(settings: Settings) -> int:
+    path = delta.table_path(settings.delta_dir, table("shelf_state"))
+    return (delta.applied_batch(path, "shelf-aggregator") or 0) if path.exists() else 0
+
+
+def _latest_in_topic(settings: Settings, topic_name: str) -> dict[str, BaseModel]:
+    adapter = KafkaAdapter(settings.kafka_bootstrap_servers)
+    schema = topic(topic_name).schema
+    latest = {record.key.decode(): schema.model_validate_json(record.value)
+              for record in adapter.read(adapter.partitions_for(topic_name))}
+    adapter.close()
+    return latest
+
+
+def test_kill_9_mid_stream_loses_and_repeats_nothing(stack: Settings) -> None:
+    settings = stack
+    events = _world_events(settings, hours=13)  # the store opens at 08:00: five busy hours
+    assert len(events.shelf_events) > 4000
+    _produce(settings, events)
+    shelves, lots = _expected(settings, events)
+    log = settings.run_dir / "spark-kill.log"
+    moments = random.Random(5)
+
+    for kill in range(2):
+        driver = _start(settings, log)
+        # wait for some progress, then kill at a moment that falls anywhere in a trigger
+        reached = _applied_batches(settings) + 2
+        deadline = time.monotonic() + 240
+        while _applied_batches(settings) < reached:
+            assert driver.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, f"kill {kill}: no progress\n{log.read_text()[-3000:]}"
+            time.sleep(0.2)
+        time.sleep(moments.uniform(0.0, 1.5))
+        os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait(timeout=30)
+        assert not _caught_up(settings, events, shelves, lots), "the kill came after the end: make the input longer"
+
+    driver = _start(settings, log)
+    try:
+        deadline = time.monotonic() + 300
+        while not _caught_up(settings, events, shelves, lots):
+            assert driver.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, "the restarted driver did not catch up"
+            time.sleep(1)
+        time.sleep(3)  # anything still to come would be a duplicate
+    finally:
+        os.killpg(driver.pid, signal.SIGTERM)
+        driver.wait(timeout=120)
+
+    for name, records in (("raw_shelf_events", events.shelf_events), ("raw_pos_transactions", events.pos_transactions),
+                          ("raw_foot_traffic", events.foot_traffic)):
+        ids = sorted(getattr(row, "event_id", None) or getattr(row, "transaction_id") for row in _rows(settings, name))
+        expected_ids = sorted(getattr(r, "event_id", None) or getattr(r, "transaction_id") for r in records)
+        assert ids == expected_ids, f"{name}: {len(ids)} rows for {len(expected_ids)} events"
+    assert _keyed(settings, "shelf_state") == shelves
+    assert _keyed(settings, "shelf_batch_state") == lots
+    # the compacted topics: every key's latest value is the final state (keys untouched keep no record)
+    for topic_name, final in (("shelf_state", shelves), ("shelf_batch_state", lots)):
+        latest = _latest_in_topic(settings, topic_name)
+        assert latest and all(final[key] == value for key, value in latest.items()), topic_name
+    assert not _latest_in_topic(settings, "dead_letters")
