@@ -14,8 +14,8 @@ from datetime import datetime
 from typing import NamedTuple
 
 from smartshelf.registry import topic
-from smartshelf.schemas import (PosTransaction, ShelfBatchState, ShelfEvent, ShelfState, WarehouseBatchState,
-                                WarehouseEvent, WarehouseState)
+from smartshelf.schemas import (PosTransaction, ShelfBatchState, ShelfEvent, ShelfProfile, ShelfState,
+                                WarehouseBatchState, WarehouseEvent, WarehouseState)
 from smartshelf.store import StoreData
 
 
@@ -134,3 +134,28 @@ def apply_wh_batch_event(lot: WarehouseBatchState | None, event: WarehouseEvent
             shortfall = Shortfall(topic("wh_batch_state").key_of(event), event.quantity - quantity)
         quantity = max(quantity - event.quantity, 0)
     return lot.model_copy(update={"batch_quantity_warehouse": quantity, "last_update_ts": event.ts}), shortfall
+
+
+def receive_on_shelf(lots_by_shelf: dict[str, list[ShelfBatchState]], move: WarehouseEvent) -> ShelfBatchState:
+    """A restock (wh_out) adds its lot to the shelf's lots, from the moment it leaves the warehouse: the shelf's
+    lots then count what is on the shelf, in customers' carts (paid at the exit) and on its way from the
+    warehouse. `lots_by_shelf` is updated in place; returns the lot after the move."""
+    assert move.event_type == "wh_out"
+    lots = lots_by_shelf.setdefault(move.shelf_id, [])
+    current = next((lot for lot in lots if lot.batch_code == move.batch_code), None)
+    if current is None:
+        after = ShelfBatchState(shelf_id=move.shelf_id, batch_code=move.batch_code, received_date=move.received_date,
+                                expiry_date=move.expiry_date, batch_quantity_store=move.quantity,
+                                last_update_ts=move.ts)
+        lots.append(after)
+    else:
+        after = current.model_copy(update={"batch_quantity_store": current.batch_quantity_store + move.quantity,
+                                           "last_update_ts": max(current.last_update_ts, move.ts)})
+        lots[lots.index(current)] = after
+    return after
+
+
+def shelf_from_profile(profile: ShelfProfile, at: datetime) -> ShelfState:
+    """A shelf the twin learns of from its profile (a new shelf in config.shelf_profiles): empty."""
+    return ShelfState(shelf_id=profile.shelf_id, current_stock=0, current_weight_kg=round(profile.shelf_weight, 3),
+                      last_event_type="profile", last_event_ts=at)

@@ -21,8 +21,8 @@ from smartshelf import rules
 from smartshelf.adapters import delta
 from smartshelf.ingress import dead_letter
 from smartshelf.registry import DEAD_LETTERS, table, topic
-from smartshelf.schemas import (DeadLetter, PosTransaction, ShelfBatchState, ShelfEvent, ShelfState, WarehouseBatchState,
-                                WarehouseEvent, WarehouseState)
+from smartshelf.schemas import (DeadLetter, PosTransaction, ShelfBatchState, ShelfEvent, ShelfProfile, ShelfState,
+                                WarehouseBatchState, WarehouseEvent, WarehouseState)
 from smartshelf.store import StoreData
 from smartshelf.streaming.batch import BatchIO, BatchOutput, Received
 
@@ -30,6 +30,9 @@ from smartshelf.streaming.batch import BatchIO, BatchOutput, Received
 class StreamingApp(Protocol):
     name: str
     topics: tuple[str, ...]
+    # the topics whose invalid records this app reports to dead_letters: one app per topic, so a bad record
+    # is reported once however many apps read it (tests/unit/test_streaming_apps.py checks the ownership)
+    validates: tuple[str, ...]
 
     def handle(self, io: BatchIO, batch_id: int, received: list[Received], output: BatchOutput) -> None: ...
 
@@ -43,13 +46,13 @@ class RawSink:
 
     def __init__(self, name: str, topic_name: str, table_name: str) -> None:
         self.name = name
-        self.topics = (topic_name,)
+        self.topics = self.validates = (topic_name,)
         self.table_name = table_name
 
     def handle(self, io: BatchIO, batch_id: int, received: list[Received], output: BatchOutput) -> None:
         schema = table(self.table_name).schema
-        delta.write_batch(_delta_path(io, self.table_name), delta.to_arrow(schema, [r.record for r in received]),
-                          self.name, batch_id)
+        records = [r.record for r in received if r.topic in self.topics]  # a state app may read other topics too
+        delta.write_batch(_delta_path(io, self.table_name), delta.to_arrow(schema, records), self.name, batch_id)
 
 
 Problem = tuple[Received, str]  # an event the state could not take as it is, and why (→ dead_letters)
@@ -60,11 +63,13 @@ class StateApp:
 
     name: ClassVar[str]
     topics: ClassVar[tuple[str, ...]]
+    validates: ClassVar[tuple[str, ...]]
     state_table: ClassVar[str]  # registry table name; the table's topic is the compacted output
     raw: RawSink | None = None
 
     def __init__(self) -> None:
         self.state: dict[str, BaseModel] | None = None
+        self.sim_start = datetime.min  # set with the state, from the settings
 
     def initial(self, store: StoreData, start: datetime) -> list[BaseModel]:
         raise NotImplementedError
@@ -94,7 +99,7 @@ class StateApp:
             self.raw.handle(io, batch_id, received, output)
         path = _delta_path(io, self.state_table)
         if self.state is None:
-            self.state = self._load(io)
+            self.state, self.sim_start = self._load(io), io.settings.sim_start
         applied = delta.applied_batch(path, self.name)
         if applied is None or applied < batch_id:
             touched, problems = self.apply(self.state, received)
@@ -122,9 +127,12 @@ class EventByEventApp(StateApp):
     def step(self, state: dict[str, BaseModel], event: BaseModel) -> Step:
         raise NotImplementedError
 
+    def ordered(self, received: list[Received]) -> list[Received]:
+        return received  # each partition's records in offset order
+
     def apply(self, state: dict[str, BaseModel], received: list[Received]) -> tuple[set[str], list[Problem]]:
         touched, problems = set(), []
-        for item in received:
+        for item in self.ordered(received):
             key, after, problem = self.step(state, item.record)
             if after is not None:
                 state[key] = after
@@ -138,7 +146,8 @@ class ShelfAggregator(EventByEventApp):
     """shelf_events → shelf_state (Delta cleansed/shelf_state, compacted topic), raw/shelf_events."""
 
     name = "shelf-aggregator"
-    topics = ("shelf_events",)
+    topics = ("shelf_events", "shelf_profiles")
+    validates = topics
     state_table = "shelf_state"
 
     def __init__(self) -> None:
@@ -148,7 +157,14 @@ class ShelfAggregator(EventByEventApp):
     def initial(self, store: StoreData, start: datetime) -> list[BaseModel]:
         return list(rules.initial_states(store, start).shelves)
 
+    def ordered(self, received: list[Received]) -> list[Received]:
+        # reference data first: a batch's events may concern a shelf its profiles add
+        return sorted(received, key=lambda item: item.topic != "shelf_profiles")
+
     def step(self, state: dict[str, BaseModel], event: BaseModel) -> Step:
+        if isinstance(event, ShelfProfile):  # a shelf the store adds; a known shelf's state stays as measured
+            known = event.shelf_id in state
+            return event.shelf_id, None if known else rules.shelf_from_profile(event, self.sim_start), None
         assert isinstance(event, ShelfEvent)
         current = state.get(event.shelf_id)
         if not isinstance(current, ShelfState):
@@ -159,10 +175,13 @@ class ShelfAggregator(EventByEventApp):
 
 
 class BatchStateUpdater(StateApp):
-    """pos_transactions → shelf_batch_state: sold items leave the shelf's lots earliest expiry first."""
+    """pos_transactions → shelf_batch_state: sold items leave the shelf's lots earliest expiry first. It also
+    keeps the store's mirror of the batches the warehouse sends: a restock (wh_out on wh_events) adds its lot
+    to the shelf's lots. One app writes the shelf lots, so each change lands once (docs/architecture.md)."""
 
     name = "batch-state-updater"
-    topics = ("pos_transactions",)
+    topics = ("pos_transactions", "wh_events")
+    validates = ("pos_transactions",)
     state_table = "shelf_batch_state"
 
     def __init__(self) -> None:
@@ -178,11 +197,17 @@ class BatchStateUpdater(StateApp):
             assert isinstance(lot, ShelfBatchState)
             lots_by_shelf.setdefault(lot.shelf_id, []).append(lot)
         touched, problems = set(), []
-        # sales of one shelf come through both partitions (keyed by customer): take them in time order
-        for item in sorted(received, key=lambda r: (r.record.ts, r.partition, r.offset)):  # type: ignore[attr-defined]
-            sale = item.record
-            assert isinstance(sale, PosTransaction)
-            changed, shortfalls = rules.apply_sale(lots_by_shelf, sale)
+        # sales of one shelf come through both partitions (keyed by customer): take everything in time order
+        for item in sorted(received, key=lambda r: (r.record.ts, r.topic, r.partition, r.offset)):  # type: ignore[attr-defined]
+            event = item.record
+            if isinstance(event, WarehouseEvent):
+                if event.event_type == "wh_out":
+                    lot = rules.receive_on_shelf(lots_by_shelf, event)
+                    state[self._key(lot)] = lot
+                    touched.add(self._key(lot))
+                continue
+            assert isinstance(event, PosTransaction)
+            changed, shortfalls = rules.apply_sale(lots_by_shelf, event)
             for lot in changed:
                 key = self._key(lot)
                 state[key] = lot
@@ -197,6 +222,7 @@ class WarehouseAggregator(EventByEventApp):
 
     name = "wh-aggregator"
     topics = ("wh_events",)
+    validates = topics
     state_table = "wh_state"
 
     def __init__(self) -> None:
@@ -222,6 +248,7 @@ class WarehouseBatchStateUpdater(EventByEventApp):
 
     name = "wh-batch-state-updater"
     topics = ("wh_events",)
+    validates = ()  # wh-aggregator reports wh_events' invalid records
     state_table = "wh_batch_state"
 
     def initial(self, store: StoreData, start: datetime) -> list[BaseModel]:

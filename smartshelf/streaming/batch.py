@@ -9,7 +9,7 @@ checkpoint, triggers, restart from the last committed batch.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import NamedTuple
@@ -68,15 +68,18 @@ class BatchIO:
         self.producer = self.kafka.producer(max_in_flight_requests_per_connection=1)
         self.clock = SimClock(redis_client(settings))
 
-    def decode(self, rows: list[SourceRecord], batch_time: datetime) -> tuple[list[Received], BatchOutput]:
-        """Valid records in (topic, partition, offset) order; invalid ones as dead letters to publish."""
+    def decode(self, rows: list[SourceRecord], batch_time: datetime, validates: Collection[str]
+               ) -> tuple[list[Received], BatchOutput]:
+        """Valid records in (topic, partition, offset) order; invalid ones of the `validates` topics as dead
+        letters to publish (another app reports those of the other topics)."""
         received, output = [], BatchOutput()
         for row in sorted(rows):
             raw = row.value
             parsed = parse_record(topic(row.topic), raw)
             if isinstance(parsed, Rejection):
-                output.add(DEAD_LETTERS, [dead_letter(row.topic, raw, parsed.reason, batch_time, row.partition,
-                                                      row.offset)])
+                if row.topic in validates:
+                        output.add(DEAD_LETTERS, [dead_letter(row.topic, raw, parsed.reason, batch_time, row.partition,
+                                                          row.offset)])
             else:
                 received.append(Received(row.topic, row.partition, row.offset, parsed))
         return received, output

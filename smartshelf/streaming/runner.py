@@ -28,7 +28,7 @@ def start_query(spark: SparkSession, settings: Settings, app: StreamingApp) -> S
 
     def each_batch(frame: DataFrame, batch_id: int) -> None:
         records = source_records(frame.select(*SourceRecord._fields).toArrow())
-        received, output = io.decode(records, io.now())
+        received, output = io.decode(records, io.now(), app.validates)
         app.handle(io, batch_id, received, output)
         io.publish(output)
         io.report_progress(records)

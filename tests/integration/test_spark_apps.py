@@ -20,8 +20,8 @@ from smartshelf.adapters.kafka import KafkaAdapter
 from smartshelf.registry import table, topic
 from smartshelf.runtime import jobs
 from smartshelf.runtime.scratch import make_run_dir
-from smartshelf.schemas import (FootTrafficEvent, PosItem, PosTransaction, ShelfBatchState, ShelfEvent, ShelfState,
-                                WarehouseBatchState, WarehouseEvent, WarehouseState)
+from smartshelf.schemas import (FootTrafficEvent, PosItem, PosTransaction, ShelfBatchState, ShelfEvent, ShelfProfile,
+                                ShelfState, WarehouseBatchState, WarehouseEvent, WarehouseState)
 from smartshelf.settings import REPO_ROOT, Settings
 from smartshelf.streaming.apps import all_apps
 from smartshelf.streaming.runner import start_query
@@ -95,6 +95,12 @@ def test_scripted_events_give_the_predicted_state(spark_stack: Settings) -> None
     _send(settings, "shelf_events", [b"not json", ShelfEvent(
         event_id="ghost", event_type="pickup", shelf_id="NOPE", quantity=1, weight_change_kg=-1, ts=T0
     ).model_dump_json().encode()], ["x", "NOPE"])
+    new_shelf = ShelfProfile(shelf_id="S-NEW", aisle="Z9", item_category="bakery", item_subcategory="bread",
+                             item_weight=0.5, shelf_weight=10.0, maximum_stock=30, item_price=2.0)
+    _send(settings, "shelf_profiles", [new_shelf.model_dump_json().encode()], [new_shelf.shelf_id])
+    stocked = ShelfEvent(event_id="new-1", event_type="putback", shelf_id="S-NEW", quantity=6, weight_change_kg=3.0,
+                         ts=T0 + timedelta(hours=1))
+    _send(settings, "shelf_events", [stocked.model_dump_json().encode()], [stocked.shelf_id])
     visits = [FootTrafficEvent(event_id=f"f{i}", event_type="entry", customer_id=f"C{i}", ts=T0) for i in range(25)]
     _send(settings, "foot_traffic", [v.model_dump_json().encode() for v in visits], [v.customer_id for v in visits])
 
@@ -111,11 +117,15 @@ def test_scripted_events_give_the_predicted_state(spark_stack: Settings) -> None
     expected = _expected(settings, events)
     state_path = delta.table_path(settings.delta_dir, table("shelf_state"))
     in_delta = {row.shelf_id: row for row in delta.read_rows(state_path, ShelfState)}
+    # a shelf the store added through its profile: known from the profile, then stocked by staff
+    added = ShelfState(shelf_id="S-NEW", current_stock=6, current_weight_kg=10.0, last_event_type="putback",
+                       last_event_ts=stocked.ts)
+    expected["S-NEW"] = added
     assert in_delta == expected
-    assert _latest_shelf_state(settings) == {k: expected[k] for k in {s.shelf_id for s in shelves}}
+    assert _latest_shelf_state(settings) == {k: expected[k] for k in {s.shelf_id for s in shelves} | {"S-NEW"}}
     raw = delta.read_rows(delta.table_path(settings.delta_dir, table("raw_shelf_events")), ShelfEvent)
     # the raw layer keeps every well-formed event as it arrived, the unknown shelf's too
-    assert sorted(e.event_id for e in raw) == sorted([e.event_id for e in events] + ["ghost"])
+    assert sorted(e.event_id for e in raw) == sorted([e.event_id for e in events] + ["ghost", "new-1"])
     assert len(delta.read_rows(delta.table_path(settings.delta_dir, table("raw_foot_traffic")),
                                FootTrafficEvent)) == 25
     kafka = KafkaAdapter(settings.kafka_bootstrap_servers)
@@ -133,7 +143,7 @@ def test_scripted_events_give_the_predicted_state(spark_stack: Settings) -> None
     crashing = subprocess.run(runner, env={**settings_env(settings), "SMARTSHELF_CRASH_POINT": "spark.after_delta"},
                               capture_output=True, timeout=300)
     assert crashing.returncode == 137, crashing.stderr[-2000:]
-    expected = _expected(settings, events + more)
+    expected = {**_expected(settings, events + more), "S-NEW": added}
     assert {row.shelf_id: row for row in delta.read_rows(state_path, ShelfState)} == expected
     assert not _published(settings, expected, shelves)
 
@@ -150,7 +160,7 @@ def test_scripted_events_give_the_predicted_state(spark_stack: Settings) -> None
         restarted.wait(timeout=60)
     assert {row.shelf_id: row for row in delta.read_rows(state_path, ShelfState)} == expected
     raw = delta.read_rows(delta.table_path(settings.delta_dir, table("raw_shelf_events")), ShelfEvent)
-    assert sorted(e.event_id for e in raw) == sorted([e.event_id for e in events + more] + ["ghost"])
+    assert sorted(e.event_id for e in raw) == sorted([e.event_id for e in events + more] + ["ghost", "new-1"])
 
 
 def test_sales_and_warehouse_moves_give_the_predicted_lots(spark_stack: Settings) -> None:
@@ -187,8 +197,12 @@ def test_sales_and_warehouse_moves_give_the_predicted_lots(spark_stack: Settings
     by_shelf: dict[str, list[ShelfBatchState]] = {}
     for shelf_lot in shelf_lots:
         by_shelf.setdefault(shelf_lot.shelf_id, []).append(shelf_lot)
-    for sale in sales:
-        rules.apply_sale(by_shelf, sale)
+    # sales and the restock in time order: the restocked lot joins its shelf's lots (the store-batch mirror)
+    for event in sorted([*sales, moves[1]], key=lambda e: (e.ts, isinstance(e, WarehouseEvent))):
+        if isinstance(event, PosTransaction):
+            rules.apply_sale(by_shelf, event)
+        else:
+            rules.receive_on_shelf(by_shelf, event)
     expected_lots = {f"{x.shelf_id}|{x.batch_code}": x for lots in by_shelf.values() for x in lots}
     in_delta = {f"{x.shelf_id}|{x.batch_code}": x for x in delta.read_rows(
         delta.table_path(settings.delta_dir, table("shelf_batch_state")), ShelfBatchState)}
@@ -205,3 +219,4 @@ def test_sales_and_warehouse_moves_give_the_predicted_lots(spark_stack: Settings
     assert {f"{x.shelf_id}|{x.batch_code}": x for x in delta.read_rows(
         delta.table_path(settings.delta_dir, table("wh_batch_state")), WarehouseBatchState)} == wh_by_lot
     assert wh_by_lot[f"{lot.shelf_id}|NEW1"].batch_quantity_warehouse == 35
+    assert in_delta[f"{lot.shelf_id}|{lot.batch_code}"].batch_quantity_store >= moves[1].quantity

@@ -9,8 +9,8 @@ import pytest
 
 from smartshelf.datagen import generate_store
 from smartshelf.rules import (Shortfall, apply_sale, apply_shelf_event, apply_wh_batch_event, apply_wh_event,
-                              initial_states, sell_from_lots)
-from smartshelf.schemas import ShelfBatchState, ShelfEvent, WarehouseEvent
+                              initial_states, receive_on_shelf, sell_from_lots, shelf_from_profile)
+from smartshelf.schemas import ShelfBatchState, ShelfEvent, ShelfProfile, WarehouseEvent
 from smartshelf.world import World
 
 START = datetime(2025, 1, 1, 8)
@@ -89,3 +89,34 @@ def test_warehouse_in_out_and_removal() -> None:
     lot, _ = apply_wh_batch_event(None, move("wh_in", 10))
     lot, _ = apply_wh_batch_event(lot, move("wh_removal", 4))
     assert lot.batch_quantity_warehouse == 6 and lot.expiry_date == date(2025, 2, 1)
+
+
+def _restock(shelf_id: str, batch_code: str, quantity: int, expiry: date, minute: int) -> WarehouseEvent:
+    return WarehouseEvent(event_id=f"r{minute}", event_type="wh_out", shelf_id=shelf_id, batch_code=batch_code,
+                          quantity=quantity, received_date=date(2025, 1, 1), expiry_date=expiry,
+                          ts=START + timedelta(minutes=minute))
+
+
+def test_a_restock_adds_its_lot_to_the_shelf_and_sales_then_take_the_earliest_expiry() -> None:
+    old = ShelfBatchState(shelf_id="S1", batch_code="B1", received_date=date(2024, 12, 1),
+                          expiry_date=date(2025, 2, 1), batch_quantity_store=2, last_update_ts=START)
+    lots = {"S1": [old]}
+    new_lot = receive_on_shelf(lots, _restock("S1", "B2", 5, date(2025, 1, 20), 1))
+    assert new_lot.batch_quantity_store == 5 and new_lot.expiry_date == date(2025, 1, 20)
+    again = receive_on_shelf(lots, _restock("S1", "B2", 3, date(2025, 1, 20), 2))
+    assert again.batch_quantity_store == 8 and again.last_update_ts == START + timedelta(minutes=2)
+    assert [lot.batch_code for lot in lots["S1"]] == ["B1", "B2"]
+    fresh_shelf = receive_on_shelf(lots, _restock("S9", "B7", 4, date(2025, 3, 1), 3))
+    assert lots["S9"] == [fresh_shelf]
+    # the restocked lot expires first, so a sale takes it before the older lot
+    changed, shortfall = sell_from_lots(lots["S1"], 9, START + timedelta(minutes=5))
+    assert shortfall is None
+    assert {(lot.batch_code, lot.batch_quantity_store) for lot in changed} == {("B2", 0), ("B1", 1)}
+
+
+def test_a_profile_makes_an_empty_shelf_weighing_its_tare() -> None:
+    profile = ShelfProfile(shelf_id="S-NEW", aisle="A1", item_category="dairy", item_subcategory="milk",
+                           item_weight=1.0, shelf_weight=12.5, maximum_stock=40, item_price=1.2)
+    shelf = shelf_from_profile(profile, START)
+    assert (shelf.shelf_id, shelf.current_stock, shelf.current_weight_kg, shelf.last_event_type) == (
+        "S-NEW", 0, 12.5, "profile")
