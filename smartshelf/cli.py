@@ -135,6 +135,40 @@ def _print_spark_queries(rows: list) -> None:  # type: ignore[type-arg]
 
 
 @app.command()
+def sim(
+    days: Annotated[int, typer.Option(min=1, help="simulated days")] = 1,
+    seed: Annotated[int, typer.Option(help="seed of the generated store and of the world")] = 42,
+    csv_dir: Annotated[Optional[Path], typer.Option("--csv-dir", help="the store's reference CSVs (default: "
+                                                    "generated from the seed)")] = None,
+    fast: Annotated[bool, typer.Option("--fast", help="lockstep: each tick as soon as the pipeline caught up")
+                    ] = False,
+    step_seconds: Annotated[int, typer.Option(min=1, help="simulated seconds per clock tick")] = 900,
+) -> None:
+    """Run the whole twin through the real stack (a scratch stack of its own) to the end; the last line is
+    the JSON summary: events, alerts, restocks, supplier orders, dead letters, digest, conservation."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from smartshelf.runtime.sim import run_sim
+
+    if csv_dir is not None and not csv_dir.is_dir():
+        raise SmartShelfError(f"--csv-dir {csv_dir}: not a folder")
+    settings = get_settings()
+    total_s = days * 86_400
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[now]}"),
+                  TimeElapsedColumn(), console=err_console, transient=True) as progress:
+        task = progress.add_task(f"simulating {days} day(s), seed {seed}", total=total_s, now="starting the stack…")
+
+        def show(now: object, end: object) -> None:
+            if now is not None:
+                progress.update(task, completed=total_s - (end - now).total_seconds(), now=str(now))  # type: ignore[operator]
+
+        summary = run_sim(settings.model_copy(update={"step_seconds": step_seconds}), days, seed, csv_dir, fast, show)
+    print(json.dumps(summary))
+    if not (summary["conservation_ok"] and summary["twin_matches_world"]):
+        raise typer.Exit(1)
+
+
+@app.command()
 def bench(
     suite: Annotated[str, typer.Argument(help="benchmark to run: broker, producers, spark, or all")] = "all",
 ) -> None:

@@ -123,9 +123,9 @@ class KafkaAdapter:
         return KafkaConsumer(**config)
 
     def _probe_consumer(self) -> KafkaConsumer:
+        """For metadata only: a consumer that has fetched keeps buffers that stop later fetches."""
         if self._probe is None:
-            self._probe = self.consumer(max_poll_records=1, max_partition_fetch_bytes=1024, fetch_max_bytes=1024,
-                                        fetch_max_wait_ms=20)
+            self._probe = self.consumer()
         return self._probe
 
     # --- offsets ----------------------------------------------------------------------------
@@ -133,24 +133,30 @@ class KafkaAdapter:
         """The true high watermark of each partition (Tansu's ListOffsets under-reports it)."""
         if not partitions:
             return {}
-        probe = self._probe_consumer()
-        reported = probe.end_offsets(partitions)
-        probe.assign(partitions)
-        for tp in partitions:
-            probe.seek(tp, max(reported[tp] - 1, 0))
-        deadline = time.monotonic() + timeout_s
-        result: dict[TopicPartition, int] = {}
-        while len(result) < len(partitions):
-            if time.monotonic() > deadline:
-                raise SmartShelfError(f"kafka at {self.bootstrap}: no high watermark for {partitions} in {timeout_s}s")
-            probe.poll(timeout_ms=25)
+        # a fresh consumer each time: one reused after a fetch kept stale buffers and returned wrong or no
+        # high watermarks; a short fetch wait, as an empty partition's fetch otherwise waits the full 500 ms
+        probe = self.consumer(max_poll_records=1, max_partition_fetch_bytes=1024, fetch_max_bytes=1024,
+                              fetch_max_wait_ms=20)
+        try:
+            reported = probe.end_offsets(partitions)
+            probe.assign(partitions)
             for tp in partitions:
-                high = probe.highwater(tp)
-                if high is not None:
-                    result[tp] = max(high, reported[tp])
-                    probe.pause(tp)
-        probe.assign([])
-        return result
+                probe.seek(tp, max(reported[tp] - 1, 0))
+            deadline = time.monotonic() + timeout_s
+            result: dict[TopicPartition, int] = {}
+            while len(result) < len(partitions):
+                if time.monotonic() > deadline:
+                    raise SmartShelfError(
+                        f"kafka at {self.bootstrap}: no high watermark for {partitions} in {timeout_s}s")
+                probe.poll(timeout_ms=25)
+                for tp in partitions:
+                    high = probe.highwater(tp)
+                    if high is not None:
+                        result[tp] = max(high, reported[tp])
+                        probe.pause(tp)
+            return result
+        finally:
+            probe.close()
 
     def read(
         self, partitions: list[TopicPartition], start: dict[TopicPartition, int] | None = None,

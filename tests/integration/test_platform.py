@@ -56,6 +56,22 @@ def test_broker_round_trip_of_10k_messages(stack: Settings) -> None:
     adapter.close()
 
 
+def test_end_offsets_stay_right_when_asked_again_and_again(stack: Settings) -> None:
+    """The lockstep and the Spark source ask one adapter for end offsets over and over, with empty partitions
+    among them (a reused probe consumer once answered stale values, then none at all)."""
+    adapter = KafkaAdapter(stack.kafka_bootstrap_servers)
+    busy, empty = _new_topic(adapter, partitions=2), f"c_{uuid.uuid4().hex[:8]}"
+    adapter.ensure_topics([TopicConfig(empty, 1, compacted=True)])
+    partitions = adapter.partitions_for(busy) + adapter.partitions_for(empty)
+    produced = 0
+    for count in (0, 0, 100, 0, 0, 1, 0, 2_500, 0):
+        _produce(adapter, busy, count, start=produced)
+        produced += count
+        ends = adapter.end_offsets(partitions)
+        assert (sum(e for tp, e in ends.items() if tp.topic == busy), ends[partitions[-1]]) == (produced, 0)
+    adapter.close()
+
+
 def test_broker_kill_9_and_restart_loses_nothing(stack: Settings) -> None:
     adapter = KafkaAdapter(stack.kafka_bootstrap_servers)
     topic = _new_topic(adapter)

@@ -1,0 +1,185 @@
+"""`smartshelf sim`: a headless run of the twin to completion through the real stack, on a scratch stack of its
+own (free ports, temp run dir), so a run never depends on what an earlier one left behind and the same seed
+gives the same digest. It returns the summary the CLI prints as its last line (DESIGN.md, command contract)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from smartshelf.adapters import delta
+from smartshelf.adapters.kafka import KafkaAdapter
+from smartshelf.adapters.redis_clock import SimClock, redis_client
+from smartshelf.apps.clock_service import Lockstep
+from smartshelf.apps.producers import NAME as PRODUCERS
+from smartshelf.apps.producers import load_state
+from smartshelf.clock import ClockMode
+from smartshelf.datagen import generate_store, write_store
+from smartshelf.errors import SmartShelfError
+from smartshelf.invariants import StockLedger, differences, state_digest
+from smartshelf.registry import DEAD_LETTERS, SENSOR_TOPICS, table
+from smartshelf.runtime import jobs, supervisor
+from smartshelf.runtime.scratch import scratch_stack
+from smartshelf.schemas import PosTransaction, WarehouseEvent
+from smartshelf.settings import Settings
+from smartshelf.store import StoreData
+from smartshelf.world import WorldState
+
+# the services of a run; the clock starts once all of them have joined the lockstep
+SERVICES = ("spark", "producers", "bridge")
+STATE_TABLES = ("shelf_state", "shelf_batch_state", "wh_state", "wh_batch_state")
+JOIN_TIMEOUT_S = 300.0
+SETTLE_TIMEOUT_S = 300.0
+POLL_S = 0.5
+
+Progress = Callable[[datetime | None, datetime], None]
+
+
+def _participants_expected() -> set[str]:
+    from smartshelf.apps.bridge import NAME as BRIDGE
+    from smartshelf.streaming.apps import all_apps
+
+    return {PRODUCERS, BRIDGE, *all_apps()}
+
+
+def _check_services(settings: Settings, names: tuple[str, ...]) -> None:
+    for row in supervisor.status(settings):
+        if row.name in names and not row.healthy:
+            server = next(s for s in supervisor.select(settings, [row.name]) if s.name == row.name)
+            raise SmartShelfError(f"sim: service {row.name} is {row.problem or 'down'}; its log ends:\n"
+                                  f"{supervisor.log_tail(server)}")
+
+
+def _wait_for_participants(settings: Settings, clock: SimClock) -> None:
+    expected = _participants_expected()
+    deadline = time.monotonic() + JOIN_TIMEOUT_S
+    while not expected <= set(clock.participants()):
+        _check_services(settings, SERVICES)
+        if time.monotonic() > deadline:
+            missing = ", ".join(sorted(expected - set(clock.participants())))
+            raise SmartShelfError(f"sim: {missing} did not join the clock in {JOIN_TIMEOUT_S:.0f}s")
+        time.sleep(POLL_S)
+
+
+def _rows(settings: Settings, name: str) -> list[BaseModel]:
+    return list(delta.read_rows(delta.table_path(settings.delta_dir, table(name)), table(name).schema))
+
+
+def _topic_counts(settings: Settings, names: tuple[str, ...]) -> dict[str, int]:
+    adapter = KafkaAdapter(settings.kafka_bootstrap_servers)
+    try:
+        ends = adapter.end_offsets([tp for name in names for tp in adapter.partitions_for(name)])
+    finally:
+        adapter.close()
+    return {name: sum(end for tp, end in ends.items() if tp.topic == name) for name in names}
+
+
+def ledger(store: StoreData, twin: dict[str, list[BaseModel]], world: WorldState, sales: list[PosTransaction],
+           moves: list[WarehouseEvent]) -> StockLedger:
+    """Each item's units by place: shelves and warehouse as the twin holds them, carts as the world does."""
+    initial: dict[str, int] = {}
+    for row in [*store.store_inventory, *store.warehouse_inventory]:
+        initial[row.shelf_id] = initial.get(row.shelf_id, 0) + row.current_stock
+    sold: dict[str, int] = {}
+    for sale in sales:
+        for item in sale.items:
+            sold[item.shelf_id] = sold.get(item.shelf_id, 0) + item.quantity
+    in_carts: dict[str, int] = {}
+    for customer in world.customers.values():
+        for shelf_id, units in customer.cart.items():
+            in_carts[shelf_id] = in_carts.get(shelf_id, 0) + units
+    return StockLedger(
+        initial=initial,
+        received=_units(moves, "wh_in"),
+        on_shelf={s.shelf_id: s.current_stock for s in twin["shelf_state"]},  # type: ignore[attr-defined]
+        in_warehouse={w.shelf_id: w.wh_current_stock for w in twin["wh_state"]},  # type: ignore[attr-defined]
+        in_carts=in_carts, sold=sold,
+        removed=_units(moves, "wh_removal"),
+    )
+
+
+def _units(moves: list[WarehouseEvent], event_type: str) -> dict[str, int]:
+    units: dict[str, int] = {}
+    for move in moves:
+        if move.event_type == event_type:
+            units[move.shelf_id] = units.get(move.shelf_id, 0) + move.quantity
+    return units
+
+
+def summarise(settings: Settings, wall_s: float) -> dict[str, object]:
+    store = jobs.load_store(settings)
+    world = load_state(redis_client(settings))
+    if world is None:
+        raise SmartShelfError("sim: the producers left no world state")
+    twin = {name: _rows(settings, name) for name in STATE_TABLES}
+    sales = [s for s in _rows(settings, "raw_pos_transactions") if isinstance(s, PosTransaction)]
+    moves = [m for m in _rows(settings, "raw_wh_events") if isinstance(m, WarehouseEvent)]
+    problems = ledger(store, twin, world, sales, moves).problems()
+    twin_lots = {f"{lot.shelf_id}|{lot.batch_code}": lot.batch_quantity_store  # type: ignore[attr-defined]
+                 for lot in twin["shelf_batch_state"] if lot.batch_quantity_store}  # type: ignore[attr-defined]
+    world_lots = {f"{shelf_id}|{lot.batch_code}": lot.quantity
+                  for shelf_id, lots in world.shelf_lots.items() for lot in lots if lot.quantity}
+    disagreements = [
+        *differences("shelf stock", {s.shelf_id: s.current_stock for s in twin["shelf_state"]},  # type: ignore[attr-defined]
+                     world.shelf_stock),
+        *differences("shelf lot", twin_lots, world_lots),
+    ]
+    counts = _topic_counts(settings, (*SENSOR_TOPICS, DEAD_LETTERS))
+    return {
+        "days": settings.sim_days,
+        "seed": settings.sim_seed,
+        "mode": settings.sim_mode,
+        "events": sum(counts[name] for name in SENSOR_TOPICS),
+        "events_by_topic": {name: counts[name] for name in SENSOR_TOPICS},
+        "sales": len(sales),
+        "alerts": len(_rows(settings, "alerts")),
+        "restocks": sum(1 for m in moves if m.event_type == "wh_out"),
+        "supplier_orders": len(_rows(settings, "wh_supplier_orders")),
+        "dead_letters": counts[DEAD_LETTERS],
+        "empty_shelf_misses": world.empty_shelf_misses,
+        "digest": state_digest(twin),
+        "conservation_ok": not problems,
+        "conservation_problems": problems[:5],
+        "twin_matches_world": not disagreements,
+        "twin_world_differences": disagreements,
+        "wall_s": round(wall_s, 1),
+    }
+
+
+def run_sim(base: Settings, days: int, seed: int, csv_dir: Path | None, fast: bool,
+            on_progress: Progress = lambda now, end: None) -> dict[str, object]:
+    began = time.monotonic()
+    with scratch_stack(base, prefix="smartshelf-sim-") as (scratch, _):
+        settings = scratch.model_copy(update={
+            "use_simulated_time": True, "sim_mode": ClockMode.FAST if fast else ClockMode.DEMO, "sim_days": days,
+            "sim_seed": seed})
+        for name in ("db-init", "kafka-init", "delta-init"):
+            jobs.JOBS[name](settings)
+        if csv_dir is None:
+            write_store(generate_store(seed), settings.data_dir)
+            csv_dir = settings.data_dir / "db_csv"
+        jobs.import_store(settings, csv_dir)
+
+        supervisor.start(settings, SERVICES)
+        clock = SimClock(redis_client(settings))
+        _wait_for_participants(settings, clock)
+        supervisor.start(settings, ["clock"])
+        end = settings.sim_start + timedelta(days=days)
+        while not clock.done():
+            _check_services(settings, (*SERVICES, "clock"))
+            on_progress(clock.now_or_none(), end)
+            time.sleep(POLL_S)
+        # in demo mode the clock does not wait for the pipeline: let it finish the last tick
+        kafka = KafkaAdapter(settings.kafka_bootstrap_servers)
+        deadline = time.monotonic() + SETTLE_TIMEOUT_S
+        try:
+            settled = Lockstep(clock, kafka, lambda behind: None).settle(end, lambda: time.monotonic() > deadline)
+        finally:
+            kafka.close()
+        if not settled:
+            raise SmartShelfError(f"sim: the pipeline did not catch up with the last tick in {SETTLE_TIMEOUT_S:.0f}s")
+        return summarise(settings, time.monotonic() - began)
