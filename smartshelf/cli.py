@@ -170,7 +170,7 @@ def sim(
 
 @app.command()
 def bench(
-    suite: Annotated[str, typer.Argument(help="benchmark to run: broker, producers, spark, or all")] = "all",
+    suite: Annotated[str, typer.Argument(help="benchmark to run: broker, producers, spark, sim, or all")] = "all",
 ) -> None:
     """Run benchmarks on a scratch stack; print the results and write JSON under data/metrics/."""
     from smartshelf.bench import BENCHMARKS, write_result
