@@ -47,7 +47,7 @@ def broker_answers(bootstrap: str, timeout_s: float = 3.0) -> None:
 @dataclass(frozen=True)
 class Outgoing:
     topic: str
-    key: bytes
+    key: bytes | None
     value: bytes
     timestamp_ms: int | None = None
     headers: tuple[tuple[str, bytes], ...] = ()

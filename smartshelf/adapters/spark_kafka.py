@@ -1,4 +1,5 @@
-"""Kafka for Spark without the JVM connector: a PySpark 4 Python Data Source named `smartshelf_kafka`.
+"""Kafka for Spark without the JVM connector: a PySpark 4 Python Data Source named `smartshelf_kafka`
+(stream and batch reader, stream and batch writer).
 
 No Maven here, so no spark-sql-kafka jar (docs/architecture.md). This source returns exactly Spark's Kafka
 schema (key, value, topic, partition, offset, timestamp, timestampType) and takes Spark's option names
@@ -18,7 +19,9 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 from kafka.consumer.fetcher import ConsumerRecord
-from pyspark.sql.datasource import DataSource, DataSourceReader, DataSourceStreamReader, InputPartition
+from pyspark.sql import Row
+from pyspark.sql.datasource import (DataSource, DataSourceReader, DataSourceStreamReader, DataSourceStreamWriter,
+                                    DataSourceWriter, InputPartition, WriterCommitMessage)
 from pyspark.sql.streaming.datasource import ReadAllAvailable, ReadLimit, ReadMaxRows
 from pyspark.sql.types import (BinaryType, IntegerType, LongType, StringType, StructField, StructType,
                                TimestampType)
@@ -198,6 +201,59 @@ class KafkaBatchReader(DataSourceReader):
         return read_range(partition)
 
 
+@dataclass(frozen=True)
+class SentCount(WriterCommitMessage):
+    records: int
+
+
+class KafkaWriter(DataSourceWriter):
+    """Spark's Kafka sink: rows with `value` (string or binary) and optional `key`, to the `topic` option or
+    each row's `topic` column. At least once, as Spark's own Kafka sink: a task retried sends again."""
+
+    def __init__(self, options: dict[str, str], schema: StructType) -> None:
+        lowered = {k.lower(): v for k, v in options.items()}
+        self.bootstrap = lowered.get("kafka.bootstrap.servers", "")
+        self.topic = lowered.get("topic")
+        columns = set(schema.fieldNames())
+        if not self.bootstrap:
+            raise ValueError(f"{FORMAT}: option 'kafka.bootstrap.servers' is required")
+        if "value" not in columns:
+            raise ValueError(f"{FORMAT}: the data to write needs a 'value' column (has {sorted(columns)})")
+        if self.topic is None and "topic" not in columns:
+            raise ValueError(f"{FORMAT}: set option 'topic' or give the data a 'topic' column")
+        self.has_key = "key" in columns
+
+    def write(self, iterator: Iterator[Row]) -> WriterCommitMessage:
+        from smartshelf.adapters.kafka import KafkaAdapter, Outgoing, send_and_wait
+
+        adapter = KafkaAdapter(self.bootstrap)
+        producer = adapter.producer()
+        try:
+            sent = send_and_wait(producer, (
+                Outgoing(self.topic or row["topic"], _bytes(row["key"]) if self.has_key else None, _bytes(row["value"]))
+                for row in iterator))
+        finally:
+            producer.close()
+            adapter.close()
+        return SentCount(len(sent))
+
+
+class KafkaStreamWriter(KafkaWriter, DataSourceStreamWriter):
+    def commit(self, messages: list[WriterCommitMessage | None], batchId: int) -> None:
+        """Nothing to do: every task's records are acknowledged by the broker before it reports."""
+
+    def abort(self, messages: list[WriterCommitMessage | None], batchId: int) -> None:
+        """Nothing to undo: Kafka has no transactions here (Tansu), so sent records stay (at least once)."""
+
+
+def _bytes(value: object) -> bytes | None:
+    if value is None or isinstance(value, bytes):
+        return value
+    if isinstance(value, bytearray):
+        return bytes(value)
+    return str(value).encode()
+
+
 class KafkaDataSource(DataSource):
     @classmethod
     def name(cls) -> str:
@@ -211,3 +267,9 @@ class KafkaDataSource(DataSource):
 
     def streamReader(self, schema: StructType) -> DataSourceStreamReader:
         return KafkaStreamReader(dict(self.options))
+
+    def writer(self, schema: StructType, overwrite: bool) -> DataSourceWriter:
+        return KafkaWriter(dict(self.options), schema)
+
+    def streamWriter(self, schema: StructType, overwrite: bool) -> DataSourceStreamWriter:
+        return KafkaStreamWriter(dict(self.options), schema)

@@ -72,3 +72,42 @@ def test_source_reads_topics_with_sparks_kafka_schema(spark: SparkSession, stack
     _produce(stack, 1000, 50)
     run()
     assert sorted(seen) == sorted(f"v{i}" for i in range(1000, 1050))
+
+
+def _values(stack: Settings, topic: str) -> list[tuple[bytes | None, bytes]]:
+    adapter = KafkaAdapter(stack.kafka_bootstrap_servers)
+    records = [(r.key, r.value) for r in adapter.read(adapter.partitions_for(topic))]
+    adapter.close()
+    return records
+
+
+def test_sink_writes_batches_and_streams_as_sparks_kafka_sink(spark: SparkSession, stack: Settings,
+                                                              scratch_dir: Path) -> None:
+    adapter = KafkaAdapter(stack.kafka_bootstrap_servers)
+    adapter.ensure_topics([TopicConfig("sink_a", 2, compacted=False), TopicConfig("sink_b", 1, compacted=False),
+                           TopicConfig("sink_stream", 2, compacted=False)])
+    adapter.close()
+    connection = {"kafka.bootstrap.servers": stack.kafka_bootstrap_servers}
+
+    # batch: a topic per row, string values, a null key
+    rows = [("sink_a" if i % 2 else "sink_b", f"k{i}" if i % 5 else None, f"w{i}") for i in range(200)]
+    spark.createDataFrame(rows, "topic string, key string, value string").write.format(
+        stack.kafka_format).options(**connection).mode("append").save()
+    for name, first in (("sink_a", 1), ("sink_b", 0)):
+        assert sorted(_values(stack, name), key=lambda kv: kv[1]) == sorted(
+            (((f"k{i}".encode() if i % 5 else None), f"w{i}".encode()) for i in range(first, 200, 2)),
+            key=lambda kv: kv[1])
+
+    # stream: our source → our sink with the `topic` option, binary values carried through
+    query = (spark.readStream.format(stack.kafka_format)
+             .options(**{**kafka_options(stack, [TOPIC]), "startingOffsets": "earliest"}).load()
+             .select("key", "value").writeStream.format(stack.kafka_format)
+             .options(**connection, topic="sink_stream")
+             .option("checkpointLocation", str(scratch_dir / "sink-ckpt")).start())
+    query.processAllAvailable()
+    query.stop()
+    assert sorted(v for _, v in _values(stack, "sink_stream")) == sorted(v for _, v in _values(stack, TOPIC))
+
+    with pytest.raises(Exception, match="needs a 'value' column"):
+        spark.createDataFrame([("x",)], "other string").write.format(stack.kafka_format).options(
+            **connection, topic="sink_a").mode("append").save()
