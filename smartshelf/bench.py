@@ -212,12 +212,13 @@ def _raw_consume_rate(settings: Settings, start: dict[TopicPartition, int]) -> t
     return consumed, consumed / seconds
 
 
-def bench_spark(base: Settings, warm_days: int = 1, cold_days: int = 1, max_offsets: int | None = None) -> dict[str, object]:
+def bench_spark(base: Settings, warm_days: int = 1, cold_days: int = 1, max_offsets: int | None = None
+                ) -> dict[str, object]:
     """Events/s through Kafka source → validation → state → Delta + compacted topics with every state app
     running in one SparkSession, next to the raw consume rate of the same records in the same run.
 
     Day 1 is caught up from cold (session and query start-up included, reported apart). The queries are
-    then stopped, the next days are produced as a backlog, read once raw, and the queries restarted in the
+    then stopped, the next `warm_days` are produced as a backlog, read once raw, and the queries restarted in the
     same session: the warm rate is that backlog over the time from restart to caught up."""
     import os
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -158,11 +159,12 @@ def sim(
                   TimeElapsedColumn(), console=err_console, transient=True) as progress:
         task = progress.add_task(f"simulating {days} day(s), seed {seed}", total=total_s, now="starting the stack…")
 
-        def show(now: object, end: object) -> None:
+        def show(now: datetime | None, end: datetime) -> None:
             if now is not None:
-                progress.update(task, completed=total_s - (end - now).total_seconds(), now=str(now))  # type: ignore[operator]
+                progress.update(task, completed=total_s - (end - now).total_seconds(), now=str(now))
 
-        summary = run_sim(settings.model_copy(update={"step_seconds": step_seconds}), days, seed, csv_dir, fast, show)
+        summary = run_sim(settings.model_copy(update={"step_seconds": step_seconds}), days, seed, csv_dir, fast,
+                          show)
     print(json.dumps(summary))
     if not (summary["conservation_ok"] and summary["twin_matches_world"]):
         raise typer.Exit(1)

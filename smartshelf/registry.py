@@ -31,7 +31,8 @@ class Topic:
         assert self.id_field is not None, f"{self.name} records have no id field"
         return str(getattr(value, self.id_field))
 
-    def key_of(self, value: BaseModel) -> str:
+    def key_of(self, value: object) -> str:
+        """The record key: the key fields of a record (or of anything that has them), joined."""
         return KEY_SEPARATOR.join(_key_part(getattr(value, field)) for field in self.key)
 
 

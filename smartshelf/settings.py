@@ -67,7 +67,8 @@ class Settings(BaseSettings):
     run_hour: int = Field(6, alias="RUN_HOUR", ge=0, le=23)
 
     log_level: str = Field("WARNING", alias="SMARTSHELF_LOG_LEVEL")
-    # failure drills: a service that reaches the named point dies at once, as if killed (e.g. bridge.after_send)
+    # failure drills: a service that reaches the named point dies at once, as if killed (bridge.after_send,
+    # spark.after_delta), or fails there once (spark.fail_after_apply)
     crash_point: str | None = Field(None, alias="SMARTSHELF_CRASH_POINT")
 
     def as_env(self) -> dict[str, str]:

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import NamedTuple, TypeVar
 
 from pydantic import BaseModel
 
@@ -21,22 +23,30 @@ from smartshelf.clock import ClockMode
 from smartshelf.datagen import generate_store, write_store
 from smartshelf.errors import SmartShelfError
 from smartshelf.invariants import StockLedger, differences, state_digest
-from smartshelf.registry import DEAD_LETTERS, SENSOR_TOPICS, table
+from smartshelf.registry import DEAD_LETTERS, SENSOR_TOPICS, table, topic
 from smartshelf.runtime import jobs, supervisor
 from smartshelf.runtime.scratch import scratch_stack
-from smartshelf.schemas import PosTransaction, WarehouseEvent
+from smartshelf.schemas import (Alert, PosTransaction, ShelfBatchState, ShelfState, SupplierOrder, WarehouseBatchState,
+                                WarehouseEvent, WarehouseState)
 from smartshelf.settings import Settings
 from smartshelf.store import StoreData
 from smartshelf.world import WorldState
 
 # the services of a run; the clock starts once all of them have joined the lockstep
 SERVICES = ("spark", "producers", "bridge")
-STATE_TABLES = ("shelf_state", "shelf_batch_state", "wh_state", "wh_batch_state")
 JOIN_TIMEOUT_S = 300.0
 SETTLE_TIMEOUT_S = 300.0
 POLL_S = 0.5
 
 Progress = Callable[[datetime | None, datetime], None]
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+class ShelfLotKey(NamedTuple):
+    """The key fields of a shelf lot, for the world's lots (which do not carry their shelf)."""
+
+    shelf_id: str
+    batch_code: str
 
 
 def _participants_expected() -> set[str]:
@@ -65,8 +75,28 @@ def _wait_for_participants(settings: Settings, clock: SimClock) -> None:
         time.sleep(POLL_S)
 
 
-def _rows(settings: Settings, name: str) -> list[BaseModel]:
-    return list(delta.read_rows(delta.table_path(settings.delta_dir, table(name)), table(name).schema))
+def _rows(settings: Settings, name: str, model: type[ModelT]) -> list[ModelT]:
+    assert table(name).schema is model, f"{name} holds {table(name).schema.__name__}"
+    return delta.read_rows(delta.table_path(settings.delta_dir, table(name)), model)
+
+
+@dataclass(frozen=True)
+class Twin:
+    """The state tables the Spark apps built."""
+
+    shelves: list[ShelfState]
+    shelf_lots: list[ShelfBatchState]
+    warehouse: list[WarehouseState]
+    wh_lots: list[WarehouseBatchState]
+
+    @classmethod
+    def read(cls, settings: Settings) -> Twin:
+        return cls(_rows(settings, "shelf_state", ShelfState), _rows(settings, "shelf_batch_state", ShelfBatchState),
+                   _rows(settings, "wh_state", WarehouseState), _rows(settings, "wh_batch_state", WarehouseBatchState))
+
+    def tables(self) -> dict[str, list[BaseModel]]:
+        return {"shelf_state": [*self.shelves], "shelf_batch_state": [*self.shelf_lots],
+                "wh_state": [*self.warehouse], "wh_batch_state": [*self.wh_lots]}
 
 
 def _topic_counts(settings: Settings, names: tuple[str, ...]) -> dict[str, int]:
@@ -78,7 +108,7 @@ def _topic_counts(settings: Settings, names: tuple[str, ...]) -> dict[str, int]:
     return {name: sum(end for tp, end in ends.items() if tp.topic == name) for name in names}
 
 
-def ledger(store: StoreData, twin: dict[str, list[BaseModel]], world: WorldState, sales: list[PosTransaction],
+def ledger(store: StoreData, twin: Twin, world: WorldState, sales: list[PosTransaction],
            moves: list[WarehouseEvent]) -> StockLedger:
     """Each item's units by place: shelves and warehouse as the twin holds them, carts as the world does."""
     initial: dict[str, int] = {}
@@ -95,8 +125,8 @@ def ledger(store: StoreData, twin: dict[str, list[BaseModel]], world: WorldState
     return StockLedger(
         initial=initial,
         received=_units(moves, "wh_in"),
-        on_shelf={s.shelf_id: s.current_stock for s in twin["shelf_state"]},  # type: ignore[attr-defined]
-        in_warehouse={w.shelf_id: w.wh_current_stock for w in twin["wh_state"]},  # type: ignore[attr-defined]
+        on_shelf={s.shelf_id: s.current_stock for s in twin.shelves},
+        in_warehouse={w.shelf_id: w.wh_current_stock for w in twin.warehouse},
         in_carts=in_carts, sold=sold,
         removed=_units(moves, "wh_removal"),
     )
@@ -115,17 +145,16 @@ def summarise(settings: Settings, wall_s: float) -> dict[str, object]:
     world = load_state(redis_client(settings))
     if world is None:
         raise SmartShelfError("sim: the producers left no world state")
-    twin = {name: _rows(settings, name) for name in STATE_TABLES}
-    sales = [s for s in _rows(settings, "raw_pos_transactions") if isinstance(s, PosTransaction)]
-    moves = [m for m in _rows(settings, "raw_wh_events") if isinstance(m, WarehouseEvent)]
+    twin = Twin.read(settings)
+    sales = _rows(settings, "raw_pos_transactions", PosTransaction)
+    moves = _rows(settings, "raw_wh_events", WarehouseEvent)
     problems = ledger(store, twin, world, sales, moves).problems()
-    twin_lots = {f"{lot.shelf_id}|{lot.batch_code}": lot.batch_quantity_store  # type: ignore[attr-defined]
-                 for lot in twin["shelf_batch_state"] if lot.batch_quantity_store}  # type: ignore[attr-defined]
-    world_lots = {f"{shelf_id}|{lot.batch_code}": lot.quantity
+    lot_key = topic("shelf_batch_state").key_of
+    twin_lots = {lot_key(lot): lot.batch_quantity_store for lot in twin.shelf_lots if lot.batch_quantity_store}
+    world_lots = {lot_key(ShelfLotKey(shelf_id, lot.batch_code)): lot.quantity
                   for shelf_id, lots in world.shelf_lots.items() for lot in lots if lot.quantity}
     disagreements = [
-        *differences("shelf stock", {s.shelf_id: s.current_stock for s in twin["shelf_state"]},  # type: ignore[attr-defined]
-                     world.shelf_stock),
+        *differences("shelf stock", {s.shelf_id: s.current_stock for s in twin.shelves}, world.shelf_stock),
         *differences("shelf lot", twin_lots, world_lots),
     ]
     counts = _topic_counts(settings, (*SENSOR_TOPICS, DEAD_LETTERS))
@@ -136,12 +165,12 @@ def summarise(settings: Settings, wall_s: float) -> dict[str, object]:
         "events": sum(counts[name] for name in SENSOR_TOPICS),
         "events_by_topic": {name: counts[name] for name in SENSOR_TOPICS},
         "sales": len(sales),
-        "alerts": len(_rows(settings, "alerts")),
+        "alerts": len(_rows(settings, "alerts", Alert)),
         "restocks": sum(1 for m in moves if m.event_type == "wh_out"),
-        "supplier_orders": len(_rows(settings, "wh_supplier_orders")),
+        "supplier_orders": len(_rows(settings, "wh_supplier_orders", SupplierOrder)),
         "dead_letters": counts[DEAD_LETTERS],
         "empty_shelf_misses": world.empty_shelf_misses,
-        "digest": state_digest(twin),
+        "digest": state_digest(twin.tables()),
         "conservation_ok": not problems,
         "conservation_problems": problems[:5],
         "twin_matches_world": not disagreements,

@@ -103,6 +103,8 @@ class StateApp:
         applied = delta.applied_batch(path, self.name)
         if applied is None or applied < batch_id:
             touched, problems = self.apply(self.state, received)
+            if io.settings.crash_point == "spark.fail_after_apply" and not _drilled(io, self.name):
+                raise RuntimeError(f"drill: {self.name} fails once between applying a batch and committing it")
             # published before the commit: a crash may repeat them (at least once), never lose them
             io.publish(BatchOutput({DEAD_LETTERS: [_letter(io, item, reason) for item, reason in problems]}))
             rows = [self.state[k] for k in sorted(self.state)]
@@ -198,7 +200,7 @@ class BatchStateUpdater(StateApp):
             lots_by_shelf.setdefault(lot.shelf_id, []).append(lot)
         touched, problems = set(), []
         # sales of one shelf come through both partitions (keyed by customer): take everything in time order
-        for item in sorted(received, key=lambda r: (r.record.ts, r.topic, r.partition, r.offset)):  # type: ignore[attr-defined]
+        for item in sorted(received, key=_time_order):
             event = item.record
             if isinstance(event, WarehouseEvent):
                 if event.event_type == "wh_out":
@@ -264,6 +266,20 @@ class WarehouseBatchStateUpdater(EventByEventApp):
         after, shortfall = rules.apply_wh_batch_event(current, event)
         return key, after, shortfall and (
             f"{event.event_type} of {event.quantity} exceeds lot {key} by {shortfall.missing}; set to 0")
+
+
+def _drilled(io: BatchIO, app_name: str) -> bool:
+    """True if this drill already ran for the app (a marker file in the run dir: once per run dir)."""
+    marker = io.settings.run_dir / f"drill-{app_name}"
+    if marker.exists():
+        return True
+    marker.touch()
+    return False
+
+
+def _time_order(item: Received) -> tuple[datetime, str, int, int]:
+    assert isinstance(item.record, (PosTransaction, WarehouseEvent))
+    return item.record.ts, item.topic, item.partition, item.offset
 
 
 def _letter(io: BatchIO, item: Received, reason: str) -> DeadLetter:

@@ -22,8 +22,12 @@ from smartshelf.streaming.batch import BatchIO, SourceRecord, source_records
 STATUS_FILE = "spark_queries.json"
 
 
-def start_query(spark: SparkSession, settings: Settings, app: StreamingApp) -> StreamingQuery:
-    io = BatchIO(settings, app.name)
+MAX_RESTARTS = 3  # per query and run: a query that keeps failing stops the service, with its error
+
+
+def start_query(spark: SparkSession, settings: Settings, app: StreamingApp, io: BatchIO | None = None
+                ) -> StreamingQuery:
+    io = io or BatchIO(settings, app.name)
     io.clock.register_offset_participant(app.name, app.topics)
 
     def each_batch(frame: DataFrame, batch_id: int) -> None:
@@ -55,19 +59,31 @@ def run(settings: Settings, names: Iterable[str] | None = None) -> None:
     apps = select_apps(names)
     life = Lifecycle("spark", redis_client(settings))
     spark = spark_session(settings)
-    queries = [start_query(spark, settings, app) for app in apps]
+    ios = {app.name: BatchIO(settings, app.name) for app in apps}
+    queries = {app.name: start_query(spark, settings, app, ios[app.name]) for app in apps}
+    restarts = dict.fromkeys(queries, 0)
     status_path = settings.run_dir / STATUS_FILE
     try:
         while not life.stopping:
             life.beat()
-            status_path.write_text(json.dumps({q.name: {"active": q.isActive, **q.status} for q in queries}))
-            failed = [q for q in queries if not q.isActive]
-            if failed:
-                raise SmartShelfError(f"spark query {failed[0].name} stopped: {failed[0].exception()}")
+            status_path.write_text(json.dumps({name: {"active": q.isActive, **q.status}
+                                               for name, q in queries.items()}))
+            for name, query in queries.items():
+                if query.isActive:
+                    continue
+                if restarts[name] == MAX_RESTARTS:
+                    raise SmartShelfError(f"spark query {name} stopped {MAX_RESTARTS + 1} times: {query.exception()}")
+                restarts[name] += 1
+                logs.warning(logger, "query failed, restarting it from its checkpoint", query=name,
+                             restart=restarts[name], error=str(query.exception())[:2000])
+                # a new app object: its state reloads from its last Delta commit, never from a half-applied batch
+                queries[name] = start_query(spark, settings, select_apps([name])[0], ios[name])
             time.sleep(1.0)
     finally:
-        for query in queries:
+        for query in queries.values():
             query.stop()
+        for io in ios.values():
+            io.close()
         if life.stopping:  # a clean stop: the lockstep clock must not wait for these apps (a crash keeps them)
             clock = SimClock(redis_client(settings))
             for app in apps:

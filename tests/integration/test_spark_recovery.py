@@ -162,3 +162,29 @@ def test_kill_9_mid_stream_loses_and_repeats_nothing(stack: Settings) -> None:
         latest = _latest_in_topic(settings, topic_name)
         assert latest and all(final[key] == value for key, value in latest.items()), topic_name
     assert not _latest_in_topic(settings, "dead_letters")
+
+
+def test_a_failed_query_restarts_from_its_last_commit_without_applying_twice(scratch_dir: Path) -> None:
+    """Each state app fails once after applying a batch in memory and before committing it: the runner restarts
+    the query with the state reloaded from Delta, so the replayed batch counts once."""
+    with initialised_stack(isolated_settings(scratch_dir, max_offsets_per_trigger=400,
+                                             crash_point="spark.fail_after_apply")) as settings:
+        events = _world_events(settings, hours=10)
+        _produce(settings, events)
+        shelves, lots = _expected(settings, events)
+        log = settings.run_dir / "spark-drill.log"
+        driver = _start(settings, log)
+        try:
+            deadline = time.monotonic() + 300
+            while not _caught_up(settings, events, shelves, lots):
+                assert driver.poll() is None, log.read_text()[-3000:]
+                assert time.monotonic() < deadline, f"not caught up\n{log.read_text()[-3000:]}"
+                time.sleep(1)
+        finally:
+            os.killpg(driver.pid, signal.SIGTERM)
+            driver.wait(timeout=120)
+        drilled = sorted(path.name for path in settings.run_dir.glob("drill-*"))
+        state_apps = ["batch-state-updater", "shelf-aggregator", "wh-aggregator", "wh-batch-state-updater"]
+        assert drilled == [f"drill-{name}" for name in state_apps]
+        assert log.read_text().count("restarting it from its checkpoint") == len(state_apps)
+        assert len(_rows(settings, "raw_shelf_events")) == len(events.shelf_events)
