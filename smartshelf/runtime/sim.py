@@ -5,6 +5,7 @@ gives the same digest. It returns the summary the CLI prints as its last line (D
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -111,17 +112,16 @@ def _topic_counts(settings: Settings, names: tuple[str, ...]) -> dict[str, int]:
 def ledger(store: StoreData, twin: Twin, world: WorldState, sales: list[PosTransaction],
            moves: list[WarehouseEvent]) -> StockLedger:
     """Each item's units by place: shelves and warehouse as the twin holds them, carts as the world does."""
-    initial: dict[str, int] = {}
+    initial: Counter[str] = Counter()
     for row in [*store.store_inventory, *store.warehouse_inventory]:
-        initial[row.shelf_id] = initial.get(row.shelf_id, 0) + row.current_stock
-    sold: dict[str, int] = {}
+        initial[row.shelf_id] += row.current_stock
+    sold: Counter[str] = Counter()
     for sale in sales:
         for item in sale.items:
-            sold[item.shelf_id] = sold.get(item.shelf_id, 0) + item.quantity
-    in_carts: dict[str, int] = {}
+            sold[item.shelf_id] += item.quantity
+    in_carts: Counter[str] = Counter()
     for customer in world.customers.values():
-        for shelf_id, units in customer.cart.items():
-            in_carts[shelf_id] = in_carts.get(shelf_id, 0) + units
+        in_carts.update(customer.cart)
     return StockLedger(
         initial=initial,
         received=_units(moves, "wh_in"),
@@ -132,11 +132,11 @@ def ledger(store: StoreData, twin: Twin, world: WorldState, sales: list[PosTrans
     )
 
 
-def _units(moves: list[WarehouseEvent], event_type: str) -> dict[str, int]:
-    units: dict[str, int] = {}
+def _units(moves: list[WarehouseEvent], event_type: str) -> Counter[str]:
+    units: Counter[str] = Counter()
     for move in moves:
         if move.event_type == event_type:
-            units[move.shelf_id] = units.get(move.shelf_id, 0) + move.quantity
+            units[move.shelf_id] += move.quantity
     return units
 
 

@@ -44,7 +44,9 @@ def _delta_path(io: BatchIO, table_name: str) -> Path:
 class RawSink:
     """An event stream, as it arrived (validated), appended to its raw Delta table once per batch."""
 
-    def __init__(self, name: str, topic_name: str, table_name: str) -> None:
+    def __init__(self, name: str, table_name: str) -> None:
+        topic_name = table(table_name).topic
+        assert topic_name is not None, f"raw table {table_name} names no topic"
         self.name = name
         self.topics = self.validates = (topic_name,)
         self.table_name = table_name
@@ -65,14 +67,17 @@ class StateApp:
     topics: ClassVar[tuple[str, ...]]
     validates: ClassVar[tuple[str, ...]]
     state_table: ClassVar[str]  # registry table name; the table's topic is the compacted output
-    raw: RawSink | None = None
+    initial_field: ClassVar[str]  # the rules.InitialStates field the state starts from
+    raw_table: ClassVar[str | None] = None  # registry raw table its input topic is also appended to
 
     def __init__(self) -> None:
         self.state: dict[str, BaseModel] | None = None
         self.sim_start = datetime.min  # set with the state, from the settings
+        self.raw = RawSink(f"{self.name}:raw", self.raw_table) if self.raw_table else None
 
     def initial(self, store: StoreData, start: datetime) -> list[BaseModel]:
-        raise NotImplementedError
+        """The state as the store opened."""
+        return list(getattr(rules.initial_states(store, start), self.initial_field))
 
     def apply(self, state: dict[str, BaseModel], received: list[Received]) -> tuple[set[str], list[Problem]]:
         """Apply the batch's events in order; returns the keys changed and the events refused."""
@@ -151,13 +156,8 @@ class ShelfAggregator(EventByEventApp):
     topics = ("shelf_events", "shelf_profiles")
     validates = topics
     state_table = "shelf_state"
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.raw = RawSink(f"{self.name}:raw", "shelf_events", "raw_shelf_events")
-
-    def initial(self, store: StoreData, start: datetime) -> list[BaseModel]:
-        return list(rules.initial_states(store, start).shelves)
+    initial_field = "shelves"
+    raw_table = "raw_shelf_events"
 
     def ordered(self, received: list[Received]) -> list[Received]:
         # reference data first: a batch's events may concern a shelf its profiles add
@@ -185,13 +185,8 @@ class BatchStateUpdater(StateApp):
     topics = ("pos_transactions", "wh_events")
     validates = ("pos_transactions",)
     state_table = "shelf_batch_state"
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.raw = RawSink(f"{self.name}:raw", "pos_transactions", "raw_pos_transactions")
-
-    def initial(self, store: StoreData, start: datetime) -> list[BaseModel]:
-        return list(rules.initial_states(store, start).shelf_lots)
+    initial_field = "shelf_lots"
+    raw_table = "raw_pos_transactions"
 
     def apply(self, state: dict[str, BaseModel], received: list[Received]) -> tuple[set[str], list[Problem]]:
         lots_by_shelf: dict[str, list[ShelfBatchState]] = {}
@@ -226,13 +221,8 @@ class WarehouseAggregator(EventByEventApp):
     topics = ("wh_events",)
     validates = topics
     state_table = "wh_state"
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.raw = RawSink(f"{self.name}:raw", "wh_events", "raw_wh_events")
-
-    def initial(self, store: StoreData, start: datetime) -> list[BaseModel]:
-        return list(rules.initial_states(store, start).warehouse)
+    initial_field = "warehouse"
+    raw_table = "raw_wh_events"
 
     def step(self, state: dict[str, BaseModel], event: BaseModel) -> Step:
         assert isinstance(event, WarehouseEvent)
@@ -252,9 +242,7 @@ class WarehouseBatchStateUpdater(EventByEventApp):
     topics = ("wh_events",)
     validates = ()  # wh-aggregator reports wh_events' invalid records
     state_table = "wh_batch_state"
-
-    def initial(self, store: StoreData, start: datetime) -> list[BaseModel]:
-        return list(rules.initial_states(store, start).wh_lots)
+    initial_field = "wh_lots"
 
     def step(self, state: dict[str, BaseModel], event: BaseModel) -> Step:
         assert isinstance(event, WarehouseEvent)
@@ -289,7 +277,7 @@ def _letter(io: BatchIO, item: Received, reason: str) -> DeadLetter:
 
 def all_apps() -> dict[str, StreamingApp]:
     apps: list[StreamingApp] = [
-        RawSink("foot-traffic-raw-sink", "foot_traffic", "raw_foot_traffic"),
+        RawSink("foot-traffic-raw-sink", "raw_foot_traffic"),
         ShelfAggregator(), BatchStateUpdater(), WarehouseAggregator(), WarehouseBatchStateUpdater(),
     ]
     return {app.name: app for app in apps}

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from smartshelf.registry import topic
-from smartshelf.streaming.apps import all_apps
+from datetime import datetime
+
+from smartshelf.datagen import generate_store
+from smartshelf.registry import table, topic
+from smartshelf.rules import InitialStates
+from smartshelf.streaming.apps import StateApp, all_apps
 
 
 def test_each_topic_read_has_one_validating_app() -> None:
@@ -15,3 +19,15 @@ def test_each_topic_read_has_one_validating_app() -> None:
         assert set(app.validates) <= set(app.topics), app.name
         for name in app.topics:
             topic(name)  # a registry topic
+
+
+def test_each_state_app_starts_from_rows_of_its_own_table() -> None:
+    store = generate_store(42)
+    for app in all_apps().values():
+        if not isinstance(app, StateApp):
+            continue
+        assert app.initial_field in InitialStates._fields, app.name
+        rows = app.initial(store, datetime(2025, 1, 1))
+        assert rows and {type(row) for row in rows} == {table(app.state_table).schema}, app.name
+        if app.raw is not None:  # its raw table holds one of the topics it reads
+            assert app.raw.topics[0] in app.topics, app.name
