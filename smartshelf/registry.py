@@ -54,7 +54,9 @@ TOPICS: tuple[Topic, ...] = (
     # append-only event streams; the busy ones get two partitions (two cores), keyed so order holds per shelf
     Topic("foot_traffic", s.FootTrafficEvent, ("customer_id",), compacted=False, partitions=2, id_field="event_id"),
     Topic("shelf_events", s.ShelfEvent, ("shelf_id",), compacted=False, partitions=2, id_field="event_id"),
-    Topic("pos_transactions", s.PosTransaction, ("customer_id",), compacted=False, partitions=2,
+    # one partition: sales of a shelf come from many customers and share its lots, and which lot a sale takes
+    # depends on the sales before it, so the twin must see them in the world's order, whatever the batches
+    Topic("pos_transactions", s.PosTransaction, ("customer_id",), compacted=False, partitions=1,
           id_field="transaction_id"),
     Topic("wh_events", s.WarehouseEvent, ("shelf_id",), compacted=False, id_field="event_id"),
     Topic("alerts", s.Alert, ("shelf_id",), compacted=False, id_field="alert_id"),

@@ -74,8 +74,9 @@ def sell_from_lots(lots: Sequence[ShelfBatchState], quantity: int, ts: datetime
                    ) -> tuple[list[ShelfBatchState], Shortfall | None]:
     """A shelf's lots after `quantity` items are sold: earliest expiry first. Returns only the lots changed.
 
-    Without a shortfall, the lots after a set of sales do not depend on the order of the sales: sales reach the
-    twin through several partitions (keyed by customer), so their order across partitions is not fixed.
+    Without a shortfall, the lots' quantities after a set of sales do not depend on the order of the sales, but
+    which lot each sale took, and so the lots' times, do: the twin takes sales in the world's order (one
+    partition).
     """
     changed, left = [], quantity
     for lot in fifo_order(lots):

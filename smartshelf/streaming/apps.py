@@ -194,7 +194,7 @@ class BatchStateUpdater(StateApp):
             assert isinstance(lot, ShelfBatchState)
             lots_by_shelf.setdefault(lot.shelf_id, []).append(lot)
         touched, problems = set(), []
-        # sales of one shelf come through both partitions (keyed by customer): take everything in time order
+        # sales in their partition's order (the world's), restocks among them by time
         for item in sorted(received, key=_time_order):
             event = item.record
             if isinstance(event, WarehouseEvent):
