@@ -61,6 +61,7 @@ TOPICS: tuple[Topic, ...] = (
     Topic("wh_events", s.WarehouseEvent, ("shelf_id",), compacted=False, id_field="event_id"),
     Topic("alerts", s.Alert, ("shelf_id",), compacted=False, id_field="alert_id"),
     Topic("dead_letters", s.DeadLetter, ("source",), compacted=False),
+    Topic("clock_ticks", s.ClockTick, ("tick_id",), compacted=False, id_field="tick_id"),
     # compacted state and metadata: the latest value per key is the truth
     Topic("shelf_state", s.ShelfState, ("shelf_id",), compacted=True),
     Topic("wh_state", s.WarehouseState, ("shelf_id",), compacted=True),
@@ -117,6 +118,8 @@ TABLES: tuple[Table, ...] = (
     Table("pos_transactions", s.PosTransactionRow, ("transaction_id",), pg="ops.pos_transactions"),
     Table("pos_transaction_items", s.PosTransactionItemRow, ("transaction_id", "line_no"),
           pg="ops.pos_transaction_items"),
+    # the loop apps' own state: one Delta table per app, under APP_STATE_DIR (delta.app_state_path)
+    Table("app_state", s.AppStateRow, ("app",)),
     Table("dead_letters", s.DeadLetterRow, ("dead_letter_id",), pg="ops.dead_letters"),
     # analytics
     Table("daily_discounts", s.DailyDiscount, ("shelf_id", "discount_date"), pg="analytics.daily_discounts",
@@ -132,6 +135,8 @@ TABLES: tuple[Table, ...] = (
 SENSOR_TOPICS = ("foot_traffic", "shelf_events", "pos_transactions")
 STREAM_PREFIX = "stream:"
 DEAD_LETTERS = "dead_letters"
+CLOCK_TICKS = "clock_ticks"
+APP_STATE_DIR = "apps"
 
 TOPICS_BY_NAME = {topic.name: topic for topic in TOPICS}
 TABLES_BY_NAME = {table.name: table for table in TABLES}

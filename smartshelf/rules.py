@@ -156,6 +156,24 @@ def receive_on_shelf(lots_by_shelf: dict[str, list[ShelfBatchState]], move: Ware
     return after
 
 
+def remove_from_shelf_lot(lots_by_shelf: dict[str, list[ShelfBatchState]], removal: ShelfEvent
+                          ) -> tuple[ShelfBatchState | None, Shortfall | None]:
+    """Staff take a lot's items off the shelf (a staff pickup naming the lot: expired). `lots_by_shelf` is updated
+    in place; returns the lot after it (None if the shelf holds no such lot) and any shortfall."""
+    assert removal.by_staff and removal.event_type == "pickup" and removal.batch_code is not None
+    lots = lots_by_shelf.get(removal.shelf_id, [])
+    current = next((lot for lot in lots if lot.batch_code == removal.batch_code), None)
+    if current is None:
+        return None, Shortfall(f"{removal.shelf_id}|{removal.batch_code}", removal.quantity)
+    taken = min(current.batch_quantity_store, removal.quantity)
+    after = current.model_copy(update={"batch_quantity_store": current.batch_quantity_store - taken,
+                                       "last_update_ts": max(current.last_update_ts, removal.ts)})
+    lots[lots.index(current)] = after
+    shortfall = Shortfall(topic("shelf_batch_state").key_of(after), removal.quantity - taken) \
+        if taken < removal.quantity else None
+    return after, shortfall
+
+
 def shelf_from_profile(profile: ShelfProfile, at: datetime) -> ShelfState:
     """A shelf the twin learns of from its profile (a new shelf in config.shelf_profiles): empty."""
     return ShelfState(shelf_id=profile.shelf_id, current_stock=0, current_weight_kg=round(profile.shelf_weight, 3),

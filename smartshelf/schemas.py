@@ -45,9 +45,15 @@ class ShelfEvent(Record):
     shelf_id: str
     quantity: Quantity = Field(ge=0)
     weight_change_kg: float  # signed: what the shelf's scale saw
-    customer_id: str | None = None  # None for staff (restock, removal)
-    batch_code: str | None = None  # known only for staff moves
+    customer_id: str | None = None  # None for staff (refill, removal)
+    batch_code: str | None = None  # staff moves name the lot they carry,
+    received_date: date | None = None  # and its dates (a refill brings a lot the shelf may not have held yet)
+    expiry_date: date | None = None
     ts: datetime
+
+    @property
+    def by_staff(self) -> bool:
+        return self.customer_id is None
 
 
 class PosItem(Record):
@@ -88,6 +94,15 @@ class Alert(Record):
     message: str
     value: float | None = None
     threshold: float | None = None
+    ts: datetime
+
+
+class ClockTick(Record):
+    """The clock's watermark: every event up to `ts` has been produced and the pipeline has taken it. Apps that
+    act at a time of day (deliveries, discounts, removals, refills after a delay) act on these, so what they do
+    depends on simulated time only, never on when a trigger ran."""
+
+    tick_id: str
     ts: datetime
 
 
@@ -218,6 +233,14 @@ class SupplierReceipt(Record):
     quantity: Quantity = Field(gt=0)
     received_ts: datetime
     expiry_date: date
+
+
+class AppStateRow(Record):
+    """A loop app's whole state (JSON) as of a batch, with where its output topics ended after that batch."""
+
+    app: str
+    state: str
+    output_ends: str  # JSON {"topic:partition": end offset}
 
 
 class PosTransactionRow(Record):

@@ -63,6 +63,11 @@ class Settings(BaseSettings):
     # the Spark format that reads Kafka: ours (no jars needed) or the JVM connector's `kafka` (compose)
     kafka_format: str = Field("smartshelf_kafka", alias="SPARK_KAFKA_FORMAT")
 
+    # the closed loop: a restock reaches the shelf this long after it leaves the warehouse; near-expiry
+    # discounts and removals of expired lots run daily at STORE_OPS_HOUR, before the store opens
+    refill_delay_minutes: int = Field(30, alias="REFILL_DELAY_MINUTES", ge=0)
+    store_ops_hour: int = Field(6, alias="STORE_OPS_HOUR", ge=0, le=23)
+
     # ML inference runs once per simulated day at this hour
     run_hour: int = Field(6, alias="RUN_HOUR", ge=0, le=23)
 

@@ -23,7 +23,7 @@ from itertools import accumulate
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from smartshelf.schemas import FootTrafficEvent, PosItem, PosTransaction, ShelfEvent
+from smartshelf.schemas import DailyDiscount, FootTrafficEvent, PosItem, PosTransaction, ShelfEvent
 from smartshelf.store import StoreData
 
 
@@ -89,6 +89,12 @@ class WorldState(BaseModel):
     customers: dict[str, Customer] = Field(default_factory=dict)  # in the store now
     sold: dict[str, int] = Field(default_factory=dict)
     empty_shelf_misses: int = 0  # a customer wanted an item whose shelf was empty
+    # what the store's staff and back office tell the world (World.receive): moves of lots to and off shelves
+    # not yet made, the day's near-expiry discounts ("shelf_id|date" -> discount), and how far the world has
+    # read those topics ("topic:partition" -> next offset), saved with the state so each is taken once
+    staff_moves: list[ShelfEvent] = Field(default_factory=list)
+    daily_discounts: dict[str, float] = Field(default_factory=dict)
+    feedback_offsets: dict[str, int] = Field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -120,11 +126,16 @@ def _rng(seed: int, *parts: str | int) -> np.random.Generator:
 
 def _copy_for_update(state: WorldState) -> WorldState:
     """A copy that `advance` may change without touching `state`: containers are copied, and the few
-    objects changed in place (customers) too; a shelf's lots are copied when sold from (_sell_fifo)."""
+    objects changed in place (customers) too; a shelf's lots are copied when changed (_sell_fifo, _staff)."""
     return state.model_copy(update={
         "shelf_stock": dict(state.shelf_stock), "shelf_lots": dict(state.shelf_lots), "sold": dict(state.sold),
         "customers": {cid: c.model_copy(deep=True) for cid, c in state.customers.items()},
+        "staff_moves": list(state.staff_moves),
     })
+
+
+def discount_key(shelf_id: str, day: date) -> str:
+    return f"{shelf_id}|{day.isoformat()}"
 
 
 def _fifo(lots: Sequence[Lot]) -> list[Lot]:
@@ -159,9 +170,25 @@ class World:
             shelf_lots={shelf_id: _fifo(shelf_lots) for shelf_id, shelf_lots in lots.items()},
         )
 
-    def discount(self, shelf_id: str, day: date) -> float:
-        return max((p.discount for p in self._promotions
-                    if p.shelf_id == shelf_id and p.start_date <= day <= p.end_date), default=0.0)
+    def discount(self, state: WorldState, shelf_id: str, day: date) -> float:
+        """The till's discount: the store's promotion or the day's near-expiry discount, whichever is larger."""
+        promotion = max((p.discount for p in self._promotions
+                         if p.shelf_id == shelf_id and p.start_date <= day <= p.end_date), default=0.0)
+        return max(promotion, state.daily_discounts.get(discount_key(shelf_id, day), 0.0))
+
+    @staticmethod
+    def receive(state: WorldState, moves: Sequence[ShelfEvent], discounts: Sequence[DailyDiscount],
+                offsets: dict[str, int]) -> WorldState:
+        """The world told what staff do (lots carried to or off shelves: staff pickups and putbacks; the scale's
+        readings are the sensors' business) and the discounts of the day. Moves happen at their time, or at
+        once if that has passed (`advance`)."""
+        staff = [m for m in moves if m.by_staff and m.event_type != "weight_change"]
+        return state.model_copy(update={
+            "staff_moves": [*state.staff_moves, *staff],
+            "daily_discounts": {**state.daily_discounts,
+                                **{discount_key(d.shelf_id, d.discount_date): d.discount for d in discounts}},
+            "feedback_offsets": {**state.feedback_offsets, **offsets},
+        })
 
     # --- arrivals -----------------------------------------------------------------------------
     def arrivals(self, day: date, hour: int) -> list[Customer]:
@@ -214,8 +241,13 @@ class World:
             raise ValueError(f"the world is at {state.clock}, it cannot go back to {until}")
         state = _copy_for_update(state)
         events = WorldEvents()
-        # what happens in the window, in time order; entries before actions before exits at the same second
+        # what happens in the window, in time order; staff, then entries, actions and exits at the same second;
+        # staff moves whose time has passed happen first
         happenings: list[tuple[datetime, int, str, int]] = []
+        due = sorted((m for m in state.staff_moves if m.ts <= until), key=lambda m: (m.ts, m.event_id))
+        state.staff_moves = [m for m in state.staff_moves if m.ts > until]
+        for number, move in enumerate(due):
+            happenings.append((max(move.ts, state.clock), -1, move.event_id, number))
         for customer in self._arrivals_between(state.clock, until):
             state.customers[customer.customer_id] = customer
             happenings.append((customer.entered, 0, customer.customer_id, -1))
@@ -226,6 +258,9 @@ class World:
             if state.clock < customer.leaves <= until:
                 happenings.append((customer.leaves, 2, customer.customer_id, -1))
         for ts, kind, customer_id, number in sorted(happenings):
+            if kind == -1:
+                self._staff(state, due[number])
+                continue
             customer = state.customers[customer_id]
             if kind == 0:
                 events.foot_traffic.append(FootTrafficEvent(
@@ -283,7 +318,7 @@ class World:
             if quantity <= 0:
                 continue
             price = self.items[shelf_id].item_price
-            discount = self.discount(shelf_id, ts.date())
+            discount = self.discount(state, shelf_id, ts.date())
             items.append(PosItem(shelf_id=shelf_id, quantity=quantity, unit_price=price, discount=discount,
                                  line_total=round(quantity * price * (1 - discount), 2)))
             self._sell_fifo(state, shelf_id, quantity)
@@ -303,3 +338,21 @@ class World:
             if quantity == 0:
                 break
         state.shelf_lots[shelf_id] = [lot for lot in state.shelf_lots[shelf_id] if lot.quantity > 0]
+
+    def _staff(self, state: WorldState, move: ShelfEvent) -> None:
+        """Staff put a lot on its shelf (a refill) or take its items off (a removal)."""
+        assert move.batch_code is not None and move.received_date is not None and move.expiry_date is not None
+        lots = [lot.model_copy() for lot in state.shelf_lots.get(move.shelf_id, [])]
+        current = next((lot for lot in lots if lot.batch_code == move.batch_code), None)
+        if move.event_type == "putback":
+            state.shelf_stock[move.shelf_id] = state.shelf_stock.get(move.shelf_id, 0) + move.quantity
+            if current is None:
+                lots.append(Lot(batch_code=move.batch_code, received_date=move.received_date,
+                                expiry_date=move.expiry_date, quantity=move.quantity))
+            else:
+                current.quantity += move.quantity
+        elif current is not None:
+            taken = min(current.quantity, move.quantity, state.shelf_stock.get(move.shelf_id, 0))
+            current.quantity -= taken
+            state.shelf_stock[move.shelf_id] -= taken
+        state.shelf_lots[move.shelf_id] = _fifo([lot for lot in lots if lot.quantity > 0])

@@ -10,7 +10,7 @@ import pyarrow as pa
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from pydantic import BaseModel
 
-from smartshelf.registry import TABLES, Table
+from smartshelf.registry import APP_STATE_DIR, TABLES, Table
 from smartshelf.tabular import arrow_schema
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
@@ -36,12 +36,20 @@ def bootstrap(delta_dir: Path) -> list[str]:
     return created
 
 
+def app_state_path(delta_dir: Path, app_name: str) -> Path:
+    """The Delta table holding one loop app's state."""
+    return delta_dir / APP_STATE_DIR / app_name
+
+
 def to_arrow(model: type[BaseModel], rows: Sequence[BaseModel]) -> pa.Table:
     return pa.Table.from_pylist([row.model_dump() for row in rows], schema=arrow_schema(model))
 
 
 def applied_batch(path: Path, app_id: str) -> int | None:
-    """The last batch of `app_id` committed to the table (Delta transaction identifiers), None if none."""
+    """The last batch of `app_id` committed to the table (Delta transaction identifiers), None if none (or if
+    there is no table yet)."""
+    if not DeltaTable.is_deltatable(str(path)):
+        return None
     return DeltaTable(str(path)).transaction_version(app_id)
 
 
@@ -57,4 +65,7 @@ def write_batch(path: Path, data: pa.Table, app_id: str, batch_id: int,
 
 
 def read_rows(path: Path, model: type[ModelT]) -> list[ModelT]:
+    """Every row of the table (none if there is no table yet)."""
+    if not DeltaTable.is_deltatable(str(path)):
+        return []
     return [model.model_validate(row) for row in DeltaTable(str(path)).to_pyarrow_table().to_pylist()]

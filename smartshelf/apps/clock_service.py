@@ -1,5 +1,9 @@
 """The simulated clock service: advances `sim:now` from SIM_START by STEP_SECONDS up to SIM_DAYS later.
 
+Before each step the clock publishes its watermark (ClockTick on clock_ticks): everything up to the current
+time is in. Apps that act at a time of day act on it. In fast mode the watermark comes once the pipeline has
+settled the tick, and the pipeline settles its consequences before the clock moves on.
+
 demo: one step every STEP_SECONDS / TIME_MULTIPLIER wall seconds.
 fast: lockstep. Before the next tick, every tick participant must have finished the current one, and every
 offset participant must have read its topics up to their end offsets; as a participant may write to a topic
@@ -17,9 +21,11 @@ from kafka import TopicPartition
 
 from smartshelf import clock as c
 from smartshelf import logs
-from smartshelf.adapters.kafka import KafkaAdapter
+from smartshelf.adapters.kafka import KafkaAdapter, Outgoing, send_and_wait
 from smartshelf.adapters.redis_clock import SimClock, redis_client
 from smartshelf.apps.lifecycle import Lifecycle
+from smartshelf.registry import CLOCK_TICKS, topic
+from smartshelf.schemas import ClockTick
 from smartshelf.settings import Settings
 
 NAME = "clock"
@@ -68,6 +74,23 @@ class Lockstep:
         return False
 
 
+class Watermark:
+    """Publishes the clock's watermark; in fast mode it waits for the pipeline before and after."""
+
+    def __init__(self, kafka: KafkaAdapter, lockstep: Lockstep | None) -> None:
+        self.producer = kafka.producer()
+        self.lockstep = lockstep
+
+    def publish(self, now: datetime, stopping: Callable[[], bool]) -> bool:
+        """False if asked to stop first."""
+        if self.lockstep is not None and not self.lockstep.settle(now, stopping):
+            return False
+        tick = ClockTick(tick_id=f"tick-{c.encode_time(now)}", ts=now)
+        send_and_wait(self.producer, [Outgoing(CLOCK_TICKS, topic(CLOCK_TICKS).key_of(tick).encode(),
+                                               tick.model_dump_json().encode())])
+        return self.lockstep is None or self.lockstep.settle(now, stopping)
+
+
 def wall_clock_now(step_seconds: int) -> datetime:
     now = datetime.now().replace(microsecond=0)  # the one wall-clock read: USE_SIMULATED_TIME=0
     return now - timedelta(seconds=now.second % step_seconds)
@@ -89,27 +112,27 @@ def run(settings: Settings, life: Lifecycle, clock: SimClock) -> None:
     plan = c.ClockPlan(settings.sim_start, step, settings.sim_days)
     now = clock.start(plan.start, plan.end)
     logs.info(logger, "started", mode=settings.sim_mode, now=c.encode_time(now), end=c.encode_time(plan.end))
+    kafka = KafkaAdapter(settings.kafka_bootstrap_servers)
     lockstep = None
     if settings.sim_mode == c.ClockMode.FAST:
-        kafka = KafkaAdapter(settings.kafka_bootstrap_servers)
         lockstep = Lockstep(clock, kafka, lambda behind: logs.warning(logger, "waiting", behind=",".join(behind)))
+    watermark = Watermark(kafka, lockstep)
     wall_step_s = settings.step_seconds / settings.time_multiplier
     next_wall = time.monotonic() + wall_step_s
     for tick in plan.ticks_after(now):
-        if lockstep is not None:
-            if not lockstep.settle(now, stopping):
-                return
-        else:
+        if lockstep is None:
             while time.monotonic() < next_wall:
                 if life.stopping:
                     return
                 life.beat()
                 time.sleep(min(POLL_S * 5, max(next_wall - time.monotonic(), 0)))
             next_wall += wall_step_s
+        if not watermark.publish(now, stopping):
+            return
         life.beat()
         clock.set(tick)
         now = tick
-    if lockstep is None or lockstep.settle(now, stopping):
+    if watermark.publish(now, stopping):
         clock.finish()
         logs.info(logger, "finished", now=c.encode_time(now))
     while not life.stopping:  # stay up (healthy) until stopped, so `smartshelf status` does not see a crash

@@ -6,6 +6,9 @@ transaction (MULTI/EXEC), so a producer killed at any moment resumes from the la
 writes the next tick's events once. The three sensor kinds (foot traffic, shelf, POS) share one world —
 a customer cannot pick from an empty shelf, and pays for the net of what was picked — so they are three
 streams written by one process, not three processes that would have to share the world's state.
+
+Before each step the world reads what the loop told it since the last one (staff moves of lots on
+shelf_events, daily_discounts: `read_feedback`); how far it has read is part of the state it writes.
 """
 
 from __future__ import annotations
@@ -15,10 +18,13 @@ import time
 import redis
 
 from smartshelf import logs
+from smartshelf.adapters.kafka import KafkaAdapter
 from smartshelf.adapters.redis_clock import SimClock, redis_client
 from smartshelf.apps.lifecycle import Lifecycle
-from smartshelf.registry import stream_of
+from smartshelf.ingress import parse_record
+from smartshelf.registry import stream_of, topic
 from smartshelf.runtime.jobs import load_store
+from smartshelf.schemas import DailyDiscount, ShelfEvent
 from smartshelf.settings import Settings
 from smartshelf.world import World, WorldEvents, WorldState
 
@@ -46,12 +52,32 @@ def write_tick(client: redis.Redis, clock: SimClock, state: WorldState, events: 
     pipe.execute()
 
 
+FEEDBACK_TOPICS = ("shelf_events", "daily_discounts")
+
+
+def read_feedback(kafka: KafkaAdapter, state: WorldState) -> WorldState:
+    """The world told what the loop published since it last read: staff moves and the days' discounts.
+    (Invalid records are skipped here: the state apps report them to dead_letters.)"""
+    partitions = [tp for name in FEEDBACK_TOPICS for tp in kafka.partitions_for(name)]
+    ends = kafka.end_offsets(partitions)
+    start = {tp: state.feedback_offsets.get(f"{tp.topic}:{tp.partition}", 0) for tp in partitions}
+    moves, discounts = [], []
+    for record in kafka.read(partitions, start, ends):
+        parsed = parse_record(topic(record.topic), record.value)
+        if isinstance(parsed, ShelfEvent) and parsed.by_staff:
+            moves.append(parsed)
+        elif isinstance(parsed, DailyDiscount):
+            discounts.append(parsed)
+    return World.receive(state, moves, discounts, {f"{tp.topic}:{tp.partition}": end for tp, end in ends.items()})
+
+
 class Producers:
     def __init__(self, settings: Settings, world: World | None = None) -> None:
         self.redis = redis_client(settings)
         self.clock = SimClock(self.redis)
         self.world = world or World(load_store(settings), settings.sim_seed)
         self.state = load_state(self.redis)
+        self.kafka = KafkaAdapter(settings.kafka_bootstrap_servers)
         self.clock.register_tick_participant(NAME)
 
     def _start_state(self, timeout_s: float) -> WorldState | None:
@@ -71,7 +97,7 @@ class Producers:
         now = self.clock.wait_after(self.state.clock, timeout_s)
         if now is None:
             return 0
-        state, events = self.world.advance(self.state, now)
+        state, events = self.world.advance(read_feedback(self.kafka, self.state), now)
         write_tick(self.redis, self.clock, state, events)
         self.state = state
         return len(events)

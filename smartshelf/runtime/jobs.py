@@ -14,7 +14,7 @@ from smartshelf.adapters import delta, postgres
 from smartshelf.adapters.kafka import KafkaAdapter, TopicConfig
 from smartshelf.datagen import generate_store, write_store
 from smartshelf.errors import SmartShelfError
-from smartshelf.policies import DEFAULT_POLICY_FILE, derive_config, load_policy_config
+from smartshelf.policies import DEFAULT_POLICY_FILE, ConfigTables, derive_config, load_policy_config
 from smartshelf.registry import TOPICS, table
 from smartshelf.settings import Settings
 from smartshelf.store import REFERENCE_FILES, StoreData
@@ -98,3 +98,10 @@ def load_store(settings: Settings) -> StoreData:
         raise SmartShelfError("no store is loaded: run `smartshelf data import --csv-dir DIR` (or `smartshelf up`)")
     return store
 
+
+
+def load_config(settings: Settings) -> ConfigTables:
+    """The store's policies, batch catalog and shelf profiles, back from the config tables."""
+    with postgres.connect(settings, "app") as conn, conn.cursor() as cur:
+        return ConfigTables(**{name: postgres.select_rows(cur, table(name))  # type: ignore[arg-type]
+                               for name in ("shelf_policies", "wh_policies", "batch_catalog", "shelf_profiles")})

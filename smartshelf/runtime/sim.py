@@ -19,7 +19,7 @@ from smartshelf.adapters.kafka import KafkaAdapter
 from smartshelf.adapters.redis_clock import SimClock, redis_client
 from smartshelf.apps.clock_service import Lockstep
 from smartshelf.apps.producers import NAME as PRODUCERS
-from smartshelf.apps.producers import load_state
+from smartshelf.apps.producers import load_state, read_feedback
 from smartshelf.clock import ClockMode
 from smartshelf.datagen import generate_store, write_store
 from smartshelf.errors import SmartShelfError
@@ -27,11 +27,11 @@ from smartshelf.invariants import StockLedger, differences, state_digest
 from smartshelf.registry import DEAD_LETTERS, SENSOR_TOPICS, table, topic
 from smartshelf.runtime import jobs, supervisor
 from smartshelf.runtime.scratch import scratch_stack
-from smartshelf.schemas import (Alert, PosTransaction, ShelfBatchState, ShelfState, SupplierOrder, WarehouseBatchState,
-                                WarehouseEvent, WarehouseState)
+from smartshelf.schemas import (Alert, DailyDiscount, PosTransaction, ShelfBatchState, ShelfEvent, ShelfState,
+                                SupplierOrder, SupplierReceipt, WarehouseBatchState, WarehouseEvent, WarehouseState)
 from smartshelf.settings import Settings
 from smartshelf.store import StoreData
-from smartshelf.world import WorldState
+from smartshelf.world import World, WorldState
 
 # the services of a run; the clock starts once all of them have joined the lockstep
 SERVICES = ("spark", "producers", "bridge")
@@ -109,8 +109,34 @@ def _topic_counts(settings: Settings, names: tuple[str, ...]) -> dict[str, int]:
     return {name: sum(end for tp, end in ends.items() if tp.topic == name) for name in names}
 
 
-def ledger(store: StoreData, twin: Twin, world: WorldState, sales: list[PosTransaction],
-           moves: list[WarehouseEvent]) -> StockLedger:
+class Moves(NamedTuple):
+    """The loop's moves of stock, from the raw tables: the warehouse's, and the staff's on shelves."""
+
+    warehouse: list[WarehouseEvent]
+    staff: list[ShelfEvent]
+
+    @classmethod
+    def read(cls, settings: Settings) -> Moves:
+        staff = [e for e in _rows(settings, "raw_shelf_events", ShelfEvent) if e.by_staff]
+        return cls(_rows(settings, "raw_wh_events", WarehouseEvent), staff)
+
+    def units(self, kind: str, key: Callable[[WarehouseEvent | ShelfEvent], str] = lambda m: m.shelf_id
+              ) -> Counter[str]:
+        units: Counter[str] = Counter()
+        for move in [*self.warehouse, *self.staff]:
+            if move.event_type == kind:
+                units[key(move)] += move.quantity
+        return units
+
+    def in_transit(self, key: Callable[[WarehouseEvent | ShelfEvent], str] = lambda m: m.shelf_id) -> Counter[str]:
+        """Restocks that left the warehouse and have not reached their shelf yet."""
+        transit = self.units("wh_out", key)
+        transit.subtract(self.units("putback", key))
+        return +transit
+
+
+def ledger(store: StoreData, twin: Twin, world: WorldState, sales: list[PosTransaction], moves: Moves
+           ) -> StockLedger:
     """Each item's units by place: shelves and warehouse as the twin holds them, carts as the world does."""
     initial: Counter[str] = Counter()
     for row in [*store.store_inventory, *store.warehouse_inventory]:
@@ -122,42 +148,53 @@ def ledger(store: StoreData, twin: Twin, world: WorldState, sales: list[PosTrans
     in_carts: Counter[str] = Counter()
     for customer in world.customers.values():
         in_carts.update(customer.cart)
+    removed = moves.units("wh_removal")
+    removed.update(moves.units("pickup"))  # staff pickups are removals of expired lots
     return StockLedger(
         initial=initial,
-        received=_units(moves, "wh_in"),
+        received=moves.units("wh_in"),
         on_shelf={s.shelf_id: s.current_stock for s in twin.shelves},
         in_warehouse={w.shelf_id: w.wh_current_stock for w in twin.warehouse},
-        in_carts=in_carts, sold=sold,
-        removed=_units(moves, "wh_removal"),
+        in_transit=moves.in_transit(),
+        in_carts=in_carts, sold=sold, removed=removed,
     )
 
 
-def _units(moves: list[WarehouseEvent], event_type: str) -> Counter[str]:
-    units: Counter[str] = Counter()
-    for move in moves:
-        if move.event_type == event_type:
-            units[move.shelf_id] += move.quantity
-    return units
+def world_as_told(settings: Settings, world: WorldState) -> WorldState:
+    """The world with what the loop told it after its last step (the last refills and removals) carried out."""
+    kafka = KafkaAdapter(settings.kafka_bootstrap_servers)
+    try:
+        told = read_feedback(kafka, world)
+    finally:
+        kafka.close()
+    state, _ = World(jobs.load_store(settings), settings.sim_seed).advance(told, told.clock)
+    return state
 
 
 def summarise(settings: Settings, wall_s: float) -> dict[str, object]:
     store = jobs.load_store(settings)
-    world = load_state(redis_client(settings))
-    if world is None:
+    last = load_state(redis_client(settings))
+    if last is None:
         raise SmartShelfError("sim: the producers left no world state")
+    world = world_as_told(settings, last)
     twin = Twin.read(settings)
     sales = _rows(settings, "raw_pos_transactions", PosTransaction)
-    moves = _rows(settings, "raw_wh_events", WarehouseEvent)
+    moves = Moves.read(settings)
     problems = ledger(store, twin, world, sales, moves).problems()
     lot_key = topic("shelf_batch_state").key_of
     twin_lots = {lot_key(lot): lot.batch_quantity_store for lot in twin.shelf_lots if lot.batch_quantity_store}
-    world_lots = {lot_key(ShelfLotKey(shelf_id, lot.batch_code)): lot.quantity
-                  for shelf_id, lots in world.shelf_lots.items() for lot in lots if lot.quantity}
+    # the twin's shelf lots count restocks from when they leave the warehouse; the world's from the shelf
+    world_lots = moves.in_transit(lot_key)
+    world_lots.update({lot_key(ShelfLotKey(shelf_id, lot.batch_code)): lot.quantity
+                       for shelf_id, lots in world.shelf_lots.items() for lot in lots if lot.quantity})
     disagreements = [
         *differences("shelf stock", {s.shelf_id: s.current_stock for s in twin.shelves}, world.shelf_stock),
-        *differences("shelf lot", twin_lots, world_lots),
+        *differences("shelf lot", twin_lots, dict(+world_lots)),
     ]
     counts = _topic_counts(settings, (*SENSOR_TOPICS, DEAD_LETTERS))
+    alerts = _rows(settings, "alerts", Alert)
+    orders = _rows(settings, "wh_supplier_orders", SupplierOrder)
+    kinds = Counter(m.event_type for m in [*moves.warehouse, *moves.staff])
     return {
         "days": settings.sim_days,
         "seed": settings.sim_seed,
@@ -165,9 +202,14 @@ def summarise(settings: Settings, wall_s: float) -> dict[str, object]:
         "events": sum(counts[name] for name in SENSOR_TOPICS),
         "events_by_topic": {name: counts[name] for name in SENSOR_TOPICS},
         "sales": len(sales),
-        "alerts": len(_rows(settings, "alerts", Alert)),
-        "restocks": sum(1 for m in moves if m.event_type == "wh_out"),
-        "supplier_orders": len(_rows(settings, "wh_supplier_orders", SupplierOrder)),
+        "alerts": len(alerts),
+        "alerts_by_type": dict(sorted(Counter(a.alert_type for a in alerts).items())),
+        "restocks": kinds["wh_out"],
+        "refills": kinds["putback"],
+        "supplier_orders": len({o.order_id for o in orders}),
+        "supplier_receipts": len(_rows(settings, "wh_supplier_receipts", SupplierReceipt)),
+        "discounts": len(_rows(settings, "daily_discounts", DailyDiscount)),
+        "removals": {"shelf": kinds["pickup"], "warehouse": kinds["wh_removal"]},
         "dead_letters": counts[DEAD_LETTERS],
         "empty_shelf_misses": world.empty_shelf_misses,
         "digest": state_digest(twin.tables()),

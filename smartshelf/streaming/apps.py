@@ -25,6 +25,7 @@ from smartshelf.schemas import (DeadLetter, PosTransaction, ShelfBatchState, She
                                 WarehouseBatchState, WarehouseEvent, WarehouseState)
 from smartshelf.store import StoreData
 from smartshelf.streaming.batch import BatchIO, BatchOutput, Received
+from smartshelf.streaming.loop_apps import loop_apps
 
 
 class StreamingApp(Protocol):
@@ -179,10 +180,11 @@ class ShelfAggregator(EventByEventApp):
 class BatchStateUpdater(StateApp):
     """pos_transactions → shelf_batch_state: sold items leave the shelf's lots earliest expiry first. It also
     keeps the store's mirror of the batches the warehouse sends: a restock (wh_out on wh_events) adds its lot
-    to the shelf's lots. One app writes the shelf lots, so each change lands once (docs/architecture.md)."""
+    to the shelf's lots, and a removal (a staff pickup naming a lot on shelf_events) takes it off. One app
+    writes the shelf lots, so each change lands once (docs/architecture.md)."""
 
     name = "batch-state-updater"
-    topics = ("pos_transactions", "wh_events")
+    topics = ("pos_transactions", "wh_events", "shelf_events")
     validates = ("pos_transactions",)
     state_table = "shelf_batch_state"
     initial_field = "shelf_lots"
@@ -197,6 +199,15 @@ class BatchStateUpdater(StateApp):
         # sales in their partition's order (the world's), restocks among them by time
         for item in sorted(received, key=_time_order):
             event = item.record
+            if isinstance(event, ShelfEvent):
+                if event.by_staff and event.event_type == "pickup" and event.batch_code is not None:
+                    lot, shortfall = rules.remove_from_shelf_lot(lots_by_shelf, event)
+                    if lot is not None:
+                        state[self._key(lot)] = lot
+                        touched.add(self._key(lot))
+                    if shortfall is not None:
+                        problems.append((item, f"removal of {shortfall.missing} more than lot {shortfall.key} holds"))
+                continue
             if isinstance(event, WarehouseEvent):
                 if event.event_type == "wh_out":
                     lot = rules.receive_on_shelf(lots_by_shelf, event)
@@ -266,7 +277,7 @@ def _drilled(io: BatchIO, app_name: str) -> bool:
 
 
 def _time_order(item: Received) -> tuple[datetime, str, int, int]:
-    assert isinstance(item.record, (PosTransaction, WarehouseEvent))
+    assert isinstance(item.record, (PosTransaction, WarehouseEvent, ShelfEvent))
     return item.record.ts, item.topic, item.partition, item.offset
 
 
@@ -279,5 +290,6 @@ def all_apps() -> dict[str, StreamingApp]:
     apps: list[StreamingApp] = [
         RawSink("foot-traffic-raw-sink", "raw_foot_traffic"),
         ShelfAggregator(), BatchStateUpdater(), WarehouseAggregator(), WarehouseBatchStateUpdater(),
+        *loop_apps(), RawSink("alerts-sink", "alerts"),
     ]
     return {app.name: app for app in apps}

@@ -91,6 +91,26 @@ class BatchIO:
             Outgoing(topic_name, topic(topic_name).key_of(value).encode(), value.model_dump_json().encode())
             for topic_name, values in output.records.items() for value in values))
 
+    def end_offsets(self, topic_names: Collection[str]) -> dict[str, int]:
+        """"topic:partition" -> end offset, for the given topics."""
+        partitions = [tp for name in sorted(topic_names) for tp in self.kafka.partitions_for(name)]
+        return {f"{tp.topic}:{tp.partition}": end for tp, end in self.kafka.end_offsets(partitions).items()}
+
+    def published_ids(self, since: dict[str, int]) -> dict[str, set[str]]:
+        """The ids of the records on each topic's partitions from the given offsets to their end: what an earlier
+        attempt at a batch may already have published (topic -> ids)."""
+        found: dict[str, set[str]] = {}
+        for name in sorted({field.rsplit(":", 1)[0] for field in since}):
+            described = topic(name)
+            partitions = self.kafka.partitions_for(name)
+            start = {tp: since.get(f"{name}:{tp.partition}", 0) for tp in partitions}
+            ids = found.setdefault(name, set())
+            for record in self.kafka.read(partitions, start):
+                parsed = parse_record(described, record.value)
+                if not isinstance(parsed, Rejection):
+                    ids.add(described.id_of(parsed))
+        return found
+
     def report_progress(self, rows: list[SourceRecord]) -> None:
         """Tell the lockstep clock how far this app has read."""
         positions: dict[tuple[str, int], int] = {}

@@ -18,8 +18,9 @@ SEED_TOPICS_COMPACTED = {
 }
 
 
-def test_topics_are_the_reference_ones_plus_dead_letters() -> None:
-    assert {t.name for t in TOPICS if not t.compacted} == SEED_TOPICS_APPEND | {"dead_letters"}
+def test_topics_are_the_reference_ones_plus_ours() -> None:
+    # ours: dead letters, and the clock's watermark for the apps that act at a time of day
+    assert {t.name for t in TOPICS if not t.compacted} == SEED_TOPICS_APPEND | {"dead_letters", "clock_ticks"}
     assert {t.name for t in TOPICS if t.compacted} == SEED_TOPICS_COMPACTED
     assert len(TOPICS_BY_NAME) == len(TOPICS)
 

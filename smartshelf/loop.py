@@ -1,0 +1,332 @@
+"""The closed loop's decisions, as pure functions over small states: stock alerts and restock plans, FIFO
+picking in the warehouse, refills after a delay, supplier orders and deliveries, near-expiry discounts and
+removals of expired lots. The loop apps (smartshelf.streaming.loop_apps) are thin shells over these.
+
+Every output is a function of the events and of simulated time only: ids are built from what they describe,
+and time-of-day actions run on the clock's watermark (ClockTick), so the same run gives the same outputs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from smartshelf.policies import ConfigTables
+from smartshelf.registry import topic
+from smartshelf.schemas import (Alert, DailyDiscount, ShelfBatchState, ShelfEvent, ShelfPolicy, ShelfProfile,
+                                ShelfRestockPlan, ShelfState, SupplierOrder, SupplierReceipt, WarehouseBatchState,
+                                WarehouseEvent, WarehousePolicy, WarehouseState, WarehouseSupplierPlan)
+
+Level = Literal["ok", "low", "out"]
+_RANK = {"ok": 0, "low": 1, "out": 2}
+
+
+def _stamp(ts: datetime) -> str:
+    return f"{ts:%Y%m%d%H%M%S}"
+
+
+def lot_key(lot: ShelfBatchState | WarehouseBatchState | WarehouseEvent) -> str:
+    return topic("wh_batch_state").key_of(lot)
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    """What the loop knows of each shelf: its policies, its profile, its lots' standard size and shelf life."""
+
+    shelf_policies: dict[str, ShelfPolicy]
+    wh_policies: dict[str, WarehousePolicy]
+    profiles: dict[str, ShelfProfile]
+    batch_size: dict[str, int]
+    shelf_life_days: dict[str, int]
+
+    @classmethod
+    def from_tables(cls, tables: ConfigTables) -> StoreConfig:
+        batch_size: dict[str, int] = {}
+        life: dict[str, int] = {}
+        for entry in tables.batch_catalog:
+            batch_size[entry.shelf_id] = max(batch_size.get(entry.shelf_id, 1), entry.standard_batch_size)
+            days = (entry.expiry_date - entry.received_date).days
+            life[entry.shelf_id] = max(life.get(entry.shelf_id, 1), days)
+        return cls({p.shelf_id: p for p in tables.shelf_policies}, {p.shelf_id: p for p in tables.wh_policies},
+                   {p.shelf_id: p for p in tables.shelf_profiles}, batch_size, life)
+
+
+class Watch(BaseModel):
+    """One shelf's (or warehouse slot's) alert level and its open plan, if any."""
+
+    model_config = ConfigDict(frozen=True)
+
+    level: Level = "ok"
+    open_plan: str | None = None
+    blocked_until: date | None = None  # its last plan was cancelled (nothing to send): no new plan before
+
+
+@dataclass
+class Effects:
+    """What a step decided: records to publish (topic -> values) and rows for Delta tables (table -> rows)."""
+
+    records: dict[str, list[BaseModel]] = field(default_factory=dict)
+    rows: dict[str, list[BaseModel]] = field(default_factory=dict)
+
+    def publish(self, topic_name: str, *values: BaseModel) -> None:
+        self.records.setdefault(topic_name, []).extend(values)
+
+    def store(self, table_name: str, *values: BaseModel) -> None:
+        self.rows.setdefault(table_name, []).extend(values)
+
+
+def _alert(kind: str, location: Literal["store", "warehouse"], severity: Literal["info", "warning", "critical"],
+           shelf_id: str, ts: datetime, message: str, value: float | None = None, threshold: float | None = None,
+           batch_code: str | None = None) -> Alert:
+    suffix = f"-{batch_code}" if batch_code else ""
+    return Alert(alert_id=f"{kind}-{location}-{shelf_id}{suffix}-{_stamp(ts)}", alert_type=kind,  # type: ignore[arg-type]
+                 location=location, severity=severity, shelf_id=shelf_id, batch_code=batch_code, message=message,
+                 value=value, threshold=threshold, ts=ts)
+
+
+# --- shelf-alert-engine ------------------------------------------------------------------------------
+def shelf_level(stock: int, policy: ShelfPolicy, profile: ShelfProfile) -> Level:
+    if stock == 0:
+        return "out"
+    return "low" if stock <= policy.low_stock_threshold_pct * profile.maximum_stock else "ok"
+
+
+def watch_shelf(watch: Watch, state: ShelfState, config: StoreConfig, effects: Effects) -> Watch:
+    """A shelf's new stock: an alert when it falls to a worse level, a restock plan unless one is open."""
+    policy, profile = config.shelf_policies[state.shelf_id], config.profiles[state.shelf_id]
+    level, ts = shelf_level(state.current_stock, policy, profile), state.last_event_ts
+    threshold = policy.low_stock_threshold_pct * profile.maximum_stock
+    if _RANK[level] > _RANK[watch.level]:  # alert when it gets worse
+        kind, severity = ("out_of_stock", "critical") if level == "out" else ("low_stock", "warning")
+        effects.publish("alerts", _alert(kind, "store", severity, state.shelf_id, ts,
+                                         f"{state.current_stock} left of {profile.maximum_stock}",
+                                         state.current_stock, threshold))
+    open_plan, blocked = watch.open_plan, watch.blocked_until
+    wanted = math.ceil(policy.restock_target_pct * profile.maximum_stock) - state.current_stock
+    if level != "ok" and open_plan is None and (blocked is None or ts.date() >= blocked) and wanted > 0:
+        plan = ShelfRestockPlan(plan_id=f"rp-{state.shelf_id}-{_stamp(ts)}", shelf_id=state.shelf_id,
+                                quantity=wanted, status="planned", created_ts=ts, updated_ts=ts)
+        effects.publish("shelf_restock_plan", plan)
+        effects.store("shelf_restock_plan", plan)
+        open_plan, blocked = plan.plan_id, None
+    return Watch(level=level, open_plan=open_plan, blocked_until=blocked)
+
+
+def follow_plan(watch: Watch, plan_id: str, status: str, at: datetime) -> Watch:
+    """A plan's progress: delivered or cancelled closes it; after a cancellation, try again the next day."""
+    if plan_id != watch.open_plan:
+        return watch
+    if status in ("delivered", "received"):
+        return watch.model_copy(update={"open_plan": None})
+    if status == "cancelled":
+        return watch.model_copy(update={"open_plan": None, "blocked_until": at.date() + timedelta(days=1)})
+    return watch
+
+
+# --- wh-alert-engine -----------------------------------------------------------------------------------
+def warehouse_level(stock: int, policy: WarehousePolicy) -> Level:
+    if stock == 0:
+        return "out"
+    return "low" if stock <= policy.reorder_point else "ok"
+
+
+def watch_warehouse(watch: Watch, state: WarehouseState, config: StoreConfig, effects: Effects) -> Watch:
+    """An item's warehouse stock: an alert at the reorder point or at zero, a supplier plan unless one is open."""
+    policy = config.wh_policies[state.shelf_id]
+    level, ts = warehouse_level(state.wh_current_stock, policy), state.last_event_ts
+    if _RANK[level] > _RANK[watch.level]:
+        kind, severity = ("wh_out_of_stock", "critical") if level == "out" else ("wh_reorder", "warning")
+        effects.publish("alerts", _alert(kind, "warehouse", severity, state.shelf_id, ts,
+                                         f"{state.wh_current_stock} in the warehouse, reorder point "
+                                         f"{policy.reorder_point}", state.wh_current_stock, policy.reorder_point))
+    open_plan = watch.open_plan
+    wanted = policy.order_up_to - state.wh_current_stock
+    if level != "ok" and open_plan is None and wanted > 0:
+        size = config.batch_size.get(state.shelf_id, 1)
+        batches = math.ceil(wanted / size)
+        plan = WarehouseSupplierPlan(
+            plan_id=f"sp-{state.shelf_id}-{_stamp(ts)}", shelf_id=state.shelf_id, batches_to_order=batches,
+            quantity=batches * size, status="planned",
+            expected_delivery_date=ts.date() + timedelta(days=max(policy.lead_time_days, 1)),
+            created_ts=ts, updated_ts=ts)
+        effects.publish("wh_supplier_plan", plan)
+        effects.store("wh_supplier_plan", plan)
+        open_plan = plan.plan_id
+    return Watch(level=level, open_plan=open_plan)
+
+
+# --- shelf-restock-manager -----------------------------------------------------------------------------
+def pick_fifo(lots: Iterable[WarehouseBatchState], quantity: int, on: date) -> list[tuple[WarehouseBatchState, int]]:
+    """Lots to send and how many of each: earliest expiry first (ties by code), never an expired lot, never
+    more than a lot holds."""
+    picks, left = [], quantity
+    for lot in sorted(lots, key=lambda lot: (lot.expiry_date, lot.batch_code)):
+        if left == 0:
+            break
+        if lot.expiry_date < on or lot.batch_quantity_warehouse == 0:
+            continue
+        taken = min(lot.batch_quantity_warehouse, left)
+        picks.append((lot, taken))
+        left -= taken
+    return picks
+
+
+def restock(lots: dict[str, WarehouseBatchState], plan: ShelfRestockPlan, effects: Effects) -> None:
+    """A planned restock picked from the warehouse (`lots` is updated): wh_out per lot, or the plan cancelled."""
+    shelf_lots = [lot for lot in lots.values() if lot.shelf_id == plan.shelf_id]
+    picks = pick_fifo(shelf_lots, plan.quantity, plan.created_ts.date())
+    for lot, taken in picks:
+        effects.publish("wh_events", WarehouseEvent(
+            event_id=f"wo-{plan.plan_id}-{lot.batch_code}", event_type="wh_out", shelf_id=lot.shelf_id,
+            batch_code=lot.batch_code, quantity=taken, received_date=lot.received_date,
+            expiry_date=lot.expiry_date, reference=plan.plan_id, ts=plan.created_ts))
+        lots[lot_key(lot)] = lot.model_copy(update={
+            "batch_quantity_warehouse": lot.batch_quantity_warehouse - taken, "last_update_ts": plan.created_ts})
+    picked = sum(taken for _, taken in picks)
+    update = {"status": "picked", "quantity": picked} if picked else {"status": "cancelled"}
+    effects.publish("shelf_restock_plan", plan.model_copy(update=update))
+
+
+def take_delivery_or_removal(lots: dict[str, WarehouseBatchState], event: WarehouseEvent) -> None:
+    """The restock manager's view of the warehouse follows deliveries and removals (its own picks it has
+    already taken off)."""
+    if event.event_type == "wh_out":
+        return
+    key = lot_key(event)
+    current = lots.get(key)
+    if event.event_type == "wh_in":
+        base = current or WarehouseBatchState(shelf_id=event.shelf_id, batch_code=event.batch_code,
+                                              received_date=event.received_date, expiry_date=event.expiry_date,
+                                              batch_quantity_warehouse=0, last_update_ts=event.ts)
+        lots[key] = base.model_copy(update={"batch_quantity_warehouse": base.batch_quantity_warehouse + event.quantity,
+                                            "last_update_ts": event.ts})
+    elif current is not None:
+        lots[key] = current.model_copy(update={
+            "batch_quantity_warehouse": max(current.batch_quantity_warehouse - event.quantity, 0),
+            "last_update_ts": event.ts})
+
+
+# --- shelf-refill-bridge -------------------------------------------------------------------------------
+def staff_move(kind: Literal["pickup", "putback"], event_id: str, shelf_id: str, batch_code: str, quantity: int,
+               received_date: date, expiry_date: date, item_weight: float, ts: datetime) -> list[ShelfEvent]:
+    """Staff carrying a lot to (putback) or off (pickup) a shelf, and the scale's reading of it."""
+    delta = round((1 if kind == "putback" else -1) * quantity * item_weight, 3)
+    common = {"shelf_id": shelf_id, "quantity": quantity, "weight_change_kg": delta, "batch_code": batch_code,
+              "received_date": received_date, "expiry_date": expiry_date, "ts": ts}
+    return [ShelfEvent(event_id=f"{event_id}-m", event_type=kind, **common),  # type: ignore[arg-type]
+            ShelfEvent(event_id=f"{event_id}-w", event_type="weight_change", **common)]  # type: ignore[arg-type]
+
+
+def refills_due(pending: list[WarehouseEvent], watermark: datetime, delay: timedelta, config: StoreConfig,
+                effects: Effects) -> list[WarehouseEvent]:
+    """The restocks that have reached their shelf by `watermark` put on it; returns those still on their way."""
+    still, delivered = [], {}
+    for move in sorted(pending, key=lambda m: (m.ts, m.event_id)):
+        due = move.ts + delay
+        if due > watermark:
+            still.append(move)
+            continue
+        effects.publish("shelf_events", *staff_move(
+            "putback", f"rf-{move.event_id}", move.shelf_id, move.batch_code, move.quantity, move.received_date,
+            move.expiry_date, config.profiles[move.shelf_id].item_weight, due))
+        if move.reference:
+            quantity, _ = delivered.get(move.reference, (0, move))
+            delivered[move.reference] = (quantity + move.quantity, move)
+    for plan_id, (quantity, move) in sorted(delivered.items()):
+        effects.publish("shelf_restock_plan", ShelfRestockPlan(
+            plan_id=plan_id, shelf_id=move.shelf_id, quantity=quantity, status="delivered", created_ts=move.ts,
+            updated_ts=move.ts + delay))
+    return still
+
+
+# --- wh-supplier-manager -------------------------------------------------------------------------------
+def place_order(plan: WarehouseSupplierPlan, config: StoreConfig, effects: Effects) -> SupplierOrder:
+    delivery_hour = config.wh_policies[plan.shelf_id].delivery_hour
+    order = SupplierOrder(order_id=f"so-{plan.plan_id}", plan_id=plan.plan_id, shelf_id=plan.shelf_id,
+                          batches=plan.batches_to_order, quantity=plan.quantity, ordered_ts=plan.created_ts,
+                          expected_delivery_ts=datetime.combine(plan.expected_delivery_date, time(delivery_hour)),
+                          status="open")
+    effects.store("wh_supplier_orders", order)
+    effects.publish("wh_supplier_plan", plan.model_copy(update={"status": "ordered", "updated_ts": plan.created_ts}))
+    return order
+
+
+def deliveries_due(orders: dict[str, SupplierOrder], plans: dict[str, WarehouseSupplierPlan], watermark: datetime,
+                   config: StoreConfig, effects: Effects) -> None:
+    """Orders whose delivery time has come arrive: a new lot in the warehouse (wh_in), a receipt, the order and
+    plan closed. `orders` and `plans` lose them."""
+    for order in sorted(orders.values(), key=lambda o: (o.expected_delivery_ts, o.order_id)):
+        if order.expected_delivery_ts > watermark:
+            continue
+        at = order.expected_delivery_ts
+        batch_code = f"S{_stamp(order.ordered_ts)}"
+        expiry = at.date() + timedelta(days=config.shelf_life_days.get(order.shelf_id, 30))
+        effects.publish("wh_events", WarehouseEvent(
+            event_id=f"wi-{order.order_id}", event_type="wh_in", shelf_id=order.shelf_id, batch_code=batch_code,
+            quantity=order.quantity, received_date=at.date(), expiry_date=expiry, reference=order.order_id, ts=at))
+        effects.store("wh_supplier_receipts", SupplierReceipt(
+            receipt_id=f"sr-{order.order_id}", order_id=order.order_id, shelf_id=order.shelf_id,
+            batch_code=batch_code, quantity=order.quantity, received_ts=at, expiry_date=expiry))
+        effects.store("wh_supplier_orders", order.model_copy(update={"status": "received"}))
+        plan = plans.pop(order.plan_id)
+        effects.publish("wh_supplier_plan", plan.model_copy(update={"status": "received", "updated_ts": at}))
+        del orders[order.order_id]
+
+
+# --- daily-discount-manager and removal-scheduler ------------------------------------------------------
+def daily_run_due(last_run: date | None, watermark: datetime, hour: int) -> date | None:
+    """The day whose daily run the watermark has reached and that has not run yet, if any."""
+    day = watermark.date()
+    if watermark >= datetime.combine(day, time(hour)) and (last_run is None or last_run < day):
+        return day
+    return None
+
+
+def near_expiry_discounts(lots: Iterable[ShelfBatchState], day: date, at: datetime, config: StoreConfig,
+                          effects: Effects) -> None:
+    """A shelf holding a lot within its near-expiry window is discounted for the day; each such lot alerts."""
+    discounted: set[str] = set()
+    for lot in sorted(lots, key=lambda lot: (lot.shelf_id, lot.expiry_date, lot.batch_code)):
+        policy = config.shelf_policies.get(lot.shelf_id)
+        days_left = (lot.expiry_date - day).days
+        if policy is None or lot.batch_quantity_store == 0 or not 0 <= days_left <= policy.near_expiry_days:
+            continue
+        effects.publish("alerts", _alert("near_expiry", "store", "info", lot.shelf_id, at,
+                                         f"lot {lot.batch_code} expires in {days_left} day(s)", days_left,
+                                         policy.near_expiry_days, lot.batch_code))
+        if lot.shelf_id not in discounted:
+            discounted.add(lot.shelf_id)
+            discount = DailyDiscount(shelf_id=lot.shelf_id, discount_date=day, discount=policy.near_expiry_discount,
+                                     reason="near_expiry")
+            effects.publish("daily_discounts", discount)
+            effects.store("daily_discounts", discount)
+
+
+def remove_expired(shelf_lots: Iterable[ShelfBatchState], wh_lots: Iterable[WarehouseBatchState], day: date,
+                   at: datetime, config: StoreConfig, effects: Effects) -> None:
+    """Lots past their expiry date leave the shelf (staff pickups) and the warehouse (wh_removal), with alerts."""
+    for lot in sorted(shelf_lots, key=lot_key):
+        if lot.expiry_date < day and lot.batch_quantity_store > 0:
+            effects.publish("shelf_events", *staff_move(
+                "pickup", f"rm-{lot.shelf_id}-{lot.batch_code}", lot.shelf_id, lot.batch_code,
+                lot.batch_quantity_store, lot.received_date, lot.expiry_date,
+                config.profiles[lot.shelf_id].item_weight, at))
+            effects.publish("alerts", _alert("expired", "store", "critical", lot.shelf_id, at,
+                                             f"{lot.batch_quantity_store} expired items of lot {lot.batch_code} "
+                                             f"removed from the shelf", lot.batch_quantity_store,
+                                             batch_code=lot.batch_code))
+    for wh_lot in sorted(wh_lots, key=lot_key):
+        if wh_lot.expiry_date < day and wh_lot.batch_quantity_warehouse > 0:
+            effects.publish("wh_events", WarehouseEvent(
+                event_id=f"wr-{wh_lot.shelf_id}-{wh_lot.batch_code}", event_type="wh_removal",
+                shelf_id=wh_lot.shelf_id, batch_code=wh_lot.batch_code, quantity=wh_lot.batch_quantity_warehouse,
+                received_date=wh_lot.received_date, expiry_date=wh_lot.expiry_date, ts=at))
+            effects.publish("alerts", _alert("expired", "warehouse", "critical", wh_lot.shelf_id, at,
+                                             f"{wh_lot.batch_quantity_warehouse} expired items of lot "
+                                             f"{wh_lot.batch_code} removed from the warehouse",
+                                             wh_lot.batch_quantity_warehouse, batch_code=wh_lot.batch_code))

@@ -1,0 +1,332 @@
+"""The closed loop's streaming apps: alert engines, restock manager, refill bridge, supplier manager, discount
+manager, removal scheduler. Thin shells over smartshelf.loop.
+
+Unlike the state apps, these publish events to append-only topics (alerts, wh_events, shelf_events), which a
+replayed batch must not duplicate. A loop app therefore keeps its whole state, and where its output topics
+ended after its last batch, in one Delta table of its own (delta/apps/<app>), committed per (app, batch id);
+its outputs are published before that commit. After a crash Spark replays the uncommitted batch from the
+committed state, which gives the same outputs (they depend on events and simulated time only); the first batch
+after a start skips those an earlier attempt already published (their ids, read back from the recorded ends).
+So each decision is published exactly once, and its Delta rows are written once per (app, batch).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import date, datetime, time, timedelta
+from typing import ClassVar, Generic, TypeVar
+
+from pydantic import BaseModel, Field
+
+from smartshelf import loop
+from smartshelf.adapters import delta
+from smartshelf.registry import table, topic
+from smartshelf.schemas import (AppStateRow, ClockTick, ShelfBatchState, ShelfRestockPlan, ShelfState,
+                                SupplierOrder, WarehouseBatchState, WarehouseEvent, WarehouseState,
+                                WarehouseSupplierPlan)
+from smartshelf.streaming.batch import BatchIO, BatchOutput, Received
+
+StateT = TypeVar("StateT", bound=BaseModel)
+
+
+class LoopApp(Generic[StateT]):
+    name: ClassVar[str]
+    topics: ClassVar[tuple[str, ...]]
+    validates: ClassVar[tuple[str, ...]] = ()  # the topics whose invalid records it reports (one app per topic)
+    outputs: ClassVar[tuple[str, ...]]  # the topics it publishes to
+    state_model: ClassVar[type[BaseModel]]
+
+    def __init__(self) -> None:
+        self.state: StateT | None = None
+        self.config: loop.StoreConfig | None = None
+        self.output_ends: dict[str, int] = {}
+        self.first_batch = True
+
+    def initial(self, io: BatchIO) -> StateT:
+        """The state before the first batch ever."""
+        return self.state_model()  # type: ignore[return-value]
+
+    def apply(self, state: StateT, received: list[Received], config: loop.StoreConfig, io: BatchIO
+              ) -> loop.Effects:
+        raise NotImplementedError
+
+    def _load(self, io: BatchIO) -> None:
+        from smartshelf.runtime.jobs import load_config
+
+        self.config = loop.StoreConfig.from_tables(load_config(io.settings))
+        rows = delta.read_rows(delta.app_state_path(io.settings.delta_dir, self.name), AppStateRow)
+        if rows:
+            self.state = self.state_model.model_validate_json(rows[0].state)  # type: ignore[assignment]
+            self.output_ends = json.loads(rows[0].output_ends)
+        else:
+            self.state = self.initial(io)
+
+    def handle(self, io: BatchIO, batch_id: int, received: list[Received], output: BatchOutput) -> None:
+        path = delta.app_state_path(io.settings.delta_dir, self.name)
+        if self.state is None:
+            self._load(io)
+        assert self.state is not None and self.config is not None
+        done = delta.applied_batch(path, self.name)
+        if done is not None and done >= batch_id:
+            return  # a replay of a committed batch: published and stored before its commit
+        effects = self.apply(self.state, sorted(received, key=_time_order), self.config, io)
+        records = effects.records
+        if self.first_batch and self.output_ends:
+            records = _not_yet_published(records, io.published_ids(
+                {field: end for field, end in self.output_ends.items() if topic(field.rsplit(":", 1)[0]).id_field}))
+        self.first_batch = False
+        io.publish(BatchOutput(records))
+        for table_name, rows in effects.rows.items():
+            described = table(table_name)
+            delta.write_batch(delta.table_path(io.settings.delta_dir, described),
+                              delta.to_arrow(described.schema, rows), self.name, batch_id)
+        if io.settings.crash_point == "spark.loop_after_publish":  # drill: published, not committed
+            os._exit(137)
+        self.output_ends = io.end_offsets(self.outputs)
+        row = AppStateRow(app=self.name, state=self.state.model_dump_json(), output_ends=json.dumps(self.output_ends))
+        delta.write_batch(path, delta.to_arrow(AppStateRow, [row]), self.name, batch_id, mode="overwrite")
+
+
+def _not_yet_published(records: dict[str, list[BaseModel]], published: dict[str, set[str]]
+                       ) -> dict[str, list[BaseModel]]:
+    kept = {}
+    for name, values in records.items():
+        seen = published.get(name)
+        kept[name] = values if seen is None else [v for v in values if topic(name).id_of(v) not in seen]
+    return kept
+
+
+def _time_order(item: Received) -> tuple[datetime, int, str, int, int]:
+    """Events by simulated time; at the same time a clock tick last (it says everything up to then is in)."""
+    record = item.record
+    ts = getattr(record, "ts", None) or getattr(record, "updated_ts", None) or getattr(record, "last_event_ts", None) \
+        or getattr(record, "last_update_ts")
+    return ts, isinstance(record, ClockTick), item.topic, item.partition, item.offset
+
+
+def _delay(io: BatchIO) -> timedelta:
+    return timedelta(minutes=io.settings.refill_delay_minutes)
+
+
+# --- the apps ------------------------------------------------------------------------------------------
+class WatchState(BaseModel):
+    watches: dict[str, loop.Watch] = Field(default_factory=dict)
+
+
+class ShelfAlertEngine(LoopApp[WatchState]):
+    """shelf_state → alerts (low stock, out of stock) + shelf_restock_plan; follows its plans to delivery."""
+
+    name = "shelf-alert-engine"
+    validates = ("shelf_state", "shelf_restock_plan")
+    topics = ("shelf_state", "shelf_restock_plan")
+    outputs = ("alerts", "shelf_restock_plan")
+    state_model = WatchState
+
+    def apply(self, state: WatchState, received: list[Received], config: loop.StoreConfig, io: BatchIO
+              ) -> loop.Effects:
+        effects = loop.Effects()
+        for item in received:
+            record = item.record
+            if isinstance(record, ShelfState) and record.shelf_id in config.profiles:
+                watch = state.watches.get(record.shelf_id, loop.Watch())
+                state.watches[record.shelf_id] = loop.watch_shelf(watch, record, config, effects)
+            elif isinstance(record, ShelfRestockPlan) and record.shelf_id in state.watches:
+                state.watches[record.shelf_id] = loop.follow_plan(state.watches[record.shelf_id], record.plan_id,
+                                                                  record.status, record.updated_ts)
+        return effects
+
+
+class WarehouseAlertEngine(LoopApp[WatchState]):
+    """wh_state → alerts (reorder point, out of stock) + wh_supplier_plan; follows its plans to receipt."""
+
+    name = "wh-alert-engine"
+    validates = ("wh_state", "wh_supplier_plan")
+    topics = ("wh_state", "wh_supplier_plan")
+    outputs = ("alerts", "wh_supplier_plan")
+    state_model = WatchState
+
+    def apply(self, state: WatchState, received: list[Received], config: loop.StoreConfig, io: BatchIO
+              ) -> loop.Effects:
+        effects = loop.Effects()
+        for item in received:
+            record = item.record
+            if isinstance(record, WarehouseState) and record.shelf_id in config.wh_policies:
+                watch = state.watches.get(record.shelf_id, loop.Watch())
+                state.watches[record.shelf_id] = loop.watch_warehouse(watch, record, config, effects)
+            elif isinstance(record, WarehouseSupplierPlan) and record.shelf_id in state.watches:
+                state.watches[record.shelf_id] = loop.follow_plan(state.watches[record.shelf_id], record.plan_id,
+                                                                  record.status, record.updated_ts)
+        return effects
+
+
+class WarehouseLots(BaseModel):
+    lots: dict[str, WarehouseBatchState] = Field(default_factory=dict)
+
+
+def _initial_wh_lots(io: BatchIO) -> dict[str, WarehouseBatchState]:
+    from smartshelf import rules
+    from smartshelf.runtime.jobs import load_store
+
+    return {loop.lot_key(lot): lot for lot in rules.initial_states(load_store(io.settings), io.settings.sim_start).wh_lots}
+
+
+def _initial_shelf_lots(io: BatchIO) -> dict[str, ShelfBatchState]:
+    from smartshelf import rules
+    from smartshelf.runtime.jobs import load_store
+
+    initial = rules.initial_states(load_store(io.settings), io.settings.sim_start)
+    return {loop.lot_key(lot): lot for lot in initial.shelf_lots}
+
+
+class ShelfRestockManager(LoopApp[WarehouseLots]):
+    """shelf_restock_plan (planned) → wh_events (wh_out), warehouse lots picked FIFO by expiry."""
+
+    name = "shelf-restock-manager"
+    topics = ("shelf_restock_plan", "wh_events")
+    outputs = ("wh_events", "shelf_restock_plan")
+    state_model = WarehouseLots
+
+    def initial(self, io: BatchIO) -> WarehouseLots:
+        return WarehouseLots(lots=_initial_wh_lots(io))
+
+    def apply(self, state: WarehouseLots, received: list[Received], config: loop.StoreConfig, io: BatchIO
+              ) -> loop.Effects:
+        effects = loop.Effects()
+        for item in received:
+            record = item.record
+            if isinstance(record, WarehouseEvent):
+                loop.take_delivery_or_removal(state.lots, record)
+            elif isinstance(record, ShelfRestockPlan) and record.status == "planned":
+                loop.restock(state.lots, record, effects)
+        return effects
+
+
+class RefillState(BaseModel):
+    on_the_way: list[WarehouseEvent] = Field(default_factory=list)
+
+
+class ShelfRefillBridge(LoopApp[RefillState]):
+    """wh_events (wh_out) → shelf_events (staff putback + weight_change) once REFILL_DELAY_MINUTES of simulated
+    time have passed (on the clock's watermark); the plan is then delivered."""
+
+    name = "shelf-refill-bridge"
+    validates = ("clock_ticks",)
+    topics = ("wh_events", "clock_ticks")
+    outputs = ("shelf_events", "shelf_restock_plan")
+    state_model = RefillState
+
+    def apply(self, state: RefillState, received: list[Received], config: loop.StoreConfig, io: BatchIO
+              ) -> loop.Effects:
+        effects = loop.Effects()
+        for item in received:
+            record = item.record
+            if isinstance(record, WarehouseEvent) and record.event_type == "wh_out":
+                state.on_the_way.append(record)
+            elif isinstance(record, ClockTick):
+                state.on_the_way = loop.refills_due(state.on_the_way, record.ts, _delay(io), config, effects)
+        return effects
+
+
+class SupplierState(BaseModel):
+    orders: dict[str, SupplierOrder] = Field(default_factory=dict)
+    plans: dict[str, WarehouseSupplierPlan] = Field(default_factory=dict)
+
+
+class WarehouseSupplierManager(LoopApp[SupplierState]):
+    """wh_supplier_plan (planned) → supplier orders; on the clock, deliveries at their lead time and hour →
+    wh_events (wh_in, a new lot), receipts; Delta ops/wh_supplier_orders and ops/wh_supplier_receipts."""
+
+    name = "wh-supplier-manager"
+    topics = ("wh_supplier_plan", "clock_ticks")
+    outputs = ("wh_events", "wh_supplier_plan")
+    state_model = SupplierState
+
+    def apply(self, state: SupplierState, received: list[Received], config: loop.StoreConfig, io: BatchIO
+              ) -> loop.Effects:
+        effects = loop.Effects()
+        for item in received:
+            record = item.record
+            if isinstance(record, WarehouseSupplierPlan) and record.status == "planned":
+                order = loop.place_order(record, config, effects)
+                state.orders[order.order_id] = order
+                state.plans[record.plan_id] = record
+            elif isinstance(record, ClockTick):
+                loop.deliveries_due(state.orders, state.plans, record.ts, config, effects)
+        return effects
+
+
+class ShelfLotsView(BaseModel):
+    shelf_lots: dict[str, ShelfBatchState] = Field(default_factory=dict)
+    wh_lots: dict[str, WarehouseBatchState] = Field(default_factory=dict)
+    last_run: date | None = None
+
+
+def _follow_lots(view: ShelfLotsView, record: BaseModel) -> None:
+    if isinstance(record, ShelfBatchState):
+        view.shelf_lots[loop.lot_key(record)] = record
+    elif isinstance(record, WarehouseBatchState):
+        view.wh_lots[loop.lot_key(record)] = record
+
+
+class DailyDiscountManager(LoopApp[ShelfLotsView]):
+    """shelf_batch_state + the clock → daily_discounts for shelves holding near-expiry lots, at STORE_OPS_HOUR;
+    a near_expiry alert per lot. The world's tills apply the day's discounts."""
+
+    name = "daily-discount-manager"
+    validates = ("shelf_batch_state",)
+    topics = ("shelf_batch_state", "clock_ticks")
+    outputs = ("alerts", "daily_discounts")
+    state_model = ShelfLotsView
+
+    def initial(self, io: BatchIO) -> ShelfLotsView:
+        return ShelfLotsView(shelf_lots=_initial_shelf_lots(io))
+
+    def apply(self, state: ShelfLotsView, received: list[Received], config: loop.StoreConfig, io: BatchIO
+              ) -> loop.Effects:
+        effects = loop.Effects()
+        for item in received:
+            record = item.record
+            if isinstance(record, ClockTick):
+                day = loop.daily_run_due(state.last_run, record.ts, io.settings.store_ops_hour)
+                if day is not None:
+                    at = datetime.combine(day, time(io.settings.store_ops_hour))
+                    loop.near_expiry_discounts(state.shelf_lots.values(), day, at, config, effects)
+                    state.last_run = day
+            else:
+                _follow_lots(state, record)
+        return effects
+
+
+class RemovalScheduler(LoopApp[ShelfLotsView]):
+    """shelf_batch_state + wh_batch_state + the clock → at STORE_OPS_HOUR, expired lots leave the shelves (staff
+    pickups on shelf_events) and the warehouse (wh_removal on wh_events), each with an `expired` alert."""
+
+    name = "removal-scheduler"
+    validates = ("wh_batch_state",)
+    topics = ("shelf_batch_state", "wh_batch_state", "clock_ticks")
+    outputs = ("alerts", "shelf_events", "wh_events")
+    state_model = ShelfLotsView
+
+    def initial(self, io: BatchIO) -> ShelfLotsView:
+        return ShelfLotsView(shelf_lots=_initial_shelf_lots(io), wh_lots=_initial_wh_lots(io))
+
+    def apply(self, state: ShelfLotsView, received: list[Received], config: loop.StoreConfig, io: BatchIO
+              ) -> loop.Effects:
+        effects = loop.Effects()
+        for item in received:
+            record = item.record
+            if isinstance(record, ClockTick):
+                day = loop.daily_run_due(state.last_run, record.ts, io.settings.store_ops_hour)
+                if day is not None:
+                    at = datetime.combine(day, time(io.settings.store_ops_hour))
+                    loop.remove_expired(state.shelf_lots.values(), state.wh_lots.values(), day, at, config, effects)
+                    state.last_run = day
+            else:
+                _follow_lots(state, record)
+        return effects
+
+
+def loop_apps() -> list[LoopApp[BaseModel]]:
+    return [ShelfAlertEngine(), WarehouseAlertEngine(), ShelfRestockManager(), ShelfRefillBridge(),  # type: ignore[list-item]
+            WarehouseSupplierManager(), DailyDiscountManager(), RemovalScheduler()]
