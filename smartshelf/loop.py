@@ -62,6 +62,7 @@ class Watch(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     level: Level = "ok"
+    stock: int = 0  # as last seen
     open_plan: str | None = None
     blocked_until: date | None = None  # its last plan was cancelled (nothing to send): no new plan before
 
@@ -106,15 +107,31 @@ def watch_shelf(watch: Watch, state: ShelfState, config: StoreConfig, effects: E
         effects.publish("alerts", _alert(kind, "store", severity, state.shelf_id, ts,
                                          f"{state.current_stock} left of {profile.maximum_stock}",
                                          state.current_stock, threshold))
-    open_plan, blocked = watch.open_plan, watch.blocked_until
-    wanted = math.ceil(policy.restock_target_pct * profile.maximum_stock) - state.current_stock
-    if level != "ok" and open_plan is None and (blocked is None or ts.date() >= blocked) and wanted > 0:
-        plan = ShelfRestockPlan(plan_id=f"rp-{state.shelf_id}-{_stamp(ts)}", shelf_id=state.shelf_id,
-                                quantity=wanted, status="planned", created_ts=ts, updated_ts=ts)
-        effects.publish("shelf_restock_plan", plan)
-        effects.store("shelf_restock_plan", plan)
-        open_plan, blocked = plan.plan_id, None
-    return Watch(level=level, open_plan=open_plan, blocked_until=blocked)
+    return _plan_restock(Watch(level=level, stock=state.current_stock, open_plan=watch.open_plan,
+                               blocked_until=watch.blocked_until), state.shelf_id, ts, config, effects)
+
+
+def _plan_restock(watch: Watch, shelf_id: str, ts: datetime, config: StoreConfig, effects: Effects) -> Watch:
+    """A restock plan up to the shelf's target, if it is low, has no open plan and is not blocked."""
+    policy, profile = config.shelf_policies[shelf_id], config.profiles[shelf_id]
+    wanted = math.ceil(policy.restock_target_pct * profile.maximum_stock) - watch.stock
+    blocked = watch.blocked_until is not None and ts.date() < watch.blocked_until
+    if watch.level == "ok" or watch.open_plan is not None or blocked or wanted <= 0:
+        return watch
+    plan = ShelfRestockPlan(plan_id=f"rp-{shelf_id}-{_stamp(ts)}", shelf_id=shelf_id, quantity=wanted,
+                            status="planned", created_ts=ts, updated_ts=ts)
+    effects.publish("shelf_restock_plan", plan)
+    effects.store("shelf_restock_plan", plan)
+    return watch.model_copy(update={"open_plan": plan.plan_id, "blocked_until": None})
+
+
+def retry_restocks(watches: dict[str, Watch], ts: datetime, config: StoreConfig, effects: Effects) -> None:
+    """On the clock: shelves still low whose cancelled plan blocked them until now get a new plan (an empty
+    shelf sees no events, so it would otherwise wait for one forever)."""
+    for shelf_id in sorted(watches):
+        watch = watches[shelf_id]
+        if watch.blocked_until is not None and ts.date() >= watch.blocked_until:
+            watches[shelf_id] = _plan_restock(watch, shelf_id, ts, config, effects)
 
 
 def follow_plan(watch: Watch, plan_id: str, status: str, at: datetime) -> Watch:

@@ -60,6 +60,9 @@ class Settings(BaseSettings):
     # Spark streaming
     max_offsets_per_trigger: int | None = Field(None, alias="MAX_OFFSETS_PER_TRIGGER", gt=0)
     starting_offsets: str = Field("earliest", alias="STARTING_OFFSETS", pattern="^(earliest|latest)$")
+    # all apps in one shared query (default), or one query per app as compose runs them (docs/architecture.md)
+    spark_query_per_app: bool = Field(False, alias="SPARK_QUERY_PER_APP")
+    spark_trigger_ms: int = Field(1000, alias="SPARK_TRIGGER_MS", ge=0)
     # the Spark format that reads Kafka: ours (no jars needed) or the JVM connector's `kafka` (compose)
     kafka_format: str = Field("smartshelf_kafka", alias="SPARK_KAFKA_FORMAT")
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import shutil
+import signal
 import socket
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -43,11 +45,20 @@ def make_run_dir(prefix: str) -> Path:
 
 @contextmanager
 def scratch_stack(base: Settings, prefix: str = "smartshelf-scratch-") -> Iterator[tuple[Settings, dict[str, float]]]:
-    """Start a fresh stack; yields its settings and each server's start time; stops and removes it after."""
+    """Start a fresh stack; yields its settings and each server's start time; stops and removes it after, also
+    when the process is asked to stop (SIGTERM), so no server outlives it."""
     run_dir = make_run_dir(prefix)
     settings = scratch_settings(base, run_dir)
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _exit_on_term) if in_main else None
     try:
         yield settings, supervisor.start(settings)
     finally:
         supervisor.stop(settings)
         shutil.rmtree(run_dir, ignore_errors=True)
+        if in_main:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _exit_on_term(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)

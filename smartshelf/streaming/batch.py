@@ -111,13 +111,13 @@ class BatchIO:
                     ids.add(described.id_of(parsed))
         return found
 
-    def report_progress(self, rows: list[SourceRecord]) -> None:
-        """Tell the lockstep clock how far this app has read."""
+    def report_progress(self, rows: list[SourceRecord], app_name: str | None = None) -> None:
+        """Tell the lockstep clock how far this app (or the named one of a shared query) has read."""
         positions: dict[tuple[str, int], int] = {}
         for row in rows:
             key = (row.topic, row.partition)
             positions[key] = max(positions.get(key, 0), row.offset + 1)
-        self.clock.offsets_done(self.app_name, positions)
+        self.clock.offsets_done(app_name or self.app_name, positions)
 
     def now(self) -> datetime:
         return self.clock.now_or_none() or self.settings.sim_start

@@ -83,7 +83,8 @@ class LoopApp(Generic[StateT]):
                               delta.to_arrow(described.schema, rows), self.name, batch_id)
         if io.settings.crash_point == "spark.loop_after_publish":  # drill: published, not committed
             os._exit(137)
-        self.output_ends = io.end_offsets(self.outputs)
+        if any(records.values()):  # else the ends recorded before still bound what it has published
+            self.output_ends = io.end_offsets(self.outputs)
         row = AppStateRow(app=self.name, state=self.state.model_dump_json(), output_ends=json.dumps(self.output_ends))
         delta.write_batch(path, delta.to_arrow(AppStateRow, [row]), self.name, batch_id, mode="overwrite")
 
@@ -115,11 +116,12 @@ class WatchState(BaseModel):
 
 
 class ShelfAlertEngine(LoopApp[WatchState]):
-    """shelf_state → alerts (low stock, out of stock) + shelf_restock_plan; follows its plans to delivery."""
+    """shelf_state → alerts (low stock, out of stock) + shelf_restock_plan; follows its plans to delivery, and on
+    the clock retries the shelves whose plan was cancelled (the warehouse had nothing) the day before."""
 
     name = "shelf-alert-engine"
     validates = ("shelf_state", "shelf_restock_plan")
-    topics = ("shelf_state", "shelf_restock_plan")
+    topics = ("shelf_state", "shelf_restock_plan", "clock_ticks")
     outputs = ("alerts", "shelf_restock_plan")
     state_model = WatchState
 
@@ -134,6 +136,8 @@ class ShelfAlertEngine(LoopApp[WatchState]):
             elif isinstance(record, ShelfRestockPlan) and record.shelf_id in state.watches:
                 state.watches[record.shelf_id] = loop.follow_plan(state.watches[record.shelf_id], record.plan_id,
                                                                   record.status, record.updated_ts)
+            elif isinstance(record, ClockTick):
+                loop.retry_restocks(state.watches, record.ts, config, effects)
         return effects
 
 

@@ -1,5 +1,12 @@
-"""Start any subset of the streaming apps as separate queries, each with its own checkpoint, in one
-SparkSession; stop them cleanly on SIGTERM."""
+"""Start any subset of the streaming apps in one SparkSession, as one shared query (the default) or one query
+per app (SPARK_QUERY_PER_APP=1), each query with its own checkpoint; stop them cleanly on SIGTERM.
+
+A shared query reads the union of the apps' topics once per trigger and hands each app the records of its
+topics; each app still commits its own effects per (app, batch id), so a replay after a crash is skipped by
+the apps that had committed it. Why one query by default: with the closed loop's 13 apps on 2 cores, 13
+queries did not even start (Spark's Python workers timed out connecting back) and each query costs ~215 MiB
+of Python processes (docs/architecture.md, "One query or one per app").
+"""
 
 from __future__ import annotations
 
@@ -25,23 +32,40 @@ STATUS_FILE = "spark_queries.json"
 MAX_RESTARTS = 3  # per query and run: a query that keeps failing stops the service, with its error
 
 
+SHARED_QUERY = "smartshelf-apps"
+
+
 def start_query(spark: SparkSession, settings: Settings, app: StreamingApp, io: BatchIO | None = None
                 ) -> StreamingQuery:
-    io = io or BatchIO(settings, app.name)
-    io.clock.register_offset_participant(app.name, app.topics)
+    """One app as its own query."""
+    return start_group(spark, settings, app.name, [app], io)
+
+
+def start_group(spark: SparkSession, settings: Settings, name: str, apps: list[StreamingApp],
+                io: BatchIO | None = None) -> StreamingQuery:
+    """A query reading the topics of all `apps`, each batch handed to every app (its topics' records)."""
+    io = io or BatchIO(settings, name)
+    topics = sorted({t for app in apps for t in app.topics})
+    validates = {t for app in apps for t in app.validates}
+    for app in apps:  # the lockstep clock follows each app by name
+        io.clock.register_offset_participant(app.name, app.topics)
 
     def each_batch(frame: DataFrame, batch_id: int) -> None:
         records = source_records(frame.select(*SourceRecord._fields).toArrow())
-        received, output = io.decode(records, io.now(), app.validates)
-        app.handle(io, batch_id, received, output)
+        received, output = io.decode(records, io.now(), validates)
+        for app in apps:
+            mine = [r for r in received if r.topic in app.topics]
+            if mine:  # an app whose topics brought nothing has nothing to change or commit
+                app.handle(io, batch_id, mine, output)
         io.publish(output)
-        io.report_progress(records)
+        for app in apps:
+            io.report_progress([r for r in records if r.topic in app.topics], app.name)
 
     source = (spark.readStream.format(settings.kafka_format)
-              .options(**kafka_options(settings, list(app.topics))).load())
-    return (source.writeStream.queryName(app.name).foreachBatch(each_batch)
-            .option("checkpointLocation", str(settings.run_dir / "checkpoints" / app.name))
-            .trigger(processingTime="1 second").start())
+              .options(**kafka_options(settings, topics)).load())
+    return (source.writeStream.queryName(name).foreachBatch(each_batch)
+            .option("checkpointLocation", str(settings.run_dir / "checkpoints" / name))
+            .trigger(processingTime=f"{settings.spark_trigger_ms} milliseconds").start())
 
 
 def select_apps(names: Iterable[str] | None) -> list[StreamingApp]:
@@ -54,13 +78,22 @@ def select_apps(names: Iterable[str] | None) -> list[StreamingApp]:
     return [apps[name] for name in names]
 
 
+def query_groups(settings: Settings, apps: list[StreamingApp]) -> dict[str, list[str]]:
+    """Query name -> the names of the apps it runs."""
+    if settings.spark_query_per_app or len(apps) == 1:
+        return {app.name: [app.name] for app in apps}
+    return {SHARED_QUERY: [app.name for app in apps]}
+
+
 def run(settings: Settings, names: Iterable[str] | None = None) -> None:
     logger = logs.configure("spark", settings.log_level)
     apps = select_apps(names)
     life = Lifecycle("spark", redis_client(settings))
     spark = spark_session(settings)
-    ios = {app.name: BatchIO(settings, app.name) for app in apps}
-    queries = {app.name: start_query(spark, settings, app, ios[app.name]) for app in apps}
+    groups = query_groups(settings, apps)
+    ios = {name: BatchIO(settings, name) for name in groups}
+    queries = {name: start_group(spark, settings, name, select_apps(members), ios[name])
+               for name, members in groups.items()}
     restarts = dict.fromkeys(queries, 0)
     status_path = settings.run_dir / STATUS_FILE
     try:
@@ -76,8 +109,8 @@ def run(settings: Settings, names: Iterable[str] | None = None) -> None:
                 restarts[name] += 1
                 logs.warning(logger, "query failed, restarting it from its checkpoint", query=name,
                              restart=restarts[name], error=str(query.exception())[:2000])
-                # a new app object: its state reloads from its last Delta commit, never from a half-applied batch
-                queries[name] = start_query(spark, settings, select_apps([name])[0], ios[name])
+                # new app objects: their state reloads from their last Delta commit, never from a half-applied batch
+                queries[name] = start_group(spark, settings, name, select_apps(groups[name]), ios[name])
             time.sleep(1.0)
     finally:
         for query in queries.values():
