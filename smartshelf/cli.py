@@ -143,7 +143,9 @@ def sim(
                                                     "generated from the seed)")] = None,
     fast: Annotated[bool, typer.Option("--fast", help="lockstep: each tick as soon as the pipeline caught up")
                     ] = False,
-    step_seconds: Annotated[int, typer.Option(min=1, help="simulated seconds per clock tick")] = 900,
+    step_seconds: Annotated[int, typer.Option(min=1, help="simulated seconds per clock tick")] = 3600,
+    check_every_tick: Annotated[bool, typer.Option("--check-every-tick", help="with --fast: check the "
+                                                   "invariants at every tick, not only at the end")] = False,
 ) -> None:
     """Run the whole twin through the real stack (a scratch stack of its own) to the end; the last line is
     the JSON summary: events, alerts, restocks, supplier orders, dead letters, digest, conservation."""
@@ -164,9 +166,24 @@ def sim(
                 progress.update(task, completed=total_s - (end - now).total_seconds(), now=str(now))
 
         summary = run_sim(settings.model_copy(update={"step_seconds": step_seconds}), days, seed, csv_dir, fast,
-                          show)
+                          show, check_every_tick=check_every_tick)
     print(json.dumps(summary))
-    if not (summary["conservation_ok"] and summary["twin_matches_world"]):
+    if not summary["checks_ok"]:
+        raise typer.Exit(1)
+
+
+@app.command()
+def check() -> None:
+    """Check the running stack's invariants once the pipeline has caught up: stock conserved per item, the
+    twin's shelves and lots equal to the world's, no expired lot on a shelf. JSON on stdout; exit 1 if broken."""
+    from smartshelf.runtime.sim import check as run_check
+    from smartshelf.runtime.sim import wait_settled
+
+    settings = get_settings()
+    wait_settled(settings)
+    checks = run_check(settings)
+    print(json.dumps(checks.as_json()))
+    if not checks.ok:
         raise typer.Exit(1)
 
 

@@ -76,7 +76,7 @@ class Settings(BaseSettings):
 
     log_level: str = Field("WARNING", alias="SMARTSHELF_LOG_LEVEL")
     # failure drills: a service that reaches the named point dies at once, as if killed (bridge.after_send,
-    # spark.after_delta), or fails there once (spark.fail_after_apply)
+    # spark.after_delta; spark.loop_after_publish once per run), or fails there once (spark.fail_after_apply)
     crash_point: str | None = Field(None, alias="SMARTSHELF_CRASH_POINT")
 
     def as_env(self) -> dict[str, str]:

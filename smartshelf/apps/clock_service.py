@@ -50,11 +50,11 @@ class Lockstep:
             partitions.extend(self._partitions[name])
         return {c.partition_field(tp.topic, tp.partition): end for tp, end in self.kafka.end_offsets(partitions).items()}
 
-    def settle(self, tick: datetime, stopping: Callable[[], bool]) -> bool:
-        """True once everyone has caught up with `tick`; False if asked to stop first."""
+    def settle(self, tick: datetime, stopping: Callable[[], bool], besides: str | None = None) -> bool:
+        """True once everyone (but `besides`) has caught up with `tick`; False if asked to stop first."""
         last_report = time.monotonic()
         while not stopping():
-            participants = self.clock.participants()
+            participants = {n: p for n, p in self.clock.participants().items() if n != besides}
             ticks_done = self.clock.ticks_done()
             behind = c.behind_ticks({n: ticks_done.get(n) for n, p in participants.items() if p["kind"] == "tick"}, tick)
             if not behind:

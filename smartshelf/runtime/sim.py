@@ -4,6 +4,7 @@ gives the same digest. It returns the summary the CLI prints as its last line (D
 
 from __future__ import annotations
 
+import json
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -171,11 +172,38 @@ def world_as_told(settings: Settings, world: WorldState) -> WorldState:
     return state
 
 
-def summarise(settings: Settings, wall_s: float) -> dict[str, object]:
+@dataclass(frozen=True)
+class Checks:
+    """The invariants of a settled twin (DESIGN.md): stock conserved per item, the twin equal to the world, no
+    expired lot left on a shelf after the day's removals."""
+
+    conservation_problems: list[str]
+    twin_world_differences: list[str]
+    expired_on_shelves: list[str]
+    # what the summary reports besides
+    twin: Twin
+    world: WorldState
+    sales: list[PosTransaction]
+    moves: Moves
+
+    @property
+    def ok(self) -> bool:
+        return not (self.conservation_problems or self.twin_world_differences or self.expired_on_shelves)
+
+    def as_json(self) -> dict[str, object]:
+        return {"ok": self.ok, "conservation_ok": not self.conservation_problems,
+                "conservation_problems": self.conservation_problems[:5],
+                "twin_matches_world": not self.twin_world_differences,
+                "twin_world_differences": self.twin_world_differences,
+                "expired_lots_on_shelves": len(self.expired_on_shelves),
+                "expired_lot_examples": self.expired_on_shelves[:5]}
+
+
+def check(settings: Settings) -> Checks:
     store = jobs.load_store(settings)
     last = load_state(redis_client(settings))
     if last is None:
-        raise SmartShelfError("sim: the producers left no world state")
+        raise SmartShelfError("check: the producers have written no world state yet")
     world = world_as_told(settings, last)
     twin = Twin.read(settings)
     sales = _rows(settings, "raw_pos_transactions", PosTransaction)
@@ -191,6 +219,16 @@ def summarise(settings: Settings, wall_s: float) -> dict[str, object]:
         *differences("shelf stock", {s.shelf_id: s.current_stock for s in twin.shelves}, world.shelf_stock),
         *differences("shelf lot", twin_lots, dict(+world_lots)),
     ]
+    # removals run at STORE_OPS_HOUR: from then on, no lot past its date is on a shelf
+    today = world.clock.date() if world.clock.hour >= settings.store_ops_hour else world.clock.date() - timedelta(days=1)
+    expired = [f"{lot_key(lot)} expired {lot.expiry_date}, {lot.batch_quantity_store} left"
+               for lot in twin.shelf_lots if lot.batch_quantity_store and lot.expiry_date < today]
+    return Checks(problems, disagreements, expired, twin, world, sales, moves)
+
+
+def summarise(settings: Settings, wall_s: float) -> dict[str, object]:
+    checks = check(settings)
+    moves, world = checks.moves, checks.world
     counts = _topic_counts(settings, (*SENSOR_TOPICS, DEAD_LETTERS))
     alerts = _rows(settings, "alerts", Alert)
     orders = _rows(settings, "wh_supplier_orders", SupplierOrder)
@@ -201,7 +239,7 @@ def summarise(settings: Settings, wall_s: float) -> dict[str, object]:
         "mode": settings.sim_mode,
         "events": sum(counts[name] for name in SENSOR_TOPICS),
         "events_by_topic": {name: counts[name] for name in SENSOR_TOPICS},
-        "sales": len(sales),
+        "sales": len(checks.sales),
         "alerts": len(alerts),
         "alerts_by_type": dict(sorted(Counter(a.alert_type for a in alerts).items())),
         "restocks": kinds["wh_out"],
@@ -212,17 +250,53 @@ def summarise(settings: Settings, wall_s: float) -> dict[str, object]:
         "removals": {"shelf": kinds["pickup"], "warehouse": kinds["wh_removal"]},
         "dead_letters": counts[DEAD_LETTERS],
         "empty_shelf_misses": world.empty_shelf_misses,
-        "digest": state_digest(twin.tables()),
-        "conservation_ok": not problems,
-        "conservation_problems": problems[:5],
-        "twin_matches_world": not disagreements,
-        "twin_world_differences": disagreements,
+        "digest": state_digest(checks.twin.tables()),
+        **{k: v for k, v in checks.as_json().items() if k != "ok"},
+        "checks_ok": checks.ok,
         "wall_s": round(wall_s, 1),
     }
 
 
+CHECKER = "checker"
+
+
+class TickChecker:
+    """Checks the invariants at every tick of a fast run: a lockstep participant, so the clock waits for it;
+    it checks once everyone else has caught up with the tick, then reports the tick done."""
+
+    def __init__(self, settings: Settings, clock: SimClock) -> None:
+        self.settings, self.clock = settings, clock
+        self.kafka = KafkaAdapter(settings.kafka_bootstrap_servers)
+        self.lockstep = Lockstep(clock, self.kafka, lambda behind: None)
+        self.failures: list[str] = []
+        self.ticks = 0
+        clock.register_tick_participant(CHECKER)
+
+    def poll(self) -> None:
+        now = self.clock.now_or_none()
+        done = self.clock.last_tick_done(CHECKER)
+        if now is None or (done is not None and done >= now):
+            return
+        deadline = time.monotonic() + SETTLE_TIMEOUT_S
+        if not self.lockstep.settle(now, lambda: time.monotonic() > deadline, besides=CHECKER):
+            raise SmartShelfError(f"sim: the pipeline did not catch up with {now} in {SETTLE_TIMEOUT_S:.0f}s")
+        checks = check(self.settings)
+        self.ticks += 1
+        if not checks.ok:
+            self.failures.append(f"{now}: {json.dumps(checks.as_json())}")
+        self.clock.tick_done(CHECKER, now)
+
+    def close(self) -> None:
+        self.clock.unregister(CHECKER)
+        self.kafka.close()
+
+
 def run_sim(base: Settings, days: int, seed: int, csv_dir: Path | None, fast: bool,
-            on_progress: Progress = lambda now, end: None) -> dict[str, object]:
+            on_progress: Progress = lambda now, end: None,
+            during: Callable[[Settings, datetime | None], None] = lambda settings, now: None,
+            check_every_tick: bool = False) -> dict[str, object]:
+    """`during` is called with the clock's time while the run goes on (failure tests kill services there);
+    `check_every_tick` (fast mode) checks the invariants at every settled tick, not only at the end."""
     began = time.monotonic()
     with scratch_stack(base, prefix="smartshelf-sim-") as (scratch, _):
         settings = scratch.model_copy(update={
@@ -238,19 +312,39 @@ def run_sim(base: Settings, days: int, seed: int, csv_dir: Path | None, fast: bo
         supervisor.start(settings, SERVICES)
         clock = SimClock(redis_client(settings))
         _wait_for_participants(settings, clock)
+        checker = TickChecker(settings, clock) if check_every_tick and fast else None
         supervisor.start(settings, ["clock"])
         end = settings.sim_start + timedelta(days=days)
-        while not clock.done():
-            _check_services(settings, (*SERVICES, "clock"))
-            on_progress(clock.now_or_none(), end)
-            time.sleep(POLL_S)
-        # in demo mode the clock does not wait for the pipeline: let it finish the last tick
-        kafka = KafkaAdapter(settings.kafka_bootstrap_servers)
-        deadline = time.monotonic() + SETTLE_TIMEOUT_S
         try:
-            settled = Lockstep(clock, kafka, lambda behind: None).settle(end, lambda: time.monotonic() > deadline)
+            while not clock.done():
+                during(settings, clock.now_or_none())
+                _check_services(settings, (*SERVICES, "clock"))
+                on_progress(clock.now_or_none(), end)
+                if checker is not None:
+                    checker.poll()
+                time.sleep(POLL_S if checker is None else 0.05)
         finally:
-            kafka.close()
-        if not settled:
-            raise SmartShelfError(f"sim: the pipeline did not catch up with the last tick in {SETTLE_TIMEOUT_S:.0f}s")
-        return summarise(settings, time.monotonic() - began)
+            if checker is not None:
+                checker.close()
+        # in demo mode the clock does not wait for the pipeline: let it finish the last tick
+        wait_settled(settings, end)
+        summary = summarise(settings, time.monotonic() - began)
+        if checker is not None:
+            summary["ticks_checked"] = checker.ticks
+            summary["tick_check_failures"] = checker.failures[:5]
+            summary["checks_ok"] = summary["checks_ok"] and not checker.failures
+        return summary
+
+
+def wait_settled(settings: Settings, at: datetime | None = None) -> None:
+    """Wait until every participant has caught up with the clock's time (or `at`) and the pipeline is quiet."""
+    clock = SimClock(redis_client(settings))
+    tick = at or clock.now()
+    kafka = KafkaAdapter(settings.kafka_bootstrap_servers)
+    deadline = time.monotonic() + SETTLE_TIMEOUT_S
+    try:
+        settled = Lockstep(clock, kafka, lambda behind: None).settle(tick, lambda: time.monotonic() > deadline)
+    finally:
+        kafka.close()
+    if not settled:
+        raise SmartShelfError(f"the pipeline did not catch up with {tick} in {SETTLE_TIMEOUT_S:.0f}s")

@@ -232,13 +232,14 @@ def _terminate(server: Server, pid: int) -> None:
 
 
 def kill_hard(settings: Settings, name: str) -> int:
-    """SIGKILL one server (for failure tests and `smartshelf` drills); returns the pid killed."""
+    """SIGKILL one server with its whole process group (its children: Spark's JVM and Python workers), for
+    failure tests and drills; returns the pid killed."""
     (server,) = [s for s in all_processes(settings) if s.name == name]
     pid = _recorded_pid(server)
     if pid is None:
         raise SmartShelfError(f"{name} is not running")
     start_ticks = json.loads(_pid_file(server).read_text())["start_ticks"]
-    os.kill(pid, signal.SIGKILL)
+    os.killpg(pid, signal.SIGKILL)  # each server leads its own session (_spawn)
     while _alive(pid, start_ticks):
         time.sleep(0.05)
     return pid

@@ -119,6 +119,15 @@ class BatchIO:
             positions[key] = max(positions.get(key, 0), row.offset + 1)
         self.clock.offsets_done(app_name or self.app_name, positions)
 
+    def drill_once(self, name: str) -> bool:
+        """True the first time a failure drill named `name` reaches its point in this run dir (a marker file),
+        False after: a drill fails once, then lets the run go on."""
+        marker = self.settings.run_dir / f"drill-{name}"
+        if marker.exists():
+            return False
+        marker.touch()
+        return True
+
     def now(self) -> datetime:
         return self.clock.now_or_none() or self.settings.sim_start
 

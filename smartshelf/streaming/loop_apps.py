@@ -81,8 +81,9 @@ class LoopApp(Generic[StateT]):
             described = table(table_name)
             delta.write_batch(delta.table_path(io.settings.delta_dir, described),
                               delta.to_arrow(described.schema, rows), self.name, batch_id)
-        if io.settings.crash_point == "spark.loop_after_publish":  # drill: published, not committed
-            os._exit(137)
+        if io.settings.crash_point == "spark.loop_after_publish" and any(records.values()) \
+                and io.drill_once("loop_after_publish"):
+            os._exit(137)  # drill, once per run: the driver dies with the batch published but not committed
         if any(records.values()):  # else the ends recorded before still bound what it has published
             self.output_ends = io.end_offsets(self.outputs)
         row = AppStateRow(app=self.name, state=self.state.model_dump_json(), output_ends=json.dumps(self.output_ends))

@@ -29,7 +29,7 @@ from smartshelf.streaming.batch import BatchIO, SourceRecord, source_records
 STATUS_FILE = "spark_queries.json"
 
 
-MAX_RESTARTS = 3  # per query and run: a query that keeps failing stops the service, with its error
+MAX_RESTARTS = 3  # per app of a query, per run: a query that keeps failing stops the service, with its error
 
 
 SHARED_QUERY = "smartshelf-apps"
@@ -104,8 +104,8 @@ def run(settings: Settings, names: Iterable[str] | None = None) -> None:
             for name, query in queries.items():
                 if query.isActive:
                     continue
-                if restarts[name] == MAX_RESTARTS:
-                    raise SmartShelfError(f"spark query {name} stopped {MAX_RESTARTS + 1} times: {query.exception()}")
+                if restarts[name] == MAX_RESTARTS * len(groups[name]):
+                    raise SmartShelfError(f"spark query {name} stopped {restarts[name] + 1} times: {query.exception()}")
                 restarts[name] += 1
                 logs.warning(logger, "query failed, restarting it from its checkpoint", query=name,
                              restart=restarts[name], error=str(query.exception())[:2000])

@@ -26,12 +26,14 @@ from smartshelf.runtime import jobs
 from smartshelf.runtime.scratch import make_run_dir
 from smartshelf.schemas import ShelfBatchState, ShelfState
 from smartshelf.settings import REPO_ROOT, Settings
+from smartshelf.streaming.apps import STATE_APPS
 from smartshelf.world import World, WorldEvents
 from tests.conftest import initialised_stack, isolated_settings, settings_env
 
 pytestmark = pytest.mark.integration
 
-RUNNER = [sys.executable, str(REPO_ROOT / "spark-apps" / "runner" / "app.py")]
+# the state apps (the closed loop's apps would restock shelves and change the lots this test expects)
+RUNNER = [sys.executable, str(REPO_ROOT / "spark-apps" / "runner" / "app.py"), *STATE_APPS]
 
 
 @pytest.fixture(scope="module")

@@ -31,3 +31,23 @@ def test_each_state_app_starts_from_rows_of_its_own_table() -> None:
         assert rows and {type(row) for row in rows} == {table(app.state_table).schema}, app.name
         if app.raw is not None:  # its raw table holds one of the topics it reads
             assert app.raw.topics[0] in app.topics, app.name
+
+
+def test_the_runner_shares_one_query_unless_asked_for_one_per_app() -> None:
+    from smartshelf.settings import Settings
+    from smartshelf.streaming.runner import SHARED_QUERY, query_groups
+
+    apps = list(all_apps().values())
+    names = [app.name for app in apps]
+    assert query_groups(Settings(), apps) == {SHARED_QUERY: names}
+    assert query_groups(Settings(SPARK_QUERY_PER_APP=True), apps) == {name: [name] for name in names}
+    assert query_groups(Settings(), apps[:1]) == {names[0]: [names[0]]}  # an app alone keeps its own name
+
+
+def test_loop_apps_publish_only_to_topics_with_ids_or_compacted_ones() -> None:
+    """A replayed loop batch drops what was already published by id; compacted outputs need no id."""
+    from smartshelf.streaming.loop_apps import loop_apps
+
+    for app in loop_apps():
+        for name in app.outputs:
+            assert topic(name).compacted or topic(name).id_field is not None, (app.name, name)
