@@ -65,6 +65,8 @@ class Watch(BaseModel):
     stock: int = 0  # as last seen
     open_plan: str | None = None
     blocked_until: date | None = None  # its last plan was cancelled (nothing to send): no new plan before
+    refilled: int = 0  # units of the open plan seen arriving on the shelf
+    delivered: int | None = None  # units the open plan delivered, once its delivery is known
 
 
 @dataclass
@@ -107,8 +109,8 @@ def watch_shelf(watch: Watch, state: ShelfState, config: StoreConfig, effects: E
         effects.publish("alerts", _alert(kind, "store", severity, state.shelf_id, ts,
                                          f"{state.current_stock} left of {profile.maximum_stock}",
                                          state.current_stock, threshold))
-    return _plan_restock(Watch(level=level, stock=state.current_stock, open_plan=watch.open_plan,
-                               blocked_until=watch.blocked_until), state.shelf_id, ts, config, effects)
+    return _plan_restock(watch.model_copy(update={"level": level, "stock": state.current_stock}), state.shelf_id,
+                         ts, config, effects)
 
 
 def _plan_restock(watch: Watch, shelf_id: str, ts: datetime, config: StoreConfig, effects: Effects) -> Watch:
@@ -134,15 +136,35 @@ def retry_restocks(watches: dict[str, Watch], ts: datetime, config: StoreConfig,
             watches[shelf_id] = _plan_restock(watch, shelf_id, ts, config, effects)
 
 
-def follow_plan(watch: Watch, plan_id: str, status: str, at: datetime) -> Watch:
-    """A plan's progress: delivered or cancelled closes it; after a cancellation, try again the next day."""
-    if plan_id != watch.open_plan:
+def follow_shelf_plan(watch: Watch, plan: ShelfRestockPlan, config: StoreConfig, effects: Effects) -> Watch:
+    """The open plan's progress: cancelled (the warehouse had nothing) closes it and blocks new plans until the
+    next day; delivered closes it once its units have been seen on the shelf (`refill_arrived`), in whichever
+    order the two arrive, so the next plan does not depend on how micro-batches fell."""
+    if plan.plan_id != watch.open_plan:
         return watch
-    if status in ("delivered", "received"):
-        return watch.model_copy(update={"open_plan": None})
-    if status == "cancelled":
-        return watch.model_copy(update={"open_plan": None, "blocked_until": at.date() + timedelta(days=1)})
+    if plan.status == "cancelled":
+        return watch.model_copy(update={"open_plan": None, "refilled": 0, "delivered": None,
+                                        "blocked_until": plan.updated_ts.date() + timedelta(days=1)})
+    if plan.status == "delivered":
+        return _close_if_delivered(watch.model_copy(update={"delivered": plan.quantity}), plan.shelf_id,
+                                   plan.updated_ts, config, effects)
     return watch
+
+
+def refill_arrived(watch: Watch, shelf_id: str, quantity: int, ts: datetime, config: StoreConfig,
+                   effects: Effects) -> Watch:
+    """A refill (a staff putback) reached the shelf: units of the open plan."""
+    if watch.open_plan is None:
+        return watch
+    return _close_if_delivered(watch.model_copy(update={"refilled": watch.refilled + quantity}), shelf_id, ts,
+                               config, effects)
+
+
+def _close_if_delivered(watch: Watch, shelf_id: str, ts: datetime, config: StoreConfig, effects: Effects) -> Watch:
+    if watch.delivered is None or watch.refilled < watch.delivered:
+        return watch
+    closed = watch.model_copy(update={"open_plan": None, "refilled": 0, "delivered": None})
+    return _plan_restock(closed, shelf_id, ts, config, effects)  # still low after the refill: the next plan
 
 
 # --- wh-alert-engine -----------------------------------------------------------------------------------
@@ -161,20 +183,38 @@ def watch_warehouse(watch: Watch, state: WarehouseState, config: StoreConfig, ef
         effects.publish("alerts", _alert(kind, "warehouse", severity, state.shelf_id, ts,
                                          f"{state.wh_current_stock} in the warehouse, reorder point "
                                          f"{policy.reorder_point}", state.wh_current_stock, policy.reorder_point))
-    open_plan = watch.open_plan
-    wanted = policy.order_up_to - state.wh_current_stock
-    if level != "ok" and open_plan is None and wanted > 0:
-        size = config.batch_size.get(state.shelf_id, 1)
-        batches = math.ceil(wanted / size)
-        plan = WarehouseSupplierPlan(
-            plan_id=f"sp-{state.shelf_id}-{_stamp(ts)}", shelf_id=state.shelf_id, batches_to_order=batches,
-            quantity=batches * size, status="planned",
-            expected_delivery_date=ts.date() + timedelta(days=max(policy.lead_time_days, 1)),
-            created_ts=ts, updated_ts=ts)
-        effects.publish("wh_supplier_plan", plan)
-        effects.store("wh_supplier_plan", plan)
-        open_plan = plan.plan_id
-    return Watch(level=level, open_plan=open_plan)
+    return _plan_supply(watch.model_copy(update={"level": level, "stock": state.wh_current_stock}), state.shelf_id,
+                        ts, config, effects)
+
+
+def _plan_supply(watch: Watch, shelf_id: str, ts: datetime, config: StoreConfig, effects: Effects) -> Watch:
+    policy = config.wh_policies[shelf_id]
+    wanted = policy.order_up_to - watch.stock
+    if watch.level == "ok" or watch.open_plan is not None or wanted <= 0:
+        return watch
+    size = config.batch_size.get(shelf_id, 1)
+    batches = math.ceil(wanted / size)
+    plan = WarehouseSupplierPlan(
+        plan_id=f"sp-{shelf_id}-{_stamp(ts)}", shelf_id=shelf_id, batches_to_order=batches,
+        quantity=batches * size, status="planned",
+        expected_delivery_date=ts.date() + timedelta(days=max(policy.lead_time_days, 1)),
+        created_ts=ts, updated_ts=ts)
+    effects.publish("wh_supplier_plan", plan)
+    effects.store("wh_supplier_plan", plan)
+    return watch.model_copy(update={"open_plan": plan.plan_id})
+
+
+def order_id(plan_id: str) -> str:
+    return f"so-{plan_id}"
+
+
+def delivery_arrived(watch: Watch, delivery: WarehouseEvent, config: StoreConfig, effects: Effects) -> Watch:
+    """The open plan's order arrived (its wh_in, after the stock it brings is counted): the plan closes, and a
+    warehouse still low orders again. Taken from the delivery itself, not from the plan's status record, so
+    it is in the same stream, in the same order, as the stock."""
+    if watch.open_plan is None or delivery.event_type != "wh_in" or delivery.reference != order_id(watch.open_plan):
+        return watch
+    return _plan_supply(watch.model_copy(update={"open_plan": None}), delivery.shelf_id, delivery.ts, config, effects)
 
 
 # --- shelf-restock-manager -----------------------------------------------------------------------------
@@ -264,7 +304,7 @@ def refills_due(pending: list[WarehouseEvent], watermark: datetime, delay: timed
 # --- wh-supplier-manager -------------------------------------------------------------------------------
 def place_order(plan: WarehouseSupplierPlan, config: StoreConfig, effects: Effects) -> SupplierOrder:
     delivery_hour = config.wh_policies[plan.shelf_id].delivery_hour
-    order = SupplierOrder(order_id=f"so-{plan.plan_id}", plan_id=plan.plan_id, shelf_id=plan.shelf_id,
+    order = SupplierOrder(order_id=order_id(plan.plan_id), plan_id=plan.plan_id, shelf_id=plan.shelf_id,
                           batches=plan.batches_to_order, quantity=plan.quantity, ordered_ts=plan.created_ts,
                           expected_delivery_ts=datetime.combine(plan.expected_delivery_date, time(delivery_hour)),
                           status="open")

@@ -137,21 +137,23 @@ def apply_wh_batch_event(lot: WarehouseBatchState | None, event: WarehouseEvent
     return lot.model_copy(update={"batch_quantity_warehouse": quantity, "last_update_ts": event.ts}), shortfall
 
 
-def receive_on_shelf(lots_by_shelf: dict[str, list[ShelfBatchState]], move: WarehouseEvent) -> ShelfBatchState:
-    """A restock (wh_out) adds its lot to the shelf's lots, from the moment it leaves the warehouse: the shelf's
-    lots then count what is on the shelf, in customers' carts (paid at the exit) and on its way from the
-    warehouse. `lots_by_shelf` is updated in place; returns the lot after the move."""
-    assert move.event_type == "wh_out"
-    lots = lots_by_shelf.setdefault(move.shelf_id, [])
-    current = next((lot for lot in lots if lot.batch_code == move.batch_code), None)
+def receive_on_shelf(lots_by_shelf: dict[str, list[ShelfBatchState]], refill: ShelfEvent) -> ShelfBatchState:
+    """A refill (a staff putback naming its lot) adds the lot's items to the shelf's lots when they reach the
+    shelf: the shelf's lots count what is on the shelf and in customers' carts (paid at the exit), as the
+    world's do, and a sale never takes a lot still on its way. `lots_by_shelf` is updated in place; returns
+    the lot after the refill."""
+    assert refill.by_staff and refill.event_type == "putback" and refill.batch_code is not None
+    assert refill.received_date is not None and refill.expiry_date is not None
+    lots = lots_by_shelf.setdefault(refill.shelf_id, [])
+    current = next((lot for lot in lots if lot.batch_code == refill.batch_code), None)
     if current is None:
-        after = ShelfBatchState(shelf_id=move.shelf_id, batch_code=move.batch_code, received_date=move.received_date,
-                                expiry_date=move.expiry_date, batch_quantity_store=move.quantity,
-                                last_update_ts=move.ts)
+        after = ShelfBatchState(shelf_id=refill.shelf_id, batch_code=refill.batch_code,
+                                received_date=refill.received_date, expiry_date=refill.expiry_date,
+                                batch_quantity_store=refill.quantity, last_update_ts=refill.ts)
         lots.append(after)
     else:
-        after = current.model_copy(update={"batch_quantity_store": current.batch_quantity_store + move.quantity,
-                                           "last_update_ts": max(current.last_update_ts, move.ts)})
+        after = current.model_copy(update={"batch_quantity_store": current.batch_quantity_store + refill.quantity,
+                                           "last_update_ts": max(current.last_update_ts, refill.ts)})
         lots[lots.index(current)] = after
     return after
 

@@ -44,4 +44,13 @@ SERVICES: tuple[Service, ...] = (
     Service("batch-state-updater", Profile.SPARK, "spark", "pos_transactions → shelf_batch_state, FIFO by expiry"),
     Service("wh-aggregator", Profile.SPARK, "spark", "wh_events → wh_state (Delta, compacted topic)"),
     Service("wh-batch-state-updater", Profile.SPARK, "spark", "wh_events → wh_batch_state (Delta, compacted topic)"),
+    # the closed loop
+    Service("shelf-alert-engine", Profile.SPARK, "spark", "shelf_state → alerts + shelf_restock_plan (low stock, out of stock)"),
+    Service("wh-alert-engine", Profile.SPARK, "spark", "wh_state → alerts + wh_supplier_plan (reorder point, out of stock)"),
+    Service("shelf-restock-manager", Profile.SPARK, "spark", "shelf_restock_plan → wh_events (wh_out), warehouse lots FIFO by expiry"),
+    Service("shelf-refill-bridge", Profile.SPARK, "spark", "wh_events (wh_out) → shelf_events (staff putback) after REFILL_DELAY_MINUTES"),
+    Service("wh-supplier-manager", Profile.SPARK, "spark", "wh_supplier_plan → supplier orders; deliveries → wh_events (wh_in), receipts"),
+    Service("daily-discount-manager", Profile.SPARK, "spark", "near-expiry lots → daily_discounts (STORE_OPS_HOUR)"),
+    Service("removal-scheduler", Profile.SPARK, "spark", "expired lots → staff pickups and wh_removal, expired alerts (STORE_OPS_HOUR)"),
+    Service("alerts-sink", Profile.SPARK, "spark", "alerts → delta/ops/alerts"),
 )

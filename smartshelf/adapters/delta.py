@@ -64,6 +64,11 @@ def write_batch(path: Path, data: pa.Table, app_id: str, batch_id: int,
     return True
 
 
+def overwrite(path: Path, data: pa.Table) -> None:
+    """Replace the table's rows, outside any app's batch sequence (no transaction id)."""
+    write_deltalake(str(path), data, mode="overwrite")
+
+
 def read_rows(path: Path, model: type[ModelT]) -> list[ModelT]:
     """Every row of the table (none if there is no table yet)."""
     if not DeltaTable.is_deltatable(str(path)):

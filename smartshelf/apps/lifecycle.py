@@ -4,7 +4,10 @@ that the supervisor's health probe reads (`smartshelf status`)."""
 from __future__ import annotations
 
 import signal
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import FrameType
 
 import redis
@@ -31,6 +34,26 @@ class Lifecycle:
         if now - self._last_beat >= HEARTBEAT_EVERY_S:
             self.redis.hset(HEARTBEAT_KEY, self.name, f"{now:.3f}")
             self._last_beat = now
+
+
+    @contextmanager
+    def beating(self) -> Iterator[None]:
+        """Beat from a background thread meanwhile: for a long start-up (a SparkSession and its queries take
+        10-30 s on a busy machine) that would otherwise look dead, or alive by a killed predecessor's beat."""
+        done = threading.Event()
+
+        def beat_until_done() -> None:
+            while not done.wait(HEARTBEAT_EVERY_S / 2):
+                self.beat()
+
+        self.beat()
+        thread = threading.Thread(target=beat_until_done, name=f"{self.name}-heartbeat", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            done.set()
+            thread.join()
 
 
 def heartbeat_age(client: redis.Redis, name: str) -> float | None:

@@ -15,6 +15,7 @@ from typing import NamedTuple, TypeVar
 
 from pydantic import BaseModel
 
+from smartshelf import rules
 from smartshelf.adapters import delta
 from smartshelf.adapters.kafka import KafkaAdapter
 from smartshelf.adapters.redis_clock import SimClock, redis_client
@@ -92,9 +93,14 @@ class Twin:
     wh_lots: list[WarehouseBatchState]
 
     @classmethod
-    def read(cls, settings: Settings) -> Twin:
-        return cls(_rows(settings, "shelf_state", ShelfState), _rows(settings, "shelf_batch_state", ShelfBatchState),
-                   _rows(settings, "wh_state", WarehouseState), _rows(settings, "wh_batch_state", WarehouseBatchState))
+    def read(cls, settings: Settings, store: StoreData) -> Twin:
+        """The state tables; a table no batch has written yet holds the state as the store opened (the state
+        apps start from it at their first batch, smartshelf.streaming.apps.StateApp)."""
+        initial = rules.initial_states(store, settings.sim_start)
+        return cls(_rows(settings, "shelf_state", ShelfState) or initial.shelves,
+                   _rows(settings, "shelf_batch_state", ShelfBatchState) or initial.shelf_lots,
+                   _rows(settings, "wh_state", WarehouseState) or initial.warehouse,
+                   _rows(settings, "wh_batch_state", WarehouseBatchState) or initial.wh_lots)
 
     def tables(self) -> dict[str, list[BaseModel]]:
         return {"shelf_state": [*self.shelves], "shelf_batch_state": [*self.shelf_lots],
@@ -121,18 +127,17 @@ class Moves(NamedTuple):
         staff = [e for e in _rows(settings, "raw_shelf_events", ShelfEvent) if e.by_staff]
         return cls(_rows(settings, "raw_wh_events", WarehouseEvent), staff)
 
-    def units(self, kind: str, key: Callable[[WarehouseEvent | ShelfEvent], str] = lambda m: m.shelf_id
-              ) -> Counter[str]:
+    def units(self, kind: str) -> Counter[str]:
         units: Counter[str] = Counter()
         for move in [*self.warehouse, *self.staff]:
             if move.event_type == kind:
-                units[key(move)] += move.quantity
+                units[move.shelf_id] += move.quantity
         return units
 
-    def in_transit(self, key: Callable[[WarehouseEvent | ShelfEvent], str] = lambda m: m.shelf_id) -> Counter[str]:
+    def in_transit(self) -> Counter[str]:
         """Restocks that left the warehouse and have not reached their shelf yet."""
-        transit = self.units("wh_out", key)
-        transit.subtract(self.units("putback", key))
+        transit = self.units("wh_out")
+        transit.subtract(self.units("putback"))
         return +transit
 
 
@@ -205,19 +210,17 @@ def check(settings: Settings) -> Checks:
     if last is None:
         raise SmartShelfError("check: the producers have written no world state yet")
     world = world_as_told(settings, last)
-    twin = Twin.read(settings)
+    twin = Twin.read(settings, store)
     sales = _rows(settings, "raw_pos_transactions", PosTransaction)
     moves = Moves.read(settings)
     problems = ledger(store, twin, world, sales, moves).problems()
     lot_key = topic("shelf_batch_state").key_of
     twin_lots = {lot_key(lot): lot.batch_quantity_store for lot in twin.shelf_lots if lot.batch_quantity_store}
-    # the twin's shelf lots count restocks from when they leave the warehouse; the world's from the shelf
-    world_lots = moves.in_transit(lot_key)
-    world_lots.update({lot_key(ShelfLotKey(shelf_id, lot.batch_code)): lot.quantity
-                       for shelf_id, lots in world.shelf_lots.items() for lot in lots if lot.quantity})
+    world_lots = {lot_key(ShelfLotKey(shelf_id, lot.batch_code)): lot.quantity
+                  for shelf_id, lots in world.shelf_lots.items() for lot in lots if lot.quantity}
     disagreements = [
         *differences("shelf stock", {s.shelf_id: s.current_stock for s in twin.shelves}, world.shelf_stock),
-        *differences("shelf lot", twin_lots, dict(+world_lots)),
+        *differences("shelf lot", twin_lots, world_lots),
     ]
     # removals run at STORE_OPS_HOUR: from then on, no lot past its date is on a shelf
     today = world.clock.date() if world.clock.hour >= settings.store_ops_hour else world.clock.date() - timedelta(days=1)

@@ -179,12 +179,12 @@ class ShelfAggregator(EventByEventApp):
 
 class BatchStateUpdater(StateApp):
     """pos_transactions → shelf_batch_state: sold items leave the shelf's lots earliest expiry first. It also
-    keeps the store's mirror of the batches the warehouse sends: a restock (wh_out on wh_events) adds its lot
-    to the shelf's lots, and a removal (a staff pickup naming a lot on shelf_events) takes it off. One app
-    writes the shelf lots, so each change lands once (docs/architecture.md)."""
+    keeps the store's mirror of the batches on shelves from the staff's moves on shelf_events: a refill (staff
+    putback naming its lot) adds the lot's items, a removal (staff pickup naming an expired lot) takes them
+    off. One app writes the shelf lots, so each change lands once (docs/architecture.md)."""
 
     name = "batch-state-updater"
-    topics = ("pos_transactions", "wh_events", "shelf_events")
+    topics = ("pos_transactions", "shelf_events")
     validates = ("pos_transactions",)
     state_table = "shelf_batch_state"
     initial_field = "shelf_lots"
@@ -196,32 +196,32 @@ class BatchStateUpdater(StateApp):
             assert isinstance(lot, ShelfBatchState)
             lots_by_shelf.setdefault(lot.shelf_id, []).append(lot)
         touched, problems = set(), []
-        # sales in their partition's order (the world's), restocks among them by time
+        # sales in their partition's order (the world's), the staff's moves among them by time
         for item in sorted(received, key=_time_order):
             event = item.record
             if isinstance(event, ShelfEvent):
-                if event.by_staff and event.event_type == "pickup" and event.batch_code is not None:
+                if not (event.by_staff and event.batch_code is not None) or event.event_type == "weight_change":
+                    continue  # customers' moves change the shelf, not the lots (paid at the exit)
+                if event.event_type == "putback":
+                    lot: ShelfBatchState | None = rules.receive_on_shelf(lots_by_shelf, event)
+                    shortfall = None
+                else:
                     lot, shortfall = rules.remove_from_shelf_lot(lots_by_shelf, event)
-                    if lot is not None:
-                        state[self._key(lot)] = lot
-                        touched.add(self._key(lot))
-                    if shortfall is not None:
-                        problems.append((item, f"removal of {shortfall.missing} more than lot {shortfall.key} holds"))
-                continue
-            if isinstance(event, WarehouseEvent):
-                if event.event_type == "wh_out":
-                    lot = rules.receive_on_shelf(lots_by_shelf, event)
+                if lot is not None:
                     state[self._key(lot)] = lot
                     touched.add(self._key(lot))
+                if shortfall is not None:
+                    problems.append((item, f"removal of {shortfall.missing} more than lot {shortfall.key} holds"))
                 continue
             assert isinstance(event, PosTransaction)
             changed, shortfalls = rules.apply_sale(lots_by_shelf, event)
-            for lot in changed:
-                key = self._key(lot)
-                state[key] = lot
+            for changed_lot in changed:
+                key = self._key(changed_lot)
+                state[key] = changed_lot
                 touched.add(key)
-            for shortfall in shortfalls:
-                problems.append((item, f"sold {shortfall.missing} more of shelf {shortfall.key} than its lots hold"))
+            for sale_shortfall in shortfalls:
+                problems.append((item, f"sold {sale_shortfall.missing} more of shelf {sale_shortfall.key} than its "
+                                       f"lots hold"))
         return touched, problems
 
 
@@ -268,7 +268,7 @@ class WarehouseBatchStateUpdater(EventByEventApp):
 
 
 def _time_order(item: Received) -> tuple[datetime, str, int, int]:
-    assert isinstance(item.record, (PosTransaction, WarehouseEvent, ShelfEvent))
+    assert isinstance(item.record, (PosTransaction, ShelfEvent))
     return item.record.ts, item.topic, item.partition, item.offset
 
 

@@ -19,10 +19,10 @@ from typing import ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, Field
 
-from smartshelf import loop
+from smartshelf import loop, rules
 from smartshelf.adapters import delta
 from smartshelf.registry import table, topic
-from smartshelf.schemas import (AppStateRow, ClockTick, ShelfBatchState, ShelfRestockPlan, ShelfState,
+from smartshelf.schemas import (AppStateRow, ClockTick, ShelfBatchState, ShelfEvent, ShelfRestockPlan, ShelfState,
                                 SupplierOrder, WarehouseBatchState, WarehouseEvent, WarehouseState,
                                 WarehouseSupplierPlan)
 from smartshelf.streaming.batch import BatchIO, BatchOutput, Received
@@ -55,12 +55,17 @@ class LoopApp(Generic[StateT]):
         from smartshelf.runtime.jobs import load_config
 
         self.config = loop.StoreConfig.from_tables(load_config(io.settings))
-        rows = delta.read_rows(delta.app_state_path(io.settings.delta_dir, self.name), AppStateRow)
-        if rows:
-            self.state = self.state_model.model_validate_json(rows[0].state)  # type: ignore[assignment]
-            self.output_ends = json.loads(rows[0].output_ends)
-        else:
-            self.state = self.initial(io)
+        path = delta.app_state_path(io.settings.delta_dir, self.name)
+        rows = delta.read_rows(path, AppStateRow)
+        if not rows:
+            # the first start ever: record where the outputs end before anything is published, so that a
+            # crash in the very first batch is deduplicated like any other
+            first = AppStateRow(app=self.name, state=self.initial(io).model_dump_json(),
+                                output_ends=json.dumps(io.end_offsets(self.outputs)))
+            delta.overwrite(path, delta.to_arrow(AppStateRow, [first]))
+            rows = [first]
+        self.state = self.state_model.model_validate_json(rows[0].state)  # type: ignore[assignment]
+        self.output_ends = json.loads(rows[0].output_ends)
 
     def handle(self, io: BatchIO, batch_id: int, received: list[Received], output: BatchOutput) -> None:
         path = delta.app_state_path(io.settings.delta_dir, self.name)
@@ -72,7 +77,7 @@ class LoopApp(Generic[StateT]):
             return  # a replay of a committed batch: published and stored before its commit
         effects = self.apply(self.state, sorted(received, key=_time_order), self.config, io)
         records = effects.records
-        if self.first_batch and self.output_ends:
+        if self.first_batch and any(records.values()):
             records = _not_yet_published(records, io.published_ids(
                 {field: end for field, end in self.output_ends.items() if topic(field.rsplit(":", 1)[0]).id_field}))
         self.first_batch = False
@@ -112,56 +117,79 @@ def _delay(io: BatchIO) -> timedelta:
 
 
 # --- the apps ------------------------------------------------------------------------------------------
-class WatchState(BaseModel):
+class ShelfWatchState(BaseModel):
+    shelves: dict[str, ShelfState] = Field(default_factory=dict)
     watches: dict[str, loop.Watch] = Field(default_factory=dict)
 
 
-class ShelfAlertEngine(LoopApp[WatchState]):
-    """shelf_state → alerts (low stock, out of stock) + shelf_restock_plan; follows its plans to delivery, and on
-    the clock retries the shelves whose plan was cancelled (the warehouse had nothing) the day before."""
+class ShelfAlertEngine(LoopApp[ShelfWatchState]):
+    """Shelf stock → alerts (low stock, out of stock) + shelf_restock_plan; follows its plans to delivery, and
+    on the clock retries the shelves whose plan was cancelled (the warehouse had nothing) the day before.
+
+    It follows the shelves' stock from shelf_events with the shelf-aggregator's own rule rather than reading
+    the shelf_state topic: that topic carries one value per shelf and micro-batch, so which intermediate
+    levels an engine would see, and when it would plan, would depend on how batches fell (runs of the same
+    seed differed so)."""
 
     name = "shelf-alert-engine"
-    validates = ("shelf_state", "shelf_restock_plan")
-    topics = ("shelf_state", "shelf_restock_plan", "clock_ticks")
+    validates = ("shelf_restock_plan",)
+    topics = ("shelf_events", "shelf_restock_plan", "clock_ticks")
     outputs = ("alerts", "shelf_restock_plan")
-    state_model = WatchState
+    state_model = ShelfWatchState
 
-    def apply(self, state: WatchState, received: list[Received], config: loop.StoreConfig, io: BatchIO
+    def initial(self, io: BatchIO) -> ShelfWatchState:
+        return ShelfWatchState(shelves={s.shelf_id: s for s in _initial(io).shelves})
+
+    def apply(self, state: ShelfWatchState, received: list[Received], config: loop.StoreConfig, io: BatchIO
               ) -> loop.Effects:
         effects = loop.Effects()
         for item in received:
             record = item.record
-            if isinstance(record, ShelfState) and record.shelf_id in config.profiles:
-                watch = state.watches.get(record.shelf_id, loop.Watch())
-                state.watches[record.shelf_id] = loop.watch_shelf(watch, record, config, effects)
+            if isinstance(record, ShelfEvent) and record.shelf_id in state.shelves \
+                    and record.shelf_id in config.profiles:
+                shelf, _ = rules.apply_shelf_event(state.shelves[record.shelf_id], record)
+                state.shelves[record.shelf_id] = shelf
+                watch = loop.watch_shelf(state.watches.get(record.shelf_id, loop.Watch()), shelf, config, effects)
+                if record.by_staff and record.event_type == "putback":
+                    watch = loop.refill_arrived(watch, record.shelf_id, record.quantity, record.ts, config, effects)
+                state.watches[record.shelf_id] = watch
             elif isinstance(record, ShelfRestockPlan) and record.shelf_id in state.watches:
-                state.watches[record.shelf_id] = loop.follow_plan(state.watches[record.shelf_id], record.plan_id,
-                                                                  record.status, record.updated_ts)
+                state.watches[record.shelf_id] = loop.follow_shelf_plan(state.watches[record.shelf_id], record,
+                                                                        config, effects)
             elif isinstance(record, ClockTick):
                 loop.retry_restocks(state.watches, record.ts, config, effects)
         return effects
 
 
-class WarehouseAlertEngine(LoopApp[WatchState]):
-    """wh_state → alerts (reorder point, out of stock) + wh_supplier_plan; follows its plans to receipt."""
+class WarehouseWatchState(BaseModel):
+    warehouse: dict[str, WarehouseState] = Field(default_factory=dict)
+    watches: dict[str, loop.Watch] = Field(default_factory=dict)
+
+
+class WarehouseAlertEngine(LoopApp[WarehouseWatchState]):
+    """Warehouse stock → alerts (reorder point, out of stock) + wh_supplier_plan; a plan closes when its
+    delivery arrives. Follows the stock from wh_events with wh-aggregator's rule (as shelf-alert-engine)."""
 
     name = "wh-alert-engine"
-    validates = ("wh_state", "wh_supplier_plan")
-    topics = ("wh_state", "wh_supplier_plan")
+    topics = ("wh_events",)
     outputs = ("alerts", "wh_supplier_plan")
-    state_model = WatchState
+    state_model = WarehouseWatchState
 
-    def apply(self, state: WatchState, received: list[Received], config: loop.StoreConfig, io: BatchIO
+    def initial(self, io: BatchIO) -> WarehouseWatchState:
+        return WarehouseWatchState(warehouse={w.shelf_id: w for w in _initial(io).warehouse})
+
+    def apply(self, state: WarehouseWatchState, received: list[Received], config: loop.StoreConfig, io: BatchIO
               ) -> loop.Effects:
         effects = loop.Effects()
         for item in received:
             record = item.record
-            if isinstance(record, WarehouseState) and record.shelf_id in config.wh_policies:
-                watch = state.watches.get(record.shelf_id, loop.Watch())
-                state.watches[record.shelf_id] = loop.watch_warehouse(watch, record, config, effects)
-            elif isinstance(record, WarehouseSupplierPlan) and record.shelf_id in state.watches:
-                state.watches[record.shelf_id] = loop.follow_plan(state.watches[record.shelf_id], record.plan_id,
-                                                                  record.status, record.updated_ts)
+            if isinstance(record, WarehouseEvent) and record.shelf_id in state.warehouse \
+                    and record.shelf_id in config.wh_policies:
+                stock, _ = rules.apply_wh_event(state.warehouse[record.shelf_id], record)
+                state.warehouse[record.shelf_id] = stock
+                watch = loop.watch_warehouse(state.watches.get(record.shelf_id, loop.Watch()), stock, config,
+                                             effects)
+                state.watches[record.shelf_id] = loop.delivery_arrived(watch, record, config, effects)
         return effects
 
 
@@ -169,19 +197,18 @@ class WarehouseLots(BaseModel):
     lots: dict[str, WarehouseBatchState] = Field(default_factory=dict)
 
 
-def _initial_wh_lots(io: BatchIO) -> dict[str, WarehouseBatchState]:
-    from smartshelf import rules
+def _initial(io: BatchIO) -> rules.InitialStates:
     from smartshelf.runtime.jobs import load_store
 
-    return {loop.lot_key(lot): lot for lot in rules.initial_states(load_store(io.settings), io.settings.sim_start).wh_lots}
+    return rules.initial_states(load_store(io.settings), io.settings.sim_start)
+
+
+def _initial_wh_lots(io: BatchIO) -> dict[str, WarehouseBatchState]:
+    return {loop.lot_key(lot): lot for lot in _initial(io).wh_lots}
 
 
 def _initial_shelf_lots(io: BatchIO) -> dict[str, ShelfBatchState]:
-    from smartshelf import rules
-    from smartshelf.runtime.jobs import load_store
-
-    initial = rules.initial_states(load_store(io.settings), io.settings.sim_start)
-    return {loop.lot_key(lot): lot for lot in initial.shelf_lots}
+    return {loop.lot_key(lot): lot for lot in _initial(io).shelf_lots}
 
 
 class ShelfRestockManager(LoopApp[WarehouseLots]):
@@ -243,6 +270,7 @@ class WarehouseSupplierManager(LoopApp[SupplierState]):
     wh_events (wh_in, a new lot), receipts; Delta ops/wh_supplier_orders and ops/wh_supplier_receipts."""
 
     name = "wh-supplier-manager"
+    validates = ("wh_supplier_plan",)
     topics = ("wh_supplier_plan", "clock_ticks")
     outputs = ("wh_events", "wh_supplier_plan")
     state_model = SupplierState

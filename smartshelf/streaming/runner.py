@@ -89,11 +89,12 @@ def run(settings: Settings, names: Iterable[str] | None = None) -> None:
     logger = logs.configure("spark", settings.log_level)
     apps = select_apps(names)
     life = Lifecycle("spark", redis_client(settings))
-    spark = spark_session(settings)
     groups = query_groups(settings, apps)
-    ios = {name: BatchIO(settings, name) for name in groups}
-    queries = {name: start_group(spark, settings, name, select_apps(members), ios[name])
-               for name, members in groups.items()}
+    with life.beating():
+        spark = spark_session(settings)
+        ios = {name: BatchIO(settings, name) for name in groups}
+        queries = {name: start_group(spark, settings, name, select_apps(members), ios[name])
+                   for name, members in groups.items()}
     restarts = dict.fromkeys(queries, 0)
     status_path = settings.run_dir / STATUS_FILE
     try:
@@ -110,7 +111,8 @@ def run(settings: Settings, names: Iterable[str] | None = None) -> None:
                 logs.warning(logger, "query failed, restarting it from its checkpoint", query=name,
                              restart=restarts[name], error=str(query.exception())[:2000])
                 # new app objects: their state reloads from their last Delta commit, never from a half-applied batch
-                queries[name] = start_group(spark, settings, name, select_apps(groups[name]), ios[name])
+                with life.beating():
+                    queries[name] = start_group(spark, settings, name, select_apps(groups[name]), ios[name])
             time.sleep(1.0)
     finally:
         for query in queries.values():

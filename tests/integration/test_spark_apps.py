@@ -183,8 +183,14 @@ def test_sales_and_warehouse_moves_give_the_predicted_lots(spark_stack: Settings
                        quantity=5, received_date=date(2025, 1, 1), expiry_date=date(2025, 3, 1),
                        ts=T0 + timedelta(minutes=2)),
     ]
+    # the restock (w2) reaches its shelf: the refill's staff putback naming the lot
+    refill = ShelfEvent(event_id="rf-w2-m", event_type="putback", shelf_id=moves[1].shelf_id,
+                        quantity=moves[1].quantity, weight_change_kg=1.0, batch_code=moves[1].batch_code,
+                        received_date=moves[1].received_date, expiry_date=moves[1].expiry_date,
+                        ts=T0 + timedelta(minutes=31))
     _send(settings, "pos_transactions", [s.model_dump_json().encode() for s in sales], [s.customer_id for s in sales])
     _send(settings, "wh_events", [m.model_dump_json().encode() for m in moves], [m.shelf_id for m in moves])
+    _send(settings, "shelf_events", [refill.model_dump_json().encode()], [refill.shelf_id])
 
     spark = SparkSession.getActiveSession()
     assert spark is not None  # started by the test above in this module
@@ -197,8 +203,9 @@ def test_sales_and_warehouse_moves_give_the_predicted_lots(spark_stack: Settings
     by_shelf: dict[str, list[ShelfBatchState]] = {}
     for shelf_lot in shelf_lots:
         by_shelf.setdefault(shelf_lot.shelf_id, []).append(shelf_lot)
-    # sales and the restock in time order: the restocked lot joins its shelf's lots (the store-batch mirror)
-    for event in sorted([*sales, moves[1]], key=lambda e: (e.ts, isinstance(e, WarehouseEvent))):
+    # sales and the refill in time order: the restocked lot joins its shelf's lots when it reaches the shelf
+    # (the store-batch mirror); leaving the warehouse (wh_out) does not change the shelf's lots
+    for event in sorted([*sales, refill], key=lambda e: (e.ts, isinstance(e, ShelfEvent))):
         if isinstance(event, PosTransaction):
             rules.apply_sale(by_shelf, event)
         else:

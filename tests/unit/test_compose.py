@@ -48,3 +48,12 @@ def test_each_service_has_an_embedded_counterpart() -> None:
     embedded = {cls.name for cls in (*SERVER_CLASSES, *SERVICE_CLASSES)} | set(JOBS)
     for service in SERVICES:
         assert service.embedded_by in embedded, service.name
+
+
+def test_each_streaming_app_is_a_spark_service_with_its_shell() -> None:
+    from smartshelf.streaming.apps import all_apps
+
+    spark_services = {s.name for s in SERVICES if s.profile == Profile.SPARK}
+    assert spark_services == set(all_apps())
+    for name in spark_services:
+        assert (REPO / "spark-apps" / name / "app.py").is_file(), name

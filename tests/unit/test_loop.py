@@ -9,7 +9,8 @@ from datetime import date, datetime, timedelta
 import pytest
 
 from smartshelf.datagen import generate_store
-from smartshelf.loop import (Effects, StoreConfig, Watch, daily_run_due, deliveries_due, follow_plan, lot_key,
+from smartshelf.loop import (Effects, StoreConfig, Watch, daily_run_due, deliveries_due, delivery_arrived,
+                             follow_shelf_plan, lot_key, refill_arrived, order_id,
                              near_expiry_discounts, pick_fifo, place_order, refills_due, remove_expired, restock,
                              retry_restocks,
                              shelf_level, take_delivery_or_removal, watch_shelf, watch_warehouse)
@@ -276,36 +277,68 @@ def test_shelf_out_plans_a_restock_of_the_whole_target() -> None:
     assert [p.quantity for p in out(effects, "shelf_restock_plan")] == [90]
 
 
+def status(watch: Watch, kind: str, ts: datetime, quantity: int = 1, effects: Effects | None = None,
+           plan_id: str | None = None) -> Watch:
+    """The open plan (or `plan_id`) as the restock manager or refill bridge republishes it."""
+    plan = ShelfRestockPlan(plan_id=plan_id or watch.open_plan or "", shelf_id="S1", quantity=quantity,
+                            status=kind, created_ts=T0, updated_ts=ts)  # type: ignore[arg-type]
+    return follow_shelf_plan(watch, plan, CONFIG, effects or Effects())
+
+
 def test_no_second_restock_plan_while_one_is_open() -> None:
     effects = Effects()
     watch = watch_shelf(Watch(), shelf_state(20), CONFIG, effects)
     watch = watch_shelf(watch, shelf_state(0, ts=T0 + timedelta(minutes=5)), CONFIG, effects)
-    watch = follow_plan(watch, watch.open_plan or "", "picked", T0 + timedelta(minutes=6))
+    watch = status(watch, "picked", T0 + timedelta(minutes=6))
     watch_shelf(watch, shelf_state(0, ts=T0 + timedelta(minutes=7)), CONFIG, effects)
     assert len(out(effects, "shelf_restock_plan")) == 1
 
 
 def test_follow_plan_ignores_other_plans() -> None:
     watch = Watch(level="low", open_plan="rp-1")
-    assert follow_plan(watch, "rp-0", "delivered", T0) == watch
-    assert follow_plan(watch, "rp-0", "cancelled", T0) == watch
+    assert status(watch, "delivered", T0, plan_id="rp-0") == watch
+    assert status(watch, "cancelled", T0, plan_id="rp-0") == watch
 
 
-def test_a_delivered_plan_rearms_the_watch() -> None:
+def test_a_delivered_plan_rearms_the_watch_once_its_units_are_on_the_shelf() -> None:
     effects = Effects()
     watch = watch_shelf(Watch(), shelf_state(20), CONFIG, effects)
-    watch = follow_plan(watch, watch.open_plan or "", "delivered", T0 + timedelta(minutes=30))
-    assert watch.open_plan is None
-    later = T0 + timedelta(minutes=40)
-    watch = watch_shelf(watch, shelf_state(15, ts=later), CONFIG, effects)
+    due = T0 + timedelta(minutes=30)
+    watch = status(watch, "delivered", due, quantity=70, effects=effects)
+    assert watch.open_plan is not None  # the refill is not on the shelf yet
+    watch = watch_shelf(watch, shelf_state(90, ts=due), CONFIG, effects)  # the refill's putback, then its units
+    watch = refill_arrived(watch, "S1", 70, due, CONFIG, effects)
+    assert watch.open_plan is None and len(out(effects, "shelf_restock_plan")) == 1
+    watch = watch_shelf(watch, shelf_state(15, ts=T0 + timedelta(minutes=40)), CONFIG, effects)
     plans = out(effects, "shelf_restock_plan")
     assert len(plans) == 2 and plans[1].quantity == 75 and watch.open_plan == plans[1].plan_id
+
+
+def _after_partial_refill(delivered_first: bool) -> tuple[Watch, list[ShelfRestockPlan]]:
+    """A plan of 70 that delivered 2 (the warehouse had little): the shelf is still low after it."""
+    effects = Effects()
+    watch = watch_shelf(Watch(), shelf_state(20), CONFIG, effects)
+    due = T0 + timedelta(minutes=30)
+    if delivered_first:
+        watch = status(watch, "delivered", due, quantity=2, effects=effects)
+    watch = watch_shelf(watch, shelf_state(22, ts=due), CONFIG, effects)
+    watch = refill_arrived(watch, "S1", 2, due, CONFIG, effects)
+    if not delivered_first:
+        watch = status(watch, "delivered", due, quantity=2, effects=effects)
+    return watch, out(effects, "shelf_restock_plan")
+
+
+def test_the_next_plan_does_not_depend_on_whether_delivery_or_refill_is_seen_first() -> None:
+    first, plans_first = _after_partial_refill(delivered_first=True)
+    second, plans_second = _after_partial_refill(delivered_first=False)
+    assert first == second and plans_first == plans_second
+    assert len(plans_first) == 2 and plans_first[1].created_ts == T0 + timedelta(minutes=30)
 
 
 def test_a_cancelled_plan_blocks_new_plans_until_the_next_day() -> None:
     effects = Effects()
     watch = watch_shelf(Watch(), shelf_state(20), CONFIG, effects)
-    watch = follow_plan(watch, watch.open_plan or "", "cancelled", T0)
+    watch = status(watch, "cancelled", T0)
     assert watch.open_plan is None and watch.blocked_until == DAY + timedelta(days=1)
     watch = watch_shelf(watch, shelf_state(0, ts=datetime(2025, 1, 10, 23, 59, 59)), CONFIG, effects)
     assert len(out(effects, "shelf_restock_plan")) == 1 and watch.open_plan is None
@@ -320,7 +353,7 @@ def test_a_shelf_blocked_by_a_cancelled_plan_gets_a_new_plan_on_the_clock_the_ne
     """An empty shelf sees no events: the clock retries it once its block has passed."""
     effects = Effects()
     watch = watch_shelf(Watch(), shelf_state(0), CONFIG, effects)
-    watches = {"S1": follow_plan(watch, watch.open_plan or "", "cancelled", T0)}
+    watches = {"S1": status(watch, "cancelled", T0)}
     retry_restocks(watches, datetime(2025, 1, 10, 23, 0), CONFIG, effects)
     assert len(out(effects, "shelf_restock_plan")) == 1 and watches["S1"].open_plan is None
     retry_restocks(watches, datetime(2025, 1, 11, 6, 0), CONFIG, effects)
@@ -343,7 +376,7 @@ def test_warehouse_at_its_reorder_point_alerts_wh_reorder() -> None:
 
 def test_warehouse_above_its_reorder_point_does_nothing() -> None:
     effects = Effects()
-    assert watch_warehouse(Watch(), wh_state(31), CONFIG, effects) == Watch()
+    assert watch_warehouse(Watch(), wh_state(31), CONFIG, effects) == Watch(stock=31)
     assert effects.records == {} and effects.rows == {}
 
 
@@ -381,12 +414,19 @@ def test_one_supplier_plan_at_a_time() -> None:
     effects = Effects()
     watch = watch_warehouse(Watch(), wh_state(20), CONFIG, effects)
     watch = watch_warehouse(watch, wh_state(0, ts=T0 + timedelta(hours=1)), CONFIG, effects)
-    watch = follow_plan(watch, watch.open_plan or "", "ordered", T0 + timedelta(hours=1))
     watch = watch_warehouse(watch, wh_state(0, ts=T0 + timedelta(hours=2)), CONFIG, effects)
     assert len(out(effects, "wh_supplier_plan")) == 1
-    watch = follow_plan(watch, watch.open_plan or "", "received", T0 + timedelta(days=2))
-    watch_warehouse(watch, wh_state(10, ts=T0 + timedelta(days=2, hours=1)), CONFIG, effects)
-    assert len(out(effects, "wh_supplier_plan")) == 2
+    [plan] = out(effects, "wh_supplier_plan")
+    arrival = WarehouseEvent(event_id="wi-x", event_type="wh_in", shelf_id="S1", batch_code="N", quantity=10,
+                             received_date=DAY, expiry_date=DAY + timedelta(days=9),
+                             reference=order_id(plan.plan_id), ts=T0 + timedelta(days=2))
+    other = arrival.model_copy(update={"reference": "so-another"})
+    watch = watch_warehouse(watch, wh_state(10, ts=arrival.ts), CONFIG, effects)
+    assert delivery_arrived(watch, other, CONFIG, effects) == watch  # not its order
+    watch = delivery_arrived(watch, arrival, CONFIG, effects)
+    # the delivery of 10 left it below its reorder point: the next plan, at the delivery's time
+    plans = out(effects, "wh_supplier_plan")
+    assert len(plans) == 2 and plans[1].created_ts == arrival.ts and watch.open_plan == plans[1].plan_id
 
 
 # --- refills_due ------------------------------------------------------------------------------

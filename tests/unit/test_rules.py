@@ -91,10 +91,11 @@ def test_warehouse_in_out_and_removal() -> None:
     assert lot.batch_quantity_warehouse == 6 and lot.expiry_date == date(2025, 2, 1)
 
 
-def _restock(shelf_id: str, batch_code: str, quantity: int, expiry: date, minute: int) -> WarehouseEvent:
-    return WarehouseEvent(event_id=f"r{minute}", event_type="wh_out", shelf_id=shelf_id, batch_code=batch_code,
-                          quantity=quantity, received_date=date(2025, 1, 1), expiry_date=expiry,
-                          ts=START + timedelta(minutes=minute))
+def _restock(shelf_id: str, batch_code: str, quantity: int, expiry: date, minute: int) -> ShelfEvent:
+    """A refill reaching the shelf: the staff's putback naming its lot."""
+    return ShelfEvent(event_id=f"r{minute}", event_type="putback", shelf_id=shelf_id, batch_code=batch_code,
+                      quantity=quantity, weight_change_kg=quantity * 0.5, received_date=date(2025, 1, 1),
+                      expiry_date=expiry, ts=START + timedelta(minutes=minute))
 
 
 def test_a_restock_adds_its_lot_to_the_shelf_and_sales_then_take_the_earliest_expiry() -> None:

@@ -1,0 +1,7 @@
+"""Shell: the wh-supplier-manager streaming app alone, as compose runs it (smartshelf.streaming.loop_apps)."""
+
+from smartshelf.settings import get_settings
+from smartshelf.streaming.runner import run
+
+if __name__ == "__main__":
+    run(get_settings(), ["wh-supplier-manager"])
