@@ -297,8 +297,9 @@ class TickChecker:
 def run_sim(base: Settings, days: int, seed: int, csv_dir: Path | None, fast: bool,
             on_progress: Progress = lambda now, end: None,
             during: Callable[[Settings, datetime | None], None] = lambda settings, now: None,
-            check_every_tick: bool = False) -> dict[str, object]:
-    """`during` is called with the clock's time while the run goes on (failure tests kill services there);
+            check_every_tick: bool = False, may_die: tuple[str, ...] = ()) -> dict[str, object]:
+    """`during` is called with the clock's time while the run goes on (failure tests kill services there, and
+    restart those of `may_die`, which the run then does not take for broken when it finds them down);
     `check_every_tick` (fast mode) checks the invariants at every settled tick, not only at the end."""
     began = time.monotonic()
     with scratch_stack(base, prefix="smartshelf-sim-") as (scratch, _):
@@ -321,7 +322,7 @@ def run_sim(base: Settings, days: int, seed: int, csv_dir: Path | None, fast: bo
         try:
             while not clock.done():
                 during(settings, clock.now_or_none())
-                _check_services(settings, (*SERVICES, "clock"))
+                _check_services(settings, tuple(n for n in (*SERVICES, "clock") if n not in may_die))
                 on_progress(clock.now_or_none(), end)
                 if checker is not None:
                     checker.poll()

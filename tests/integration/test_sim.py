@@ -69,7 +69,7 @@ def test_the_spark_driver_killed_mid_run_gives_the_same_digest(uninterrupted: di
             supervisor.start(settings, ["spark"])
 
     base = Settings().model_copy(update={"step_seconds": 3600, "crash_point": "spark.loop_after_publish"})
-    summary = run_sim(base, 1, SEED, None, fast=True, during=crash_and_restart)
+    summary = run_sim(base, 1, SEED, None, fast=True, during=crash_and_restart, may_die=("spark",))
     assert kills and len(restarts) == 2, (kills, restarts)
     assert summary["checks_ok"], summary
     for field in ("digest", "events", "sales", "alerts", "restocks", "refills", "supplier_orders", "discounts",
