@@ -167,8 +167,8 @@ def test_kill_9_mid_stream_loses_and_repeats_nothing(stack: Settings) -> None:
 
 
 def test_a_failed_query_restarts_from_its_last_commit_without_applying_twice(scratch_dir: Path) -> None:
-    """Each state app that gets records fails once after applying a batch in memory and before committing it: the runner restarts
-    the query with the state reloaded from Delta, so the replayed batch counts once."""
+    """Each state app that gets records fails once after applying a batch in memory and before committing it:
+    the runner restarts the query with the state reloaded from Delta, so the replayed batch counts once."""
     with initialised_stack(isolated_settings(scratch_dir, max_offsets_per_trigger=400,
                                              crash_point="spark.fail_after_apply")) as settings:
         events = _world_events(settings, hours=10)
