@@ -1,5 +1,12 @@
 -- GENERATED from smartshelf/registry.py by `smartshelf data sql`: do not edit by hand.
 -- One table per registry entry that names a PostgreSQL table; columns come from its pydantic model.
+-- Tables polled by a source connector also get updated_at, the UTC time of a row's last change.
+
+CREATE OR REPLACE FUNCTION public.touch_updated_at() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    NEW.updated_at := clock_timestamp() AT TIME ZONE 'UTC';
+    RETURN NEW;
+END $$;
 
 CREATE TABLE IF NOT EXISTS ref.store_inventory (
     shelf_id text NOT NULL,
@@ -133,6 +140,11 @@ CREATE TABLE IF NOT EXISTS config.batch_catalog (
     CHECK (standard_batch_size > 0),
     PRIMARY KEY (shelf_id, batch_code)
 );
+ALTER TABLE config.batch_catalog ADD COLUMN IF NOT EXISTS updated_at timestamp NOT NULL
+    DEFAULT (clock_timestamp() AT TIME ZONE 'UTC');
+CREATE INDEX IF NOT EXISTS batch_catalog_updated_at_idx ON config.batch_catalog (updated_at);
+CREATE OR REPLACE TRIGGER batch_catalog_updated_at BEFORE INSERT OR UPDATE ON config.batch_catalog
+    FOR EACH ROW EXECUTE FUNCTION public.touch_updated_at();
 
 CREATE TABLE IF NOT EXISTS config.shelf_profiles (
     shelf_id text NOT NULL,
@@ -150,6 +162,11 @@ CREATE TABLE IF NOT EXISTS config.shelf_profiles (
     CHECK (item_price > 0),
     PRIMARY KEY (shelf_id)
 );
+ALTER TABLE config.shelf_profiles ADD COLUMN IF NOT EXISTS updated_at timestamp NOT NULL
+    DEFAULT (clock_timestamp() AT TIME ZONE 'UTC');
+CREATE INDEX IF NOT EXISTS shelf_profiles_updated_at_idx ON config.shelf_profiles (updated_at);
+CREATE OR REPLACE TRIGGER shelf_profiles_updated_at BEFORE INSERT OR UPDATE ON config.shelf_profiles
+    FOR EACH ROW EXECUTE FUNCTION public.touch_updated_at();
 
 CREATE TABLE IF NOT EXISTS ops.wh_events (
     event_id text NOT NULL,
@@ -325,6 +342,22 @@ CREATE TABLE IF NOT EXISTS ops.dead_letters (
     raw text NOT NULL,
     ts timestamp NOT NULL,
     PRIMARY KEY (dead_letter_id)
+);
+
+CREATE TABLE IF NOT EXISTS ops.connect_offsets (
+    connector text NOT NULL,
+    topic text NOT NULL,
+    kafka_partition bigint NOT NULL,
+    next_offset bigint NOT NULL,
+    CHECK (kafka_partition >= 0),
+    CHECK (next_offset >= 0),
+    PRIMARY KEY (connector, topic, kafka_partition)
+);
+
+CREATE TABLE IF NOT EXISTS ops.connect_source_offsets (
+    connector text NOT NULL,
+    last_change timestamp NOT NULL,
+    PRIMARY KEY (connector)
 );
 
 CREATE TABLE IF NOT EXISTS analytics.daily_discounts (

@@ -16,6 +16,8 @@ from smartshelf import schemas as s
 from smartshelf import store
 
 KEY_SEPARATOR = "|"
+# a sourced table's last-change time (UTC, set by a trigger on every insert and update): not a model field
+CHANGE_COLUMN = "updated_at"
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,11 @@ class Table:
     pg: str | None = None  # "schema.table" in PostgreSQL
     delta: str | None = None  # "layer/name" under the Delta root
     topic: str | None = None  # the topic this table mirrors
+    sourced: bool = False  # polled into its topic by a source connector, by its CHANGE_COLUMN (smartshelf.connect)
+
+    @property
+    def change_column(self) -> str | None:
+        return CHANGE_COLUMN if self.sourced else None
 
 
 TOPICS: tuple[Topic, ...] = (
@@ -87,8 +94,9 @@ TABLES: tuple[Table, ...] = (
     Table("shelf_policies", s.ShelfPolicy, ("shelf_id",), pg="config.shelf_policies", topic="shelf_policies"),
     Table("wh_policies", s.WarehousePolicy, ("shelf_id",), pg="config.wh_policies", topic="wh_policies"),
     Table("batch_catalog", s.BatchCatalogEntry, ("shelf_id", "batch_code"), pg="config.batch_catalog",
-          topic="batch_catalog"),
-    Table("shelf_profiles", s.ShelfProfile, ("shelf_id",), pg="config.shelf_profiles", topic="shelf_profiles"),
+          topic="batch_catalog", sourced=True),
+    Table("shelf_profiles", s.ShelfProfile, ("shelf_id",), pg="config.shelf_profiles", topic="shelf_profiles",
+          sourced=True),
     # raw: the event streams as they arrived
     Table("raw_foot_traffic", s.FootTrafficEvent, ("event_id",), delta="raw/foot_traffic", topic="foot_traffic"),
     Table("raw_shelf_events", s.ShelfEvent, ("event_id",), delta="raw/shelf_events", topic="shelf_events"),
@@ -121,6 +129,9 @@ TABLES: tuple[Table, ...] = (
     # the loop apps' own state: one Delta table per app, under APP_STATE_DIR (delta.app_state_path)
     Table("app_state", s.AppStateRow, ("app",)),
     Table("dead_letters", s.DeadLetterRow, ("dead_letter_id",), pg="ops.dead_letters"),
+    # the connect worker's positions, committed with the rows they account for
+    Table("connect_offsets", s.ConnectOffset, ("connector", "topic", "kafka_partition"), pg="ops.connect_offsets"),
+    Table("connect_source_offsets", s.ConnectSourceOffset, ("connector",), pg="ops.connect_source_offsets"),
     # analytics
     Table("daily_discounts", s.DailyDiscount, ("shelf_id", "discount_date"), pg="analytics.daily_discounts",
           delta="analytics/daily_discounts", topic="daily_discounts"),

@@ -270,6 +270,22 @@ class DeadLetterRow(Record):
     ts: datetime
 
 
+class ConnectOffset(Record):
+    """The next offset a sink connector reads from a partition, committed in the transaction of its rows."""
+
+    connector: str
+    topic: str
+    kafka_partition: int = Field(ge=0)
+    next_offset: int = Field(ge=0)
+
+
+class ConnectSourceOffset(Record):
+    """The last change (UTC) a source connector has published from its table."""
+
+    connector: str
+    last_change: datetime
+
+
 class ShelfDailyFeatures(Record):
     """One shelf's day, the input of the replenishment model."""
 

@@ -15,10 +15,10 @@ import pyarrow as pa
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-from smartshelf.registry import TABLES, Table
+from smartshelf.registry import CHANGE_COLUMN, TABLES, Table
 
 
-def _unwrap_optional(annotation: object) -> tuple[object, bool]:
+def unwrap_optional(annotation: object) -> tuple[object, bool]:
     """(inner type, nullable) for `X | None`."""
     if get_origin(annotation) in (Union, types.UnionType):
         args = [a for a in get_args(annotation) if a is not type(None)]
@@ -60,7 +60,7 @@ def columns(model: type[BaseModel]) -> list[tuple[str, str, bool]]:
     """(name, SQL type, nullable) per field, in field order."""
     result = []
     for name, info in model.model_fields.items():
-        inner, nullable = _unwrap_optional(info.annotation)
+        inner, nullable = unwrap_optional(info.annotation)
         result.append((name, _sql_type(inner), nullable))
     return result
 
@@ -70,18 +70,31 @@ def create_table_sql(table: Table) -> str:
     lines = []
     checks: list[str] = []
     for name, info in table.schema.model_fields.items():
-        inner, nullable = _unwrap_optional(info.annotation)
+        inner, nullable = unwrap_optional(info.annotation)
         lines.append(f"    {name} {_sql_type(inner)}{'' if nullable else ' NOT NULL'}")
         checks.extend(_checks(name, inner, info))
     lines.extend(f"    CHECK ({check})" for check in checks)
     lines.append(f"    PRIMARY KEY ({', '.join(table.key)})")
-    return f"CREATE TABLE IF NOT EXISTS {table.pg} (\n" + ",\n".join(lines) + "\n);\n"
+    ddl = f"CREATE TABLE IF NOT EXISTS {table.pg} (\n" + ",\n".join(lines) + "\n);\n"
+    if table.sourced:
+        trigger = f"{table.pg.split('.')[1]}_{CHANGE_COLUMN}"
+        ddl += (
+            f"ALTER TABLE {table.pg} ADD COLUMN IF NOT EXISTS {CHANGE_COLUMN} timestamp NOT NULL\n"
+            f"    DEFAULT (clock_timestamp() AT TIME ZONE 'UTC');\n"
+            f"CREATE INDEX IF NOT EXISTS {trigger}_idx ON {table.pg} ({CHANGE_COLUMN});\n"
+            f"CREATE OR REPLACE TRIGGER {trigger} BEFORE INSERT OR UPDATE ON {table.pg}\n"
+            f"    FOR EACH ROW EXECUTE FUNCTION public.touch_{CHANGE_COLUMN}();\n"
+        )
+    return ddl
 
 
 def tables_sql() -> str:
     header = (
         "-- GENERATED from smartshelf/registry.py by `smartshelf data sql`: do not edit by hand.\n"
-        "-- One table per registry entry that names a PostgreSQL table; columns come from its pydantic model.\n\n"
+        "-- One table per registry entry that names a PostgreSQL table; columns come from its pydantic model.\n"
+        f"-- Tables polled by a source connector also get {CHANGE_COLUMN}, the UTC time of a row's last change.\n\n"
+        f"CREATE OR REPLACE FUNCTION public.touch_{CHANGE_COLUMN}() RETURNS trigger LANGUAGE plpgsql AS $$\n"
+        f"BEGIN\n    NEW.{CHANGE_COLUMN} := clock_timestamp() AT TIME ZONE 'UTC';\n    RETURN NEW;\nEND $$;\n\n"
     )
     return header + "\n".join(create_table_sql(t) for t in TABLES if t.pg is not None)
 
@@ -106,6 +119,6 @@ def _arrow_type(annotation: object) -> pa.DataType:
 def arrow_schema(model: type[BaseModel]) -> pa.Schema:
     fields = []
     for name, info in model.model_fields.items():
-        inner, nullable = _unwrap_optional(info.annotation)
+        inner, nullable = unwrap_optional(info.annotation)
         fields.append(pa.field(name, _arrow_type(inner), nullable=nullable))
     return pa.schema(fields)
