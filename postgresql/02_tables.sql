@@ -112,6 +112,11 @@ CREATE TABLE IF NOT EXISTS config.shelf_policies (
     CHECK (near_expiry_discount < 1),
     PRIMARY KEY (shelf_id)
 );
+ALTER TABLE config.shelf_policies ADD COLUMN IF NOT EXISTS updated_at timestamp NOT NULL
+    DEFAULT (clock_timestamp() AT TIME ZONE 'UTC');
+CREATE INDEX IF NOT EXISTS shelf_policies_updated_at_idx ON config.shelf_policies (updated_at);
+CREATE OR REPLACE TRIGGER shelf_policies_updated_at BEFORE INSERT OR UPDATE ON config.shelf_policies
+    FOR EACH ROW EXECUTE FUNCTION public.touch_updated_at();
 
 CREATE TABLE IF NOT EXISTS config.wh_policies (
     shelf_id text NOT NULL,
@@ -128,6 +133,11 @@ CREATE TABLE IF NOT EXISTS config.wh_policies (
     CHECK (delivery_hour <= 23),
     PRIMARY KEY (shelf_id)
 );
+ALTER TABLE config.wh_policies ADD COLUMN IF NOT EXISTS updated_at timestamp NOT NULL
+    DEFAULT (clock_timestamp() AT TIME ZONE 'UTC');
+CREATE INDEX IF NOT EXISTS wh_policies_updated_at_idx ON config.wh_policies (updated_at);
+CREATE OR REPLACE TRIGGER wh_policies_updated_at BEFORE INSERT OR UPDATE ON config.wh_policies
+    FOR EACH ROW EXECUTE FUNCTION public.touch_updated_at();
 
 CREATE TABLE IF NOT EXISTS config.batch_catalog (
     shelf_id text NOT NULL,

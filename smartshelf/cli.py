@@ -92,6 +92,15 @@ def data_sql() -> None:
     console.print(f"wrote {write_generated_tables_sql()}")
 
 
+@data_app.command("connect")
+def data_connect() -> None:
+    """Regenerate the connector configs in kafka-components/kafka-connect/ from the registry."""
+    from smartshelf.connect import write_configs
+
+    for path in write_configs():
+        console.print(f"wrote {path}")
+
+
 @app.command()
 def down(names: ServerNames = None) -> None:
     """Stop the embedded stack (data is kept under the run directory)."""

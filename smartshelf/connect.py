@@ -85,7 +85,7 @@ SINKS: tuple[SinkDeclaration, ...] = (
     SinkDeclaration("pos_transactions", "pos"),
     SinkDeclaration(DEAD_LETTERS, "dead_letters"),
 )
-SOURCE_TABLES = ("batch_catalog", "shelf_profiles")  # registry tables polled into their compacted topics
+SOURCE_TABLES = tuple(t.name for t in TABLES if t.sourced)  # config tables polled into their compacted topics
 
 
 def source_name(table_name: str) -> str:
@@ -256,6 +256,10 @@ class SinkSpec:
     delete_enabled: bool = False
     dead_letter_topic: str | None = None
 
+    @property
+    def connector_class(self) -> str:
+        return {"pos": POS_SINK, "dead_letters": DEAD_LETTERS_SINK}.get(self.mode, JDBC_SINK)
+
 
 @dataclass(frozen=True)
 class SourceSpec:
@@ -385,17 +389,19 @@ def load_connectors(directory: Path = CONFIG_DIR) -> list[SinkSpec | SourceSpec]
     specs = []
     for path in files:
         try:
-            document = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
+            document = json.loads(path.read_bytes())
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise SmartShelfError(f"{path}: not JSON: {exc}") from exc
         try:
             specs.append(parse_connector(document))
         except SmartShelfError as exc:
             raise SmartShelfError(f"{path.name}: {exc}") from exc
-    topics = [s.topic.name for s in specs if isinstance(s, SinkSpec)]
+    # one connector per topic: a sink on a sourced topic would write the table whose changes the source
+    # publishes, and so on, forever
+    topics = [s.topic.name for s in specs]
     doubled = sorted({t for t in topics if topics.count(t) > 1})
     if doubled:
-        raise SmartShelfError(f"more than one sink connector reads {', '.join(doubled)}")
+        raise SmartShelfError(f"more than one connector reads or writes {', '.join(doubled)}")
     return specs
 
 
@@ -443,6 +449,8 @@ def record_action(spec: SinkSpec, record: SinkRecord) -> Action:
     parsed = parse_record(spec.topic, record.value)
     if isinstance(parsed, Rejection):
         return parsed
+    if _holds_nul(parsed.model_dump()):
+        return Rejection("a text field holds a NUL character, which PostgreSQL text cannot store")
     if spec.mode == "pos":
         assert isinstance(parsed, PosTransaction)
         return Rows(pos_rows(parsed))
@@ -462,6 +470,24 @@ def pos_rows(sale: PosTransaction) -> tuple[tuple[Table, BaseModel], ...]:
     return ((table("pos_transactions"), header), *((table("pos_transaction_items"), line) for line in lines))
 
 
+NUL = "\x00"
+
+
+def _holds_nul(value: object) -> bool:
+    if isinstance(value, str):
+        return NUL in value
+    if isinstance(value, dict):
+        return any(_holds_nul(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_holds_nul(v) for v in value)
+    return False
+
+
+def _storable(text: str) -> str:
+    """Text PostgreSQL can store: NUL characters escaped, as the bytes they were."""
+    return text.replace(NUL, "\\x00")
+
+
 def dead_letter_id(partition: int, offset: int) -> str:
     return f"{DEAD_LETTERS}:{partition}:{offset}"
 
@@ -469,14 +495,16 @@ def dead_letter_id(partition: int, offset: int) -> str:
 def _dead_letter_rows(spec: SinkSpec, record: SinkRecord) -> Action:
     parsed = parse_record(spec.topic, record.value)
     if isinstance(parsed, DeadLetter):
-        row = DeadLetterRow(dead_letter_id=dead_letter_id(record.partition, record.offset), **parsed.model_dump())
+        row = DeadLetterRow(dead_letter_id=dead_letter_id(record.partition, record.offset),
+                            **{**parsed.model_dump(), "raw": _storable(parsed.raw),
+                               "reason": _storable(parsed.reason), "source": _storable(parsed.source)})
     else:
         # a dead letter that is not one is still kept, as itself: sending it back to dead_letters would loop
         reason = parsed.reason if isinstance(parsed, Rejection) else "not a dead letter"
         row = DeadLetterRow(dead_letter_id=dead_letter_id(record.partition, record.offset), source=DEAD_LETTERS,
                             source_partition=record.partition, source_offset=record.offset,
                             reason=f"unreadable dead letter: {reason}",
-                            raw=(record.value or b"").decode("utf-8", errors="backslashreplace"),
+                            raw=_storable((record.value or b"").decode("utf-8", errors="backslashreplace")),
                             ts=record.timestamp)
     return Rows(((spec.tables[0], row),))
 
@@ -489,6 +517,7 @@ class TableWrites:
     table: Table
     upserts: dict[tuple[str, ...], BaseModel] = field(default_factory=dict)
     deletes: set[tuple[str, ...]] = field(default_factory=set)
+    sources: dict[tuple[str, ...], SinkRecord] = field(default_factory=dict)  # the record each row came from
 
 
 def plan_writes(spec: SinkSpec, actions: Iterable[tuple[SinkRecord, Action]]
@@ -513,6 +542,7 @@ def plan_writes(spec: SinkSpec, actions: Iterable[tuple[SinkRecord, Action]]
                 pending = writes[target.name]
                 pending.deletes.discard(key)
                 pending.upserts[key] = row
+                pending.sources[key] = record
     return list(writes.values()), rejected
 
 

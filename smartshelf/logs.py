@@ -42,3 +42,7 @@ def info(logger: logging.Logger, message: str, **fields: object) -> None:
 
 def warning(logger: logging.Logger, message: str, **fields: object) -> None:
     logger.warning(message, extra={"fields": fields})
+
+
+def error(logger: logging.Logger, message: str, **fields: object) -> None:
+    logger.error(message, extra={"fields": fields})

@@ -91,8 +91,10 @@ TABLES: tuple[Table, ...] = (
     Table("warehouse_batches", store.BatchRow, ("shelf_id", "batch_code"), pg="ref.warehouse_batches"),
     Table("discounts", store.DiscountRow, ("shelf_id", "start_date"), pg="ref.discounts"),
     # config: policies and metadata (sourced to their compacted topics)
-    Table("shelf_policies", s.ShelfPolicy, ("shelf_id",), pg="config.shelf_policies", topic="shelf_policies"),
-    Table("wh_policies", s.WarehousePolicy, ("shelf_id",), pg="config.wh_policies", topic="wh_policies"),
+    Table("shelf_policies", s.ShelfPolicy, ("shelf_id",), pg="config.shelf_policies", topic="shelf_policies",
+          sourced=True),
+    Table("wh_policies", s.WarehousePolicy, ("shelf_id",), pg="config.wh_policies", topic="wh_policies",
+          sourced=True),
     Table("batch_catalog", s.BatchCatalogEntry, ("shelf_id", "batch_code"), pg="config.batch_catalog",
           topic="batch_catalog", sourced=True),
     Table("shelf_profiles", s.ShelfProfile, ("shelf_id",), pg="config.shelf_profiles", topic="shelf_profiles",

@@ -53,4 +53,8 @@ SERVICES: tuple[Service, ...] = (
     Service("daily-discount-manager", Profile.SPARK, "spark", "near-expiry lots → daily_discounts (STORE_OPS_HOUR)"),
     Service("removal-scheduler", Profile.SPARK, "spark", "expired lots → staff pickups and wh_removal, expired alerts (STORE_OPS_HOUR)"),
     Service("alerts-sink", Profile.SPARK, "spark", "alerts → delta/ops/alerts"),
+    # the PostgreSQL mirror: embedded, one Python worker runs every connector config
+    Service("kafka-connect", Profile.CONNECT, "connect", "Kafka Connect with the JDBC connector: topics ↔ PostgreSQL"),
+    Service("connect-init", Profile.CONNECT, "connect", "registers the JDBC connector configs over Connect's REST API (one-shot)"),
+    Service("connect-worker", Profile.CONNECT, "connect", "our connect worker for the smartshelf.* connectors (POS baskets, dead letters)"),
 )

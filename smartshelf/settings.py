@@ -71,6 +71,10 @@ class Settings(BaseSettings):
     refill_delay_minutes: int = Field(30, alias="REFILL_DELAY_MINUTES", ge=0)
     store_ops_hour: int = Field(6, alias="STORE_OPS_HOUR", ge=0, le=23)
 
+    # the connectors the embedded connect worker runs: all of kafka-components/kafka-connect/, or (compose, where a
+    # JVM Connect worker runs the JDBC ones) only the smartshelf.* classes
+    connect_runs: Literal["all", "smartshelf"] = Field("all", alias="CONNECT_RUNS")
+
     # ML inference runs once per simulated day at this hour
     run_hour: int = Field(6, alias="RUN_HOUR", ge=0, le=23)
 

@@ -331,6 +331,14 @@ class BridgeService(PythonService):
     depends_on = ("kafka", "redis")
 
 
+class ConnectService(PythonService):
+    """The embedded connect worker: topics → PostgreSQL mirror, config tables → topics."""
+
+    name = "connect"
+    script = "kafka-components/kafka-connect/worker.py"
+    depends_on = ("kafka", "postgres", "redis")
+
+
 class SparkService(PythonService):
     """Every streaming app, each its own query, in one SparkSession (spark-apps/runner)."""
 
@@ -341,7 +349,8 @@ class SparkService(PythonService):
 
 SERVER_CLASSES: tuple[type[Server], ...] = (S3Server, KafkaBroker, Postgres, Redis)
 # started after the servers, their init jobs and the store import (smartshelf up)
-SERVICE_CLASSES: tuple[type[Server], ...] = (SparkService, ProducersService, BridgeService, ClockService)
+SERVICE_CLASSES: tuple[type[Server], ...] = (SparkService, ConnectService, ProducersService, BridgeService,
+                                              ClockService)
 
 
 def all_servers(settings: Settings) -> list[Server]:
