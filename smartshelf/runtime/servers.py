@@ -106,8 +106,12 @@ class S3Server(Server):
     def argv(self) -> list[str]:
         _require_executable(self._node_modules() / ".bin" / "s3rver", "s3rver", "npm package s3rver under .tools/")
         node = _require_executable(shutil.which("node"), "node", "Debian package nodejs")
+        # s3rver makes the continuation token of a listing longer than 1,000 keys with DES, which OpenSSL 3
+        # only has in its legacy provider; without it such a listing fails (HTTP 500), and Tansu can no longer
+        # fetch from a partition that has more than 1,000 stored batches
         return [
-            node, str(REPO_ROOT / "kafka-components" / "s3-server" / "server.js"), "--directory",
+            node, "--openssl-legacy-provider",
+            str(REPO_ROOT / "kafka-components" / "s3-server" / "server.js"), "--directory",
             str(self.paths().data), "--address", "127.0.0.1", "--port", str(self.port),
             "--bucket", self.settings.s3_bucket,
         ]
