@@ -184,21 +184,33 @@ def sim(
 @app.command()
 def check() -> None:
     """Check the running stack's invariants once the pipeline has caught up: stock conserved per item, the
-    twin's shelves and lots equal to the world's, no expired lot on a shelf. JSON on stdout; exit 1 if broken."""
+    twin's shelves and lots equal to the world's, no expired lot on a shelf, and (when the connect worker runs)
+    PostgreSQL equal to the topics. JSON on stdout; exit 1 if broken."""
+    from smartshelf.runtime import mirror, supervisor
     from smartshelf.runtime.sim import check as run_check
     from smartshelf.runtime.sim import wait_settled
 
     settings = get_settings()
     wait_settled(settings)
     checks = run_check(settings)
-    print(json.dumps(checks.as_json()))
-    if not checks.ok:
+    result = checks.as_json()
+    ok = checks.ok
+    if any(s.name == "connect" and s.healthy for s in supervisor.status(settings)):
+        mirror.wait_caught_up(settings)
+        differences = mirror.differences(settings)
+        result.update(postgres_mirror_ok=not differences, postgres_mirror_differences=differences[:5])
+        ok = ok and not differences
+    else:
+        result["postgres_mirror_ok"] = None  # the connect worker is not running: nothing to compare
+    result["ok"] = ok
+    print(json.dumps(result))
+    if not ok:
         raise typer.Exit(1)
 
 
 @app.command()
 def bench(
-    suite: Annotated[str, typer.Argument(help="benchmark to run: broker, producers, spark, sim, or all")] = "all",
+    suite: Annotated[str, typer.Argument(help="benchmark to run: broker, producers, spark, sim, connect, or all")] = "all",
 ) -> None:
     """Run benchmarks on a scratch stack; print the results and write JSON under data/metrics/."""
     from smartshelf.bench import BENCHMARKS, write_result

@@ -27,7 +27,7 @@ from smartshelf.datagen import generate_store, write_store
 from smartshelf.errors import SmartShelfError
 from smartshelf.invariants import StockLedger, differences, state_digest
 from smartshelf.registry import DEAD_LETTERS, SENSOR_TOPICS, table, topic
-from smartshelf.runtime import jobs, supervisor
+from smartshelf.runtime import jobs, mirror, supervisor
 from smartshelf.runtime.scratch import scratch_stack
 from smartshelf.schemas import (Alert, DailyDiscount, PosTransaction, ShelfBatchState, ShelfEvent, ShelfState,
                                 SupplierOrder, SupplierReceipt, WarehouseBatchState, WarehouseEvent, WarehouseState)
@@ -36,7 +36,7 @@ from smartshelf.store import StoreData
 from smartshelf.world import World, WorldState
 
 # the services of a run; the clock starts once all of them have joined the lockstep
-SERVICES = ("spark", "producers", "bridge")
+SERVICES = ("spark", "connect", "producers", "bridge")
 JOIN_TIMEOUT_S = 300.0
 SETTLE_TIMEOUT_S = 300.0
 POLL_S = 0.5
@@ -231,6 +231,8 @@ def check(settings: Settings) -> Checks:
 
 def summarise(settings: Settings, wall_s: float) -> dict[str, object]:
     checks = check(settings)
+    mirror.wait_caught_up(settings)
+    mirror_differences = mirror.differences(settings)
     moves, world = checks.moves, checks.world
     counts = _topic_counts(settings, (*SENSOR_TOPICS, DEAD_LETTERS))
     alerts = _rows(settings, "alerts", Alert)
@@ -255,7 +257,9 @@ def summarise(settings: Settings, wall_s: float) -> dict[str, object]:
         "empty_shelf_misses": world.empty_shelf_misses,
         "digest": state_digest(checks.twin.tables()),
         **{k: v for k, v in checks.as_json().items() if k != "ok"},
-        "checks_ok": checks.ok,
+        "postgres_mirror_ok": not mirror_differences,
+        "postgres_mirror_differences": mirror_differences[:5],
+        "checks_ok": checks.ok and not mirror_differences,
         "wall_s": round(wall_s, 1),
     }
 

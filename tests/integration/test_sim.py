@@ -41,6 +41,7 @@ def uninterrupted() -> dict[str, object]:
 def test_a_fast_day_closes_the_loop_and_the_twin_matches_the_world(uninterrupted: dict[str, object]) -> None:
     summary = uninterrupted
     assert summary["checks_ok"] and summary["conservation_ok"] and summary["twin_matches_world"], summary
+    assert summary["postgres_mirror_ok"], summary
     assert summary["expired_lots_on_shelves"] == 0
     assert summary["ticks_checked"] == 25 and summary["tick_check_failures"] == []  # the start and 24 hourly ticks
     assert summary["events"] > 10_000 and summary["sales"] > 500 and summary["dead_letters"] == 0  # type: ignore[operator]
@@ -55,23 +56,31 @@ def test_a_fast_day_closes_the_loop_and_the_twin_matches_the_world(uninterrupted
 def test_the_spark_driver_killed_mid_run_gives_the_same_digest(uninterrupted: dict[str, object]) -> None:
     """Two crashes of the driver: a loop app's drill dies once between publishing a batch's events and
     committing it (the replay must not publish them again), and a kill -9 at 13:00 of the driver, its JVM and
-    its Python workers. Both times the driver is started again; the result must be the uninterrupted run's."""
+    its Python workers. Both times the driver is started again; the result must be the uninterrupted run's.
+    The connect worker is killed -9 at 15:00 and restarted: PostgreSQL must still equal the topics."""
     kills: list[datetime] = []
     restarts: list[datetime | None] = []
+    connect_kills: list[datetime] = []
     start = Settings().sim_start
 
     def crash_and_restart(settings: Settings, now: datetime | None) -> None:
         if not kills and now is not None and now >= start + timedelta(hours=5):
             supervisor.kill_hard(settings, "spark")
             kills.append(now)
-        if not any(row.name == "spark" and row.running for row in supervisor.status(settings)):
+        if not connect_kills and now is not None and now >= start + timedelta(hours=7):
+            supervisor.kill_hard(settings, "connect")
+            connect_kills.append(now)
+        running = {row.name for row in supervisor.status(settings) if row.running}
+        if "spark" not in running:
             restarts.append(now)
             supervisor.start(settings, ["spark"])
+        if "connect" not in running:
+            supervisor.start(settings, ["connect"])
 
     base = Settings().model_copy(update={"step_seconds": 3600, "crash_point": "spark.loop_after_publish"})
-    summary = run_sim(base, 1, SEED, None, fast=True, during=crash_and_restart, may_die=("spark",))
-    assert kills and len(restarts) == 2, (kills, restarts)
-    assert summary["checks_ok"], summary
+    summary = run_sim(base, 1, SEED, None, fast=True, during=crash_and_restart, may_die=("spark", "connect"))
+    assert kills and len(restarts) == 2 and connect_kills, (kills, restarts, connect_kills)
+    assert summary["checks_ok"] and summary["postgres_mirror_ok"], summary
     for field in ("digest", "events", "sales", "alerts", "restocks", "refills", "supplier_orders", "discounts",
                   "removals", "dead_letters"):
         assert summary[field] == uninterrupted[field], field
