@@ -65,6 +65,11 @@ def columns(model: type[BaseModel]) -> list[tuple[str, str, bool]]:
     return result
 
 
+def table_columns(table: Table) -> list[tuple[str, str, bool]]:
+    """(name, SQL type, nullable) of a table's columns: its model's, and a sourced table's change column."""
+    return columns(table.schema) + ([(CHANGE_COLUMN, "timestamp", False)] if table.sourced else [])
+
+
 def create_table_sql(table: Table) -> str:
     assert table.pg is not None
     lines = []

@@ -18,7 +18,7 @@ from smartshelf.registry import TABLES, TOPICS, table
 from smartshelf.runtime import jobs
 from smartshelf.settings import Settings
 from smartshelf.store import StoreData
-from smartshelf.tabular import arrow_schema, columns
+from smartshelf.tabular import arrow_schema, table_columns
 from tests.conftest import settings_env
 
 SMARTSHELF = str(Path(__file__).resolve().parents[2] / ".venv" / "bin" / "smartshelf")
@@ -71,7 +71,7 @@ def test_every_sql_table_matches_its_model(loaded: tuple) -> None:
             )
             actual = [(name, dtype.replace("timestamp without time zone", "timestamp"), nullable)
                       for name, dtype, nullable in cur.fetchall()]
-            assert actual == columns(t.schema), t.pg
+            assert actual == table_columns(t), t.pg
 
 
 def test_every_delta_table_matches_its_model(loaded: tuple) -> None:
