@@ -56,5 +56,6 @@ SERVICES: tuple[Service, ...] = (
     # the PostgreSQL mirror: embedded, one Python worker runs every connector config
     Service("kafka-connect", Profile.CONNECT, "connect", "Kafka Connect with the JDBC connector: topics ↔ PostgreSQL"),
     Service("connect-init", Profile.CONNECT, "connect", "registers the JDBC connector configs over Connect's REST API (one-shot)"),
+    Service("dashboard", Profile.DASHBOARD, "dashboard", "Streamlit dashboard: store map, states, plans, alerts (port 8501)"),
     Service("connect-worker", Profile.CONNECT, "connect", "our connect worker for the smartshelf.* connectors (POS baskets, dead letters)"),
 )

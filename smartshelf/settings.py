@@ -75,6 +75,9 @@ class Settings(BaseSettings):
     # JVM Connect worker runs the JDBC ones) only the smartshelf.* classes
     connect_runs: Literal["all", "smartshelf"] = Field("all", alias="CONNECT_RUNS")
 
+    # the Streamlit dashboard (http://127.0.0.1:DASHBOARD_PORT)
+    dashboard_port: int = Field(8501, alias="DASHBOARD_PORT")
+
     # ML inference runs once per simulated day at this hour
     run_hour: int = Field(6, alias="RUN_HOUR", ge=0, le=23)
 

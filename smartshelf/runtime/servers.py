@@ -351,10 +351,39 @@ class SparkService(PythonService):
     depends_on = ("kafka", "postgres", "redis")
 
 
+class DashboardService(Server):
+    """The Streamlit dashboard (dashboard/app.py): it reads, so it needs the stores, not the pipeline."""
+
+    name = "dashboard"
+    depends_on = ("postgres", "redis")
+
+    @property
+    def port(self) -> int:
+        return self.settings.dashboard_port
+
+    def paths(self) -> ServerPaths:
+        return ServerPaths(data=self.settings.run_dir, log=self.settings.run_dir / "logs" / f"{self.name}.log")
+
+    def argv(self) -> list[str]:
+        return [
+            sys.executable, "-m", "streamlit", "run", str(REPO_ROOT / "dashboard" / "app.py"),
+            "--server.headless=true", "--server.address=127.0.0.1", f"--server.port={self.port}",
+            "--browser.gatherUsageStats=false", "--server.fileWatcherType=none", "--client.toolbarMode=viewer",
+        ]
+
+    def env(self) -> dict[str, str]:
+        return self.settings.as_env()
+
+    def probe(self) -> None:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/_stcore/health", timeout=2) as response:
+            if response.status != 200:
+                raise SmartShelfError(f"dashboard answered HTTP {response.status}")
+
+
 SERVER_CLASSES: tuple[type[Server], ...] = (S3Server, KafkaBroker, Postgres, Redis)
 # started after the servers, their init jobs and the store import (smartshelf up)
 SERVICE_CLASSES: tuple[type[Server], ...] = (SparkService, ConnectService, ProducersService, BridgeService,
-                                              ClockService)
+                                              ClockService, DashboardService)
 
 
 def all_servers(settings: Settings) -> list[Server]:

@@ -41,7 +41,8 @@ def test_each_python_service_runs_a_script_that_exists(resolved: dict) -> None:
     for name, spec in resolved["services"].items():
         command = spec.get("command") or []
         if command[:1] == ["python"]:
-            assert (REPO / command[1]).is_file(), f"{name}: {command[1]} missing"
+            script = next(arg for arg in command if arg.endswith(".py"))  # python x.py, or python -m streamlit run x.py
+            assert (REPO / script).is_file(), f"{name}: {script} missing"
 
 
 def test_each_service_has_an_embedded_counterpart() -> None:

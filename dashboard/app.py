@@ -1,0 +1,186 @@
+"""Smart Shelf dashboard: `streamlit run dashboard/app.py`, settings from the environment (smartshelf.settings).
+
+A thin shell: smartshelf.dashboard reads the data (PostgreSQL as the read-only role, Delta, Redis) and shapes it;
+this file lays it out in six views and refreshes itself.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+from streamlit_autorefresh import st_autorefresh
+
+from smartshelf import dashboard as core
+from smartshelf.settings import get_settings
+
+REFRESH_SECONDS = 2
+CACHE_TTL_SECONDS = 1  # shorter than the refresh: every refresh reads fresh data, widget clicks reuse it
+LAYOUT_FILE = Path(__file__).with_name("store_layout.yaml")
+VIEWS = ("Map Live", "States", "Supplier Plan", "Alerts", "Debug/Config", "ML")
+NO_CLOCK = "clock stopped"
+
+
+@st.cache_data(ttl=CACHE_TTL_SECONDS, show_spinner=False)
+def snapshot() -> core.Snapshot:
+    return core.open_source(get_settings()).snapshot()
+
+
+@st.cache_data(show_spinner=False)
+def zones() -> list[core.Zone]:
+    return core.load_layout(LAYOUT_FILE)
+
+
+def table_or_note(frame: pd.DataFrame, empty_note: str) -> None:
+    if frame.empty:
+        st.info(empty_note)
+    else:
+        st.caption(f"{len(frame)} rows")
+        st.dataframe(frame, hide_index=True)
+
+
+def map_live(data: core.Snapshot) -> None:
+    now = data.reference_time()
+    inventory, alerts = data.frame("store_inventory"), data.frame("alerts")
+    status = core.zone_status(alerts, inventory, now)
+    activity = core.zone_activity(data.frame(core.SHELF_EVENTS), inventory)
+    counts = core.active_counts(alerts, now)
+    alert_zones = sorted(category for category, severity in status.items() if severity != "none")
+
+    time_col, people_col, store_col, wh_col, zones_col = st.columns(5)
+    time_col.metric("Simulated time", f"{data.now:%Y-%m-%d %H:%M}" if data.now else NO_CLOCK)
+    people_col.metric("People in store", "–" if data.people_in_store is None else data.people_in_store)
+    store_col.metric("Active store alerts", counts["store"])
+    wh_col.metric("Active warehouse alerts", counts["warehouse"])
+    zones_col.metric("Zones with alerts", len(alert_zones))
+    st.caption(f"Active alert: the latest per shelf and alert type raised in the last {core.ACTIVE_ALERT_MINUTES} "
+               f"simulated minutes. Dark border: weight changes in the last {core.ACTIVITY_MINUTES} minutes.")
+    st.plotly_chart(core.layout_figure(zones(), status, activity), key="store_map")
+    st.markdown("**Zones with alerts:** " + (", ".join(f"{c} ({status[c]})" for c in alert_zones) or "none"))
+
+    zone = st.selectbox("Zone", [z.category for z in zones()], key="map_zone")
+    shelves_col, alerts_col = st.columns(2)
+    with shelves_col:
+        st.subheader(f"{zone}: shelves")
+        table_or_note(core.zone_shelves(inventory, data.frame("shelf_state"), zone), "No shelves in this zone.")
+    with alerts_col:
+        st.subheader(f"{zone}: active alerts")
+        zone_alerts = core.select_rows(core.with_items(core.active_alerts(alerts, now), inventory),
+                                       {"item_category": [zone]})
+        table_or_note(zone_alerts, "No active alerts in this zone.")
+
+
+def states(data: core.Snapshot) -> None:
+    inventory = data.frame("store_inventory")
+    categories = st.multiselect("Category", sorted(inventory["item_category"].unique()), key="states_category")
+    in_categories = core.select_rows(inventory, {"item_category": categories})
+    subcategories = st.multiselect("Subcategory", sorted(in_categories["item_subcategory"].unique()),
+                                   key="states_subcategory")
+    in_subcategories = core.select_rows(in_categories, {"item_subcategory": subcategories})
+    shelf_ids = st.multiselect("Shelf", sorted(in_subcategories["shelf_id"]), key="states_shelf")
+    filters = {"item_category": categories, "item_subcategory": subcategories, "shelf_id": shelf_ids}
+    for name, title in (("shelf_state", "Shelf state"), ("wh_state", "Warehouse state"),
+                        ("shelf_batch_state", "Shelf lots"), ("wh_batch_state", "Warehouse lots")):
+        st.subheader(title)
+        table_or_note(core.select_rows(core.with_items(data.frame(name), inventory), filters),
+                      f"No {title.lower()} yet: the twin writes it at the first event." if data.frame(name).empty
+                      else "No rows match the filters.")
+
+
+def supplier_plan(data: core.Snapshot) -> None:
+    now = data.reference_time()
+    orders, plans = data.frame("wh_supplier_orders"), data.frame("wh_supplier_plan")
+    open_orders = core.open_orders(orders)
+    plans_col, orders_col, receipts_col = st.columns(3)
+    plans_col.metric("Supplier plans", len(plans))
+    orders_col.metric("Open supplier orders", len(open_orders))
+    receipts_col.metric("Deliveries received", len(data.frame("wh_supplier_receipts")))
+    st.subheader("Next deliveries (due within 2 days, or overdue)")
+    table_or_note(core.next_deliveries(orders, now), "No delivery due.")
+    st.subheader("Open supplier orders")
+    table_or_note(open_orders, "No open supplier order.")
+    st.subheader("Supplier plans")
+    statuses = st.multiselect("Status", sorted(plans["status"].unique()), key="plan_status")
+    table_or_note(core.select_rows(plans, {"status": statuses}).sort_values("updated_ts", ascending=False),
+                  "No supplier plan yet: the warehouse has not reached a reorder point.")
+    st.subheader("Shelf restock plans (warehouse to shelf)")
+    table_or_note(data.frame("shelf_restock_plan").sort_values("updated_ts", ascending=False),
+                  "No restock plan yet.")
+
+
+def alerts_view(data: core.Snapshot) -> None:
+    inventory, alerts = data.frame("store_inventory"), data.frame("alerts")
+    if alerts.empty:
+        st.info("No alerts yet.")
+        return
+    active_only = st.checkbox("Active only", key="alerts_active_only")
+    shown = core.active_alerts(alerts, data.reference_time()) if active_only else alerts
+    location_col, severity_col, type_col, category_col = st.columns(4)
+    filters = {
+        "location": location_col.multiselect("Location", sorted(alerts["location"].unique()), key="alerts_location"),
+        "severity": severity_col.multiselect("Severity", [s for s in core.SEVERITIES if s != "none"],
+                                             key="alerts_severity"),
+        "alert_type": type_col.multiselect("Type", sorted(alerts["alert_type"].unique()), key="alerts_type"),
+        "item_category": category_col.multiselect("Category", sorted(inventory["item_category"].unique()),
+                                                  key="alerts_category"),
+    }
+    selected = core.select_rows(core.with_items(shown, inventory), filters).sort_values("ts", ascending=False)
+    st.caption(f"From the newest {core.MAX_ALERT_ROWS} alerts.")
+    table_or_note(selected, "No alerts match the filters.")
+
+
+def debug_config(data: core.Snapshot) -> None:
+    st.subheader("Settings in force (passwords not shown)")
+    st.dataframe(core.settings_in_force(get_settings()), hide_index=True)
+    st.subheader("Dashboard")
+    st.dataframe(pd.DataFrame({
+        "setting": ["refresh (s)", "cache ttl (s)", "active alert window (simulated min)",
+                    "activity window (simulated min)", "layout file"],
+        "value": [str(REFRESH_SECONDS), str(CACHE_TTL_SECONDS), str(core.ACTIVE_ALERT_MINUTES),
+                  str(core.ACTIVITY_MINUTES), str(LAYOUT_FILE)],
+    }), hide_index=True)
+    st.subheader("Rows read")
+    st.dataframe(pd.DataFrame({"table": list(data.frames), "rows": [len(f) for f in data.frames.values()]}),
+                 hide_index=True)
+    st.subheader("Shelf policies")
+    table_or_note(data.frame("shelf_policies"), "No shelf policies loaded.")
+    st.subheader("Warehouse policies")
+    table_or_note(data.frame("wh_policies"), "No warehouse policies loaded.")
+    st.subheader("Dead letters (newest)")
+    table_or_note(data.frame("dead_letters"), "No dead letters.")
+
+
+def ml(data: core.Snapshot) -> None:
+    models = data.frame("ml_models")
+    if models.empty:
+        st.info("No model yet: analytics.ml_models is empty.")
+        return
+    active = models[models["is_active"].astype(bool)]
+    if not active.empty:
+        newest = active.sort_values("trained_ts").iloc[-1]
+        name_col, metric_col = st.columns(2)
+        name_col.metric("Active model", f"{newest['model_name']} v{newest['model_version']}")
+        metric_col.metric(str(newest["metric_name"]), f"{newest['metric_value']:.3f}")
+    st.dataframe(models.sort_values("trained_ts", ascending=False), hide_index=True)
+
+
+def main() -> None:
+    st.set_page_config(page_title="Smart Shelf", layout="wide")
+    st_autorefresh(interval=REFRESH_SECONDS * 1000, key="refresh")
+    st.title("Smart Shelf")
+    try:
+        data = snapshot()
+    except core.DataUnavailable as exc:
+        st.error(f"Data source unavailable: {exc}")
+        return
+    if not data.has_store:
+        st.info("No data yet: the store is not loaded. Start the stack (`make up`) or a run (`smartshelf sim`).")
+        return
+    for tab, view in zip(st.tabs(list(VIEWS)), (map_live, states, supplier_plan, alerts_view, debug_config, ml),
+                         strict=True):
+        with tab:
+            view(data)
+
+
+main()

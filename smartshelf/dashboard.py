@@ -1,0 +1,366 @@
+"""The dashboard's core: the store's floor plan, which alerts are active, the zones' colours and the data the
+dashboard reads. `dashboard/app.py` is the Streamlit shell over it.
+
+Reads: PostgreSQL as the read-only role (the connect worker's mirror), Delta (delta-rs) for what PostgreSQL has
+no copy of (supplier orders and receipts, raw shelf events), Redis for the simulated clock and the people in the
+store. Tables and columns come from the registry and its models, never from copies here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Literal, Protocol, Self
+
+import pandas as pd
+import plotly.graph_objects as go
+import psycopg2
+import pyarrow as pa
+import pyarrow.compute as pc
+import redis
+import yaml
+from deltalake import DeltaTable
+from deltalake.exceptions import DeltaError
+from psycopg2 import sql
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from smartshelf.adapters import delta, postgres
+from smartshelf.adapters.redis_clock import SimClock, redis_client
+from smartshelf.apps.producers import load_state
+from smartshelf.errors import SmartShelfError
+from smartshelf.registry import table
+from smartshelf.settings import Settings
+
+# An alert is *active* when it is the latest alert of its (shelf, alert type) and was raised within the last
+# ACTIVE_ALERT_MINUTES simulated minutes before the clock's now: the loop raises an alert when a level gets
+# worse and never clears it, so recency is what says it still matters.
+ACTIVE_ALERT_MINUTES = 120
+# weight_change events (customers and staff at a shelf) within this many simulated minutes count as activity
+ACTIVITY_MINUTES = 60
+# the newest rows read of the append-only tables that grow all day
+MAX_ALERT_ROWS = 5000
+MAX_DEAD_LETTER_ROWS = 200
+
+Severity = Literal["none", "info", "warning", "critical"]
+SEVERITIES: tuple[Severity, ...] = ("none", "info", "warning", "critical")  # least to most urgent
+SEVERITY_COLOURS: dict[Severity, str] = {"none": "#2e7d32", "info": "#1e88e5", "warning": "#f9a825",
+                                         "critical": "#c62828"}
+
+# the PostgreSQL mirror tables the dashboard shows (registry names), with how many of the newest rows to read
+PG_TABLES: dict[str, int | None] = {
+    "store_inventory": None, "shelf_state": None, "wh_state": None, "shelf_batch_state": None,
+    "wh_batch_state": None, "alerts": MAX_ALERT_ROWS, "shelf_restock_plan": None, "wh_supplier_plan": None,
+    "shelf_policies": None, "wh_policies": None, "dead_letters": MAX_DEAD_LETTER_ROWS, "ml_models": None,
+}
+# the time column by which the newest rows of a capped table are chosen
+NEWEST_BY = {"alerts": "ts", "dead_letters": "ts"}
+# only in Delta: the supplier-manager app writes them there and nothing mirrors them to PostgreSQL
+DELTA_TABLES = ("wh_supplier_orders", "wh_supplier_receipts")
+SHELF_EVENTS = "raw_shelf_events"
+
+
+class DataUnavailable(SmartShelfError):
+    """A data source (PostgreSQL, Redis, Delta) could not be read; the message is one line."""
+
+
+# --- the floor plan -----------------------------------------------------------------------------------
+class Zone(BaseModel):
+    """The floor area of one item category; bounds normalized to [0, 1], y from the entrance to the back wall."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    category: str
+    x0: float = Field(ge=0, le=1)
+    y0: float = Field(ge=0, le=1)
+    x1: float = Field(ge=0, le=1)
+    y1: float = Field(ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _positive_area(self) -> Self:
+        if not (self.x0 < self.x1 and self.y0 < self.y1):
+            raise ValueError(f"zone {self.category}: needs x0 < x1 and y0 < y1")
+        return self
+
+    def overlaps(self, other: Zone) -> bool:
+        """True if the two zones share area (touching edges do not count)."""
+        return self.x0 < other.x1 and other.x0 < self.x1 and self.y0 < other.y1 and other.y0 < self.y1
+
+    @property
+    def centre(self) -> tuple[float, float]:
+        return (self.x0 + self.x1) / 2, (self.y0 + self.y1) / 2
+
+
+class StoreLayout(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    zones: list[Zone] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _one_zone_per_category_no_overlap(self) -> Self:
+        names = [zone.category for zone in self.zones]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"more than one zone for {', '.join(duplicates)}")
+        overlapping = overlapping_zones(self.zones)
+        if overlapping:
+            raise ValueError("zones overlap: " + ", ".join(f"{a} / {b}" for a, b in overlapping))
+        return self
+
+
+def overlapping_zones(zones: Sequence[Zone]) -> list[tuple[str, str]]:
+    return [(a.category, b.category) for i, a in enumerate(zones) for b in zones[i + 1:] if a.overlaps(b)]
+
+
+def missing_categories(zones: Iterable[Zone], categories: Iterable[str]) -> list[str]:
+    """The categories that have no zone on the plan."""
+    placed = {zone.category for zone in zones}
+    return [name for name in categories if name not in placed]
+
+
+def load_layout(path: Path) -> list[Zone]:
+    """The zones of a layout YAML file (`zones: [{category, x0, y0, x1, y1}, ...]`), validated."""
+    return StoreLayout.model_validate(yaml.safe_load(path.read_text())).zones
+
+
+# --- frames -------------------------------------------------------------------------------------------
+def columns_of(name: str) -> list[str]:
+    """The columns of a registry table: its model's fields."""
+    return list(table(name).schema.model_fields)
+
+
+def empty_frame(name: str) -> pd.DataFrame:
+    return pd.DataFrame(columns=columns_of(name))
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Everything one render of the dashboard shows, read at one moment."""
+
+    now: datetime | None  # the simulated clock; None when it is not running
+    people_in_store: int | None  # None when the producers have written no world state yet
+    frames: dict[str, pd.DataFrame] = field(default_factory=dict)  # by registry table name
+
+    def frame(self, name: str) -> pd.DataFrame:
+        """A table's rows; none (with its columns) if it was not read."""
+        found = self.frames.get(name)
+        return found if found is not None else empty_frame(name)
+
+    @property
+    def has_store(self) -> bool:
+        return not self.frame("store_inventory").empty
+
+    def reference_time(self) -> datetime | None:
+        """The clock's now; when the clock is stopped, the newest alert's time (a finished run stays readable)."""
+        if self.now is not None:
+            return self.now
+        alerts = self.frame("alerts")
+        return None if alerts.empty else pd.Timestamp(alerts["ts"].max()).to_pydatetime()
+
+
+class DataSource(Protocol):
+    def snapshot(self) -> Snapshot: ...
+
+
+class LiveSource:
+    """The running stack's data, as the settings locate it."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def snapshot(self) -> Snapshot:
+        now, people = self._redis()
+        frames = self._postgres()
+        frames.update(self._delta(now))
+        return Snapshot(now=now, people_in_store=people, frames=frames)
+
+    def _redis(self) -> tuple[datetime | None, int | None]:
+        client = redis_client(self.settings)
+        try:
+            now = SimClock(client).now_or_none()
+            # people in the store: the producers' world state (the customers inside now), one read; the raw
+            # foot_traffic Delta table would need every entry and exit of the run summed
+            world = load_state(client)
+        except redis.RedisError as exc:
+            raise DataUnavailable(f"cannot read Redis at {self.settings.redis_host}:{self.settings.redis_port}: "
+                                  f"{_first_line(exc)}") from exc
+        finally:
+            client.close()
+        return now, None if world is None else len(world.customers)
+
+    def _postgres(self) -> dict[str, pd.DataFrame]:
+        try:
+            with postgres.connect(self.settings, "reader") as conn, conn.cursor() as cur:
+                return {name: _select(cur, name, limit) for name, limit in PG_TABLES.items()}
+        except psycopg2.Error as exc:
+            raise DataUnavailable(f"PostgreSQL query failed: {_first_line(exc)}") from exc
+        except SmartShelfError as exc:
+            raise DataUnavailable(str(exc)) from exc
+
+    def _delta(self, now: datetime | None) -> dict[str, pd.DataFrame]:
+        delta_dir = self.settings.delta_dir
+        try:
+            frames = {name: delta_frame(delta_dir, name) for name in DELTA_TABLES}
+            if now is not None:
+                frames[SHELF_EVENTS] = weight_changes_since(delta_dir, now - timedelta(minutes=ACTIVITY_MINUTES))
+        except (OSError, DeltaError) as exc:
+            raise DataUnavailable(f"cannot read Delta under {delta_dir}: {_first_line(exc)}") from exc
+        return frames
+
+
+def open_source(settings: Settings) -> DataSource:
+    """Where the app gets its data (a test replaces this to show the views seeded data)."""
+    return LiveSource(settings)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _select(cur: psycopg2.extensions.cursor, name: str, limit: int | None) -> pd.DataFrame:
+    pg = table(name).pg
+    assert pg is not None, f"{name} has no PostgreSQL table"
+    names = columns_of(name)
+    schema_name, table_name = pg.split(".")
+    query = sql.SQL("SELECT {} FROM {}").format(sql.SQL(", ").join(map(sql.Identifier, names)),
+                                               sql.Identifier(schema_name, table_name))
+    if limit is not None:
+        query += sql.SQL(" ORDER BY {} DESC LIMIT {}").format(sql.Identifier(NEWEST_BY[name]), sql.Literal(limit))
+    cur.execute(query)
+    return pd.DataFrame(cur.fetchall(), columns=names)
+
+
+def delta_frame(delta_dir: Path, name: str) -> pd.DataFrame:
+    """Every row of a registry Delta table (none, with its columns, before the table exists)."""
+    rows = delta.read_rows(delta.table_path(delta_dir, table(name)), table(name).schema)
+    return pd.DataFrame([row.model_dump() for row in rows], columns=columns_of(name))
+
+
+def weight_changes_since(delta_dir: Path, since: datetime) -> pd.DataFrame:
+    """The weight_change shelf events from `since` on (raw Delta table, filtered there, not in Python)."""
+    path = delta.table_path(delta_dir, table(SHELF_EVENTS))
+    if not DeltaTable.is_deltatable(str(path)):
+        return empty_frame(SHELF_EVENTS)
+    recent = (pc.field("event_type") == "weight_change") & (pc.field("ts") >= pa.scalar(since, pa.timestamp("us")))
+    return DeltaTable(str(path)).to_pandas(filters=recent, columns=columns_of(SHELF_EVENTS))
+
+
+# --- shaping ------------------------------------------------------------------------------------------
+def active_alerts(alerts: pd.DataFrame, now: datetime | None, minutes: int = ACTIVE_ALERT_MINUTES) -> pd.DataFrame:
+    """The active alerts (see ACTIVE_ALERT_MINUTES), newest first; none without a clock."""
+    if now is None or alerts.empty:
+        return alerts.iloc[0:0]
+    ts = pd.to_datetime(alerts["ts"])
+    recent = alerts[(ts > now - timedelta(minutes=minutes)) & (ts <= now)]
+    latest = recent.sort_values("ts").drop_duplicates(["shelf_id", "alert_type"], keep="last")
+    return latest.sort_values("ts", ascending=False).reset_index(drop=True)
+
+
+def with_items(frame: pd.DataFrame, inventory: pd.DataFrame) -> pd.DataFrame:
+    """`frame` with each shelf's aisle, category and subcategory in front of its columns."""
+    items = inventory[["shelf_id", "aisle", "item_category", "item_subcategory"]]
+    return items.merge(frame, on="shelf_id", how="right")[[*items.columns, *frame.columns.drop("shelf_id")]]
+
+
+def worst(severities: Iterable[str]) -> Severity:
+    ranked = [SEVERITIES.index(s) for s in severities if s in SEVERITIES]
+    return SEVERITIES[max(ranked, default=0)]
+
+
+def zone_status(alerts: pd.DataFrame, inventory: pd.DataFrame, now: datetime | None) -> dict[str, Severity]:
+    """Each category's worst active *store* alert ("none" if it has none), for every category of the store."""
+    status: dict[str, Severity] = {category: "none" for category in inventory["item_category"].unique()}
+    store = active_alerts(alerts, now)
+    store = store[store["location"] == "store"]
+    categorised = with_items(store, inventory)
+    for category, rows in categorised.groupby("item_category"):
+        status[str(category)] = worst(rows["severity"])
+    return status
+
+
+def zone_activity(shelf_events: pd.DataFrame, inventory: pd.DataFrame) -> dict[str, int]:
+    """weight_change events per category (categories without any are left out)."""
+    changes = shelf_events[shelf_events["event_type"] == "weight_change"]
+    counts = with_items(changes, inventory).groupby("item_category").size()
+    return {str(category): int(count) for category, count in counts.items()}
+
+
+def active_counts(alerts: pd.DataFrame, now: datetime | None) -> dict[str, int]:
+    """Active alerts per location (store, warehouse)."""
+    locations = active_alerts(alerts, now)["location"]
+    return {location: int((locations == location).sum()) for location in ("store", "warehouse")}
+
+
+def select_rows(frame: pd.DataFrame, filters: Mapping[str, Sequence[str]]) -> pd.DataFrame:
+    """The rows whose value in each filtered column is one of those chosen (an empty choice keeps all)."""
+    keep = pd.Series(True, index=frame.index)
+    for column, chosen in filters.items():
+        if chosen:
+            keep &= frame[column].isin(chosen)
+    return frame[keep]
+
+
+def zone_shelves(inventory: pd.DataFrame, shelf_state: pd.DataFrame, category: str) -> pd.DataFrame:
+    """A category's shelves with their live stock (empty until a shelf's first event reached the state)."""
+    shelves = inventory.loc[inventory["item_category"] == category,
+                            ["shelf_id", "aisle", "item_subcategory", "maximum_stock"]]
+    live = shelf_state[["shelf_id", "current_stock", "last_event_type", "last_event_ts"]]
+    return shelves.merge(live, on="shelf_id", how="left").reset_index(drop=True)
+
+
+def latest_orders(orders: pd.DataFrame) -> pd.DataFrame:
+    """Each supplier order's latest row: the Delta table is append-only, an order is written open then received."""
+    status_rank = orders["status"].map({"open": 0, "received": 1})
+    return (orders.assign(_rank=status_rank).sort_values("_rank").drop_duplicates("order_id", keep="last")
+            .drop(columns="_rank").reset_index(drop=True))
+
+
+def open_orders(orders: pd.DataFrame) -> pd.DataFrame:
+    """The supplier orders not received yet, soonest delivery first."""
+    latest = latest_orders(orders)
+    return latest[latest["status"] == "open"].sort_values("expected_delivery_ts").reset_index(drop=True)
+
+
+def next_deliveries(orders: pd.DataFrame, now: datetime | None, days: int = 2) -> pd.DataFrame:
+    """Open orders due within `days` simulated days after now (or overdue), soonest first."""
+    pending = open_orders(orders)
+    if now is None:
+        return pending
+    return pending[pd.to_datetime(pending["expected_delivery_ts"]) <= now + timedelta(days=days)]
+
+
+def settings_in_force(settings: Settings) -> pd.DataFrame:
+    """The settings as (env var, value) rows, passwords left out."""
+    rows = [(name, value) for name, value in sorted(settings.as_env().items()) if "PASSWORD" not in name]
+    return pd.DataFrame(rows, columns=["setting", "value"])
+
+
+# --- the map ------------------------------------------------------------------------------------------
+def layout_figure(zones: Sequence[Zone], status: dict[str, Severity], activity: dict[str, int]) -> go.Figure:
+    """The floor plan: one rectangle per zone coloured by its worst active alert, a thick dark border where
+    shelves saw weight changes recently; hovering a zone's centre tells its state."""
+    figure = go.Figure()
+    for zone in zones:
+        severity = status.get(zone.category, "none")
+        moves = activity.get(zone.category, 0)
+        figure.add_shape(type="rect", name=zone.category, x0=zone.x0, y0=zone.y0, x1=zone.x1, y1=zone.y1,
+                         fillcolor=SEVERITY_COLOURS[severity], opacity=0.75, layer="below",
+                         line={"color": "#111111" if moves else "#ffffff", "width": 4 if moves else 1})
+        figure.add_annotation(x=zone.centre[0], y=zone.centre[1], showarrow=False,
+                              text=f"<b>{zone.category}</b><br>{severity}" + (f" · {moves} moves" if moves else ""),
+                              font={"size": 11, "color": "#ffffff" if severity != "warning" else "#111111"})
+    figure.add_trace(go.Scatter(
+        x=[zone.centre[0] for zone in zones], y=[zone.centre[1] for zone in zones], mode="markers",
+        marker={"size": 1, "opacity": 0}, showlegend=False, hoverinfo="text",
+        hovertext=[f"{zone.category}: {status.get(zone.category, 'none')}, "
+                   f"{activity.get(zone.category, 0)} weight changes" for zone in zones]))
+    for severity in SEVERITIES:  # legend entries for the colours
+        figure.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=severity,
+                                    marker={"size": 12, "symbol": "square", "color": SEVERITY_COLOURS[severity]}))
+    figure.update_xaxes(range=[0, 1], visible=False)
+    figure.update_yaxes(range=[0, 1], visible=False)
+    figure.update_layout(height=560, margin={"l": 10, "r": 10, "t": 10, "b": 10}, plot_bgcolor="#f4f4f4",
+                         legend={"orientation": "h", "title": "active store alerts"})
+    return figure

@@ -1,0 +1,203 @@
+"""The dashboard's core (smartshelf.dashboard), pure: the floor plan, active alerts, zone colours and activity,
+filters, supplier orders, the settings shown and the map figure."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from pydantic import ValidationError
+
+from smartshelf import dashboard as d
+from smartshelf.adapters import delta
+from smartshelf.datagen import CATEGORIES
+from smartshelf.registry import table
+from smartshelf.schemas import ShelfEvent
+from smartshelf.settings import REPO_ROOT, Settings
+
+LAYOUT = REPO_ROOT / "dashboard" / "store_layout.yaml"
+NOW = datetime(2025, 1, 1, 14, 0)
+
+
+def alert(shelf_id: str, alert_type: str, minutes_ago: float, severity: str = "warning",
+          location: str = "store") -> dict[str, object]:
+    ts = NOW - timedelta(minutes=minutes_ago)
+    return {"alert_id": f"{alert_type}-{shelf_id}-{ts:%H%M}", "alert_type": alert_type, "location": location,
+            "severity": severity, "shelf_id": shelf_id, "batch_code": None, "message": "m", "value": None,
+            "threshold": None, "ts": ts}
+
+
+def alerts(*rows: dict[str, object]) -> pd.DataFrame:
+    return pd.DataFrame(list(rows), columns=d.columns_of("alerts"))
+
+
+INVENTORY = pd.DataFrame({
+    "shelf_id": ["S1", "S2", "S3", "S4"], "aisle": ["A01", "A01", "A02", "A03"],
+    "item_category": ["Dairy", "Dairy", "Bakery", "Fruit"], "item_subcategory": ["Milk", "Butter", "Bread", "Citrus"],
+})
+
+
+# --- the floor plan ---------------------------------------------------------------------------------
+def test_the_store_layout_has_one_zone_per_category_and_no_overlap() -> None:
+    zones = d.load_layout(LAYOUT)
+    assert d.missing_categories(zones, [c.name for c in CATEGORIES]) == []
+    assert sorted(z.category for z in zones) == sorted(c.name for c in CATEGORIES)
+    assert d.overlapping_zones(zones) == []
+
+
+def write_layout(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "layout.yaml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("zone, problem", [
+    ("{category: A, x0: 0.5, y0: 0.1, x1: 0.4, y1: 0.2}", "x0 < x1"),
+    ("{category: A, x0: 0.1, y0: 0.3, x1: 0.4, y1: 0.3}", "y0 < y1"),
+    ("{category: A, x0: 0.1, y0: 0.1, x1: 1.2, y1: 0.2}", "less than or equal to 1"),
+    ("{category: A, x0: -0.1, y0: 0.1, x1: 0.2, y1: 0.2}", "greater than or equal to 0"),
+])
+def test_a_zone_outside_the_unit_square_or_without_area_is_rejected(tmp_path: Path, zone: str, problem: str) -> None:
+    with pytest.raises(ValidationError, match=problem):
+        d.load_layout(write_layout(tmp_path, f"zones:\n  - {zone}\n"))
+
+
+def test_overlapping_or_duplicate_zones_are_rejected_touching_ones_are_not(tmp_path: Path) -> None:
+    touching = ("zones:\n  - {category: A, x0: 0, y0: 0, x1: 0.5, y1: 0.5}\n"
+                "  - {category: B, x0: 0.5, y0: 0, x1: 1, y1: 0.5}\n")
+    assert [z.category for z in d.load_layout(write_layout(tmp_path, touching))] == ["A", "B"]
+    overlapping = touching.replace("x0: 0.5, y0: 0", "x0: 0.4, y0: 0.4")
+    with pytest.raises(ValidationError, match="zones overlap: A / B"):
+        d.load_layout(write_layout(tmp_path, overlapping))
+    with pytest.raises(ValidationError, match="more than one zone for A"):
+        d.load_layout(write_layout(tmp_path, touching.replace("category: B", "category: A")))
+
+
+def test_missing_categories_are_named() -> None:
+    zones = [d.Zone(category="Dairy", x0=0, y0=0, x1=0.1, y1=0.1)]
+    assert d.missing_categories(zones, ["Dairy", "Fish", "Meat"]) == ["Fish", "Meat"]
+
+
+# --- active alerts and zones ------------------------------------------------------------------------
+def test_active_alerts_are_the_latest_per_shelf_and_type_within_the_window() -> None:
+    frame = alerts(alert("S1", "low_stock", 30), alert("S1", "low_stock", 10),  # the later one stays
+                   alert("S1", "out_of_stock", 5, "critical"),
+                   alert("S2", "low_stock", d.ACTIVE_ALERT_MINUTES + 1),  # too old
+                   alert("S3", "low_stock", -5))  # after now: not raised yet at this clock time
+    active = d.active_alerts(frame, NOW)
+    assert list(zip(active["shelf_id"], active["alert_type"], active["ts"])) == [
+        ("S1", "out_of_stock", NOW - timedelta(minutes=5)), ("S1", "low_stock", NOW - timedelta(minutes=10))]
+    assert d.active_alerts(frame, None).empty
+
+
+def test_a_zone_takes_its_worst_active_store_alert() -> None:
+    frame = alerts(alert("S1", "low_stock", 10, "warning"), alert("S2", "out_of_stock", 20, "critical"),
+                   alert("S3", "wh_out_of_stock", 5, "critical", location="warehouse"),  # warehouse: not on the map
+                   alert("S4", "near_expiry", 5, "info"))
+    assert d.zone_status(frame, INVENTORY, NOW) == {"Dairy": "critical", "Bakery": "none", "Fruit": "info"}
+    assert d.zone_status(alerts(), INVENTORY, NOW) == {"Dairy": "none", "Bakery": "none", "Fruit": "none"}
+
+
+def test_active_alerts_are_counted_per_location() -> None:
+    frame = alerts(alert("S1", "low_stock", 10), alert("S1", "wh_reorder", 10, location="warehouse"),
+                   alert("S2", "wh_reorder", 500, location="warehouse"))
+    assert d.active_counts(frame, NOW) == {"store": 1, "warehouse": 1}
+
+
+def test_weight_changes_are_counted_per_category() -> None:
+    events = pd.DataFrame({"shelf_id": ["S1", "S2", "S3", "S3"],
+                           "event_type": ["weight_change", "weight_change", "pickup", "weight_change"]})
+    assert d.zone_activity(events, INVENTORY) == {"Dairy": 2, "Bakery": 1}
+    assert d.zone_activity(d.empty_frame("raw_shelf_events"), INVENTORY) == {}
+
+
+def test_items_join_and_filters() -> None:
+    state = pd.DataFrame({"shelf_id": ["S1", "S3", "S4"], "current_stock": [5, 0, 7]})
+    joined = d.with_items(state, INVENTORY)
+    assert list(joined.columns) == ["shelf_id", "aisle", "item_category", "item_subcategory", "current_stock"]
+    assert list(d.select_rows(joined, {"item_category": []})["shelf_id"]) == ["S1", "S3", "S4"]
+    assert list(d.select_rows(joined, {"item_category": ["Dairy", "Fruit"]})["shelf_id"]) == ["S1", "S4"]
+    assert list(d.select_rows(joined, {"item_category": ["Dairy", "Fruit"], "item_subcategory": ["Citrus"]})
+                ["shelf_id"]) == ["S4"]
+    assert list(d.select_rows(joined, {"shelf_id": ["S3"]})["current_stock"]) == [0]
+
+
+def test_a_zone_lists_all_its_shelves_with_live_stock_where_known() -> None:
+    inventory = INVENTORY.assign(maximum_stock=[10, 20, 30, 40])
+    state = pd.DataFrame({"shelf_id": ["S2", "S3"], "current_stock": [4, 9], "current_weight_kg": [1.0, 2.0],
+                          "last_event_type": ["pickup", "pickup"], "last_event_ts": [NOW, NOW]})
+    shelves = d.zone_shelves(inventory, state, "Dairy")
+    assert list(shelves["shelf_id"]) == ["S1", "S2"] and list(shelves["maximum_stock"]) == [10, 20]
+    assert pd.isna(shelves.loc[0, "current_stock"]) and shelves.loc[1, "current_stock"] == 4
+
+
+def test_the_worst_severity_wins() -> None:
+    assert d.worst(["info", "critical", "warning"]) == "critical"
+    assert d.worst([]) == "none"
+
+
+# --- supplier orders --------------------------------------------------------------------------------
+def order(order_id: str, due_hours: float, status: str) -> dict[str, object]:
+    return {"order_id": order_id, "plan_id": f"p-{order_id}", "shelf_id": "S1", "batches": 1, "quantity": 12,
+            "ordered_ts": NOW - timedelta(hours=1), "expected_delivery_ts": NOW + timedelta(hours=due_hours),
+            "status": status}
+
+
+def test_open_orders_are_those_not_received_soonest_first() -> None:
+    orders = pd.DataFrame([order("o1", 30, "open"), order("o2", 5, "open"), order("o1", 30, "received"),
+                           order("o3", 100, "open")], columns=d.columns_of("wh_supplier_orders"))
+    assert list(d.latest_orders(orders).sort_values("order_id")["status"]) == ["received", "open", "open"]
+    assert list(d.open_orders(orders)["order_id"]) == ["o2", "o3"]
+    assert list(d.next_deliveries(orders, NOW, days=2)["order_id"]) == ["o2"]
+    assert list(d.next_deliveries(orders, None)["order_id"]) == ["o2", "o3"]
+    assert d.open_orders(d.empty_frame("wh_supplier_orders")).empty
+
+
+# --- snapshot, settings, figure ---------------------------------------------------------------------
+def test_a_snapshot_gives_missing_tables_empty_with_their_columns_and_falls_back_to_the_newest_alert() -> None:
+    snapshot = d.Snapshot(now=None, people_in_store=None, frames={"alerts": alerts(alert("S1", "low_stock", 3))})
+    assert list(snapshot.frame("shelf_state").columns) == ["shelf_id", "current_stock", "current_weight_kg",
+                                                           "last_event_type", "last_event_ts"]
+    assert not snapshot.has_store
+    assert snapshot.reference_time() == NOW - timedelta(minutes=3)
+    assert d.Snapshot(now=NOW, people_in_store=0).reference_time() == NOW
+
+
+def test_the_settings_shown_leave_passwords_out() -> None:
+    settings = Settings(_env_file=None, POSTGRES_READER_PASSWORD="s3cret")  # type: ignore[call-arg]
+    shown = d.settings_in_force(settings)
+    assert "POSTGRES_READER_USER" in set(shown["setting"]) and "TIME_MULTIPLIER" in set(shown["setting"])
+    assert not any("PASSWORD" in name for name in shown["setting"])
+    assert "s3cret" not in shown.to_string() and "bdt_password" not in shown.to_string()
+
+
+def test_the_map_draws_every_zone_in_its_colour_and_marks_activity() -> None:
+    zones = d.load_layout(LAYOUT)
+    figure = d.layout_figure(zones, {"Dairy": "critical", "Fruit": "warning"}, {"Dairy": 3})
+    shapes = {shape.name: shape for shape in figure.layout.shapes}
+    assert len(shapes) == len(zones)
+    assert shapes["Dairy"].fillcolor == d.SEVERITY_COLOURS["critical"] and shapes["Dairy"].line.width == 4
+    assert shapes["Fruit"].fillcolor == d.SEVERITY_COLOURS["warning"] and shapes["Fruit"].line.width == 1
+    assert shapes["Fish"].fillcolor == d.SEVERITY_COLOURS["none"]
+    assert (shapes["Dairy"].x0, shapes["Dairy"].y1) == next((z.x0, z.y1) for z in zones if z.category == "Dairy")
+
+
+# --- Delta reads (local files) ----------------------------------------------------------------------
+def test_weight_changes_are_read_from_delta_filtered_by_type_and_time(tmp_path: Path) -> None:
+    assert d.weight_changes_since(tmp_path, NOW).empty  # no table yet
+    events = [ShelfEvent(event_id=f"e-{kind}-{minutes}", event_type=kind, shelf_id="S1", quantity=1,  # type: ignore[arg-type]
+                         weight_change_kg=-0.5, customer_id="c1", ts=NOW - timedelta(minutes=minutes))
+              for kind, minutes in (("weight_change", 90), ("weight_change", 30), ("pickup", 30))]
+    path = delta.table_path(tmp_path, table(d.SHELF_EVENTS))
+    path.mkdir(parents=True)
+    delta.overwrite(path, delta.to_arrow(ShelfEvent, events))
+    recent = d.weight_changes_since(tmp_path, NOW - timedelta(minutes=60))
+    assert list(recent["event_id"]) == ["e-weight_change-30"]
+    assert list(recent.columns) == d.columns_of(d.SHELF_EVENTS)
+
+
+def test_a_delta_table_not_written_yet_reads_as_empty_with_its_columns(tmp_path: Path) -> None:
+    orders = d.delta_frame(tmp_path, "wh_supplier_orders")
+    assert orders.empty and list(orders.columns) == d.columns_of("wh_supplier_orders")

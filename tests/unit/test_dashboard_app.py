@@ -1,0 +1,211 @@
+"""The dashboard's views (dashboard/app.py) rendered by Streamlit's AppTest on seeded data: the app's data source
+(smartshelf.dashboard.open_source) is replaced by one that returns a snapshot built from the schema models."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from datetime import date, datetime, timedelta
+
+import pandas as pd
+import pytest
+import streamlit as st
+from pydantic import BaseModel
+from streamlit.testing.v1 import AppTest
+
+from smartshelf import dashboard as core
+from smartshelf.schemas import (Alert, MlModel, ShelfBatchState, ShelfEvent, ShelfState, SupplierOrder,
+                                SupplierReceipt, WarehouseBatchState, WarehouseState, WarehouseSupplierPlan)
+from smartshelf.settings import REPO_ROOT, Settings
+
+APP = str(REPO_ROOT / "dashboard" / "app.py")
+NOW = datetime(2025, 1, 1, 14, 0)
+VIEWS = ["Map Live", "States", "Supplier Plan", "Alerts", "Debug/Config", "ML"]
+SHELVES = {"S-D1": ("Dairy", "Milk"), "S-D2": ("Dairy", "Butter"), "S-B1": ("Bakery", "Bread"),
+           "S-F1": ("Fruit", "Citrus")}
+
+
+def frame(name: str, rows: Sequence[BaseModel]) -> pd.DataFrame:
+    return pd.DataFrame([row.model_dump() for row in rows], columns=core.columns_of(name))
+
+
+def inventory() -> pd.DataFrame:
+    return pd.DataFrame([{"shelf_id": shelf_id, "aisle": "A01", "item_weight": 1.0, "shelf_weight": 10.0,
+                          "item_category": category, "item_subcategory": sub, "item_visibility": 0.1,
+                          "maximum_stock": 40, "current_stock": 20, "item_price": 1.99}
+                         for shelf_id, (category, sub) in SHELVES.items()], columns=core.columns_of("store_inventory"))
+
+
+def alert(alert_type: str, location: str, severity: str, shelf_id: str, minutes_ago: int) -> Alert:
+    ts = NOW - timedelta(minutes=minutes_ago)
+    return Alert(alert_id=f"{alert_type}-{shelf_id}-{minutes_ago}", alert_type=alert_type, location=location,  # type: ignore[arg-type]
+                 severity=severity, shelf_id=shelf_id, message=f"{alert_type} on {shelf_id}", ts=ts)  # type: ignore[arg-type]
+
+
+def order(order_id: str, due: datetime, status: str) -> SupplierOrder:
+    return SupplierOrder(order_id=order_id, plan_id=f"wp-{order_id}", shelf_id="S-D1", batches=1, quantity=12,
+                         ordered_ts=NOW - timedelta(hours=3), expected_delivery_ts=due, status=status)  # type: ignore[arg-type]
+
+
+def seeded_snapshot(models: Sequence[MlModel] = ()) -> core.Snapshot:
+    lot = {"received_date": date(2024, 12, 30), "expiry_date": date(2025, 1, 9), "last_update_ts": NOW}
+    return core.Snapshot(now=NOW, people_in_store=7, frames={
+        "store_inventory": inventory(),
+        "shelf_state": frame("shelf_state", [
+            ShelfState(shelf_id=s, current_stock=i, current_weight_kg=10.0 + i, last_event_type="pickup",
+                       last_event_ts=NOW) for i, s in enumerate(SHELVES)]),
+        "wh_state": frame("wh_state", [WarehouseState(shelf_id=s, wh_current_stock=50, last_event_type="wh_out",
+                                                      last_event_ts=NOW) for s in SHELVES]),
+        "shelf_batch_state": frame("shelf_batch_state", [
+            ShelfBatchState(shelf_id=s, batch_code=f"L-{s}", batch_quantity_store=3, **lot) for s in SHELVES]),
+        "wh_batch_state": frame("wh_batch_state", [
+            WarehouseBatchState(shelf_id=s, batch_code=f"W-{s}", batch_quantity_warehouse=50, **lot) for s in SHELVES]),
+        "alerts": frame("alerts", [
+            alert("out_of_stock", "store", "critical", "S-D1", 10),
+            alert("low_stock", "store", "warning", "S-D2", 20),
+            alert("wh_reorder", "warehouse", "warning", "S-B1", 30),
+            alert("low_stock", "store", "warning", "S-F1", core.ACTIVE_ALERT_MINUTES + 60),  # no longer active
+        ]),
+        "wh_supplier_plan": frame("wh_supplier_plan", [
+            WarehouseSupplierPlan(plan_id="wp-o1", shelf_id="S-D1", batches_to_order=1, quantity=12, status="ordered",
+                                  expected_delivery_date=date(2025, 1, 2), created_ts=NOW, updated_ts=NOW)]),
+        "wh_supplier_orders": frame("wh_supplier_orders", [
+            order("o1", NOW + timedelta(hours=20), "open"), order("o2", NOW - timedelta(hours=1), "open"),
+            order("o2", NOW - timedelta(hours=1), "received")]),
+        "wh_supplier_receipts": frame("wh_supplier_receipts", [
+            SupplierReceipt(receipt_id="sr-o2", order_id="o2", shelf_id="S-D1", batch_code="B-o2", quantity=12,
+                            received_ts=NOW - timedelta(hours=1), expiry_date=date(2025, 1, 20))]),
+        core.SHELF_EVENTS: frame(core.SHELF_EVENTS, [
+            ShelfEvent(event_id=f"e{i}", event_type="weight_change", shelf_id="S-B1", quantity=1,
+                       weight_change_kg=-1.0, customer_id="c1", ts=NOW - timedelta(minutes=i)) for i in range(3)]),
+        "ml_models": frame("ml_models", models),
+    })
+
+
+class SeededSource:
+    def __init__(self, make: Callable[[], core.Snapshot]) -> None:
+        self.make = make
+
+    def snapshot(self) -> core.Snapshot:
+        return self.make()
+
+
+@pytest.fixture
+def serve(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[Callable[[], core.Snapshot]], AppTest]]:
+    """Runs the app on the snapshots `make` returns; the app's cache is emptied so each test sees its own."""
+    def run(make: Callable[[], core.Snapshot]) -> AppTest:
+        monkeypatch.setattr(core, "open_source", lambda settings: SeededSource(make))
+        app = AppTest.from_file(APP, default_timeout=30)
+        app.run()
+        assert not app.exception, app.exception
+        return app
+
+    st.cache_data.clear()
+    yield run
+    st.cache_data.clear()
+
+
+def metrics(app: AppTest) -> dict[str, str]:
+    return {metric.label: metric.value for metric in app.metric}
+
+
+def test_the_map_shows_the_clock_people_active_alerts_and_the_zones_with_alerts(serve) -> None:  # type: ignore[no-untyped-def]
+    app = serve(seeded_snapshot)
+    assert [tab.label for tab in app.tabs] == VIEWS
+    shown = metrics(app)
+    assert shown["Simulated time"] == "2025-01-01 14:00" and shown["People in store"] == "7"
+    assert shown["Active store alerts"] == "2" and shown["Active warehouse alerts"] == "1"
+    assert shown["Zones with alerts"] == "1"  # Dairy; Bakery's alert is in the warehouse, Fruit's is old
+    live = app.tabs[0]
+    assert any(m.value == "**Zones with alerts:** Dairy (critical)" for m in live.markdown)
+    assert len(live.get("plotly_chart")) == 1
+
+    app.selectbox(key="map_zone").set_value("Dairy").run()
+    shelves, zone_alerts = app.tabs[0].dataframe[0].value, app.tabs[0].dataframe[1].value
+    assert list(shelves["shelf_id"]) == ["S-D1", "S-D2"]
+    assert list(zone_alerts["alert_type"]) == ["out_of_stock", "low_stock"]
+    app.selectbox(key="map_zone").set_value("Fish").run()
+    assert [info.value for info in app.tabs[0].info] == ["No shelves in this zone.", "No active alerts in this zone."]
+
+
+def test_states_show_shelf_and_warehouse_state_filtered_by_category_subcategory_and_shelf(serve) -> None:  # type: ignore[no-untyped-def]
+    app = serve(seeded_snapshot)
+    tables = app.tabs[1].dataframe
+    assert len(tables) == 4 and all(len(t.value) == len(SHELVES) for t in tables)
+    app.multiselect(key="states_category").set_value(["Dairy"]).run()
+    assert all(set(t.value["item_category"]) == {"Dairy"} for t in app.tabs[1].dataframe)
+    assert app.multiselect(key="states_subcategory").options == ["Butter", "Milk"]
+    app.multiselect(key="states_subcategory").set_value(["Milk"]).run()
+    assert [list(t.value["shelf_id"]) for t in app.tabs[1].dataframe] == [["S-D1"]] * 4
+    app.multiselect(key="states_shelf").set_value(["S-D1"]).run()
+    assert list(app.tabs[1].dataframe[1].value["wh_current_stock"]) == [50]
+
+
+def test_the_supplier_plan_shows_plans_open_orders_and_next_deliveries(serve) -> None:  # type: ignore[no-untyped-def]
+    app = serve(seeded_snapshot)
+    tab = app.tabs[2]
+    shown = {m.label: m.value for m in tab.metric}
+    assert shown == {"Supplier plans": "1", "Open supplier orders": "1", "Deliveries received": "1"}
+    next_deliveries, open_orders, plans = (table.value for table in tab.dataframe)
+    assert list(next_deliveries["order_id"]) == ["o1"] and list(open_orders["order_id"]) == ["o1"]
+    assert list(plans["plan_id"]) == ["wp-o1"]
+    assert [info.value for info in tab.info] == ["No restock plan yet."]
+
+
+def test_the_alerts_table_filters(serve) -> None:  # type: ignore[no-untyped-def]
+    app = serve(seeded_snapshot)
+    assert len(app.tabs[3].dataframe[0].value) == 4
+    app.multiselect(key="alerts_severity").set_value(["warning"]).run()
+    assert set(app.tabs[3].dataframe[0].value["shelf_id"]) == {"S-D2", "S-B1", "S-F1"}
+    app.multiselect(key="alerts_location").set_value(["store"]).run()
+    app.checkbox(key="alerts_active_only").check().run()
+    assert list(app.tabs[3].dataframe[0].value["shelf_id"]) == ["S-D2"]
+    app.multiselect(key="alerts_category").set_value(["Fruit"]).run()
+    assert [info.value for info in app.tabs[3].info] == ["No alerts match the filters."]
+
+
+def test_debug_shows_the_settings_in_force_without_passwords(serve, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr("smartshelf.settings.get_settings",
+                        lambda: Settings(_env_file=None, POSTGRES_READER_PASSWORD="reader-s3cret",  # type: ignore[call-arg]
+                                         POSTGRES_PASSWORD="admin-s3cret", TIME_MULTIPLIER=10))
+    app = serve(seeded_snapshot)
+    settings = app.tabs[4].dataframe[0].value
+    values = dict(zip(settings["setting"], settings["value"], strict=True))
+    assert values["TIME_MULTIPLIER"] == "10.0" and values["POSTGRES_READER_USER"] == "smartshelf_reader"
+    rendered = " ".join(t.value.to_string() for t in app.dataframe)
+    assert "PASSWORD" not in rendered and "s3cret" not in rendered
+
+
+def test_ml_says_no_model_yet_or_shows_the_active_model(serve) -> None:  # type: ignore[no-untyped-def]
+    app = serve(seeded_snapshot)
+    assert [info.value for info in app.tabs[5].info] == ["No model yet: analytics.ml_models is empty."]
+    model = MlModel(model_name="replenishment", model_version=2, trained_ts=NOW, train_rows=900,
+                    metric_name="mae", metric_value=0.4213, artifact_path="models/r2.json", is_active=True)
+    st.cache_data.clear()
+    app = serve(lambda: seeded_snapshot([model]))
+    assert {m.label: m.value for m in app.tabs[5].metric} == {"Active model": "replenishment v2", "mae": "0.421"}
+    assert not app.tabs[5].info
+
+
+def test_no_store_yet_gives_one_clear_message(serve) -> None:  # type: ignore[no-untyped-def]
+    app = serve(lambda: core.Snapshot(now=None, people_in_store=None))
+    assert [info.value for info in app.info] == [
+        "No data yet: the store is not loaded. Start the stack (`make up`) or a run (`smartshelf sim`)."]
+    assert not app.tabs
+
+
+def test_an_empty_twin_shows_empty_states_not_errors(serve) -> None:  # type: ignore[no-untyped-def]
+    app = serve(lambda: core.Snapshot(now=NOW, people_in_store=0, frames={"store_inventory": inventory()}))
+    assert metrics(app)["Active store alerts"] == "0" and metrics(app)["Zones with alerts"] == "0"
+    assert "No shelf state yet: the twin writes it at the first event." in [i.value for i in app.tabs[1].info]
+    assert [i.value for i in app.tabs[3].info] == ["No alerts yet."]
+    assert "No open supplier order." in [i.value for i in app.tabs[2].info]
+
+
+def test_a_database_down_gives_one_error_line(serve) -> None:  # type: ignore[no-untyped-def]
+    def down() -> core.Snapshot:
+        raise core.DataUnavailable("cannot connect to PostgreSQL at 127.0.0.1:1 as reader: connection refused")
+
+    app = serve(down)
+    assert [error.value for error in app.error] == [
+        "Data source unavailable: cannot connect to PostgreSQL at 127.0.0.1:1 as reader: connection refused"]
+    assert not app.tabs and not app.exception
