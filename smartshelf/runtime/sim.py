@@ -204,7 +204,9 @@ class Checks:
                 "expired_lot_examples": self.expired_on_shelves[:5]}
 
 
-def check(settings: Settings) -> Checks:
+def check(settings: Settings, watermark: datetime | None = None) -> Checks:
+    """The invariants now; `watermark` is the last clock tick whose consequences (removals at STORE_OPS_HOUR)
+    the pipeline has acted on, by default the world's time (a settled pipeline)."""
     store = jobs.load_store(settings)
     last = load_state(redis_client(settings))
     if last is None:
@@ -222,8 +224,9 @@ def check(settings: Settings) -> Checks:
         *differences("shelf stock", {s.shelf_id: s.current_stock for s in twin.shelves}, world.shelf_stock),
         *differences("shelf lot", twin_lots, world_lots),
     ]
-    # removals run at STORE_OPS_HOUR: from then on, no lot past its date is on a shelf
-    today = world.clock.date() if world.clock.hour >= settings.store_ops_hour else world.clock.date() - timedelta(days=1)
+    # removals run at STORE_OPS_HOUR, on the clock's watermark: from then on, no lot past its date is on a shelf
+    acted = watermark or world.clock
+    today = acted.date() if acted.hour >= settings.store_ops_hour else acted.date() - timedelta(days=1)
     expired = [f"{lot_key(lot)} expired {lot.expiry_date}, {lot.batch_quantity_store} left"
                for lot in twin.shelf_lots if lot.batch_quantity_store and lot.expiry_date < today]
     return Checks(problems, disagreements, expired, twin, world, sales, moves)
@@ -287,7 +290,10 @@ class TickChecker:
         deadline = time.monotonic() + SETTLE_TIMEOUT_S
         if not self.lockstep.settle(now, lambda: time.monotonic() > deadline, besides=CHECKER):
             raise SmartShelfError(f"sim: the pipeline did not catch up with {now} in {SETTLE_TIMEOUT_S:.0f}s")
-        checks = check(self.settings)
+        # the checker runs in the tick's first settle, before the clock publishes the tick's watermark: what is
+        # due at `now` (the day's removals at STORE_OPS_HOUR) happens after this check, so it checks up to the
+        # previous watermark
+        checks = check(self.settings, watermark=now - timedelta(seconds=self.settings.step_seconds))
         self.ticks += 1
         if not checks.ok:
             self.failures.append(f"{now}: {json.dumps(checks.as_json())}")
