@@ -92,7 +92,7 @@ def open_view(page: Page, view: str) -> str:
     panel = page.locator('[role="tabpanel"]:visible')
     panel.wait_for()
     if view == "Map Live":  # Plotly draws after the page: wait for the zones' rectangles
-        panel.locator(".js-plotly-plot .shapelayer path").first.wait_for()
+        panel.locator(".js-plotly-plot .shapelayer path").first.wait_for(state="attached")
     # while a script runs (the 2-s refresh too) the toolbar shows "Stop" and the page is faded; on a loaded
     # machine the next refresh can start before the last one ends: then take the page as it is
     try:
