@@ -217,14 +217,6 @@ class ConnectWorker:
         self.source_marks[spec.name] = last
         self.stats[f"published:{spec.name}"] += len(values)
 
-    def lag(self) -> dict[str, int]:
-        """Records each sink connector has yet to write."""
-        ends = self.kafka.end_offsets(list(self.positions))
-        behind: Counter[str] = Counter()
-        for tp, end in ends.items():
-            behind[self.sinks[tp.topic].name] += max(end - self.positions[tp], 0)
-        return dict(behind)
-
     def close(self) -> None:
         self.consumer.close()
         self.producer.close()
@@ -274,11 +266,6 @@ def _delete(cur: psycopg2.extensions.cursor, target: Table, keys: list[tuple[str
     query = sql.SQL("DELETE FROM {} AS t USING (VALUES %s) AS d ({}) WHERE {}").format(
         _ident(target), sql.SQL(", ").join(map(sql.Identifier, target.key)), match)
     execute_values(cur, query.as_string(cur), keys, page_size=1000)
-
-
-def stats(settings: Settings) -> dict[str, int]:
-    client = redis_client(settings)
-    return {k.decode(): int(v) for k, v in client.hgetall(STATS_KEY).items()}
 
 
 def main(settings: Settings) -> None:
