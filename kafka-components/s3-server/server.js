@@ -3,8 +3,16 @@
 //   If-None-Match: *  -> 412 when the object exists (create-only)
 //   If-Match: ETAG    -> 412 when the object is missing or its ETag differs (compare-and-swap)
 // Without them a restarted Tansu overwrites the partition's watermark and re-uses offsets from 0.
+// It also writes each object whole (a staging file renamed over it) and orders the reads and writes of a key;
+// and it lists from an in-memory index (see below).
 // Usage: node server.js --directory DIR --address 127.0.0.1 --port PORT --bucket NAME
 'use strict';
+const crypto = require('crypto');
+const fs = require('fs');
+const fsp = require('fs/promises');
+const path = require('path');
+const { Readable } = require('stream');
+const { pipeline } = require('stream/promises');
 const S3rver = require('s3rver'); // found through NODE_PATH (.tools/node_modules)
 
 function option(name) {
@@ -24,15 +32,19 @@ const server = new S3rver({
   configureBuckets: [{ name: option('bucket') }],
 });
 
-// Conditional writes on one key are serialized, so check-then-write is atomic.
-const tails = new Map();
-function serialized(key, work) {
-  const run = (tails.get(key) || Promise.resolve()).then(work, work);
-  const tail = run.catch(() => {});
-  tails.set(key, tail);
-  tail.then(() => { if (tails.get(key) === tail) tails.delete(key); });
-  return run;
+// Work on one key, one at a time, in arrival order.
+function keyQueue() {
+  const tails = new Map();
+  return (key, work) => {
+    const run = (tails.get(key) || Promise.resolve()).then(work, work);
+    const tail = run.catch(() => {});
+    tails.set(key, tail);
+    tail.then(() => { if (tails.get(key) === tail) tails.delete(key); });
+    return run;
+  };
 }
+// Conditional writes on one key are serialized, so check-then-write is atomic.
+const serialized = keyQueue();
 
 const unquote = (etag) => (etag || '').replace(/^W\//, '').replace(/"/g, '');
 
@@ -106,24 +118,60 @@ async function forget(bucket, key) {
   index.metadata.delete(key);
 }
 
-const putObject = store.putObject.bind(store);
-store.putObject = async (object) => {
-  const result = await putObject(object);
+// Reads and writes of an object, one at a time per key, and each write whole. s3rver writes an object in place
+// (it truncates the file, then writes, and for a Buffer returns before the write has finished), so a read that
+// raced a write got an empty or partial object: Tansu then failed to parse a partition's watermark ("EOF while
+// parsing a value") and refused a produce, which stopped the simulated clock in a demo run. A write now goes to
+// a staging file renamed over the object: a read already streaming keeps the whole old object.
+const objectQueue = keyQueue();
+let staged = 0;
+
+async function writeWhole(object) {
+  const objectPath = store.getResourcePath(object.bucket, object.key, 'object');
+  await fsp.mkdir(path.dirname(objectPath), { recursive: true });
+  const staging = `${objectPath}.${process.pid}-${++staged}.staging`;
+  const md5 = crypto.createHash('md5');
+  let size = 0;
+  const source = Buffer.isBuffer(object.content) ? Readable.from([object.content]) : object.content;
+  async function* counted(chunks) {
+    for await (const chunk of chunks) {
+      md5.update(chunk);
+      size += chunk.length;
+      yield chunk;
+    }
+  }
+  try {
+    await pipeline(source, counted, fs.createWriteStream(staging));
+    await fsp.rename(staging, objectPath);
+  } catch (err) {
+    await fsp.rm(staging, { force: true });
+    throw err;
+  }
+  const digest = md5.digest('hex');
+  await store.putMetadata(object.bucket, object.key, object.metadata, digest);
+  return { size, md5: digest };
+}
+
+store.putObject = (object) => objectQueue(`${object.bucket}/${object.key}`, async () => {
+  const result = await writeWhole(object);
   await remember(object.bucket, object.key);
   return result;
-};
+});
+const getObject = store.getObject.bind(store);
+store.getObject = (bucket, key, options) => objectQueue(`${bucket}/${key}`, () => getObject(bucket, key, options));
 const copyObject = store.copyObject.bind(store);
-store.copyObject = async (srcBucket, srcKey, destBucket, destKey, replacement) => {
-  const result = await copyObject(srcBucket, srcKey, destBucket, destKey, replacement);
-  await remember(destBucket, destKey);
-  return result;
-};
+store.copyObject = (srcBucket, srcKey, destBucket, destKey, replacement) =>
+  objectQueue(`${destBucket}/${destKey}`, async () => {
+    const result = await copyObject(srcBucket, srcKey, destBucket, destKey, replacement);
+    await remember(destBucket, destKey);
+    return result;
+  });
 const deleteObject = store.deleteObject.bind(store);
-store.deleteObject = async (bucket, key) => {
+store.deleteObject = (bucket, key) => objectQueue(`${bucket}/${key}`, async () => {
   const result = await deleteObject(bucket, key);
   await forget(bucket, key);
   return result;
-};
+});
 const deleteBucket = store.deleteBucket.bind(store);
 store.deleteBucket = async (bucket) => {
   const result = await deleteBucket(bucket);

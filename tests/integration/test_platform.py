@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import subprocess
+import threading
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -70,6 +72,42 @@ def test_a_partition_of_more_than_1000_stored_batches_stays_readable(stack: Sett
     assert tail == [f"message-{i}".encode() for i in range(1_040, 1_050)]
     assert len(_read_values(adapter, topic)) == 1_050
     adapter.close()
+
+
+def _s3(stack: Settings, method: str, key: str, body: bytes | None = None) -> bytes:
+    request = urllib.request.Request(f"http://127.0.0.1:{stack.s3_port}/tansu/{key}", data=body, method=method)
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        return bytes(answer.read())
+
+
+def test_an_s3_object_read_while_it_is_rewritten_is_read_whole(stack: Settings) -> None:
+    """Tansu rewrites each partition's watermark object in place and reads it on every produce. s3rver wrote an
+    object in place, so a read racing a write got an empty or partial object (Tansu: "EOF while parsing a value",
+    a refused produce)."""
+    key = f"race/{uuid.uuid4().hex[:8]}.json"
+    versions = [b'{"v": %d, "pad": "%s"}' % (i, b"x" * (i * 997 % 60_000)) for i in range(40)]
+    _s3(stack, "PUT", key, versions[0])
+    torn: list[bytes] = []
+    writing = threading.Event()
+    writing.set()
+
+    def read_until_written() -> None:
+        while writing.is_set():
+            body = _s3(stack, "GET", key)
+            if body not in versions:
+                torn.append(body)
+
+    readers = [threading.Thread(target=read_until_written) for _ in range(4)]
+    for reader in readers:
+        reader.start()
+    for _ in range(5):
+        for version in versions:
+            _s3(stack, "PUT", key, version)
+    writing.clear()
+    for reader in readers:
+        reader.join()
+    assert not torn, f"{len(torn)} torn reads, e.g. {torn[0][:80]!r} ({len(torn[0])} bytes)"
+    assert _s3(stack, "GET", key) == versions[-1]
 
 
 def test_end_offsets_stay_right_when_asked_again_and_again(stack: Settings) -> None:
