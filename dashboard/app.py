@@ -18,13 +18,12 @@ from smartshelf.settings import get_settings
 REFRESH_SECONDS = 2
 CACHE_TTL_SECONDS = 1  # shorter than the refresh: every refresh reads fresh data, widget clicks reuse it
 LAYOUT_FILE = Path(__file__).with_name("store_layout.yaml")
-VIEWS = ("Map Live", "States", "Supplier Plan", "Alerts", "Debug/Config", "ML")
 NO_CLOCK = "clock stopped"
 
 
 @st.cache_data(ttl=CACHE_TTL_SECONDS, show_spinner=False)
-def snapshot() -> core.Snapshot:
-    return core.open_source(get_settings()).snapshot()
+def snapshot(view: str) -> core.Snapshot:
+    return core.open_source(get_settings()).snapshot(core.VIEW_TABLES[view])
 
 
 @st.cache_data(show_spinner=False)
@@ -48,12 +47,13 @@ def map_live(data: core.Snapshot) -> None:
     counts = core.active_counts(alerts, now)
     alert_zones = sorted(category for category, severity in status.items() if severity != "none")
 
-    time_col, people_col, store_col, wh_col, zones_col = st.columns(5)
+    time_col, people_col, store_col, wh_col, zones_col, raised_col = st.columns(6)
     time_col.metric("Simulated time", f"{data.now:%Y-%m-%d %H:%M}" if data.now else NO_CLOCK)
     people_col.metric("People in store", "–" if data.people_in_store is None else data.people_in_store)
     store_col.metric("Active store alerts", counts["store"])
     wh_col.metric("Active warehouse alerts", counts["warehouse"])
     zones_col.metric("Zones with alerts", len(alert_zones))
+    raised_col.metric("Alerts raised", "–" if data.alerts_raised is None else data.alerts_raised)
     st.caption(f"Active alert: the latest per shelf and alert type raised in the last {core.ACTIVE_ALERT_MINUTES} "
                f"simulated minutes. Dark border: weight changes in the last {core.ACTIVITY_MINUTES} minutes.")
     st.plotly_chart(core.layout_figure(zones(), status, activity), key="store_map")
@@ -140,9 +140,6 @@ def debug_config(data: core.Snapshot) -> None:
         "value": [str(REFRESH_SECONDS), str(CACHE_TTL_SECONDS), str(core.ACTIVE_ALERT_MINUTES),
                   str(core.ACTIVITY_MINUTES), str(LAYOUT_FILE)],
     }), hide_index=True)
-    st.subheader("Rows read")
-    st.dataframe(pd.DataFrame({"table": list(data.frames), "rows": [len(f) for f in data.frames.values()]}),
-                 hide_index=True)
     st.subheader("Shelf policies")
     table_or_note(data.frame("shelf_policies"), "No shelf policies loaded.")
     st.subheader("Warehouse policies")
@@ -165,22 +162,30 @@ def ml(data: core.Snapshot) -> None:
     st.dataframe(models.sort_values("trained_ts", ascending=False), hide_index=True)
 
 
-def main() -> None:
-    st.set_page_config(page_title="Smart Shelf", layout="wide")
-    st_autorefresh(interval=REFRESH_SECONDS * 1000, key="refresh")
-    st.title("Smart Shelf")
+VIEWS = dict(zip(core.VIEW_TABLES, (map_live, states, supplier_plan, alerts_view, debug_config, ml), strict=True))
+
+
+def show(name: str) -> None:
     try:
-        data = snapshot()
+        data = snapshot(name)
     except core.DataUnavailable as exc:
         st.error(f"Data source unavailable: {exc}")
         return
     if not data.has_store:
         st.info("No data yet: the store is not loaded. Start the stack (`make up`) or a run (`smartshelf sim`).")
         return
-    for tab, view in zip(st.tabs(list(VIEWS)), (map_live, states, supplier_plan, alerts_view, debug_config, ml),
-                         strict=True):
-        with tab:
-            view(data)
+    VIEWS[name](data)
+
+
+def main() -> None:
+    st.set_page_config(page_title="Smart Shelf", layout="wide")
+    st_autorefresh(interval=REFRESH_SECONDS * 1000, key="refresh")
+    st.title("Smart Shelf")
+    # lazy tabs: a refresh reads and draws the open view only (the other views' tables are not read)
+    for tab, name in zip(st.tabs(list(VIEWS), key="view", on_change="rerun"), VIEWS, strict=True):
+        if tab.open:
+            with tab:
+                show(name)
 
 
 main()

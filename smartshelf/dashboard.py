@@ -8,7 +8,7 @@ store. Tables and columns come from the registry and its models, never from copi
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -59,6 +59,18 @@ NEWEST_BY = {"alerts": "ts", "dead_letters": "ts"}
 # only in Delta: the supplier-manager app writes them there and nothing mirrors them to PostgreSQL
 DELTA_TABLES = ("wh_supplier_orders", "wh_supplier_receipts")
 SHELF_EVENTS = "raw_shelf_events"
+# What each view reads (registry names; SHELF_EVENTS is the last ACTIVITY_MINUTES of weight changes). A refresh
+# reads only the open view's tables: under a loaded machine, rendering every view's tables on each refresh took
+# longer than the refresh itself (docs/architecture.md, "The dashboard"). The store's inventory is read by all:
+# it says whether a store is loaded at all.
+VIEW_TABLES: dict[str, tuple[str, ...]] = {
+    "Map Live": ("store_inventory", "shelf_state", "alerts", SHELF_EVENTS),
+    "States": ("store_inventory", "shelf_state", "wh_state", "shelf_batch_state", "wh_batch_state"),
+    "Supplier Plan": ("store_inventory", "wh_supplier_plan", "shelf_restock_plan", *DELTA_TABLES),
+    "Alerts": ("store_inventory", "alerts"),
+    "Debug/Config": ("store_inventory", "shelf_policies", "wh_policies", "dead_letters"),
+    "ML": ("store_inventory", "ml_models"),
+}
 
 
 class DataUnavailable(SmartShelfError):
@@ -141,6 +153,7 @@ class Snapshot:
     now: datetime | None  # the simulated clock; None when it is not running
     people_in_store: int | None  # None when the producers have written no world state yet
     frames: dict[str, pd.DataFrame] = field(default_factory=dict)  # by registry table name
+    alerts_raised: int | None = None  # every row of ops.alerts (the frame holds the newest only); None: not read
 
     def frame(self, name: str) -> pd.DataFrame:
         """A table's rows; none (with its columns) if it was not read."""
@@ -160,7 +173,7 @@ class Snapshot:
 
 
 class DataSource(Protocol):
-    def snapshot(self) -> Snapshot: ...
+    def snapshot(self, tables: Collection[str]) -> Snapshot: ...
 
 
 class LiveSource:
@@ -169,11 +182,14 @@ class LiveSource:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
 
-    def snapshot(self) -> Snapshot:
+    def snapshot(self, tables: Collection[str]) -> Snapshot:
+        """The clock, the people in the store and the given tables (registry names, see VIEW_TABLES)."""
+        unknown = set(tables) - {*PG_TABLES, *DELTA_TABLES, SHELF_EVENTS}
+        assert not unknown, f"the dashboard does not read {sorted(unknown)}"
         now, people = self._redis()
-        frames = self._postgres()
-        frames.update(self._delta(now))
-        return Snapshot(now=now, people_in_store=people, frames=frames)
+        frames, alerts_raised = self._postgres([name for name in PG_TABLES if name in tables])
+        frames.update(self._delta(now, tables))
+        return Snapshot(now=now, people_in_store=people, frames=frames, alerts_raised=alerts_raised)
 
     def _redis(self) -> tuple[datetime | None, int | None]:
         client = redis_client(self.settings)
@@ -189,20 +205,21 @@ class LiveSource:
             client.close()
         return now, None if world is None else len(world.customers)
 
-    def _postgres(self) -> dict[str, pd.DataFrame]:
+    def _postgres(self, names: list[str]) -> tuple[dict[str, pd.DataFrame], int | None]:
         try:
             with postgres.connect(self.settings, "reader") as conn, conn.cursor() as cur:
-                return {name: _select(cur, name, limit) for name, limit in PG_TABLES.items()}
+                frames = {name: _select(cur, name, PG_TABLES[name]) for name in names}
+                return frames, postgres.count_rows(cur, table("alerts")) if "alerts" in names else None
         except psycopg2.Error as exc:
             raise DataUnavailable(f"PostgreSQL query failed: {_first_line(exc)}") from exc
         except SmartShelfError as exc:
             raise DataUnavailable(str(exc)) from exc
 
-    def _delta(self, now: datetime | None) -> dict[str, pd.DataFrame]:
+    def _delta(self, now: datetime | None, tables: Collection[str]) -> dict[str, pd.DataFrame]:
         delta_dir = self.settings.delta_dir
         try:
-            frames = {name: delta_frame(delta_dir, name) for name in DELTA_TABLES}
-            if now is not None:
+            frames = {name: delta_frame(delta_dir, name) for name in DELTA_TABLES if name in tables}
+            if now is not None and SHELF_EVENTS in tables:
                 frames[SHELF_EVENTS] = weight_changes_since(delta_dir, now - timedelta(minutes=ACTIVITY_MINUTES))
         except (OSError, DeltaError) as exc:
             raise DataUnavailable(f"cannot read Delta under {delta_dir}: {_first_line(exc)}") from exc

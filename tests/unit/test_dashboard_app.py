@@ -1,9 +1,10 @@
 """The dashboard's views (dashboard/app.py) rendered by Streamlit's AppTest on seeded data: the app's data source
-(smartshelf.dashboard.open_source) is replaced by one that returns a snapshot built from the schema models."""
+(smartshelf.dashboard.open_source) is replaced by one that returns a snapshot built from the schema models, holding
+only the tables a view asks for (so a view that reads less than it shows fails here)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from datetime import date, datetime, timedelta
 
 import pandas as pd
@@ -11,6 +12,7 @@ import pytest
 import streamlit as st
 from pydantic import BaseModel
 from streamlit.testing.v1 import AppTest
+from streamlit.testing.v1.element_tree import Tab
 
 from smartshelf import dashboard as core
 from smartshelf.schemas import (Alert, MlModel, ShelfBatchState, ShelfEvent, ShelfState, SupplierOrder,
@@ -19,7 +21,7 @@ from smartshelf.settings import REPO_ROOT, Settings
 
 APP = str(REPO_ROOT / "dashboard" / "app.py")
 NOW = datetime(2025, 1, 1, 14, 0)
-VIEWS = ["Map Live", "States", "Supplier Plan", "Alerts", "Debug/Config", "ML"]
+VIEWS = list(core.VIEW_TABLES)
 SHELVES = {"S-D1": ("Dairy", "Milk"), "S-D2": ("Dairy", "Butter"), "S-B1": ("Bakery", "Bread"),
            "S-F1": ("Fruit", "Citrus")}
 
@@ -82,18 +84,24 @@ def seeded_snapshot(models: Sequence[MlModel] = ()) -> core.Snapshot:
 
 
 class SeededSource:
-    def __init__(self, make: Callable[[], core.Snapshot]) -> None:
+    def __init__(self, make: Callable[[], core.Snapshot], asked: list[tuple[str, ...]]) -> None:
         self.make = make
+        self.asked = asked
 
-    def snapshot(self) -> core.Snapshot:
-        return self.make()
+    def snapshot(self, tables: Collection[str]) -> core.Snapshot:
+        self.asked.append(tuple(tables))
+        full = self.make()
+        frames = {name: rows for name, rows in full.frames.items() if name in tables}
+        alerts_raised = len(full.frame("alerts")) if "alerts" in tables else None
+        return core.Snapshot(now=full.now, people_in_store=full.people_in_store, frames=frames,
+                             alerts_raised=alerts_raised)
 
 
 @pytest.fixture
 def serve(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[Callable[[], core.Snapshot]], AppTest]]:
     """Runs the app on the snapshots `make` returns; the app's cache is emptied so each test sees its own."""
     def run(make: Callable[[], core.Snapshot]) -> AppTest:
-        monkeypatch.setattr(core, "open_source", lambda settings: SeededSource(make))
+        monkeypatch.setattr(core, "open_source", lambda settings: SeededSource(make, []))
         app = AppTest.from_file(APP, default_timeout=30)
         app.run()
         assert not app.exception, app.exception
@@ -108,6 +116,14 @@ def metrics(app: AppTest) -> dict[str, str]:
     return {metric.label: metric.value for metric in app.metric}
 
 
+def open_view(app: AppTest, view: str) -> Tab:
+    """Select a tab as a click does (the tabs' key holds the open one's label); returns it, drawn."""
+    app.session_state["view"] = view
+    app.run()
+    assert not app.exception, app.exception
+    return app.tabs[VIEWS.index(view)]
+
+
 def test_the_map_shows_the_clock_people_active_alerts_and_the_zones_with_alerts(serve) -> None:  # type: ignore[no-untyped-def]
     app = serve(seeded_snapshot)
     assert [tab.label for tab in app.tabs] == VIEWS
@@ -115,6 +131,7 @@ def test_the_map_shows_the_clock_people_active_alerts_and_the_zones_with_alerts(
     assert shown["Simulated time"] == "2025-01-01 14:00" and shown["People in store"] == "7"
     assert shown["Active store alerts"] == "2" and shown["Active warehouse alerts"] == "1"
     assert shown["Zones with alerts"] == "1"  # Dairy; Bakery's alert is in the warehouse, Fruit's is old
+    assert shown["Alerts raised"] == "4"
     live = app.tabs[0]
     assert any(m.value == "**Zones with alerts:** Dairy (critical)" for m in live.markdown)
     assert len(live.get("plotly_chart")) == 1
@@ -129,7 +146,7 @@ def test_the_map_shows_the_clock_people_active_alerts_and_the_zones_with_alerts(
 
 def test_states_show_shelf_and_warehouse_state_filtered_by_category_subcategory_and_shelf(serve) -> None:  # type: ignore[no-untyped-def]
     app = serve(seeded_snapshot)
-    tables = app.tabs[1].dataframe
+    tables = open_view(app, "States").dataframe
     assert len(tables) == 4 and all(len(t.value) == len(SHELVES) for t in tables)
     app.multiselect(key="states_category").set_value(["Dairy"]).run()
     assert all(set(t.value["item_category"]) == {"Dairy"} for t in app.tabs[1].dataframe)
@@ -142,7 +159,7 @@ def test_states_show_shelf_and_warehouse_state_filtered_by_category_subcategory_
 
 def test_the_supplier_plan_shows_plans_open_orders_and_next_deliveries(serve) -> None:  # type: ignore[no-untyped-def]
     app = serve(seeded_snapshot)
-    tab = app.tabs[2]
+    tab = open_view(app, "Supplier Plan")
     shown = {m.label: m.value for m in tab.metric}
     assert shown == {"Supplier plans": "1", "Open supplier orders": "1", "Deliveries received": "1"}
     next_deliveries, open_orders, plans = (table.value for table in tab.dataframe)
@@ -153,7 +170,7 @@ def test_the_supplier_plan_shows_plans_open_orders_and_next_deliveries(serve) ->
 
 def test_the_alerts_table_filters(serve) -> None:  # type: ignore[no-untyped-def]
     app = serve(seeded_snapshot)
-    assert len(app.tabs[3].dataframe[0].value) == 4
+    assert len(open_view(app, "Alerts").dataframe[0].value) == 4
     app.multiselect(key="alerts_severity").set_value(["warning"]).run()
     assert set(app.tabs[3].dataframe[0].value["shelf_id"]) == {"S-D2", "S-B1", "S-F1"}
     app.multiselect(key="alerts_location").set_value(["store"]).run()
@@ -168,7 +185,7 @@ def test_debug_shows_the_settings_in_force_without_passwords(serve, monkeypatch:
                         lambda: Settings(_env_file=None, POSTGRES_READER_PASSWORD="reader-s3cret",  # type: ignore[call-arg]
                                          POSTGRES_PASSWORD="admin-s3cret", TIME_MULTIPLIER=10))
     app = serve(seeded_snapshot)
-    settings = app.tabs[4].dataframe[0].value
+    settings = open_view(app, "Debug/Config").dataframe[0].value
     values = dict(zip(settings["setting"], settings["value"], strict=True))
     assert values["TIME_MULTIPLIER"] == "10.0" and values["POSTGRES_READER_USER"] == "smartshelf_reader"
     rendered = " ".join(t.value.to_string() for t in app.dataframe)
@@ -177,28 +194,30 @@ def test_debug_shows_the_settings_in_force_without_passwords(serve, monkeypatch:
 
 def test_ml_says_no_model_yet_or_shows_the_active_model(serve) -> None:  # type: ignore[no-untyped-def]
     app = serve(seeded_snapshot)
-    assert [info.value for info in app.tabs[5].info] == ["No model yet: analytics.ml_models is empty."]
+    assert [info.value for info in open_view(app, "ML").info] == ["No model yet: analytics.ml_models is empty."]
     model = MlModel(model_name="replenishment", model_version=2, trained_ts=NOW, train_rows=900,
                     metric_name="mae", metric_value=0.4213, artifact_path="models/r2.json", is_active=True)
     st.cache_data.clear()
     app = serve(lambda: seeded_snapshot([model]))
-    assert {m.label: m.value for m in app.tabs[5].metric} == {"Active model": "replenishment v2", "mae": "0.421"}
-    assert not app.tabs[5].info
+    tab = open_view(app, "ML")
+    assert {m.label: m.value for m in tab.metric} == {"Active model": "replenishment v2", "mae": "0.421"}
+    assert not tab.info
 
 
 def test_no_store_yet_gives_one_clear_message(serve) -> None:  # type: ignore[no-untyped-def]
     app = serve(lambda: core.Snapshot(now=None, people_in_store=None))
     assert [info.value for info in app.info] == [
         "No data yet: the store is not loaded. Start the stack (`make up`) or a run (`smartshelf sim`)."]
-    assert not app.tabs
+    assert not app.metric and not app.get("plotly_chart")
 
 
 def test_an_empty_twin_shows_empty_states_not_errors(serve) -> None:  # type: ignore[no-untyped-def]
     app = serve(lambda: core.Snapshot(now=NOW, people_in_store=0, frames={"store_inventory": inventory()}))
     assert metrics(app)["Active store alerts"] == "0" and metrics(app)["Zones with alerts"] == "0"
-    assert "No shelf state yet: the twin writes it at the first event." in [i.value for i in app.tabs[1].info]
-    assert [i.value for i in app.tabs[3].info] == ["No alerts yet."]
-    assert "No open supplier order." in [i.value for i in app.tabs[2].info]
+    assert "No shelf state yet: the twin writes it at the first event." in [
+        i.value for i in open_view(app, "States").info]
+    assert [i.value for i in open_view(app, "Alerts").info] == ["No alerts yet."]
+    assert "No open supplier order." in [i.value for i in open_view(app, "Supplier Plan").info]
 
 
 def test_a_database_down_gives_one_error_line(serve) -> None:  # type: ignore[no-untyped-def]
@@ -208,4 +227,18 @@ def test_a_database_down_gives_one_error_line(serve) -> None:  # type: ignore[no
     app = serve(down)
     assert [error.value for error in app.error] == [
         "Data source unavailable: cannot connect to PostgreSQL at 127.0.0.1:1 as reader: connection refused"]
-    assert not app.tabs and not app.exception
+    assert not app.metric and not app.exception
+
+
+def test_a_refresh_reads_only_the_open_views_tables(monkeypatch: pytest.MonkeyPatch) -> None:
+    asked: list[tuple[str, ...]] = []
+    monkeypatch.setattr(core, "open_source", lambda settings: SeededSource(seeded_snapshot, asked))
+    st.cache_data.clear()
+    app = AppTest.from_file(APP, default_timeout=30)
+    app.run()
+    assert asked == [core.VIEW_TABLES["Map Live"]]
+    assert [len(tab.children) > 0 for tab in app.tabs] == [True, False, False, False, False, False]
+    open_view(app, "Supplier Plan")
+    assert asked[-1] == core.VIEW_TABLES["Supplier Plan"] and "alerts" not in asked[-1]
+    assert [len(tab.children) > 0 for tab in app.tabs] == [False, False, True, False, False, False]
+    st.cache_data.clear()
