@@ -47,7 +47,7 @@ def map_live(data: core.Snapshot) -> None:
     counts = core.active_counts(alerts, now)
     alert_zones = sorted(category for category, severity in status.items() if severity != "none")
 
-    time_col, people_col, store_col, wh_col, zones_col, raised_col = st.columns(6)
+    time_col, people_col, store_col, wh_col, zones_col, raised_col = st.columns([2, 1, 1, 1, 1, 1])
     time_col.metric("Simulated time", f"{data.now:%Y-%m-%d %H:%M}" if data.now else NO_CLOCK)
     people_col.metric("People in store", "–" if data.people_in_store is None else data.people_in_store)
     store_col.metric("Active store alerts", counts["store"])
