@@ -61,14 +61,14 @@ class AlertFeed:
     timestamp, set by the app's producer when it sent it), in the order they are read."""
 
     def __init__(self, settings: Settings) -> None:
-        kafka = KafkaAdapter(settings.kafka_bootstrap_servers)
-        partitions = kafka.partitions_for(topic(ALERTS).name)
-        self.seen = sum(kafka.end_offsets(partitions).values())  # every alert so far (none is sent twice)
-        kafka.close()
-        self.consumer: KafkaConsumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers,
-                                                     enable_auto_commit=False)
+        self.kafka = KafkaAdapter(settings.kafka_bootstrap_servers)
+        partitions = self.kafka.partitions_for(topic(ALERTS).name)
+        ends = self.kafka.end_offsets(partitions)  # the true ends (the broker's ListOffsets under-reports them)
+        self.seen = sum(ends.values())  # every alert so far (none is sent twice)
+        self.consumer: KafkaConsumer = self.kafka.consumer()
         self.consumer.assign(partitions)
-        self.consumer.seek_to_end(*partitions)
+        for partition, end in ends.items():
+            self.consumer.seek(partition, end)
 
     def poll(self, timeout_s: float) -> list[tuple[int, float]]:
         """(how many alerts exist once this one does, when it was produced) for the alerts read now."""
@@ -81,6 +81,7 @@ class AlertFeed:
 
     def close(self) -> None:
         self.consumer.close()
+        self.kafka.close()
 
 
 class AlertTiming(NamedTuple):
