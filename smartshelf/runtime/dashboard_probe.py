@@ -1,6 +1,6 @@
-"""The running dashboard seen from outside, as a user sees it: `streamlit run dashboard/app.py` on a free port
-against a stack's settings, headless Chromium (the Debian package, driven by Playwright), and the time from an
-alert being produced to the map counting it. Used by the browser test and `smartshelf bench dashboard`."""
+"""The running dashboard seen from outside, as a user sees it: the stack's dashboard service, headless Chromium
+(the Debian package, driven by Playwright), and the time from an alert being produced to the map counting it.
+Used by the browser test and `smartshelf bench dashboard`."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import re
 import time
 from collections import deque
 from collections.abc import Iterator
-from typing import NamedTuple
 from contextlib import contextmanager
+from typing import NamedTuple
 
 from kafka import KafkaConsumer
 from playwright.sync_api import Page, sync_playwright
