@@ -26,6 +26,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--disable-sync", "--no-first-run"]
 OPEN_PANEL = '[role="tabpanel"]:visible'
 ALERTS_RAISED = "Alerts raised"  # the Map Live metric counting every row of ops.alerts
+MAP_DRAWN = "Simulated time"  # the Map Live view's first metric: the view has been drawn
 ALERTS = "alerts"
 
 
@@ -48,6 +49,14 @@ def browser_page(width: int = 1500, height: int = 1000) -> Iterator[Page]:
             yield browser.new_page(viewport={"width": width, "height": height})
         finally:
             browser.close()
+
+
+def load(page: Page, url: str, timeout_s: float = 60.0) -> float:
+    """Open the dashboard and wait for the map's first metric: returns the seconds its first render took."""
+    began = time.monotonic()
+    page.goto(url)
+    page.locator(OPEN_PANEL).get_by_text(MAP_DRAWN).first.wait_for(timeout=timeout_s * 1000)
+    return time.monotonic() - began
 
 
 def metric(panel_text: str, label: str) -> str | None:

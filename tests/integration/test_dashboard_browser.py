@@ -12,7 +12,6 @@ import json
 import os
 import re
 import shutil
-import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -21,7 +20,8 @@ from playwright.sync_api import Page
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from smartshelf.dashboard import VIEW_TABLES
-from smartshelf.runtime.dashboard_probe import ALERTS_RAISED, alert_latencies, browser_page, metric, served
+from smartshelf.runtime.dashboard_probe import (ALERTS_RAISED, MAP_DRAWN, OPEN_PANEL, alert_latencies, browser_page,
+                                                 load, metric, served)
 from smartshelf.runtime.sim import run_sim
 from smartshelf.settings import REPO_ROOT, Settings
 from tests.conftest import isolated_settings
@@ -36,7 +36,7 @@ LOAD_TIMEOUT_S = 60.0
 NEW_ALERTS = 3  # timed from their production to the map counting them (recorded, not asserted: bench dashboard)
 NEW_ALERTS_TIMEOUT_S = 180.0
 # text each view shows once drawn (a tab is drawn by the rerun its click starts: lazy tabs)
-DRAWN_WHEN_SHOWING = {"Map Live": "Simulated time", "States": "Shelf state", "Supplier Plan": "Supplier plans",
+DRAWN_WHEN_SHOWING = {"Map Live": MAP_DRAWN, "States": "Shelf state", "Supplier Plan": "Supplier plans",
                       "Alerts": "Active only", "Debug/Config": "Settings in force", "ML": "No model yet"}
 
 
@@ -47,7 +47,7 @@ class DashboardChecked(Exception):
 def open_view(page: Page, view: str) -> str:
     """Select a tab, wait until the app is not running a script, and return the tab's text."""
     page.get_by_role("tab", name=view, exact=True).click()
-    panel = page.locator('[role="tabpanel"]:visible')
+    panel = page.locator(OPEN_PANEL)
     panel.get_by_text(DRAWN_WHEN_SHOWING[view]).first.wait_for(timeout=LOAD_TIMEOUT_S * 1000)
     if view == "Map Live":  # Plotly draws after the page: wait for the zones' rectangles
         panel.locator(".js-plotly-plot .shapelayer path").first.wait_for(state="attached")
@@ -87,10 +87,7 @@ def row_count(panel_text: str) -> int | None:
 
 def check_dashboard(settings: Settings) -> dict[str, object]:
     with served(settings) as url, browser_page() as page:
-        began = time.monotonic()
-        page.goto(url)
-        page.get_by_role("tab", name=VIEWS[0], exact=True).wait_for(timeout=LOAD_TIMEOUT_S * 1000)
-        first_render_s = time.monotonic() - began
+        first_render_s = load(page, url, LOAD_TIMEOUT_S)
         texts = {view: open_view(page, view) for view in VIEWS}
 
         live = texts["Map Live"]

@@ -98,10 +98,11 @@ class SeededSource:
 
 
 @pytest.fixture
-def serve(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[Callable[[], core.Snapshot]], AppTest]]:
-    """Runs the app on the snapshots `make` returns; the app's cache is emptied so each test sees its own."""
-    def run(make: Callable[[], core.Snapshot]) -> AppTest:
-        monkeypatch.setattr(core, "open_source", lambda settings: SeededSource(make, []))
+def serve(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., AppTest]]:
+    """Runs the app on the snapshots `make` returns, noting in `asked` the tables each read asks for; the app's
+    cache is emptied so each test sees its own."""
+    def run(make: Callable[[], core.Snapshot], asked: list[tuple[str, ...]] | None = None) -> AppTest:
+        monkeypatch.setattr(core, "open_source", lambda settings: SeededSource(make, [] if asked is None else asked))
         app = AppTest.from_file(APP, default_timeout=30)
         app.run()
         assert not app.exception, app.exception
@@ -230,15 +231,11 @@ def test_a_database_down_gives_one_error_line(serve) -> None:  # type: ignore[no
     assert not app.metric and not app.exception
 
 
-def test_a_refresh_reads_only_the_open_views_tables(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_refresh_reads_only_the_open_views_tables(serve) -> None:  # type: ignore[no-untyped-def]
     asked: list[tuple[str, ...]] = []
-    monkeypatch.setattr(core, "open_source", lambda settings: SeededSource(seeded_snapshot, asked))
-    st.cache_data.clear()
-    app = AppTest.from_file(APP, default_timeout=30)
-    app.run()
+    app = serve(seeded_snapshot, asked)
     assert asked == [core.VIEW_TABLES["Map Live"]]
     assert [len(tab.children) > 0 for tab in app.tabs] == [True, False, False, False, False, False]
     open_view(app, "Supplier Plan")
     assert asked[-1] == core.VIEW_TABLES["Supplier Plan"] and "alerts" not in asked[-1]
     assert [len(tab.children) > 0 for tab in app.tabs] == [False, False, True, False, False, False]
-    st.cache_data.clear()
