@@ -7,3 +7,5 @@ COPY pyproject.toml ./
 COPY smartshelf ./smartshelf
 RUN pip install --no-cache-dir .
 COPY . .
+# bytecode in the pyspark.zip Spark puts first on its workers' path (scripts/compile_pyspark_zip.py)
+RUN python scripts/compile_pyspark_zip.py

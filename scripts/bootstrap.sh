@@ -41,3 +41,7 @@ if [ ! -f "$STAMPS/pip" ] || [ pyproject.toml -nt "$STAMPS/pip" ]; then
   .venv/bin/python -c "import smartshelf.cli, pyspark, deltalake, kafka, redis, psycopg2" 
   touch "$STAMPS/pip"
 fi
+if [ ! -f "$STAMPS/pyspark-zip" ] || [ "$STAMPS/pip" -nt "$STAMPS/pyspark-zip" ]; then
+  .venv/bin/python scripts/compile_pyspark_zip.py
+  touch "$STAMPS/pyspark-zip"
+fi

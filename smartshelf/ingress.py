@@ -31,14 +31,21 @@ def parse_record(topic: Topic, raw: bytes | None) -> BaseModel | Rejection:
     if len(raw) > MAX_PAYLOAD_BYTES:
         return Rejection(f"payload of {len(raw)} bytes exceeds the {MAX_PAYLOAD_BYTES}-byte limit")
     try:
-        json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        return Rejection(f"not JSON: {exc}")
-    try:
         # strict: "5" is not a quantity and 1.5 is not a count; ISO date strings are still dates in JSON
         return topic.schema.model_validate_json(raw, strict=True)
     except ValidationError as exc:
+        # the bytes are parsed once, here; only a rejected payload is parsed again, for the JSON error's words
+        if any(error["type"] == "json_invalid" for error in exc.errors(include_url=False, include_input=False)):
+            return Rejection(f"not JSON: {_json_error(raw) or _describe(exc)}")
         return Rejection(f"invalid {topic.name} record: {_describe(exc)}")
+
+
+def _json_error(raw: bytes) -> str | None:
+    try:
+        json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return str(exc)
+    return None
 
 
 def _describe(exc: ValidationError) -> str:

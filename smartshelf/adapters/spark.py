@@ -7,8 +7,11 @@ import sys
 
 from pyspark.sql import SparkSession
 
-from smartshelf.adapters.spark_kafka import FORMAT, KafkaDataSource
+from smartshelf.adapters.spark_kafka import FORMAT, READ_TASKS_OPTION, KafkaDataSource
 from smartshelf.settings import Settings
+
+
+CORES = 2  # the embedded session's local cores (this machine has 2)
 
 
 def spark_session(settings: Settings, app_name: str = "smartshelf") -> SparkSession:
@@ -17,7 +20,7 @@ def spark_session(settings: Settings, app_name: str = "smartshelf") -> SparkSess
     os.environ["PYSPARK_PYTHON"] = sys.executable
     os.environ["PYSPARK_DRIVER_PYTHON"] = sys.executable
     spark = (
-        SparkSession.builder.master("local[2]").appName(app_name)
+        SparkSession.builder.master(f"local[{CORES}]").appName(app_name)
         .config("spark.ui.enabled", "false")
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.sql.shuffle.partitions", "2")
@@ -36,6 +39,8 @@ def kafka_options(settings: Settings, topics: list[str]) -> dict[str, str]:
     """Spark's Kafka options for our topics, valid for the JVM `kafka` format as for ours."""
     options = {"kafka.bootstrap.servers": settings.kafka_bootstrap_servers, "subscribe": ",".join(topics),
                "startingOffsets": settings.starting_offsets}
+    if settings.kafka_format == FORMAT:  # a task per core, not per Kafka partition (spark_kafka.read_tasks)
+        options[READ_TASKS_OPTION] = str(CORES)
     if settings.max_offsets_per_trigger:
         options["maxOffsetsPerTrigger"] = str(settings.max_offsets_per_trigger)
     return options

@@ -28,6 +28,8 @@ from pyspark.sql.types import (BinaryType, IntegerType, LongType, StringType, St
 
 FORMAT = "smartshelf_kafka"
 READ_TIMEOUT_S = 60.0
+# ours, not Spark's: at most this many tasks read a micro-batch; without it a task per Kafka partition, as Spark's
+READ_TASKS_OPTION = "readTasks"
 
 KAFKA_SCHEMA = StructType([
     StructField("key", BinaryType()), StructField("value", BinaryType()), StructField("topic", StringType()),
@@ -43,13 +45,26 @@ ARROW_SCHEMA = pa.schema([
 Offsets = dict[str, dict[str, int]]  # topic -> partition (as text, JSON keys) -> offset
 
 
-@dataclass(frozen=True)
-class PartitionRange(InputPartition):
-    bootstrap: str
+@dataclass(frozen=True, order=True)
+class PartitionRange:
+    """The records [start, end) of one Kafka partition."""
+
     topic: str
     partition: int
     start: int
     end: int
+
+    @property
+    def size(self) -> int:
+        return self.end - self.start
+
+
+@dataclass(frozen=True)
+class ReadTask(InputPartition):
+    """The ranges one Spark task reads with one consumer."""
+
+    bootstrap: str
+    ranges: tuple[PartitionRange, ...]
 
 
 def _options(options: dict[str, str]) -> tuple[str, list[str], dict[str, str]]:
@@ -60,6 +75,15 @@ def _options(options: dict[str, str]) -> tuple[str, list[str], dict[str, str]]:
     if not bootstrap or not topics:
         raise ValueError(f"{FORMAT}: options 'kafka.bootstrap.servers' and 'subscribe' are required")
     return bootstrap, topics, lowered
+
+
+def _read_tasks(lowered: dict[str, str]) -> int | None:
+    given = lowered.get(READ_TASKS_OPTION.lower())
+    if given is None:
+        return None
+    if not given.isdigit() or int(given) < 1:
+        raise ValueError(f"{FORMAT}: option '{READ_TASKS_OPTION}' must be a positive whole number, got {given!r}")
+    return int(given)
 
 
 def _end_offsets(bootstrap: str, topics: list[str]) -> Offsets:
@@ -118,29 +142,43 @@ def limit_offsets(start: Offsets, latest: Offsets, max_rows: int) -> Offsets:
     return end
 
 
-def _ranges(bootstrap: str, start: Offsets, end: Offsets) -> list[PartitionRange]:
-    return [PartitionRange(bootstrap, t, int(p), start.get(t, {}).get(p, 0), e)
-            for t in sorted(end) for p, e in sorted(end[t].items(), key=lambda kv: int(kv[0]))
-            if start.get(t, {}).get(p, 0) < e]
+def read_tasks(bootstrap: str, start: Offsets, end: Offsets, tasks: int | None = None) -> list[ReadTask]:
+    """The partitions' ranges between the offsets, shared among at most `tasks` Spark tasks (None: one per
+    range, as Spark's Kafka source) with about the same number of records each (largest range first to the
+    task with the fewest). A task of a Python source costs ~0.1 s of its own in Spark (measured,
+    docs/architecture.md), so the embedded session asks for one per core."""
+    ranges = [PartitionRange(t, int(p), start.get(t, {}).get(p, 0), e)
+              for t in sorted(end) for p, e in sorted(end[t].items(), key=lambda kv: int(kv[0]))
+              if start.get(t, {}).get(p, 0) < e]
+    shares: list[list[PartitionRange]] = [[] for _ in range(min(tasks or len(ranges), len(ranges)))]
+    for part in sorted(ranges, key=lambda r: (-r.size, r)):
+        min(shares, key=lambda share: sum(r.size for r in share)).append(part)
+    return [ReadTask(bootstrap, tuple(sorted(share))) for share in shares]
 
 
-def read_range(part: PartitionRange) -> Iterator[pa.RecordBatch]:
-    """Every record of one partition in [start, end), as Arrow batches of KAFKA_SCHEMA (one per poll):
-    Spark takes Arrow from a Python source without converting row by row."""
+def read_task(task: ReadTask) -> Iterator[pa.RecordBatch]:
+    """Every record of the task's ranges, as Arrow batches of KAFKA_SCHEMA (one per poll): Spark takes Arrow
+    from a Python source without converting row by row."""
     from kafka import KafkaConsumer, TopicPartition
 
-    consumer = KafkaConsumer(bootstrap_servers=part.bootstrap, enable_auto_commit=False, group_id=None,
+    consumer = KafkaConsumer(bootstrap_servers=task.bootstrap, enable_auto_commit=False, group_id=None,
                              max_poll_records=5000)
     try:
-        tp = TopicPartition(part.topic, part.partition)
-        consumer.assign([tp])
-        consumer.seek(tp, part.start)
+        ends = {TopicPartition(r.topic, r.partition): r.end for r in task.ranges}
+        consumer.assign(list(ends))
+        for part in task.ranges:
+            consumer.seek(TopicPartition(part.topic, part.partition), part.start)
+        waiting = {tp for tp, end in ends.items() if consumer.position(tp) < end}
         deadline = time.monotonic() + READ_TIMEOUT_S
-        while consumer.position(tp) < part.end:
+        while waiting:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"{FORMAT}: {part.topic}[{part.partition}] {part.start}..{part.end} "
-                                   f"not read in {READ_TIMEOUT_S:.0f}s (stopped at {consumer.position(tp)})")
-            records = [r for r in consumer.poll(timeout_ms=500).get(tp, []) if r.offset < part.end]
+                behind = ", ".join(f"{tp.topic}[{tp.partition}] at {consumer.position(tp)} of {ends[tp]}"
+                                   for tp in sorted(waiting))
+                raise TimeoutError(f"{FORMAT}: not read in {READ_TIMEOUT_S:.0f}s: {behind}")
+            records = [r for tp, polled in consumer.poll(timeout_ms=500).items() for r in polled if r.offset < ends[tp]]
+            done = {tp for tp in waiting if consumer.position(tp) >= ends[tp]}
+            consumer.pause(*done)  # fetch no further than the range's end
+            waiting -= done
             if records:
                 yield _arrow_batch(records)
     finally:
@@ -163,6 +201,7 @@ class KafkaStreamReader(DataSourceStreamReader):
     def __init__(self, options: dict[str, str]) -> None:
         self.bootstrap, self.topics, lowered = _options(options)
         self.starting = lowered.get("startingoffsets", "latest")  # Spark's default for streams
+        self.tasks = _read_tasks(lowered)
         max_offsets = lowered.get("maxoffsetspertrigger")
         self.max_offsets = int(max_offsets) if max_offsets else None
 
@@ -179,11 +218,11 @@ class KafkaStreamReader(DataSourceStreamReader):
         return latest
 
     def partitions(self, start: dict, end: dict) -> Sequence[InputPartition]:
-        return _ranges(self.bootstrap, start, end)
+        return read_tasks(self.bootstrap, start, end, self.tasks)
 
     def read(self, partition: InputPartition) -> Iterator[pa.RecordBatch]:
-        assert isinstance(partition, PartitionRange)
-        return read_range(partition)
+        assert isinstance(partition, ReadTask)
+        return read_task(partition)
 
 
 class KafkaBatchReader(DataSourceReader):
@@ -192,13 +231,14 @@ class KafkaBatchReader(DataSourceReader):
         self.start = _resolve(lowered.get("startingoffsets", "earliest"), self.bootstrap, self.topics,
                               "startingOffsets")
         self.end = _resolve(lowered.get("endingoffsets", "latest"), self.bootstrap, self.topics, "endingOffsets")
+        self.tasks = _read_tasks(lowered)
 
     def partitions(self) -> Sequence[InputPartition]:
-        return _ranges(self.bootstrap, self.start, self.end)
+        return read_tasks(self.bootstrap, self.start, self.end, self.tasks)
 
     def read(self, partition: InputPartition) -> Iterator[pa.RecordBatch]:
-        assert isinstance(partition, PartitionRange)
-        return read_range(partition)
+        assert isinstance(partition, ReadTask)
+        return read_task(partition)
 
 
 @dataclass(frozen=True)

@@ -49,6 +49,12 @@ def test_source_reads_topics_with_sparks_kafka_schema(spark: SparkSession, stack
         by_partition.setdefault(row.partition, []).append(row.offset)
     assert all(offsets == list(range(len(offsets))) for offsets in by_partition.values())
 
+    # one task reading both partitions with one consumer reads the same records
+    one_task = spark.read.format(stack.kafka_format).options(**{**kafka_options(stack, [TOPIC]), "readTasks": "1"}).load()
+    assert one_task.rdd.getNumPartitions() == 1
+    assert sorted((r.partition, r.offset, bytes(r.value)) for r in one_task.collect()) == sorted(
+        (r.partition, r.offset, bytes(r.value)) for r in rows)
+
     # streaming: every record once per trigger of at most 300, and a restart from the checkpoint reads only new ones
     seen: list[str] = []
     sizes: list[int] = []
