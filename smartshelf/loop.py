@@ -309,6 +309,7 @@ def place_order(plan: WarehouseSupplierPlan, config: StoreConfig, effects: Effec
                           expected_delivery_ts=datetime.combine(plan.expected_delivery_date, time(delivery_hour)),
                           status="open")
     effects.store("wh_supplier_orders", order)
+    effects.publish("wh_supplier_orders", order)
     effects.publish("wh_supplier_plan", plan.model_copy(update={"status": "ordered", "updated_ts": plan.created_ts}))
     return order
 
@@ -326,10 +327,13 @@ def deliveries_due(orders: dict[str, SupplierOrder], plans: dict[str, WarehouseS
         effects.publish("wh_events", WarehouseEvent(
             event_id=f"wi-{order.order_id}", event_type="wh_in", shelf_id=order.shelf_id, batch_code=batch_code,
             quantity=order.quantity, received_date=at.date(), expiry_date=expiry, reference=order.order_id, ts=at))
-        effects.store("wh_supplier_receipts", SupplierReceipt(
-            receipt_id=f"sr-{order.order_id}", order_id=order.order_id, shelf_id=order.shelf_id,
-            batch_code=batch_code, quantity=order.quantity, received_ts=at, expiry_date=expiry))
-        effects.store("wh_supplier_orders", order.model_copy(update={"status": "received"}))
+        receipt = SupplierReceipt(receipt_id=f"sr-{order.order_id}", order_id=order.order_id, shelf_id=order.shelf_id,
+                                  batch_code=batch_code, quantity=order.quantity, received_ts=at, expiry_date=expiry)
+        effects.store("wh_supplier_receipts", receipt)
+        effects.publish("wh_supplier_receipts", receipt)
+        received = order.model_copy(update={"status": "received"})
+        effects.store("wh_supplier_orders", received)
+        effects.publish("wh_supplier_orders", received)
         plan = plans.pop(order.plan_id)
         effects.publish("wh_supplier_plan", plan.model_copy(update={"status": "received", "updated_ts": at}))
         del orders[order.order_id]

@@ -69,6 +69,7 @@ TOPICS: tuple[Topic, ...] = (
     Topic("alerts", s.Alert, ("shelf_id",), compacted=False, id_field="alert_id"),
     Topic("dead_letters", s.DeadLetter, ("source",), compacted=False),
     Topic("clock_ticks", s.ClockTick, ("tick_id",), compacted=False, id_field="tick_id"),
+    Topic("wh_supplier_receipts", s.SupplierReceipt, ("shelf_id",), compacted=False, id_field="receipt_id"),
     # compacted state and metadata: the latest value per key is the truth
     Topic("shelf_state", s.ShelfState, ("shelf_id",), compacted=True),
     Topic("wh_state", s.WarehouseState, ("shelf_id",), compacted=True),
@@ -77,6 +78,7 @@ TOPICS: tuple[Topic, ...] = (
     Topic("daily_discounts", s.DailyDiscount, ("shelf_id", "discount_date"), compacted=True),
     Topic("shelf_restock_plan", s.ShelfRestockPlan, ("plan_id",), compacted=True),
     Topic("wh_supplier_plan", s.WarehouseSupplierPlan, ("plan_id",), compacted=True),
+    Topic("wh_supplier_orders", s.SupplierOrder, ("order_id",), compacted=True),  # open, then received
     Topic("shelf_policies", s.ShelfPolicy, ("shelf_id",), compacted=True),
     Topic("wh_policies", s.WarehousePolicy, ("shelf_id",), compacted=True),
     Topic("batch_catalog", s.BatchCatalogEntry, ("shelf_id", "batch_code"), compacted=True),
@@ -122,9 +124,9 @@ TABLES: tuple[Table, ...] = (
     Table("wh_supplier_plan", s.WarehouseSupplierPlan, ("plan_id",), pg="ops.wh_supplier_plan",
           delta="ops/wh_supplier_plan", topic="wh_supplier_plan"),
     Table("wh_supplier_orders", s.SupplierOrder, ("order_id",), pg="ops.wh_supplier_orders",
-          delta="ops/wh_supplier_orders"),
+          delta="ops/wh_supplier_orders", topic="wh_supplier_orders"),
     Table("wh_supplier_receipts", s.SupplierReceipt, ("receipt_id",), pg="ops.wh_supplier_receipts",
-          delta="ops/wh_supplier_receipts"),
+          delta="ops/wh_supplier_receipts", topic="wh_supplier_receipts"),
     Table("pos_transactions", s.PosTransactionRow, ("transaction_id",), pg="ops.pos_transactions"),
     Table("pos_transaction_items", s.PosTransactionItemRow, ("transaction_id", "line_no"),
           pg="ops.pos_transaction_items"),

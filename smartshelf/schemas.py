@@ -209,7 +209,7 @@ class ShelfProfile(Record):
     item_price: float = Field(gt=0)
 
 
-# --- tables that are not topics -----------------------------------------------------------------
+# --- supplier orders and receipts -----------------------------------------------------------------
 class SupplierOrder(Record):
     order_id: str
     plan_id: str

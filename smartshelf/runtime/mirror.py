@@ -119,6 +119,12 @@ def differences(settings: Settings, limit: int = 5) -> list[str]:
     return problems
 
 
+def row_counts(settings: Settings) -> dict[str, int]:
+    """Rows in each table the sinks write, by PostgreSQL name."""
+    with postgres.connect(settings) as conn, conn.cursor() as cur:
+        return {str(t.pg): postgres.count_rows(cur, t) for spec in _sinks() for t in spec.tables}
+
+
 def _compare(name: str, wanted: dict[Key, BaseModel], actual: dict[Key, BaseModel], limit: int) -> list[str]:
     found = [f"{name} {KEY_SEPARATOR.join(k)}: missing" for k in wanted.keys() - actual.keys()]
     found += [f"{name} {KEY_SEPARATOR.join(k)}: not in its topic" for k in actual.keys() - wanted.keys()]

@@ -262,6 +262,7 @@ def summarise(settings: Settings, wall_s: float) -> dict[str, object]:
         **{k: v for k, v in checks.as_json().items() if k != "ok"},
         "postgres_mirror_ok": not mirror_differences,
         "postgres_mirror_differences": mirror_differences[:5],
+        "postgres_rows": mirror.row_counts(settings),
         "checks_ok": checks.ok and not mirror_differences,
         "wall_s": round(wall_s, 1),
     }

@@ -267,12 +267,13 @@ class SupplierState(BaseModel):
 
 class WarehouseSupplierManager(LoopApp[SupplierState]):
     """wh_supplier_plan (planned) → supplier orders; on the clock, deliveries at their lead time and hour →
-    wh_events (wh_in, a new lot), receipts; Delta ops/wh_supplier_orders and ops/wh_supplier_receipts."""
+    wh_events (wh_in, a new lot), receipts. Orders and receipts go to their topics (mirrored to PostgreSQL) and
+    to Delta ops/wh_supplier_orders and ops/wh_supplier_receipts."""
 
     name = "wh-supplier-manager"
     validates = ("wh_supplier_plan",)
     topics = ("wh_supplier_plan", "clock_ticks")
-    outputs = ("wh_events", "wh_supplier_plan")
+    outputs = ("wh_events", "wh_supplier_plan", "wh_supplier_orders", "wh_supplier_receipts")
     state_model = SupplierState
 
     def apply(self, state: SupplierState, received: list[Received], config: loop.StoreConfig, io: BatchIO

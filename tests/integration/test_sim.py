@@ -42,6 +42,11 @@ def test_a_fast_day_closes_the_loop_and_the_twin_matches_the_world(uninterrupted
     summary = uninterrupted
     assert summary["checks_ok"] and summary["conservation_ok"] and summary["twin_matches_world"], summary
     assert summary["postgres_mirror_ok"], summary
+    tables = summary["postgres_rows"]
+    assert isinstance(tables, dict)  # every ops table a store manager queries is filled, the orders among them
+    assert tables["ops.wh_supplier_orders"] == summary["supplier_orders"] > 0, tables
+    assert tables["ops.wh_supplier_receipts"] == summary["supplier_receipts"] > 0, tables
+    assert tables["ops.alerts"] == summary["alerts"] and tables["ops.pos_transactions"] == summary["sales"], tables
     assert summary["expired_lots_on_shelves"] == 0
     assert summary["ticks_checked"] == 25 and summary["tick_check_failures"] == []  # the start and 24 hourly ticks
     assert summary["events"] > 10_000 and summary["sales"] > 500 and summary["dead_letters"] == 0  # type: ignore[operator]

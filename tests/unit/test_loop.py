@@ -485,7 +485,7 @@ def test_an_order_is_expected_on_the_plans_date_at_the_delivery_hour() -> None:
     assert order.expected_delivery_ts == datetime(2025, 1, 12, 6)
     assert (order.plan_id, order.shelf_id, order.batches, order.quantity, order.ordered_ts, order.status) == \
         (plan.plan_id, "S1", 5, 60, T0, "open")
-    assert effects.rows["wh_supplier_orders"] == [order]
+    assert effects.rows["wh_supplier_orders"] == out(effects, "wh_supplier_orders") == [order]  # Delta and topic
     assert out(effects, "wh_supplier_plan") == [plan.model_copy(update={"status": "ordered"})]
 
 
@@ -518,9 +518,11 @@ def test_a_delivery_arrives_at_its_time(watermark: datetime) -> None:
         ("wh_in", "S1", 60, order.order_id, at)
     assert (wh_in.received_date, wh_in.expiry_date) == (date(2025, 1, 12), date(2025, 1, 20))
     [receipt] = effects.rows["wh_supplier_receipts"]
+    assert out(effects, "wh_supplier_receipts") == [receipt]
     assert (receipt.order_id, receipt.batch_code, receipt.quantity, receipt.received_ts, receipt.expiry_date) == \
         (order.order_id, wh_in.batch_code, 60, at, date(2025, 1, 20))
-    assert effects.rows["wh_supplier_orders"] == [order.model_copy(update={"status": "received"})]
+    assert effects.rows["wh_supplier_orders"] == out(effects, "wh_supplier_orders") == [
+        order.model_copy(update={"status": "received"})]
     assert out(effects, "wh_supplier_plan") == [plan.model_copy(update={"status": "received", "updated_ts": at})]
     assert orders == {} and plans == {}
 
@@ -660,7 +662,7 @@ def test_the_same_inputs_give_the_same_effects_ids_included() -> None:
     assert dumped(first) == dumped(second)
     assert ids(first) == ids(second) and len(ids(first)) > 15
     assert set(first.records) == {"alerts", "shelf_restock_plan", "wh_events", "shelf_events", "wh_supplier_plan",
-                                  "daily_discounts"}
+                                  "daily_discounts", "wh_supplier_orders", "wh_supplier_receipts"}
 
 
 def test_record_ids_are_unique_within_their_topic() -> None:

@@ -19,9 +19,11 @@ SEED_TOPICS_COMPACTED = {
 
 
 def test_topics_are_the_reference_ones_plus_ours() -> None:
-    # ours: dead letters, and the clock's watermark for the apps that act at a time of day
-    assert {t.name for t in TOPICS if not t.compacted} == SEED_TOPICS_APPEND | {"dead_letters", "clock_ticks"}
-    assert {t.name for t in TOPICS if t.compacted} == SEED_TOPICS_COMPACTED
+    # ours: dead letters, the clock's watermark for the apps that act at a time of day, and the supplier orders
+    # and receipts, so that PostgreSQL mirrors them like the other ops tables
+    assert {t.name for t in TOPICS if not t.compacted} == SEED_TOPICS_APPEND | {"dead_letters", "clock_ticks",
+                                                                                "wh_supplier_receipts"}
+    assert {t.name for t in TOPICS if t.compacted} == SEED_TOPICS_COMPACTED | {"wh_supplier_orders"}
     assert len(TOPICS_BY_NAME) == len(TOPICS)
 
 
