@@ -21,7 +21,7 @@ from smartshelf.connect import (
 )
 from smartshelf.errors import SmartShelfError
 from smartshelf.ingress import Rejection
-from smartshelf.registry import DEAD_LETTERS, TABLES, TOPICS, table, topic
+from smartshelf.registry import DEAD_LETTERS, TABLES, table, topic
 from smartshelf.schemas import (
     DeadLetter, DeadLetterRow, PosItem, PosTransaction, PosTransactionItemRow, PosTransactionRow, ShelfBatchState,
     ShelfState, WarehouseEvent,
