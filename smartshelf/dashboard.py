@@ -2,8 +2,7 @@
 dashboard reads. `dashboard/app.py` is the Streamlit shell over it.
 
 Reads: PostgreSQL as the read-only role (the connect worker's mirror), Delta (delta-rs) for what PostgreSQL has
-no copy of (supplier orders and receipts, raw shelf events), Redis for the simulated clock and the people in the
-store. Tables and columns come from the registry and its models, never from copies here.
+no copy of (the raw shelf events' weight changes), Redis for the simulated clock and the people in the store. Tables and columns come from the registry and its models, never from copies here.
 """
 
 from __future__ import annotations
@@ -53,11 +52,10 @@ PG_TABLES: dict[str, int | None] = {
     "store_inventory": None, "shelf_state": None, "wh_state": None, "shelf_batch_state": None,
     "wh_batch_state": None, "alerts": MAX_ALERT_ROWS, "shelf_restock_plan": None, "wh_supplier_plan": None,
     "shelf_policies": None, "wh_policies": None, "dead_letters": MAX_DEAD_LETTER_ROWS, "ml_models": None,
+    "wh_supplier_orders": None, "wh_supplier_receipts": None,
 }
 # the time column by which the newest rows of a capped table are chosen
 NEWEST_BY = {"alerts": "ts", "dead_letters": "ts"}
-# only in Delta: the supplier-manager app writes them there and nothing mirrors them to PostgreSQL
-DELTA_TABLES = ("wh_supplier_orders", "wh_supplier_receipts")
 SHELF_EVENTS = "raw_shelf_events"
 # What each view reads (registry names; SHELF_EVENTS is the last ACTIVITY_MINUTES of weight changes). A refresh
 # reads and draws the open view only: when every refresh drew all six views, a new alert took 6.6 s to show on a
@@ -66,7 +64,8 @@ SHELF_EVENTS = "raw_shelf_events"
 VIEW_TABLES: dict[str, tuple[str, ...]] = {
     "Map Live": ("store_inventory", "shelf_state", "alerts", SHELF_EVENTS),
     "States": ("store_inventory", "shelf_state", "wh_state", "shelf_batch_state", "wh_batch_state"),
-    "Supplier Plan": ("store_inventory", "wh_supplier_plan", "shelf_restock_plan", *DELTA_TABLES),
+    "Supplier Plan": ("store_inventory", "wh_supplier_plan", "shelf_restock_plan", "wh_supplier_orders",
+                      "wh_supplier_receipts"),
     "Alerts": ("store_inventory", "alerts"),
     "Debug/Config": ("store_inventory", "shelf_policies", "wh_policies", "dead_letters"),
     "ML": ("store_inventory", "ml_models"),
@@ -184,11 +183,12 @@ class LiveSource:
 
     def snapshot(self, tables: Collection[str]) -> Snapshot:
         """The clock, the people in the store and the given tables (registry names, see VIEW_TABLES)."""
-        unknown = set(tables) - {*PG_TABLES, *DELTA_TABLES, SHELF_EVENTS}
+        unknown = set(tables) - {*PG_TABLES, SHELF_EVENTS}
         assert not unknown, f"the dashboard does not read {sorted(unknown)}"
         now, people = self._redis()
         frames, alerts_raised = self._postgres([name for name in PG_TABLES if name in tables])
-        frames.update(self._delta(now, tables))
+        if now is not None and SHELF_EVENTS in tables:
+            frames[SHELF_EVENTS] = self._weight_changes(now)
         return Snapshot(now=now, people_in_store=people, frames=frames, alerts_raised=alerts_raised)
 
     def _redis(self) -> tuple[datetime | None, int | None]:
@@ -215,15 +215,12 @@ class LiveSource:
         except SmartShelfError as exc:
             raise DataUnavailable(str(exc)) from exc
 
-    def _delta(self, now: datetime | None, tables: Collection[str]) -> dict[str, pd.DataFrame]:
+    def _weight_changes(self, now: datetime) -> pd.DataFrame:
         delta_dir = self.settings.delta_dir
         try:
-            frames = {name: delta_frame(delta_dir, name) for name in DELTA_TABLES if name in tables}
-            if now is not None and SHELF_EVENTS in tables:
-                frames[SHELF_EVENTS] = weight_changes_since(delta_dir, now - timedelta(minutes=ACTIVITY_MINUTES))
+            return weight_changes_since(delta_dir, now - timedelta(minutes=ACTIVITY_MINUTES))
         except (OSError, DeltaError) as exc:
             raise DataUnavailable(f"cannot read Delta under {delta_dir}: {_first_line(exc)}") from exc
-        return frames
 
 
 def open_source(settings: Settings) -> DataSource:
@@ -247,12 +244,6 @@ def _select(cur: psycopg2.extensions.cursor, name: str, limit: int | None) -> pd
         query += sql.SQL(" ORDER BY {} DESC LIMIT {}").format(sql.Identifier(NEWEST_BY[name]), sql.Literal(limit))
     cur.execute(query)
     return pd.DataFrame(cur.fetchall(), columns=names)
-
-
-def delta_frame(delta_dir: Path, name: str) -> pd.DataFrame:
-    """Every row of a registry Delta table (none, with its columns, before the table exists)."""
-    rows = delta.read_rows(delta.table_path(delta_dir, table(name)), table(name).schema)
-    return pd.DataFrame([row.model_dump() for row in rows], columns=columns_of(name))
 
 
 def weight_changes_since(delta_dir: Path, since: datetime) -> pd.DataFrame:
@@ -328,7 +319,8 @@ def zone_shelves(inventory: pd.DataFrame, shelf_state: pd.DataFrame, category: s
 
 
 def latest_orders(orders: pd.DataFrame) -> pd.DataFrame:
-    """Each supplier order's latest row: the Delta table is append-only, an order is written open then received."""
+    """Each supplier order's latest row (an order is written open, then received; PostgreSQL keeps the latest, the
+    append-only Delta table both)."""
     status_rank = orders["status"].map({"open": 0, "received": 1})
     return (orders.assign(_rank=status_rank).sort_values("_rank").drop_duplicates("order_id", keep="last")
             .drop(columns="_rank").reset_index(drop=True))

@@ -198,13 +198,8 @@ def test_weight_changes_are_read_from_delta_filtered_by_type_and_time(tmp_path: 
     assert list(recent.columns) == d.columns_of(d.SHELF_EVENTS)
 
 
-def test_a_delta_table_not_written_yet_reads_as_empty_with_its_columns(tmp_path: Path) -> None:
-    orders = d.delta_frame(tmp_path, "wh_supplier_orders")
-    assert orders.empty and list(orders.columns) == d.columns_of("wh_supplier_orders")
-
-
 def test_every_view_reads_only_tables_the_live_source_reads_and_the_store() -> None:
-    readable = {*d.PG_TABLES, *d.DELTA_TABLES, d.SHELF_EVENTS}
+    readable = {*d.PG_TABLES, d.SHELF_EVENTS}
     for view, tables in d.VIEW_TABLES.items():
         assert set(tables) <= readable, view
         assert "store_inventory" in tables, view  # whether a store is loaded at all
