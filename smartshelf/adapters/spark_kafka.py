@@ -5,6 +5,7 @@ No Maven here, so no spark-sql-kafka jar (docs/architecture.md). This source ret
 schema (key, value, topic, partition, offset, timestamp, timestampType) and takes Spark's option names
 (`subscribe`, `kafka.bootstrap.servers`, `startingOffsets`, `endingOffsets`, `maxOffsetsPerTrigger`), so an
 app reads `spark.readStream.format(settings.kafka_format)` and compose can switch to the JVM `kafka` format.
+One option is ours: `readTasks`, how many Spark tasks read a micro-batch (see `read_tasks`).
 
 Offsets are Spark's JSON form, {"topic": {"partition": offset}}, kept in the query's checkpoint; the true
 end offsets come from smartshelf.adapters.kafka (Tansu's ListOffsets under-reports them).
@@ -28,7 +29,7 @@ from pyspark.sql.types import (BinaryType, IntegerType, LongType, StringType, St
 
 FORMAT = "smartshelf_kafka"
 READ_TIMEOUT_S = 60.0
-# ours, not Spark's: at most this many tasks read a micro-batch; without it a task per Kafka partition, as Spark's
+# ours, not Spark's: at most this many tasks read a micro-batch; without it, a task per Kafka partition as in Spark
 READ_TASKS_OPTION = "readTasks"
 
 KAFKA_SCHEMA = StructType([
