@@ -380,10 +380,21 @@ class DashboardService(Server):
                 raise SmartShelfError(f"dashboard answered HTTP {response.status}")
 
 
+class WatchdogService(PythonService):
+    """Restarts any process of the stack that has died (smartshelf.runtime.watchdog); `smartshelf up` only."""
+
+    name = "watchdog"
+    depends_on = ("redis",)
+
+    def argv(self) -> list[str]:
+        return [sys.executable, "-m", "smartshelf.runtime.watchdog"]
+
+
 SERVER_CLASSES: tuple[type[Server], ...] = (S3Server, KafkaBroker, Postgres, Redis)
-# started after the servers, their init jobs and the store import (smartshelf up)
+# started after the servers, their init jobs and the store import (smartshelf up); the watchdog last, so that
+# `smartshelf down`, which stops in reverse order, stops it first
 SERVICE_CLASSES: tuple[type[Server], ...] = (SparkService, ConnectService, ProducersService, BridgeService,
-                                              ClockService, DashboardService)
+                                              ClockService, DashboardService, WatchdogService)
 
 
 def all_servers(settings: Settings) -> list[Server]:

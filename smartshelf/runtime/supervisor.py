@@ -245,6 +245,12 @@ def kill_hard(settings: Settings, name: str) -> int:
     return pid
 
 
+def crashed(settings: Settings) -> list[str]:
+    """The processes that were started and not stopped (their pid file is there) but are gone, in start order."""
+    return [server.name for server in all_processes(settings)
+            if _pid_file(server).exists() and _recorded_pid(server) is None]
+
+
 def status(settings: Settings) -> list[ServerStatus]:
     """Every infrastructure server, and every service that was started (and not stopped since)."""
     result = []

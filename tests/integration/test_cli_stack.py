@@ -36,6 +36,16 @@ def _wait_for_events(settings: Settings, timeout_s: float = 60.0) -> None:
     assert SimClock(redis_client(settings)).now() > settings.sim_start
 
 
+def _wait_restarted(settings: Settings, name: str, killed_pid: int, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        row = next((r for r in supervisor.status(settings) if r.name == name), None)
+        if row is not None and row.healthy and row.pid != killed_pid:
+            return
+        assert time.monotonic() < deadline, f"{name} was not restarted: {row}"
+        time.sleep(0.5)
+
+
 def test_up_status_down_up_keeps_the_store_and_topics() -> None:
     run_dir = make_run_dir("smartshelf-cli-")
     settings = isolated_settings(run_dir, use_simulated_time=True, time_multiplier=600)
@@ -49,8 +59,17 @@ def test_up_status_down_up_keeps_the_store_and_topics() -> None:
         assert status.returncode == 0, status.stderr
         rows = json.loads(status.stdout)
         assert all(row["healthy"] for row in rows)
-        assert {"producers", "bridge", "clock", "spark"} <= {row["name"] for row in rows}
+        assert {"producers", "bridge", "clock", "spark", "watchdog"} <= {row["name"] for row in rows}
         _wait_for_events(settings)
+
+        # a crashed service is started again by the watchdog, and the clock goes on from where it was
+        killed = supervisor.kill_hard(settings, "clock")
+        stopped_at = SimClock(redis_client(settings)).now()
+        _wait_restarted(settings, "clock", killed)
+        deadline = time.monotonic() + 60
+        while SimClock(redis_client(settings)).now() <= stopped_at:
+            assert time.monotonic() < deadline, "the restarted clock does not move"
+            time.sleep(0.2)
 
         assert _cli(env, "down").returncode == 0
         assert _cli(env, "status").returncode == 1  # down is not healthy

@@ -10,8 +10,9 @@ from smartshelf.datagen import generate_store
 from smartshelf.errors import SmartShelfError
 from smartshelf.policies import derive_config, load_policy_config
 from smartshelf.runtime import supervisor
-from smartshelf.runtime.servers import port_is_free
+from smartshelf.runtime.servers import SERVICE_CLASSES, WatchdogService, port_is_free
 from smartshelf.runtime.scratch import free_ports
+from smartshelf.runtime.watchdog import RestartBudget
 from smartshelf.settings import Settings
 
 
@@ -68,3 +69,17 @@ def test_bad_policy_file_is_one_clear_error(tmp_path: Path) -> None:
     bad.write_text("shelf: {low_stock_threshold_pct: 2}\nwarehouse: {}\n")
     with pytest.raises(SmartShelfError, match="policy file .* is invalid"):
         load_policy_config(bad)
+
+
+def test_the_watchdog_restarts_a_process_at_most_its_limit_within_the_window() -> None:
+    budget = RestartBudget(limit=2, window_s=60.0)
+    for at in (0.0, 10.0):
+        assert budget.allows("clock", at)
+        budget.spend("clock", at)
+    assert not budget.allows("clock", 59.0)
+    assert budget.allows("spark", 59.0)  # each process has its own budget
+    assert budget.allows("clock", 60.5)  # the first restart has left the window
+
+
+def test_the_watchdog_starts_last_so_that_down_stops_it_first() -> None:
+    assert SERVICE_CLASSES[-1] is WatchdogService

@@ -1,0 +1,87 @@
+"""The watchdog of `smartshelf up`: restarts any server or service of the stack that has died.
+
+Every process the supervisor started keeps its pid file until `smartshelf down` (or `stop`) removes it, so a
+pid file whose process is gone is a crash: the watchdog starts that process again, dependencies first, the
+same way `smartshelf up` does. Each component is built to be restarted at any point (kill -9 included: the
+restart tests), so a restart loses nothing. A process that keeps dying is given up on after MAX_RESTARTS in
+WINDOW_S and left for a person (`smartshelf status` shows it, the log says why).
+
+Only `smartshelf up` runs it; scratch stacks (tests, `smartshelf sim`, benchmarks) do not, so that a crash
+there fails the run instead of being hidden.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import redis
+
+from smartshelf import logs
+from smartshelf.adapters.redis_clock import redis_client
+from smartshelf.apps.lifecycle import Lifecycle
+from smartshelf.errors import SmartShelfError
+from smartshelf.runtime import supervisor
+from smartshelf.settings import Settings, get_settings
+
+NAME = "watchdog"
+CHECK_EVERY_S = 2.0
+MAX_RESTARTS = 5
+WINDOW_S = 600.0
+
+
+@dataclass
+class RestartBudget:
+    """At most `limit` restarts of one process within `window_s` seconds."""
+
+    limit: int = MAX_RESTARTS
+    window_s: float = WINDOW_S
+    _restarts: dict[str, deque[float]] = field(default_factory=dict)
+
+    def allows(self, name: str, now: float) -> bool:
+        recent = self._restarts.setdefault(name, deque())
+        while recent and recent[0] <= now - self.window_s:
+            recent.popleft()
+        return len(recent) < self.limit
+
+    def spend(self, name: str, now: float) -> None:
+        self._restarts.setdefault(name, deque()).append(now)
+
+
+def watch(settings: Settings, life: Lifecycle) -> None:
+    logger = logs.configure(NAME, settings.log_level)
+    budget = RestartBudget()
+    given_up: set[str] = set()
+    logs.info(logger, "watching", check_every_s=CHECK_EVERY_S, max_restarts=MAX_RESTARTS, window_s=WINDOW_S)
+    while not life.stopping:
+        try:
+            life.beat()
+        except redis.RedisError:
+            pass  # Redis itself may be the one that died: it is restarted below like any other
+        for name in supervisor.crashed(settings):
+            if life.stopping:
+                break
+            now = time.monotonic()
+            if not budget.allows(name, now):
+                if name not in given_up:
+                    logs.error(logger, "gave up restarting", process=name, restarts=MAX_RESTARTS, window_s=WINDOW_S)
+                    given_up.add(name)
+                continue
+            budget.spend(name, now)
+            given_up.discard(name)
+            logs.warning(logger, "restarting a crashed process", process=name)
+            try:
+                supervisor.start(settings, [name])
+            except SmartShelfError as exc:
+                logs.error(logger, "restart failed", process=name, error=str(exc)[:2000])
+        time.sleep(CHECK_EVERY_S)
+    logs.info(logger, "stopped")
+
+
+def main(settings: Settings) -> None:
+    watch(settings, Lifecycle(NAME, redis_client(settings)))
+
+
+if __name__ == "__main__":
+    main(get_settings())
