@@ -56,6 +56,15 @@ class StoreConfig:
                    {p.shelf_id: p for p in tables.shelf_profiles}, batch_size, life)
 
 
+def follow_policies(config: StoreConfig, records: Iterable[BaseModel]) -> None:
+    """Policies changed in PostgreSQL (config.*, sourced to their compacted topics) apply from now on."""
+    for record in records:
+        if isinstance(record, ShelfPolicy):
+            config.shelf_policies[record.shelf_id] = record
+        elif isinstance(record, WarehousePolicy):
+            config.wh_policies[record.shelf_id] = record
+
+
 class Watch(BaseModel):
     """One shelf's (or warehouse slot's) alert level and its open plan, if any."""
 

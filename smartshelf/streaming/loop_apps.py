@@ -35,6 +35,7 @@ class LoopApp(Generic[StateT]):
     topics: ClassVar[tuple[str, ...]]
     validates: ClassVar[tuple[str, ...]] = ()  # the topics whose invalid records it reports (one app per topic)
     outputs: ClassVar[tuple[str, ...]]  # the topics it publishes to
+    policies: ClassVar[tuple[str, ...]] = ()  # the policy topics it follows (also in `topics`)
     state_model: ClassVar[type[BaseModel]]
 
     def __init__(self) -> None:
@@ -72,6 +73,9 @@ class LoopApp(Generic[StateT]):
         if self.state is None:
             self._load(io)
         assert self.state is not None and self.config is not None
+        # a changed policy applies from the batch it arrives in (a restart loads the latest ones: _load)
+        loop.follow_policies(self.config, [r.record for r in received if r.topic in self.policies])
+        received = [r for r in received if r.topic not in self.policies]
         done = delta.applied_batch(path, self.name)
         if done is not None and done >= batch_id:
             return  # a replay of a committed batch: published and stored before its commit
@@ -132,8 +136,9 @@ class ShelfAlertEngine(LoopApp[ShelfWatchState]):
     seed differed so)."""
 
     name = "shelf-alert-engine"
-    validates = ("shelf_restock_plan",)
-    topics = ("shelf_events", "shelf_restock_plan", "clock_ticks")
+    validates = ("shelf_restock_plan", "shelf_policies")
+    policies = ("shelf_policies",)
+    topics = ("shelf_events", "shelf_restock_plan", "clock_ticks", *policies)
     outputs = ("alerts", "shelf_restock_plan")
     state_model = ShelfWatchState
 
@@ -171,7 +176,9 @@ class WarehouseAlertEngine(LoopApp[WarehouseWatchState]):
     delivery arrives. Follows the stock from wh_events with wh-aggregator's rule (as shelf-alert-engine)."""
 
     name = "wh-alert-engine"
-    topics = ("wh_events",)
+    validates = ("wh_policies",)
+    policies = ("wh_policies",)
+    topics = ("wh_events", *policies)
     outputs = ("alerts", "wh_supplier_plan")
     state_model = WarehouseWatchState
 
@@ -272,7 +279,8 @@ class WarehouseSupplierManager(LoopApp[SupplierState]):
 
     name = "wh-supplier-manager"
     validates = ("wh_supplier_plan",)
-    topics = ("wh_supplier_plan", "clock_ticks")
+    policies = ("wh_policies",)  # the delivery hour
+    topics = ("wh_supplier_plan", "clock_ticks", *policies)
     outputs = ("wh_events", "wh_supplier_plan", "wh_supplier_orders", "wh_supplier_receipts")
     state_model = SupplierState
 
@@ -309,7 +317,8 @@ class DailyDiscountManager(LoopApp[ShelfLotsView]):
 
     name = "daily-discount-manager"
     validates = ("shelf_batch_state",)
-    topics = ("shelf_batch_state", "clock_ticks")
+    policies = ("shelf_policies",)  # near-expiry days and discount
+    topics = ("shelf_batch_state", "clock_ticks", *policies)
     outputs = ("alerts", "daily_discounts")
     state_model = ShelfLotsView
 

@@ -14,13 +14,13 @@ from datetime import date, datetime, timedelta
 import pytest
 from pyspark.sql import SparkSession
 
-from smartshelf import rules
+from smartshelf import loop, rules
 from smartshelf.adapters import delta
 from smartshelf.adapters.kafka import KafkaAdapter
 from smartshelf.registry import table, topic
 from smartshelf.runtime import jobs
 from smartshelf.runtime.scratch import make_run_dir
-from smartshelf.schemas import (FootTrafficEvent, PosItem, PosTransaction, ShelfBatchState, ShelfEvent, ShelfProfile,
+from smartshelf.schemas import (Alert, FootTrafficEvent, PosItem, PosTransaction, ShelfBatchState, ShelfEvent, ShelfProfile,
                                 ShelfState, WarehouseBatchState, WarehouseEvent, WarehouseState)
 from smartshelf.settings import REPO_ROOT, Settings
 from smartshelf.streaming.apps import all_apps
@@ -227,3 +227,34 @@ def test_sales_and_warehouse_moves_give_the_predicted_lots(spark_stack: Settings
         delta.table_path(settings.delta_dir, table("wh_batch_state")), WarehouseBatchState)} == wh_by_lot
     assert wh_by_lot[f"{lot.shelf_id}|NEW1"].batch_quantity_warehouse == 35
     assert in_delta[f"{lot.shelf_id}|{lot.batch_code}"].batch_quantity_store >= moves[1].quantity
+
+
+def test_a_loop_app_follows_a_policy_changed_on_its_topic(spark_stack: Settings) -> None:
+    """A manager raises one shelf's low-stock threshold in config.shelf_policies; the source connector puts the
+    row on shelf_policies; the running alert engine alerts on that shelf by the new threshold, on another by
+    its unchanged one."""
+    settings = spark_stack
+    config = loop.StoreConfig.from_tables(jobs.load_config(settings))
+    # shelves the other tests leave alone, each a pickup away from its threshold only under the new policy
+    roomy = [s for s in rules.initial_states(jobs.load_store(settings), settings.sim_start).shelves[-200:]
+             if s.current_stock - 1 > 0.5 * config.profiles[s.shelf_id].maximum_stock]
+    changed, unchanged = roomy[0], roomy[1]
+    stricter = config.shelf_policies[changed.shelf_id].model_copy(update={"low_stock_threshold_pct": 0.99})
+    _send(settings, "shelf_policies", [stricter.model_dump_json().encode()], [changed.shelf_id])
+    pickups = [ShelfEvent(event_id=f"policy-{s.shelf_id}", event_type="pickup", shelf_id=s.shelf_id, quantity=1,
+                          weight_change_kg=-0.5, customer_id="C9", ts=T0 + timedelta(hours=2))
+               for s in (changed, unchanged)]
+    _send(settings, "shelf_events", [e.model_dump_json().encode() for e in pickups], [e.shelf_id for e in pickups])
+
+    from smartshelf.adapters.spark import spark_session
+
+    spark = SparkSession.getActiveSession() or spark_session(settings, "test-spark-apps")
+    query = start_query(spark, settings, all_apps()["shelf-alert-engine"])
+    query.processAllAvailable()
+    query.stop()
+
+    kafka = KafkaAdapter(settings.kafka_bootstrap_servers)
+    alerts = [Alert.model_validate_json(r.value) for r in kafka.read(kafka.partitions_for("alerts"))]
+    kafka.close()
+    assert [a.alert_type for a in alerts if a.shelf_id == changed.shelf_id] == ["low_stock"]
+    assert [a for a in alerts if a.shelf_id == unchanged.shelf_id] == []

@@ -10,7 +10,7 @@ import pytest
 
 from smartshelf.datagen import generate_store
 from smartshelf.loop import (Effects, StoreConfig, Watch, daily_run_due, deliveries_due, delivery_arrived,
-                             follow_shelf_plan, lot_key, refill_arrived, order_id,
+                             follow_policies, follow_shelf_plan, lot_key, refill_arrived, order_id,
                              near_expiry_discounts, pick_fifo, place_order, refills_due, remove_expired, restock,
                              retry_restocks,
                              shelf_level, take_delivery_or_removal, watch_shelf, watch_warehouse)
@@ -216,6 +216,19 @@ def test_shelf_ok_to_low_alerts_low_stock_as_a_warning() -> None:
     assert (alert.alert_type, alert.severity, alert.location, alert.shelf_id) == ("low_stock", "warning", "store", "S1")
     assert (alert.value, alert.threshold, alert.ts) == (20, 25, T0)
     assert watch.level == "low"
+
+
+def test_a_changed_policy_applies_to_what_comes_after_it() -> None:
+    cfg = config("S1", "S2", low=0.25)
+    assert watch_shelf(Watch(), shelf_state(40), cfg, Effects()).level == "ok"
+    stricter = cfg.shelf_policies["S1"].model_copy(update={"low_stock_threshold_pct": 0.5})
+    later = cfg.wh_policies["S2"].model_copy(update={"delivery_hour": 11})
+    follow_policies(cfg, [stricter, later, shelf_state(3)])  # what is not a policy is not its business
+    effects = Effects()
+    assert watch_shelf(Watch(), shelf_state(40), cfg, effects).level == "low"
+    assert [a.alert_type for a in out(effects, "alerts")] == ["low_stock"]
+    assert watch_shelf(Watch(), shelf_state(40, shelf_id="S2"), cfg, Effects()).level == "ok"  # S2's unchanged
+    assert cfg.wh_policies["S2"].delivery_hour == 11 and cfg.wh_policies["S1"].delivery_hour == 7
 
 
 def test_shelf_low_to_out_alerts_out_of_stock_as_critical() -> None:
