@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 
+from smartshelf import schemas
 from smartshelf.ingress import MAX_PAYLOAD_BYTES, MAX_RAW_IN_DEAD_LETTER, Rejection, dead_letter, parse_record
 from smartshelf.registry import topic
 from smartshelf.schemas import MAX_QUANTITY, DeadLetter, PosTransaction, ShelfEvent
+from smartshelf.tabular import unwrap_optional
 
 SHELF_EVENTS = topic("shelf_events")
 POS = topic("pos_transactions")
@@ -193,6 +195,20 @@ def test_timezone_aware_time_is_rejected() -> None:
     offset (bridge._epoch_ms replaces the zone with UTC) while the forwarded value keeps it."""
     reason = rejected(pickup(ts="2025-01-01T08:15:00+01:00"))
     assert "ts" in reason
+
+
+def _records(base: type[schemas.Record]) -> list[type[schemas.Record]]:
+    return [model for sub in base.__subclasses__() for model in (sub, *_records(sub))]
+
+
+def test_every_time_of_every_record_is_a_store_local_time() -> None:
+    """Only LocalTime refuses a zone (pydantic-core checks it, no model validator does): a field declared as a
+    plain datetime would let an aware time in."""
+    (naive,) = get_args(schemas.LocalTime)[1:]
+    for model in _records(schemas.Record):
+        for name, info in model.model_fields.items():
+            if unwrap_optional(info.annotation)[0] is datetime:
+                assert naive in info.metadata, f"{model.__name__}.{name} is a datetime, not a LocalTime"
 
 
 # --- dead letters -----------------------------------------------------------------------------
