@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import redis
@@ -71,9 +72,12 @@ def watch(settings: Settings, life: Lifecycle) -> None:
             budget.spend(name, now)
             given_up.discard(name)
             logs.warning(logger, "restarting a crashed process", process=name)
+            # beat meanwhile (a Spark driver takes 10-30 s to be healthy), unless it is Redis that is starting
+            beating = nullcontext() if name == "redis" else life.beating()
             try:
-                supervisor.start(settings, [name])
-            except SmartShelfError as exc:
+                with beating:
+                    supervisor.start(settings, [name])
+            except (SmartShelfError, redis.RedisError) as exc:
                 logs.error(logger, "restart failed", process=name, error=str(exc)[:2000])
         time.sleep(CHECK_EVERY_S)
     logs.info(logger, "stopped")
