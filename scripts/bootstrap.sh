@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything Smart Shelf needs on a fresh Debian machine: Debian packages (PostgreSQL, Redis,
-# Java for Spark, Node for the S3 server, docker-compose for config validation, Chromium for browser
-# tests), the npm S3 server, and the Python venv. Idempotent: each step is skipped when already done.
+# Java 17 and Maven, docker-compose for config validation, Chromium for browser tests), the JVM jars pinned in
+# conf/jvm/pom.xml (Kafka broker; Spark's Kafka connector and delta-spark) from Maven Central, and the Python
+# venv. Idempotent: each step is skipped when already done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,7 +14,7 @@ need_debs=()
 command -v redis-server >/dev/null || need_debs+=(redis-server)
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need_debs+=(postgresql)
 command -v java >/dev/null || need_debs+=(openjdk-17-jre-headless)
-command -v node >/dev/null || need_debs+=(nodejs npm)
+command -v mvn >/dev/null || need_debs+=(maven)
 command -v docker-compose >/dev/null || need_debs+=(docker-compose)
 command -v chromium >/dev/null || need_debs+=(chromium)
 if [ ${#need_debs[@]} -gt 0 ]; then
@@ -23,12 +24,17 @@ if [ ${#need_debs[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_debs[@]}" >/dev/null
 fi
 
-if [ ! -x .tools/node_modules/.bin/s3rver ] || [ scripts/package.json -nt .tools/node_modules/.bin/s3rver ]; then
-  echo "bootstrap: installing the S3 server (npm s3rver) under .tools/"
-  mkdir -p .tools
-  cp scripts/package.json .tools/package.json
-  (cd .tools && npm install --no-audit --no-fund --loglevel=error >/dev/null)
-fi
+# one classpath per profile of the pom, resolved again only when the pom changes
+for profile in kafka spark; do
+  dest=.tools/jvm/$profile
+  if [ ! -f "$dest/.resolved" ] || [ conf/jvm/pom.xml -nt "$dest/.resolved" ]; then
+    echo "bootstrap: resolving the JVM jars of profile '$profile' from Maven Central into $dest"
+    rm -rf "$dest"
+    mvn -q -B -f conf/jvm/pom.xml -P "$profile" dependency:copy-dependencies \
+      -DincludeScope=runtime -DoutputDirectory="$PWD/$dest"
+    touch "$dest/.resolved"
+  fi
+done
 
 if [ ! -x .venv/bin/python ]; then
   echo "bootstrap: creating .venv"
@@ -38,7 +44,7 @@ if [ ! -f "$STAMPS/pip" ] || [ pyproject.toml -nt "$STAMPS/pip" ]; then
   echo "bootstrap: installing Python packages into .venv (first time: ~2 min)"
   .venv/bin/pip install -q --upgrade pip >/dev/null
   .venv/bin/pip install -q -e '.[dev]' 2>&1 | grep -vE "^(WARNING|  )" || true
-  .venv/bin/python -c "import smartshelf.cli, pyspark, deltalake, kafka, redis, psycopg2" 
+  .venv/bin/python -c "import smartshelf.cli, pyspark, delta, deltalake, kafka, redis, psycopg2" 
   touch "$STAMPS/pip"
 fi
 if [ ! -f "$STAMPS/pyspark-zip" ] || [ "$STAMPS/pip" -nt "$STAMPS/pyspark-zip" ]; then

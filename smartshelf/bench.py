@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -13,6 +15,7 @@ from typing import Any
 from kafka import TopicPartition
 
 from smartshelf.adapters.kafka import KafkaAdapter, TopicConfig
+from smartshelf.adapters.kafka_confluent import PRODUCER_DEFAULTS, ConfluentAdapter, produce_all
 from smartshelf.registry import topic
 from smartshelf.runtime import jobs, supervisor
 from smartshelf.runtime.scratch import scratch_stack
@@ -29,8 +32,118 @@ def _payload(i: int) -> bytes:
     }).encode()
 
 
-def bench_broker(base: Settings, messages: int = 50_000) -> dict[str, object]:
-    """Raw broker produce and consume rates, plus the stack's cold start time and idle memory."""
+KAFKA_PYTHON, CONFLUENT = "kafka-python", "confluent-kafka"
+CLIENTS = (KAFKA_PYTHON, CONFLUENT)
+# produce settings measured for both clients: the adapter's defaults (idempotent, acks=all, linger 20 ms, 256 KiB
+# batches, up to 5 requests in flight), and the bridge's and connect worker's (one request in flight, 5 retries)
+PRODUCE_VARIANTS: dict[str, tuple[dict[str, object], dict[str, object]]] = {
+    "produce": ({}, {}),
+    "produce_inflight1": ({"max_in_flight_requests_per_connection": 1, "retries": 5},
+                          {"max.in.flight.requests.per.connection": 1, "retries": 5}),
+}
+ROWS = (*PRODUCE_VARIANTS, "consume")
+WARM_UP_TOPIC = "bench_warm_up"  # each producer's first record goes here: its start-up is timed apart
+
+
+@dataclass(frozen=True)
+class _Measured:
+    msgs_per_s: float
+    cpu_us_per_msg: float  # this process's CPU time, the client's threads included
+    start_s: float  # producer: created → first record acknowledged; consumer: created → first record read
+
+
+def _produce_kafka_python(adapter: KafkaAdapter, name: str, records: list[tuple[bytes, bytes]],
+                          overrides: dict[str, object]) -> tuple[_Measured, dict[str, object]]:
+    """The steady produce rate of kafka-python, and the producer's effective guarantees."""
+    began = time.monotonic()
+    producer = adapter.producer(**overrides)
+    producer.send(WARM_UP_TOPIC, key=b"warm-up", value=b"{}").get(timeout=30)
+    start_s = time.monotonic() - began
+    config = {key: producer.config[key] for key in ("acks", "enable_idempotence", "linger_ms", "batch_size",
+                                                    "max_in_flight_requests_per_connection", "retries")}
+    wall, cpu = time.monotonic(), time.process_time()
+    futures = [producer.send(name, key=key, value=value) for key, value in records]
+    producer.flush()
+    failed = sum(1 for f in futures if not (f.is_done and f.succeeded()))
+    wall, cpu = time.monotonic() - wall, time.process_time() - cpu
+    producer.close()
+    if failed:
+        raise AssertionError(f"bench: kafka-python: {failed} of {len(records)} records not acknowledged")
+    return _Measured(len(records) / wall, cpu / len(records) * 1e6, start_s), config
+
+
+def _produce_confluent(adapter: ConfluentAdapter, name: str, records: list[tuple[bytes, bytes]],
+                       overrides: dict[str, object]) -> tuple[_Measured, dict[str, object]]:
+    """The steady produce rate of confluent-kafka, and the producer's configured guarantees."""
+    began = time.monotonic()
+    producer = adapter.producer(**overrides)
+    produce_all(producer, [(WARM_UP_TOPIC, b"warm-up", b"{}")])
+    start_s = time.monotonic() - began
+    wall, cpu = time.monotonic(), time.process_time()
+    sent = produce_all(producer, ((name, key, value) for key, value in records))
+    wall, cpu = time.monotonic() - wall, time.process_time() - cpu
+    producer.close()
+    return _Measured(sent / wall, cpu / sent * 1e6, start_s), {**PRODUCER_DEFAULTS, **overrides}
+
+
+def _consume(client: str, kafka: KafkaAdapter, confluent: ConfluentAdapter, partitions: list[TopicPartition]
+             ) -> tuple[int, int, _Measured]:
+    """(records, value bytes, rate) of a whole read of these partitions with `client`; the rate runs from the
+    first record read to the last (the consumer's start-up is reported apart)."""
+    began, cpu = time.monotonic(), time.process_time()
+    values: Iterator[bytes] = ((record.value for record in kafka.read(partitions)) if client == KAFKA_PYTHON
+                               else (message.value() or b"" for message in confluent.read(partitions)))
+    first, count, size = began, 0, 0
+    for value in values:
+        if not count:
+            first = time.monotonic()
+        count += 1
+        size += len(value)
+    wall, cpu = time.monotonic() - first, time.process_time() - cpu
+    return count, size, _Measured(count / wall, cpu / max(count, 1) * 1e6, first - began)
+
+
+def _client_versions() -> dict[str, dict[str, object]]:
+    import confluent_kafka
+    import kafka
+
+    return {KAFKA_PYTHON: {"version": kafka.__version__},
+            CONFLUENT: {"version": confluent_kafka.__version__, "librdkafka": confluent_kafka.libversion()[0]}}
+
+
+def _print_broker_table(result: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    clients, ratios = result["clients"], result["confluent_to_kafka_python"]
+    table = Table(title=f"raw broker msgs/s (CPU µs/msg), {result['messages']:,} × {result['message_bytes']} B, "
+                        f"median of {result['rounds']}",
+                  caption="acks=all, idempotent, linger 20 ms, 256 KiB batches, murmur2; start-up apart")
+    table.add_column("")
+    for client in CLIENTS:
+        table.add_column(f"{client} {clients[client]['version']}", justify="right")
+    table.add_column("ratio", justify="right")
+    for row, label in (("produce", "produce, 5 in flight"), ("produce_inflight1", "produce, 1 in flight"),
+                       ("consume", "consume")):
+        table.add_row(label, *(f"{clients[c][f'{row}_msgs_per_s']:,} ({clients[c][f'{row}_cpu_us_per_msg']})"
+                               for c in CLIENTS), f"{ratios[row]}×")
+    table.add_row("producer start, s", *(str(clients[c]["produce_start_s"]) for c in CLIENTS), "")
+    Console().print(table)
+
+
+def bench_broker(base: Settings, messages: int = 100_000, rounds: int = 3) -> dict[str, object]:
+    """Raw broker produce and consume rates of kafka-python (the client the components use) and confluent-kafka
+    (librdkafka), side by side on the same stack, with the same records and the same producer guarantees; plus the
+    stack's cold start time and idle memory.
+
+    Each round produces the records once with each client and each produce variant (the clients' order alternates
+    by round) after a warm-up record, then each client reads the records kafka-python produced with the adapter's
+    defaults; the figures are the medians over the rounds. Both clients' topics must end up with the same number of
+    records in each partition (the same partitioner)."""
+    import os
+    import statistics
+
+    load_before = os.getloadavg()[0]
     began = time.monotonic()
     with scratch_stack(base, prefix="smartshelf-bench-") as (settings, start_times):
         stack_start_s = time.monotonic() - began
@@ -40,38 +153,88 @@ def bench_broker(base: Settings, messages: int = 50_000) -> dict[str, object]:
             job(settings)
         init_s = time.monotonic() - init_began
 
-        adapter = KafkaAdapter(settings.kafka_bootstrap_servers)
-        adapter.ensure_topics([TopicConfig("bench", 2, compacted=False)])
-        payloads = [_payload(i) for i in range(messages)]
-        producer = adapter.producer()
-        t0 = time.monotonic()
-        for i, value in enumerate(payloads):
-            producer.send("bench", key=f"S{i % 1100:04d}".encode(), value=value)
-        producer.flush()
-        produce_s = time.monotonic() - t0
-        producer.close()
+        kafka = KafkaAdapter(settings.kafka_bootstrap_servers)
+        confluent = ConfluentAdapter(settings.kafka_bootstrap_servers)
+        topics = {(client, variant): f"bench_{client.replace('-', '_')}_{variant}"
+                  for client in CLIENTS for variant in PRODUCE_VARIANTS}
+        kafka.ensure_topics([TopicConfig(name, 2, compacted=False) for name in (*topics.values(), WARM_UP_TOPIC)])
+        records = [(f"S{i % 1100:04d}".encode(), _payload(i)) for i in range(messages)]
 
-        t0 = time.monotonic()
-        consumed = sum(1 for _ in adapter.read(adapter.partitions_for("bench")))
-        consume_s = time.monotonic() - t0
-        adapter.close()
-        if consumed != messages:
-            raise AssertionError(f"bench read {consumed} of {messages} messages")
+        measured: dict[tuple[str, str], list[_Measured]] = {(c, row): [] for c in CLIENTS for row in ROWS}
+        configs: dict[str, dict[str, dict[str, object]]] = {client: {} for client in CLIENTS}
+        order = list(CLIENTS)
+        for _ in range(rounds):
+            for client in order:
+                for variant, (python_overrides, confluent_overrides) in PRODUCE_VARIANTS.items():
+                    name = topics[(client, variant)]
+                    produced, config = (
+                        _produce_kafka_python(kafka, name, records, python_overrides) if client == KAFKA_PYTHON
+                        else _produce_confluent(confluent, name, records, confluent_overrides))
+                    measured[(client, variant)].append(produced)
+                    configs[client][variant] = config
+            order.reverse()
 
-    return {
+        reference = kafka.partitions_for(topics[(KAFKA_PYTHON, "produce")])
+        ends = {name: sorted(kafka.end_offsets(kafka.partitions_for(name)).values()) for name in topics.values()}
+        if len({tuple(e) for e in ends.values()}) != 1 or sum(ends[reference[0].topic]) != messages * rounds:
+            raise AssertionError(f"bench: the clients' topics differ per partition (or miss records): {ends}")
+        expected = (messages * rounds, rounds * sum(len(value) for _, value in records))
+        for _ in range(rounds):
+            for client in order:
+                count, size, read = _consume(client, kafka, confluent, reference)
+                if (count, size) != expected:
+                    raise AssertionError(f"bench: {client} read {count} records ({size} B), expected {expected}")
+                measured[(client, "consume")].append(read)
+            order.reverse()
+        kafka.close()
+        confluent.close()
+    load_after = os.getloadavg()[0]
+
+    def median(client: str, row: str, field: str) -> float:
+        return statistics.median(getattr(m, field) for m in measured[(client, row)])
+
+    clients = _client_versions()
+    for client in CLIENTS:
+        for row in ROWS:
+            clients[client][f"{row}_msgs_per_s"] = round(median(client, row, "msgs_per_s"))
+            clients[client][f"{row}_rounds_msgs_per_s"] = [round(m.msgs_per_s) for m in measured[(client, row)]]
+            clients[client][f"{row}_cpu_us_per_msg"] = round(median(client, row, "cpu_us_per_msg"), 1)
+        clients[client]["produce_start_s"] = round(median(client, "produce", "start_s"), 3)
+        clients[client]["consume_first_record_s"] = round(median(client, "consume", "start_s"), 3)
+        clients[client]["producer_config"] = configs[client]["produce"]
+        clients[client]["producer_config_inflight1"] = configs[client]["produce_inflight1"]
+    python = clients[KAFKA_PYTHON]
+    result: dict[str, Any] = {
         "benchmark": "broker",
         "messages": messages,
-        "message_bytes": len(payloads[0]),
-        "produce_msgs_per_s": round(messages / produce_s),
-        "consume_msgs_per_s": round(messages / consume_s),
-        "consume_to_produce_ratio": round(produce_s / consume_s, 2),
+        "message_bytes": len(records[0][1]),
+        "rounds": rounds,
+        "client": KAFKA_PYTHON,  # the client the components use: the three rates below are its
+        "produce_msgs_per_s": python["produce_msgs_per_s"],
+        "consume_msgs_per_s": python["consume_msgs_per_s"],
+        "consume_to_produce_ratio": round(median(KAFKA_PYTHON, "consume", "msgs_per_s")
+                                          / median(KAFKA_PYTHON, "produce", "msgs_per_s"), 2),
+        "clients": clients,
+        "confluent_to_kafka_python": {
+            row: round(median(CONFLUENT, row, "msgs_per_s") / median(KAFKA_PYTHON, row, "msgs_per_s"), 2)
+            for row in ROWS},
+        "consume_records": messages * rounds,
+        "load_avg_1m": {"before": round(load_before, 2), "after": round(load_after, 2), "cores": os.cpu_count()},
         "stack_cold_start_s": round(stack_start_s, 2),
         "server_start_s": {name: round(s, 2) for name, s in start_times.items()},
         "init_jobs_s": round(init_s, 2),
         "idle_memory_mb": idle,
         "idle_rss_total_mb": round(sum(v["rss_mb"] or 0 for v in idle.values()), 1),
         "idle_pss_total_mb": round(sum(v["pss_mb"] or 0 for v in idle.values()), 1),
+        "note": "produce: a started producer (its first record acknowledged, timed apart as produce_start_s) from "
+                "the first send to every record acknowledged, each future / delivery report checked; consume: a "
+                "whole read of the records kafka-python produced (rounds × messages) by an assign()ed consumer "
+                "with CRC checks, from the first record read to the last; both clients partition by murmur2; "
+                f"medians of {rounds} rounds, the clients' order alternating; CPU: this process's CPU time (the "
+                "clients' threads included) per message; the broker shares the machine's cores with the client",
     }
+    _print_broker_table(result)
+    return result
 
 
 SensorRecord = tuple[str, bytes, bytes]  # topic, key, value

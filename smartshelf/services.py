@@ -28,7 +28,7 @@ class Service:
 
 
 SERVICES: tuple[Service, ...] = (
-    Service("kafka", Profile.INFRA, "kafka", "Kafka broker; embedded: Tansu on the local S3 server"),
+    Service("kafka", Profile.INFRA, "kafka", "Kafka broker; embedded: Apache Kafka (KRaft, one node)"),
     Service("postgres", Profile.INFRA, "postgres", "PostgreSQL: ref, config, state, ops, analytics"),
     Service("redis", Profile.INFRA, "redis", "Redis: simulated clock and producer streams"),
     Service("kafka-init", Profile.INFRA, "kafka-init", "creates every topic of the registry (one-shot)"),

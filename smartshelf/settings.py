@@ -24,13 +24,14 @@ class Settings(BaseSettings):
     run_dir: Path = Field(REPO_ROOT / "run", alias="SMARTSHELF_RUN_DIR")
     data_dir: Path = Field(REPO_ROOT / "data", alias="SMARTSHELF_DATA_DIR")
     delta_dir: Path = Field(REPO_ROOT / "delta", alias="SMARTSHELF_DELTA_DIR")
-    tools_dir: Path = Field(REPO_ROOT / ".tools", alias="SMARTSHELF_TOOLS_DIR")
+    # the jars Maven resolved from conf/jvm/pom.xml, one folder per profile (scripts/bootstrap.sh)
+    jvm_dir: Path = Field(REPO_ROOT / ".tools" / "jvm", alias="SMARTSHELF_JVM_DIR")
 
-    # Kafka-protocol broker (Tansu, durable on a local S3 server)
+    # Apache Kafka, one node in KRaft combined mode: clients on KAFKA_PORT, its controller on KAFKA_CONTROLLER_PORT
     kafka_host: str = Field("127.0.0.1", alias="KAFKA_HOST")
     kafka_port: int = Field(9092, alias="KAFKA_PORT")
-    s3_port: int = Field(9000, alias="S3_PORT")
-    s3_bucket: str = Field("tansu", alias="S3_BUCKET")
+    kafka_controller_port: int = Field(9093, alias="KAFKA_CONTROLLER_PORT")
+    kafka_heap_mb: int = Field(512, alias="KAFKA_HEAP_MB", ge=128)
 
     # PostgreSQL: the user is the cluster's superuser, as with the official postgres image
     postgres_host: str = Field("127.0.0.1", alias="POSTGRES_HOST")
@@ -63,8 +64,6 @@ class Settings(BaseSettings):
     # all apps in one shared query (default), or one query per app as compose runs them (docs/architecture.md)
     spark_query_per_app: bool = Field(False, alias="SPARK_QUERY_PER_APP")
     spark_trigger_ms: int = Field(1000, alias="SPARK_TRIGGER_MS", ge=0)
-    # the Spark format that reads Kafka: ours (no jars needed) or the JVM connector's `kafka` (compose)
-    kafka_format: str = Field("smartshelf_kafka", alias="SPARK_KAFKA_FORMAT")
 
     # the closed loop: a restock reaches the shelf this long after it leaves the warehouse; near-expiry
     # discounts and removals of expired lots run daily at STORE_OPS_HOUR, before the store opens

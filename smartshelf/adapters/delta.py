@@ -1,13 +1,16 @@
-"""Delta Lake adapter (delta-rs): the lake layout bootstrapped from the registry's schemas."""
+"""Delta Lake outside Spark (delta-rs): the lake layout bootstrapped from the registry's schemas, and reads.
+
+The streaming apps write through delta-spark inside their Spark session (smartshelf.adapters.spark_delta); the
+dashboard, the checks and the init job, which run no Spark, use this module on the same tables."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import TypeVar
 
 import pyarrow as pa
-from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
+from deltalake import DeltaTable, TableFeatures
 from pydantic import BaseModel
 
 from smartshelf.registry import APP_STATE_DIR, TABLES, Table
@@ -31,7 +34,10 @@ def bootstrap(delta_dir: Path) -> list[str]:
         if DeltaTable.is_deltatable(str(path)):
             continue
         path.mkdir(parents=True, exist_ok=True)
-        DeltaTable.create(str(path), schema=arrow_schema(table.schema), mode="ignore", name=table.name)
+        created_table = DeltaTable.create(str(path), schema=arrow_schema(table.schema), mode="ignore", name=table.name)
+        # delta-rs lists only timestampNtz among the writer features; delta-spark counts NOT NULL columns as
+        # invariants and refuses a table whose protocol does not name that feature too
+        created_table.alter.add_feature(TableFeatures.Invariants, allow_protocol_versions_increase=True)
         created.append(table.delta)
     return created
 
@@ -51,22 +57,6 @@ def applied_batch(path: Path, app_id: str) -> int | None:
     if not DeltaTable.is_deltatable(str(path)):
         return None
     return DeltaTable(str(path)).transaction_version(app_id)
-
-
-def write_batch(path: Path, data: pa.Table, app_id: str, batch_id: int,
-                mode: Literal["append", "overwrite"] = "append") -> bool:
-    """Commit `data` as batch `batch_id` of `app_id`, once: a replayed batch is skipped. True if written."""
-    done = applied_batch(path, app_id)
-    if done is not None and done >= batch_id:
-        return False
-    write_deltalake(str(path), data, mode=mode,
-                    commit_properties=CommitProperties(app_transactions=[Transaction(app_id, batch_id)]))
-    return True
-
-
-def overwrite(path: Path, data: pa.Table) -> None:
-    """Replace the table's rows, outside any app's batch sequence (no transaction id)."""
-    write_deltalake(str(path), data, mode="overwrite")
 
 
 def read_rows(path: Path, model: type[ModelT]) -> list[ModelT]:

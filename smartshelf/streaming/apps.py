@@ -4,8 +4,8 @@ State apps keep their state in memory on the driver and commit it, whole, to the
 batch's Delta transaction (app id, batch id). That commit is the state's durable point: after a crash Spark
 replays the last uncommitted batch; if its Delta commit had happened, the state already holds it and only
 its outputs are published again (same values, compacted topics), else it is applied now. So every event's
-effect lands exactly once. (The compacted topics are mirrors here: Tansu has no Kafka transactions to make
-a topic write atomic with anything else, while a Delta commit is atomic with its transaction id.)
+effect lands exactly once. (The compacted topics are mirrors: a Kafka write is not atomic with a Delta commit,
+while a Delta commit is atomic with its transaction id.)
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ class RawSink:
     def handle(self, io: BatchIO, batch_id: int, received: list[Received], output: BatchOutput) -> None:
         schema = table(self.table_name).schema
         records = [r.record for r in received if r.topic in self.topics]  # a state app may read other topics too
-        delta.write_batch(_delta_path(io, self.table_name), delta.to_arrow(schema, records), self.name, batch_id)
+        io.delta.write_batch(_delta_path(io, self.table_name), delta.to_arrow(schema, records), self.name, batch_id)
 
 
 Problem = tuple[Received, str]  # an event the state could not take as it is, and why (→ dead_letters)
@@ -114,7 +114,7 @@ class StateApp:
             # published before the commit: a crash may repeat them (at least once), never lose them
             io.publish(BatchOutput({DEAD_LETTERS: [_letter(io, item, reason) for item, reason in problems]}))
             rows = [self.state[k] for k in sorted(self.state)]
-            delta.write_batch(path, delta.to_arrow(table(self.state_table).schema, rows), self.name, batch_id,
+            io.delta.write_batch(path, delta.to_arrow(table(self.state_table).schema, rows), self.name, batch_id,
                               mode="overwrite")
             if io.settings.crash_point == "spark.after_delta":  # drill: committed, not published
                 os._exit(137)

@@ -1,5 +1,5 @@
 """What every app's foreachBatch shares: decoding and validating the batch, dead letters, Delta writes once
-per (app, batch), publishing to topics, and reporting progress to the lockstep clock.
+per (app, batch) through delta-spark, publishing to topics, and reporting progress to the lockstep clock.
 
 Processing happens on the driver, in Python, over the collected batch: the batches of this store are small
 (a simulated hour is ~2k events), and the rules are the same pure functions the tests check, so a batch is
@@ -15,11 +15,12 @@ from datetime import datetime
 from typing import NamedTuple
 
 import pyarrow as pa
-
 from pydantic import BaseModel
+from pyspark.sql import SparkSession
 
 from smartshelf.adapters.kafka import KafkaAdapter, Outgoing, send_and_wait
 from smartshelf.adapters.redis_clock import SimClock, redis_client
+from smartshelf.adapters.spark_delta import SparkDelta
 from smartshelf.ingress import Rejection, dead_letter, parse_record
 from smartshelf.registry import DEAD_LETTERS, topic
 from smartshelf.settings import Settings
@@ -61,9 +62,10 @@ class BatchOutput:
 class BatchIO:
     """The connections an app keeps across batches (driver side)."""
 
-    def __init__(self, settings: Settings, app_name: str) -> None:
+    def __init__(self, settings: Settings, app_name: str, spark: SparkSession) -> None:
         self.settings = settings
         self.app_name = app_name
+        self.delta = SparkDelta(spark)
         self.kafka = KafkaAdapter(settings.kafka_bootstrap_servers)
         self.producer = self.kafka.producer(max_in_flight_requests_per_connection=1)
         self.clock = SimClock(redis_client(settings))

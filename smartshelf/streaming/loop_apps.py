@@ -63,7 +63,7 @@ class LoopApp(Generic[StateT]):
             # crash in the very first batch is deduplicated like any other
             first = AppStateRow(app=self.name, state=self.initial(io).model_dump_json(),
                                 output_ends=json.dumps(io.end_offsets(self.outputs)))
-            delta.overwrite(path, delta.to_arrow(AppStateRow, [first]))
+            io.delta.overwrite(path, delta.to_arrow(AppStateRow, [first]))
             rows = [first]
         self.state = self.state_model.model_validate_json(rows[0].state)  # type: ignore[assignment]
         self.output_ends = json.loads(rows[0].output_ends)
@@ -88,7 +88,7 @@ class LoopApp(Generic[StateT]):
         io.publish(BatchOutput(records))
         for table_name, rows in effects.rows.items():
             described = table(table_name)
-            delta.write_batch(delta.table_path(io.settings.delta_dir, described),
+            io.delta.write_batch(delta.table_path(io.settings.delta_dir, described),
                               delta.to_arrow(described.schema, rows), self.name, batch_id)
         if io.settings.crash_point == "spark.loop_after_publish" and any(records.values()) \
                 and io.drill_once("loop_after_publish"):
@@ -96,7 +96,7 @@ class LoopApp(Generic[StateT]):
         if any(records.values()):  # else the ends recorded before still bound what it has published
             self.output_ends = io.end_offsets(self.outputs)
         row = AppStateRow(app=self.name, state=self.state.model_dump_json(), output_ends=json.dumps(self.output_ends))
-        delta.write_batch(path, delta.to_arrow(AppStateRow, [row]), self.name, batch_id, mode="overwrite")
+        io.delta.write_batch(path, delta.to_arrow(AppStateRow, [row]), self.name, batch_id, mode="overwrite")
 
 
 def _not_yet_published(records: dict[str, list[BaseModel]], published: dict[str, set[str]]

@@ -44,7 +44,7 @@ def start_query(spark: SparkSession, settings: Settings, app: StreamingApp, io: 
 def start_group(spark: SparkSession, settings: Settings, name: str, apps: list[StreamingApp],
                 io: BatchIO | None = None) -> StreamingQuery:
     """A query reading the topics of all `apps`, each batch handed to every app (its topics' records)."""
-    io = io or BatchIO(settings, name)
+    io = io or BatchIO(settings, name, spark)
     topics = sorted({t for app in apps for t in app.topics})
     validates = {t for app in apps for t in app.validates}
     for app in apps:  # the lockstep clock follows each app by name
@@ -61,8 +61,7 @@ def start_group(spark: SparkSession, settings: Settings, name: str, apps: list[S
         for app in apps:
             io.report_progress([r for r in records if r.topic in app.topics], app.name)
 
-    source = (spark.readStream.format(settings.kafka_format)
-              .options(**kafka_options(settings, topics)).load())
+    source = spark.readStream.format("kafka").options(**kafka_options(settings, topics)).load()
     return (source.writeStream.queryName(name).foreachBatch(each_batch)
             .option("checkpointLocation", str(settings.run_dir / "checkpoints" / name))
             .trigger(processingTime=f"{settings.spark_trigger_ms} milliseconds").start())
@@ -92,7 +91,7 @@ def run(settings: Settings, names: Iterable[str] | None = None) -> None:
     groups = query_groups(settings, apps)
     with life.beating():
         spark = spark_session(settings)
-        ios = {name: BatchIO(settings, name) for name in groups}
+        ios = {name: BatchIO(settings, name, spark) for name in groups}
         queries = {name: start_group(spark, settings, name, select_apps(members), ios[name])
                    for name, members in groups.items()}
     restarts = dict.fromkeys(queries, 0)

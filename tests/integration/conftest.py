@@ -15,7 +15,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="session")
 def stack() -> Iterator[Settings]:
-    """One real embedded stack (S3, Tansu, PostgreSQL, Redis) on free ports for the whole test session."""
+    """One real embedded stack (Apache Kafka, PostgreSQL, Redis) on free ports for the whole test session."""
     run_dir = make_run_dir("smartshelf-stack-")
     settings = isolated_settings(run_dir)
     try:

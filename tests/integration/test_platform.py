@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import subprocess
 import threading
-import urllib.request
+import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import psycopg2
 import pytest
 import redis
+from kafka.admin import KafkaAdminClient, NewTopic
 
 from smartshelf.adapters.kafka import KafkaAdapter, TopicConfig
 from smartshelf.errors import SmartShelfError
@@ -41,7 +43,7 @@ def _new_topic(adapter: KafkaAdapter, partitions: int = 3) -> str:
 
 def test_every_server_is_healthy(stack: Settings) -> None:
     rows = supervisor.status(stack)
-    assert [r.name for r in rows] == ["s3", "kafka", "postgres", "redis"]
+    assert [r.name for r in rows] == ["kafka", "postgres", "redis"]
     assert all(r.healthy for r in rows), rows
     assert all(r.rss_mb and r.rss_mb > 1 for r in rows)
 
@@ -51,68 +53,16 @@ def test_broker_round_trip_of_10k_messages(stack: Settings) -> None:
     topic = _new_topic(adapter)
     _produce(adapter, topic, 10_000)
     ends = adapter.end_offsets(adapter.partitions_for(topic))
-    assert sum(ends.values()) == 10_000  # the corrected high watermark, not Tansu's under-reported one
+    assert sum(ends.values()) == 10_000
     values = _read_values(adapter, topic)
     assert sorted(values) == sorted(f"message-{i}".encode() for i in range(10_000))
     assert adapter.ensure_topics([TopicConfig(topic, 3, compacted=False)]) == []  # idempotent
     adapter.close()
 
 
-def test_a_partition_of_more_than_1000_stored_batches_stays_readable(stack: Settings) -> None:
-    """Tansu stores each produced batch as an S3 object and lists them to fetch; a listing of more than 1,000
-    objects needs a continuation token, which s3rver could not make under OpenSSL 3 (HTTP 500: fetches failed)."""
-    adapter = KafkaAdapter(stack.kafka_bootstrap_servers)
-    topic = _new_topic(adapter, partitions=1)
-    producer = adapter.producer(linger_ms=0)
-    for i in range(1_050):  # one batch each
-        producer.send(topic, value=f"message-{i}".encode()).get(timeout=30)
-    producer.close()
-    partition = adapter.partitions_for(topic)
-    tail = [r.value for r in adapter.read(partition, start={partition[0]: 1_040}, timeout_s=30)]
-    assert tail == [f"message-{i}".encode() for i in range(1_040, 1_050)]
-    assert len(_read_values(adapter, topic)) == 1_050
-    adapter.close()
-
-
-def _s3(stack: Settings, method: str, key: str, body: bytes | None = None) -> bytes:
-    request = urllib.request.Request(f"http://127.0.0.1:{stack.s3_port}/tansu/{key}", data=body, method=method)
-    with urllib.request.urlopen(request, timeout=30) as answer:
-        return bytes(answer.read())
-
-
-def test_an_s3_object_read_while_it_is_rewritten_is_read_whole(stack: Settings) -> None:
-    """Tansu rewrites each partition's watermark object in place and reads it on every produce. s3rver wrote an
-    object in place, so a read racing a write got an empty or partial object (Tansu: "EOF while parsing a value",
-    a refused produce)."""
-    key = f"race/{uuid.uuid4().hex[:8]}.json"
-    versions = [b'{"v": %d, "pad": "%s"}' % (i, b"x" * (i * 997 % 60_000)) for i in range(40)]
-    _s3(stack, "PUT", key, versions[0])
-    torn: list[bytes] = []
-    writing = threading.Event()
-    writing.set()
-
-    def read_until_written() -> None:
-        while writing.is_set():
-            body = _s3(stack, "GET", key)
-            if body not in versions:
-                torn.append(body)
-
-    readers = [threading.Thread(target=read_until_written) for _ in range(4)]
-    for reader in readers:
-        reader.start()
-    for _ in range(5):
-        for version in versions:
-            _s3(stack, "PUT", key, version)
-    writing.clear()
-    for reader in readers:
-        reader.join()
-    assert not torn, f"{len(torn)} torn reads, e.g. {torn[0][:80]!r} ({len(torn[0])} bytes)"
-    assert _s3(stack, "GET", key) == versions[-1]
-
-
 def test_end_offsets_stay_right_when_asked_again_and_again(stack: Settings) -> None:
-    """The lockstep and the Spark source ask one adapter for end offsets over and over, with empty partitions
-    among them (a reused probe consumer once answered stale values, then none at all)."""
+    """The lockstep clock asks one adapter for end offsets over and over, with empty partitions among them: the
+    adapter's one reused metadata consumer must answer the current high watermarks every time."""
     adapter = KafkaAdapter(stack.kafka_bootstrap_servers)
     busy, empty = _new_topic(adapter, partitions=2), f"c_{uuid.uuid4().hex[:8]}"
     adapter.ensure_topics([TopicConfig(empty, 1, compacted=True)])
@@ -141,6 +91,126 @@ def test_broker_kill_9_and_restart_loses_nothing(stack: Settings) -> None:
     values = _read_values(adapter, topic)
     assert sorted(values) == sorted(f"message-{i}".encode() for i in range(6_000))
     adapter.close()
+
+
+def test_broker_kill_9_while_producing_loses_nothing_acknowledged(stack: Settings) -> None:
+    """A producer (acks=all, idempotent) sends from a thread while the broker is killed with -9 and restarted:
+    every record whose send was acknowledged is in the log afterwards, once. Kafka acknowledges once the record
+    is in the page cache, which a killed process leaves intact."""
+    adapter = KafkaAdapter(stack.kafka_bootstrap_servers)
+    topic = _new_topic(adapter)
+    acked: list[bytes] = []
+    failed: list[Exception] = []
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def on_ack(value: bytes) -> Callable[[object], None]:
+        def record(_metadata: object) -> None:
+            with lock:
+                acked.append(value)
+        return record
+
+    def on_error(error: Exception) -> None:
+        with lock:
+            failed.append(error)
+
+    def produce() -> None:
+        producer = adapter.producer(acks="all", request_timeout_ms=5_000, delivery_timeout_ms=60_000,
+                                    max_block_ms=60_000, reconnect_backoff_max_ms=500)
+        i = 0
+        try:
+            while not stop.is_set():
+                for _ in range(100):  # ~10k records/s at most: load, without an unbounded backlog
+                    value = f"message-{i}".encode()
+                    future = producer.send(topic, key=f"k{i % 97}".encode(), value=value)
+                    future.add_callback(on_ack(value)).add_errback(on_error)
+                    i += 1
+                time.sleep(0.01)
+            producer.flush(timeout=90)
+        finally:
+            producer.close(timeout=10)
+
+    def acked_count() -> int:
+        with lock:
+            return len(acked)
+
+    def wait_for(predicate: Callable[[], bool], what: str, timeout_s: float = 60) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not predicate():
+            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            time.sleep(0.05)
+
+    producer_thread = threading.Thread(target=produce, name="kill9-producer")
+    producer_thread.start()
+    try:
+        wait_for(lambda: acked_count() >= 3_000, "3,000 acknowledged records before the kill")
+        supervisor.kill_hard(stack, "kafka")
+        acked_before_kill = acked_count()
+        assert not next(r for r in supervisor.status(stack) if r.name == "kafka").running
+        time.sleep(1)  # the producer keeps sending into a dead broker
+        supervisor.start(stack, ["kafka"])
+        wait_for(lambda: acked_count() >= acked_before_kill + 3_000, "3,000 more acknowledged after the restart")
+    finally:
+        stop.set()
+        producer_thread.join(timeout=120)
+    assert not producer_thread.is_alive()
+
+    values = _read_values(adapter, topic)
+    adapter.close()
+    with lock:
+        acknowledged = list(acked)
+    missing = set(acknowledged) - set(values)
+    assert not missing, f"{len(missing)} of {len(acknowledged)} acknowledged records lost, e.g. {sorted(missing)[:3]}"
+    assert len(values) == len(set(values)), "the idempotent producer wrote duplicates across the restart"
+    assert acked_before_kill >= 3_000 and len(acknowledged) >= acked_before_kill + 3_000, failed[:3]
+
+
+def test_compacted_topics_are_compacted(stack: Settings) -> None:
+    """Many updates to a few keys, on a topic whose segments roll every 100 ms and whose log is cleanable at once:
+    the log cleaner leaves only the latest value of each key in the segments it has cleaned."""
+    adapter = KafkaAdapter(stack.kafka_bootstrap_servers)
+    topic = f"c_{uuid.uuid4().hex[:8]}"
+    admin = KafkaAdminClient(bootstrap_servers=stack.kafka_bootstrap_servers)
+    try:
+        admin.create_topics([NewTopic(topic, 1, 1, topic_configs={
+            "cleanup.policy": "compact",
+            "segment.ms": "100",
+            "segment.bytes": str(1 << 20),  # the smallest Kafka 4 accepts; segment.ms is what rolls here
+            "min.cleanable.dirty.ratio": "0.01",
+            "min.compaction.lag.ms": "0",
+            "delete.retention.ms": "100",
+        })])
+    finally:
+        admin.close()
+    keys, updates = 20, 200
+    producer = adapter.producer(acks="all")
+    for update in range(updates):
+        for key in range(keys):
+            producer.send(topic, key=f"key-{key}".encode(), value=f"key-{key}:{update}".encode())
+        if update % 20 == 19:
+            producer.flush()
+            time.sleep(0.15)  # the next record starts a new segment
+    producer.flush()
+    written = keys * updates
+    latest = {f"key-{key}".encode(): f"key-{key}:{updates - 1}".encode() for key in range(keys)}
+
+    # the active segment is never cleaned: keep a tick flowing on its own key, so the updates' segments roll and
+    # become cleanable; the cleaner looks again every log.cleaner.backoff.ms (15 s by default)
+    deadline, ticks = time.monotonic() + 90, 0
+    while True:
+        producer.send(topic, key=b"tick", value=b"%d" % ticks).get(timeout=30)
+        ticks += 1
+        records = list(adapter.read(adapter.partitions_for(topic)))
+        updates_left = [(r.key, r.value) for r in records if r.key != b"tick"]
+        if len(updates_left) == keys or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    producer.close()
+    adapter.close()
+    assert len(updates_left) == keys, f"{len(updates_left)} of {written} updates still in the log after 90 s"
+    assert dict(updates_left) == latest
+    assert len(records) < written // 10
+    assert records[-1].value == b"%d" % (ticks - 1)
 
 
 def test_postgres_round_trip_and_kill_9(stack: Settings) -> None:
@@ -173,7 +243,7 @@ def test_whole_stack_restart_keeps_topics_and_messages(stack: Settings) -> None:
     topic = _new_topic(adapter, partitions=1)
     _produce(adapter, topic, 100)
     adapter.close()
-    assert supervisor.stop(stack) == ["redis", "postgres", "kafka", "s3"]
+    assert supervisor.stop(stack) == ["redis", "postgres", "kafka"]
     supervisor.start(stack)
     adapter = KafkaAdapter(stack.kafka_bootstrap_servers)
     assert topic in adapter.list_topics()

@@ -18,9 +18,9 @@ from smartshelf.settings import Settings
 
 def test_select_adds_dependencies_in_start_order() -> None:
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
-    assert [s.name for s in supervisor.select(settings, ["kafka"])] == ["s3", "kafka"]
-    assert [s.name for s in supervisor.select(settings, ["redis", "kafka"])] == ["s3", "kafka", "redis"]
-    assert [s.name for s in supervisor.select(settings, None)] == ["s3", "kafka", "postgres", "redis"]
+    assert [s.name for s in supervisor.select(settings, ["kafka"])] == ["kafka"]
+    assert [s.name for s in supervisor.select(settings, ["redis", "kafka"])] == ["kafka", "redis"]
+    assert [s.name for s in supervisor.select(settings, None)] == ["kafka", "postgres", "redis"]
     with pytest.raises(SmartShelfError, match="unknown server 'zookeeper'"):
         supervisor.select(settings, ["zookeeper"])
 
