@@ -80,16 +80,12 @@ class Watch(BaseModel):
 
 @dataclass
 class Effects:
-    """What a step decided: records to publish (topic -> values) and rows for Delta tables (table -> rows)."""
+    """What a step decided: records to publish (topic -> values); the lake sink writes them to Delta."""
 
     records: dict[str, list[BaseModel]] = field(default_factory=dict)
-    rows: dict[str, list[BaseModel]] = field(default_factory=dict)
 
     def publish(self, topic_name: str, *values: BaseModel) -> None:
         self.records.setdefault(topic_name, []).extend(values)
-
-    def store(self, table_name: str, *values: BaseModel) -> None:
-        self.rows.setdefault(table_name, []).extend(values)
 
 
 def _alert(kind: str, location: Literal["store", "warehouse"], severity: Literal["info", "warning", "critical"],
@@ -132,7 +128,6 @@ def _plan_restock(watch: Watch, shelf_id: str, ts: datetime, config: StoreConfig
     plan = ShelfRestockPlan(plan_id=f"rp-{shelf_id}-{_stamp(ts)}", shelf_id=shelf_id, quantity=wanted,
                             status="planned", created_ts=ts, updated_ts=ts)
     effects.publish("shelf_restock_plan", plan)
-    effects.store("shelf_restock_plan", plan)
     return watch.model_copy(update={"open_plan": plan.plan_id, "blocked_until": None})
 
 
@@ -209,7 +204,6 @@ def _plan_supply(watch: Watch, shelf_id: str, ts: datetime, config: StoreConfig,
         expected_delivery_date=ts.date() + timedelta(days=max(policy.lead_time_days, 1)),
         created_ts=ts, updated_ts=ts)
     effects.publish("wh_supplier_plan", plan)
-    effects.store("wh_supplier_plan", plan)
     return watch.model_copy(update={"open_plan": plan.plan_id})
 
 
@@ -317,7 +311,6 @@ def place_order(plan: WarehouseSupplierPlan, config: StoreConfig, effects: Effec
                           batches=plan.batches_to_order, quantity=plan.quantity, ordered_ts=plan.created_ts,
                           expected_delivery_ts=datetime.combine(plan.expected_delivery_date, time(delivery_hour)),
                           status="open")
-    effects.store("wh_supplier_orders", order)
     effects.publish("wh_supplier_orders", order)
     effects.publish("wh_supplier_plan", plan.model_copy(update={"status": "ordered", "updated_ts": plan.created_ts}))
     return order
@@ -338,10 +331,8 @@ def deliveries_due(orders: dict[str, SupplierOrder], plans: dict[str, WarehouseS
             quantity=order.quantity, received_date=at.date(), expiry_date=expiry, reference=order.order_id, ts=at))
         receipt = SupplierReceipt(receipt_id=f"sr-{order.order_id}", order_id=order.order_id, shelf_id=order.shelf_id,
                                   batch_code=batch_code, quantity=order.quantity, received_ts=at, expiry_date=expiry)
-        effects.store("wh_supplier_receipts", receipt)
         effects.publish("wh_supplier_receipts", receipt)
         received = order.model_copy(update={"status": "received"})
-        effects.store("wh_supplier_orders", received)
         effects.publish("wh_supplier_orders", received)
         plan = plans.pop(order.plan_id)
         effects.publish("wh_supplier_plan", plan.model_copy(update={"status": "received", "updated_ts": at}))
@@ -374,7 +365,6 @@ def near_expiry_discounts(lots: Iterable[ShelfBatchState], day: date, at: dateti
             discount = DailyDiscount(shelf_id=lot.shelf_id, discount_date=day, discount=policy.near_expiry_discount,
                                      reason="near_expiry")
             effects.publish("daily_discounts", discount)
-            effects.store("daily_discounts", discount)
 
 
 def remove_expired(shelf_lots: Iterable[ShelfBatchState], wh_lots: Iterable[WarehouseBatchState], day: date,

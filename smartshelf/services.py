@@ -39,7 +39,6 @@ SERVICES: tuple[Service, ...] = (
     Service("producers", Profile.PRODUCERS, "producers", "the store's sensors: foot traffic, shelf, POS → Redis Streams"),
     Service("redis-kafka-bridge", Profile.PRODUCERS, "bridge", "Redis Streams → Kafka, exactly once; dead letters"),
     # compose runs one container per app, as the reference did; embedded, one SparkSession runs them all
-    Service("foot-traffic-raw-sink", Profile.SPARK, "spark", "foot_traffic → delta/raw/foot_traffic"),
     Service("shelf-aggregator", Profile.SPARK, "spark", "shelf_events → shelf_state (Delta, compacted topic)"),
     Service("batch-state-updater", Profile.SPARK, "spark", "pos_transactions → shelf_batch_state, FIFO by expiry"),
     Service("wh-aggregator", Profile.SPARK, "spark", "wh_events → wh_state (Delta, compacted topic)"),
@@ -52,7 +51,8 @@ SERVICES: tuple[Service, ...] = (
     Service("wh-supplier-manager", Profile.SPARK, "spark", "wh_supplier_plan → supplier orders; deliveries → wh_events (wh_in), receipts"),
     Service("daily-discount-manager", Profile.SPARK, "spark", "near-expiry lots → daily_discounts (STORE_OPS_HOUR)"),
     Service("removal-scheduler", Profile.SPARK, "spark", "expired lots → staff pickups and wh_removal, expired alerts (STORE_OPS_HOUR)"),
-    Service("alerts-sink", Profile.SPARK, "spark", "alerts → delta/ops/alerts"),
+    Service("lake-sink", Profile.SPARK, "spark",
+            "event, ops and analytics topics → Delta raw/ops/analytics (delta-spark: appends, merges by key)"),
     # the PostgreSQL mirror: embedded, one Python worker runs every connector config
     Service("kafka-connect", Profile.CONNECT, "connect", "Kafka Connect with the JDBC connector: topics ↔ PostgreSQL"),
     Service("connect-init", Profile.CONNECT, "connect", "registers the JDBC connector configs over Connect's REST API (one-shot)"),

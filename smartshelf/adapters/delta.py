@@ -1,16 +1,18 @@
-"""Delta Lake outside Spark (delta-rs): the lake layout bootstrapped from the registry's schemas, and reads.
+"""Delta Lake from the driver (delta-rs): the lake layout bootstrapped from the registry's schemas, the apps'
+durable state committed once per (app, batch), and reads for whatever runs no Spark (dashboard, checks).
 
-The streaming apps write through delta-spark inside their Spark session (smartshelf.adapters.spark_delta); the
-dashboard, the checks and the init job, which run no Spark, use this module on the same tables."""
+The lake layers that mirror topics (raw, ops, analytics) are written inside Spark by delta-spark
+(smartshelf.adapters.spark_delta). The state commits stay here, on the lockstep's critical path: a delta-rs
+commit takes ~20 ms, a delta-spark one ~0.6-1 s on this machine (docs/architecture.md, "Delta through Spark")."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 import pyarrow as pa
-from deltalake import DeltaTable, TableFeatures
+from deltalake import CommitProperties, DeltaTable, TableFeatures, Transaction, write_deltalake
 from pydantic import BaseModel
 
 from smartshelf.registry import APP_STATE_DIR, TABLES, Table
@@ -57,6 +59,22 @@ def applied_batch(path: Path, app_id: str) -> int | None:
     if not DeltaTable.is_deltatable(str(path)):
         return None
     return DeltaTable(str(path)).transaction_version(app_id)
+
+
+def write_batch(path: Path, data: pa.Table, app_id: str, batch_id: int,
+                mode: Literal["append", "overwrite"] = "append") -> bool:
+    """Commit `data` as batch `batch_id` of `app_id`, once: a replayed batch is skipped. True if written."""
+    done = applied_batch(path, app_id)
+    if done is not None and done >= batch_id:
+        return False
+    write_deltalake(str(path), data, mode=mode,
+                    commit_properties=CommitProperties(app_transactions=[Transaction(app_id, batch_id)]))
+    return True
+
+
+def overwrite(path: Path, data: pa.Table) -> None:
+    """Replace the table's rows, outside any app's batch sequence (no transaction id)."""
+    write_deltalake(str(path), data, mode="overwrite")
 
 
 def read_rows(path: Path, model: type[ModelT]) -> list[ModelT]:

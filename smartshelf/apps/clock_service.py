@@ -42,7 +42,8 @@ class Lockstep:
         self.on_wait = on_wait
         self._partitions: dict[str, list[TopicPartition]] = {}
 
-    def _ends(self, topics: set[str]) -> dict[str, int]:
+    def ends(self, topics: set[str]) -> dict[str, int]:
+        """"topic:partition" -> end offset, for every partition of these topics."""
         partitions = []
         for name in sorted(topics):
             if name not in self._partitions:
@@ -62,10 +63,10 @@ class Lockstep:
                 if not readers:
                     return True
                 topics = {t for read in readers.values() for t in read}
-                ends = self._ends(topics)
+                ends = self.ends(topics)
                 positions = {n: self.clock.positions(n) for n in readers}
                 behind = c.behind_offsets(positions, readers, ends)
-                if not behind and self._ends(topics) == ends:  # and nobody wrote more meanwhile
+                if not behind and self.ends(topics) == ends:  # and nobody wrote more meanwhile
                     return True
             if time.monotonic() - last_report > REPORT_STUCK_EVERY_S:
                 self.on_wait(behind)

@@ -72,7 +72,7 @@ class AlertFeed:
     def __init__(self, settings: Settings) -> None:
         self.kafka = KafkaAdapter(settings.kafka_bootstrap_servers)
         partitions = self.kafka.partitions_for(topic(ALERTS).name)
-        ends = self.kafka.end_offsets(partitions)  # the true ends (the broker's ListOffsets under-reports them)
+        ends = self.kafka.end_offsets(partitions)  # where the alerts end now: those after are timed
         self.seen = sum(ends.values())  # every alert so far (none is sent twice)
         self.consumer: KafkaConsumer = self.kafka.consumer()
         self.consumer.assign(partitions)

@@ -141,8 +141,10 @@ class KafkaBroker(Server):
             "share.coordinator.state.topic.replication.factor": "1",
             "share.coordinator.state.topic.min.isr": "1",
             "group.initial.rebalance.delay.ms": "0",
-            # bounded disk: append-only topics keep 7 days or 1 GiB per partition (registry topics may say less)
-            "log.retention.hours": "168",
+            # bounded disk by size only: append-only topics keep at most 1 GiB per partition. Not by time: records
+            # carry simulated event times (a demo starts in 2025), which time-based retention would delete at
+            # its first check, unread (seen: the producers' feedback reads stopped at a moved log start)
+            "log.retention.ms": "-1",
             "log.retention.bytes": str(1 << 30),
             "log.segment.bytes": str(64 << 20),
             "log.cleaner.dedupe.buffer.size": str(32 << 20),

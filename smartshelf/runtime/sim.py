@@ -22,6 +22,7 @@ from smartshelf.adapters.redis_clock import SimClock, redis_client
 from smartshelf.apps.clock_service import Lockstep
 from smartshelf.apps.producers import NAME as PRODUCERS
 from smartshelf.apps.producers import load_state, read_feedback
+from smartshelf import clock as c
 from smartshelf.clock import ClockMode
 from smartshelf.datagen import generate_store, write_store
 from smartshelf.errors import SmartShelfError
@@ -55,8 +56,28 @@ class ShelfLotKey(NamedTuple):
 def _participants_expected() -> set[str]:
     from smartshelf.apps.bridge import NAME as BRIDGE
     from smartshelf.streaming.apps import all_apps
+    from smartshelf.streaming.runner import LAKE_SINK
 
-    return {PRODUCERS, BRIDGE, *all_apps()}
+    return {PRODUCERS, BRIDGE, *all_apps()} - {LAKE_SINK}
+
+
+def wait_for_lake(settings: Settings, timeout_s: float = SETTLE_TIMEOUT_S) -> None:
+    """Wait until the lake sink has written what its topics hold now (the clock does not wait for it)."""
+    from smartshelf.streaming.apps import all_apps
+    from smartshelf.streaming.runner import LAKE_SINK
+
+    topics = set(all_apps()[LAKE_SINK].topics)
+    clock = SimClock(redis_client(settings))
+    kafka = KafkaAdapter(settings.kafka_bootstrap_servers)
+    deadline = time.monotonic() + timeout_s
+    try:
+        ends = Lockstep(clock, kafka, lambda behind: None).ends(topics)
+        while c.behind_offsets({LAKE_SINK: clock.positions(LAKE_SINK)}, {LAKE_SINK: sorted(topics)}, ends):
+            if time.monotonic() > deadline:
+                raise SmartShelfError(f"the lake sink did not catch up with its topics in {timeout_s:.0f}s")
+            time.sleep(POLL_S / 5)
+    finally:
+        kafka.close()
 
 
 def _check_services(settings: Settings, names: tuple[str, ...]) -> None:
@@ -212,6 +233,7 @@ def check(settings: Settings, watermark: datetime | None = None) -> Checks:
     if last is None:
         raise SmartShelfError("check: the producers have written no world state yet")
     world = world_as_told(settings, last)
+    wait_for_lake(settings)  # the sales and the moves are read from the lake
     twin = Twin.read(settings, store)
     sales = _rows(settings, "raw_pos_transactions", PosTransaction)
     moves = Moves.read(settings)

@@ -20,7 +20,7 @@ from pydantic import BaseModel
 from smartshelf import rules
 from smartshelf.adapters import delta
 from smartshelf.ingress import dead_letter
-from smartshelf.registry import DEAD_LETTERS, table, topic
+from smartshelf.registry import DEAD_LETTERS, TABLES, table, topic
 from smartshelf.schemas import (DeadLetter, PosTransaction, ShelfBatchState, ShelfEvent, ShelfProfile, ShelfState,
                                 WarehouseBatchState, WarehouseEvent, WarehouseState)
 from smartshelf.store import StoreData
@@ -42,20 +42,30 @@ def _delta_path(io: BatchIO, table_name: str) -> Path:
     return delta.table_path(io.settings.delta_dir, table(table_name))
 
 
-class RawSink:
-    """An event stream, as it arrived (validated), appended to its raw Delta table once per batch."""
+class LakeSink:
+    """The lake layers that mirror topics, written by delta-spark in a query of their own (the runner's lake
+    query): each append-only topic's valid records appended to its Delta table once per batch, each compacted
+    topic's merged by key (its table holds the latest value per key, as the topic does once compacted)."""
 
-    def __init__(self, name: str, table_name: str) -> None:
-        topic_name = table(table_name).topic
-        assert topic_name is not None, f"raw table {table_name} names no topic"
-        self.name = name
-        self.topics = self.validates = (topic_name,)
-        self.table_name = table_name
+    name = "lake-sink"
+
+    def __init__(self, validates: tuple[str, ...]) -> None:
+        self.tables = {t.topic: t for t in TABLES
+                       if t.delta is not None and t.topic is not None and t.name not in STATE_TABLES}
+        self.topics = tuple(sorted(self.tables))
+        self.validates = validates
 
     def handle(self, io: BatchIO, batch_id: int, received: list[Received], output: BatchOutput) -> None:
-        schema = table(self.table_name).schema
-        records = [r.record for r in received if r.topic in self.topics]  # a state app may read other topics too
-        io.delta.write_batch(_delta_path(io, self.table_name), delta.to_arrow(schema, records), self.name, batch_id)
+        by_topic: dict[str, list[BaseModel]] = {}
+        for item in received:
+            by_topic.setdefault(item.topic, []).append(item.record)
+        for topic_name, records in sorted(by_topic.items()):
+            described = self.tables[topic_name]
+            path, data = _delta_path(io, described.name), delta.to_arrow(described.schema, records)
+            if topic(topic_name).compacted:
+                io.lake.upsert(path, data, described.key)
+            else:
+                io.lake.append_batch(path, data, self.name, batch_id)
 
 
 Problem = tuple[Received, str]  # an event the state could not take as it is, and why (→ dead_letters)
@@ -69,12 +79,10 @@ class StateApp:
     validates: ClassVar[tuple[str, ...]]
     state_table: ClassVar[str]  # registry table name; the table's topic is the compacted output
     initial_field: ClassVar[str]  # the rules.InitialStates field the state starts from
-    raw_table: ClassVar[str | None] = None  # registry raw table its input topic is also appended to
 
     def __init__(self) -> None:
         self.state: dict[str, BaseModel] | None = None
         self.sim_start = datetime.min  # set with the state, from the settings
-        self.raw = RawSink(f"{self.name}:raw", self.raw_table) if self.raw_table else None
 
     def initial(self, store: StoreData, start: datetime) -> list[BaseModel]:
         """The state as the store opened."""
@@ -101,8 +109,6 @@ class StateApp:
         return {self._key(row): row for row in rows}
 
     def handle(self, io: BatchIO, batch_id: int, received: list[Received], output: BatchOutput) -> None:
-        if self.raw is not None:
-            self.raw.handle(io, batch_id, received, output)
         path = _delta_path(io, self.state_table)
         if self.state is None:
             self.state, self.sim_start = self._load(io), io.settings.sim_start
@@ -114,10 +120,11 @@ class StateApp:
             # published before the commit: a crash may repeat them (at least once), never lose them
             io.publish(BatchOutput({DEAD_LETTERS: [_letter(io, item, reason) for item, reason in problems]}))
             rows = [self.state[k] for k in sorted(self.state)]
-            io.delta.write_batch(path, delta.to_arrow(table(self.state_table).schema, rows), self.name, batch_id,
-                              mode="overwrite")
-            if io.settings.crash_point == "spark.after_delta":  # drill: committed, not published
-                os._exit(137)
+            if touched or problems:  # an unchanged state needs no commit: a replay would leave it unchanged too
+                delta.write_batch(path, delta.to_arrow(table(self.state_table).schema, rows), self.name, batch_id,
+                                  mode="overwrite")
+                if io.settings.crash_point == "spark.after_delta":  # drill: committed, not published
+                    os._exit(137)
         else:
             # a replay of a batch committed before a crash: the state already holds it, and which keys it
             # changed cannot be told from the state after it, so the whole state is published again (a few
@@ -151,14 +158,13 @@ class EventByEventApp(StateApp):
 
 
 class ShelfAggregator(EventByEventApp):
-    """shelf_events → shelf_state (Delta cleansed/shelf_state, compacted topic), raw/shelf_events."""
+    """shelf_events → shelf_state (Delta cleansed/shelf_state, compacted topic)."""
 
     name = "shelf-aggregator"
     topics = ("shelf_events", "shelf_profiles")
     validates = topics
     state_table = "shelf_state"
     initial_field = "shelves"
-    raw_table = "raw_shelf_events"
 
     def ordered(self, received: list[Received]) -> list[Received]:
         # reference data first: a batch's events may concern a shelf its profiles add
@@ -188,7 +194,6 @@ class BatchStateUpdater(StateApp):
     validates = ("pos_transactions",)
     state_table = "shelf_batch_state"
     initial_field = "shelf_lots"
-    raw_table = "raw_pos_transactions"
 
     def apply(self, state: dict[str, BaseModel], received: list[Received]) -> tuple[set[str], list[Problem]]:
         lots_by_shelf: dict[str, list[ShelfBatchState]] = {}
@@ -226,14 +231,13 @@ class BatchStateUpdater(StateApp):
 
 
 class WarehouseAggregator(EventByEventApp):
-    """wh_events → wh_state (Delta cleansed/wh_state, compacted topic), raw/wh_events."""
+    """wh_events → wh_state (Delta cleansed/wh_state, compacted topic)."""
 
     name = "wh-aggregator"
     topics = ("wh_events",)
     validates = topics
     state_table = "wh_state"
     initial_field = "warehouse"
-    raw_table = "raw_wh_events"
 
     def step(self, state: dict[str, BaseModel], event: BaseModel) -> Step:
         assert isinstance(event, WarehouseEvent)
@@ -277,15 +281,18 @@ def _letter(io: BatchIO, item: Received, reason: str) -> DeadLetter:
                        item.offset)
 
 
-# the apps that keep the twin's state from the sensors' and the warehouse's events (issue 6's set, benchmarked)
-STATE_APPS = ("foot-traffic-raw-sink", "shelf-aggregator", "batch-state-updater", "wh-aggregator",
-              "wh-batch-state-updater")
+# the state tables: each the durable state of its state app (delta-rs, per batch), not a mirror of its topic
+STATE_TABLES = ("shelf_state", "shelf_batch_state", "wh_state", "wh_batch_state")
+
+# the apps that keep the twin's state from the sensors' and the warehouse's events, and the lake sink that
+# writes their raw events (issue 6's set, benchmarked)
+STATE_APPS = ("lake-sink", "shelf-aggregator", "batch-state-updater", "wh-aggregator", "wh-batch-state-updater")
 
 
 def all_apps() -> dict[str, StreamingApp]:
-    apps: list[StreamingApp] = [
-        RawSink("foot-traffic-raw-sink", "raw_foot_traffic"),
-        ShelfAggregator(), BatchStateUpdater(), WarehouseAggregator(), WarehouseBatchStateUpdater(),
-        *loop_apps(), RawSink("alerts-sink", "alerts"),
-    ]
+    twin: list[StreamingApp] = [ShelfAggregator(), BatchStateUpdater(), WarehouseAggregator(),
+                                WarehouseBatchStateUpdater(), *loop_apps()]
+    validated = {name for app in twin for name in app.validates}
+    lake_topics = LakeSink(()).topics  # the lake reports the invalid records of the topics no twin app reads
+    apps = [*twin, LakeSink(tuple(name for name in lake_topics if name not in validated))]
     return {app.name: app for app in apps}

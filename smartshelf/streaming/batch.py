@@ -1,5 +1,5 @@
-"""What every app's foreachBatch shares: decoding and validating the batch, dead letters, Delta writes once
-per (app, batch) through delta-spark, publishing to topics, and reporting progress to the lockstep clock.
+"""What every app's foreachBatch shares: decoding and validating the batch, dead letters, the lake's delta-spark
+writes, publishing to topics, and reporting progress to the lockstep clock.
 
 Processing happens on the driver, in Python, over the collected batch: the batches of this store are small
 (a simulated hour is ~2k events), and the rules are the same pure functions the tests check, so a batch is
@@ -65,7 +65,7 @@ class BatchIO:
     def __init__(self, settings: Settings, app_name: str, spark: SparkSession) -> None:
         self.settings = settings
         self.app_name = app_name
-        self.delta = SparkDelta(spark)
+        self.lake = SparkDelta(spark)  # the lake sink's delta-spark writes, committed at the end of a batch
         self.kafka = KafkaAdapter(settings.kafka_bootstrap_servers)
         self.producer = self.kafka.producer(max_in_flight_requests_per_connection=1)
         self.clock = SimClock(redis_client(settings))

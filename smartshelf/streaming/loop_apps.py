@@ -7,7 +7,7 @@ ended after its last batch, in one Delta table of its own (delta/apps/<app>), co
 its outputs are published before that commit. After a crash Spark replays the uncommitted batch from the
 committed state, which gives the same outputs (they depend on events and simulated time only); the first batch
 after a start skips those an earlier attempt already published (their ids, read back from the recorded ends).
-So each decision is published exactly once, and its Delta rows are written once per (app, batch).
+So each decision is published exactly once; the lake sink writes the published records to Delta.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pydantic import BaseModel, Field
 
 from smartshelf import loop, rules
 from smartshelf.adapters import delta
-from smartshelf.registry import table, topic
+from smartshelf.registry import topic
 from smartshelf.schemas import (AppStateRow, ClockTick, ShelfBatchState, ShelfEvent, ShelfRestockPlan, ShelfState,
                                 SupplierOrder, WarehouseBatchState, WarehouseEvent, WarehouseState,
                                 WarehouseSupplierPlan)
@@ -42,6 +42,7 @@ class LoopApp(Generic[StateT]):
         self.state: StateT | None = None
         self.config: loop.StoreConfig | None = None
         self.output_ends: dict[str, int] = {}
+        self.committed: AppStateRow | None = None  # the state row of its last Delta commit
         self.first_batch = True
 
     def initial(self, io: BatchIO) -> StateT:
@@ -63,8 +64,9 @@ class LoopApp(Generic[StateT]):
             # crash in the very first batch is deduplicated like any other
             first = AppStateRow(app=self.name, state=self.initial(io).model_dump_json(),
                                 output_ends=json.dumps(io.end_offsets(self.outputs)))
-            io.delta.overwrite(path, delta.to_arrow(AppStateRow, [first]))
+            delta.overwrite(path, delta.to_arrow(AppStateRow, [first]))
             rows = [first]
+        self.committed = rows[0]
         self.state = self.state_model.model_validate_json(rows[0].state)  # type: ignore[assignment]
         self.output_ends = json.loads(rows[0].output_ends)
 
@@ -86,17 +88,15 @@ class LoopApp(Generic[StateT]):
                 {field: end for field, end in self.output_ends.items() if topic(field.rsplit(":", 1)[0]).id_field}))
         self.first_batch = False
         io.publish(BatchOutput(records))
-        for table_name, rows in effects.rows.items():
-            described = table(table_name)
-            io.delta.write_batch(delta.table_path(io.settings.delta_dir, described),
-                              delta.to_arrow(described.schema, rows), self.name, batch_id)
         if io.settings.crash_point == "spark.loop_after_publish" and any(records.values()) \
                 and io.drill_once("loop_after_publish"):
             os._exit(137)  # drill, once per run: the driver dies with the batch published but not committed
         if any(records.values()):  # else the ends recorded before still bound what it has published
             self.output_ends = io.end_offsets(self.outputs)
         row = AppStateRow(app=self.name, state=self.state.model_dump_json(), output_ends=json.dumps(self.output_ends))
-        io.delta.write_batch(path, delta.to_arrow(AppStateRow, [row]), self.name, batch_id, mode="overwrite")
+        if row != self.committed:  # an unchanged state needs no commit: a replay would change nothing either
+            delta.write_batch(path, delta.to_arrow(AppStateRow, [row]), self.name, batch_id, mode="overwrite")
+            self.committed = row
 
 
 def _not_yet_published(records: dict[str, list[BaseModel]], published: dict[str, set[str]]

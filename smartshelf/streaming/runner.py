@@ -1,5 +1,6 @@
-"""Start any subset of the streaming apps in one SparkSession, as one shared query (the default) or one query
-per app (SPARK_QUERY_PER_APP=1), each query with its own checkpoint; stop them cleanly on SIGTERM.
+"""Start any subset of the streaming apps in one SparkSession: the twin's apps as one shared query and the lake
+sink as another (the default), or one query per app (SPARK_QUERY_PER_APP=1), each query with its own
+checkpoint; stop them cleanly on SIGTERM.
 
 A shared query reads the union of the apps' topics once per trigger and hands each app the records of its
 topics; each app still commits its own effects per (app, batch id), so a replay after a crash is skipped by
@@ -33,6 +34,9 @@ MAX_RESTARTS = 3  # per app of a query, per run: a query that keeps failing stop
 
 
 SHARED_QUERY = "smartshelf-apps"
+# the app that runs as a query of its own and that the lockstep clock does not wait for: its delta-spark commits
+# (~0.6-1 s each) would lengthen every tick; what reads the lake waits for it instead (smartshelf.runtime.sim)
+LAKE_SINK = "lake-sink"
 
 
 def start_query(spark: SparkSession, settings: Settings, app: StreamingApp, io: BatchIO | None = None
@@ -47,8 +51,9 @@ def start_group(spark: SparkSession, settings: Settings, name: str, apps: list[S
     io = io or BatchIO(settings, name, spark)
     topics = sorted({t for app in apps for t in app.topics})
     validates = {t for app in apps for t in app.validates}
-    for app in apps:  # the lockstep clock follows each app by name
-        io.clock.register_offset_participant(app.name, app.topics)
+    for app in apps:  # the lockstep clock follows each app of the twin by name; what reads the lake waits for it
+        if app.name != LAKE_SINK:
+            io.clock.register_offset_participant(app.name, app.topics)
 
     def each_batch(frame: DataFrame, batch_id: int) -> None:
         records = source_records(frame.select(*SourceRecord._fields).toArrow())
@@ -57,6 +62,7 @@ def start_group(spark: SparkSession, settings: Settings, name: str, apps: list[S
             mine = [r for r in received if r.topic in app.topics]
             if mine:  # an app whose topics brought nothing has nothing to change or commit
                 app.handle(io, batch_id, mine, output)
+        io.lake.flush()
         io.publish(output)
         for app in apps:
             io.report_progress([r for r in records if r.topic in app.topics], app.name)
@@ -78,10 +84,13 @@ def select_apps(names: Iterable[str] | None) -> list[StreamingApp]:
 
 
 def query_groups(settings: Settings, apps: list[StreamingApp]) -> dict[str, list[str]]:
-    """Query name -> the names of the apps it runs."""
+    """Query name -> the names of the apps it runs: the twin's apps share one query, the lake sink has its own
+    (its delta-spark commits then overlap the twin's next batch instead of lengthening it)."""
     if settings.spark_query_per_app or len(apps) == 1:
         return {app.name: [app.name] for app in apps}
-    return {SHARED_QUERY: [app.name for app in apps]}
+    twin = [app.name for app in apps if app.name != LAKE_SINK]
+    return {**({SHARED_QUERY: twin} if twin else {}),
+            **({LAKE_SINK: [LAKE_SINK]} if len(twin) < len(apps) else {})}
 
 
 def run(settings: Settings, names: Iterable[str] | None = None) -> None:

@@ -109,7 +109,7 @@ def test_scripted_events_give_the_predicted_state(spark_stack: Settings) -> None
 
     spark = spark or spark_session(settings, "test-spark-apps")
     apps = all_apps()
-    queries = [start_query(spark, settings, apps[name]) for name in ("shelf-aggregator", "foot-traffic-raw-sink")]
+    queries = [start_query(spark, settings, apps[name]) for name in ("shelf-aggregator", "lake-sink")]
     for query in queries:
         query.processAllAvailable()
         query.stop()
@@ -159,6 +159,9 @@ def test_scripted_events_give_the_predicted_state(spark_stack: Settings) -> None
         restarted.terminate()
         restarted.wait(timeout=60)
     assert {row.shelf_id: row for row in delta.read_rows(state_path, ShelfState)} == expected
+    lake = start_query(spark, settings, apps["lake-sink"])  # the lake sink goes on from its own checkpoint
+    lake.processAllAvailable()
+    lake.stop()
     raw = delta.read_rows(delta.table_path(settings.delta_dir, table("raw_shelf_events")), ShelfEvent)
     assert sorted(e.event_id for e in raw) == sorted([e.event_id for e in events + more] + ["ghost", "new-1"])
 

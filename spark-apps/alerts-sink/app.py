@@ -1,7 +1,0 @@
-"""Shell: the alerts-sink streaming app alone, as compose runs it (smartshelf.streaming.apps)."""
-
-from smartshelf.settings import get_settings
-from smartshelf.streaming.runner import run
-
-if __name__ == "__main__":
-    run(get_settings(), ["alerts-sink"])

@@ -1,0 +1,7 @@
+"""Shell: the lake-sink streaming app alone, as compose runs it (smartshelf.streaming.apps)."""
+
+from smartshelf.settings import get_settings
+from smartshelf.streaming.runner import run
+
+if __name__ == "__main__":
+    run(get_settings(), ["lake-sink"])
