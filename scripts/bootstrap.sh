@@ -30,7 +30,7 @@ for profile in kafka spark; do
   if [ ! -f "$dest/.resolved" ] || [ conf/jvm/pom.xml -nt "$dest/.resolved" ]; then
     echo "bootstrap: resolving the JVM jars of profile '$profile' from Maven Central into $dest"
     rm -rf "$dest"
-    mvn -q -B -f conf/jvm/pom.xml -P "$profile" dependency:copy-dependencies \
+    mvn -q -B -Dstyle.color=never -f conf/jvm/pom.xml -P "$profile" dependency:copy-dependencies \
       -DincludeScope=runtime -DoutputDirectory="$PWD/$dest"
     touch "$dest/.resolved"
   fi

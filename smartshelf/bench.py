@@ -61,6 +61,8 @@ def _produce_kafka_python(adapter: KafkaAdapter, name: str, records: list[tuple[
     start_s = time.monotonic() - began
     config = {key: producer.config[key] for key in ("acks", "enable_idempotence", "linger_ms", "batch_size",
                                                     "max_in_flight_requests_per_connection", "retries")}
+    if config["retries"] == float("inf"):  # kafka-python's "retry until the delivery timeout"; JSON has no infinity
+        config["retries"] = "unbounded"
     wall, cpu = time.monotonic(), time.process_time()
     futures = [producer.send(name, key=key, value=value) for key, value in records]
     producer.flush()
@@ -378,7 +380,8 @@ def _raw_consume_rate(settings: Settings, start: dict[TopicPartition, int]) -> t
 def bench_spark(base: Settings, warm_days: int = 1, cold_days: int = 1, max_offsets: int | None = None
                 ) -> dict[str, object]:
     """Events/s through Kafka source → validation → state → Delta + compacted topics with every state app
-    running in one SparkSession (in one shared query, as the runner runs them), next to the raw consume rate of the same records in the same run.
+    running in one SparkSession (the twin's apps in one query and the lake sink in another, as the runner runs them),
+    next to the raw consume rate of the same records in the same run.
 
     Day 1 is caught up from cold (session and query start-up included, reported apart). The queries are
     then stopped, the next `warm_days` are produced as a backlog, read once raw, and the queries restarted in the
@@ -388,7 +391,7 @@ def bench_spark(base: Settings, warm_days: int = 1, cold_days: int = 1, max_offs
     from smartshelf.adapters.spark import spark_session
     from smartshelf.registry import SENSOR_TOPICS
     from smartshelf.streaming.apps import STATE_APPS
-    from smartshelf.streaming.runner import SHARED_QUERY, select_apps, start_group
+    from smartshelf.streaming.runner import query_groups, select_apps, start_group
 
     with scratch_stack(base, prefix="smartshelf-bench-") as (settings, _):
         settings = settings.model_copy(update={"max_offsets_per_trigger": max_offsets})
@@ -402,7 +405,8 @@ def bench_spark(base: Settings, warm_days: int = 1, cold_days: int = 1, max_offs
 
         spark = spark_session(settings, "bench-spark")
         began = time.monotonic()
-        queries = [start_group(spark, settings, SHARED_QUERY, select_apps(STATE_APPS))]  # as the runner does
+        groups = query_groups(settings, select_apps(STATE_APPS))  # as the runner does: the twin's and the lake's
+        queries = [start_group(spark, settings, name, select_apps(apps)) for name, apps in groups.items()]
         for query in queries:
             query.processAllAvailable()
         cold_s = time.monotonic() - began
@@ -419,7 +423,7 @@ def bench_spark(base: Settings, warm_days: int = 1, cold_days: int = 1, max_offs
             raise AssertionError(f"bench: read {consumed} records raw, produced {len(warm_events)}")
 
         began = time.monotonic()
-        queries = [start_group(spark, settings, SHARED_QUERY, select_apps(STATE_APPS))]
+        queries = [start_group(spark, settings, name, select_apps(apps)) for name, apps in groups.items()]
         for query in queries:
             query.processAllAvailable()
         warm_s = time.monotonic() - began
@@ -636,5 +640,6 @@ BENCHMARKS = {"broker": bench_broker, "producers": bench_producers, "spark": ben
 def write_result(metrics_dir: Path, result: dict[str, object]) -> Path:
     metrics_dir.mkdir(parents=True, exist_ok=True)
     path = metrics_dir / f"bench_{result['benchmark']}.json"
-    path.write_text(json.dumps({**result, "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S")}, indent=2) + "\n")
+    path.write_text(json.dumps({**result, "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S")}, indent=2,
+                               allow_nan=False) + "\n")
     return path
