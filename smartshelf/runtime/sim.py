@@ -63,10 +63,10 @@ def _participants_expected() -> set[str]:
 
 def wait_for_lake(settings: Settings, timeout_s: float = SETTLE_TIMEOUT_S) -> None:
     """Wait until the lake sink has written what its topics hold now (the clock does not wait for it)."""
-    from smartshelf.streaming.apps import all_apps
+    from smartshelf.streaming.apps import lake_tables
     from smartshelf.streaming.runner import LAKE_SINK
 
-    topics = set(all_apps()[LAKE_SINK].topics)
+    topics = set(lake_tables())
     clock = SimClock(redis_client(settings))
     kafka = KafkaAdapter(settings.kafka_bootstrap_servers)
     deadline = time.monotonic() + timeout_s

@@ -20,7 +20,7 @@ from pydantic import BaseModel
 from smartshelf import rules
 from smartshelf.adapters import delta
 from smartshelf.ingress import dead_letter
-from smartshelf.registry import DEAD_LETTERS, TABLES, table, topic
+from smartshelf.registry import DEAD_LETTERS, TABLES, Table, table, topic
 from smartshelf.schemas import (DeadLetter, PosTransaction, ShelfBatchState, ShelfEvent, ShelfProfile, ShelfState,
                                 WarehouseBatchState, WarehouseEvent, WarehouseState)
 from smartshelf.store import StoreData
@@ -50,8 +50,7 @@ class LakeSink:
     name = "lake-sink"
 
     def __init__(self, validates: tuple[str, ...]) -> None:
-        self.tables = {t.topic: t for t in TABLES
-                       if t.delta is not None and t.topic is not None and t.name not in STATE_TABLES}
+        self.tables = lake_tables()
         self.topics = tuple(sorted(self.tables))
         self.validates = validates
 
@@ -281,8 +280,16 @@ def _letter(io: BatchIO, item: Received, reason: str) -> DeadLetter:
                        item.offset)
 
 
-# the state tables: each the durable state of its state app (delta-rs, per batch), not a mirror of its topic
-STATE_TABLES = ("shelf_state", "shelf_batch_state", "wh_state", "wh_batch_state")
+STATE_APP_CLASSES: tuple[type[StateApp], ...] = (ShelfAggregator, BatchStateUpdater, WarehouseAggregator,
+                                                  WarehouseBatchStateUpdater)
+
+
+def lake_tables() -> dict[str, Table]:
+    """Topic -> the Delta table the lake sink mirrors it to: every Delta table of a topic but the state apps'
+    own, each the durable state of its app (committed per batch by that app), not a mirror of its topic."""
+    state_tables = {cls.state_table for cls in STATE_APP_CLASSES}
+    return {t.topic: t for t in TABLES if t.delta is not None and t.topic is not None and t.name not in state_tables}
+
 
 # the apps that keep the twin's state from the sensors' and the warehouse's events, and the lake sink that
 # writes their raw events (issue 6's set, benchmarked)
@@ -290,9 +297,8 @@ STATE_APPS = ("lake-sink", "shelf-aggregator", "batch-state-updater", "wh-aggreg
 
 
 def all_apps() -> dict[str, StreamingApp]:
-    twin: list[StreamingApp] = [ShelfAggregator(), BatchStateUpdater(), WarehouseAggregator(),
-                                WarehouseBatchStateUpdater(), *loop_apps()]
+    twin: list[StreamingApp] = [*(cls() for cls in STATE_APP_CLASSES), *loop_apps()]
     validated = {name for app in twin for name in app.validates}
-    lake_topics = LakeSink(()).topics  # the lake reports the invalid records of the topics no twin app reads
-    apps = [*twin, LakeSink(tuple(name for name in lake_topics if name not in validated))]
+    # the lake reports the invalid records of the topics no twin app validates
+    apps = [*twin, LakeSink(tuple(name for name in sorted(lake_tables()) if name not in validated))]
     return {app.name: app for app in apps}

@@ -24,7 +24,7 @@ from smartshelf.adapters.spark import kafka_options, spark_session
 from smartshelf.apps.lifecycle import Lifecycle
 from smartshelf.errors import SmartShelfError
 from smartshelf.settings import Settings
-from smartshelf.streaming.apps import StreamingApp, all_apps
+from smartshelf.streaming.apps import LakeSink, StreamingApp, all_apps
 from smartshelf.streaming.batch import BatchIO, SourceRecord, source_records
 
 STATUS_FILE = "spark_queries.json"
@@ -36,7 +36,7 @@ MAX_RESTARTS = 3  # per app of a query, per run: a query that keeps failing stop
 SHARED_QUERY = "smartshelf-apps"
 # the app that runs as a query of its own and that the lockstep clock does not wait for: its delta-spark commits
 # (~0.6-1 s each) would lengthen every tick; what reads the lake waits for it instead (smartshelf.runtime.sim)
-LAKE_SINK = "lake-sink"
+LAKE_SINK = LakeSink.name
 
 
 def start_query(spark: SparkSession, settings: Settings, app: StreamingApp, io: BatchIO | None = None
