@@ -56,10 +56,11 @@ def map_live(data: core.Snapshot) -> None:
     raised_col.metric("Alerts raised", "–" if data.alerts_raised is None else data.alerts_raised)
     st.caption(f"Active alert: the latest per shelf and alert type raised in the last {core.ACTIVE_ALERT_MINUTES} "
                f"simulated minutes. Dark border: weight changes in the last {core.ACTIVITY_MINUTES} minutes.")
-    st.plotly_chart(core.layout_figure(zones(), status, activity), key="store_map")
+    plan = core.plan_zones(zones(), inventory["item_category"].unique())
+    st.plotly_chart(core.layout_figure(plan, status, activity), key="store_map")
     st.markdown("**Zones with alerts:** " + (", ".join(f"{c} ({status[c]})" for c in alert_zones) or "none"))
 
-    zone = st.selectbox("Zone", [z.category for z in zones()], key="map_zone")
+    zone = st.selectbox("Zone", [z.category for z in plan], key="map_zone")
     shelves_col, alerts_col = st.columns(2)
     with shelves_col:
         st.subheader(f"{zone}: shelves")

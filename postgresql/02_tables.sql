@@ -10,17 +10,18 @@ END $$;
 
 CREATE TABLE IF NOT EXISTS ref.store_inventory (
     shelf_id text NOT NULL,
-    aisle text NOT NULL,
-    item_weight double precision NOT NULL,
-    shelf_weight double precision NOT NULL,
+    aisle bigint NOT NULL,
+    item_weight bigint NOT NULL,
+    shelf_weight bigint NOT NULL,
     item_category text NOT NULL,
     item_subcategory text NOT NULL,
     item_visibility double precision NOT NULL,
     maximum_stock bigint NOT NULL,
     current_stock bigint NOT NULL,
     item_price double precision NOT NULL,
+    CHECK (aisle >= 0),
     CHECK (item_weight > 0),
-    CHECK (shelf_weight >= 0),
+    CHECK (shelf_weight > 0),
     CHECK (item_visibility >= 0),
     CHECK (item_visibility <= 1),
     CHECK (maximum_stock > 0),
@@ -31,16 +32,17 @@ CREATE TABLE IF NOT EXISTS ref.store_inventory (
 
 CREATE TABLE IF NOT EXISTS ref.warehouse_inventory (
     shelf_id text NOT NULL,
-    aisle text NOT NULL,
-    item_weight double precision NOT NULL,
-    shelf_weight double precision NOT NULL,
+    aisle bigint NOT NULL,
+    item_weight bigint NOT NULL,
+    shelf_weight bigint NOT NULL,
     item_category text NOT NULL,
     item_subcategory text NOT NULL,
     maximum_stock bigint NOT NULL,
     current_stock bigint NOT NULL,
     item_price double precision NOT NULL,
+    CHECK (aisle >= 0),
     CHECK (item_weight > 0),
-    CHECK (shelf_weight >= 0),
+    CHECK (shelf_weight > 0),
     CHECK (maximum_stock > 0),
     CHECK (current_stock >= 0),
     CHECK (item_price > 0),
@@ -63,7 +65,7 @@ CREATE TABLE IF NOT EXISTS ref.store_batches (
     CHECK (batch_quantity_total >= 0),
     CHECK (batch_quantity_store >= 0),
     CHECK (batch_quantity_warehouse >= 0),
-    CHECK (location IN ('in_store', 'warehouse')),
+    CHECK (location IN ('in-store', 'warehouse')),
     PRIMARY KEY (shelf_id, batch_code)
 );
 
@@ -83,7 +85,7 @@ CREATE TABLE IF NOT EXISTS ref.warehouse_batches (
     CHECK (batch_quantity_total >= 0),
     CHECK (batch_quantity_store >= 0),
     CHECK (batch_quantity_warehouse >= 0),
-    CHECK (location IN ('in_store', 'warehouse')),
+    CHECK (location IN ('in-store', 'warehouse')),
     PRIMARY KEY (shelf_id, batch_code)
 );
 
@@ -158,15 +160,16 @@ CREATE OR REPLACE TRIGGER batch_catalog_updated_at BEFORE INSERT OR UPDATE ON co
 
 CREATE TABLE IF NOT EXISTS config.shelf_profiles (
     shelf_id text NOT NULL,
-    aisle text NOT NULL,
+    aisle bigint NOT NULL,
     item_category text NOT NULL,
     item_subcategory text NOT NULL,
-    item_weight double precision NOT NULL,
-    shelf_weight double precision NOT NULL,
+    item_weight bigint NOT NULL,
+    shelf_weight bigint NOT NULL,
     maximum_stock bigint NOT NULL,
     item_price double precision NOT NULL,
+    CHECK (aisle >= 0),
     CHECK (item_weight > 0),
-    CHECK (shelf_weight >= 0),
+    CHECK (shelf_weight > 0),
     CHECK (maximum_stock > 0),
     CHECK (maximum_stock <= 1000000),
     CHECK (item_price > 0),
@@ -197,7 +200,7 @@ CREATE TABLE IF NOT EXISTS ops.wh_events (
 CREATE TABLE IF NOT EXISTS state.shelf_state (
     shelf_id text NOT NULL,
     current_stock bigint NOT NULL,
-    current_weight_kg double precision NOT NULL,
+    current_weight double precision NOT NULL,
     last_event_type text NOT NULL,
     last_event_ts timestamp NOT NULL,
     CHECK (current_stock >= 0),

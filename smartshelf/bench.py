@@ -27,7 +27,7 @@ def _payload(i: int) -> bytes:
     # the size of a typical shelf event
     return json.dumps({
         "event_id": f"e{i:09d}", "event_type": "pickup", "shelf_id": f"S{i % 1100:04d}", "quantity": 1,
-        "weight_change_kg": -0.5, "customer_id": f"C{i % 5000:05d}", "batch_code": None,
+        "weight_change": -500, "customer_id": f"C{i % 5000:05d}", "batch_code": None,
         "ts": "2025-01-01T09:00:00",
     }).encode()
 
@@ -533,7 +533,7 @@ def _state_record(i: int, shelves: int) -> tuple[str, bytes, bytes, datetime]:
 
     ts = datetime(2025, 1, 1) + timedelta(seconds=i)
     shelf = f"S{i % shelves:04d}"
-    value = ShelfState(shelf_id=shelf, current_stock=i % 50, current_weight_kg=1.0, last_event_type="pickup",
+    value = ShelfState(shelf_id=shelf, current_stock=i % 50, current_weight=1000.0, last_event_type="pickup",
                        last_event_ts=ts) if i % 2 == 0 else \
         WarehouseState(shelf_id=shelf, wh_current_stock=i % 50, last_event_type="wh_out", last_event_ts=ts)
     name = "shelf_state" if i % 2 == 0 else "wh_state"

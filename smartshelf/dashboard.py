@@ -7,6 +7,7 @@ no copy of (the raw shelf events' weight changes), Redis for the simulated clock
 
 from __future__ import annotations
 
+import math
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -128,6 +129,31 @@ def missing_categories(zones: Iterable[Zone], categories: Iterable[str]) -> list
     """The categories that have no zone on the plan."""
     placed = {zone.category for zone in zones}
     return [name for name in categories if name not in placed]
+
+
+_NEW_ZONE_COLUMNS = 5
+_NEW_ZONE_ROW_HEIGHT = 0.12  # of the plan's depth
+_NEW_ZONE_GAP = 0.008
+
+
+def plan_zones(zones: Sequence[Zone], categories: Iterable[str]) -> list[Zone]:
+    """The plan for a store with these categories: the layout's zones, and for each category the layout lacks a
+    zone of its own, in rows along the entrance; the layout's zones move back (scaled in depth) to make room, so
+    no two zones ever overlap."""
+    new = sorted(set(missing_categories(zones, categories)))
+    if not new:
+        return list(zones)
+    rows = math.ceil(len(new) / _NEW_ZONE_COLUMNS)
+    band = min(0.5, rows * _NEW_ZONE_ROW_HEIGHT)
+    back = [zone.model_copy(update={"y0": band + zone.y0 * (1 - band), "y1": band + zone.y1 * (1 - band)})
+            for zone in zones]
+    width, height = 1 / _NEW_ZONE_COLUMNS, band / rows
+    placed = [
+        Zone(category=name, x0=column * width + _NEW_ZONE_GAP, x1=(column + 1) * width - _NEW_ZONE_GAP,
+             y0=row * height + _NEW_ZONE_GAP, y1=(row + 1) * height - _NEW_ZONE_GAP)
+        for index, name in enumerate(new) for row, column in [divmod(index, _NEW_ZONE_COLUMNS)]
+    ]
+    return [*back, *placed]
 
 
 def load_layout(path: Path) -> list[Zone]:

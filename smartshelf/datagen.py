@@ -1,14 +1,17 @@
-"""The deterministic synthetic supermarket: ~1100 shelves in 25 categories, their lots and promotions.
+"""The deterministic synthetic supermarket: ~1100 shelves in the reference's 29 categories, their lots and promotions,
+in the reference data's format (smartshelf.store).
 
 generate_store is pure (one seeded random.Random, no clock); write_store is the only I/O.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import random
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
@@ -17,6 +20,7 @@ import pyarrow.parquet as pq
 from pydantic import BaseModel
 
 from smartshelf.store import (
+    IN_STORE,
     REFERENCE_FILES,
     BatchRow,
     DiscountRow,
@@ -33,74 +37,86 @@ from smartshelf.tabular import arrow_schema
 class Category:
     """What is typical of a category's items; every draw for a shelf comes from these ranges."""
 
-    name: str
+    name: str  # upper case, as in the reference data
+    aisle: int
     subcategories: tuple[str, ...]
     perishable: bool
-    weights_kg: tuple[float, ...]  # usual pack sizes, ascending: bigger packs cost more
+    weights_g: tuple[int, ...]  # usual pack sizes in grams (or ml), ascending: bigger packs cost more
     price_eur: tuple[float, float]
     shelf_life_days: tuple[int, int]  # from receipt to expiry
     batch_sizes: tuple[int, ...]  # units per supplier case
     max_stock: tuple[int, int]  # units the shelf holds
 
 
+# The reference project's 29 categories, aisle by aisle.
 CATEGORIES: tuple[Category, ...] = (
-    Category("Dairy", ("Milk", "Yogurt", "Fresh Cheese", "Aged Cheese", "Butter", "Cream"), True,
-             (0.125, 0.15, 0.25, 0.5, 1.0), (0.59, 7.9), (7, 21), (12, 24), (24, 72)),
-    Category("Bakery", ("Bread", "Rolls", "Pastries", "Cakes", "Flatbreads"), True,
-             (0.08, 0.25, 0.4, 0.5, 0.75), (0.49, 6.9), (2, 5), (6, 12, 18), (20, 48)),
-    Category("Fruit", ("Apples and Pears", "Citrus", "Bananas", "Berries", "Stone Fruit", "Exotic Fruit"), True,
-             (0.25, 0.5, 1.0, 1.5), (0.99, 5.99), (5, 14), (10, 12, 20), (20, 60)),
-    Category("Vegetables", ("Leafy Greens", "Root Vegetables", "Tomatoes", "Onions and Garlic", "Peppers",
-                            "Mushrooms"), True,
-             (0.15, 0.25, 0.5, 1.0), (0.79, 4.49), (4, 12), (10, 12, 20), (20, 60)),
-    Category("Meat", ("Beef", "Pork", "Poultry", "Minced Meat", "Sausages"), True,
-             (0.3, 0.4, 0.5, 0.8, 1.0), (2.99, 18.9), (3, 8), (6, 8, 12), (16, 40)),
-    Category("Fish", ("Fresh Fish", "Shellfish", "Smoked Fish"), True,
-             (0.15, 0.2, 0.3, 0.5), (3.49, 24.9), (2, 5), (6, 8), (12, 30)),
-    Category("Frozen", ("Frozen Vegetables", "Frozen Fish", "Pizza", "Ice Cream", "Ready Meals"), False,
-             (0.3, 0.45, 0.6, 0.75, 1.0), (1.49, 8.99), (180, 540), (12, 24), (20, 60)),
-    Category("Beverages", ("Water", "Soft Drinks", "Juices", "Iced Tea", "Energy Drinks"), False,
-             (0.25, 0.33, 0.5, 1.0, 1.5, 2.0), (0.29, 3.49), (180, 540), (6, 12, 24), (24, 80)),
-    Category("Beer and Wine", ("Lager", "Craft Beer", "Red Wine", "White Wine", "Sparkling Wine"), False,
-             (0.33, 0.5, 0.75), (0.89, 19.9), (270, 730), (6, 12, 24), (24, 72)),
-    Category("Spirits", ("Gin", "Vodka", "Whisky", "Liqueurs", "Aperitifs"), False,
-             (0.7, 1.0), (7.99, 39.9), (600, 730), (6, 12), (12, 36)),
-    Category("Coffee and Tea", ("Ground Coffee", "Coffee Beans", "Capsules", "Tea", "Herbal Infusions"), False,
-             (0.05, 0.1, 0.25, 0.5, 1.0), (1.29, 12.9), (270, 730), (12, 24), (20, 60)),
-    Category("Snacks", ("Crisps", "Crackers", "Nuts", "Popcorn", "Pretzels"), False,
-             (0.04, 0.1, 0.15, 0.2, 0.3), (0.69, 4.99), (120, 300), (12, 24, 36), (30, 80)),
-    Category("Sweets and Biscuits", ("Chocolate", "Pralines", "Candies", "Chewing Gum", "Biscuits"), False,
-             (0.03, 0.1, 0.2, 0.35, 0.5), (0.49, 7.99), (180, 540), (12, 24, 48), (30, 80)),
-    Category("Pasta and Rice", ("Dry Pasta", "Egg Pasta", "Rice", "Grains and Couscous"), False,
-             (0.25, 0.5, 1.0), (0.59, 4.49), (365, 730), (12, 24, 36), (30, 80)),
-    Category("Canned Goods", ("Canned Tomatoes", "Legumes", "Canned Tuna", "Canned Vegetables", "Soups"), False,
-             (0.16, 0.24, 0.4, 0.8), (0.49, 4.99), (540, 730), (12, 24, 48), (30, 80)),
-    Category("Breakfast", ("Cereals", "Muesli", "Rusks", "Jams and Spreads", "Honey"), False,
-             (0.25, 0.375, 0.5, 0.75), (1.19, 6.49), (180, 540), (12, 24), (20, 60)),
-    Category("Condiments and Sauces", ("Olive Oil", "Seed Oils", "Vinegar", "Pasta Sauces",
-                                       "Ketchup and Mayonnaise", "Spices"), False,
-             (0.05, 0.25, 0.5, 0.75, 1.0), (0.79, 11.9), (270, 730), (12, 24), (20, 60)),
-    Category("Baking", ("Flour", "Sugar", "Baking Mixes", "Yeast"), False,
-             (0.025, 0.5, 1.0), (0.39, 3.99), (180, 540), (12, 24, 36), (30, 80)),
-    Category("Health Food", ("Gluten-free", "Organic", "Protein Bars"), False,
-             (0.05, 0.2, 0.4, 0.5), (1.49, 7.99), (180, 365), (12, 24), (20, 50)),
-    Category("Baby", ("Baby Food", "Infant Milk", "Diapers", "Baby Wipes"), False,
-             (0.08, 0.2, 0.8, 1.2), (0.99, 24.9), (270, 730), (6, 12, 24), (20, 48)),
-    Category("Pet Food", ("Dry Dog Food", "Wet Dog Food", "Dry Cat Food", "Wet Cat Food", "Pet Treats"), False,
-             (0.085, 0.4, 1.5, 3.0), (0.59, 18.9), (365, 730), (6, 12, 24), (20, 60)),
-    Category("Household Cleaning", ("Dish Detergents", "Surface Cleaners", "Bleach", "Bathroom Cleaners"), False,
-             (0.5, 0.75, 1.0, 1.5), (0.99, 7.49), (540, 730), (6, 12, 24), (20, 60)),
-    Category("Laundry", ("Liquid Detergent", "Powder Detergent", "Fabric Softener", "Stain Removers"), False,
-             (0.75, 1.0, 1.5, 2.5, 3.0), (1.99, 14.9), (540, 730), (4, 6, 12), (16, 48)),
-    Category("Paper Goods", ("Toilet Paper", "Paper Towels", "Tissues", "Napkins"), False,
-             (0.1, 0.5, 1.0, 2.0), (0.99, 8.99), (600, 730), (6, 8, 12), (16, 40)),
-    Category("Personal Care", ("Shampoo", "Shower Gel", "Toothpaste", "Deodorants", "Soap", "Razors"), False,
-             (0.05, 0.075, 0.1, 0.25, 0.4), (0.99, 9.99), (540, 730), (12, 24), (20, 60)),
+    Category("BEVERAGES", 1, ("Water", "Cola Soft Drinks", "Fruit-based Soft Drinks", "Iced Tea", "Energy Drinks",
+                              "Juices"), False,
+             (250, 330, 500, 1000, 1500, 2000), (0.29, 3.49), (180, 540), (6, 12, 24), (24, 80)),
+    Category("SPIRITS AND APERITIFS", 2, ("Alcoholic Aperitifs", "Liqueurs", "Grappa", "Whisky", "Gin", "Vodka"),
+             False, (500, 700, 1000), (7.99, 39.9), (600, 730), (6, 12), (12, 36)),
+    Category("BEERS", 3, ("Standard", "Premium", "Imported", "Non-alcoholic"), False,
+             (330, 500, 660), (0.89, 4.99), (180, 365), (6, 12, 24), (24, 72)),
+    Category("WINES", 4, ("Red Wines", "White Wines", "Rosé Wines", "Sparkling Wines", "Brick Wines"), False,
+             (750, 1000, 1500), (1.99, 29.9), (270, 730), (6, 12), (12, 36)),
+    Category("LONG-LIFE DAIRY", 5, ("Long-life Milk", "Plant-based Drinks", "Cream and Béchamel"), False,
+             (200, 500, 1000), (0.79, 3.49), (90, 180), (6, 12, 24), (24, 72)),
+    Category("HOUSEHOLD GOODS", 6, ("Paper Towels", "Napkins", "Freezer Bags", "Baking Paper"), False,
+             (50, 150, 300, 600), (0.99, 5.99), (600, 730), (6, 12, 24), (20, 60)),
+    Category("BATH AND PERSONAL CARE", 7, ("Shampoos", "Bath and Shower Gels", "Toothpastes", "Deodorants",
+                                           "Toilet Paper", "Bar Soaps"), False,
+             (50, 100, 250, 400, 1000), (0.99, 9.99), (540, 730), (12, 24), (20, 60)),
+    Category("LAUNDRY PRODUCTS", 8, ("Liquid Detergent", "Powder Detergent", "Fabric Softener", "Stain Removers"),
+             False, (750, 1000, 1500, 2500, 3000), (1.99, 14.9), (540, 730), (4, 6, 12), (16, 48)),
+    Category("HOUSE CLEANING PRODUCTS", 9, ("Dish Detergents", "Surface Cleaners", "Bleach", "Bathroom Cleaners"),
+             False, (500, 750, 1000, 1500), (0.99, 7.49), (540, 730), (6, 12, 24), (20, 60)),
+    Category("BABY PRODUCTS", 10, ("Baby Food", "Infant Milk", "Diapers", "Baby Wipes"), False,
+             (80, 200, 800, 1200), (0.99, 24.9), (270, 730), (6, 12, 24), (20, 48)),
+    Category("SWEETS AND BREAKFAST", 11, ("Chocolate", "Biscuits", "Cereals", "Jams and Spreads", "Candies"), False,
+             (30, 100, 200, 375, 500), (0.49, 7.99), (180, 540), (12, 24, 48), (30, 80)),
+    Category("PASTA AND RICE", 12, ("Dry Pasta", "Egg Pasta", "Rice", "Grains and Couscous"), False,
+             (250, 500, 1000), (0.59, 4.49), (365, 730), (12, 24, 36), (30, 80)),
+    Category("FLOURS AND SUGAR", 13, ("Flour", "Sugar", "Baking Mixes", "Yeast"), False,
+             (25, 500, 1000), (0.39, 3.99), (180, 540), (12, 24, 36), (30, 80)),
+    Category("HOT BEVERAGES", 14, ("Ground Coffee", "Coffee Beans", "Capsules", "Tea", "Herbal Infusions"), False,
+             (50, 100, 250, 500, 1000), (1.29, 12.9), (270, 730), (12, 24), (20, 60)),
+    Category("SAUCES", 15, ("Ketchup", "Mayonnaise", "Mustard", "Dressings"), False,
+             (150, 250, 500), (0.79, 3.99), (180, 365), (12, 24), (20, 60)),
+    Category("PASTA SAUCES", 16, ("Tomato Sauces", "Pesto", "Ready Sauces"), False,
+             (130, 190, 400, 700), (0.89, 4.49), (270, 540), (12, 24), (20, 60)),
+    Category("SPICES", 17, ("Salt", "Pepper", "Herbs", "Spice Mixes"), False,
+             (25, 50, 100, 1000), (0.49, 4.99), (365, 730), (12, 24), (20, 50)),
+    Category("VINEGAR AND OIL", 18, ("Olive Oil", "Seed Oils", "Vinegar", "Balsamic Vinegar"), False,
+             (250, 500, 750, 1000), (0.99, 11.9), (270, 730), (6, 12), (16, 48)),
+    Category("SAVORY SNACKS", 19, ("Crisps", "Crackers", "Nuts", "Popcorn", "Pretzels"), False,
+             (40, 100, 150, 200, 300), (0.69, 4.99), (120, 300), (12, 24, 36), (30, 80)),
+    Category("PET PRODUCTS", 20, ("Dry Dog Food", "Wet Dog Food", "Dry Cat Food", "Wet Cat Food", "Pet Treats"),
+             False, (85, 400, 1500, 3000), (0.59, 18.9), (365, 730), (6, 12, 24), (20, 60)),
+    Category("CANNED GOODS", 21, ("Canned Tomatoes", "Legumes", "Tuna in Oil", "Canned Vegetables", "Soups"), False,
+             (160, 240, 400, 800), (0.49, 4.99), (540, 730), (12, 24, 48), (30, 80)),
+    Category("LONG-LIFE FRUIT", 22, ("Fruit in Syrup", "Fruit Purees", "Dried Fruit"), False,
+             (100, 200, 400, 800), (0.99, 4.99), (180, 540), (12, 24), (20, 50)),
+    Category("GLUTEN FREE", 23, ("Gluten-free Pasta", "Gluten-free Bread", "Gluten-free Biscuits"), False,
+             (200, 300, 400, 500), (1.49, 6.99), (180, 365), (12, 24), (16, 40)),
+    Category("BREAD AND BREADSTICKS", 24, ("Fresh Bread", "Rolls", "Breadsticks", "Rusks", "Flatbreads"), True,
+             (80, 250, 400, 500, 750), (0.49, 4.9), (2, 5), (6, 12, 18), (20, 48)),
+    Category("FRUITS AND VEGETABLES", 25, ("Apples and Pears", "Citrus", "Bananas", "Berries", "Leafy Greens",
+                                           "Tomatoes", "Root Vegetables"), True,
+             (150, 250, 500, 1000, 1500), (0.79, 5.99), (4, 14), (10, 12, 20), (20, 60)),
+    Category("REFRIGERATED", 26, ("Yogurt", "Fresh Milk", "Eggs", "Fresh Pasta", "Butter and Margarine",
+                                  "Cheese and Cured Meats"), True,
+             (125, 150, 250, 500, 1000), (0.59, 7.9), (7, 21), (12, 24), (24, 72)),
+    Category("FROZEN", 27, ("Frozen Vegetables", "Frozen Fish", "Pizzas", "Ice Creams", "Frozen Ready Meals"), False,
+             (300, 450, 600, 750, 1000), (1.49, 8.99), (180, 540), (12, 24), (20, 60)),
+    Category("MEAT", 28, ("Beef", "Pork", "Chicken", "Sausages and Burgers", "Cold Cuts"), True,
+             (300, 400, 500, 800, 1000), (2.99, 18.9), (3, 8), (6, 8, 12), (16, 40)),
+    Category("FISH", 29, ("Fresh Fish", "Shellfish", "Smoked Salmon"), True,
+             (150, 200, 300, 500), (3.49, 24.9), (2, 5), (6, 8), (12, 30)),
 )
 
 _SHELVES = (1075, 1125)  # total shelf count range
 _MIN_SHELVES_PER_SUBCATEGORY = 4
-_LOTS_PER_SHELF = ((1, 2, 3), (3, 4, 3))  # choices, weights
+_LOTS_PER_PLACE = (1, 1, 2)  # lots on the shelf, and in the warehouse when it holds any: mostly one
 _LOW_STOCK_SHARE = 0.08  # shelves caught well below half full
 _FORGOTTEN_LOT_SHARE = 0.05  # long-life shelves whose oldest lot is about to expire
 _DISCOUNT_SHARE = 0.04
@@ -112,54 +128,60 @@ def generate_store(seed: int, start_date: date = date(2025, 1, 1)) -> StoreData:
     """The store as it opens on start_date; the same seed gives the same store."""
     rng = random.Random(seed)
     store = StoreData()
-    for number, (aisle, category, subcategory) in enumerate(_shelf_plan(rng), start=1):
-        shelf_id = f"S{number:04d}"
-        shelf, warehouse, batch_size = _inventory(rng, shelf_id, aisle, category, subcategory)
+    numbers: Counter[str] = Counter()  # per shelf-id prefix, so two subcategories sharing one never collide
+    lot_codes = (f"B{number:07d}" for number in itertools.count(1))  # one counter across both lot files
+    for category, subcategory in _shelf_plan(rng):
+        prefix = _prefix(category.name) + _prefix(subcategory)
+        numbers[prefix] += 1
+        shelf_id = f"{prefix}{numbers[prefix]:04d}"
+        shelf, warehouse, batch_size = _inventory(rng, shelf_id, category, subcategory)
         store.store_inventory.append(shelf)
         store.warehouse_inventory.append(warehouse)
-        for lot in _lots(rng, shelf, warehouse.current_stock, category, batch_size, start_date):
-            if lot.batch_quantity_store:
-                store.store_batches.append(lot.model_copy(update={"location": "in_store"}))
-            if lot.batch_quantity_warehouse:
-                store.warehouse_batches.append(lot.model_copy(update={"location": "warehouse"}))
+        for lot in _lots(rng, shelf, warehouse.current_stock, category, batch_size, start_date, lot_codes):
+            (store.store_batches if lot.location == IN_STORE else store.warehouse_batches).append(lot)
         if rng.random() < _DISCOUNT_SHARE:
             store.discounts.append(_discount(rng, shelf_id, start_date))
     return store
 
 
-def _shelf_plan(rng: random.Random) -> list[tuple[str, Category, str]]:
-    """(aisle, category, subcategory) per shelf in aisle order: a few shelves each, the rest spread at random."""
-    slots = [(f"A{aisle:02d}", category, sub) for aisle, category in enumerate(CATEGORIES, start=1)
-             for sub in category.subcategories]
+def _prefix(name: str) -> str:
+    """The reference's shelf-id part for a category or subcategory: its first three letters, upper case."""
+    return name.replace(" ", "")[:3].upper()
+
+
+def _shelf_plan(rng: random.Random) -> list[tuple[Category, str]]:
+    """(category, subcategory) per shelf in aisle order: a few shelves each, the rest spread at random."""
+    slots = [(category, sub) for category in CATEGORIES for sub in category.subcategories]
     extra = rng.randint(*_SHELVES) - _MIN_SHELVES_PER_SUBCATEGORY * len(slots)
     counts = Counter(rng.choices(range(len(slots)), k=extra))
     return [slot for index, slot in enumerate(slots) for _ in range(_MIN_SHELVES_PER_SUBCATEGORY + counts[index])]
 
 
 def _inventory(
-    rng: random.Random, shelf_id: str, aisle: str, category: Category, subcategory: str
+    rng: random.Random, shelf_id: str, category: Category, subcategory: str
 ) -> tuple[StoreInventoryRow, WarehouseInventoryRow, int]:
     """The shelf row, its warehouse row and the item's supplier case size."""
-    size = rng.randrange(len(category.weights_kg))
+    size = rng.randrange(len(category.weights_g))
     low, high = category.price_eur
-    price = low + (high - low) * (size + rng.random()) / len(category.weights_kg)
+    price = low + (high - low) * (size + rng.random()) / len(category.weights_g)
     batch_size = rng.choice(category.batch_sizes)
     maximum = max(rng.randint(*category.max_stock), batch_size)  # one full case fits
     fill = rng.uniform(0.05, 0.5) if rng.random() < _LOW_STOCK_SHARE else rng.uniform(0.5, 1.0)
+    weight = category.weights_g[size]
     item = {
-        "shelf_id": shelf_id, "aisle": aisle, "item_weight": category.weights_kg[size],
+        "shelf_id": shelf_id, "aisle": category.aisle, "item_weight": weight,
         "item_category": category.name, "item_subcategory": subcategory,
         "item_price": round(math.floor(price * 10) / 10 + 0.09, 2),  # shelf prices end in 9
     }
     shelf = StoreInventoryRow(
-        **item, shelf_weight=round(rng.uniform(6.0, 18.0), 1), item_visibility=round(rng.uniform(0.02, 0.25), 4),
+        **item, shelf_weight=weight * maximum, item_visibility=round(rng.uniform(0.02, 0.25), 4),
         maximum_stock=maximum, current_stock=max(1, round(maximum * fill)),
     )
     cases = math.ceil(maximum * rng.randint(3, 6) / batch_size)
     # Fresh food mostly goes straight to the shelf; the back room keeps at most a case of it.
     held = rng.choice((0, 0, 1)) if category.perishable else rng.randint(cases // 4, cases * 3 // 4)
     warehouse = WarehouseInventoryRow(
-        **item, shelf_weight=round(rng.uniform(15.0, 40.0), 1),
+        **item, shelf_weight=weight * cases * batch_size,
         maximum_stock=cases * batch_size, current_stock=held * batch_size,
     )
     return shelf, warehouse, batch_size
@@ -167,31 +189,34 @@ def _inventory(
 
 def _lots(
     rng: random.Random, shelf: StoreInventoryRow, warehouse_stock: int, category: Category, batch_size: int,
-    start_date: date,
+    start_date: date, codes: Iterator[str],
 ) -> list[BatchRow]:
-    """1-3 lots, oldest first, holding the shelf's and the warehouse's stock.
+    """1-2 lots on the shelf holding its stock, then 0-2 lots of whole cases in the warehouse, oldest first.
 
-    The shelf holds the oldest units (FIFO), so the lot at the boundary is split between shelf and warehouse.
+    The shelf holds the oldest lots (FIFO by expiry); a lot is in one place only, as in the reference data.
     """
-    total = shelf.current_stock + warehouse_stock
-    count = min(rng.choices(*_LOTS_PER_SHELF)[0], total)
-    cuts = sorted(rng.sample(range(1, total), count - 1))
-    sizes = [end - begin for begin, end in zip([0, *cuts], [*cuts, total])]
+    on_shelf = _split(rng, shelf.current_stock, rng.choice(_LOTS_PER_PLACE), 1)
+    in_warehouse = _split(rng, warehouse_stock // batch_size, rng.choice(_LOTS_PER_PLACE), batch_size)
+    places = [IN_STORE] * len(on_shelf) + ["warehouse"] * len(in_warehouse)
     life = rng.randint(*category.shelf_life_days)
     lots: list[BatchRow] = []
-    before = 0
-    for number, (size, days_left) in enumerate(zip(sizes, _days_left(rng, category, life, count)), start=1):
-        on_shelf = max(0, min(size, shelf.current_stock - before))
-        before += size
+    for size, place, days_left in zip([*on_shelf, *in_warehouse], places, _days_left(rng, category, life, len(places))):
         expiry = start_date + timedelta(days=days_left)
         lots.append(BatchRow(
-            shelf_id=shelf.shelf_id, batch_code=f"B{shelf.shelf_id[1:]}-{number}",
+            shelf_id=shelf.shelf_id, batch_code=next(codes),
             item_category=shelf.item_category, item_subcategory=shelf.item_subcategory,
             standard_batch_size=batch_size, received_date=expiry - timedelta(days=life), expiry_date=expiry,
-            batch_quantity_total=size, batch_quantity_store=on_shelf, batch_quantity_warehouse=size - on_shelf,
-            location="in_store" if on_shelf else "warehouse",
+            batch_quantity_total=size, batch_quantity_store=size if place == IN_STORE else 0,
+            batch_quantity_warehouse=0 if place == IN_STORE else size, location=place,
         ))
     return lots
+
+
+def _split(rng: random.Random, units: int, parts: int, unit_size: int) -> list[int]:
+    """`units` × unit_size cut at random into at most `parts` non-empty lots (none when there are no units)."""
+    count = min(parts, units)
+    cuts = sorted(rng.sample(range(1, units), count - 1)) if count else []
+    return [(end - begin) * unit_size for begin, end in zip([0, *cuts], [*cuts, units])] if count else []
 
 
 def _days_left(rng: random.Random, category: Category, life: int, count: int) -> list[int]:

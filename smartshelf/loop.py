@@ -273,10 +273,10 @@ def take_delivery_or_removal(lots: dict[str, WarehouseBatchState], event: Wareho
 
 # --- shelf-refill-bridge -------------------------------------------------------------------------------
 def staff_move(kind: Literal["pickup", "putback"], event_id: str, shelf_id: str, batch_code: str, quantity: int,
-               received_date: date, expiry_date: date, item_weight: float, ts: datetime) -> list[ShelfEvent]:
+               received_date: date, expiry_date: date, item_weight: int, ts: datetime) -> list[ShelfEvent]:
     """Staff carrying a lot to (putback) or off (pickup) a shelf, and the scale's reading of it."""
     delta = round((1 if kind == "putback" else -1) * quantity * item_weight, 3)
-    common = {"shelf_id": shelf_id, "quantity": quantity, "weight_change_kg": delta, "batch_code": batch_code,
+    common = {"shelf_id": shelf_id, "quantity": quantity, "weight_change": delta, "batch_code": batch_code,
               "received_date": received_date, "expiry_date": expiry_date, "ts": ts}
     return [ShelfEvent(event_id=f"{event_id}-m", event_type=kind, **common),  # type: ignore[arg-type]
             ShelfEvent(event_id=f"{event_id}-w", event_type="weight_change", **common)]  # type: ignore[arg-type]

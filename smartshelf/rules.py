@@ -37,7 +37,7 @@ class InitialStates(NamedTuple):
 def initial_states(store: StoreData, at: datetime) -> InitialStates:
     """The twin's state as the store opens: what the reference data says is on shelves and in the warehouse."""
     shelves = [ShelfState(shelf_id=r.shelf_id, current_stock=r.current_stock,
-                          current_weight_kg=round(r.shelf_weight + r.current_stock * r.item_weight, 3),
+                          current_weight=r.current_stock * r.item_weight,
                           last_event_type="initial", last_event_ts=at) for r in store.store_inventory]
     warehouse = [WarehouseState(shelf_id=r.shelf_id, wh_current_stock=r.current_stock, last_event_type="initial",
                                 last_event_ts=at) for r in store.warehouse_inventory]
@@ -53,7 +53,7 @@ def initial_states(store: StoreData, at: datetime) -> InitialStates:
 
 def apply_shelf_event(state: ShelfState, event: ShelfEvent) -> tuple[ShelfState, Shortfall | None]:
     """pickup/putback move the count; weight_change is the scale's reading and moves the weight."""
-    stock, weight, shortfall = state.current_stock, state.current_weight_kg, None
+    stock, weight, shortfall = state.current_stock, state.current_weight, None
     if event.event_type == "pickup":
         if event.quantity > stock:
             shortfall = Shortfall(event.shelf_id, event.quantity - stock)
@@ -61,8 +61,8 @@ def apply_shelf_event(state: ShelfState, event: ShelfEvent) -> tuple[ShelfState,
     elif event.event_type == "putback":
         stock += event.quantity
     else:
-        weight = round(weight + event.weight_change_kg, 3)
-    return state.model_copy(update={"current_stock": stock, "current_weight_kg": weight,
+        weight = round(weight + event.weight_change, 3)
+    return state.model_copy(update={"current_stock": stock, "current_weight": weight,
                                     "last_event_type": event.event_type, "last_event_ts": event.ts}), shortfall
 
 
@@ -178,5 +178,5 @@ def remove_from_shelf_lot(lots_by_shelf: dict[str, list[ShelfBatchState]], remov
 
 def shelf_from_profile(profile: ShelfProfile, at: datetime) -> ShelfState:
     """A shelf the twin learns of from its profile (a new shelf in config.shelf_profiles): empty."""
-    return ShelfState(shelf_id=profile.shelf_id, current_stock=0, current_weight_kg=round(profile.shelf_weight, 3),
+    return ShelfState(shelf_id=profile.shelf_id, current_stock=0, current_weight=0,
                       last_event_type="profile", last_event_ts=at)

@@ -1,22 +1,29 @@
 """The value schema of every topic: one pydantic model each, the single definition from which the Kafka
 JSON, the PostgreSQL mirror tables and the Delta tables are derived or checked (tests/unit/test_schemas.py).
 
-Times are simulated-clock times (naive, the store's local time). Quantities are item counts.
+Times are simulated-clock times, UTC, stored naive; a time that comes with an offset is converted to UTC.
+Quantities are item counts; weights are in the store data's unit (grams or ml per item, smartshelf.store).
 """
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, GetPydanticSchema
 from pydantic_core import core_schema
 
 MAX_QUANTITY = 1_000_000
-# The simulated clock's store-local times: a time with a zone would be a different clock. Checked by pydantic-core
-# itself (a Python validator over every field was half of a record's validation time).
-LocalTime = Annotated[datetime, GetPydanticSchema(lambda _type, _handler: core_schema.datetime_schema(
-    tz_constraint="naive"))]
+
+
+def _as_utc_naive(value: datetime) -> datetime:
+    return value if value.tzinfo is None else value.astimezone(UTC).replace(tzinfo=None)
+
+
+# The simulated clock's times: naive UTC. Sensors that send an offset ("2026-01-19T08:00:00+00:00") are read as the
+# same instant in UTC. Parsed by pydantic-core; the Python step only looks at the zone.
+LocalTime = Annotated[datetime, GetPydanticSchema(lambda _type, _handler: core_schema.no_info_after_validator_function(
+    _as_utc_naive, core_schema.datetime_schema()))]
 # Item counts: bounded, so an absurd value from a sensor is rejected at ingress, not summed into state.
 Quantity = Annotated[int, Field(le=MAX_QUANTITY)]
 
@@ -40,7 +47,7 @@ class ShelfEvent(Record):
     event_type: Literal["pickup", "putback", "weight_change"]
     shelf_id: str
     quantity: Quantity = Field(ge=0)
-    weight_change_kg: float  # signed: what the shelf's scale saw
+    weight_change: float  # signed: what the shelf's scale saw, in the item weight's unit
     customer_id: str | None = None  # None for staff (refill, removal)
     batch_code: str | None = None  # staff moves name the lot they carry,
     received_date: date | None = None  # and its dates (a refill brings a lot the shelf may not have held yet)
@@ -115,7 +122,7 @@ class DeadLetter(Record):
 class ShelfState(Record):
     shelf_id: str
     current_stock: Quantity = Field(ge=0)
-    current_weight_kg: float
+    current_weight: float  # current_stock × item_weight, in the item weight's unit
     last_event_type: str
     last_event_ts: LocalTime
 
@@ -200,11 +207,11 @@ class BatchCatalogEntry(Record):
 
 class ShelfProfile(Record):
     shelf_id: str
-    aisle: str
+    aisle: int = Field(ge=0)
     item_category: str
     item_subcategory: str
-    item_weight: float = Field(gt=0)
-    shelf_weight: float = Field(ge=0)
+    item_weight: int = Field(gt=0)  # grams (or ml) per item
+    shelf_weight: int = Field(gt=0)  # the full shelf
     maximum_stock: Quantity = Field(gt=0)
     item_price: float = Field(gt=0)
 

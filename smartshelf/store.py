@@ -1,6 +1,9 @@
 """The store's reference data: one row model per file, the StoreData bundle, and the rules across files.
 
-Each model's field order is the column order of its CSV and Parquet file, so the header has one definition.
+Each model's field order is the column order of its CSV and Parquet file, so the header has one definition. The
+format is the reference project's (its data/create_db.py): weights in integer grams (or ml) per item, a shelf's
+`shelf_weight` is the full shelf (item_weight × maximum_stock), aisles are numbers, `location` is `in-store` or
+`warehouse`, and a lot is in exactly one of the two lot files (never split between shelf and warehouse).
 """
 
 from __future__ import annotations
@@ -9,7 +12,7 @@ import re
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from typing import Annotated, Literal, NamedTuple, Self, TypeVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, model_validator
@@ -27,23 +30,32 @@ def _iso_date(value: object) -> object:
 
 Text = Annotated[str, StringConstraints(min_length=1)]
 Positive = Annotated[float, Field(gt=0)]
-NonNegative = Annotated[float, Field(ge=0)]
 Count = Annotated[int, Field(ge=0)]
 PositiveCount = Annotated[int, Field(gt=0)]
 IsoDate = Annotated[date, BeforeValidator(_iso_date)]
-Location = Literal["in_store", "warehouse"]
+Location = Literal["in-store", "warehouse"]
+IN_STORE: Location = "in-store"
 
 
 class _Row(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
-def _check_stock(current_stock: int, maximum_stock: int) -> None:
-    if current_stock > maximum_stock:
+def _check_stock(row: StoreInventoryRow | WarehouseInventoryRow) -> None:
+    if row.current_stock > row.maximum_stock:
         raise PydanticCustomError(
             "stock_over_maximum",
             "current_stock ({current}) exceeds maximum_stock ({maximum})",
-            {"current": current_stock, "maximum": maximum_stock},
+            {"current": row.current_stock, "maximum": row.maximum_stock},
+        )
+    # A weight in another unit or the empty shelf's weight (older formats) would load with the wrong meaning.
+    if row.shelf_weight != row.item_weight * row.maximum_stock:
+        raise PydanticCustomError(
+            "shelf_weight",
+            "shelf_weight ({shelf}) must be the full shelf's weight, item_weight × maximum_stock"
+            " ({item} × {maximum} = {full})",
+            {"shelf": row.shelf_weight, "item": row.item_weight, "maximum": row.maximum_stock,
+             "full": row.item_weight * row.maximum_stock},
         )
 
 
@@ -51,9 +63,9 @@ class StoreInventoryRow(_Row):
     """One shelf on the sales floor; it holds one item (shelf_id is the item's key everywhere)."""
 
     shelf_id: Text
-    aisle: Text
-    item_weight: Positive  # kg per item
-    shelf_weight: NonNegative  # kg of the empty shelf
+    aisle: Count
+    item_weight: PositiveCount  # grams (or ml) per item
+    shelf_weight: PositiveCount  # the full shelf, item_weight × maximum_stock
     item_category: Text
     item_subcategory: Text
     item_visibility: Annotated[float, Field(ge=0, le=1)]
@@ -63,7 +75,7 @@ class StoreInventoryRow(_Row):
 
     @model_validator(mode="after")
     def _stock_fits(self) -> Self:
-        _check_stock(self.current_stock, self.maximum_stock)
+        _check_stock(self)
         return self
 
 
@@ -71,9 +83,9 @@ class WarehouseInventoryRow(_Row):
     """The back-room stock of a shelf's item."""
 
     shelf_id: Text
-    aisle: Text
-    item_weight: Positive
-    shelf_weight: NonNegative
+    aisle: Count
+    item_weight: PositiveCount
+    shelf_weight: PositiveCount  # item_weight × maximum_stock
     item_category: Text
     item_subcategory: Text
     maximum_stock: PositiveCount
@@ -82,12 +94,12 @@ class WarehouseInventoryRow(_Row):
 
     @model_validator(mode="after")
     def _stock_fits(self) -> Self:
-        _check_stock(self.current_stock, self.maximum_stock)
+        _check_stock(self)
         return self
 
 
 class BatchRow(_Row):
-    """A lot of a shelf's item; it may be split between the shelf and the warehouse."""
+    """A lot of a shelf's item, all of it on the shelf (`in-store`) or all in the warehouse."""
 
     shelf_id: Text
     batch_code: Text
@@ -218,10 +230,10 @@ def consistency_problems(store: StoreData) -> list[Problem]:
     problems += _item_mismatches(STORE_BATCHES, store.store_batches, shelves, item)
     problems += _item_mismatches(WAREHOUSE_BATCHES, store.warehouse_batches, shelves, item)
     in_store = _unique_lots(STORE_BATCHES, store.store_batches, problems)
-    in_warehouse = _unique_lots(WAREHOUSE_BATCHES, store.warehouse_batches, problems)
-    problems += _misplaced_lots(STORE_BATCHES, store.store_batches, "in_store", in_warehouse)
-    problems += _misplaced_lots(WAREHOUSE_BATCHES, store.warehouse_batches, "warehouse", in_store)
-    problems += _split_lot_mismatches(store.warehouse_batches, in_store)
+    _unique_lots(WAREHOUSE_BATCHES, store.warehouse_batches, problems)
+    problems += _misplaced_lots(STORE_BATCHES, store.store_batches, IN_STORE)
+    problems += _misplaced_lots(WAREHOUSE_BATCHES, store.warehouse_batches, "warehouse")
+    problems += _lots_in_both_files(store.warehouse_batches, in_store)
     problems += _stock_mismatches(STORE_INVENTORY, store.store_inventory, STORE_BATCHES, store.store_batches)
     problems += _stock_mismatches(
         WAREHOUSE_INVENTORY, store.warehouse_inventory, WAREHOUSE_BATCHES, store.warehouse_batches
@@ -293,12 +305,9 @@ def _unique_lots(name: str, lots: Sequence[BatchRow], problems: list[Problem]) -
     return by_key
 
 
-def _misplaced_lots(
-    name: str, lots: Sequence[BatchRow], location: Location, other_file: dict[tuple[str, str], BatchRow]
-) -> list[Problem]:
-    """A file lists exactly the lots with units in its place; units elsewhere need the other file's row."""
-    here, there = ("store", "warehouse") if location == "in_store" else ("warehouse", "store")
-    other_name = WAREHOUSE_BATCHES if location == "in_store" else STORE_BATCHES
+def _misplaced_lots(name: str, lots: Sequence[BatchRow], location: Location) -> list[Problem]:
+    """A file lists the lots of its place, each wholly there: its units all in that place, none elsewhere."""
+    here, there = ("store", "warehouse") if location == IN_STORE else ("warehouse", "store")
     problems: list[Problem] = []
     for index, lot in enumerate(lots):
         if lot.location != location:
@@ -307,36 +316,21 @@ def _misplaced_lots(
             problems.append(
                 Problem(name, index, f"batch_quantity_{here}", f"must be > 0: {name} lists only lots with units there")
             )
-        elsewhere = getattr(lot, f"batch_quantity_{there}")
-        if elsewhere > 0 and (lot.shelf_id, lot.batch_code) not in other_file:
+        if getattr(lot, f"batch_quantity_{there}") != 0:
             problems.append(
-                Problem(
-                    name, index, f"batch_quantity_{there}",
-                    f"lot {lot.batch_code} of shelf {lot.shelf_id} has {elsewhere} units in the {there}"
-                    f" but no row in {other_name}",
-                )
+                Problem(name, index, f"batch_quantity_{there}",
+                        f"must be 0: a lot in the {here} has no units in the {there} (lots are never split)")
             )
     return problems
 
 
-def _split_lot_mismatches(
-    warehouse_lots: Sequence[BatchRow], in_store: dict[tuple[str, str], BatchRow]
-) -> list[Problem]:
-    """A lot split between shelf and warehouse is one lot: both rows must agree on everything but location."""
-    problems: list[Problem] = []
-    for index, lot in enumerate(warehouse_lots):
-        twin = in_store.get((lot.shelf_id, lot.batch_code))
-        for column in columns(BatchRow) if twin else ():
-            ours, theirs = getattr(lot, column), getattr(twin, column)
-            if column != "location" and ours != theirs:
-                problems.append(
-                    Problem(
-                        WAREHOUSE_BATCHES, index, column,
-                        f"lot {lot.batch_code} of shelf {lot.shelf_id} has {_show(ours)} here"
-                        f" but {_show(theirs)} in {STORE_BATCHES}",
-                    )
-                )
-    return problems
+def _lots_in_both_files(warehouse_lots: Sequence[BatchRow], in_store: dict[tuple[str, str], BatchRow]) -> list[Problem]:
+    """A lot is on the shelf or in the warehouse, so its code appears in one lot file only."""
+    return [
+        Problem(WAREHOUSE_BATCHES, index, "batch_code",
+                f"lot {lot.batch_code} of shelf {lot.shelf_id} is also in {STORE_BATCHES}: a lot is in one place")
+        for index, lot in enumerate(warehouse_lots) if (lot.shelf_id, lot.batch_code) in in_store
+    ]
 
 
 def _stock_mismatches(
@@ -376,5 +370,11 @@ def _repeated_discounts(discounts: Sequence[DiscountRow]) -> list[Problem]:
     return problems
 
 
-def _show(value: object) -> str:
-    return value.isoformat() if isinstance(value, date) else repr(value)
+
+def clock_start(store: StoreData, configured: datetime) -> datetime:
+    """When the store's simulated clock starts: SIM_START, unless the data was made later (lots counted from the
+    day it was made), then SIM_START's time of day on the day the newest lot was received, so no lot the store
+    holds arrives after the clock starts."""
+    received = [lot.received_date for lot in (*store.store_batches, *store.warehouse_batches)]
+    newest = max(received, default=configured.date())
+    return configured if newest <= configured.date() else datetime.combine(newest, configured.time())

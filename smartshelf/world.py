@@ -100,7 +100,7 @@ class WorldState(BaseModel):
 @dataclass(frozen=True)
 class Item:
     shelf_id: str
-    item_weight: float
+    item_weight: int
     item_price: float
 
 
@@ -306,9 +306,9 @@ class World:
         base = f"se-{customer_id}-{number:02d}"
         return [
             ShelfEvent(event_id=f"{base}-m", event_type=kind, shelf_id=shelf_id, quantity=quantity,
-                       weight_change_kg=delta, customer_id=customer_id, ts=ts),
+                       weight_change=delta, customer_id=customer_id, ts=ts),
             ShelfEvent(event_id=f"{base}-w", event_type="weight_change", shelf_id=shelf_id, quantity=quantity,
-                       weight_change_kg=delta, customer_id=customer_id, ts=ts),
+                       weight_change=delta, customer_id=customer_id, ts=ts),
         ]
 
     def _checkout(self, state: WorldState, customer: Customer, ts: datetime) -> PosTransaction | None:

@@ -17,7 +17,7 @@ from smartshelf.errors import SmartShelfError
 from smartshelf.policies import DEFAULT_POLICY_FILE, ConfigTables, derive_config, load_policy_config
 from smartshelf.registry import TOPICS, table
 from smartshelf.settings import Settings
-from smartshelf.store import REFERENCE_FILES, StoreData
+from smartshelf.store import REFERENCE_FILES, StoreData, clock_start
 from smartshelf.store_csv import read_store_csvs
 
 
@@ -98,6 +98,12 @@ def load_store(settings: Settings) -> StoreData:
         raise SmartShelfError("no store is loaded: run `smartshelf data import --csv-dir DIR` (or `smartshelf up`)")
     return store
 
+
+
+def with_clock_start(settings: Settings) -> Settings:
+    """The settings with SIM_START moved to the loaded store's first day if its data was made later
+    (smartshelf.store.clock_start); every service started with them starts the world at the same time."""
+    return settings.model_copy(update={"sim_start": clock_start(load_store(settings), settings.sim_start)})
 
 
 def load_config(settings: Settings) -> ConfigTables:

@@ -23,7 +23,7 @@ from smartshelf.ingress import dead_letter
 from smartshelf.registry import DEAD_LETTERS, TABLES, Table, table, topic
 from smartshelf.schemas import (DeadLetter, PosTransaction, ShelfBatchState, ShelfEvent, ShelfProfile, ShelfState,
                                 WarehouseBatchState, WarehouseEvent, WarehouseState)
-from smartshelf.store import StoreData
+from smartshelf.store import StoreData, clock_start
 from smartshelf.streaming.batch import BatchIO, BatchOutput, Received
 from smartshelf.streaming.loop_apps import loop_apps
 
@@ -104,7 +104,8 @@ class StateApp:
         if not rows:  # the first batch ever: the state as the store opened
             from smartshelf.runtime.jobs import load_store
 
-            rows = self.initial(load_store(io.settings), io.settings.sim_start)
+            store = load_store(io.settings)
+            rows = self.initial(store, clock_start(store, io.settings.sim_start))
         return {self._key(row): row for row in rows}
 
     def handle(self, io: BatchIO, batch_id: int, received: list[Received], output: BatchOutput) -> None:

@@ -25,6 +25,7 @@ from smartshelf.registry import topic
 from smartshelf.schemas import (AppStateRow, ClockTick, ShelfBatchState, ShelfEvent, ShelfRestockPlan, ShelfState,
                                 SupplierOrder, WarehouseBatchState, WarehouseEvent, WarehouseState,
                                 WarehouseSupplierPlan)
+from smartshelf.store import clock_start
 from smartshelf.streaming.batch import BatchIO, BatchOutput, Received
 
 StateT = TypeVar("StateT", bound=BaseModel)
@@ -207,7 +208,8 @@ class WarehouseLots(BaseModel):
 def _initial(io: BatchIO) -> rules.InitialStates:
     from smartshelf.runtime.jobs import load_store
 
-    return rules.initial_states(load_store(io.settings), io.settings.sim_start)
+    store = load_store(io.settings)
+    return rules.initial_states(store, clock_start(store, io.settings.sim_start))
 
 
 def _initial_wh_lots(io: BatchIO) -> dict[str, WarehouseBatchState]:

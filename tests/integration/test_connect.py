@@ -64,7 +64,7 @@ def _state_records(rng: random.Random, count: int, start: int) -> list[Outgoing]
         shelf = f"S{rng.randrange(40):03d}"
         ts = DAY + timedelta(seconds=i)
         out.append(_record("shelf_state", ShelfState(shelf_id=shelf, current_stock=rng.randrange(100),
-                                                     current_weight_kg=rng.random() * 10,
+                                                     current_weight=rng.random() * 10,
                                                      last_event_type="pickup", last_event_ts=ts)))
         out.append(_record("shelf_batch_state", ShelfBatchState(
             shelf_id=shelf, batch_code=f"B{rng.randrange(3)}", received_date=date(2024, 12, 20),
@@ -84,7 +84,7 @@ def _state_records(rng: random.Random, count: int, start: int) -> list[Outgoing]
 
 def _bad_records() -> list[Outgoing]:
     """Each must reach dead_letters with its reason, and must not stop the records after it."""
-    good = ShelfState(shelf_id="S001", current_stock=5, current_weight_kg=1.0, last_event_type="pickup",
+    good = ShelfState(shelf_id="S001", current_stock=5, current_weight=1.0, last_event_type="pickup",
                       last_event_ts=DAY)
     return [
         ("shelf_state", b"S001", b"{not json"),

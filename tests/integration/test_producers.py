@@ -131,16 +131,16 @@ MALFORMED: dict[str, bytes] = {
     "not JSON": b"{this is not json",
     "invalid UTF-8": b"\xff\xfe\x00garbage",
     "wrong type": b'{"event_id":"x1","event_type":"pickup","shelf_id":"S1","quantity":"two",'
-                  b'"weight_change_kg":-1.0,"customer_id":"C1","ts":"2025-01-01T09:00:00"}',
-    "missing field": b'{"event_id":"x2","event_type":"pickup","quantity":1,"weight_change_kg":-1.0,'
+                  b'"weight_change":-1.0,"customer_id":"C1","ts":"2025-01-01T09:00:00"}',
+    "missing field": b'{"event_id":"x2","event_type":"pickup","quantity":1,"weight_change":-1.0,'
                      b'"ts":"2025-01-01T09:00:00"}',
     "negative quantity": b'{"event_id":"x3","event_type":"pickup","shelf_id":"S1","quantity":-3,'
-                         b'"weight_change_kg":3.0,"customer_id":"C1","ts":"2025-01-01T09:00:00"}',
+                         b'"weight_change":3.0,"customer_id":"C1","ts":"2025-01-01T09:00:00"}',
     "huge quantity": b'{"event_id":"x4","event_type":"pickup","shelf_id":"S1","quantity":99999999999,'
-                     b'"weight_change_kg":-1.0,"customer_id":"C1","ts":"2025-01-01T09:00:00"}',
+                     b'"weight_change":-1.0,"customer_id":"C1","ts":"2025-01-01T09:00:00"}',
     "huge payload": b'{"event_id":"' + b"x" * 200_000 + b'"}',
 }
-VALID = (b'{"event_id":"ok-1","event_type":"pickup","shelf_id":"S1","quantity":1,"weight_change_kg":-0.5,'
+VALID = (b'{"event_id":"ok-1","event_type":"pickup","shelf_id":"S1","quantity":1,"weight_change":-0.5,'
          b'"customer_id":"C1","batch_code":null,"ts":"2025-01-01T09:00:00"}')
 
 

@@ -47,12 +47,12 @@ def _script(shelves: list[ShelfState], rounds: int) -> list[ShelfEvent]:
         shelf = shelves[n % len(shelves)]
         kind = "putback" if n % 5 == 4 else "pickup"
         quantity = 1 + n % 2
-        delta_kg = round((-1 if kind == "pickup" else 1) * quantity * 0.5, 3)
+        delta = round((-1 if kind == "pickup" else 1) * quantity * 500, 3)
         ts = T0 + timedelta(seconds=n)
         events.append(ShelfEvent(event_id=f"t-{n}-m", event_type=kind, shelf_id=shelf.shelf_id, quantity=quantity,
-                                 weight_change_kg=delta_kg, customer_id="C1", ts=ts))
+                                 weight_change=delta, customer_id="C1", ts=ts))
         events.append(ShelfEvent(event_id=f"t-{n}-w", event_type="weight_change", shelf_id=shelf.shelf_id,
-                                 quantity=quantity, weight_change_kg=delta_kg, customer_id="C1", ts=ts))
+                                 quantity=quantity, weight_change=delta, customer_id="C1", ts=ts))
     return events
 
 
@@ -93,12 +93,13 @@ def test_scripted_events_give_the_predicted_state(spark_stack: Settings) -> None
     events = _script(shelves, 60)
     _send(settings, "shelf_events", [e.model_dump_json().encode() for e in events], [e.shelf_id for e in events])
     _send(settings, "shelf_events", [b"not json", ShelfEvent(
-        event_id="ghost", event_type="pickup", shelf_id="NOPE", quantity=1, weight_change_kg=-1, ts=T0
+        event_id="ghost", event_type="pickup", shelf_id="NOPE", quantity=1, weight_change=-1, ts=T0
     ).model_dump_json().encode()], ["x", "NOPE"])
-    new_shelf = ShelfProfile(shelf_id="S-NEW", aisle="Z9", item_category="bakery", item_subcategory="bread",
-                             item_weight=0.5, shelf_weight=10.0, maximum_stock=30, item_price=2.0)
+    new_shelf = ShelfProfile(shelf_id="S-NEW", aisle=99, item_category="BREAD AND BREADSTICKS",
+                             item_subcategory="Fresh Bread", item_weight=500, shelf_weight=15_000, maximum_stock=30,
+                             item_price=2.0)
     _send(settings, "shelf_profiles", [new_shelf.model_dump_json().encode()], [new_shelf.shelf_id])
-    stocked = ShelfEvent(event_id="new-1", event_type="putback", shelf_id="S-NEW", quantity=6, weight_change_kg=3.0,
+    stocked = ShelfEvent(event_id="new-1", event_type="putback", shelf_id="S-NEW", quantity=6, weight_change=3000,
                          ts=T0 + timedelta(hours=1))
     _send(settings, "shelf_events", [stocked.model_dump_json().encode()], [stocked.shelf_id])
     visits = [FootTrafficEvent(event_id=f"f{i}", event_type="entry", customer_id=f"C{i}", ts=T0) for i in range(25)]
@@ -118,7 +119,7 @@ def test_scripted_events_give_the_predicted_state(spark_stack: Settings) -> None
     state_path = delta.table_path(settings.delta_dir, table("shelf_state"))
     in_delta = {row.shelf_id: row for row in delta.read_rows(state_path, ShelfState)}
     # a shelf the store added through its profile: known from the profile, then stocked by staff
-    added = ShelfState(shelf_id="S-NEW", current_stock=6, current_weight_kg=10.0, last_event_type="putback",
+    added = ShelfState(shelf_id="S-NEW", current_stock=6, current_weight=0.0, last_event_type="putback",
                        last_event_ts=stocked.ts)
     expected["S-NEW"] = added
     assert in_delta == expected
@@ -188,7 +189,7 @@ def test_sales_and_warehouse_moves_give_the_predicted_lots(spark_stack: Settings
     ]
     # the restock (w2) reaches its shelf: the refill's staff putback naming the lot
     refill = ShelfEvent(event_id="rf-w2-m", event_type="putback", shelf_id=moves[1].shelf_id,
-                        quantity=moves[1].quantity, weight_change_kg=1.0, batch_code=moves[1].batch_code,
+                        quantity=moves[1].quantity, weight_change=1.0, batch_code=moves[1].batch_code,
                         received_date=moves[1].received_date, expiry_date=moves[1].expiry_date,
                         ts=T0 + timedelta(minutes=31))
     _send(settings, "pos_transactions", [s.model_dump_json().encode() for s in sales], [s.customer_id for s in sales])
@@ -245,7 +246,7 @@ def test_a_loop_app_follows_a_policy_changed_on_its_topic(spark_stack: Settings)
     stricter = config.shelf_policies[changed.shelf_id].model_copy(update={"low_stock_threshold_pct": 0.99})
     _send(settings, "shelf_policies", [stricter.model_dump_json().encode()], [changed.shelf_id])
     pickups = [ShelfEvent(event_id=f"policy-{s.shelf_id}", event_type="pickup", shelf_id=s.shelf_id, quantity=1,
-                          weight_change_kg=-0.5, customer_id="C9", ts=T0 + timedelta(hours=2))
+                          weight_change=-0.5, customer_id="C9", ts=T0 + timedelta(hours=2))
                for s in (changed, unchanged)]
     _send(settings, "shelf_events", [e.model_dump_json().encode() for e in pickups], [e.shelf_id for e in pickups])
 

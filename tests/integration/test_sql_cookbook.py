@@ -38,9 +38,10 @@ def db(stack: Settings) -> Settings:
     jobs.import_store(stack, stack.data_dir / "cookbook" / "db_csv")
     first, second = store.store_inventory[0], store.store_inventory[1]
     states = [
-        ShelfState(shelf_id=first.shelf_id, current_stock=0, current_weight_kg=first.shelf_weight,
+        ShelfState(shelf_id=first.shelf_id, current_stock=0, current_weight=0,
                    last_event_type="pickup", last_event_ts=DAY),
-        ShelfState(shelf_id=second.shelf_id, current_stock=second.maximum_stock, current_weight_kg=1.0,
+        ShelfState(shelf_id=second.shelf_id, current_stock=second.maximum_stock,
+                   current_weight=second.maximum_stock * second.item_weight,
                    last_event_type="putback", last_event_ts=DAY),
     ]
     lots = [ShelfBatchState(shelf_id=b.shelf_id, batch_code=b.batch_code, received_date=b.received_date,
@@ -52,7 +53,7 @@ def db(stack: Settings) -> Settings:
     order = SupplierOrder(order_id="O1", plan_id="P1", shelf_id=first.shelf_id, batches=2, quantity=24,
                           ordered_ts=DAY, expected_delivery_ts=datetime(2025, 1, 3, 7), status="open")
     alerts = [Alert(alert_id=f"A{i}", alert_type="out_of_stock", location="store", severity="critical",
-                    shelf_id="S0001", message="empty", ts=DAY) for i in range(2)]
+                    shelf_id=first.shelf_id, message="empty", ts=DAY) for i in range(2)]
     sale = PosTransactionRow(transaction_id="T1", customer_id="C1", ts=DAY, item_count=1, total=3.0)
     item = PosTransactionItemRow(transaction_id="T1", line_no=1, shelf_id=second.shelf_id, quantity=2,
                                  unit_price=1.5, discount=0.0, line_total=3.0)
@@ -79,8 +80,8 @@ def test_cookbook_lists_the_manager_questions() -> None:
 def test_stock_below_threshold_finds_the_empty_shelf_not_the_full_one(db: Settings) -> None:
     rows = run(db, "stock-below-threshold")
     shelves = [r[0] for r in rows]
-    assert shelves[0] == "S0001" and rows[0][3] == 0
-    assert "S0002" not in shelves
+    assert shelves[0] == "BEVWAT0001" and rows[0][3] == 0  # the store's first two shelves
+    assert "BEVWAT0002" not in shelves
 
 
 def test_expiring_lots_are_within_three_days_and_sorted(db: Settings) -> None:
@@ -91,7 +92,7 @@ def test_expiring_lots_are_within_three_days_and_sorted(db: Settings) -> None:
 
 
 def test_open_supplier_orders(db: Settings) -> None:
-    assert [(r[0], r[1], r[4]) for r in run(db, "open-supplier-orders")] == [("O1", "S0001", 24)]
+    assert [(r[0], r[1], r[4]) for r in run(db, "open-supplier-orders")] == [("O1", "BEVWAT0001", 24)]
 
 
 def test_alert_history_and_timeline(db: Settings) -> None:
@@ -101,4 +102,4 @@ def test_alert_history_and_timeline(db: Settings) -> None:
 
 def test_top_sellers(db: Settings) -> None:
     rows = run(db, "top-sellers")
-    assert [(r[0], r[3]) for r in rows] == [("S0002", 2)]
+    assert [(r[0], r[3]) for r in rows] == [("BEVWAT0002", 2)]

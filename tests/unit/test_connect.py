@@ -29,7 +29,7 @@ from smartshelf.schemas import (
 from smartshelf.tabular import unwrap_optional
 
 NOW = datetime(2025, 1, 1, 9, 30)
-STATE = ShelfState(shelf_id="S0001", current_stock=5, current_weight_kg=7.5, last_event_type="pickup",
+STATE = ShelfState(shelf_id="S0001", current_stock=5, current_weight=7.5, last_event_type="pickup",
                    last_event_ts=NOW)
 LOT = ShelfBatchState(shelf_id="S0001", batch_code="B1", received_date=date(2025, 1, 1),
                       expiry_date=date(2025, 1, 9), batch_quantity_store=3, last_update_ts=NOW)
@@ -191,7 +191,7 @@ def test_json_schema_maps_types_and_optional_fields() -> None:
     assert properties["received_date"] == {"type": "string", "format": "date"}
     assert properties["ts"] == {"type": "string", "format": "date-time"}
     assert "reference" in properties and "reference" not in schema["required"]  # type: ignore[operator]
-    assert json_schema(ShelfState)["properties"]["current_weight_kg"] == {"type": "number"}  # type: ignore[index]
+    assert json_schema(ShelfState)["properties"]["current_weight"] == {"type": "number"}  # type: ignore[index]
     with pytest.raises(TypeError, match="PosTransaction.items"):
         json_schema(PosTransaction)  # nested: why the POS sink is ours
 
@@ -416,7 +416,7 @@ def test_a_source_and_a_sink_on_one_topic_are_refused(tmp_path: Path) -> None:
 
 def test_text_with_a_nul_character_is_refused_and_a_dead_letter_holding_one_is_kept() -> None:
     specs = {s.topic.name: s for s in load_connectors() if isinstance(s, SinkSpec)}
-    state = ShelfState(shelf_id="S\x001", current_stock=1, current_weight_kg=1.0, last_event_type="pickup",
+    state = ShelfState(shelf_id="S\x001", current_stock=1, current_weight=1.0, last_event_type="pickup",
                        last_event_ts=datetime(2025, 1, 1, 8))
     action = record_action(specs["shelf_state"], SinkRecord("shelf_state", 0, 1, "S\x001".encode(),
                                                             state.model_dump_json().encode(), state.last_event_ts))

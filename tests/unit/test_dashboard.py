@@ -34,8 +34,8 @@ def alerts(*rows: dict[str, object]) -> pd.DataFrame:
 
 
 INVENTORY = pd.DataFrame({
-    "shelf_id": ["S1", "S2", "S3", "S4"], "aisle": ["A01", "A01", "A02", "A03"],
-    "item_category": ["Dairy", "Dairy", "Bakery", "Fruit"], "item_subcategory": ["Milk", "Butter", "Bread", "Citrus"],
+    "shelf_id": ["S1", "S2", "S3", "S4"], "aisle": [26, 26, 24, 25],
+    "item_category": ["REFRIGERATED", "REFRIGERATED", "BREAD AND BREADSTICKS", "FRUITS AND VEGETABLES"], "item_subcategory": ["Milk", "Butter", "Bread", "Citrus"],
 })
 
 
@@ -75,9 +75,22 @@ def test_overlapping_or_duplicate_zones_are_rejected_touching_ones_are_not(tmp_p
         d.load_layout(write_layout(tmp_path, touching.replace("category: B", "category: A")))
 
 
+def test_a_category_the_layout_lacks_gets_a_zone_of_its_own_and_nothing_overlaps() -> None:
+    zones = d.load_layout(LAYOUT)
+    assert d.plan_zones(zones, [c.name for c in CATEGORIES]) == zones  # nothing to add
+    new = [f"GARDEN {n}" for n in range(7)]  # two rows of new zones
+    plan = d.plan_zones(zones, [c.name for c in CATEGORIES] + new + new[:1])
+    assert [z.category for z in plan] == [z.category for z in zones] + sorted(new)
+    assert d.overlapping_zones(plan) == []
+    assert all(0 <= z.x0 < z.x1 <= 1 and 0 <= z.y0 < z.y1 <= 1 for z in plan)
+    d.StoreLayout(zones=plan)  # a valid plan: one zone per category, no overlap
+    front = max(z.y1 for z in plan if z.category in new)
+    assert all(z.y0 >= front for z in plan if z.category not in new)  # the layout moved back to make room
+
+
 def test_missing_categories_are_named() -> None:
-    zones = [d.Zone(category="Dairy", x0=0, y0=0, x1=0.1, y1=0.1)]
-    assert d.missing_categories(zones, ["Dairy", "Fish", "Meat"]) == ["Fish", "Meat"]
+    zones = [d.Zone(category="REFRIGERATED", x0=0, y0=0, x1=0.1, y1=0.1)]
+    assert d.missing_categories(zones, ["REFRIGERATED", "FISH", "MEAT"]) == ["FISH", "MEAT"]
 
 
 # --- active alerts and zones ------------------------------------------------------------------------
@@ -96,8 +109,8 @@ def test_a_zone_takes_its_worst_active_store_alert() -> None:
     frame = alerts(alert("S1", "low_stock", 10, "warning"), alert("S2", "out_of_stock", 20, "critical"),
                    alert("S3", "wh_out_of_stock", 5, "critical", location="warehouse"),  # warehouse: not on the map
                    alert("S4", "near_expiry", 5, "info"))
-    assert d.zone_status(frame, INVENTORY, NOW) == {"Dairy": "critical", "Bakery": "none", "Fruit": "info"}
-    assert d.zone_status(alerts(), INVENTORY, NOW) == {"Dairy": "none", "Bakery": "none", "Fruit": "none"}
+    assert d.zone_status(frame, INVENTORY, NOW) == {"REFRIGERATED": "critical", "BREAD AND BREADSTICKS": "none", "FRUITS AND VEGETABLES": "info"}
+    assert d.zone_status(alerts(), INVENTORY, NOW) == {"REFRIGERATED": "none", "BREAD AND BREADSTICKS": "none", "FRUITS AND VEGETABLES": "none"}
 
 
 def test_active_alerts_are_counted_per_location() -> None:
@@ -109,7 +122,7 @@ def test_active_alerts_are_counted_per_location() -> None:
 def test_weight_changes_are_counted_per_category() -> None:
     events = pd.DataFrame({"shelf_id": ["S1", "S2", "S3", "S3"],
                            "event_type": ["weight_change", "weight_change", "pickup", "weight_change"]})
-    assert d.zone_activity(events, INVENTORY) == {"Dairy": 2, "Bakery": 1}
+    assert d.zone_activity(events, INVENTORY) == {"REFRIGERATED": 2, "BREAD AND BREADSTICKS": 1}
     assert d.zone_activity(d.empty_frame("raw_shelf_events"), INVENTORY) == {}
 
 
@@ -118,17 +131,17 @@ def test_items_join_and_filters() -> None:
     joined = d.with_items(state, INVENTORY)
     assert list(joined.columns) == ["shelf_id", "aisle", "item_category", "item_subcategory", "current_stock"]
     assert list(d.select_rows(joined, {"item_category": []})["shelf_id"]) == ["S1", "S3", "S4"]
-    assert list(d.select_rows(joined, {"item_category": ["Dairy", "Fruit"]})["shelf_id"]) == ["S1", "S4"]
-    assert list(d.select_rows(joined, {"item_category": ["Dairy", "Fruit"], "item_subcategory": ["Citrus"]})
+    assert list(d.select_rows(joined, {"item_category": ["REFRIGERATED", "FRUITS AND VEGETABLES"]})["shelf_id"]) == ["S1", "S4"]
+    assert list(d.select_rows(joined, {"item_category": ["REFRIGERATED", "FRUITS AND VEGETABLES"], "item_subcategory": ["Citrus"]})
                 ["shelf_id"]) == ["S4"]
     assert list(d.select_rows(joined, {"shelf_id": ["S3"]})["current_stock"]) == [0]
 
 
 def test_a_zone_lists_all_its_shelves_with_live_stock_where_known() -> None:
     inventory = INVENTORY.assign(maximum_stock=[10, 20, 30, 40])
-    state = pd.DataFrame({"shelf_id": ["S2", "S3"], "current_stock": [4, 9], "current_weight_kg": [1.0, 2.0],
+    state = pd.DataFrame({"shelf_id": ["S2", "S3"], "current_stock": [4, 9], "current_weight": [1.0, 2.0],
                           "last_event_type": ["pickup", "pickup"], "last_event_ts": [NOW, NOW]})
-    shelves = d.zone_shelves(inventory, state, "Dairy")
+    shelves = d.zone_shelves(inventory, state, "REFRIGERATED")
     assert list(shelves["shelf_id"]) == ["S1", "S2"] and list(shelves["maximum_stock"]) == [10, 20]
     assert pd.isna(shelves.loc[0, "current_stock"]) and shelves.loc[1, "current_stock"] == 4
 
@@ -158,7 +171,7 @@ def test_open_orders_are_those_not_received_soonest_first() -> None:
 # --- snapshot, settings, figure ---------------------------------------------------------------------
 def test_a_snapshot_gives_missing_tables_empty_with_their_columns_and_falls_back_to_the_newest_alert() -> None:
     snapshot = d.Snapshot(now=None, people_in_store=None, frames={"alerts": alerts(alert("S1", "low_stock", 3))})
-    assert list(snapshot.frame("shelf_state").columns) == ["shelf_id", "current_stock", "current_weight_kg",
+    assert list(snapshot.frame("shelf_state").columns) == ["shelf_id", "current_stock", "current_weight",
                                                            "last_event_type", "last_event_ts"]
     assert not snapshot.has_store
     assert snapshot.reference_time() == NOW - timedelta(minutes=3)
@@ -175,20 +188,20 @@ def test_the_settings_shown_leave_passwords_out() -> None:
 
 def test_the_map_draws_every_zone_in_its_colour_and_marks_activity() -> None:
     zones = d.load_layout(LAYOUT)
-    figure = d.layout_figure(zones, {"Dairy": "critical", "Fruit": "warning"}, {"Dairy": 3})
+    figure = d.layout_figure(zones, {"REFRIGERATED": "critical", "FRUITS AND VEGETABLES": "warning"}, {"REFRIGERATED": 3})
     shapes = {shape.name: shape for shape in figure.layout.shapes}
     assert len(shapes) == len(zones)
-    assert shapes["Dairy"].fillcolor == d.SEVERITY_COLOURS["critical"] and shapes["Dairy"].line.width == 4
-    assert shapes["Fruit"].fillcolor == d.SEVERITY_COLOURS["warning"] and shapes["Fruit"].line.width == 1
-    assert shapes["Fish"].fillcolor == d.SEVERITY_COLOURS["none"]
-    assert (shapes["Dairy"].x0, shapes["Dairy"].y1) == next((z.x0, z.y1) for z in zones if z.category == "Dairy")
+    assert shapes["REFRIGERATED"].fillcolor == d.SEVERITY_COLOURS["critical"] and shapes["REFRIGERATED"].line.width == 4
+    assert shapes["FRUITS AND VEGETABLES"].fillcolor == d.SEVERITY_COLOURS["warning"] and shapes["FRUITS AND VEGETABLES"].line.width == 1
+    assert shapes["FISH"].fillcolor == d.SEVERITY_COLOURS["none"]
+    assert (shapes["REFRIGERATED"].x0, shapes["REFRIGERATED"].y1) == next((z.x0, z.y1) for z in zones if z.category == "REFRIGERATED")
 
 
 # --- Delta reads (local files) ----------------------------------------------------------------------
 def test_weight_changes_are_read_from_delta_filtered_by_type_and_time(tmp_path: Path) -> None:
     assert d.weight_changes_since(tmp_path, NOW).empty  # no table yet
     events = [ShelfEvent(event_id=f"e-{kind}-{minutes}", event_type=kind, shelf_id="S1", quantity=1,  # type: ignore[arg-type]
-                         weight_change_kg=-0.5, customer_id="c1", ts=NOW - timedelta(minutes=minutes))
+                         weight_change=-0.5, customer_id="c1", ts=NOW - timedelta(minutes=minutes))
               for kind, minutes in (("weight_change", 90), ("weight_change", 30), ("pickup", 30))]
     path = delta.table_path(tmp_path, table(d.SHELF_EVENTS))
     path.mkdir(parents=True)

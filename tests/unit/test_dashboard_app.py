@@ -22,8 +22,8 @@ from smartshelf.settings import REPO_ROOT, Settings
 APP = str(REPO_ROOT / "dashboard" / "app.py")
 NOW = datetime(2025, 1, 1, 14, 0)
 VIEWS = list(core.VIEW_TABLES)
-SHELVES = {"S-D1": ("Dairy", "Milk"), "S-D2": ("Dairy", "Butter"), "S-B1": ("Bakery", "Bread"),
-           "S-F1": ("Fruit", "Citrus")}
+SHELVES = {"S-D1": ("REFRIGERATED", "Milk"), "S-D2": ("REFRIGERATED", "Butter"), "S-B1": ("BREAD AND BREADSTICKS", "Bread"),
+           "S-F1": ("FRUITS AND VEGETABLES", "Citrus")}
 
 
 def frame(name: str, rows: Sequence[BaseModel]) -> pd.DataFrame:
@@ -31,7 +31,7 @@ def frame(name: str, rows: Sequence[BaseModel]) -> pd.DataFrame:
 
 
 def inventory() -> pd.DataFrame:
-    return pd.DataFrame([{"shelf_id": shelf_id, "aisle": "A01", "item_weight": 1.0, "shelf_weight": 10.0,
+    return pd.DataFrame([{"shelf_id": shelf_id, "aisle": 1, "item_weight": 1000, "shelf_weight": 40_000,
                           "item_category": category, "item_subcategory": sub, "item_visibility": 0.1,
                           "maximum_stock": 40, "current_stock": 20, "item_price": 1.99}
                          for shelf_id, (category, sub) in SHELVES.items()], columns=core.columns_of("store_inventory"))
@@ -53,7 +53,7 @@ def seeded_snapshot(models: Sequence[MlModel] = ()) -> core.Snapshot:
     return core.Snapshot(now=NOW, people_in_store=7, frames={
         "store_inventory": inventory(),
         "shelf_state": frame("shelf_state", [
-            ShelfState(shelf_id=s, current_stock=i, current_weight_kg=10.0 + i, last_event_type="pickup",
+            ShelfState(shelf_id=s, current_stock=i, current_weight=10.0 + i, last_event_type="pickup",
                        last_event_ts=NOW) for i, s in enumerate(SHELVES)]),
         "wh_state": frame("wh_state", [WarehouseState(shelf_id=s, wh_current_stock=50, last_event_type="wh_out",
                                                       last_event_ts=NOW) for s in SHELVES]),
@@ -78,7 +78,7 @@ def seeded_snapshot(models: Sequence[MlModel] = ()) -> core.Snapshot:
                             received_ts=NOW - timedelta(hours=1), expiry_date=date(2025, 1, 20))]),
         core.SHELF_EVENTS: frame(core.SHELF_EVENTS, [
             ShelfEvent(event_id=f"e{i}", event_type="weight_change", shelf_id="S-B1", quantity=1,
-                       weight_change_kg=-1.0, customer_id="c1", ts=NOW - timedelta(minutes=i)) for i in range(3)]),
+                       weight_change=-1.0, customer_id="c1", ts=NOW - timedelta(minutes=i)) for i in range(3)]),
         "ml_models": frame("ml_models", models),
     })
 
@@ -131,17 +131,17 @@ def test_the_map_shows_the_clock_people_active_alerts_and_the_zones_with_alerts(
     shown = metrics(app)
     assert shown["Simulated time"] == "2025-01-01 14:00" and shown["People in store"] == "7"
     assert shown["Active store alerts"] == "2" and shown["Active warehouse alerts"] == "1"
-    assert shown["Zones with alerts"] == "1"  # Dairy; Bakery's alert is in the warehouse, Fruit's is old
+    assert shown["Zones with alerts"] == "1"  # REFRIGERATED; the bread alert is in the warehouse, the fruit one is old
     assert shown["Alerts raised"] == "4"
     live = app.tabs[0]
-    assert any(m.value == "**Zones with alerts:** Dairy (critical)" for m in live.markdown)
+    assert any(m.value == "**Zones with alerts:** REFRIGERATED (critical)" for m in live.markdown)
     assert len(live.get("plotly_chart")) == 1
 
-    app.selectbox(key="map_zone").set_value("Dairy").run()
+    app.selectbox(key="map_zone").set_value("REFRIGERATED").run()
     shelves, zone_alerts = app.tabs[0].dataframe[0].value, app.tabs[0].dataframe[1].value
     assert list(shelves["shelf_id"]) == ["S-D1", "S-D2"]
     assert list(zone_alerts["alert_type"]) == ["out_of_stock", "low_stock"]
-    app.selectbox(key="map_zone").set_value("Fish").run()
+    app.selectbox(key="map_zone").set_value("FISH").run()
     assert [info.value for info in app.tabs[0].info] == ["No shelves in this zone.", "No active alerts in this zone."]
 
 
@@ -149,8 +149,8 @@ def test_states_show_shelf_and_warehouse_state_filtered_by_category_subcategory_
     app = serve(seeded_snapshot)
     tables = open_view(app, "States").dataframe
     assert len(tables) == 4 and all(len(t.value) == len(SHELVES) for t in tables)
-    app.multiselect(key="states_category").set_value(["Dairy"]).run()
-    assert all(set(t.value["item_category"]) == {"Dairy"} for t in app.tabs[1].dataframe)
+    app.multiselect(key="states_category").set_value(["REFRIGERATED"]).run()
+    assert all(set(t.value["item_category"]) == {"REFRIGERATED"} for t in app.tabs[1].dataframe)
     assert app.multiselect(key="states_subcategory").options == ["Butter", "Milk"]
     app.multiselect(key="states_subcategory").set_value(["Milk"]).run()
     assert [list(t.value["shelf_id"]) for t in app.tabs[1].dataframe] == [["S-D1"]] * 4
@@ -177,7 +177,7 @@ def test_the_alerts_table_filters(serve) -> None:  # type: ignore[no-untyped-def
     app.multiselect(key="alerts_location").set_value(["store"]).run()
     app.checkbox(key="alerts_active_only").check().run()
     assert list(app.tabs[3].dataframe[0].value["shelf_id"]) == ["S-D2"]
-    app.multiselect(key="alerts_category").set_value(["Fruit"]).run()
+    app.multiselect(key="alerts_category").set_value(["FRUITS AND VEGETABLES"]).run()
     assert [info.value for info in app.tabs[3].info] == ["No alerts match the filters."]
 
 

@@ -1,7 +1,9 @@
-"""The synthetic store: deterministic, at reference scale, consistent, and eventful within a week."""
+"""The synthetic store: deterministic, at reference scale, in the reference data's format, consistent, and eventful
+within a week."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from collections import Counter, defaultdict
@@ -27,10 +29,9 @@ def store() -> StoreData:
 
 
 def lots_by_shelf(store: StoreData) -> dict[str, list[BatchRow]]:
-    """Each lot once (a split lot is in both files), oldest first."""
-    lots = {(lot.shelf_id, lot.batch_code): lot for lot in [*store.store_batches, *store.warehouse_batches]}
+    """Each shelf's lots, on the shelf and in the warehouse, oldest first."""
     by_shelf: defaultdict[str, list[BatchRow]] = defaultdict(list)
-    for lot in lots.values():
+    for lot in [*store.store_batches, *store.warehouse_batches]:
         by_shelf[lot.shelf_id].append(lot)
     return {shelf: sorted(found, key=lambda lot: lot.batch_code) for shelf, found in by_shelf.items()}
 
@@ -55,32 +56,50 @@ def test_different_seeds_differ(store: StoreData) -> None:
 
 def test_reference_scale(store: StoreData) -> None:
     assert 1050 <= len(store.store_inventory) <= 1150
-    count = len(store.store_inventory)
-    assert [row.shelf_id for row in store.store_inventory] == [f"S{n:04d}" for n in range(1, count + 1)]
     subcategories: defaultdict[str, set[str]] = defaultdict(set)
-    aisles: defaultdict[str, set[str]] = defaultdict(set)
+    aisles: defaultdict[str, set[int]] = defaultdict(set)
     for row in store.store_inventory:
         subcategories[row.item_category].add(row.item_subcategory)
         aisles[row.item_category].add(row.aisle)
-    assert len(subcategories) == 25
-    assert all(2 <= len(subs) <= 6 for subs in subcategories.values())
+    assert len(subcategories) == 29 and all(name == name.upper() for name in subcategories)
+    assert all(3 <= len(subs) <= 7 for subs in subcategories.values())
     assert all(len(found) == 1 for found in aisles.values())
-    assert len({a for found in aisles.values() for a in found}) == 25
+    assert sorted(a for found in aisles.values() for a in found) == list(range(1, 30))
 
 
-def test_every_shelf_has_one_to_three_lots(store: StoreData) -> None:
+def test_ids_follow_the_reference_format(store: StoreData) -> None:
+    """shelf_id: 3 letters of the category, 3 of the subcategory, a number; batch_code: one counter over both
+    lot files."""
+    ids = [row.shelf_id for row in store.store_inventory]
+    assert len(set(ids)) == len(ids)
+    for row in store.store_inventory:
+        prefix = row.item_category.replace(" ", "")[:3] + row.item_subcategory.replace(" ", "")[:3].upper()
+        assert re.fullmatch(re.escape(prefix) + r"\d{4}", row.shelf_id), row.shelf_id
+    codes = [lot.batch_code for lot in [*store.store_batches, *store.warehouse_batches]]
+    assert sorted(codes) == [f"B{n:07d}" for n in range(1, len(codes) + 1)]
+
+
+def test_weights_are_grams_and_a_full_shelf(store: StoreData) -> None:
+    for row in [*store.store_inventory, *store.warehouse_inventory]:
+        assert isinstance(row.item_weight, int) and 25 <= row.item_weight <= 3000
+        assert row.shelf_weight == row.item_weight * row.maximum_stock
+
+
+def test_every_shelf_has_one_to_four_lots(store: StoreData) -> None:
     lots = lots_by_shelf(store)
     assert set(lots) == {row.shelf_id for row in store.store_inventory}
-    assert Counter(len(found) for found in lots.values()).keys() == {1, 2, 3}
+    assert Counter(len(found) for found in lots.values()).keys() == {1, 2, 3, 4}
 
 
 def test_generated_store_is_consistent(store: StoreData) -> None:
     assert check_consistency(store) == []
 
 
-def test_split_lots_exist(store: StoreData) -> None:
-    in_store = {(lot.shelf_id, lot.batch_code) for lot in store.store_batches}
-    assert any((lot.shelf_id, lot.batch_code) in in_store for lot in store.warehouse_batches)
+def test_lots_are_in_one_place_and_the_warehouse_holds_whole_cases(store: StoreData) -> None:
+    assert all(lot.location == "in-store" and lot.batch_quantity_total == lot.batch_quantity_store
+               for lot in store.store_batches)
+    assert all(lot.location == "warehouse" and lot.batch_quantity_total == lot.batch_quantity_warehouse
+               and lot.batch_quantity_total % lot.standard_batch_size == 0 for lot in store.warehouse_batches)
 
 
 def test_stock_levels_are_realistic(store: StoreData) -> None:
@@ -102,8 +121,9 @@ def test_expiry_dates(store: StoreData) -> None:
         assert lot.expiry_date <= START + timedelta(days=horizon)
 
 
-def test_older_lots_expire_first(store: StoreData) -> None:
+def test_older_lots_expire_first_and_the_shelf_holds_the_oldest(store: StoreData) -> None:
     for found in lots_by_shelf(store).values():
+        assert [lot.location for lot in found] == sorted(lot.location for lot in found)  # in-store < warehouse
         assert [lot.received_date for lot in found] == sorted(lot.received_date for lot in found)
         assert [lot.expiry_date for lot in found] == sorted(lot.expiry_date for lot in found)
 
@@ -143,4 +163,4 @@ def test_any_seed_gives_a_consistent_store(seed: int) -> None:
     store = generate_store(seed)
     assert check_consistency(store) == []
     assert 1050 <= len(store.store_inventory) <= 1150
-    assert all(1 <= len(found) <= 3 for found in lots_by_shelf(store).values())
+    assert all(1 <= len(found) <= 4 for found in lots_by_shelf(store).values())

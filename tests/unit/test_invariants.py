@@ -11,7 +11,7 @@ T = datetime(2025, 1, 1, 9)
 
 
 def _shelf(shelf_id: str, stock: int) -> ShelfState:
-    return ShelfState(shelf_id=shelf_id, current_stock=stock, current_weight_kg=1.0, last_event_type="pickup",
+    return ShelfState(shelf_id=shelf_id, current_stock=stock, current_weight=1.0, last_event_type="pickup",
                       last_event_ts=T)
 
 

@@ -27,15 +27,15 @@ DELAY = timedelta(minutes=20)
 # --- helpers ----------------------------------------------------------------------------------
 def config(*shelf_ids: str, maximum: int = 100, low: float = 0.25, target: float = 0.9, near_days: int = 3,
            near_discount: float = 0.3, reorder: int = 30, up_to: int = 90, lead: int = 2, hour: int = 7,
-           batch: int = 12, life: int = 10, weight: float = 0.5) -> StoreConfig:
+           batch: int = 12, life: int = 10, weight: int = 500) -> StoreConfig:
     ids = shelf_ids or ("S1",)
     return StoreConfig(
         shelf_policies={s: ShelfPolicy(shelf_id=s, low_stock_threshold_pct=low, restock_target_pct=target,
                                        near_expiry_days=near_days, near_expiry_discount=near_discount) for s in ids},
         wh_policies={s: WarehousePolicy(shelf_id=s, reorder_point=reorder, order_up_to=up_to, lead_time_days=lead,
                                         delivery_hour=hour) for s in ids},
-        profiles={s: ShelfProfile(shelf_id=s, aisle="A01", item_category="Dairy", item_subcategory="Milk",
-                                  item_weight=weight, shelf_weight=10.0, maximum_stock=maximum, item_price=1.99)
+        profiles={s: ShelfProfile(shelf_id=s, aisle=1, item_category="REFRIGERATED", item_subcategory="Fresh Milk",
+                                  item_weight=weight, shelf_weight=weight * maximum, maximum_stock=maximum, item_price=1.99)
                   for s in ids},
         batch_size={s: batch for s in ids}, shelf_life_days={s: life for s in ids})
 
@@ -58,7 +58,7 @@ def by_key(*lots: WarehouseBatchState) -> dict[str, WarehouseBatchState]:
 
 
 def shelf_state(stock: int, ts: datetime = T0, shelf_id: str = "S1") -> ShelfState:
-    return ShelfState(shelf_id=shelf_id, current_stock=stock, current_weight_kg=10 + stock * 0.5,
+    return ShelfState(shelf_id=shelf_id, current_stock=stock, current_weight=stock * 500,
                       last_event_type="pickup", last_event_ts=ts)
 
 
@@ -452,7 +452,7 @@ def test_a_refill_waits_for_its_delay() -> None:
 def test_a_refill_is_a_staff_putback_and_its_scale_reading() -> None:
     move = wh_out("A", 5)
     effects = Effects()
-    assert refills_due([move], T0 + DELAY, DELAY, config(weight=0.4), effects) == []
+    assert refills_due([move], T0 + DELAY, DELAY, config(weight=400), effects) == []
     putback, weight = out(effects, "shelf_events")
     assert (putback.event_type, weight.event_type) == ("putback", "weight_change")
     for event in (putback, weight):
@@ -460,7 +460,7 @@ def test_a_refill_is_a_staff_putback_and_its_scale_reading() -> None:
         assert (event.shelf_id, event.batch_code, event.quantity) == ("S1", "A", 5)
         assert (event.received_date, event.expiry_date) == (move.received_date, move.expiry_date)
         assert event.ts == T0 + DELAY
-        assert event.weight_change_kg == pytest.approx(2.0)
+        assert event.weight_change == 2000
     assert putback.event_id != weight.event_id
 
 
@@ -594,14 +594,14 @@ def test_expired_shelf_lots_are_picked_up_by_staff() -> None:
     at = datetime(2025, 1, 10, 7)
     lot = shelf_lot("OLD", 6, DAY - timedelta(days=1))
     effects = Effects()
-    remove_expired([lot], [], DAY, at, config(weight=0.25), effects)
+    remove_expired([lot], [], DAY, at, config(weight=250), effects)
     pickup, weight = out(effects, "shelf_events")
     assert (pickup.event_type, weight.event_type) == ("pickup", "weight_change")
     for event in (pickup, weight):
         assert (event.shelf_id, event.batch_code, event.quantity, event.ts, event.customer_id) == \
             ("S1", "OLD", 6, at, None)
         assert (event.received_date, event.expiry_date) == (lot.received_date, lot.expiry_date)
-        assert event.weight_change_kg == pytest.approx(-1.5)
+        assert event.weight_change == -1500
     [alert] = alerts(effects)
     assert (alert.alert_type, alert.location, alert.severity, alert.batch_code, alert.value) == \
         ("expired", "store", "critical", "OLD", 6)

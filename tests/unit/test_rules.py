@@ -34,8 +34,7 @@ def test_shelf_rules_rebuild_the_worlds_shelf_stock(day: tuple) -> None:
     weights = {r.shelf_id: r for r in store.store_inventory}
     for shelf_id, state in shelves.items():  # the scale agrees with the count
         row = weights[shelf_id]
-        assert state.current_weight_kg == pytest.approx(row.shelf_weight + state.current_stock * row.item_weight,
-                                                        abs=1e-6)
+        assert state.current_weight == state.current_stock * row.item_weight
 
 
 def test_sales_rebuild_the_worlds_lots_fifo(day: tuple) -> None:
@@ -70,7 +69,7 @@ def test_sale_takes_the_earliest_expiry_first_and_reports_a_shortfall() -> None:
 def test_pickup_beyond_stock_stops_at_zero_and_says_so() -> None:
     state = initial_states(generate_store(1), START)[0][0]
     event = ShelfEvent(event_id="e", event_type="pickup", shelf_id=state.shelf_id,
-                       quantity=state.current_stock + 2, weight_change_kg=-1.0, ts=START)
+                       quantity=state.current_stock + 2, weight_change=-1.0, ts=START)
     after, shortfall = apply_shelf_event(state, event)
     assert after.current_stock == 0 and shortfall == Shortfall(state.shelf_id, 2)
 
@@ -94,7 +93,7 @@ def test_warehouse_in_out_and_removal() -> None:
 def _restock(shelf_id: str, batch_code: str, quantity: int, expiry: date, minute: int) -> ShelfEvent:
     """A refill reaching the shelf: the staff's putback naming its lot."""
     return ShelfEvent(event_id=f"r{minute}", event_type="putback", shelf_id=shelf_id, batch_code=batch_code,
-                      quantity=quantity, weight_change_kg=quantity * 0.5, received_date=date(2025, 1, 1),
+                      quantity=quantity, weight_change=quantity * 0.5, received_date=date(2025, 1, 1),
                       expiry_date=expiry, ts=START + timedelta(minutes=minute))
 
 
@@ -115,9 +114,9 @@ def test_a_restock_adds_its_lot_to_the_shelf_and_sales_then_take_the_earliest_ex
     assert {(lot.batch_code, lot.batch_quantity_store) for lot in changed} == {("B2", 0), ("B1", 1)}
 
 
-def test_a_profile_makes_an_empty_shelf_weighing_its_tare() -> None:
-    profile = ShelfProfile(shelf_id="S-NEW", aisle="A1", item_category="dairy", item_subcategory="milk",
-                           item_weight=1.0, shelf_weight=12.5, maximum_stock=40, item_price=1.2)
+def test_a_profile_makes_an_empty_shelf_weighing_nothing() -> None:
+    profile = ShelfProfile(shelf_id="S-NEW", aisle=1, item_category="REFRIGERATED", item_subcategory="Fresh Milk",
+                           item_weight=1000, shelf_weight=40_000, maximum_stock=40, item_price=1.2)
     shelf = shelf_from_profile(profile, START)
-    assert (shelf.shelf_id, shelf.current_stock, shelf.current_weight_kg, shelf.last_event_type) == (
-        "S-NEW", 0, 12.5, "profile")
+    assert (shelf.shelf_id, shelf.current_stock, shelf.current_weight, shelf.last_event_type) == (
+        "S-NEW", 0, 0, "profile")

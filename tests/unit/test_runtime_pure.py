@@ -55,8 +55,8 @@ def test_policies_follow_category_overrides() -> None:
     config = derive_config(store, load_policy_config())
     category = {row.shelf_id: row.item_category for row in store.store_inventory}
     by_shelf = {p.shelf_id: p for p in config.shelf_policies}
-    bakery = next(s for s, c in category.items() if c == "Bakery")
-    beverages = next(s for s, c in category.items() if c == "Beverages")
+    bakery = next(s for s, c in category.items() if c == "BREAD AND BREADSTICKS")
+    beverages = next(s for s, c in category.items() if c == "BEVERAGES")
     assert by_shelf[bakery].near_expiry_days == 1 and by_shelf[bakery].low_stock_threshold_pct == 0.3
     assert by_shelf[beverages].near_expiry_days == 14  # the default
     wh = {p.shelf_id: p for p in config.wh_policies}

@@ -1,10 +1,12 @@
-"""Reading the store CSVs: a faithful round trip, and every bad file rejected naming its file, line and column."""
+"""Reading the store CSVs: the reference project's format read as it is, a faithful round trip, and every bad file
+rejected naming its file, line and column."""
 
 from __future__ import annotations
 
 import csv
 import dataclasses
 from collections.abc import Callable
+from datetime import date, datetime
 from pathlib import Path
 
 import pytest
@@ -12,11 +14,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from smartshelf.datagen import generate_store, write_store
+from smartshelf.dashboard import load_layout, plan_zones
 from smartshelf.errors import SmartShelfError
-from smartshelf.store import REFERENCE_FILES, StoreData, check_consistency, columns
+from smartshelf.policies import derive_config, load_policy_config
+from smartshelf.rules import initial_states
+from smartshelf.store import REFERENCE_FILES, StoreData, check_consistency, clock_start, columns
 from smartshelf.store_csv import csv_text, read_store_csvs
 
 Rows = list[list[str]]
+REPO = Path(__file__).resolve().parents[2]
+REFERENCE_FIXTURE = REPO / "tests" / "fixtures" / "reference_csv"
 
 
 @pytest.fixture(scope="module")
@@ -57,10 +64,6 @@ def line_of(csv_dir: Path, name: str, wanted: Callable[[dict[str, str]], bool]) 
     """The line number of the first data row that `wanted` accepts."""
     with (csv_dir / name).open(newline="") as handle:
         return next(i for i, row in enumerate(csv.DictReader(handle), start=2) if wanted(row))
-
-
-def store_only_lot(row: dict[str, str]) -> bool:
-    return row["batch_quantity_warehouse"] == "0"
 
 
 def test_round_trip(store: StoreData, tmp_path: Path) -> None:
@@ -163,7 +166,7 @@ def test_all_problems_are_counted_and_listed(csv_dir: Path) -> None:
     lines = str(caught.value).splitlines()
     assert lines[0].startswith("store_inventory_final.csv line 2, column item_price:")
     assert lines[0].endswith("(and 2 more problems)")
-    assert lines[1].startswith("  store_batches.csv line 3, column location: Input should be 'in_store' or 'warehouse'")
+    assert lines[1].startswith("  store_batches.csv line 3, column location: Input should be 'in-store' or 'warehouse'")
     assert lines[2] == "  warehouse_batches.csv line 4, column received_date: value is required but empty"
 
 
@@ -180,7 +183,7 @@ def test_stock_not_matching_lots(csv_dir: Path) -> None:
 
 
 def test_unknown_shelf_in_batches(csv_dir: Path) -> None:
-    line = line_of(csv_dir, "store_batches.csv", store_only_lot)
+    line = 2
     edit(csv_dir, "store_batches.csv", set_cell(line, "shelf_id", "S9999"))
     # The lot's real shelf now misses its units: the second problem.
     assert first_line(csv_dir) == (
@@ -189,14 +192,88 @@ def test_unknown_shelf_in_batches(csv_dir: Path) -> None:
     )
 
 
-def test_split_lot_halves_must_agree(csv_dir: Path) -> None:
+def test_a_lot_is_in_one_place_only(csv_dir: Path) -> None:
     with (csv_dir / "store_batches.csv").open(newline="") as handle:
-        in_store = {(row["shelf_id"], row["batch_code"]) for row in csv.DictReader(handle)}
-    line = line_of(csv_dir, "warehouse_batches.csv", lambda row: (row["shelf_id"], row["batch_code"]) in in_store)
-    edit(csv_dir, "warehouse_batches.csv", set_cell(line, "expiry_date", "2030-01-01"))
-    message = first_line(csv_dir)
-    assert message.startswith(f"warehouse_batches.csv line {line}, column expiry_date: lot ")
-    assert "has 2030-01-01 here but" in message
+        first = next(csv.DictReader(handle))
+    line = line_of(csv_dir, "warehouse_batches.csv", lambda row: row["shelf_id"] == first["shelf_id"])
+    edit(csv_dir, "warehouse_batches.csv", set_cell(line, "batch_code", first["batch_code"]))
+    assert first_line(csv_dir).startswith(
+        f"warehouse_batches.csv line {line}, column batch_code: lot {first['batch_code']} of shelf"
+        f" {first['shelf_id']} is also in store_batches.csv: a lot is in one place")
+
+
+def test_a_lot_is_never_split_between_shelf_and_warehouse(csv_dir: Path) -> None:
+    def split(rows: Rows) -> None:  # one unit of the lot on line 2 said to be in the warehouse as well
+        header = rows[0]
+        total, warehouse = header.index("batch_quantity_total"), header.index("batch_quantity_warehouse")
+        rows[1][total] = str(int(rows[1][total]) + 1)
+        rows[1][warehouse] = "1"
+
+    edit(csv_dir, "store_batches.csv", split)
+    assert first_line(csv_dir).startswith(
+        "store_batches.csv line 2, column batch_quantity_warehouse: must be 0: a lot in the store has no units in the"
+        " warehouse (lots are never split)")
+
+
+def test_shelf_weight_is_the_full_shelf_in_the_item_weights_unit(csv_dir: Path) -> None:
+    edit(csv_dir, "store_inventory_final.csv", set_cell(3, "shelf_weight", "12.5"))  # an empty shelf's kg
+    assert first_line(csv_dir).startswith("store_inventory_final.csv line 3, column shelf_weight: Input should be a"
+                                          " valid integer")
+    edit(csv_dir, "store_inventory_final.csv", set_cell(3, "shelf_weight", "1"))
+    assert first_line(csv_dir).startswith("store_inventory_final.csv line 3: shelf_weight (1) must be the full"
+                                          " shelf's weight, item_weight × maximum_stock")
+
+
+def test_item_weight_is_whole_grams(csv_dir: Path) -> None:
+    edit(csv_dir, "warehouse_inventory_final.csv", set_cell(2, "item_weight", "0.5"))  # kilograms
+    assert first_line(csv_dir).startswith("warehouse_inventory_final.csv line 2, column item_weight: Input should be"
+                                          " a valid integer")
+
+
+# --- the reference project's own format -------------------------------------------------------------
+@pytest.fixture(scope="module")
+def reference() -> StoreData:
+    return read_store_csvs(REFERENCE_FIXTURE)
+
+
+def test_the_reference_format_is_read_as_it_is(reference: StoreData) -> None:
+    shelves = {row.shelf_id: row for row in reference.store_inventory}
+    assert len(shelves) == 7 and len(reference.store_batches) == 12 and len(reference.warehouse_batches) == 5
+    water = shelves["BEVWAT0001"]
+    assert (water.aisle, water.item_weight, water.shelf_weight, water.item_category, water.item_subcategory) == (
+        1, 1500, 60_000, "BEVERAGES", "Water")
+    assert {lot.location for lot in reference.store_batches} == {"in-store"}
+    assert {lot.location for lot in reference.warehouse_batches} == {"warehouse"}
+    assert reference.discounts == []  # no all_discounts.csv
+    assert check_consistency(reference) == []
+
+
+def test_the_twin_weighs_a_shelf_as_stock_times_item_weight_in_the_datas_unit(reference: StoreData) -> None:
+    weight = {row.shelf_id: row.item_weight for row in reference.store_inventory}
+    shelves = initial_states(reference, datetime(2026, 1, 19, 8)).shelves
+    assert {s.shelf_id: s.current_weight for s in shelves} == {
+        s.shelf_id: s.current_stock * weight[s.shelf_id] for s in shelves}
+    assert next(s for s in shelves if s.shelf_id == "BEVWAT0001").current_weight == 31 * 1500
+
+
+def test_data_made_after_sim_start_starts_the_clock_on_its_newest_lots_day(reference: StoreData) -> None:
+    configured = datetime(2025, 1, 1, 8)
+    assert clock_start(reference, configured) == datetime(2026, 1, 19, 8)
+    assert clock_start(reference, datetime(2026, 3, 1, 9)) == datetime(2026, 3, 1, 9)  # later SIM_START kept
+    assert max(lot.received_date for lot in reference.store_batches) == date(2026, 1, 19)
+
+
+def test_an_unknown_category_gets_the_default_policy_and_a_zone_of_its_own(reference: StoreData) -> None:
+    policy = load_policy_config()
+    assert "FLOWERS AND PLANTS" not in policy.categories
+    config = derive_config(reference, policy)
+    flowers = next(p for p in config.shelf_policies if p.shelf_id == "FLOCUT0001")
+    assert flowers.model_dump(exclude={"shelf_id"}) == policy.shelf.model_dump()
+    yogurt = next(p for p in config.shelf_policies if p.shelf_id == "REFYOG0001")
+    assert yogurt.near_expiry_days == policy.categories["REFRIGERATED"].shelf["near_expiry_days"]
+    zones = plan_zones(load_layout(REPO / "dashboard" / "store_layout.yaml"),
+                       {row.item_category for row in reference.store_inventory})
+    assert "FLOWERS AND PLANTS" in {zone.category for zone in zones}
 
 
 def test_check_consistency_names_rows(store: StoreData) -> None:
@@ -208,7 +285,8 @@ def test_check_consistency_names_rows(store: StoreData) -> None:
                              *store.warehouse_inventory[1:]],
     )
     assert check_consistency(broken) == [
-        f"store_inventory_final.csv row {len(broken.store_inventory)}, column shelf_id: duplicate shelf_id 'S0001'",
+        f"store_inventory_final.csv row {len(broken.store_inventory)}, column shelf_id:"
+        f" duplicate shelf_id {shelf.shelf_id!r}",
         f"warehouse_inventory_final.csv row 1, column item_price: 0.01 differs from store_inventory_final.csv"
         f" ({shelf.item_price!r})",
     ]

@@ -24,21 +24,21 @@ MIDNIGHT = datetime(2025, 1, 1)
 
 
 # --- helpers ----------------------------------------------------------------------------------
-def shelf(shelf_id: str, stock: int, *, visibility: float = 0.3, weight: float = 0.5, price: float = 1.99,
+def shelf(shelf_id: str, stock: int, *, visibility: float = 0.3, weight: int = 500, price: float = 1.99,
           maximum: int = 1000) -> StoreInventoryRow:
     return StoreInventoryRow(
-        shelf_id=shelf_id, aisle="A01", item_weight=weight, shelf_weight=10.0, item_category="Dairy",
-        item_subcategory="Milk", item_visibility=visibility, maximum_stock=maximum, current_stock=stock,
+        shelf_id=shelf_id, aisle=1, item_weight=weight, shelf_weight=weight * maximum, item_category="REFRIGERATED",
+        item_subcategory="Fresh Milk", item_visibility=visibility, maximum_stock=maximum, current_stock=stock,
         item_price=price,
     )
 
 
 def lot(shelf_id: str, code: str, quantity: int, expiry: date) -> BatchRow:
     return BatchRow(
-        shelf_id=shelf_id, batch_code=code, item_category="Dairy", item_subcategory="Milk",
+        shelf_id=shelf_id, batch_code=code, item_category="REFRIGERATED", item_subcategory="Fresh Milk",
         standard_batch_size=max(quantity, 1), received_date=date(2024, 12, 20), expiry_date=expiry,
         batch_quantity_total=quantity, batch_quantity_store=quantity, batch_quantity_warehouse=0,
-        location="in_store",
+        location="in-store",
     )
 
 
@@ -270,11 +270,11 @@ def test_every_move_is_followed_by_the_scale_reading_it(
             continue
         reading = shelf_events[index + 1]
         assert reading.event_type == "weight_change"
-        assert (reading.shelf_id, reading.quantity, reading.weight_change_kg, reading.ts, reading.customer_id) == (
-            move.shelf_id, move.quantity, move.weight_change_kg, move.ts, move.customer_id)
+        assert (reading.shelf_id, reading.quantity, reading.weight_change, reading.ts, reading.customer_id) == (
+            move.shelf_id, move.quantity, move.weight_change, move.ts, move.customer_id)
         sign = -1 if move.event_type == "pickup" else 1
-        assert move.weight_change_kg == round(sign * move.quantity * weight[move.shelf_id], 3)
-        assert (move.weight_change_kg < 0) == (move.event_type == "pickup")
+        assert move.weight_change == round(sign * move.quantity * weight[move.shelf_id], 3)
+        assert (move.weight_change < 0) == (move.event_type == "pickup")
 
 
 # --- the till ---------------------------------------------------------------------------------

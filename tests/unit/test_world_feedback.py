@@ -21,18 +21,18 @@ RECEIVED = date(2025, 1, 5)
 # --- helpers ----------------------------------------------------------------------------------
 def shelf(shelf_id: str, stock: int, *, visibility: float = 0.3, price: float = 2.0) -> StoreInventoryRow:
     return StoreInventoryRow(
-        shelf_id=shelf_id, aisle="A01", item_weight=0.5, shelf_weight=10.0, item_category="Dairy",
-        item_subcategory="Milk", item_visibility=visibility, maximum_stock=1000, current_stock=stock,
+        shelf_id=shelf_id, aisle=1, item_weight=500, shelf_weight=500_000, item_category="REFRIGERATED",
+        item_subcategory="Fresh Milk", item_visibility=visibility, maximum_stock=1000, current_stock=stock,
         item_price=price,
     )
 
 
 def batch(shelf_id: str, code: str, quantity: int, expiry: date) -> BatchRow:
     return BatchRow(
-        shelf_id=shelf_id, batch_code=code, item_category="Dairy", item_subcategory="Milk",
+        shelf_id=shelf_id, batch_code=code, item_category="REFRIGERATED", item_subcategory="Fresh Milk",
         standard_batch_size=max(quantity, 1), received_date=RECEIVED, expiry_date=expiry,
         batch_quantity_total=quantity, batch_quantity_store=quantity, batch_quantity_warehouse=0,
-        location="in_store",
+        location="in-store",
     )
 
 
@@ -58,7 +58,7 @@ def move(kind: str, shelf_id: str, code: str, quantity: int, ts: datetime, *,
 
 
 def customer_move(kind: str, shelf_id: str, ts: datetime) -> list[ShelfEvent]:
-    common = {"shelf_id": shelf_id, "quantity": 1, "weight_change_kg": -0.5, "customer_id": "C1", "ts": ts}
+    common = {"shelf_id": shelf_id, "quantity": 1, "weight_change": -500, "customer_id": "C1", "ts": ts}
     return [ShelfEvent(event_id=f"c-{kind}-m", event_type=kind, **common),  # type: ignore[arg-type]
             ShelfEvent(event_id=f"c-{kind}-w", event_type="weight_change", **common)]  # type: ignore[arg-type]
 
