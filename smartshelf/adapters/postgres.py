@@ -15,9 +15,9 @@ from psycopg2.extras import execute_values
 from pydantic import BaseModel
 
 from smartshelf.errors import SmartShelfError
-from smartshelf.registry import Table
+from smartshelf.registry import TABLES, Table
 from smartshelf.settings import REPO_ROOT, Settings
-from smartshelf.tabular import tables_sql
+from smartshelf.tabular import table_columns, tables_sql
 
 MIGRATIONS_DIR = REPO_ROOT / "postgresql"
 GENERATED_TABLES_FILE = "02_tables.sql"
@@ -65,6 +65,11 @@ def migrate(settings: Settings) -> list[str]:
         cur.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
         _ensure_role(cur, settings.postgres_app_user, settings.postgres_app_password)
         _ensure_role(cur, settings.postgres_reader_user, settings.postgres_reader_password)
+        outdated = outdated_tables(cur)
+        if outdated:
+            raise SmartShelfError(
+                f"the database holds tables of an older Smart Shelf ({'; '.join(outdated[:3])}): stop the stack"
+                " (smartshelf down), delete run/, delta/ and data/db_csv/, and start again")
         for path in migration_files():
             text = path.read_text()
             statement = text.replace(":app_role", f'"{settings.postgres_app_user}"').replace(
@@ -81,6 +86,29 @@ def migrate(settings: Settings) -> list[str]:
             )
             applied.append(path.name)
     return applied
+
+
+def outdated_tables(cur: psycopg2.extensions.cursor) -> list[str]:
+    """The registry's tables that exist with other columns than their model's (CREATE TABLE IF NOT EXISTS would
+    keep them as they are), each with what differs first."""
+    found = []
+    for table in TABLES:
+        if table.pg is None:
+            continue
+        schema_name, table_name = table.pg.split(".")
+        cur.execute(
+            "SELECT column_name, data_type, is_nullable = 'YES' FROM information_schema.columns "
+            "WHERE table_schema = %s AND table_name = %s ORDER BY ordinal_position",
+            (schema_name, table_name),
+        )
+        actual = [(name, dtype.replace("timestamp without time zone", "timestamp"), nullable)
+                  for name, dtype, nullable in cur.fetchall()]
+        expected = table_columns(table)
+        if actual and actual != expected:
+            first = next((f"{a[0]} {a[1]}, expected {e[0]} {e[1]}" for a, e in zip(actual, expected) if a != e),
+                         f"{len(actual)} columns, expected {len(expected)}")
+            found.append(f"{table.pg}: {first}")
+    return found
 
 
 def write_generated_tables_sql() -> Path:

@@ -18,7 +18,7 @@ from smartshelf.registry import TABLES, TOPICS, table
 from smartshelf.runtime import jobs
 from smartshelf.settings import Settings
 from smartshelf.store import StoreData
-from smartshelf.tabular import arrow_schema, table_columns
+from smartshelf.tabular import arrow_schema
 from tests.conftest import settings_env
 
 SMARTSHELF = str(Path(__file__).resolve().parents[2] / ".venv" / "bin" / "smartshelf")
@@ -60,18 +60,22 @@ def test_migrations_are_idempotent(loaded: tuple) -> None:
 def test_every_sql_table_matches_its_model(loaded: tuple) -> None:
     settings, _, _ = loaded
     with postgres.connect(settings, "admin") as conn, conn.cursor() as cur:
-        for t in TABLES:
-            if t.pg is None:
-                continue
-            schema_name, table_name = t.pg.split(".")
-            cur.execute(
-                "SELECT column_name, data_type, is_nullable = 'YES' FROM information_schema.columns "
-                "WHERE table_schema = %s AND table_name = %s ORDER BY ordinal_position",
-                (schema_name, table_name),
-            )
-            actual = [(name, dtype.replace("timestamp without time zone", "timestamp"), nullable)
-                      for name, dtype, nullable in cur.fetchall()]
-            assert actual == table_columns(t), t.pg
+        assert postgres.outdated_tables(cur) == []
+
+
+def test_a_table_of_an_older_version_stops_the_migration_with_what_to_do(loaded: tuple) -> None:
+    settings, _, _ = loaded
+    with postgres.connect(settings, "admin") as conn, conn.cursor() as cur:
+        cur.execute("ALTER TABLE ops.dead_letters ADD COLUMN weight_kg double precision")
+    try:
+        with pytest.raises(SmartShelfError, match=r"older Smart Shelf \(ops.dead_letters: 8 columns, expected 7\):"
+                                                  r" stop the stack .* delete run/"):
+            postgres.migrate(settings)
+    finally:
+        with postgres.connect(settings, "admin") as conn, conn.cursor() as cur:
+            cur.execute("ALTER TABLE ops.dead_letters DROP COLUMN weight_kg")
+    with postgres.connect(settings, "admin") as conn, conn.cursor() as cur:
+        assert postgres.outdated_tables(cur) == []
 
 
 def test_every_delta_table_matches_its_model(loaded: tuple) -> None:
