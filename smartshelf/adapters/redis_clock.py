@@ -3,6 +3,10 @@
 Every component reads "now" through `SimClock.now()`. Participants of fast mode report progress here: tick
 participants (producers, bridge) the last tick they finished, offset participants (Spark apps, connect
 worker) the next offset they will read per partition.
+
+A pause (`smartshelf check`) holds the clock still: the clock moves only while no one holds `sim:pause`, and
+the test and the move are one atomic Redis script, so once `pause` has returned the time no longer changes
+until `resume`. The pause key always carries a TTL: a holder that dies stops the store no longer than that.
 """
 
 from __future__ import annotations
@@ -19,6 +23,27 @@ from smartshelf.errors import SmartShelfError
 from smartshelf.settings import Settings
 
 POLL_S = 0.02
+SIM_PAUSE = "sim:pause"  # the holder of a pause of the clock (expires: see the module docstring)
+
+# the move and the test that no one holds a pause in one step: a pause taken before it stops it for certain
+_SET_UNLESS_PAUSED = """
+if redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
+redis.call('SET', KEYS[1], ARGV[1])
+redis.call('SET', KEYS[2], ARGV[2])
+return 1
+"""
+# take the pause, or renew it if we hold it already; answers the other holder if someone else holds it
+_PAUSE = """
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then return holder end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return ''
+"""
+# lift only our own pause: one that expired and was taken by someone else stays
+_RESUME = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
 
 
 def redis_client(settings: Settings) -> redis.Redis:
@@ -72,14 +97,31 @@ class SimClock:
         pipe.execute()
         return self.now()
 
-    def set(self, t: datetime) -> None:
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.set(c.SIM_NOW, c.encode_time(t))
-        pipe.set(c.SIM_TODAY, c.today(t).isoformat())
-        pipe.execute()
+    def set(self, t: datetime) -> bool:
+        """Move the clock to `t`; False (and no move) while someone holds a pause."""
+        moved = self.redis.eval(_SET_UNLESS_PAUSED, 3, c.SIM_NOW, c.SIM_TODAY, SIM_PAUSE,
+                                c.encode_time(t), c.today(t).isoformat())
+        return bool(moved)
 
     def finish(self) -> None:
         self.redis.set(c.SIM_DONE, "1")
+
+    # --- pausing the clock (smartshelf check) ---------------------------------------------------
+    def pause(self, holder: str, ttl_s: float) -> None:
+        """Hold the clock still for at most `ttl_s` seconds from now (again: renews); raises if someone else
+        holds it."""
+        other = self.redis.eval(_PAUSE, 1, SIM_PAUSE, holder, max(int(ttl_s * 1000), 1))
+        if other:
+            raise SmartShelfError(f"the clock is already paused by {other.decode()} (another check?); "
+                                  f"try again once it is done")
+
+    def resume(self, holder: str) -> None:
+        self.redis.eval(_RESUME, 1, SIM_PAUSE, holder)
+
+    def paused(self) -> str | None:
+        """Who holds the clock still, if anyone."""
+        holder = self.redis.get(SIM_PAUSE)
+        return holder.decode() if holder is not None else None
 
     # --- lockstep participants -------------------------------------------------------------------
     def register_tick_participant(self, name: str) -> None:

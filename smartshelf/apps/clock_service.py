@@ -9,12 +9,15 @@ fast: lockstep. Before the next tick, every tick participant must have finished 
 offset participant must have read its topics up to their end offsets; as a participant may write to a topic
 another one reads, this is repeated until the end offsets no longer move (the pipeline is quiet).
 With USE_SIMULATED_TIME=0 the clock follows the wall clock instead (store-local time, one step per second).
+
+In every mode the clock does not move while someone holds a pause (`smartshelf check`, SimClock.pause); after
+one, demo pacing starts again from the time it resumed: it does not race to make up the paused wall time.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 
 from kafka import TopicPartition
@@ -31,15 +34,49 @@ from smartshelf.settings import Settings
 NAME = "clock"
 POLL_S = 0.02
 REPORT_STUCK_EVERY_S = 30.0
+PAUSED_POLL_S = 0.1
+
+
+def tick_lags(done: Mapping[str, datetime | None], tick: datetime) -> list[str]:
+    """Each tick participant behind `tick` (c.behind_ticks), with the last tick it finished."""
+    return [f"{name} at {c.encode_time(last)}" if (last := done[name]) is not None else f"{name} (no tick yet)"
+            for name in c.behind_ticks(done, tick)]
+
+
+def offset_lags(positions: Mapping[str, Mapping[str, int]], topics: Mapping[str, list[str]],
+                ends: Mapping[str, int]) -> list[str]:
+    """Each offset participant short of its topics' ends (c.behind_offsets), with how many records it has
+    left to read and on which topics."""
+    lags = []
+    for name in c.behind_offsets(positions, topics, ends):
+        left: dict[str, int] = {}
+        for field, end in ends.items():
+            name_of_topic = field.rsplit(":", 1)[0]
+            if name_of_topic in topics[name] and (n := end - positions.get(name, {}).get(field, 0)) > 0:
+                left[name_of_topic] = left.get(name_of_topic, 0) + n
+        lags.append(f"{name} {sum(left.values())} records behind on {','.join(sorted(left))}")
+    return lags
+
+
+def next_step_due(due: float, step_s: float, resumed_at: float | None) -> float:
+    """When the next demo step is due (monotonic seconds): one step after this one was due, so a slow step is
+    made up; after a pause, one step after the clock resumed, so the paused wall time is not."""
+    return (resumed_at if resumed_at is not None else due) + step_s
 
 
 class Lockstep:
     """Waits until the pipeline has fully caught up with a tick."""
 
-    def __init__(self, clock: SimClock, kafka: KafkaAdapter, on_wait: Callable[[list[str]], None]) -> None:
+    def __init__(self, clock: SimClock, kafka: KafkaAdapter, on_wait: Callable[[list[str]], None],
+                 report_every_s: float = REPORT_STUCK_EVERY_S, expected: frozenset[str] = frozenset()) -> None:
+        """`on_wait` hears who is behind (tick_lags, offset_lags) every `report_every_s` while it waits;
+        `expected` participants count as behind until they have joined (a stack still starting is not settled)."""
         self.clock = clock
         self.kafka = kafka
         self.on_wait = on_wait
+        self.report_every_s = report_every_s
+        self.expected = expected
+        self.behind: list[str] = []  # who was behind at the last look
         self._partitions: dict[str, list[TopicPartition]] = {}
 
     def ends(self, topics: set[str]) -> dict[str, int]:
@@ -51,28 +88,40 @@ class Lockstep:
             partitions.extend(self._partitions[name])
         return {c.partition_field(tp.topic, tp.partition): end for tp, end in self.kafka.end_offsets(partitions).items()}
 
+    def lagging(self, tick: datetime, besides: str | None = None) -> list[str]:
+        """Who (but `besides`) has not caught up with `tick`, and by how much; [] once the pipeline is quiet."""
+        registered = self.clock.participants()
+        if missing := sorted(self.expected - set(registered)):
+            return [f"{name} (not joined yet)" for name in missing]
+        participants = {n: p for n, p in registered.items() if n != besides}
+        ticks_done = self.clock.ticks_done()
+        lags = tick_lags({n: ticks_done.get(n) for n, p in participants.items() if p["kind"] == "tick"}, tick)
+        if lags:
+            return lags
+        readers = {n: list(p["topics"]) for n, p in participants.items() if p["kind"] == "offsets"}  # type: ignore[call-overload]
+        if not readers:
+            return []
+        topics = {t for read in readers.values() for t in read}
+        ends = self.ends(topics)
+        lags = offset_lags({n: self.clock.positions(n) for n in readers}, readers, ends)
+        if not lags and self.ends(topics) != ends:
+            return ["nobody, but new records arrived meanwhile"]
+        return lags
+
     def settle(self, tick: datetime, stopping: Callable[[], bool], besides: str | None = None) -> bool:
-        """True once everyone (but `besides`) has caught up with `tick`; False if asked to stop first."""
+        """True once everyone (but `besides`) has caught up with `tick`; False if asked to stop first (then
+        `behind` says who was not there yet: it looks at least once)."""
         last_report = time.monotonic()
-        while not stopping():
-            participants = {n: p for n, p in self.clock.participants().items() if n != besides}
-            ticks_done = self.clock.ticks_done()
-            behind = c.behind_ticks({n: ticks_done.get(n) for n, p in participants.items() if p["kind"] == "tick"}, tick)
-            if not behind:
-                readers = {n: list(p["topics"]) for n, p in participants.items() if p["kind"] == "offsets"}  # type: ignore[call-overload]
-                if not readers:
-                    return True
-                topics = {t for read in readers.values() for t in read}
-                ends = self.ends(topics)
-                positions = {n: self.clock.positions(n) for n in readers}
-                behind = c.behind_offsets(positions, readers, ends)
-                if not behind and self.ends(topics) == ends:  # and nobody wrote more meanwhile
-                    return True
-            if time.monotonic() - last_report > REPORT_STUCK_EVERY_S:
-                self.on_wait(behind)
+        while True:
+            self.behind = self.lagging(tick, besides)
+            if not self.behind:
+                return True
+            if stopping():
+                return False
+            if time.monotonic() - last_report > self.report_every_s:
+                self.on_wait(self.behind)
                 last_report = time.monotonic()
             time.sleep(POLL_S)
-        return False
 
 
 class Watermark:
@@ -103,7 +152,7 @@ def run(settings: Settings, life: Lifecycle, clock: SimClock) -> None:
     if not settings.use_simulated_time:
         while not life.stopping:
             life.beat()
-            clock.set(wall_clock_now(settings.step_seconds))
+            clock.set(wall_clock_now(settings.step_seconds))  # refused while paused; then on to the wall time
             time.sleep(1.0)
         return
     def stopping() -> bool:
@@ -127,11 +176,16 @@ def run(settings: Settings, life: Lifecycle, clock: SimClock) -> None:
                     return
                 life.beat()
                 time.sleep(min(POLL_S * 5, max(next_wall - time.monotonic(), 0)))
-            next_wall += wall_step_s
         if not watermark.publish(now, stopping):
             return
         life.beat()
-        clock.set(tick)
+        resumed_at = None
+        while not clock.set(tick):  # paused: the check that holds it needs the time to stand still
+            if stopping():
+                return
+            time.sleep(PAUSED_POLL_S)
+            resumed_at = time.monotonic()
+        next_wall = next_step_due(next_wall, wall_step_s, resumed_at)
         now = tick
     if watermark.publish(now, stopping):
         clock.finish()

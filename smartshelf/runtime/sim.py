@@ -19,7 +19,7 @@ from smartshelf import rules
 from smartshelf.adapters import delta
 from smartshelf.adapters.kafka import KafkaAdapter
 from smartshelf.adapters.redis_clock import SimClock, redis_client
-from smartshelf.apps.clock_service import Lockstep
+from smartshelf.apps.clock_service import Lockstep, offset_lags
 from smartshelf.apps.producers import NAME as PRODUCERS
 from smartshelf.apps.producers import load_state, read_feedback
 from smartshelf import clock as c
@@ -41,6 +41,7 @@ SERVICES = ("spark", "connect", "producers", "bridge")
 JOIN_TIMEOUT_S = 300.0
 SETTLE_TIMEOUT_S = 300.0
 POLL_S = 0.5
+REPORT_EVERY_S = 5.0  # how often wait_settled tells its `on_wait` who is behind
 
 Progress = Callable[[datetime | None, datetime], None]
 ModelT = TypeVar("ModelT", bound=BaseModel)
@@ -61,20 +62,24 @@ def _participants_expected() -> set[str]:
     return {PRODUCERS, BRIDGE, *all_apps()} - {LAKE_SINK}
 
 
+class NotSettled(SmartShelfError):
+    """The pipeline did not catch up in the time given (`smartshelf check` exits 2 on it)."""
+
+
 def wait_for_lake(settings: Settings, timeout_s: float = SETTLE_TIMEOUT_S) -> None:
     """Wait until the lake sink has written what its topics hold now (the clock does not wait for it)."""
     from smartshelf.streaming.apps import lake_tables
     from smartshelf.streaming.runner import LAKE_SINK
 
-    topics = set(lake_tables())
+    topics = {LAKE_SINK: sorted(lake_tables())}
     clock = SimClock(redis_client(settings))
     kafka = KafkaAdapter(settings.kafka_bootstrap_servers)
     deadline = time.monotonic() + timeout_s
     try:
-        ends = Lockstep(clock, kafka, lambda behind: None).ends(topics)
-        while c.behind_offsets({LAKE_SINK: clock.positions(LAKE_SINK)}, {LAKE_SINK: sorted(topics)}, ends):
+        ends = Lockstep(clock, kafka, lambda behind: None).ends(set(topics[LAKE_SINK]))
+        while lags := offset_lags({LAKE_SINK: clock.positions(LAKE_SINK)}, topics, ends):
             if time.monotonic() > deadline:
-                raise SmartShelfError(f"the lake sink did not catch up with its topics in {timeout_s:.0f}s")
+                raise NotSettled(f"the lake sink did not catch up with its topics in {timeout_s:.3g}s: {lags[0]}")
             time.sleep(POLL_S / 5)
     finally:
         kafka.close()
@@ -373,15 +378,21 @@ def run_sim(base: Settings, days: int, seed: int, csv_dir: Path | None, fast: bo
         return summary
 
 
-def wait_settled(settings: Settings, at: datetime | None = None) -> None:
-    """Wait until every participant has caught up with the clock's time (or `at`) and the pipeline is quiet."""
+def wait_settled(settings: Settings, at: datetime | None = None, timeout_s: float = SETTLE_TIMEOUT_S,
+                 on_wait: Callable[[list[str]], None] = lambda behind: None) -> None:
+    """Wait until every participant has caught up with the clock's time (or `at`) and the pipeline is quiet;
+    `on_wait` hears who is behind every REPORT_EVERY_S. Every service must have joined the lockstep (on a stack
+    still starting, an app not yet there would look settled). The tick is fixed when it starts: on a clock that
+    moves on (demo speed), pause the clock first (`smartshelf check`)."""
     clock = SimClock(redis_client(settings))
     tick = at or clock.now()
     kafka = KafkaAdapter(settings.kafka_bootstrap_servers)
-    deadline = time.monotonic() + SETTLE_TIMEOUT_S
+    deadline = time.monotonic() + timeout_s
+    lockstep = Lockstep(clock, kafka, on_wait, REPORT_EVERY_S, frozenset(_participants_expected()))
     try:
-        settled = Lockstep(clock, kafka, lambda behind: None).settle(tick, lambda: time.monotonic() > deadline)
+        settled = lockstep.settle(tick, lambda: time.monotonic() > deadline)
     finally:
         kafka.close()
     if not settled:
-        raise SmartShelfError(f"the pipeline did not catch up with {tick} in {SETTLE_TIMEOUT_S:.0f}s")
+        raise NotSettled(f"the pipeline did not catch up with {c.encode_time(tick)} in {timeout_s:.3g}s; "
+                         f"behind: {'; '.join(lockstep.behind)}")

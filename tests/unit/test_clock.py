@@ -1,7 +1,9 @@
-"""The simulated clock's pure parts: the tick plan, the time encoding in Redis, and the lockstep rule.
+"""The simulated clock's pure parts: the tick plan, the time encoding in Redis, the lockstep rule, what a
+waiting check reports, and the demo pace after a pause.
 
 A wrong tick plan skips or repeats simulated time (so the world's events change); a wrong lockstep rule
-either stalls a fast run or lets the clock run ahead of a consumer, which then sees the future.
+either stalls a fast run or lets the clock run ahead of a consumer, which then sees the future; a clock that
+made up a pause would rush the store through the paused time in a burst.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from smartshelf.apps.clock_service import next_step_due, offset_lags, tick_lags
 from smartshelf.clock import ClockPlan, behind_offsets, behind_ticks, decode_time, encode_time, partition_field
 
 START = datetime(2025, 1, 1, 8)
@@ -169,3 +172,45 @@ def test_several_participants_are_reported_sorted_each_once() -> None:
     }
     topics = {"zeta": ["alerts"], "alpha": ["shelf_events", "alerts"], "mid": ["shelf_events", "alerts"]}
     assert behind_offsets(positions, topics, ENDS) == ["alpha", "zeta"]
+
+
+# --- what a waiting check reports: who is behind, and by how much ------------------------------
+def test_tick_lags_name_the_last_tick_each_laggard_finished() -> None:
+    tick = datetime(2025, 1, 1, 9)
+    done = {"producers": tick, "bridge": tick - timedelta(minutes=15), "newcomer": None}
+    assert tick_lags(done, tick) == ["bridge at 2025-01-01T08:45:00", "newcomer (no tick yet)"]
+    assert tick_lags({"producers": tick}, tick) == []
+
+
+def test_offset_lags_count_the_records_left_per_participant_on_its_topics() -> None:
+    positions = {"stock": {field("shelf_events", 0): 7, field("shelf_events", 1): 5},
+                 "alerts-sink": {field("alerts", 0): 3}, "never": {}}
+    topics = {"stock": ["shelf_events", "alerts"], "alerts-sink": ["alerts"], "never": ["alerts", "shelf_events"]}
+    assert offset_lags(positions, topics, ENDS) == [
+        "never 18 records behind on alerts,shelf_events",  # 3 + 10 + 5: no position is offset 0
+        "stock 6 records behind on alerts,shelf_events",  # 3 on shelf_events:0, 3 on alerts:0
+    ]
+
+
+def test_offset_lags_name_the_same_participants_as_behind_offsets() -> None:
+    positions = {"a": {field("shelf_events", 0): 11}, "b": {}, "c": {field("alerts", 0): 3}}
+    topics = {"a": ["shelf_events"], "b": ["alerts"], "c": ["alerts"]}
+    assert [lag.split(" ")[0] for lag in offset_lags(positions, topics, ENDS)] == behind_offsets(positions, topics, ENDS)
+
+
+# --- a paused demo clock does not race to make up the paused time ------------------------------
+def test_a_demo_step_is_due_one_step_after_the_last_was_due() -> None:
+    assert next_step_due(100.0, 0.1, None) == pytest.approx(100.1)
+
+
+def test_after_a_pause_the_next_step_is_due_one_step_after_the_resume() -> None:
+    """A 60 s pause at 10 steps a second would otherwise be made up by 600 steps in a burst."""
+    assert next_step_due(100.0, 0.1, resumed_at=160.0) == pytest.approx(160.1)
+
+
+@given(due=st.floats(0, 1e6), step=st.floats(0.001, 100), paused_for=st.floats(0, 1e4))
+def test_steps_after_a_pause_keep_the_demo_pace(due: float, step: float, paused_for: float) -> None:
+    """From the resume on, the steps are a step apart: never two due at once to catch up."""
+    first = next_step_due(due, step, resumed_at=due + paused_for)
+    second = next_step_due(first, step, None)
+    assert first >= due + paused_for and second - first == pytest.approx(step)
