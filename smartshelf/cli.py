@@ -47,6 +47,7 @@ def up(names: ServerNames = None) -> None:
             with console.status(f"{job_name}…"):
                 done = job(settings)
             console.print(f"[green]{job_name}[/]: {len(done)} applied/created/loaded")
+        settings = jobs.with_clock_start(settings)
         for name, seconds in supervisor.start(settings, service_names()).items():
             console.print(f"[green]started[/] {name} in {seconds:.1f}s")
     console.print(f"stack up in {time.monotonic() - began:.1f}s")
@@ -226,8 +227,10 @@ def _compare(settings: Settings, tick: datetime, mirrored: bool) -> dict[str, ob
     if not mirrored:
         return {**result, "postgres_mirror_ok": None}  # the connect worker is not running: nothing to compare
     differences = mirror.differences(settings)
-    return {**result, "ok": checks.ok and not differences, "postgres_mirror_ok": not differences,
-            "postgres_mirror_differences": differences[:5]}
+    weights = mirror.shelf_weight_mismatches(settings)
+    return {**result, "ok": checks.ok and not differences and not weights, "postgres_mirror_ok": not differences,
+            "postgres_mirror_differences": differences[:5], "postgres_shelf_weights_ok": not weights,
+            "postgres_shelf_weight_mismatches": weights}
 
 
 @app.command()

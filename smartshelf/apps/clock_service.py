@@ -196,5 +196,9 @@ def run(settings: Settings, life: Lifecycle, clock: SimClock) -> None:
 
 
 def main(settings: Settings) -> None:
+    from smartshelf.runtime.jobs import with_clock_start
+
     client = redis_client(settings)
-    run(settings, Lifecycle(NAME, client), SimClock(client))
+    # a store whose data was made after SIM_START opens on its data's first day (smartshelf.store.clock_start)
+    run(with_clock_start(settings) if settings.use_simulated_time else settings, Lifecycle(NAME, client),
+        SimClock(client))

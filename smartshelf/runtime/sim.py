@@ -33,7 +33,7 @@ from smartshelf.runtime.scratch import scratch_stack
 from smartshelf.schemas import (Alert, DailyDiscount, PosTransaction, ShelfBatchState, ShelfEvent, ShelfState,
                                 SupplierOrder, SupplierReceipt, WarehouseBatchState, WarehouseEvent, WarehouseState)
 from smartshelf.settings import Settings
-from smartshelf.store import StoreData
+from smartshelf.store import StoreData, clock_start
 from smartshelf.world import World, WorldState
 
 # the services of a run; the clock starts once all of them have joined the lockstep
@@ -122,7 +122,7 @@ class Twin:
     def read(cls, settings: Settings, store: StoreData) -> Twin:
         """The state tables; a table no batch has written yet holds the state as the store opened (the state
         apps start from it at their first batch, smartshelf.streaming.apps.StateApp)."""
-        initial = rules.initial_states(store, settings.sim_start)
+        initial = rules.initial_states(store, clock_start(store, settings.sim_start))
         return cls(_rows(settings, "shelf_state", ShelfState) or initial.shelves,
                    _rows(settings, "shelf_batch_state", ShelfBatchState) or initial.shelf_lots,
                    _rows(settings, "wh_state", WarehouseState) or initial.warehouse,
@@ -247,9 +247,13 @@ def check(settings: Settings, watermark: datetime | None = None) -> Checks:
     twin_lots = {lot_key(lot): lot.batch_quantity_store for lot in twin.shelf_lots if lot.batch_quantity_store}
     world_lots = {lot_key(ShelfLotKey(shelf_id, lot.batch_code)): lot.quantity
                   for shelf_id, lots in world.shelf_lots.items() for lot in lots if lot.quantity}
+    item_weight = {row.shelf_id: row.item_weight for row in store.store_inventory}
     disagreements = [
         *differences("shelf stock", {s.shelf_id: s.current_stock for s in twin.shelves}, world.shelf_stock),
         *differences("shelf lot", twin_lots, world_lots),
+        # the scale's readings add up to what the shelf holds, in the data's unit
+        *differences("shelf weight", {s.shelf_id: s.current_weight for s in twin.shelves},
+                     {s.shelf_id: s.current_stock * item_weight.get(s.shelf_id, 0) for s in twin.shelves}),
     ]
     # removals run at STORE_OPS_HOUR, on the clock's watermark: from then on, no lot past its date is on a shelf
     acted = watermark or world.clock
@@ -263,12 +267,14 @@ def summarise(settings: Settings, wall_s: float) -> dict[str, object]:
     checks = check(settings)
     mirror.wait_caught_up(settings)
     mirror_differences = mirror.differences(settings)
+    weight_mismatches = mirror.shelf_weight_mismatches(settings)
     moves, world = checks.moves, checks.world
     counts = _topic_counts(settings, (*SENSOR_TOPICS, DEAD_LETTERS))
     alerts = _rows(settings, "alerts", Alert)
     orders = _rows(settings, "wh_supplier_orders", SupplierOrder)
     kinds = Counter(m.event_type for m in [*moves.warehouse, *moves.staff])
     return {
+        "sim_start": settings.sim_start.isoformat(),
         "days": settings.sim_days,
         "seed": settings.sim_seed,
         "mode": settings.sim_mode,
@@ -290,7 +296,9 @@ def summarise(settings: Settings, wall_s: float) -> dict[str, object]:
         "postgres_mirror_ok": not mirror_differences,
         "postgres_mirror_differences": mirror_differences[:5],
         "postgres_rows": mirror.row_counts(settings),
-        "checks_ok": checks.ok and not mirror_differences,
+        "postgres_shelf_weights_ok": not weight_mismatches,
+        "postgres_shelf_weight_mismatches": weight_mismatches,
+        "checks_ok": checks.ok and not mirror_differences and not weight_mismatches,
         "wall_s": round(wall_s, 1),
     }
 
@@ -350,6 +358,7 @@ def run_sim(base: Settings, days: int, seed: int, csv_dir: Path | None, fast: bo
             write_store(generate_store(seed), settings.data_dir)
             csv_dir = settings.data_dir / "db_csv"
         jobs.import_store(settings, csv_dir)
+        settings = jobs.with_clock_start(settings)
 
         supervisor.start(settings, SERVICES)
         clock = SimClock(redis_client(settings))

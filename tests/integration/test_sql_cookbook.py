@@ -103,3 +103,18 @@ def test_alert_history_and_timeline(db: Settings) -> None:
 def test_top_sellers(db: Settings) -> None:
     rows = run(db, "top-sellers")
     assert [(r[0], r[3]) for r in rows] == [("BEVWAT0002", 2)]
+
+
+def test_shelf_weights_are_checked_against_stock_times_item_weight(db: Settings) -> None:
+    from smartshelf.runtime.mirror import shelf_weight_mismatches
+
+    assert shelf_weight_mismatches(db) == []
+    with postgres.connect(db, "app") as conn, conn.cursor() as cur:
+        cur.execute("UPDATE state.shelf_state SET current_weight = current_weight + 1 WHERE shelf_id = 'BEVWAT0002'")
+    try:
+        (mismatch,) = shelf_weight_mismatches(db)
+        assert mismatch.startswith("BEVWAT0002: weight ")
+    finally:
+        with postgres.connect(db, "app") as conn, conn.cursor() as cur:
+            cur.execute("UPDATE state.shelf_state SET current_weight = current_weight - 1"
+                        " WHERE shelf_id = 'BEVWAT0002'")
