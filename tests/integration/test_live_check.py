@@ -29,8 +29,8 @@ pytestmark = pytest.mark.integration
 
 SMARTSHELF = str(Path(__file__).resolve().parents[2] / ".venv" / "bin" / "smartshelf")
 MULTIPLIER = 10  # the reference demo speed (`make up`), at STEP_SECONDS=1
-LAGGARD = "test-laggard"
-KILLED = "test-killed-check"  # a pause holder that never resumes  # a participant that never reports a tick: the pipeline can never settle
+LAGGARD = "test-laggard"  # a participant that never reports a tick: the pipeline can never settle
+KILLED = "test-killed-check"  # a pause holder that never resumes
 
 
 def _check(settings: Settings, *args: str) -> tuple[subprocess.CompletedProcess[str], float]:
