@@ -290,34 +290,73 @@ class ConnectSourceOffset(Record):
 
 
 class ShelfDailyFeatures(Record):
-    """One shelf's day, the input of the replenishment model."""
+    """One shelf's simulated day, as known at its end: the input of the replenishment model (smartshelf.ml).
+
+    Every value comes from records stamped before the day ends, except the two targets, which count the
+    HORIZON_DAYS days after it and stay None until those days are over. A window reaching before the run's
+    first day is unknown (None), not a smaller sum.
+    """
 
     shelf_id: str
     feature_date: date
     item_category: str
     item_subcategory: str
-    day_of_week: int = Field(ge=0, le=6)
+    # calendar
+    day_of_week: int = Field(ge=0, le=6)  # Monday 0
     is_weekend: bool
-    people_count: int = Field(ge=0)
-    sales_qty: Quantity = Field(ge=0)
-    sales_last_7d: Quantity = Field(ge=0)
-    sales_last_14d: Quantity = Field(ge=0)
+    days_to_next_delivery: int | None = Field(None, ge=0)  # the earliest open supplier order's; None: none open
+    # price
     item_price: float = Field(gt=0)
-    discount: float = Field(ge=0, lt=1)
+    discount: float = Field(ge=0, lt=1)  # the till's: the promotion or the near-expiry discount, the larger
+    # demand
+    people_count: int = Field(ge=0)  # customers who entered the store that day
+    sales_qty: Quantity = Field(ge=0)
+    sales_last_1d: int | None = Field(None, ge=0, le=MAX_QUANTITY)  # yesterday
+    sales_last_7d: int | None = Field(None, ge=0, le=MAX_QUANTITY)  # the 7 days ending with this one
+    sales_last_14d: int | None = Field(None, ge=0, le=MAX_QUANTITY)
+    # shelf
+    shelf_capacity: Quantity = Field(gt=0)
+    shelf_stock: Quantity = Field(ge=0)
     shelf_fill_ratio: float = Field(ge=0)
+    low_stock_threshold_pct: float = Field(gt=0, lt=1)
+    alerts_today: int = Field(ge=0)  # store and warehouse alerts about the shelf's item
+    # warehouse
+    wh_stock: Quantity = Field(ge=0)
     wh_fill_ratio: float = Field(ge=0)
-    pending_supplier_qty: Quantity = Field(ge=0)
+    reorder_point: Quantity = Field(ge=0)
+    order_up_to: Quantity = Field(gt=0)  # with reorder_point, what the rule-based supplier manager orders
+    open_order_qty: Quantity = Field(ge=0)  # ordered from the supplier, not yet received
+    expired_units: Quantity = Field(ge=0)  # expired units removed that day, from the shelf and the warehouse
+    # lots
+    standard_batch_size: int = Field(gt=0)
+    days_to_earliest_expiry: int | None = None  # over the lots held; negative: an expired lot not yet removed
     qty_expiring_next_7d: Quantity = Field(ge=0)
-    alerts_today: int = Field(ge=0)
-    batches_to_order: int | None = Field(None, ge=0)  # the training target, known in hindsight
+    # targets, known in hindsight
+    sales_next_7d: int | None = Field(None, ge=0, le=MAX_QUANTITY)
+    batches_to_order: int | None = Field(None, ge=0)  # whole batches the next 7 days' sales needed beyond stock
 
 
 class MlModel(Record):
+    """A trained model: where its file is, what it was trained on, and how it did on held-out days against the
+    baselines (last-7-day sales; the rule-based order-up-to policy, in batches only)."""
+
     model_name: str
-    model_version: int = Field(ge=1)
+    model_version: int = Field(ge=1)  # the simulated time of training, YYYYMMDDHHMM
     trained_ts: LocalTime
+    data_start: date
+    data_end: date
     train_rows: int = Field(ge=0)
-    metric_name: str
+    holdout_rows: int = Field(ge=0)
+    feature_hash: str
+    params: str  # JSON
+    mae_model: float = Field(ge=0)
+    rmse_model: float = Field(ge=0)
+    mae_last7: float = Field(ge=0)
+    rmse_last7: float = Field(ge=0)
+    mae_model_batches: float = Field(ge=0)
+    mae_last7_batches: float = Field(ge=0)
+    mae_rule_batches: float = Field(ge=0)
+    metric_name: str  # the headline metric the dashboard's ML tab shows
     metric_value: float
     artifact_path: str
     is_active: bool
@@ -328,5 +367,7 @@ class MlPrediction(Record):
     model_version: int = Field(ge=1)
     shelf_id: str
     prediction_date: date
-    predicted_batches: float
+    feature_date: date  # the day whose features the forecast read
+    predicted_sales_next_7d: float = Field(ge=0)
+    batches_to_order: int = Field(ge=0)
     predicted_ts: LocalTime

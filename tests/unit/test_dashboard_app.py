@@ -196,8 +196,11 @@ def test_debug_shows_the_settings_in_force_without_passwords(serve, monkeypatch:
 def test_ml_says_no_model_yet_or_shows_the_active_model(serve) -> None:  # type: ignore[no-untyped-def]
     app = serve(seeded_snapshot)
     assert [info.value for info in open_view(app, "ML").info] == ["No model yet: analytics.ml_models is empty."]
-    model = MlModel(model_name="replenishment", model_version=2, trained_ts=NOW, train_rows=900,
-                    metric_name="mae", metric_value=0.4213, artifact_path="models/r2.json", is_active=True)
+    model = MlModel(model_name="replenishment", model_version=2, trained_ts=NOW, data_start=date(2024, 12, 1),
+                    data_end=date(2024, 12, 31), train_rows=900, holdout_rows=70, feature_hash="f" * 64,
+                    params="{}", mae_model=0.4213, rmse_model=0.6, mae_last7=0.5, rmse_last7=0.7,
+                    mae_model_batches=0.2, mae_last7_batches=0.3, mae_rule_batches=0.4, metric_name="mae",
+                    metric_value=0.4213, artifact_path="models/replenishment/2", is_active=True)
     st.cache_data.clear()
     app = serve(lambda: seeded_snapshot([model]))
     tab = open_view(app, "ML")
