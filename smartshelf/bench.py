@@ -476,6 +476,42 @@ def bench_sim(base: Settings, days: int = 1, step_seconds: int = 3600) -> dict[s
     }
 
 
+def bench_ml(base: Settings, days: int = 21, holdout_days: int = 3) -> dict[str, object]:
+    """A fast simulation of `days` days on a scratch stack, then on its lake: the daily features, training
+    (time-series CV, early stopping) and the model against both baselines on the held-out days."""
+    from smartshelf.runtime import ml_jobs
+    from smartshelf.runtime.sim import run_sim
+
+    def train_on_the_lake(settings: Settings) -> dict[str, object]:
+        began = time.monotonic()
+        until = ml_jobs.watermark(settings)
+        rows = ml_jobs.build_features(settings, until)
+        features_s = time.monotonic() - began
+        trained = ml_jobs.train_model(settings, rows, until, holdout_days)
+        return {"feature_rows": len(rows), "features_s": round(features_s, 1),
+                "train_s": round(time.monotonic() - began - features_s, 1), "model": trained.model.model_dump(mode="json"),
+                "cv_mae": [round(m, 3) for m in trained.result.cv_mae], "best_iteration": trained.result.best_iteration}
+
+    summary = run_sim(base, days, base.sim_seed, None, fast=True, after=train_on_the_lake)
+    if not summary["checks_ok"]:
+        raise AssertionError(f"bench ml: the run's checks failed: {summary}")
+    model = summary["model"]
+    assert isinstance(model, dict)
+    metrics = {name: round(float(model[name]), 3) for name in (
+        "mae_model", "rmse_model", "mae_last7", "rmse_last7", "mae_model_batches", "mae_last7_batches",
+        "mae_rule_batches")}
+    return {
+        "benchmark": "ml", "simulated_days": days, "seed": base.sim_seed, "holdout_days": holdout_days,
+        "sim_wall_s": summary["wall_s"], "feature_rows": summary["feature_rows"],
+        "features_s": summary["features_s"], "train_s": summary["train_s"],
+        "train_rows": model["train_rows"], "holdout_rows": model["holdout_rows"],
+        "data_window": [model["data_start"], model["data_end"]], "cv_mae": summary["cv_mae"],
+        "best_iteration": summary["best_iteration"], **metrics,
+        "model_beats_last7": metrics["mae_model"] < metrics["mae_last7"],
+        "model_beats_rule_in_batches": metrics["mae_model_batches"] < metrics["mae_rule_batches"],
+    }
+
+
 # the opening state raises ~170 alerts at once in the first simulated minutes; the bench times the alerts of the
 # running store after it
 DEMO_WARM_UP = timedelta(minutes=15)
@@ -634,7 +670,7 @@ def bench_connect(base: Settings, rate: float = 50.0, seconds: float = 60.0, bac
 
 
 BENCHMARKS = {"broker": bench_broker, "producers": bench_producers, "spark": bench_spark, "sim": bench_sim,
-              "connect": bench_connect, "dashboard": bench_dashboard}
+              "connect": bench_connect, "dashboard": bench_dashboard, "ml": bench_ml}
 
 
 def write_result(metrics_dir: Path, result: dict[str, object]) -> Path:

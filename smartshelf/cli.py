@@ -27,6 +27,8 @@ ServerNames = Annotated[Optional[list[str]], typer.Argument(help="servers (defau
 
 data_app = typer.Typer(no_args_is_help=True, help="Generate, import and describe the store's reference data.")
 app.add_typer(data_app, name="data")
+ml_app = typer.Typer(no_args_is_help=True, help="Daily features, training and forecasts of the replenishment model.")
+app.add_typer(ml_app, name="ml")
 
 
 
@@ -100,6 +102,47 @@ def data_connect() -> None:
 
     for path in write_configs():
         console.print(f"wrote {path}")
+
+
+@ml_app.command("features")
+def ml_features() -> None:
+    """Rebuild analytics.shelf_daily_features from the lake: one row per shelf per complete simulated day."""
+    from smartshelf.runtime import ml_jobs
+
+    settings = get_settings()
+    with console.status("replaying the run's days…"):
+        rows = ml_jobs.build_features(settings, ml_jobs.watermark(settings))
+    days = sorted({row.feature_date for row in rows})
+    known = sum(row.sales_next_7d is not None for row in rows)
+    console.print(f"{len(rows)} feature rows over {len(days)} days ({known} with their 7-day target known)")
+
+
+@ml_app.command("train")
+def ml_train(
+    holdout_days: Annotated[int, typer.Option(min=1, help="the last days with a known target, held out to "
+                                              "compare the model with the baselines")] = 7,
+) -> None:
+    """Train the model on the days whose target is known, compare it with the baselines, register it."""
+    from smartshelf.runtime import ml_jobs
+
+    settings = get_settings()
+    began = time.monotonic()
+    now = ml_jobs.watermark(settings)
+    with console.status("training…"):
+        trained = ml_jobs.train_model(settings, ml_jobs.build_features(settings, now), now, holdout_days)
+    console.print_json(trained.model.model_dump_json())
+    console.print(f"trained in {time.monotonic() - began:.1f}s: {trained.model.artifact_path}")
+
+
+@ml_app.command("predict")
+def ml_predict() -> None:
+    """Forecast from the last complete day with the newest model: predictions logged, pending plans sent."""
+    from smartshelf.runtime import ml_jobs
+
+    settings = get_settings()
+    now = ml_jobs.watermark(settings)
+    result = ml_jobs.predict_day(settings, ml_jobs.build_features(settings, now), now)
+    console.print(f"{len(result.predictions)} predictions, {len(result.plans)} supplier plans at {now:%Y-%m-%d %H:%M}")
 
 
 @app.command()
@@ -280,7 +323,7 @@ def check(
 
 @app.command()
 def bench(
-    suite: Annotated[str, typer.Argument(help="benchmark to run: broker, producers, spark, sim, connect, dashboard, or all")] = "all",
+    suite: Annotated[str, typer.Argument(help="benchmark to run: broker, producers, spark, sim, connect, dashboard, ml, or all")] = "all",
 ) -> None:
     """Run benchmarks on a scratch stack; print the results and write JSON under data/metrics/."""
     from smartshelf.bench import BENCHMARKS, write_result

@@ -305,6 +305,19 @@ def refills_due(pending: list[WarehouseEvent], watermark: datetime, delay: timed
 
 
 # --- wh-supplier-manager -------------------------------------------------------------------------------
+SupplierPolicy = Literal["rules", "ml"]
+FORECAST_PLAN_PREFIX = "ml-"  # the plans the replenishment model's forecast makes (smartshelf.ml.predict)
+
+
+def orders_plan(plan: WarehouseSupplierPlan, policy: SupplierPolicy, forecasts_seen: bool) -> bool:
+    """Whether the supplier manager orders a pending plan: under `rules` the rule's own plans; under `ml` the
+    forecast's, and the rule's until the first forecast has come (no model yet: the rule goes on)."""
+    from_forecast = plan.plan_id.startswith(FORECAST_PLAN_PREFIX)
+    if policy == "rules":
+        return not from_forecast
+    return from_forecast or not forecasts_seen
+
+
 def place_order(plan: WarehouseSupplierPlan, config: StoreConfig, effects: Effects) -> SupplierOrder:
     delivery_hour = config.wh_policies[plan.shelf_id].delivery_hour
     order = SupplierOrder(order_id=order_id(plan.plan_id), plan_id=plan.plan_id, shelf_id=plan.shelf_id,

@@ -79,6 +79,12 @@ class Settings(BaseSettings):
 
     # ML inference runs once per simulated day at this hour
     run_hour: int = Field(6, alias="RUN_HOUR", ge=0, le=23)
+    # the replenishment model: trained files under ARTIFACT_DIR/MODEL_NAME/<version>/ (smartshelf.ml.artifacts),
+    # ARTIFACT_DIR by default the run directory's models/
+    model_name: str = Field("replenishment_xgb", alias="MODEL_NAME")
+    # whose plans the supplier manager orders: the reorder rule's, or the model's forecast (smartshelf.loop)
+    supplier_policy: Literal["rules", "ml"] = Field("rules", alias="SUPPLIER_POLICY")
+    artifact_dir_setting: Path | None = Field(None, alias="ARTIFACT_DIR")
 
     log_level: str = Field("WARNING", alias="SMARTSHELF_LOG_LEVEL")
     # failure drills: a service that reaches the named point dies at once, as if killed (bridge.after_send,
@@ -100,6 +106,10 @@ class Settings(BaseSettings):
     @property
     def kafka_bootstrap_servers(self) -> str:
         return f"{self.kafka_host}:{self.kafka_port}"
+
+    @property
+    def artifact_dir(self) -> Path:
+        return self.artifact_dir_setting or self.run_dir / "models"
 
     @property
     def postgres_dsn(self) -> str:

@@ -138,6 +138,21 @@ def insert_rows(cur: psycopg2.extensions.cursor, table: Table, rows: Iterable[Ba
         execute_values(cur, query.as_string(cur), values, page_size=2000)
 
 
+def upsert_rows(cur: psycopg2.extensions.cursor, table: Table, rows: Sequence[BaseModel]) -> None:
+    """Insert the rows, replacing those whose key is there already (inside the caller's transaction)."""
+    assert table.pg is not None
+    schema_name, table_name = table.pg.split(".")
+    names = list(table.schema.model_fields)
+    updates = [n for n in names if n not in table.key]
+    query = sql.SQL("INSERT INTO {} ({}) VALUES %s ON CONFLICT ({}) DO UPDATE SET {}").format(
+        sql.Identifier(schema_name, table_name), sql.SQL(", ").join(map(sql.Identifier, names)),
+        sql.SQL(", ").join(map(sql.Identifier, table.key)),
+        sql.SQL(", ").join(sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(n)) for n in updates))
+    values = [tuple(getattr(row, name) for name in names) for row in rows]
+    if values:
+        execute_values(cur, query.as_string(cur), values, page_size=1000)
+
+
 def count_rows(cur: psycopg2.extensions.cursor, table: Table) -> int:
     assert table.pg is not None
     schema_name, table_name = table.pg.split(".")

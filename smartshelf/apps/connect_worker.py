@@ -27,6 +27,7 @@ from psycopg2.extras import execute_values
 from pydantic import BaseModel
 
 from smartshelf import logs
+from smartshelf.adapters import postgres
 from smartshelf.adapters.kafka import KafkaAdapter, Outgoing, send_and_wait
 from smartshelf.adapters.redis_clock import redis_client
 from smartshelf.apps.lifecycle import Lifecycle
@@ -144,7 +145,7 @@ class ConnectWorker:
                                      next_offset=end) for tp, end in ends.items()]
             offsets += [ConnectOffset(connector=DEAD_LETTERS_MARK, topic=tp.topic, kafka_partition=tp.partition,
                                       next_offset=end) for tp, end in self.letters_end.items()]
-            _upsert(cur, table("connect_offsets"), offsets)
+            postgres.upsert_rows(cur, table("connect_offsets"), offsets)
         self.positions.update(ends)
         # what is committed will not be read again; a letter of a record not read yet is still to be skipped
         self.already_sent = {origin for origin in self.already_sent
@@ -159,7 +160,7 @@ class ConnectWorker:
         if not rows:
             return []
         if spec.mode == "upsert":
-            _upsert(cur, pending.table, rows)
+            postgres.upsert_rows(cur, pending.table, rows)
             self.stats[f"upserted:{spec.name}"] += len(rows)
             return []
         inserted = _insert_new(cur, pending.table, rows)
@@ -213,7 +214,7 @@ class ConnectWorker:
                      _epoch_ms(row[-1])) for v, row in zip(values, changed, strict=True)))
         last = changed[-1][-1]
         with self.pg, self.pg.cursor() as cur:
-            _upsert(cur, table("connect_source_offsets"), [ConnectSourceOffset(connector=spec.name, last_change=last)])
+            postgres.upsert_rows(cur, table("connect_source_offsets"), [ConnectSourceOffset(connector=spec.name, last_change=last)])
         self.source_marks[spec.name] = last
         self.stats[f"published:{spec.name}"] += len(values)
 
@@ -239,16 +240,6 @@ def _columns(target: Table) -> list[str]:
 
 def _values(target: Table, rows: list[BaseModel]) -> list[tuple[object, ...]]:
     return [tuple(getattr(row, name) for name in _columns(target)) for row in rows]
-
-
-def _upsert(cur: psycopg2.extensions.cursor, target: Table, rows: list[BaseModel]) -> None:
-    names = _columns(target)
-    updates = [n for n in names if n not in target.key]
-    query = sql.SQL("INSERT INTO {} ({}) VALUES %s ON CONFLICT ({}) DO UPDATE SET {}").format(
-        _ident(target), sql.SQL(", ").join(map(sql.Identifier, names)),
-        sql.SQL(", ").join(map(sql.Identifier, target.key)),
-        sql.SQL(", ").join(sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(n)) for n in updates))
-    execute_values(cur, query.as_string(cur), _values(target, rows), page_size=1000)
 
 
 def _insert_new(cur: psycopg2.extensions.cursor, target: Table, rows: list[BaseModel]) -> set[tuple[str, ...]]:

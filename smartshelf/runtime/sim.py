@@ -343,10 +343,13 @@ class TickChecker:
 def run_sim(base: Settings, days: int, seed: int, csv_dir: Path | None, fast: bool,
             on_progress: Progress = lambda now, end: None,
             during: Callable[[Settings, datetime | None], None] = lambda settings, now: None,
-            check_every_tick: bool = False, may_die: tuple[str, ...] = ()) -> dict[str, object]:
+            check_every_tick: bool = False, may_die: tuple[str, ...] = (),
+            after: Callable[[Settings], dict[str, object]] | None = None) -> dict[str, object]:
     """`during` is called with the clock's time while the run goes on (failure tests kill services there, and
     restart those of `may_die`, which the run then does not take for broken when it finds them down);
-    `check_every_tick` (fast mode) checks the invariants at every settled tick, not only at the end."""
+    `check_every_tick` (fast mode) checks the invariants at every settled tick, not only at the end; `after`
+    works on the finished stack before it goes (the ML benchmark trains on its lake), its result joins the
+    summary."""
     began = time.monotonic()
     with scratch_stack(base, prefix="smartshelf-sim-") as (scratch, _):
         settings = scratch.model_copy(update={
@@ -384,7 +387,7 @@ def run_sim(base: Settings, days: int, seed: int, csv_dir: Path | None, fast: bo
             summary["ticks_checked"] = checker.ticks
             summary["tick_check_failures"] = checker.failures[:5]
             summary["checks_ok"] = summary["checks_ok"] and not checker.failures
-        return summary
+        return {**summary, **(after(settings) if after is not None else {})}
 
 
 def wait_settled(settings: Settings, at: datetime | None = None, timeout_s: float = SETTLE_TIMEOUT_S,

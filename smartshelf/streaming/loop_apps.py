@@ -272,12 +272,14 @@ class ShelfRefillBridge(LoopApp[RefillState]):
 class SupplierState(BaseModel):
     orders: dict[str, SupplierOrder] = Field(default_factory=dict)
     plans: dict[str, WarehouseSupplierPlan] = Field(default_factory=dict)
+    forecasts_seen: bool = False  # a forecast plan has come: under SUPPLIER_POLICY=ml the rule's plans stop
 
 
 class WarehouseSupplierManager(LoopApp[SupplierState]):
-    """wh_supplier_plan (planned) → supplier orders; on the clock, deliveries at their lead time and hour →
-    wh_events (wh_in, a new lot), receipts. Orders and receipts go to their topics (mirrored to PostgreSQL) and
-    to Delta ops/wh_supplier_orders and ops/wh_supplier_receipts."""
+    """wh_supplier_plan (planned) → supplier orders (the rule's or the forecast's plans, SUPPLIER_POLICY,
+    smartshelf.loop.orders_plan; under ml a rule plan not ordered is cancelled); on the clock, deliveries at their
+    lead time and hour → wh_events (wh_in, a new lot), receipts. Orders and receipts go to their topics (mirrored
+    to PostgreSQL) and to Delta ops/wh_supplier_orders and ops/wh_supplier_receipts."""
 
     name = "wh-supplier-manager"
     validates = ("wh_supplier_plan",)
@@ -292,6 +294,11 @@ class WarehouseSupplierManager(LoopApp[SupplierState]):
         for item in received:
             record = item.record
             if isinstance(record, WarehouseSupplierPlan) and record.status == "planned":
+                state.forecasts_seen |= record.plan_id.startswith(loop.FORECAST_PLAN_PREFIX)
+                if not loop.orders_plan(record, io.settings.supplier_policy, state.forecasts_seen):
+                    if io.settings.supplier_policy == "ml":  # under rules a forecast plan stays, to be read
+                        effects.publish("wh_supplier_plan", record.model_copy(update={"status": "cancelled"}))
+                    continue
                 order = loop.place_order(record, config, effects)
                 state.orders[order.order_id] = order
                 state.plans[record.plan_id] = record

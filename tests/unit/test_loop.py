@@ -9,10 +9,10 @@ from datetime import date, datetime, timedelta
 import pytest
 
 from smartshelf.datagen import generate_store
-from smartshelf.loop import (Effects, StoreConfig, Watch, daily_run_due, deliveries_due, delivery_arrived,
+from smartshelf.loop import (FORECAST_PLAN_PREFIX, Effects, StoreConfig, Watch, daily_run_due, deliveries_due, delivery_arrived,
                              follow_policies, follow_shelf_plan, lot_key, refill_arrived, order_id,
                              near_expiry_discounts, pick_fifo, place_order, refills_due, remove_expired, restock,
-                             retry_restocks,
+                             orders_plan, retry_restocks,
                              shelf_level, take_delivery_or_removal, watch_shelf, watch_warehouse)
 from smartshelf.policies import ConfigTables, derive_config, load_policy_config
 from smartshelf.schemas import (Alert, BatchCatalogEntry, DailyDiscount, ShelfBatchState, ShelfPolicy, ShelfProfile,
@@ -729,3 +729,22 @@ def test_every_empty_warehouse_of_the_reference_store_orders_whole_batches(real_
         assert plan.quantity == plan.batches_to_order * size
         assert policy.order_up_to <= plan.quantity < policy.order_up_to + size
         assert plan.expected_delivery_date == DAY + timedelta(days=max(policy.lead_time_days, 1))
+
+
+# --- whose plans become orders (SUPPLIER_POLICY) --------------------------------------------------------
+def _plan(plan_id: str) -> WarehouseSupplierPlan:
+    return WarehouseSupplierPlan(plan_id=plan_id, shelf_id="S1", batches_to_order=1, quantity=12, status="planned",
+                                 expected_delivery_date=date(2025, 1, 3), created_ts=T0, updated_ts=T0)
+
+
+def test_rules_order_the_rules_plans_and_leave_the_forecasts_to_be_read() -> None:
+    rule, forecast = _plan("sp-S1-20250101080000"), _plan(f"{FORECAST_PLAN_PREFIX}S1-20250101")
+    assert orders_plan(rule, "rules", forecasts_seen=False) and orders_plan(rule, "rules", forecasts_seen=True)
+    assert not orders_plan(forecast, "rules", forecasts_seen=True)
+
+
+def test_ml_orders_the_forecasts_and_the_rules_plans_only_until_a_forecast_came() -> None:
+    rule, forecast = _plan("sp-S1-20250101080000"), _plan(f"{FORECAST_PLAN_PREFIX}S1-20250101")
+    assert orders_plan(rule, "ml", forecasts_seen=False)  # no model yet: the rule goes on
+    assert not orders_plan(rule, "ml", forecasts_seen=True)
+    assert orders_plan(forecast, "ml", forecasts_seen=True)

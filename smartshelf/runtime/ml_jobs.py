@@ -1,0 +1,106 @@
+"""The ML jobs on a stack, shells over smartshelf.ml: daily features from the lake into
+analytics.shelf_daily_features, training into ARTIFACT_DIR and analytics.ml_models, and a day's forecast into
+analytics.ml_predictions_log and (as pending plans) the wh_supplier_plan topic.
+
+Every job reads the run as the lake holds it up to the clock's watermark, so what it writes depends on simulated
+time only: run again, it writes the same rows (tables are upserted by key, plans keep their ids).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from smartshelf.adapters import delta, postgres
+from smartshelf.adapters.kafka import KafkaAdapter, Outgoing, send_and_wait
+from smartshelf.adapters.redis_clock import SimClock, redis_client
+from smartshelf.errors import SmartShelfError
+from smartshelf.ml.artifacts import load_model, model_version, newest_model_path, save_model
+from smartshelf.ml.features import RunRecords, daily_features
+from smartshelf.ml.predict import Forecast, forecast
+from smartshelf.ml.train import TrainResult, train
+from smartshelf.registry import table, topic
+from smartshelf.runtime import jobs
+from smartshelf.schemas import MlModel, ShelfDailyFeatures
+from smartshelf.settings import Settings
+from smartshelf.store import clock_start
+
+_LAKE = {field: table(name) for field, name in (
+    ("pos_transactions", "raw_pos_transactions"), ("foot_traffic", "raw_foot_traffic"),
+    ("shelf_events", "raw_shelf_events"), ("wh_events", "raw_wh_events"), ("alerts", "alerts"),
+    ("wh_supplier_orders", "wh_supplier_orders"), ("wh_supplier_receipts", "wh_supplier_receipts"),
+    ("daily_discounts", "daily_discounts"))}
+
+
+def run_records(settings: Settings) -> RunRecords:
+    """What the lake holds of the run: the tables the features are replayed from."""
+    return RunRecords(**{field: delta.read_rows(delta.table_path(settings.delta_dir, t), t.schema)  # type: ignore[arg-type]
+                         for field, t in _LAKE.items()})
+
+
+def watermark(settings: Settings) -> datetime:
+    """The clock's time: every record stamped before it is in the lake once the pipeline has settled."""
+    now = SimClock(redis_client(settings)).now_or_none()
+    if now is None:
+        raise SmartShelfError("the simulated clock has not started: no day is complete yet")
+    return now
+
+
+def build_features(settings: Settings, until: datetime) -> list[ShelfDailyFeatures]:
+    """The feature rows of every day complete by `until`, written to analytics.shelf_daily_features."""
+    store, tables = jobs.load_store(settings), jobs.load_config(settings)
+    rows = daily_features(store, tables, clock_start(store, settings.sim_start), run_records(settings), until)
+    _upsert(settings, "shelf_daily_features", rows)
+    return rows
+
+
+@dataclass(frozen=True)
+class Trained:
+    model: MlModel
+    result: TrainResult
+
+
+def train_model(settings: Settings, rows: list[ShelfDailyFeatures], at: datetime, holdout_days: int) -> Trained:
+    """Train on `rows`, save the model under ARTIFACT_DIR as version `at`, register it (the only active one)."""
+    result = train(rows, holdout_days=holdout_days)
+    model = save_model(result, settings.artifact_dir, settings.model_name, model_version(at))
+    with postgres.connect(settings, "app") as conn, conn.cursor() as cur:
+        cur.execute(f"UPDATE {table('ml_models').pg} SET is_active = false WHERE model_name = %s",
+                    (model.model_name,))
+    _upsert(settings, "ml_models", [model])
+    return Trained(model, result)
+
+
+def newest_model(settings: Settings) -> Path:
+    path = newest_model_path(settings.artifact_dir, settings.model_name)
+    if path is None:
+        raise SmartShelfError(f"no model {settings.model_name!r} under {settings.artifact_dir}: the rule-based"
+                              " plans go on (train one with `smartshelf ml train`)")
+    return path
+
+
+def predict_day(settings: Settings, rows: list[ShelfDailyFeatures], at: datetime) -> Forecast:
+    """The newest model's forecast at `at` from the last complete day's rows: predictions logged, plans sent."""
+    last_day = max((row.feature_date for row in rows), default=None)
+    if last_day is None:
+        raise SmartShelfError(f"no complete day before {at:%Y-%m-%d %H:%M} to forecast from")
+    result = forecast(load_model(newest_model(settings)), [r for r in rows if r.feature_date == last_day],
+                      jobs.load_config(settings), at)
+    _upsert(settings, "ml_predictions_log", result.predictions)
+    plans = topic("wh_supplier_plan")
+    kafka = KafkaAdapter(settings.kafka_bootstrap_servers)
+    try:
+        send_and_wait(kafka.producer(), [Outgoing(plans.name, plans.key_of(plan).encode(),
+                                                  plan.model_dump_json().encode()) for plan in result.plans])
+    finally:
+        kafka.close()
+    return result
+
+
+def _upsert(settings: Settings, name: str, rows: list[BaseModel] | list[ShelfDailyFeatures] | list[MlModel]
+            ) -> None:
+    with postgres.connect(settings, "app") as conn, conn.cursor() as cur:
+        postgres.upsert_rows(cur, table(name), rows)
