@@ -56,6 +56,11 @@ SERVICES: tuple[Service, ...] = (
     # the PostgreSQL mirror: embedded, one Python worker runs every connector config
     Service("kafka-connect", Profile.CONNECT, "connect", "Kafka Connect with the JDBC connector: topics ↔ PostgreSQL"),
     Service("connect-init", Profile.CONNECT, "connect", "registers the JDBC connector configs over Connect's REST API (one-shot)"),
+    # demand forecasting: training is a one-shot (`smartshelf ml train`); inference forecasts daily at RUN_HOUR
+    Service("training-service", Profile.ML, "inference",
+            "trains the XGBoost replenishment model on the lake's days and registers it (one-shot)"),
+    Service("inference-service", Profile.ML, "inference",
+            "daily at RUN_HOUR: the newest model's forecast → ml_predictions_log, pending plans → wh_supplier_plan"),
     Service("dashboard", Profile.DASHBOARD, "dashboard", "Streamlit dashboard: store map, states, plans, alerts (port 8501)"),
     Service("connect-worker", Profile.CONNECT, "connect", "our connect worker for the smartshelf.* connectors (POS baskets, dead letters)"),
 )

@@ -395,6 +395,12 @@ class DashboardService(Server):
                 raise SmartShelfError(f"dashboard answered HTTP {response.status}")
 
 
+class InferenceService(PythonService):
+    name = "inference"
+    script = "ml-model/inference-service/app.py"
+    depends_on = ("kafka", "postgres", "redis")
+
+
 class WatchdogService(PythonService):
     """Restarts any process of the stack that has died (smartshelf.runtime.watchdog); `smartshelf up` only."""
 
@@ -409,7 +415,7 @@ SERVER_CLASSES: tuple[type[Server], ...] = (KafkaBroker, Postgres, Redis)
 # started after the servers, their init jobs and the store import (smartshelf up); the watchdog last, so that
 # `smartshelf down`, which stops in reverse order, stops it first
 SERVICE_CLASSES: tuple[type[Server], ...] = (SparkService, ConnectService, ProducersService, BridgeService,
-                                              ClockService, DashboardService, WatchdogService)
+                                              ClockService, InferenceService, DashboardService, WatchdogService)
 
 
 def all_servers(settings: Settings) -> list[Server]:

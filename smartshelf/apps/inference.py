@@ -1,0 +1,64 @@
+"""The inference service: once per simulated day, at RUN_HOUR, the newest registered model forecasts every shelf
+from the day that ended at midnight (smartshelf.runtime.ml_jobs.predict_day): predictions into
+analytics.ml_predictions_log, pending plans onto wh_supplier_plan (ordered when SUPPLIER_POLICY=ml).
+
+Idempotent per simulated day: the day it last ran is kept in Redis, and what a run writes depends only on that
+day's scheduled time and the model (upserted rows, plan ids per shelf and day), so a restart the same day writes
+nothing twice. Without a model, or with one it cannot read, it says so once a day and the rule's plans go on.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import date, datetime
+from datetime import time as clock_time
+
+import redis
+
+from smartshelf import logs
+from smartshelf.adapters.redis_clock import SimClock, redis_client
+from smartshelf.apps.lifecycle import Lifecycle
+from smartshelf.errors import SmartShelfError
+from smartshelf.loop import daily_run_due
+from smartshelf.settings import Settings
+
+NAME = "inference"
+LAST_DAY_KEY = "ml:inference:last_day"
+POLL_S = 1.0
+LAKE_TIMEOUT_S = 120.0
+
+
+def last_day(client: redis.Redis) -> date | None:
+    value = client.get(LAST_DAY_KEY)
+    return date.fromisoformat(value.decode()) if value else None
+
+
+def run_for(settings: Settings, day: date) -> str:
+    """The forecast scheduled on `day` (at RUN_HOUR); what it did, in a few words."""
+    from smartshelf.runtime import ml_jobs
+    from smartshelf.runtime.sim import wait_for_lake
+
+    at = datetime.combine(day, clock_time(settings.run_hour))
+    wait_for_lake(settings, LAKE_TIMEOUT_S)  # the lake sink is not in the clock's lockstep
+    try:
+        result = ml_jobs.predict_day(settings, ml_jobs.build_features(settings, at), at)
+    except SmartShelfError as exc:
+        return f"no forecast, the rule's plans go on: {exc}"
+    return f"{len(result.predictions)} predictions, {len(result.plans)} plans"
+
+
+def main(settings: Settings) -> None:
+    logger = logs.configure(NAME, settings.log_level)
+    client = redis_client(settings)
+    life, clock = Lifecycle(NAME, client), SimClock(client)
+    logs.info(logger, "started", run_hour=settings.run_hour, model=settings.model_name)
+    while not life.stopping:
+        life.beat()
+        now = clock.now_or_none()
+        day = daily_run_due(last_day(client), now, settings.run_hour) if now is not None else None
+        if day is not None:
+            with life.beating():  # features and a forecast take seconds; the supervisor must not think it dead
+                outcome = run_for(settings, day)
+            client.set(LAST_DAY_KEY, day.isoformat())
+            logs.warning(logger, "forecast", day=day.isoformat(), outcome=outcome)
+        time.sleep(POLL_S)

@@ -1,0 +1,107 @@
+"""The ML shells on a real stack after a simulated day of the reference-format fixture: daily features from the
+lake into PostgreSQL, a forecast without a model refused in one line (the rule's plans go on), a registered
+model's daily forecast written once however often the inference runs that day, and a corrupt model refused."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+from pathlib import Path
+
+import pytest
+
+from smartshelf.adapters import postgres
+from smartshelf.adapters.kafka import KafkaAdapter
+from smartshelf.apps.inference import run_for
+from smartshelf.errors import SmartShelfError
+from smartshelf.loop import FORECAST_PLAN_PREFIX
+from smartshelf.ml.artifacts import MODEL_FILE
+from smartshelf.registry import table, topic
+from smartshelf.runtime import ml_jobs
+from smartshelf.runtime.sim import run_sim
+from smartshelf.schemas import ShelfDailyFeatures
+from smartshelf.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "reference_csv"
+FIRST_DAY = date(2026, 1, 19)  # the fixture's data day: the clock opens on it
+
+
+def _history(rows: list[ShelfDailyFeatures], days: int) -> list[ShelfDailyFeatures]:
+    """The real day's rows repeated over `days` earlier days with made-up targets: enough to train a model that
+    reads these features (its quality is not what this test is about), and forecasts more than the shelves hold."""
+    return [row.model_copy(update={"feature_date": row.feature_date - timedelta(days=back),
+                                   "sales_next_7d": 100 * (1 + (back + n) % 5), "batches_to_order": (back + n) % 3,
+                                   "sales_last_7d": 100})
+            for back in range(1, days + 1) for n, row in enumerate(rows)]
+
+
+def _count(settings: Settings, name: str) -> int:
+    with postgres.connect(settings, "app") as conn, conn.cursor() as cur:
+        return postgres.count_rows(cur, table(name))
+
+
+def _forecast_plans(settings: Settings) -> dict[str, set[bytes]]:
+    """The forecast plans on the topic: every value sent under each plan id."""
+    kafka = KafkaAdapter(settings.kafka_bootstrap_servers)
+    try:
+        sent: dict[str, set[bytes]] = {}
+        for record in kafka.read(kafka.partitions_for(topic("wh_supplier_plan").name)):
+            key = (record.key or b"").decode()
+            if key.startswith(FORECAST_PLAN_PREFIX) and record.value is not None:
+                sent.setdefault(key, set()).add(record.value)
+        return sent
+    finally:
+        kafka.close()
+
+
+def _on_the_stack(settings: Settings) -> dict[str, object]:
+    found: dict[str, object] = {}
+    rows = ml_jobs.build_features(settings, ml_jobs.watermark(settings))
+    found["feature_days"] = sorted({row.feature_date for row in rows})
+    found["feature_rows_in_postgres"] = _count(settings, "shelf_daily_features")
+    found["without_model"] = run_for(settings, FIRST_DAY + timedelta(days=1))
+    trained = ml_jobs.train_model(settings, _history(rows, 30), ml_jobs.watermark(settings), holdout_days=3)
+    found["models_in_postgres"] = _count(settings, "ml_models")
+    found["first_run"] = run_for(settings, FIRST_DAY + timedelta(days=1))
+    found["second_run"] = run_for(settings, FIRST_DAY + timedelta(days=1))  # a restart the same day
+    found["predictions_in_postgres"] = _count(settings, "ml_predictions_log")
+    found["forecast_plan_records"] = _forecast_plans(settings)
+    (Path(trained.model.artifact_path) / MODEL_FILE).write_text('{"learner": ')  # cut short, as by a crash
+    with pytest.raises(SmartShelfError) as corrupt:
+        ml_jobs.predict_day(settings, rows, ml_jobs.watermark(settings))
+    found["corrupt"] = str(corrupt.value)
+    return found
+
+
+@pytest.fixture(scope="module")
+def found() -> dict[str, object]:
+    base = Settings().model_copy(update={"step_seconds": 3600})
+    summary = run_sim(base, 1, 42, FIXTURE, fast=True, after=_on_the_stack)
+    assert summary["checks_ok"], summary
+    return summary
+
+
+def test_features_of_the_complete_day_are_in_postgres(found: dict[str, object]) -> None:
+    assert found["feature_days"] == [FIRST_DAY]
+    assert found["feature_rows_in_postgres"] == 7  # the fixture's shelves
+
+
+def test_without_a_model_the_forecast_says_so_and_the_rule_goes_on(found: dict[str, object]) -> None:
+    message = str(found["without_model"])
+    assert message.startswith("no forecast, the rule's plans go on: no model 'replenishment_xgb'"), message
+
+
+def test_a_forecast_runs_once_per_day_whatever_restarts(found: dict[str, object]) -> None:
+    assert found["models_in_postgres"] == 1
+    assert found["first_run"] == found["second_run"] and str(found["first_run"]).startswith("7 predictions")
+    assert found["predictions_in_postgres"] == 7  # the second run upserted the same rows
+    plans = found["forecast_plan_records"]
+    assert isinstance(plans, dict) and plans, "the made-up history asks for batches on some shelf"
+    assert all(key.endswith("-20260120") for key in plans)  # one id per shelf and day,
+    assert all(len(values) == 1 for values in plans.values())  # sent the same by both runs
+    assert str(found["first_run"]) == f"7 predictions, {len(plans)} plans"
+
+
+def test_a_corrupt_model_is_one_clear_line(found: dict[str, object]) -> None:
+    assert "is corrupt" in str(found["corrupt"]) and "\n" not in str(found["corrupt"])
