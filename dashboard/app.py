@@ -160,7 +160,13 @@ def ml(data: core.Snapshot) -> None:
         name_col, metric_col = st.columns(2)
         name_col.metric("Active model", f"{newest['model_name']} v{newest['model_version']}")
         metric_col.metric(str(newest["metric_name"]), f"{newest['metric_value']:.3f}")
-    st.dataframe(models.sort_values("trained_ts", ascending=False), hide_index=True)
+    st.subheader("Held-out error against the baselines (MAE; lower is better)")
+    st.dataframe(core.model_errors(models), hide_index=True)
+    st.subheader("Forecast vs sold, next 7 days, all shelves")
+    table_or_note(core.predicted_vs_actual(data.frame("ml_predictions_log"), data.frame("shelf_daily_features")),
+                  "No forecast yet: the inference service forecasts daily at RUN_HOUR.")
+    st.subheader("The forecast's supplier plans")
+    table_or_note(core.forecast_plans(data.frame("wh_supplier_plan")), "No forecast plan yet.")
 
 
 VIEWS = dict(zip(core.VIEW_TABLES, (map_live, states, supplier_plan, alerts_view, debug_config, ml), strict=True))

@@ -30,6 +30,7 @@ from smartshelf.adapters import delta, postgres
 from smartshelf.adapters.redis_clock import SimClock, redis_client
 from smartshelf.apps.producers import load_state
 from smartshelf.errors import SmartShelfError
+from smartshelf.loop import FORECAST_PLAN_PREFIX
 from smartshelf.registry import table
 from smartshelf.settings import Settings
 
@@ -42,6 +43,7 @@ ACTIVITY_MINUTES = 60
 # the newest rows read of the append-only tables that grow all day
 MAX_ALERT_ROWS = 5000
 MAX_DEAD_LETTER_ROWS = 200
+MAX_ML_ROWS = 60_000  # ~8 weeks of daily rows of a 1,100-shelf store: the ML tab sums them per day
 
 Severity = Literal["none", "info", "warning", "critical"]
 SEVERITIES: tuple[Severity, ...] = ("none", "info", "warning", "critical")  # least to most urgent
@@ -54,9 +56,11 @@ PG_TABLES: dict[str, int | None] = {
     "wh_batch_state": None, "alerts": MAX_ALERT_ROWS, "shelf_restock_plan": None, "wh_supplier_plan": None,
     "shelf_policies": None, "wh_policies": None, "dead_letters": MAX_DEAD_LETTER_ROWS, "ml_models": None,
     "wh_supplier_orders": None, "wh_supplier_receipts": None,
+    "ml_predictions_log": MAX_ML_ROWS, "shelf_daily_features": MAX_ML_ROWS,
 }
 # the time column by which the newest rows of a capped table are chosen
-NEWEST_BY = {"alerts": "ts", "dead_letters": "ts"}
+NEWEST_BY = {"alerts": "ts", "dead_letters": "ts", "ml_predictions_log": "feature_date",
+             "shelf_daily_features": "feature_date"}
 SHELF_EVENTS = "raw_shelf_events"
 # What each view reads (registry names; SHELF_EVENTS is the last ACTIVITY_MINUTES of weight changes). A refresh
 # reads and draws the open view only: when every refresh drew all six views, a new alert took 6.6 s to show on a
@@ -69,7 +73,7 @@ VIEW_TABLES: dict[str, tuple[str, ...]] = {
                       "wh_supplier_receipts"),
     "Alerts": ("store_inventory", "alerts"),
     "Debug/Config": ("store_inventory", "shelf_policies", "wh_policies", "dead_letters"),
-    "ML": ("store_inventory", "ml_models"),
+    "ML": ("store_inventory", "ml_models", "ml_predictions_log", "shelf_daily_features", "wh_supplier_plan"),
 }
 
 
@@ -364,6 +368,39 @@ def next_deliveries(orders: pd.DataFrame, now: datetime | None, days: int = 2) -
     if now is None:
         return pending
     return pending[pd.to_datetime(pending["expected_delivery_ts"]) <= now + timedelta(days=days)]
+
+
+# the held-out errors of each model next to its baselines' (smartshelf.ml.train.HoldoutMetrics)
+MODEL_ERRORS = {"mae_model": "model", "mae_last7": "last-7-day sales", "mae_model_batches": "model",
+                "mae_last7_batches": "last-7-day sales", "mae_rule_batches": "order-up-to rule"}
+
+
+def model_errors(models: pd.DataFrame) -> pd.DataFrame:
+    """Per model version, newest first: held-out MAE in units (model, last-7-day sales) and in batches to order
+    (model, last-7-day sales, the rule)."""
+    columns = {name: f"{'batches' if name.endswith('_batches') else 'units'}: {who}"
+               for name, who in MODEL_ERRORS.items()}
+    shown = models.sort_values("model_version", ascending=False)[["model_name", "model_version", *columns]]
+    return shown.rename(columns=columns).reset_index(drop=True)
+
+
+def predicted_vs_actual(predictions: pd.DataFrame, features: pd.DataFrame) -> pd.DataFrame:
+    """Per feature day: units the forecasts expected over the next 7 days, summed over shelves, next to what
+    was sold (NaN until those 7 days are over)."""
+    if predictions.empty:
+        return pd.DataFrame(columns=["feature_date", "predicted_units", "actual_units"])
+    latest = predictions.sort_values("model_version").drop_duplicates(["shelf_id", "feature_date"], keep="last")
+    joined = latest.merge(features[["shelf_id", "feature_date", "sales_next_7d"]], on=["shelf_id", "feature_date"],
+                          how="left")
+    per_day = joined.groupby("feature_date").agg(predicted_units=("predicted_sales_next_7d", "sum"),
+                                                 actual_units=("sales_next_7d", lambda s: s.sum(min_count=len(s))))
+    return per_day.reset_index()
+
+
+def forecast_plans(plans: pd.DataFrame) -> pd.DataFrame:
+    """The forecast's supplier plans (smartshelf.loop.FORECAST_PLAN_PREFIX), newest first."""
+    mine = plans[plans["plan_id"].str.startswith(FORECAST_PLAN_PREFIX)]
+    return mine.sort_values(["created_ts", "shelf_id"], ascending=[False, True]).reset_index(drop=True)
 
 
 def settings_in_force(settings: Settings) -> pd.DataFrame:

@@ -3,7 +3,7 @@ filters, supplier orders, the settings shown and the map figure."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
@@ -216,3 +216,30 @@ def test_every_view_reads_only_tables_the_live_source_reads_and_the_store() -> N
     for view, tables in d.VIEW_TABLES.items():
         assert set(tables) <= readable, view
         assert "store_inventory" in tables, view  # whether a store is loaded at all
+
+
+# --- the ML tab ----------------------------------------------------------------------------------------
+def test_forecasts_are_summed_per_day_next_to_what_was_sold_once_known() -> None:
+    day1, day2 = date(2025, 1, 5), date(2025, 1, 6)
+
+    def prediction(version: int, shelf: str, day: date, units: float) -> dict[str, object]:
+        return {"model_name": "m", "model_version": version, "shelf_id": shelf, "feature_date": day,
+                "predicted_sales_next_7d": units}
+
+    predictions = pd.DataFrame([prediction(1, "S1", day1, 5.0), prediction(2, "S1", day1, 7.0),  # retrained: v2
+                                prediction(2, "S2", day1, 3.0), prediction(2, "S1", day2, 4.0)])
+    features = pd.DataFrame([{"shelf_id": "S1", "feature_date": day1, "sales_next_7d": 6},
+                             {"shelf_id": "S2", "feature_date": day1, "sales_next_7d": 2},
+                             {"shelf_id": "S1", "feature_date": day2, "sales_next_7d": None}])
+    table = d.predicted_vs_actual(predictions, features)
+    assert list(table["feature_date"]) == [day1, day2]
+    assert list(table["predicted_units"]) == [10.0, 4.0]
+    assert table["actual_units"].iloc[0] == 8 and pd.isna(table["actual_units"].iloc[1])
+
+
+def test_only_the_forecasts_plans_are_listed_newest_first() -> None:
+    plans = pd.DataFrame([
+        {"plan_id": "sp-S1-20250105060000", "shelf_id": "S1", "created_ts": NOW},
+        {"plan_id": "ml-S2-20250105", "shelf_id": "S2", "created_ts": NOW - timedelta(days=1)},
+        {"plan_id": "ml-S1-20250106", "shelf_id": "S1", "created_ts": NOW}])
+    assert list(d.forecast_plans(plans)["plan_id"]) == ["ml-S1-20250106", "ml-S2-20250105"]

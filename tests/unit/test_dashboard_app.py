@@ -205,7 +205,12 @@ def test_ml_says_no_model_yet_or_shows_the_active_model(serve) -> None:  # type:
     app = serve(lambda: seeded_snapshot([model]))
     tab = open_view(app, "ML")
     assert {m.label: m.value for m in tab.metric} == {"Active model": "replenishment v2", "mae": "0.421"}
-    assert not tab.info
+    errors = tab.dataframe[0].value
+    assert list(errors.columns) == ["model_name", "model_version", "units: model", "units: last-7-day sales",
+                                    "batches: model", "batches: last-7-day sales", "batches: order-up-to rule"]
+    assert errors.iloc[0]["units: model"] == 0.4213 and errors.iloc[0]["batches: order-up-to rule"] == 0.4
+    assert [info.value for info in tab.info] == [
+        "No forecast yet: the inference service forecasts daily at RUN_HOUR.", "No forecast plan yet."]
 
 
 def test_no_store_yet_gives_one_clear_message(serve) -> None:  # type: ignore[no-untyped-def]
