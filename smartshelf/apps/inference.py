@@ -39,8 +39,8 @@ def run_for(settings: Settings, day: date) -> str:
     from smartshelf.runtime.sim import wait_for_lake
 
     at = datetime.combine(day, clock_time(settings.run_hour))
-    wait_for_lake(settings, LAKE_TIMEOUT_S)  # the lake sink is not in the clock's lockstep
     try:
+        wait_for_lake(settings, LAKE_TIMEOUT_S)  # the lake sink is not in the clock's lockstep
         result = ml_jobs.predict_day(settings, ml_jobs.build_features(settings, at), at)
     except SmartShelfError as exc:
         return f"no forecast, the rule's plans go on: {exc}"
