@@ -8,6 +8,7 @@ time only: run again, it writes the same rows (tables are upserted by key, plans
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -91,16 +92,15 @@ def predict_day(settings: Settings, rows: list[ShelfDailyFeatures], at: datetime
                       jobs.load_config(settings), at)
     _upsert(settings, "ml_predictions_log", result.predictions)
     plans = topic("wh_supplier_plan")
-    kafka = KafkaAdapter(settings.kafka_bootstrap_servers)
+    producer = KafkaAdapter(settings.kafka_bootstrap_servers).producer()
     try:
-        send_and_wait(kafka.producer(), [Outgoing(plans.name, plans.key_of(plan).encode(),
-                                                  plan.model_dump_json().encode()) for plan in result.plans])
+        send_and_wait(producer, [Outgoing(plans.name, plans.key_of(plan).encode(), plan.model_dump_json().encode())
+                                 for plan in result.plans])
     finally:
-        kafka.close()
+        producer.close()
     return result
 
 
-def _upsert(settings: Settings, name: str, rows: list[BaseModel] | list[ShelfDailyFeatures] | list[MlModel]
-            ) -> None:
+def _upsert(settings: Settings, name: str, rows: Sequence[BaseModel]) -> None:
     with postgres.connect(settings, "app") as conn, conn.cursor() as cur:
         postgres.upsert_rows(cur, table(name), rows)
