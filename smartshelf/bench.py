@@ -476,7 +476,7 @@ def bench_sim(base: Settings, days: int = 1, step_seconds: int = 3600) -> dict[s
     }
 
 
-def bench_ml(base: Settings, days: int = 21, holdout_days: int = 3) -> dict[str, object]:
+def bench_ml(base: Settings, days: int = 21, holdout_days: int = 3, step_seconds: int = 3600) -> dict[str, object]:
     """A fast simulation of `days` days on a scratch stack, then on its lake: the daily features, training
     (time-series CV, early stopping) and the model against both baselines on the held-out days."""
     from smartshelf.runtime import ml_jobs
@@ -492,7 +492,8 @@ def bench_ml(base: Settings, days: int = 21, holdout_days: int = 3) -> dict[str,
                 "train_s": round(time.monotonic() - began - features_s, 1), "model": trained.model.model_dump(mode="json"),
                 "cv_mae": [round(m, 3) for m in trained.result.cv_mae], "best_iteration": trained.result.best_iteration}
 
-    summary = run_sim(base, days, base.sim_seed, None, fast=True, after=train_on_the_lake)
+    summary = run_sim(base.model_copy(update={"step_seconds": step_seconds}), days, base.sim_seed, None, fast=True,
+                      after=train_on_the_lake)
     if not summary["checks_ok"]:
         raise AssertionError(f"bench ml: the run's checks failed: {summary}")
     model = summary["model"]
