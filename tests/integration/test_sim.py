@@ -91,22 +91,6 @@ def test_the_spark_driver_killed_mid_run_gives_the_same_digest(uninterrupted: di
         assert summary[field] == uninterrupted[field], field
 
 
-REFERENCE_FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "reference_csv"
-
-
-def test_a_store_in_the_reference_format_runs_a_day_with_every_check_ok() -> None:
-    """The reference project's CSVs as they are (tests/fixtures/reference_csv: grams, in-store lots, an unknown
-    category, data dated 2026-01-19): the clock opens on the data's day, every check holds, and PostgreSQL's
-    shelf weights are stock × item_weight in grams."""
-    run = _sim("--days", "1", "--csv-dir", str(REFERENCE_FIXTURE), "--fast", "--step-seconds", "3600")
-    assert run.returncode == 0, run.stderr[-3000:] + run.stdout[-2000:]
-    summary = json.loads(run.stdout.strip().splitlines()[-1])
-    assert summary["checks_ok"] and summary["twin_matches_world"] and summary["postgres_mirror_ok"], summary
-    assert summary["sim_start"] == "2026-01-19T08:00:00", summary
-    assert summary["postgres_shelf_weights_ok"] and summary["postgres_rows"]["state.shelf_state"] >= 5, summary
-    assert summary["sales"] > 0 and summary["dead_letters"] == 0, summary
-
-
 def test_bad_arguments_get_one_line() -> None:
     missing = _sim("--csv-dir", "/nonexistent/store")
     assert missing.returncode == 1
