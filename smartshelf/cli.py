@@ -15,7 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from smartshelf.errors import SmartShelfError
-from smartshelf.settings import Settings, get_settings
+from smartshelf.settings import get_settings
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Smart Shelf: a digital twin of a supermarket.")
@@ -225,55 +225,9 @@ def sim(
         raise typer.Exit(1)
 
 
-PAUSE_MARGIN_S = 30.0  # a check's pause outlives its --timeout by this much: time to read and compare
-
-
 def _say(text: str) -> None:
     """One line on stderr, never wrapped (stdout is for the JSON)."""
     err_console.print(escape(text), highlight=False, soft_wrap=True)
-
-
-def _wait_for_pipeline(settings: Settings, tick: datetime, timeout_s: float) -> bool:
-    """Wait until the apps, the lake and the PostgreSQL mirror (if the connect worker runs) have caught up with
-    the paused clock at `tick`; raises NotSettled after `timeout_s`. True if the mirror runs."""
-    from smartshelf.clock import encode_time
-    from smartshelf.runtime import mirror, supervisor
-    from smartshelf.runtime.sim import NotSettled, wait_for_lake, wait_settled
-
-    deadline = time.monotonic() + timeout_s
-
-    def left() -> float:
-        return max(deadline - time.monotonic(), 0.0)
-
-    _say(f"check: clock paused at {encode_time(tick)}; waiting up to {timeout_s:g}s for the pipeline")
-    wait_settled(settings, tick, timeout_s, lambda behind: _say(f"check: waiting for {'; '.join(behind)}"))
-    wait_for_lake(settings, left())
-    mirrored = any(s.name == "connect" and s.healthy for s in supervisor.status(settings))
-    if mirrored:
-        try:
-            mirror.wait_caught_up(settings, left())
-        except SmartShelfError as exc:  # the one thing it raises: not caught up in time
-            raise NotSettled(str(exc)) from exc
-    return mirrored
-
-
-def _compare(settings: Settings, tick: datetime, mirrored: bool) -> dict[str, object]:
-    """The invariants of the settled twin, and PostgreSQL against the topics if `mirrored`, as JSON."""
-    from datetime import timedelta
-
-    from smartshelf.runtime import mirror
-    from smartshelf.runtime.sim import check as run_check
-
-    # removals run on the clock's watermark, which lags its time by a step until it moves on
-    checks = run_check(settings, watermark=tick - timedelta(seconds=settings.step_seconds))
-    result = checks.as_json()
-    if not mirrored:
-        return {**result, "postgres_mirror_ok": None}  # the connect worker is not running: nothing to compare
-    differences = mirror.differences(settings)
-    weights = mirror.shelf_weight_mismatches(settings)
-    return {**result, "ok": checks.ok and not differences and not weights, "postgres_mirror_ok": not differences,
-            "postgres_mirror_differences": differences[:5], "postgres_shelf_weights_ok": not weights,
-            "postgres_shelf_weight_mismatches": weights}
 
 
 @app.command()
@@ -285,38 +239,15 @@ def check(
     stock conserved per item, the twin's shelves and lots equal to the world's, no expired lot on a shelf, and
     (when the connect worker runs) PostgreSQL equal to the topics; then resume the clock. JSON on stdout;
     exit 1 if an invariant is broken, 2 if the pipeline did not catch up in time."""
-    import os
-
-    import redis
-
-    from smartshelf.adapters.redis_clock import SimClock, redis_client
-    from smartshelf.clock import encode_time
+    from smartshelf.runtime.live_check import live_check
     from smartshelf.runtime.sim import NotSettled
 
-    settings = get_settings()
-    began = time.monotonic()
-    clock = SimClock(redis_client(settings))
     try:
-        clock.now()  # one clear line, and no pause left behind, when there is no clock to pause
-    except redis.ConnectionError as exc:
-        raise SmartShelfError(f"cannot reach Redis at {settings.redis_host}:{settings.redis_port}: is the stack "
-                              f"up (smartshelf up)?") from exc
-    holder = f"smartshelf-check-{os.getpid()}"
-    ttl_s = timeout + PAUSE_MARGIN_S
-    clock.pause(holder, ttl_s)
-    try:
-        tick = clock.now()
-        mirrored = _wait_for_pipeline(settings, tick, timeout)
-        clock.pause(holder, ttl_s)  # renewed for the comparisons, which take a while on a long-running store
-        result = _compare(settings, tick, mirrored)
-        if clock.now() != tick:
-            raise NotSettled(f"the check outlasted its pause ({ttl_s:g}s) and the clock moved on: its result is void")
+        result = live_check(get_settings(), timeout, _say)
     except NotSettled as exc:
         _say(f"not settled: {exc}")
         raise typer.Exit(2) from exc
-    finally:
-        clock.resume(holder)
-    print(json.dumps({**result, "at": encode_time(tick), "check_s": round(time.monotonic() - began, 1)}))
+    print(json.dumps(result))
     if not result["ok"]:
         raise typer.Exit(1)
 
