@@ -68,10 +68,10 @@ def train_model(settings: Settings, rows: list[ShelfDailyFeatures], at: datetime
     """Train on `rows`, save the model under ARTIFACT_DIR as version `at`, register it (the only active one)."""
     result = train(rows, holdout_days=holdout_days)
     model = save_model(result, settings.artifact_dir, settings.model_name, model_version(at))
-    with postgres.connect(settings, "app") as conn, conn.cursor() as cur:
+    with postgres.connect(settings, "app") as conn, conn.cursor() as cur:  # one transaction: always one active
         cur.execute(f"UPDATE {table('ml_models').pg} SET is_active = false WHERE model_name = %s",
                     (model.model_name,))
-    _upsert(settings, "ml_models", [model])
+        postgres.upsert_rows(cur, table("ml_models"), [model])
     return Trained(model, result)
 
 
