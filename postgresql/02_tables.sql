@@ -181,6 +181,15 @@ CREATE INDEX IF NOT EXISTS shelf_profiles_updated_at_idx ON config.shelf_profile
 CREATE OR REPLACE TRIGGER shelf_profiles_updated_at BEFORE INSERT OR UPDATE ON config.shelf_profiles
     FOR EACH ROW EXECUTE FUNCTION public.touch_updated_at();
 
+CREATE TABLE IF NOT EXISTS ops.foot_traffic (
+    event_id text NOT NULL,
+    event_type text NOT NULL,
+    customer_id text NOT NULL,
+    ts timestamp NOT NULL,
+    CHECK (event_type IN ('entry', 'exit')),
+    PRIMARY KEY (event_id)
+);
+
 CREATE TABLE IF NOT EXISTS ops.wh_events (
     event_id text NOT NULL,
     event_type text NOT NULL,

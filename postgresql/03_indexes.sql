@@ -14,3 +14,5 @@ CREATE INDEX IF NOT EXISTS pos_transactions_ts_idx ON ops.pos_transactions (ts);
 CREATE INDEX IF NOT EXISTS pos_items_shelf_idx ON ops.pos_transaction_items (shelf_id);
 CREATE INDEX IF NOT EXISTS shelf_profiles_category_idx ON config.shelf_profiles (item_category, item_subcategory);
 CREATE INDEX IF NOT EXISTS features_date_idx ON analytics.shelf_daily_features (feature_date);
+CREATE INDEX IF NOT EXISTS foot_traffic_ts_idx ON ops.foot_traffic (ts);
+CREATE INDEX IF NOT EXISTS daily_discounts_date_idx ON analytics.daily_discounts (discount_date);

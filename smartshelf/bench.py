@@ -670,8 +670,89 @@ def bench_connect(base: Settings, rate: float = 50.0, seconds: float = 60.0, bac
     }
 
 
+# the REST reads of `bench api`, each timed alone first; the slowest is then loaded with concurrent requests
+API_READS = ("/stores", "/shelves?limit=1000", "/shelves/{shelf_id}", "/warehouse/items?limit=1000",
+             "/alerts?limit=1000", "/plans/supplier?limit=1000", "/plans/restock?limit=1000", "/orders?limit=1000",
+             "/kpis/hourly", "/kpis/daily")
+
+
+def _single_read_ms(base_url: str, paths: list[str], rounds: int = 5) -> dict[str, float]:
+    import httpx
+
+    timings: dict[str, float] = {}
+    with httpx.Client(base_url=base_url, timeout=60) as client:
+        for path in paths:
+            runs = []
+            for _ in range(rounds):
+                began = time.perf_counter()
+                client.get(path).raise_for_status()
+                runs.append((time.perf_counter() - began) * 1000)
+            timings[path] = round(sorted(runs)[rounds // 2], 2)
+    return timings
+
+
+def bench_api(base: Settings, days: int = 1, concurrency: int = 100, requests: int = 2000, clients: int = 50,
+              events: int = 20_000) -> dict[str, object]:
+    """The live API on the data of a simulated day (then with the pipeline stopped, so only the API works): each
+    REST read alone, the slowest under `concurrency` concurrent requests (p50, p99, requests/s), and the
+    WebSocket feed's fan-out of `events` sensor records to `clients` clients, alone and beside a stalled client."""
+    import asyncio
+
+    from smartshelf.runtime import api_probe
+    from smartshelf.runtime.sim import SERVICES, run_sim
+
+    def load_the_api(settings: Settings) -> dict[str, object]:
+        supervisor.stop(settings, SERVICES)
+        supervisor.start(settings, ["api"])
+        base_url = f"http://127.0.0.1:{settings.api_port}"
+        shelf_id = jobs.load_config(settings).shelf_profiles[0].shelf_id
+        single = _single_read_ms(base_url, [path.format(shelf_id=shelf_id) for path in API_READS])
+        heaviest = max(single, key=single.__getitem__)
+        latencies, wall_s = asyncio.run(api_probe.rest_latencies(base_url + heaviest, concurrency, requests))
+        records = [("shelf_events", key, value) for key, value in _sensor_payloads(events)]
+
+        def publish() -> int:
+            producer = ConfluentAdapter(settings.kafka_bootstrap_servers).producer()
+            return produce_all(producer, records)
+
+        alone = asyncio.run(api_probe.fan_out(settings.api_port, "topics=shelf_events", clients, publish))
+        beside = asyncio.run(api_probe.fan_out(settings.api_port, "topics=shelf_events", clients, publish,
+                                               stalled=True))
+        return {"single_read_ms": single, "heaviest": heaviest, "latencies": latencies, "rest_wall_s": wall_s,
+                "fan_out": alone, "fan_out_stalled": beside}
+
+    summary = run_sim(base.model_copy(update={"step_seconds": 3600}), days, base.sim_seed, None, fast=True,
+                      after=load_the_api)
+    latencies = [t * 1000 for t in summary["latencies"]]  # type: ignore[union-attr]
+    alone, beside = summary["fan_out"], summary["fan_out_stalled"]
+    assert isinstance(alone, api_probe.FanOut) and isinstance(beside, api_probe.FanOut)
+    return {
+        "benchmark": "api", "simulated_days": days, "events_in_the_day": summary["events"],
+        "single_read_ms_p50": summary["single_read_ms"],
+        "rest_endpoint": summary["heaviest"], "rest_concurrency": concurrency, "rest_requests": requests,
+        "rest_p50_ms": round(_percentile(latencies, 0.50), 1), "rest_p99_ms": round(_percentile(latencies, 0.99), 1),
+        "rest_requests_s": round(requests / float(summary["rest_wall_s"]), 1),  # type: ignore[arg-type]
+        "ws_clients": clients, "ws_events": events,
+        "ws_per_client_events_s": round(alone.per_client_events_s), "ws_deliveries_s": round(alone.deliveries_s),
+        "ws_per_client_events_s_beside_stalled": round(beside.per_client_events_s),
+        "ws_rate_ratio_beside_stalled": round(beside.per_client_events_s / alone.per_client_events_s, 2),
+        "ws_stalled_client_dropped": beside.stalled_dropped, "ws_stalled_client_close": beside.stalled_close,
+        "note": "after the simulated day the pipeline's services are stopped: only Kafka, PostgreSQL, Redis and "
+                "the API run; fan-out rates from the first record sent to the last client having all of them",
+    }
+
+
+def _sensor_payloads(count: int) -> list[tuple[bytes, bytes]]:
+    from smartshelf.schemas import ShelfEvent
+
+    events = [ShelfEvent(event_id=f"bench-{i:07d}", event_type="pickup", shelf_id=f"BENCH{i % 97:04d}", quantity=1,
+                         weight_change=-330.0, customer_id=f"c{i % 500}", ts=datetime(2025, 1, 1, 12))
+              for i in range(count)]
+    return [(topic("shelf_events").key_of(e).encode(), e.model_dump_json().encode()) for e in events]
+
+
 BENCHMARKS = {"broker": bench_broker, "producers": bench_producers, "spark": bench_spark, "sim": bench_sim,
-              "connect": bench_connect, "dashboard": bench_dashboard, "ml": bench_ml}
+              "connect": bench_connect, "dashboard": bench_dashboard, "ml": bench_ml, "api": bench_api}
 
 
 def write_result(metrics_dir: Path, result: dict[str, object]) -> Path:

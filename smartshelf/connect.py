@@ -81,6 +81,7 @@ SINKS: tuple[SinkDeclaration, ...] = (
         "shelf_state", "wh_state", "shelf_batch_state", "wh_batch_state", "daily_discounts",
         "shelf_restock_plan", "wh_supplier_plan", "wh_supplier_orders")),
     SinkDeclaration("wh_events", "insert"),
+    SinkDeclaration("foot_traffic", "insert"),  # people in the store per hour (the API's KPIs)
     SinkDeclaration("wh_supplier_receipts", "insert"),
     SinkDeclaration("alerts", "insert"),
     SinkDeclaration("pos_transactions", "pos"),

@@ -102,7 +102,8 @@ TABLES: tuple[Table, ...] = (
     Table("shelf_profiles", s.ShelfProfile, ("shelf_id",), pg="config.shelf_profiles", topic="shelf_profiles",
           sourced=True),
     # raw: the event streams as they arrived
-    Table("raw_foot_traffic", s.FootTrafficEvent, ("event_id",), delta="raw/foot_traffic", topic="foot_traffic"),
+    Table("raw_foot_traffic", s.FootTrafficEvent, ("event_id",), pg="ops.foot_traffic", delta="raw/foot_traffic",
+          topic="foot_traffic"),
     Table("raw_shelf_events", s.ShelfEvent, ("event_id",), delta="raw/shelf_events", topic="shelf_events"),
     Table("raw_pos_transactions", s.PosTransaction, ("transaction_id",), delta="raw/pos_transactions",
           topic="pos_transactions"),

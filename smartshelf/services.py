@@ -17,6 +17,7 @@ class Profile(StrEnum):
     CONNECT = "connect"
     ML = "ml"
     DASHBOARD = "dashboard"
+    API = "api"
 
 
 @dataclass(frozen=True)
@@ -62,5 +63,7 @@ SERVICES: tuple[Service, ...] = (
     Service("inference-service", Profile.ML, "inference",
             "daily at RUN_HOUR: the newest model's forecast → ml_predictions_log, pending plans → wh_supplier_plan"),
     Service("dashboard", Profile.DASHBOARD, "dashboard", "Streamlit dashboard: store map, states, plans, alerts (port 8501)"),
+    Service("api", Profile.API, "api",
+            "live API (port 8000): read-only REST over PostgreSQL, WebSocket feed of the topics from Kafka"),
     Service("connect-worker", Profile.CONNECT, "connect", "our connect worker for the smartshelf.* connectors (POS baskets, dead letters)"),
 )

@@ -77,6 +77,16 @@ class Settings(BaseSettings):
     # the Streamlit dashboard (http://127.0.0.1:DASHBOARD_PORT)
     dashboard_port: int = Field(8501, alias="DASHBOARD_PORT")
 
+    # the live API (smartshelf.api): REST and the WebSocket event feed on http://API_HOST:API_PORT
+    api_host: str = Field("127.0.0.1", alias="API_HOST")
+    api_port: int = Field(8000, alias="API_PORT")
+    # events a WebSocket client may have queued before it is closed as too slow (the others are not slowed); the
+    # queues hold references to events shared by every client, so a long one costs pointers, not copies
+    api_ws_queue: int = Field(10_000, alias="API_WS_QUEUE", ge=2)
+    api_db_pool: int = Field(8, alias="API_DB_POOL", ge=1)  # PostgreSQL connections of the API (reader role)
+    # the store this twin runs (one per twin until chains of stores: the `stores` of the API)
+    store_id: str = Field("store-001", alias="STORE_ID", min_length=1)
+
     # ML inference runs once per simulated day at this hour
     run_hour: int = Field(6, alias="RUN_HOUR", ge=0, le=23)
     # the replenishment model: trained files under ARTIFACT_DIR/MODEL_NAME/<version>/ (smartshelf.ml.artifacts),

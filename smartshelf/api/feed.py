@@ -6,6 +6,10 @@ Invariants:
 - every subscriber has a bounded queue (API_WS_QUEUE). Publishing never waits: a subscriber whose queue is full is
   dropped at once (its `next()` raises `Dropped`, and the app closes it with `SLOW_CLIENT_CLOSE_CODE`), so a slow
   client never slows the others;
+- a source reads at the pace of the set's fastest client: it reads only while that client has less than half a
+  queue waiting (`Delivery.room`). So a burst (a backlog, a fast simulation) is spread out instead of dropping
+  everyone, and a client is dropped only when it is more than half a queue behind the fastest one. A client
+  with a shelf_id filter is not counted when unfiltered ones are there: its queue says nothing of its pace;
 - all subscribers of a topic set see its events in the order the source delivered them, each event encoded to
   JSON once, not once per client.
 
@@ -16,6 +20,7 @@ the loop thread-safely. `functools.partial(KafkaFeedSource, bootstrap)` is the p
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import logging
 import threading
@@ -37,6 +42,8 @@ POLL_BATCH = 500  # records per consume() call
 POLL_TIMEOUT_S = 0.2  # consume() waits this long for a full batch: the feed's worst-case added latency
 METADATA_TIMEOUT_S = 10.0
 RETRY_AFTER_S = 1.0
+PACE_WAIT_S = 0.005  # while the fastest client catches up
+HANDOVER_TIMEOUT_S = 5.0
 
 _LOG = logging.getLogger(__name__)
 
@@ -95,6 +102,14 @@ class Subscription:
         # a drop empties the queue and puts its Dropped in: that ends a next() that is waiting
         self._queue: asyncio.Queue[FeedEvent | Dropped] = asyncio.Queue(maxsize=queue_size)
         self._dropped: Dropped | None = None
+        self._dropped_event = asyncio.Event()
+
+    async def dropped(self) -> Dropped:
+        """Waits until the subscriber is dropped: a sender stalled on a client's full socket never reaches
+        `next()` again, so whoever serves the client watches this beside it."""
+        await self._dropped_event.wait()
+        assert self._dropped is not None
+        return self._dropped
 
     @property
     def dropped_reason(self) -> str | None:
@@ -107,6 +122,11 @@ class Subscription:
         if isinstance(item, Dropped):
             raise Dropped(item.reason, item.code)
         return item
+
+    @property
+    def backlog(self) -> int:
+        """Events queued and not yet taken."""
+        return self._queue.qsize()
 
     def _wants(self, event: FeedEvent) -> bool:
         return self.shelf_id is None or event.shelf_id == self.shelf_id
@@ -123,6 +143,7 @@ class Subscription:
         if self._dropped is not None:
             return
         self._dropped = Dropped(reason, code)
+        self._dropped_event.set()
         while not self._queue.empty():
             self._queue.get_nowait()
         self._queue.put_nowait(self._dropped)
@@ -146,7 +167,17 @@ class FeedSource(Protocol):
         ...
 
 
-SourceFactory = Callable[[frozenset[str], Callable[[list[FeedEvent]], None]], FeedSource]
+class Delivery(Protocol):
+    """How a source hands over its batches (from its own thread; returns once the subscribers have them)."""
+
+    def __call__(self, batch: list[FeedEvent]) -> None: ...
+
+    def room(self) -> int:
+        """How many events the source may read now: half a queue less the fastest client's backlog."""
+        ...
+
+
+SourceFactory = Callable[[frozenset[str], Delivery], FeedSource]
 
 
 @dataclass(eq=False)
@@ -237,13 +268,13 @@ class FeedHub:
         if not feed.subscribers:  # every subscriber left while it started
             self._stop(feed)
 
-    def _deliverer(self, feed: _Feed, generation: int) -> Callable[[list[FeedEvent]], None]:
-        loop = asyncio.get_running_loop()
+    def _deliverer(self, feed: _Feed, generation: int) -> Delivery:
+        return _Delivery(self, feed, generation, asyncio.get_running_loop())
 
-        def deliver(batch: list[FeedEvent]) -> None:
-            loop.call_soon_threadsafe(self._publish, feed, generation, batch)
-
-        return deliver
+    def _room(self, feed: _Feed) -> int:
+        subscribers = tuple(feed.subscribers)  # one C-level copy: safe while the loop thread changes the dict
+        paced_by = [s for s in subscribers if s.shelf_id is None] or list(subscribers)
+        return self._queue_size // 2 - min((s.backlog for s in paced_by), default=0)
 
     def _publish(self, feed: _Feed, generation: int, batch: list[FeedEvent]) -> None:
         if generation != feed.generation:
@@ -289,12 +320,50 @@ class FeedHub:
         self._retired_undecodable += source.undecodable
 
 
+class _Delivery:
+    """A source's handle on the hub: batches go to the loop, and the source's thread waits until they are queued
+    (so `room()` sees them)."""
+
+    def __init__(self, hub: FeedHub, feed: _Feed, generation: int, loop: asyncio.AbstractEventLoop) -> None:
+        self._hub, self._feed, self._generation, self._loop = hub, feed, generation, loop
+
+    def __call__(self, batch: list[FeedEvent]) -> None:
+        if self._loop.is_closed():
+            return
+        if _on_loop_thread(self._loop):
+            self._hub._publish(self._feed, self._generation, batch)
+            return
+        done = concurrent.futures.Future[None]()
+
+        def publish() -> None:
+            try:
+                self._hub._publish(self._feed, self._generation, batch)
+            finally:
+                done.set_result(None)
+
+        self._loop.call_soon_threadsafe(publish)
+        try:
+            done.result(timeout=HANDOVER_TIMEOUT_S)
+        except concurrent.futures.TimeoutError:
+            pass  # the loop is busy or shutting down: the batch is queued for it, go on
+
+    def room(self) -> int:
+        return self._hub._room(self._feed)
+
+
+def _on_loop_thread(loop: asyncio.AbstractEventLoop) -> bool:
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False
+
+
 class KafkaFeedSource:
     """The records produced to `topics` from start() on, read by one confluent-kafka consumer in a daemon thread.
 
     The consumer is assigned every partition at its end offset and never commits: a feed is live, not a replay."""
 
-    def __init__(self, bootstrap: str, topics: frozenset[str], deliver: Callable[[list[FeedEvent]], None]) -> None:
+    def __init__(self, bootstrap: str, topics: frozenset[str], deliver: Delivery) -> None:
         self.bootstrap = bootstrap
         self.topics = topics
         self.undecodable = 0
@@ -357,7 +426,11 @@ class KafkaFeedSource:
                 self._stopping.wait(RETRY_AFTER_S)
 
     def _poll(self, consumer: Consumer) -> None:
-        batch = [event for message in consumer.consume(num_messages=POLL_BATCH, timeout=POLL_TIMEOUT_S)
+        room = min(POLL_BATCH, self._deliver.room())
+        if room <= 0:  # even the fastest client has half a queue to send: let it catch up
+            self._stopping.wait(PACE_WAIT_S)
+            return
+        batch = [event for message in consumer.consume(num_messages=room, timeout=POLL_TIMEOUT_S)
                  if (event := self._event(message)) is not None]
         if batch:
             self._deliver(batch)

@@ -13,6 +13,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -395,6 +396,34 @@ class DashboardService(Server):
                 raise SmartShelfError(f"dashboard answered HTTP {response.status}")
 
 
+class ApiService(Server):
+    """The live API (api/app.py): REST over PostgreSQL and the WebSocket feed from Kafka."""
+
+    name = "api"
+    depends_on = ("kafka", "postgres", "redis")
+
+    @property
+    def port(self) -> int:
+        return self.settings.api_port
+
+    def paths(self) -> ServerPaths:
+        return ServerPaths(data=self.settings.run_dir, log=self.settings.run_dir / "logs" / f"{self.name}.log")
+
+    def argv(self) -> list[str]:
+        return [sys.executable, str(REPO_ROOT / "api" / "app.py")]
+
+    def env(self) -> dict[str, str]:
+        return self.settings.as_env()
+
+    def probe(self) -> None:
+        """It answers HTTP; /health may be 503 while a dependency is down, and the API still serves that."""
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=5).close()
+        except urllib.error.HTTPError as exc:
+            if exc.code != 503:
+                raise SmartShelfError(f"api answered HTTP {exc.code}") from exc
+
+
 class InferenceService(PythonService):
     name = "inference"
     script = "ml-model/inference-service/app.py"
@@ -415,7 +444,8 @@ SERVER_CLASSES: tuple[type[Server], ...] = (KafkaBroker, Postgres, Redis)
 # started after the servers, their init jobs and the store import (smartshelf up); the watchdog last, so that
 # `smartshelf down`, which stops in reverse order, stops it first
 SERVICE_CLASSES: tuple[type[Server], ...] = (SparkService, ConnectService, ProducersService, BridgeService,
-                                              ClockService, InferenceService, DashboardService, WatchdogService)
+                                              ClockService, InferenceService, DashboardService, ApiService,
+                                              WatchdogService)
 
 
 def all_servers(settings: Settings) -> list[Server]:

@@ -34,7 +34,7 @@ WAIT_S = 2.0
 
 
 # --- helpers ----------------------------------------------------------------------------------
-Deliver = Callable[[list[FeedEvent]], None]
+Deliver = feed.Delivery
 
 
 class FakeSource:
@@ -416,9 +416,26 @@ def consumer(monkeypatch: pytest.MonkeyPatch) -> FakeConsumer:
     return fake
 
 
+class Collector:
+    """A Delivery that keeps the batches and gives the source `room` events at a time."""
+
+    def __init__(self, room: int = 500) -> None:
+        self.batches: queue.Queue[list[FeedEvent]] = queue.Queue()
+        self.rooms = room
+        self.asked = 0
+
+    def __call__(self, batch: list[FeedEvent]) -> None:
+        self.batches.put(batch)
+
+    def room(self) -> int:
+        self.asked += 1
+        return self.rooms
+
+
 def test_the_kafka_source_starts_at_the_end_and_delivers_what_decodes(consumer: FakeConsumer) -> None:
-    batches: queue.Queue[list[FeedEvent]] = queue.Queue()
-    source = KafkaFeedSource("kafka:9092", ALERTS | SHELF, batches.put)
+    collector = Collector()
+    batches = collector.batches
+    source = KafkaFeedSource("kafka:9092", ALERTS | SHELF, collector)
     source.start()
     try:
         assert consumer.assigned == [("alerts", 0, 100), ("shelf_events", 0, 100), ("shelf_events", 1, 101)]
@@ -440,8 +457,47 @@ def test_the_kafka_source_starts_at_the_end_and_delivers_what_decodes(consumer: 
 
 
 def test_the_kafka_source_refuses_a_topic_that_does_not_exist(consumer: FakeConsumer) -> None:
-    source = KafkaFeedSource("kafka:9092", frozenset({"alerts", "nope"}), lambda batch: None)
+    source = KafkaFeedSource("kafka:9092", frozenset({"alerts", "nope"}), Collector())
     with pytest.raises(SmartShelfError, match="topic 'nope' does not exist on kafka at kafka:9092"):
         source.start()
     assert consumer.closed and consumer.assigned == []
     source.stop()  # nothing to stop: harmless
+
+
+def test_the_kafka_source_reads_nothing_while_the_fastest_client_has_no_room(consumer: FakeConsumer) -> None:
+    collector = Collector(room=0)
+    source = KafkaFeedSource("kafka:9092", ALERTS, collector)
+    source.start()
+    try:
+        consumer.incoming.put([FakeMessage("alerts", 0, 100, b'{"alert_id": "a1"}')])
+        deadline = time.monotonic() + WAIT_S
+        while collector.asked < 5:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert collector.batches.empty() and not consumer.incoming.empty()  # waited, did not consume
+        collector.rooms = 500
+        assert [e.offset for e in collector.batches.get(timeout=WAIT_S)] == [100]
+    finally:
+        source.stop()
+
+
+def test_room_is_half_a_queue_less_the_fastest_unfiltered_backlog() -> None:
+    rooms: list[int] = []
+
+    async def scenario() -> None:
+        sources = Sources()
+        hub = FeedHub(sources, queue_size=10)
+        slow, fast = await hub.subscribe(SHELF), await hub.subscribe(SHELF)
+        filtered = await hub.subscribe(SHELF, shelf_id="S0009")  # gets nothing: not counted
+        deliver = sources.made[0].deliver
+        rooms.append(deliver.room())  # type: ignore[attr-defined]
+        deliver([event(i) for i in range(4)])
+        rooms.append(deliver.room())  # type: ignore[attr-defined]
+        await take(fast, 3)
+        rooms.append(deliver.room())  # type: ignore[attr-defined]
+        for subscription in (slow, fast, filtered):
+            hub.unsubscribe(subscription)
+        await hub.close()
+
+    run(scenario)
+    assert rooms == [5, 1, 4]

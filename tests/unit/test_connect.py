@@ -165,8 +165,8 @@ def test_every_postgres_table_without_a_topic_has_a_known_writer() -> None:
 
 def test_mirror_table_needs_exactly_one_postgres_table() -> None:
     assert mirror_table("wh_events") == table("raw_wh_events")
-    with pytest.raises(SmartShelfError, match="foot_traffic.*0 PostgreSQL mirror tables"):
-        mirror_table("foot_traffic")
+    with pytest.raises(SmartShelfError, match="clock_ticks.*0 PostgreSQL mirror tables"):
+        mirror_table("clock_ticks")
 
 
 # --- the inline JSON schema of the JDBC sinks -------------------------------------------------

@@ -1,0 +1,252 @@
+"""The live API against a real stack (Apache Kafka, PostgreSQL, Redis, the connect worker, the API as its own
+process): REST answers with meta and the alert engines' levels, 422s that name the field, records published to
+Kafka reach 50 WebSocket clients identically and PostgreSQL's REST view, a stalled client is dropped while the
+others get everything, and /health follows PostgreSQL going down and coming back."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import socket
+import time
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+
+import httpx
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from smartshelf.adapters.kafka import KafkaAdapter, Outgoing, send_and_wait
+from smartshelf.adapters.redis_clock import SimClock, redis_client
+from smartshelf.api.feed import SLOW_CLIENT_CLOSE_CODE
+from smartshelf.loop import StoreConfig, shelf_level, warehouse_level
+from smartshelf.registry import topic
+from smartshelf.runtime import jobs, supervisor
+from smartshelf.runtime.scratch import make_run_dir
+from smartshelf.schemas import Alert, ShelfEvent
+from smartshelf.settings import Settings
+from tests.conftest import initialised_stack, isolated_settings
+
+pytestmark = pytest.mark.integration
+
+SIM_NOW = datetime(2025, 1, 1, 10, 30)
+CLIENTS = 50
+
+
+@pytest.fixture(scope="module")
+def api() -> Iterator[Settings]:
+    run_dir = make_run_dir("smartshelf-api-")
+    settings = isolated_settings(run_dir)
+    try:
+        with initialised_stack(settings):
+            SimClock(redis_client(settings)).set(SIM_NOW)
+            supervisor.start(settings, ["connect", "api"])
+            yield settings
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _url(settings: Settings, path: str, scheme: str = "http") -> str:
+    return f"{scheme}://127.0.0.1:{settings.api_port}{path}"
+
+
+def _get(settings: Settings, path: str, **params: object) -> httpx.Response:
+    return httpx.get(_url(settings, path), params=params, timeout=30)
+
+
+def _alerts(count: int, prefix: str) -> list[Alert]:
+    return [Alert(alert_id=f"{prefix}-{i:05d}", alert_type="low_stock", location="store", severity="warning",
+                  shelf_id=f"TEST{i % 7:04d}", message=f"test alert {i}", value=float(i), threshold=10.0,
+                  ts=SIM_NOW + timedelta(seconds=i)) for i in range(count)]
+
+
+def _publish(settings: Settings, records: list[Alert] | list[ShelfEvent], topic_name: str) -> None:
+    kafka = KafkaAdapter(settings.kafka_bootstrap_servers)
+    producer = kafka.producer()
+    try:
+        send_and_wait(producer, [Outgoing(topic_name, topic(topic_name).key_of(r).encode(),
+                                          r.model_dump_json().encode()) for r in records])
+    finally:
+        producer.close()
+        kafka.close()
+
+
+async def _subscribed(settings: Settings, query: str, **options: object) -> ClientConnection:
+    client = await connect(_url(settings, f"/ws/events?{query}", "ws"), **options)  # type: ignore[arg-type]
+    hello = json.loads(await client.recv())
+    assert hello["type"] == "subscribed", hello
+    return client
+
+
+async def _receive(client: ClientConnection, count: int, timeout_s: float = 60.0) -> list[dict[str, object]]:
+    events = []
+    async with asyncio.timeout(timeout_s):
+        while len(events) < count:
+            events.append(json.loads(await client.recv()))
+    return events
+
+
+# --- REST -----------------------------------------------------------------------------------------------
+def test_shelves_page_through_the_store_with_the_alert_engines_levels(api: Settings) -> None:
+    config = StoreConfig.from_tables(jobs.load_config(api))
+    seen: dict[str, dict[str, object]] = {}
+    offset = 0
+    while True:
+        answer = _get(api, "/shelves", limit=400, offset=offset)
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        assert body["meta"]["query_ms"] > 0 and body["meta"]["sim_time"] == SIM_NOW.isoformat()
+        assert body["meta"]["total"] == len(config.profiles)
+        seen.update({row["shelf_id"]: row for row in body["data"]})
+        offset += 400
+        if offset >= body["meta"]["total"]:
+            break
+    assert seen.keys() == config.profiles.keys()
+    for shelf_id, row in seen.items():
+        assert row["level"] == shelf_level(row["current_stock"], config.shelf_policies[shelf_id],
+                                           config.profiles[shelf_id]), shelf_id
+
+    low = _get(api, "/shelves", level="low", limit=1000).json()
+    assert {r["shelf_id"] for r in low["data"]} == {s for s, r in seen.items() if r["level"] == "low"}
+    category = next(iter(seen.values()))["item_category"]
+    in_category = _get(api, "/shelves", category=category, limit=1000).json()["data"]
+    assert in_category and {r["shelf_id"] for r in in_category} == {
+        s for s, r in seen.items() if r["item_category"] == category}
+
+    items = _get(api, "/warehouse/items", limit=1000, offset=0).json()
+    for row in items["data"]:
+        assert row["level"] == warehouse_level(row["wh_current_stock"], config.wh_policies[row["shelf_id"]])
+
+
+def test_a_shelf_has_its_lots_and_an_unknown_shelf_is_404(api: Settings) -> None:
+    shelf_id = _get(api, "/shelves", limit=1).json()["data"][0]["shelf_id"]
+    answer = _get(api, f"/shelves/{shelf_id}")
+    assert answer.status_code == 200, answer.text
+    body = answer.json()["data"]
+    assert body["shelf_id"] == shelf_id and isinstance(body["lots"], list)
+    assert {"recent_alerts", "recent_warehouse_moves", "recent_sales"} <= body.keys()
+    missing = _get(api, "/shelves/NOSUCHSHELF")
+    assert missing.status_code == 404 and "NOSUCHSHELF" in missing.json()["detail"]
+    store = _get(api, "/stores").json()
+    assert store["data"][0]["store_id"] == api.store_id and store["data"][0]["shelves"] == len(
+        StoreConfig.from_tables(jobs.load_config(api)).profiles)
+
+
+@pytest.mark.parametrize(("path", "params", "field"), [
+    ("/shelves", {"level": "empty"}, "level"),
+    ("/shelves", {"limit": 0}, "limit"),
+    ("/alerts", {"severity": "loud"}, "severity"),
+    ("/alerts", {"since": "2025-01-02T00:00:00", "until": "2025-01-01T00:00:00"}, "until"),
+    ("/alerts", {"since": "yesterday"}, "since"),
+    ("/kpis/hourly", {"since": "2025-01-01T00:00:00", "until": "2026-01-01T00:00:00"}, "since"),
+    ("/orders", {"status": "lost"}, "status"),
+])
+def test_bad_parameters_are_422_naming_the_field(api: Settings, path: str, params: dict[str, object],
+                                                 field: str) -> None:
+    answer = _get(api, path, **params)
+    assert answer.status_code == 422, answer.text
+    (error,) = answer.json()["detail"]
+    assert error["loc"] == ["query", field] and error["msg"], error
+
+
+def test_a_bad_feed_request_is_refused_with_422_and_the_reason(api: Settings) -> None:
+    async def attempt(query: str) -> InvalidStatus:
+        with pytest.raises(InvalidStatus) as refused:
+            await connect(_url(api, f"/ws/events?{query}", "ws"))
+        return refused.value
+
+    for query, words in (("topics=alerts,nope", "unknown topics ['nope']"), ("store_id=elsewhere", "elsewhere")):
+        refused = asyncio.run(attempt(query))
+        assert refused.response.status_code == 422
+        assert words in refused.response.body.decode()
+
+
+# --- the feed -------------------------------------------------------------------------------------------
+def test_fifty_clients_receive_the_same_events_in_order_and_rest_sees_them(api: Settings) -> None:
+    published = _alerts(200, "fifty")
+
+    async def scenario() -> list[list[dict[str, object]]]:
+        clients = await asyncio.gather(*(_subscribed(api, "topics=alerts") for _ in range(CLIENTS)))
+        shelf_client = await _subscribed(api, "topics=alerts&shelf_id=TEST0003")
+        health = _get(api, "/health").json()
+        assert health["feed"]["sources"] == 1 and health["feed"]["subscribers"] == CLIENTS + 1, health
+        await asyncio.to_thread(_publish, api, published, "alerts")
+        received = await asyncio.gather(*(_receive(c, len(published)) for c in clients))
+        only_shelf = await _receive(shelf_client, sum(1 for a in published if a.shelf_id == "TEST0003"))
+        assert {e["value"]["shelf_id"] for e in only_shelf} == {"TEST0003"}  # type: ignore[index]
+        for client in (*clients, shelf_client):
+            await client.close()
+        return received
+
+    received = asyncio.run(scenario())
+    expected = [a.alert_id for a in published]  # one partition: the order they were sent in
+    for events in received:
+        assert [e["value"]["alert_id"] for e in events] == expected  # type: ignore[index]
+    assert len({json.dumps(events) for events in received}) == 1  # identical, offsets included
+
+    deadline = time.monotonic() + 60
+    while (total := _get(api, "/alerts", since=SIM_NOW.isoformat(), shelf_id="TEST0001", limit=5)
+           .json()["meta"]["total"]) < sum(1 for a in published if a.shelf_id == "TEST0001"):
+        assert time.monotonic() < deadline, f"the mirror did not catch up: {total}"
+        time.sleep(0.5)
+    page = _get(api, "/alerts", shelf_id="TEST0001", limit=5).json()
+    assert [r["alert_id"] for r in page["data"]] == sorted(
+        (a.alert_id for a in published if a.shelf_id == "TEST0001"), reverse=True)[:5]  # newest first
+
+
+def test_a_stalled_client_is_dropped_and_the_others_get_every_event(api: Settings) -> None:
+    events = [ShelfEvent(event_id=f"stall-{i:06d}", event_type="pickup", shelf_id=f"TEST{i % 5:04d}", quantity=1,
+                         weight_change=-100.0, customer_id="c1", ts=SIM_NOW) for i in range(60_000)]
+
+    stalled_socket = socket.create_connection(("127.0.0.1", api.api_port))
+    stalled_socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a small window: its backlog is ours
+
+    async def scenario() -> tuple[int | None, str | None, list[int]]:
+        # no pings of its own: a client that reads nothing cannot see their answers
+        stalled = await _subscribed(api, "topics=shelf_events", sock=stalled_socket, max_queue=1, ping_interval=None)
+        readers = [await _subscribed(api, "topics=shelf_events") for _ in range(3)]
+        closed = asyncio.create_task(_close_once_dropped(stalled))
+        await asyncio.to_thread(_publish, api, events, "shelf_events")
+        counts = [len(got) for got in await asyncio.gather(*(_receive(r, len(events), 120) for r in readers))]
+        code, reason = await closed
+        for reader in readers:
+            await reader.close()
+        return code, reason, counts
+
+    async def _close_once_dropped(stalled: ClientConnection) -> tuple[int | None, str | None]:
+        """Read nothing until the server has dropped the client, then read fast up to its close frame."""
+        async with asyncio.timeout(120):
+            while (await asyncio.to_thread(_get, api, "/health")).json()["feed"]["dropped_clients"] < 1:
+                await asyncio.sleep(0.2)
+            stalled_socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+            try:
+                while True:
+                    await stalled.recv()
+            except ConnectionClosed as closed:
+                return (closed.rcvd.code, closed.rcvd.reason) if closed.rcvd else (None, None)
+
+    code, reason, counts = asyncio.run(scenario())
+    assert counts == [len(events)] * 3
+    assert code == SLOW_CLIENT_CLOSE_CODE and reason is not None and "fell behind" in reason, (code, reason)
+
+
+# --- health (last: it stops PostgreSQL) ---------------------------------------------------------------
+def test_health_is_503_while_postgres_is_down_and_200_when_it_is_back(api: Settings) -> None:
+    healthy = _get(api, "/health")
+    assert healthy.status_code == 200, healthy.text
+    assert healthy.json()["dependencies"]["clock"]["sim_time"] == SIM_NOW.isoformat()
+    supervisor.stop(api, ["postgres"])
+    try:
+        down = _get(api, "/health")
+        assert down.status_code == 503 and down.json()["dependencies"]["postgres"]["state"] == "down", down.text
+        unavailable = _get(api, "/shelves")
+        assert unavailable.status_code == 503 and "PostgreSQL" in unavailable.json()["detail"]
+    finally:
+        supervisor.start(api, ["postgres"])
+    deadline = time.monotonic() + 30
+    while (answer := _get(api, "/health")).status_code != 200:
+        assert time.monotonic() < deadline, answer.text
+        time.sleep(0.5)
+    assert _get(api, "/shelves", limit=1).status_code == 200
