@@ -10,11 +10,12 @@ import json
 import shutil
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta
 
 import httpx
 import pytest
+from pydantic import BaseModel
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
@@ -25,7 +26,7 @@ from smartshelf.loop import StoreConfig, shelf_level, warehouse_level
 from smartshelf.registry import topic
 from smartshelf.runtime import jobs, supervisor
 from smartshelf.runtime.scratch import make_run_dir
-from smartshelf.schemas import Alert, ShelfEvent
+from smartshelf.schemas import Alert, FootTrafficEvent, PosItem, PosTransaction, ShelfEvent
 from smartshelf.settings import Settings
 from tests.conftest import initialised_stack, isolated_settings
 
@@ -62,7 +63,7 @@ def _alerts(count: int, prefix: str) -> list[Alert]:
                   ts=SIM_NOW + timedelta(seconds=i)) for i in range(count)]
 
 
-def _publish(settings: Settings, records: list[Alert] | list[ShelfEvent], topic_name: str) -> None:
+def _publish(settings: Settings, records: Sequence[BaseModel], topic_name: str) -> None:
     kafka = KafkaAdapter(settings.kafka_bootstrap_servers)
     producer = kafka.producer()
     try:
@@ -161,6 +162,41 @@ def test_a_bad_feed_request_is_refused_with_422_and_the_reason(api: Settings) ->
         refused = asyncio.run(attempt(query))
         assert refused.response.status_code == 422
         assert words in refused.response.body.decode()
+
+
+def test_kpis_count_what_was_sold_who_came_in_and_what_was_thrown_away(api: Settings) -> None:
+    nine = datetime(2025, 1, 1, 9)
+    baskets = [PosTransaction(transaction_id=f"kpi-t{n}", customer_id=f"kpi-c{n}", ts=nine + timedelta(minutes=10 * n),
+                              items=[PosItem(shelf_id="KPI0001", quantity=n, unit_price=2.0, discount=discount,
+                                             line_total=round(n * 2.0 * (1 - discount), 2))
+                                     for discount in (0.0, 0.25)], total=round(n * 2.0 * 1.75, 2))
+               for n in (1, 2, 3)]
+    people = [FootTrafficEvent(event_id=f"kpi-f{n}", event_type="entry" if n < 5 or n == 7 else "exit",
+                               customer_id=f"kpi-c{n}", ts=nine + timedelta(minutes=5 * n)) for n in range(8)]
+    thrown = [Alert(alert_id=f"kpi-a{n}", alert_type=kind, location="store", severity="critical",
+                    shelf_id="KPI0001", message="kpi", value=value, ts=nine + timedelta(minutes=n))
+              for n, (kind, value) in enumerate((("out_of_stock", 0.0), ("out_of_stock", 0.0), ("expired", 7.0)))]
+    _publish(api, baskets, "pos_transactions")
+    _publish(api, people, "foot_traffic")
+    _publish(api, thrown, "alerts")
+
+    def hour_nine() -> dict[str, object]:
+        rows = _get(api, "/kpis/hourly", since=nine.isoformat(), until=(nine + timedelta(hours=1)).isoformat())
+        assert rows.status_code == 200, rows.text
+        return rows.json()["data"][0] if rows.json()["data"] else {}
+
+    deadline = time.monotonic() + 60
+    while not ((row := hour_nine()) and row["transactions"] == 3 and row["entries"] + row["exits"] == 8
+               and row["wasted_units"] == 7):
+        assert time.monotonic() < deadline, f"the mirror did not catch up: {row}"
+        time.sleep(0.5)
+    assert row["hour"] == nine.isoformat()
+    assert row["units_sold"] == 2 * (1 + 2 + 3) and row["discounted_units"] == 1 + 2 + 3
+    assert row["revenue"] == pytest.approx(sum(b.total for b in baskets))
+    assert row["discount_amount"] == pytest.approx(sum(n * 2.0 * 0.25 for n in (1, 2, 3)))
+    assert (row["stock_outs"], row["entries"], row["exits"], row["people_in_store"]) == (2, 6, 2, 4)
+    (day,) = _get(api, "/kpis/daily", since="2025-01-01T00:00:00", until="2025-01-02T00:00:00").json()["data"]
+    assert day["day"] == "2025-01-01" and day["transactions"] == 3 and day["wasted_units"] == 7
 
 
 # --- the feed -------------------------------------------------------------------------------------------

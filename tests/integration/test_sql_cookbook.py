@@ -74,7 +74,7 @@ def run(settings: Settings, name: str) -> list[tuple]:
 
 def test_cookbook_lists_the_manager_questions() -> None:
     assert set(cookbook_queries()) == {"stock-below-threshold", "expiring-lots", "open-supplier-orders",
-                                       "alert-history", "shelf-alert-timeline", "top-sellers"}
+                                       "alert-history", "shelf-alert-timeline", "top-sellers", "kpis-per-hour"}
 
 
 def test_stock_below_threshold_finds_the_empty_shelf_not_the_full_one(db: Settings) -> None:
@@ -103,6 +103,12 @@ def test_alert_history_and_timeline(db: Settings) -> None:
 def test_top_sellers(db: Settings) -> None:
     rows = run(db, "top-sellers")
     assert [(r[0], r[3]) for r in rows] == [("BEVWAT0002", 2)]
+
+
+def test_kpis_per_hour_count_the_sale_and_the_stock_outs(db: Settings) -> None:
+    hour = DAY.replace(minute=0, second=0, microsecond=0)
+    # (hour, transactions, units, revenue, discounted units, stock-outs, wasted, entries, people in store)
+    assert run(db, "kpis-per-hour") == [(hour, 1, 2, 3.0, 0, 2, 0, 0, 0)]
 
 
 def test_shelf_weights_are_checked_against_stock_times_item_weight(db: Settings) -> None:
