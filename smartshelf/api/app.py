@@ -10,6 +10,7 @@ reports the simulated clock. The API writes nothing anywhere.
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -26,7 +27,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 from fastapi import FastAPI, HTTPException, Query, Request, WebSocket, WebSocketDisconnect
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from smartshelf.adapters.kafka import broker_answers
 from smartshelf.adapters.redis_clock import SimClock
@@ -101,7 +102,7 @@ class Database:
                 pool.putconn(conn, close=broken or conn.closed != 0)
 
     def rows(self, *batch: queries.Query) -> tuple[list[list[dict[str, object]]], float]:
-        """Each query's rows (JSON-ready), and the milliseconds they took; 503 until a store is loaded."""
+        """Each query's rows, and the milliseconds they took; 503 until a store is loaded."""
         began = time.perf_counter()
         with self.cursor() as cur:
             if not self.store_loaded:
@@ -113,7 +114,7 @@ class Database:
             results = []
             for query in batch:
                 cur.execute(query.text, query.params)
-                results.append([{k: _json_value(v) for k, v in row.items()} for row in cur.fetchall()])
+                results.append(cur.fetchall())
         return results, (time.perf_counter() - began) * 1000
 
     def ping(self) -> None:
@@ -125,14 +126,6 @@ class Database:
             if self._pool is not None:
                 self._pool.closeall()
                 self._pool = None
-
-
-def _json_value(value: object) -> object:
-    if isinstance(value, (datetime, date)):
-        return value.isoformat()
-    if isinstance(value, Decimal):
-        return float(value)
-    return value
 
 
 def _first_line(exc: BaseException) -> str:
@@ -147,20 +140,27 @@ def _sim_time(clock: SimClock) -> datetime | None:
         return None
 
 
-def _answer(data: object, query_ms: float, sim_time: datetime | None, settings: Settings,
-            **meta: object) -> JSONResponse:
-    return JSONResponse({"data": data, "meta": {
-        "query_ms": round(query_ms, 3), "sim_time": sim_time.isoformat() if sim_time else None,
-        "store_id": settings.store_id, **meta}})
+def _answer(data_json: str, query_ms: float, sim_time: datetime | None, settings: Settings,
+            **meta: object) -> Response:
+    """`{"data", "meta"}` around data that is JSON text already (PostgreSQL's `queries.as_json`)."""
+    meta_json = json.dumps({"query_ms": round(query_ms, 3), "sim_time": sim_time.isoformat() if sim_time else None,
+                            "store_id": settings.store_id, **meta}, default=_json_default)
+    return Response(f'{{"data":{data_json},"meta":{meta_json}}}', media_type="application/json")
 
 
-def _page_answer(rows: list[dict[str, object]], query_ms: float, sim_time: datetime | None, settings: Settings,
-                 page: Page) -> JSONResponse:
-    total = rows[0]["total_rows"] if rows else 0
-    for row in rows:
-        del row["total_rows"]
-    return _answer(rows, query_ms, sim_time, settings, count=len(rows), total=total, limit=page.limit,
-                   offset=page.offset)
+def _json_default(value: object) -> object:
+    if isinstance(value, (datetime, date)):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return float(value)
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
+def _page_answer(found: list[list[dict[str, object]]], query_ms: float, sim_time: datetime | None,
+                 settings: Settings, page: Page) -> Response:
+    (rows,), (total,) = found
+    return _answer(str(rows["rows"]), query_ms, sim_time, settings, count=rows["count"], total=total["total"],
+                   limit=page.limit, offset=page.offset)
 
 
 def _bad_parameter(field: str, message: str) -> HTTPException:
@@ -259,6 +259,10 @@ def create_app(settings: Settings, source_factory: SourceFactory | None = None) 
         results, query_ms = database.rows(*batch)
         return results, query_ms, _sim_time(clock)
 
+    def page_of(query: queries.PageQuery, page: Page) -> Response:
+        found, query_ms, now = read(query.rows, query.total)
+        return _page_answer(found, query_ms, now, settings, page)
+
     @app.get("/health", summary="Each dependency's state: 200 while the broker, PostgreSQL and Redis answer")
     async def health() -> JSONResponse:
         healthy, report = await asyncio.to_thread(health_report, settings, database, client)
@@ -266,78 +270,74 @@ def create_app(settings: Settings, source_factory: SourceFactory | None = None) 
                              "feed": hub.stats()}, status_code=200 if healthy else 503)
 
     @app.get("/stores", summary="The stores of this twin, with their size and current fill")
-    def stores() -> JSONResponse:
+    def stores() -> Response:
         (summary,), query_ms, now = read(queries.store_summary())
-        return _answer([{"store_id": settings.store_id, **summary[0]}], query_ms, now, settings, count=1)
+        store = [{"store_id": settings.store_id, **summary[0]}]
+        return _answer(json.dumps(store, default=_json_default), query_ms, now, settings, count=1)
 
     @app.get("/shelves", summary="Shelves with their live stock and level (ok, low, out), filtered and paged")
     def shelves(category: str | None = None, subcategory: str | None = None,
                 aisle: Annotated[int | None, Query(ge=0)] = None,
                 level: Annotated[Level | None, Query(description="ok, low (at or below the threshold) or out")] = None,
-                limit: Limit = 100, offset: Offset = 0) -> JSONResponse:
+                limit: Limit = 100, offset: Offset = 0) -> Response:
         page = Page(limit, offset)
-        (rows,), query_ms, now = read(queries.shelves(page, category, subcategory, aisle, level))
-        return _page_answer(rows, query_ms, now, settings, page)
+        return page_of(queries.shelves(page, category, subcategory, aisle, level), page)
 
     @app.get("/shelves/{shelf_id}", summary="One shelf: its state, its lots and its recent alerts, moves and sales")
-    def shelf(shelf_id: str) -> JSONResponse:
+    def shelf(shelf_id: str) -> Response:
         (found, lots, alerts, moves, sales), query_ms, now = read(
             queries.shelf(shelf_id), queries.shelf_lots(shelf_id), queries.shelf_recent(shelf_id, "alerts"),
             queries.shelf_recent(shelf_id, "warehouse_moves"), queries.shelf_recent(shelf_id, "sales"))
-        if not found:
+        if found[0]["count"] == 0:
             raise HTTPException(404, detail=f"no shelf '{shelf_id}' in store {settings.store_id}")
-        return _answer({**found[0], "lots": lots, "recent_alerts": alerts, "recent_warehouse_moves": moves,
-                        "recent_sales": sales}, query_ms, now, settings)
+        parts = {name: json.loads(str(result[0]["rows"])) for name, result in (
+            ("lots", lots), ("recent_alerts", alerts), ("recent_warehouse_moves", moves), ("recent_sales", sales))}
+        shelf_row = json.loads(str(found[0]["rows"]))[0]
+        return _answer(json.dumps({**shelf_row, **parts}), query_ms, now, settings)
 
     @app.get("/warehouse/items", summary="Warehouse stock per item with its reorder policy and level")
     def warehouse_items(category: str | None = None, subcategory: str | None = None,
                         aisle: Annotated[int | None, Query(ge=0)] = None,
                         level: Annotated[Level | None, Query(description="ok, low (at or below the reorder point) "
                                                                          "or out")] = None,
-                        limit: Limit = 100, offset: Offset = 0) -> JSONResponse:
+                        limit: Limit = 100, offset: Offset = 0) -> Response:
         page = Page(limit, offset)
-        (rows,), query_ms, now = read(queries.warehouse_items(page, category, subcategory, aisle, level))
-        return _page_answer(rows, query_ms, now, settings, page)
+        return page_of(queries.warehouse_items(page, category, subcategory, aisle, level), page)
 
     @app.get("/alerts", summary="Alerts, newest first, by type, severity, location, shelf and time [since, until)")
     def alerts(alert_type: AlertType | None = None, severity: AlertSeverity | None = None,
                location: AlertLocation | None = None, shelf_id: str | None = None, since: LocalTime | None = None,
-               until: LocalTime | None = None, limit: Limit = 100, offset: Offset = 0) -> JSONResponse:
+               until: LocalTime | None = None, limit: Limit = 100, offset: Offset = 0) -> Response:
         if since is not None and until is not None and since >= until:
             raise _bad_parameter("until", "must be after since")
         page = Page(limit, offset)
-        (rows,), query_ms, now = read(queries.alerts(page, alert_type, severity, location, shelf_id,
-                                                     since, until))
-        return _page_answer(rows, query_ms, now, settings, page)
+        return page_of(queries.alerts(page, alert_type, severity, location, shelf_id, since, until), page)
 
     @app.get("/plans/supplier", summary="Supplier plans (the reorder rule's and the forecast's), newest first")
     def supplier_plans(status: SupplierPlanStatus | None = None, shelf_id: str | None = None, limit: Limit = 100,
-                       offset: Offset = 0) -> JSONResponse:
+                       offset: Offset = 0) -> Response:
         page = Page(limit, offset)
-        (rows,), query_ms, now = read(queries.supplier_plans(page, status, shelf_id))
-        return _page_answer(rows, query_ms, now, settings, page)
+        return page_of(queries.supplier_plans(page, status, shelf_id), page)
 
     @app.get("/plans/restock", summary="Shelf restock plans (warehouse → shelf), newest first")
     def restock_plans(status: RestockStatus | None = None, shelf_id: str | None = None, limit: Limit = 100,
-                      offset: Offset = 0) -> JSONResponse:
+                      offset: Offset = 0) -> Response:
         page = Page(limit, offset)
-        (rows,), query_ms, now = read(queries.restock_plans(page, status, shelf_id))
-        return _page_answer(rows, query_ms, now, settings, page)
+        return page_of(queries.restock_plans(page, status, shelf_id), page)
 
     @app.get("/orders", summary="Supplier orders, newest first")
     def supplier_orders(status: OrderStatus | None = None, shelf_id: str | None = None, limit: Limit = 100,
-                        offset: Offset = 0) -> JSONResponse:
+                        offset: Offset = 0) -> Response:
         page = Page(limit, offset)
-        (rows,), query_ms, now = read(queries.supplier_orders(page, status, shelf_id))
-        return _page_answer(rows, query_ms, now, settings, page)
+        return page_of(queries.supplier_orders(page, status, shelf_id), page)
 
     @app.get("/kpis/{period}", summary="Store KPIs per simulated hour or day: sales, stock-outs, people, "
                                        "discounts, waste (and the day's fill rate)")
     def kpis(period: Literal["hourly", "daily"], since: LocalTime | None = None,
-             until: LocalTime | None = None) -> JSONResponse:
+             until: LocalTime | None = None) -> Response:
         window = kpi_window(period, since, until, _sim_time(clock))
-        (rows,), query_ms, now = read(queries.kpis(period, *window))
-        return _answer(rows, query_ms, now, settings, count=len(rows), since=window[0].isoformat(),
+        ((rows,),), query_ms, now = read(queries.kpis(period, *window))
+        return _answer(str(rows["rows"]), query_ms, now, settings, count=rows["count"], since=window[0].isoformat(),
                        until=window[1].isoformat())
 
     @app.websocket("/ws/events")

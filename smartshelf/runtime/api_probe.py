@@ -62,15 +62,17 @@ async def _count(client: ClientConnection, events: int, timeout_s: float) -> Non
 
 async def fan_out(port: int, query: str, clients: int, publish: Callable[[], int], stalled: bool = False,
                   timeout_s: float = 300.0) -> FanOut:
-    """Subscribe `clients` readers (and a client that never reads, if `stalled`) to the feed of the API on
-    127.0.0.1:`port` with `query`, run `publish` (it sends records and returns how many), time until every reader
-    has every record."""
+    """Subscribe `clients` readers (and a client that reads nothing until the server drops it, if `stalled`) to
+    the feed of the API on 127.0.0.1:`port` with `query`, run `publish` (it sends records and returns how many),
+    time until every reader has every record."""
     url = f"ws://127.0.0.1:{port}/ws/events?{query}"
-    stalled_client = None
+    outcome: asyncio.Task[tuple[bool, str | None]] | None = None
     if stalled:
         sock = socket.create_connection(("127.0.0.1", port))
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a small window: its backlog stays server-side
-        stalled_client = await _subscribe(url, sock=sock, max_queue=1)
+        # no pings of its own: a client that reads nothing would time them out itself
+        stalled_client = await _subscribe(url, sock=sock, max_queue=1, ping_interval=None)
+        outcome = asyncio.create_task(_stalled_outcome(port, stalled_client, sock, timeout_s))
     readers = [await _subscribe(url) for _ in range(clients)]
     began = time.perf_counter()
     events = await asyncio.to_thread(publish)
@@ -78,19 +80,26 @@ async def fan_out(port: int, query: str, clients: int, publish: Callable[[], int
     wall_s = time.perf_counter() - began
     for reader in readers:
         await reader.close()
-    dropped, close = (None, None) if stalled_client is None else await _stalled_outcome(stalled_client)
+    dropped, close = (None, None) if outcome is None else await outcome
     return FanOut(events=events, clients=clients, wall_s=wall_s, per_client_events_s=events / wall_s,
                   deliveries_s=events * clients / wall_s, stalled_dropped=dropped, stalled_close=close)
 
 
-async def _stalled_outcome(client: ClientConnection) -> tuple[bool, str | None]:
-    """Read what the stalled client was sent; was it closed by the server, and with what code and reason."""
+async def _stalled_outcome(port: int, client: ClientConnection, sock: socket.socket,
+                           timeout_s: float) -> tuple[bool, str | None]:
+    """Once the API counts a dropped client, read what this one was sent up to its close frame: the code and
+    reason it was closed with (None if it was cut off without one)."""
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as api:
+        deadline = time.monotonic() + timeout_s
+        while (await api.get("/health")).json()["feed"]["dropped_clients"] < 1:
+            if time.monotonic() > deadline:
+                await client.close()
+                return False, None
+            await asyncio.sleep(0.2)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
     try:
-        async with asyncio.timeout(30):
+        async with asyncio.timeout(60):
             while True:
                 await client.recv()
     except ConnectionClosed as closed:
         return True, f"{closed.rcvd.code} {closed.rcvd.reason}" if closed.rcvd else None
-    except TimeoutError:
-        await client.close()
-    return False, None

@@ -10,6 +10,7 @@ import glob
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -33,6 +34,7 @@ class Server:
 
     name: ClassVar[str]
     depends_on: ClassVar[tuple[str, ...]] = ()
+    stop_signal: ClassVar[signal.Signals] = signal.SIGTERM  # asks it to stop cleanly
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -193,6 +195,9 @@ class Postgres(Server):
     """Debian's PostgreSQL; as root it runs as the `postgres` OS user, which the package creates."""
 
     name = "postgres"
+    # fast shutdown: SIGTERM is PostgreSQL's *smart* shutdown, which waits for every client to leave; with a
+    # service or a psql session still connected it never ended, and the supervisor killed it after its timeout
+    stop_signal = signal.SIGINT
 
     @property
     def port(self) -> int:

@@ -220,7 +220,7 @@ def stop(settings: Settings, names: Iterable[str] | None = None) -> list[str]:
 
 def _terminate(server: Server, pid: int) -> None:
     start_ticks = json.loads(_pid_file(server).read_text())["start_ticks"]
-    os.kill(pid, signal.SIGTERM)
+    os.kill(pid, server.stop_signal)
     deadline = time.monotonic() + STOP_TIMEOUT_S
     while time.monotonic() < deadline:
         if not _alive(pid, start_ticks):

@@ -100,6 +100,8 @@ def test_shelves_page_through_the_store_with_the_alert_engines_levels(api: Setti
         body = answer.json()
         assert body["meta"]["query_ms"] > 0 and body["meta"]["sim_time"] == SIM_NOW.isoformat()
         assert body["meta"]["total"] == len(config.profiles)
+        ids = [row["shelf_id"] for row in body["data"]]
+        assert ids == sorted(ids) and body["meta"]["count"] == len(ids)  # the query's order, kept by json_agg
         seen.update({row["shelf_id"]: row for row in body["data"]})
         offset += 400
         if offset >= body["meta"]["total"]:

@@ -20,19 +20,25 @@ NOW = datetime(2025, 1, 3, 10, 25)
 
 def test_filters_travel_as_parameters_and_an_absent_filter_adds_no_condition() -> None:
     query = queries.shelves(Page(50, 100), category="DAIRY'; DROP TABLE x; --", level="low")
-    assert "DROP" not in query.text
-    assert query.params == {"category": "DAIRY'; DROP TABLE x; --", "level": "low", "limit": 50, "offset": 100}
-    assert "item_subcategory =" not in query.text and "aisle =" not in query.text
+    assert "DROP" not in query.rows.text and "DROP" not in query.total.text
+    assert query.rows.params == {"category": "DAIRY'; DROP TABLE x; --", "level": "low", "limit": 50, "offset": 100}
+    assert query.total.params == {"category": "DAIRY'; DROP TABLE x; --", "level": "low"}
+    assert "item_subcategory =" not in query.rows.text and "aisle =" not in query.rows.text
     bare = queries.alerts(Page(10, 0))
-    assert "WHERE" not in bare.text.split("FROM (", 1)[1].split(") rows", 1)[1]
-    assert set(bare.params) == {"limit", "offset"}
+    assert "WHERE" not in bare.total.text and set(bare.rows.params) == {"limit", "offset"}
+
+
+def test_rows_are_turned_into_json_by_postgres_in_the_query_order() -> None:
+    query = queries.as_json(queries.Query("SELECT 1 AS x ORDER BY x", {"a": 1}))
+    assert query.text.startswith("SELECT coalesce(json_agg(q), '[]')::text AS rows, count(*) AS count FROM (")
+    assert query.params == {"a": 1}
 
 
 def test_alert_filters_are_a_half_open_time_window() -> None:
     since, until = NOW - timedelta(hours=1), NOW
     query = queries.alerts(Page(10, 0), alert_type="out_of_stock", since=since, until=until)
-    assert "ts >= %(since)s" in query.text and "ts < %(until)s" in query.text
-    assert query.params["since"] == since and query.params["until"] == until
+    assert "ts >= %(since)s" in query.rows.text and "ts < %(until)s" in query.total.text
+    assert query.rows.params["since"] == since and query.total.params["until"] == until
 
 
 def test_the_parameter_types_are_the_schemas_literals() -> None:
