@@ -692,10 +692,11 @@ def _single_read_ms(base_url: str, paths: list[str], rounds: int = 5) -> dict[st
 
 
 def bench_api(base: Settings, days: int = 1, concurrency: int = 100, requests: int = 2000, clients: int = 50,
-              events: int = 20_000) -> dict[str, object]:
+              events: int = 40_000) -> dict[str, object]:
     """The live API on the data of a simulated day (then with the pipeline stopped, so only the API works): each
     REST read alone, the slowest under `concurrency` concurrent requests (p50, p99, requests/s), and the
-    WebSocket feed's fan-out of `events` sensor records to `clients` clients, alone and beside a stalled client."""
+    WebSocket feed's fan-out of `events` sensor records to `clients` clients, alone and beside a stalled client
+    (enough records that a client reading nothing overflows the default queue and the socket buffers before it)."""
     import asyncio
 
     from smartshelf.runtime import api_probe
