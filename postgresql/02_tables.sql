@@ -20,13 +20,19 @@ CREATE TABLE IF NOT EXISTS ref.store_inventory (
     current_stock bigint NOT NULL,
     item_price double precision NOT NULL,
     CHECK (aisle >= 0),
+    CHECK (aisle <= 10000),
     CHECK (item_weight > 0),
+    CHECK (item_weight <= 100000),
     CHECK (shelf_weight > 0),
+    CHECK (shelf_weight <= 100000000000),
     CHECK (item_visibility >= 0),
     CHECK (item_visibility <= 1),
     CHECK (maximum_stock > 0),
+    CHECK (maximum_stock <= 1000000),
     CHECK (current_stock >= 0),
+    CHECK (current_stock <= 1000000),
     CHECK (item_price > 0),
+    CHECK (item_price <= 100000.0),
     PRIMARY KEY (shelf_id)
 );
 
@@ -41,11 +47,17 @@ CREATE TABLE IF NOT EXISTS ref.warehouse_inventory (
     current_stock bigint NOT NULL,
     item_price double precision NOT NULL,
     CHECK (aisle >= 0),
+    CHECK (aisle <= 10000),
     CHECK (item_weight > 0),
+    CHECK (item_weight <= 100000),
     CHECK (shelf_weight > 0),
+    CHECK (shelf_weight <= 100000000000),
     CHECK (maximum_stock > 0),
+    CHECK (maximum_stock <= 1000000),
     CHECK (current_stock >= 0),
+    CHECK (current_stock <= 1000000),
     CHECK (item_price > 0),
+    CHECK (item_price <= 100000.0),
     PRIMARY KEY (shelf_id)
 );
 
@@ -62,9 +74,13 @@ CREATE TABLE IF NOT EXISTS ref.store_batches (
     batch_quantity_warehouse bigint NOT NULL,
     location text NOT NULL,
     CHECK (standard_batch_size > 0),
+    CHECK (standard_batch_size <= 1000000),
     CHECK (batch_quantity_total >= 0),
+    CHECK (batch_quantity_total <= 1000000),
     CHECK (batch_quantity_store >= 0),
+    CHECK (batch_quantity_store <= 1000000),
     CHECK (batch_quantity_warehouse >= 0),
+    CHECK (batch_quantity_warehouse <= 1000000),
     CHECK (location IN ('in-store', 'warehouse')),
     PRIMARY KEY (shelf_id, batch_code)
 );
@@ -82,9 +98,13 @@ CREATE TABLE IF NOT EXISTS ref.warehouse_batches (
     batch_quantity_warehouse bigint NOT NULL,
     location text NOT NULL,
     CHECK (standard_batch_size > 0),
+    CHECK (standard_batch_size <= 1000000),
     CHECK (batch_quantity_total >= 0),
+    CHECK (batch_quantity_total <= 1000000),
     CHECK (batch_quantity_store >= 0),
+    CHECK (batch_quantity_store <= 1000000),
     CHECK (batch_quantity_warehouse >= 0),
+    CHECK (batch_quantity_warehouse <= 1000000),
     CHECK (location IN ('in-store', 'warehouse')),
     PRIMARY KEY (shelf_id, batch_code)
 );
@@ -110,6 +130,7 @@ CREATE TABLE IF NOT EXISTS config.shelf_policies (
     CHECK (restock_target_pct > 0),
     CHECK (restock_target_pct <= 1),
     CHECK (near_expiry_days >= 0),
+    CHECK (near_expiry_days <= 3650),
     CHECK (near_expiry_discount > 0),
     CHECK (near_expiry_discount < 1),
     PRIMARY KEY (shelf_id)
@@ -131,6 +152,7 @@ CREATE TABLE IF NOT EXISTS config.wh_policies (
     CHECK (order_up_to > 0),
     CHECK (order_up_to <= 1000000),
     CHECK (lead_time_days >= 0),
+    CHECK (lead_time_days <= 3650),
     CHECK (delivery_hour >= 0),
     CHECK (delivery_hour <= 23),
     PRIMARY KEY (shelf_id)
@@ -150,6 +172,7 @@ CREATE TABLE IF NOT EXISTS config.batch_catalog (
     received_date date NOT NULL,
     expiry_date date NOT NULL,
     CHECK (standard_batch_size > 0),
+    CHECK (standard_batch_size <= 1000000),
     PRIMARY KEY (shelf_id, batch_code)
 );
 ALTER TABLE config.batch_catalog ADD COLUMN IF NOT EXISTS updated_at timestamp NOT NULL
@@ -168,11 +191,15 @@ CREATE TABLE IF NOT EXISTS config.shelf_profiles (
     maximum_stock bigint NOT NULL,
     item_price double precision NOT NULL,
     CHECK (aisle >= 0),
+    CHECK (aisle <= 10000),
     CHECK (item_weight > 0),
+    CHECK (item_weight <= 100000),
     CHECK (shelf_weight > 0),
+    CHECK (shelf_weight <= 100000000000),
     CHECK (maximum_stock > 0),
     CHECK (maximum_stock <= 1000000),
     CHECK (item_price > 0),
+    CHECK (item_price <= 100000.0),
     PRIMARY KEY (shelf_id)
 );
 ALTER TABLE config.shelf_profiles ADD COLUMN IF NOT EXISTS updated_at timestamp NOT NULL
@@ -214,6 +241,8 @@ CREATE TABLE IF NOT EXISTS state.shelf_state (
     last_event_ts timestamp NOT NULL,
     CHECK (current_stock >= 0),
     CHECK (current_stock <= 1000000),
+    CHECK (current_weight >= -100000000000),
+    CHECK (current_weight <= 100000000000),
     PRIMARY KEY (shelf_id)
 );
 
@@ -291,6 +320,7 @@ CREATE TABLE IF NOT EXISTS ops.wh_supplier_plan (
     created_ts timestamp NOT NULL,
     updated_ts timestamp NOT NULL,
     CHECK (batches_to_order > 0),
+    CHECK (batches_to_order <= 1000000),
     CHECK (quantity > 0),
     CHECK (quantity <= 1000000),
     CHECK (status IN ('planned', 'ordered', 'received', 'cancelled')),
@@ -307,6 +337,7 @@ CREATE TABLE IF NOT EXISTS ops.wh_supplier_orders (
     expected_delivery_ts timestamp NOT NULL,
     status text NOT NULL,
     CHECK (batches > 0),
+    CHECK (batches <= 1000000),
     CHECK (quantity > 0),
     CHECK (quantity <= 1000000),
     CHECK (status IN ('open', 'received')),
@@ -333,7 +364,9 @@ CREATE TABLE IF NOT EXISTS ops.pos_transactions (
     item_count bigint NOT NULL,
     total double precision NOT NULL,
     CHECK (item_count > 0),
+    CHECK (item_count <= 1000000000),
     CHECK (total >= 0),
+    CHECK (total <= 1000000000000.0),
     PRIMARY KEY (transaction_id)
 );
 
@@ -348,10 +381,13 @@ CREATE TABLE IF NOT EXISTS ops.pos_transaction_items (
     CHECK (quantity > 0),
     CHECK (quantity <= 1000000),
     CHECK (unit_price >= 0),
+    CHECK (unit_price <= 100000.0),
     CHECK (discount >= 0),
     CHECK (discount < 1),
     CHECK (line_total >= 0),
+    CHECK (line_total <= 1000000000000.0),
     CHECK (line_no >= 1),
+    CHECK (line_no <= 1000000000),
     PRIMARY KEY (transaction_id, line_no)
 );
 
@@ -428,9 +464,11 @@ CREATE TABLE IF NOT EXISTS analytics.shelf_daily_features (
     CHECK (day_of_week <= 6),
     CHECK (days_to_next_delivery >= 0),
     CHECK (item_price > 0),
+    CHECK (item_price <= 100000.0),
     CHECK (discount >= 0),
     CHECK (discount < 1),
     CHECK (people_count >= 0),
+    CHECK (people_count <= 1000000000),
     CHECK (sales_qty >= 0),
     CHECK (sales_qty <= 1000000),
     CHECK (sales_last_1d >= 0),
@@ -447,6 +485,7 @@ CREATE TABLE IF NOT EXISTS analytics.shelf_daily_features (
     CHECK (low_stock_threshold_pct > 0),
     CHECK (low_stock_threshold_pct < 1),
     CHECK (alerts_today >= 0),
+    CHECK (alerts_today <= 1000000000),
     CHECK (wh_stock >= 0),
     CHECK (wh_stock <= 1000000),
     CHECK (wh_fill_ratio >= 0),
@@ -459,11 +498,13 @@ CREATE TABLE IF NOT EXISTS analytics.shelf_daily_features (
     CHECK (expired_units >= 0),
     CHECK (expired_units <= 1000000),
     CHECK (standard_batch_size > 0),
+    CHECK (standard_batch_size <= 1000000),
     CHECK (qty_expiring_next_7d >= 0),
     CHECK (qty_expiring_next_7d <= 1000000),
     CHECK (sales_next_7d >= 0),
     CHECK (sales_next_7d <= 1000000),
     CHECK (batches_to_order >= 0),
+    CHECK (batches_to_order <= 1000000),
     PRIMARY KEY (shelf_id, feature_date)
 );
 
@@ -489,8 +530,11 @@ CREATE TABLE IF NOT EXISTS analytics.ml_models (
     artifact_path text NOT NULL,
     is_active boolean NOT NULL,
     CHECK (model_version >= 1),
+    CHECK (model_version <= 999912312359),
     CHECK (train_rows >= 0),
+    CHECK (train_rows <= 1000000000),
     CHECK (holdout_rows >= 0),
+    CHECK (holdout_rows <= 1000000000),
     CHECK (mae_model >= 0),
     CHECK (rmse_model >= 0),
     CHECK (mae_last7 >= 0),
@@ -511,7 +555,9 @@ CREATE TABLE IF NOT EXISTS analytics.ml_predictions_log (
     batches_to_order bigint NOT NULL,
     predicted_ts timestamp NOT NULL,
     CHECK (model_version >= 1),
+    CHECK (model_version <= 999912312359),
     CHECK (predicted_sales_next_7d >= 0),
     CHECK (batches_to_order >= 0),
+    CHECK (batches_to_order <= 1000000),
     PRIMARY KEY (model_name, model_version, shelf_id, prediction_date)
 );

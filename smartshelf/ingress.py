@@ -1,19 +1,21 @@
 """Validation at ingress: a raw payload either becomes a record of its topic's schema or a dead letter.
 
-Pure functions (no I/O): the redis→kafka bridge, and later the Spark apps and the connect worker, call them
+Pure functions (no I/O): the redis→kafka bridge, the Spark apps and the producers' feedback reader call them
 on every record they take in, so invalid input is rejected in one way everywhere, with a reason a person can act on.
+A record that parses can be applied: its values are within the schemas' bounds and it keeps the rules across
+fields the state rules rely on (`broken_rule`), so those rules never meet input they cannot take.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from pydantic import BaseModel, ValidationError
 
 from smartshelf.registry import Topic
-from smartshelf.schemas import DeadLetter
+from smartshelf.schemas import DeadLetter, ShelfEvent
 
 MAX_PAYLOAD_BYTES = 64 * 1024  # an event is a few hundred bytes; a basket of 100 lines is ~10 KiB
 MAX_RAW_IN_DEAD_LETTER = 16 * 1024
@@ -32,12 +34,48 @@ def parse_record(topic: Topic, raw: bytes | None) -> BaseModel | Rejection:
         return Rejection(f"payload of {len(raw)} bytes exceeds the {MAX_PAYLOAD_BYTES}-byte limit")
     try:
         # strict: "5" is not a quantity and 1.5 is not a count; ISO date strings are still dates in JSON
-        return topic.schema.model_validate_json(raw, strict=True)
+        record = topic.schema.model_validate_json(raw, strict=True)
     except ValidationError as exc:
         # the bytes are parsed once, here; only a rejected payload is parsed again, for the JSON error's words
         if any(error["type"] == "json_invalid" for error in exc.errors(include_url=False, include_input=False)):
             return Rejection(f"not JSON: {_json_error(raw) or _describe(exc)}")
         return Rejection(f"invalid {topic.name} record: {_describe(exc)}")
+    broken = broken_rule(record)
+    return record if broken is None else Rejection(f"invalid {topic.name} record: {broken}")
+
+
+_LOT_FIELDS = ("batch_code", "received_date", "expiry_date")
+
+
+def broken_rule(record: BaseModel) -> str | None:
+    """The rule across fields a record of its schema breaks, or None. A staff move (a refill or a removal: a
+    pickup or putback without a customer) carries a lot to or off a shelf, so it names the lot and its dates:
+    the twin's lots (smartshelf.rules) and the world's (smartshelf.world) are kept from them."""
+    if isinstance(record, ShelfEvent) and record.by_staff and record.event_type != "weight_change":
+        missing = [name for name in _LOT_FIELDS if getattr(record, name) is None]
+        if missing:
+            return f"a staff {record.event_type} names its lot and dates; missing {', '.join(missing)}"
+    return None
+
+
+@dataclass(frozen=True)
+class EventWindow:
+    """How far an event's time may be from the simulated clock's now (MAX_EVENT_AHEAD_MINUTES,
+    MAX_EVENT_LATE_MINUTES). An event from the future would act only when its time comes (a restock planned for
+    it blocks the shelf until then); one from further back than any backlog is a sender's clock gone wrong."""
+
+    ahead: timedelta
+    behind: timedelta
+
+    def check(self, ts: datetime, now: datetime) -> Rejection | None:
+        """Why an event at `ts` is refused when the clock says `now`, or None."""
+        if ts > now + self.ahead:
+            return Rejection(f"event time {ts.isoformat()} is {ts - now} ahead of the simulated clock "
+                             f"({now.isoformat()}); at most {self.ahead} is accepted")
+        if ts < now - self.behind:
+            return Rejection(f"event time {ts.isoformat()} is {now - ts} behind the simulated clock "
+                             f"({now.isoformat()}); at most {self.behind} is accepted")
+        return None
 
 
 def _json_error(raw: bytes) -> str | None:

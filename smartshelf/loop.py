@@ -4,26 +4,33 @@ removals of expired lots. The loop apps (smartshelf.streaming.loop_apps) are thi
 
 Every output is a function of the events and of simulated time only: ids are built from what they describe,
 and time-of-day actions run on the clock's watermark (ClockTick), so the same run gives the same outputs.
+No record stops a decision: a shelf whose policy row is missing gets its category's default policy (with a
+warning), and a move or lot of a shelf with no profile becomes a dead letter with the reason.
 """
 
 from __future__ import annotations
 
+import logging
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from smartshelf.policies import ConfigTables
-from smartshelf.registry import topic
+from smartshelf import logs
+from smartshelf.ingress import dead_letter
+from smartshelf.policies import ConfigTables, PolicyConfig, load_policy_config, shelf_policy_of, wh_policy_of
+from smartshelf.registry import DEAD_LETTERS, topic
+from smartshelf.rules import apply_wh_batch_event
 from smartshelf.schemas import (Alert, DailyDiscount, ShelfBatchState, ShelfEvent, ShelfPolicy, ShelfProfile,
                                 ShelfRestockPlan, ShelfState, SupplierOrder, SupplierReceipt, WarehouseBatchState,
                                 WarehouseEvent, WarehousePolicy, WarehouseState, WarehouseSupplierPlan)
 
 Level = Literal["ok", "low", "out"]
 _RANK = {"ok": 0, "low": 1, "out": 2}
+_LOG = logging.getLogger(__name__)
 
 
 def _stamp(ts: datetime) -> str:
@@ -43,17 +50,48 @@ class StoreConfig:
     profiles: dict[str, ShelfProfile]
     batch_size: dict[str, int]
     shelf_life_days: dict[str, int]
+    # what a missing policy row falls back to: the default policy of the item's category ("" if unknown) from
+    # `defaults` (conf/policies.yaml if None), the warehouse's scaled to its capacity (0 if unknown, as at import)
+    categories: dict[str, str] = field(default_factory=dict)
+    wh_capacity: Mapping[str, int] = field(default_factory=dict)
+    defaults: PolicyConfig | None = None
 
     @classmethod
-    def from_tables(cls, tables: ConfigTables) -> StoreConfig:
+    def from_tables(cls, tables: ConfigTables, wh_capacity: Mapping[str, int] | None = None) -> StoreConfig:
         batch_size: dict[str, int] = {}
         life: dict[str, int] = {}
+        categories: dict[str, str] = {}
         for entry in tables.batch_catalog:
             batch_size[entry.shelf_id] = max(batch_size.get(entry.shelf_id, 1), entry.standard_batch_size)
             days = (entry.expiry_date - entry.received_date).days
             life[entry.shelf_id] = max(life.get(entry.shelf_id, 1), days)
+            categories[entry.shelf_id] = entry.item_category
+        categories.update({p.shelf_id: p.item_category for p in tables.shelf_profiles})
         return cls({p.shelf_id: p for p in tables.shelf_policies}, {p.shelf_id: p for p in tables.wh_policies},
-                   {p.shelf_id: p for p in tables.shelf_profiles}, batch_size, life)
+                   {p.shelf_id: p for p in tables.shelf_profiles}, batch_size, life, categories, wh_capacity or {})
+
+    def shelf_policy(self, shelf_id: str) -> ShelfPolicy:
+        """The shelf's policy; without a row, its category's default, kept (and logged) once."""
+        policy = self.shelf_policies.get(shelf_id)
+        if policy is None:
+            category = self.categories.get(shelf_id, "")
+            policy = self.shelf_policies[shelf_id] = shelf_policy_of(shelf_id, category, self._defaults())
+            logs.warning(_LOG, "no shelf policy row: the default policy of its category applies",
+                         shelf_id=shelf_id, category=category)
+        return policy
+
+    def wh_policy(self, shelf_id: str) -> WarehousePolicy:
+        """The item's warehouse policy; without a row, its category's default, kept (and logged) once."""
+        policy = self.wh_policies.get(shelf_id)
+        if policy is None:
+            category, capacity = self.categories.get(shelf_id, ""), self.wh_capacity.get(shelf_id, 0)
+            policy = self.wh_policies[shelf_id] = wh_policy_of(shelf_id, category, capacity, self._defaults())
+            logs.warning(_LOG, "no warehouse policy row: the default policy of its category applies",
+                         shelf_id=shelf_id, category=category, capacity=capacity)
+        return policy
+
+    def _defaults(self) -> PolicyConfig:
+        return self.defaults or load_policy_config()
 
 
 def follow_policies(config: StoreConfig, records: Iterable[BaseModel]) -> None:
@@ -106,7 +144,7 @@ def shelf_level(stock: int, policy: ShelfPolicy, profile: ShelfProfile) -> Level
 
 def watch_shelf(watch: Watch, state: ShelfState, config: StoreConfig, effects: Effects) -> Watch:
     """A shelf's new stock: an alert when it falls to a worse level, a restock plan unless one is open."""
-    policy, profile = config.shelf_policies[state.shelf_id], config.profiles[state.shelf_id]
+    policy, profile = config.shelf_policy(state.shelf_id), config.profiles[state.shelf_id]
     level, ts = shelf_level(state.current_stock, policy, profile), state.last_event_ts
     threshold = policy.low_stock_threshold_pct * profile.maximum_stock
     if _RANK[level] > _RANK[watch.level]:  # alert when it gets worse
@@ -120,7 +158,7 @@ def watch_shelf(watch: Watch, state: ShelfState, config: StoreConfig, effects: E
 
 def _plan_restock(watch: Watch, shelf_id: str, ts: datetime, config: StoreConfig, effects: Effects) -> Watch:
     """A restock plan up to the shelf's target, if it is low, has no open plan and is not blocked."""
-    policy, profile = config.shelf_policies[shelf_id], config.profiles[shelf_id]
+    policy, profile = config.shelf_policy(shelf_id), config.profiles[shelf_id]
     wanted = math.ceil(policy.restock_target_pct * profile.maximum_stock) - watch.stock
     blocked = watch.blocked_until is not None and ts.date() < watch.blocked_until
     if watch.level == "ok" or watch.open_plan is not None or blocked or wanted <= 0:
@@ -180,7 +218,7 @@ def warehouse_level(stock: int, policy: WarehousePolicy) -> Level:
 
 def watch_warehouse(watch: Watch, state: WarehouseState, config: StoreConfig, effects: Effects) -> Watch:
     """An item's warehouse stock: an alert at the reorder point or at zero, a supplier plan unless one is open."""
-    policy = config.wh_policies[state.shelf_id]
+    policy = config.wh_policy(state.shelf_id)
     level, ts = warehouse_level(state.wh_current_stock, policy), state.last_event_ts
     if _RANK[level] > _RANK[watch.level]:
         kind, severity = ("wh_out_of_stock", "critical") if level == "out" else ("wh_reorder", "warning")
@@ -192,7 +230,7 @@ def watch_warehouse(watch: Watch, state: WarehouseState, config: StoreConfig, ef
 
 
 def _plan_supply(watch: Watch, shelf_id: str, ts: datetime, config: StoreConfig, effects: Effects) -> Watch:
-    policy = config.wh_policies[shelf_id]
+    policy = config.wh_policy(shelf_id)
     wanted = policy.order_up_to - watch.stock
     if watch.level == "ok" or watch.open_plan is not None or wanted <= 0:
         return watch
@@ -254,17 +292,13 @@ def restock(lots: dict[str, WarehouseBatchState], plan: ShelfRestockPlan, effect
 
 def take_delivery_or_removal(lots: dict[str, WarehouseBatchState], event: WarehouseEvent) -> None:
     """The restock manager's view of the warehouse follows deliveries and removals (its own picks it has
-    already taken off)."""
+    already taken off); a delivery the lot cannot take is refused, as wh-batch-state-updater refuses it."""
     if event.event_type == "wh_out":
         return
     key = lot_key(event)
     current = lots.get(key)
     if event.event_type == "wh_in":
-        base = current or WarehouseBatchState(shelf_id=event.shelf_id, batch_code=event.batch_code,
-                                              received_date=event.received_date, expiry_date=event.expiry_date,
-                                              batch_quantity_warehouse=0, last_update_ts=event.ts)
-        lots[key] = base.model_copy(update={"batch_quantity_warehouse": base.batch_quantity_warehouse + event.quantity,
-                                            "last_update_ts": event.ts})
+        lots[key], _ = apply_wh_batch_event(current, event)  # a refused delivery leaves the lot as it was
     elif current is not None:
         lots[key] = current.model_copy(update={
             "batch_quantity_warehouse": max(current.batch_quantity_warehouse - event.quantity, 0),
@@ -282,6 +316,13 @@ def staff_move(kind: Literal["pickup", "putback"], event_id: str, shelf_id: str,
             ShelfEvent(event_id=f"{event_id}-w", event_type="weight_change", **common)]  # type: ignore[arg-type]
 
 
+def _no_profile(source: str, record: WarehouseEvent | ShelfBatchState, what: str, at: datetime,
+                effects: Effects) -> None:
+    """A record of a shelf the loop has no profile of (so no item weight for the scale): a dead letter."""
+    effects.publish(DEAD_LETTERS, dead_letter(source, record.model_dump_json().encode(),
+                                              f"shelf {record.shelf_id} has no profile: {what}", at))
+
+
 def refills_due(pending: list[WarehouseEvent], watermark: datetime, delay: timedelta, config: StoreConfig,
                 effects: Effects) -> list[WarehouseEvent]:
     """The restocks that have reached their shelf by `watermark` put on it; returns those still on their way."""
@@ -290,6 +331,9 @@ def refills_due(pending: list[WarehouseEvent], watermark: datetime, delay: timed
         due = move.ts + delay
         if due > watermark:
             still.append(move)
+            continue
+        if move.shelf_id not in config.profiles:
+            _no_profile("wh_events", move, "not refilled", due, effects)
             continue
         effects.publish("shelf_events", *staff_move(
             "putback", f"rf-{move.event_id}", move.shelf_id, move.batch_code, move.quantity, move.received_date,
@@ -319,7 +363,7 @@ def orders_plan(plan: WarehouseSupplierPlan, policy: SupplierPolicy, forecasts_s
 
 
 def place_order(plan: WarehouseSupplierPlan, config: StoreConfig, effects: Effects) -> SupplierOrder:
-    delivery_hour = config.wh_policies[plan.shelf_id].delivery_hour
+    delivery_hour = config.wh_policy(plan.shelf_id).delivery_hour
     order = SupplierOrder(order_id=order_id(plan.plan_id), plan_id=plan.plan_id, shelf_id=plan.shelf_id,
                           batches=plan.batches_to_order, quantity=plan.quantity, ordered_ts=plan.created_ts,
                           expected_delivery_ts=datetime.combine(plan.expected_delivery_date, time(delivery_hour)),
@@ -366,9 +410,9 @@ def near_expiry_discounts(lots: Iterable[ShelfBatchState], day: date, at: dateti
     """A shelf holding a lot within its near-expiry window is discounted for the day; each such lot alerts."""
     discounted: set[str] = set()
     for lot in sorted(lots, key=lambda lot: (lot.shelf_id, lot.expiry_date, lot.batch_code)):
-        policy = config.shelf_policies.get(lot.shelf_id)
+        policy = config.shelf_policy(lot.shelf_id)
         days_left = (lot.expiry_date - day).days
-        if policy is None or lot.batch_quantity_store == 0 or not 0 <= days_left <= policy.near_expiry_days:
+        if lot.batch_quantity_store == 0 or not 0 <= days_left <= policy.near_expiry_days:
             continue
         effects.publish("alerts", _alert("near_expiry", "store", "info", lot.shelf_id, at,
                                          f"lot {lot.batch_code} expires in {days_left} day(s)", days_left,
@@ -384,15 +428,19 @@ def remove_expired(shelf_lots: Iterable[ShelfBatchState], wh_lots: Iterable[Ware
                    at: datetime, config: StoreConfig, effects: Effects) -> None:
     """Lots past their expiry date leave the shelf (staff pickups) and the warehouse (wh_removal), with alerts."""
     for lot in sorted(shelf_lots, key=lot_key):
-        if lot.expiry_date < day and lot.batch_quantity_store > 0:
-            effects.publish("shelf_events", *staff_move(
-                "pickup", f"rm-{lot.shelf_id}-{lot.batch_code}", lot.shelf_id, lot.batch_code,
-                lot.batch_quantity_store, lot.received_date, lot.expiry_date,
-                config.profiles[lot.shelf_id].item_weight, at))
-            effects.publish("alerts", _alert("expired", "store", "critical", lot.shelf_id, at,
-                                             f"{lot.batch_quantity_store} expired items of lot {lot.batch_code} "
-                                             f"removed from the shelf", lot.batch_quantity_store,
-                                             batch_code=lot.batch_code))
+        if lot.expiry_date >= day or lot.batch_quantity_store == 0:
+            continue
+        if lot.shelf_id not in config.profiles:
+            _no_profile("shelf_batch_state", lot, "expired lot not removed", at, effects)
+            continue
+        effects.publish("shelf_events", *staff_move(
+            "pickup", f"rm-{lot.shelf_id}-{lot.batch_code}", lot.shelf_id, lot.batch_code,
+            lot.batch_quantity_store, lot.received_date, lot.expiry_date,
+            config.profiles[lot.shelf_id].item_weight, at))
+        effects.publish("alerts", _alert("expired", "store", "critical", lot.shelf_id, at,
+                                         f"{lot.batch_quantity_store} expired items of lot {lot.batch_code} "
+                                         f"removed from the shelf", lot.batch_quantity_store,
+                                         batch_code=lot.batch_code))
     for wh_lot in sorted(wh_lots, key=lot_key):
         if wh_lot.expiry_date < day and wh_lot.batch_quantity_warehouse > 0:
             effects.publish("wh_events", WarehouseEvent(

@@ -12,7 +12,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from smartshelf.errors import SmartShelfError
-from smartshelf.schemas import BatchCatalogEntry, ShelfPolicy, ShelfProfile, WarehousePolicy
+from smartshelf.schemas import MAX_DAYS, BatchCatalogEntry, ShelfPolicy, ShelfProfile, WarehousePolicy
 from smartshelf.settings import REPO_ROOT
 from smartshelf.store import StoreData
 
@@ -26,14 +26,14 @@ class _Strict(BaseModel):
 class ShelfPolicyDefaults(_Strict):
     low_stock_threshold_pct: float = Field(gt=0, lt=1)
     restock_target_pct: float = Field(gt=0, le=1)
-    near_expiry_days: int = Field(ge=0)
+    near_expiry_days: int = Field(ge=0, le=MAX_DAYS)
     near_expiry_discount: float = Field(gt=0, lt=1)
 
 
 class WarehousePolicyDefaults(_Strict):
     reorder_point_pct: float = Field(ge=0, lt=1)
     order_up_to_pct: float = Field(gt=0, le=1)
-    lead_time_days: int = Field(ge=0)
+    lead_time_days: int = Field(ge=0, le=MAX_DAYS)
     delivery_hour: int = Field(ge=0, le=23)
 
 
@@ -75,20 +75,36 @@ class ConfigTables:
     shelf_profiles: list[ShelfProfile]
 
 
+def shelf_policy_of(shelf_id: str, category: str, policy: PolicyConfig) -> ShelfPolicy:
+    """A shelf's policy: its category's defaults."""
+    defaults, _ = policy.for_category(category)
+    return ShelfPolicy(shelf_id=shelf_id, **defaults.model_dump())
+
+
+def wh_policy_of(shelf_id: str, category: str, capacity: int, policy: PolicyConfig) -> WarehousePolicy:
+    """An item's warehouse policy: its category's defaults, the levels scaled to the warehouse's capacity for it
+    (0 if the warehouse has no row for the item)."""
+    _, defaults = policy.for_category(category)
+    return WarehousePolicy(
+        shelf_id=shelf_id,
+        reorder_point=math.floor(capacity * defaults.reorder_point_pct),
+        order_up_to=max(1, math.floor(capacity * defaults.order_up_to_pct)),
+        lead_time_days=defaults.lead_time_days,
+        delivery_hour=defaults.delivery_hour,
+    )
+
+
+def warehouse_capacity(store: StoreData) -> dict[str, int]:
+    """shelf_id -> the warehouse's maximum stock of the item."""
+    return {row.shelf_id: row.maximum_stock for row in store.warehouse_inventory}
+
+
 def derive_config(store: StoreData, policy: PolicyConfig) -> ConfigTables:
-    warehouse_max = {row.shelf_id: row.maximum_stock for row in store.warehouse_inventory}
+    capacity = warehouse_capacity(store)
     shelf_policies, wh_policies, profiles = [], [], []
     for shelf in store.store_inventory:
-        shelf_defaults, wh_defaults = policy.for_category(shelf.item_category)
-        shelf_policies.append(ShelfPolicy(shelf_id=shelf.shelf_id, **shelf_defaults.model_dump()))
-        capacity = warehouse_max.get(shelf.shelf_id, 0)
-        wh_policies.append(WarehousePolicy(
-            shelf_id=shelf.shelf_id,
-            reorder_point=math.floor(capacity * wh_defaults.reorder_point_pct),
-            order_up_to=max(1, math.floor(capacity * wh_defaults.order_up_to_pct)),
-            lead_time_days=wh_defaults.lead_time_days,
-            delivery_hour=wh_defaults.delivery_hour,
-        ))
+        shelf_policies.append(shelf_policy_of(shelf.shelf_id, shelf.item_category, policy))
+        wh_policies.append(wh_policy_of(shelf.shelf_id, shelf.item_category, capacity.get(shelf.shelf_id, 0), policy))
         profiles.append(ShelfProfile(
             shelf_id=shelf.shelf_id, aisle=shelf.aisle, item_category=shelf.item_category,
             item_subcategory=shelf.item_subcategory, item_weight=shelf.item_weight,

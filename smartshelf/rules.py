@@ -3,7 +3,8 @@
 The Spark state apps (shelf-aggregator, batch-state-updater, wh-aggregator, wh-batch-state-updater) are thin
 shells over these; `smartshelf check` compares what they build with the world (smartshelf.world), so the
 rules here must say exactly what the store does: lots leave earliest expiry first (ties by batch code), and
-stock never goes below zero without the anomaly being reported.
+stock never goes below zero without the anomaly being reported. No state goes past its schema's bounds: an event
+that would take it there is refused (`Refused`), so every state can be stored and read back.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from datetime import datetime
 from typing import NamedTuple
 
 from smartshelf.registry import topic
-from smartshelf.schemas import (PosTransaction, ShelfBatchState, ShelfEvent, ShelfProfile, ShelfState,
-                                WarehouseBatchState, WarehouseEvent, WarehouseState)
+from smartshelf.schemas import (MAX_QUANTITY, MAX_WEIGHT, PosTransaction, ShelfBatchState, ShelfEvent, ShelfProfile,
+                                ShelfState, WarehouseBatchState, WarehouseEvent, WarehouseState)
 from smartshelf.store import StoreData
 
 
@@ -25,6 +26,20 @@ class Shortfall:
 
     key: str
     missing: int
+
+
+@dataclass(frozen=True)
+class Refused:
+    """An event the state cannot take: it would carry a count or weight past its schema's bound. The state stays
+    as it was; the reason goes to dead_letters."""
+
+    reason: str
+
+
+def _over_maximum(what: str, key: str, after: int) -> Refused | None:
+    if after <= MAX_QUANTITY:
+        return None
+    return Refused(f"{what} would take {key} to {after} items, over the maximum of {MAX_QUANTITY}")
 
 
 class InitialStates(NamedTuple):
@@ -51,7 +66,7 @@ def initial_states(store: StoreData, at: datetime) -> InitialStates:
     return InitialStates(shelves, warehouse, shelf_lots, wh_lots)
 
 
-def apply_shelf_event(state: ShelfState, event: ShelfEvent) -> tuple[ShelfState, Shortfall | None]:
+def apply_shelf_event(state: ShelfState, event: ShelfEvent) -> tuple[ShelfState, Shortfall | Refused | None]:
     """pickup/putback move the count; weight_change is the scale's reading and moves the weight."""
     stock, weight, shortfall = state.current_stock, state.current_weight, None
     if event.event_type == "pickup":
@@ -60,8 +75,13 @@ def apply_shelf_event(state: ShelfState, event: ShelfEvent) -> tuple[ShelfState,
         stock = max(stock - event.quantity, 0)
     elif event.event_type == "putback":
         stock += event.quantity
+        if refused := _over_maximum(f"putback of {event.quantity}", f"shelf {event.shelf_id}", stock):
+            return state, refused
     else:
         weight = round(weight + event.weight_change, 3)
+        if abs(weight) > MAX_WEIGHT:
+            return state, Refused(f"weight_change of {event.weight_change} would take shelf {event.shelf_id}'s "
+                                  f"weight to {weight}, beyond ±{MAX_WEIGHT}")
     return state.model_copy(update={"current_stock": stock, "current_weight": weight,
                                     "last_event_type": event.event_type, "last_event_ts": event.ts}), shortfall
 
@@ -107,11 +127,13 @@ def apply_sale(lots_by_shelf: dict[str, list[ShelfBatchState]], sale: PosTransac
     return changed_all, shortfalls
 
 
-def apply_wh_event(state: WarehouseState, event: WarehouseEvent) -> tuple[WarehouseState, Shortfall | None]:
+def apply_wh_event(state: WarehouseState, event: WarehouseEvent) -> tuple[WarehouseState, Shortfall | Refused | None]:
     """wh_in adds (a supplier delivery); wh_out (to a shelf) and wh_removal (expired) take away."""
     stock, shortfall = state.wh_current_stock, None
     if event.event_type == "wh_in":
         stock += event.quantity
+        if refused := _over_maximum(f"wh_in of {event.quantity}", f"the warehouse of {event.shelf_id}", stock):
+            return state, refused
     else:
         if event.quantity > stock:
             shortfall = Shortfall(event.shelf_id, event.quantity - stock)
@@ -121,7 +143,7 @@ def apply_wh_event(state: WarehouseState, event: WarehouseEvent) -> tuple[Wareho
 
 
 def apply_wh_batch_event(lot: WarehouseBatchState | None, event: WarehouseEvent
-                         ) -> tuple[WarehouseBatchState, Shortfall | None]:
+                         ) -> tuple[WarehouseBatchState, Shortfall | Refused | None]:
     """The lot a warehouse event names: created by wh_in, reduced by wh_out and wh_removal."""
     if lot is None:
         lot = WarehouseBatchState(shelf_id=event.shelf_id, batch_code=event.batch_code,
@@ -130,6 +152,9 @@ def apply_wh_batch_event(lot: WarehouseBatchState | None, event: WarehouseEvent
     quantity, shortfall = lot.batch_quantity_warehouse, None
     if event.event_type == "wh_in":
         quantity += event.quantity
+        if refused := _over_maximum(f"wh_in of {event.quantity}", f"lot {event.shelf_id}|{event.batch_code}",
+                                    quantity):
+            return lot, refused
     else:
         if event.quantity > quantity:
             shortfall = Shortfall(topic("wh_batch_state").key_of(event), event.quantity - quantity)
@@ -137,20 +162,26 @@ def apply_wh_batch_event(lot: WarehouseBatchState | None, event: WarehouseEvent
     return lot.model_copy(update={"batch_quantity_warehouse": quantity, "last_update_ts": event.ts}), shortfall
 
 
-def receive_on_shelf(lots_by_shelf: dict[str, list[ShelfBatchState]], refill: ShelfEvent) -> ShelfBatchState:
+def receive_on_shelf(lots_by_shelf: dict[str, list[ShelfBatchState]], refill: ShelfEvent
+                     ) -> ShelfBatchState | Refused:
     """A refill (a staff putback naming its lot) adds the lot's items to the shelf's lots when they reach the
     shelf: the shelf's lots count what is on the shelf and in customers' carts (paid at the exit), as the
     world's do, and a sale never takes a lot still on its way. `lots_by_shelf` is updated in place; returns
-    the lot after the refill."""
+    the lot after the refill, or why it was refused (the lots unchanged)."""
+    # ingress (smartshelf.ingress.broken_rule) rejects a staff move that does not name its lot and dates
     assert refill.by_staff and refill.event_type == "putback" and refill.batch_code is not None
     assert refill.received_date is not None and refill.expiry_date is not None
-    lots = lots_by_shelf.setdefault(refill.shelf_id, [])
+    lots = lots_by_shelf.get(refill.shelf_id, [])
     current = next((lot for lot in lots if lot.batch_code == refill.batch_code), None)
+    held = 0 if current is None else current.batch_quantity_store
+    if refused := _over_maximum(f"refill of {refill.quantity}", f"lot {refill.shelf_id}|{refill.batch_code}",
+                                held + refill.quantity):
+        return refused
     if current is None:
         after = ShelfBatchState(shelf_id=refill.shelf_id, batch_code=refill.batch_code,
                                 received_date=refill.received_date, expiry_date=refill.expiry_date,
                                 batch_quantity_store=refill.quantity, last_update_ts=refill.ts)
-        lots.append(after)
+        lots_by_shelf.setdefault(refill.shelf_id, []).append(after)
     else:
         after = current.model_copy(update={"batch_quantity_store": current.batch_quantity_store + refill.quantity,
                                            "last_update_ts": max(current.last_update_ts, refill.ts)})
@@ -162,6 +193,7 @@ def remove_from_shelf_lot(lots_by_shelf: dict[str, list[ShelfBatchState]], remov
                           ) -> tuple[ShelfBatchState | None, Shortfall | None]:
     """Staff take a lot's items off the shelf (a staff pickup naming the lot: expired). `lots_by_shelf` is updated
     in place; returns the lot after it (None if the shelf holds no such lot) and any shortfall."""
+    # ingress (smartshelf.ingress.broken_rule) rejects a staff move that does not name its lot
     assert removal.by_staff and removal.event_type == "pickup" and removal.batch_code is not None
     lots = lots_by_shelf.get(removal.shelf_id, [])
     current = next((lot for lot in lots if lot.batch_code == removal.batch_code), None)

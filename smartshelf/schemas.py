@@ -13,7 +13,22 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, GetPydanticSchema
 from pydantic_core import core_schema
 
-MAX_QUANTITY = 1_000_000
+# --- domain bounds --------------------------------------------------------------------------------
+# Store-sized limits: far above what a supermarket holds, sells or sets, far below what overflows a PostgreSQL
+# bigint, an Arrow int64 or a float. A value beyond them is a faulty or hostile sender's, so it is rejected where
+# the record comes in (smartshelf.ingress) instead of failing the Spark query, the Delta write or the PostgreSQL
+# sink; the state rules (smartshelf.rules) refuse an event that would take a state past them, so every state
+# can be written and read back. What the system derives itself from bounded inputs (alert values, Kafka offsets,
+# ML metrics, day differences of dates) has no bound of its own.
+MAX_QUANTITY = 1_000_000  # items of one kind in one move, lot, order, shelf or warehouse (a warehouse holds hundreds)
+MAX_ITEM_WEIGHT = 100_000  # grams (or ml) per item: 100 kg, heavier than anything one shelf slot carries
+MAX_WEIGHT = MAX_QUANTITY * MAX_ITEM_WEIGHT  # a scale's reading or a shelf's weight: the most items, each the heaviest
+MAX_PRICE = 100_000.0  # one item's price, in the store's currency
+MAX_AMOUNT = 1_000_000_000_000.0  # a till's line or basket: ten lines of the most items at the highest price
+MAX_COUNT = 1_000_000_000  # counts that are not items: visitors, alerts, rows, lines of a basket
+MAX_DAYS = 3_650  # lead times and near-expiry windows: ten years (a date this far out still fits a date)
+MAX_AISLE = 10_000  # aisle numbers: a hypermarket has under a hundred
+MAX_MODEL_VERSION = 999_912_312_359  # YYYYMMDDHHMM: 9999-12-31 23:59
 
 
 def _as_utc_naive(value: datetime) -> datetime:
@@ -26,6 +41,13 @@ LocalTime = Annotated[datetime, GetPydanticSchema(lambda _type, _handler: core_s
     _as_utc_naive, core_schema.datetime_schema()))]
 # Item counts: bounded, so an absurd value from a sensor is rejected at ingress, not summed into state.
 Quantity = Annotated[int, Field(le=MAX_QUANTITY)]
+# Whole batches of at least one item each: never more than the items they hold.
+Batches = Annotated[int, Field(le=MAX_QUANTITY)]
+Weight = Annotated[float, Field(ge=-MAX_WEIGHT, le=MAX_WEIGHT)]  # signed: a scale reads what left as negative
+Price = Annotated[float, Field(le=MAX_PRICE)]
+Amount = Annotated[float, Field(le=MAX_AMOUNT)]
+Count = Annotated[int, Field(le=MAX_COUNT)]
+Days = Annotated[int, Field(le=MAX_DAYS)]
 
 
 class Record(BaseModel):
@@ -47,7 +69,7 @@ class ShelfEvent(Record):
     event_type: Literal["pickup", "putback", "weight_change"]
     shelf_id: str
     quantity: Quantity = Field(ge=0)
-    weight_change: float  # signed: what the shelf's scale saw, in the item weight's unit
+    weight_change: Weight  # signed: what the shelf's scale saw, in the item weight's unit
     customer_id: str | None = None  # None for staff (refill, removal)
     batch_code: str | None = None  # staff moves name the lot they carry,
     received_date: date | None = None  # and its dates (a refill brings a lot the shelf may not have held yet)
@@ -62,9 +84,9 @@ class ShelfEvent(Record):
 class PosItem(Record):
     shelf_id: str
     quantity: Quantity = Field(gt=0)
-    unit_price: float = Field(ge=0)
+    unit_price: Price = Field(ge=0)
     discount: float = Field(ge=0, lt=1)
-    line_total: float = Field(ge=0)
+    line_total: Amount = Field(ge=0)
 
 
 class PosTransaction(Record):
@@ -72,7 +94,7 @@ class PosTransaction(Record):
     customer_id: str
     ts: LocalTime
     items: list[PosItem] = Field(min_length=1)
-    total: float = Field(ge=0)
+    total: Amount = Field(ge=0)
 
 
 class WarehouseEvent(Record):
@@ -122,7 +144,7 @@ class DeadLetter(Record):
 class ShelfState(Record):
     shelf_id: str
     current_stock: Quantity = Field(ge=0)
-    current_weight: float  # current_stock × item_weight, in the item weight's unit
+    current_weight: Weight  # current_stock × item_weight, in the item weight's unit
     last_event_type: str
     last_event_ts: LocalTime
 
@@ -171,7 +193,7 @@ class ShelfRestockPlan(Record):
 class WarehouseSupplierPlan(Record):
     plan_id: str
     shelf_id: str
-    batches_to_order: int = Field(gt=0)
+    batches_to_order: Batches = Field(gt=0)
     quantity: Quantity = Field(gt=0)
     status: Literal["planned", "ordered", "received", "cancelled"]
     expected_delivery_date: date
@@ -183,7 +205,7 @@ class ShelfPolicy(Record):
     shelf_id: str
     low_stock_threshold_pct: float = Field(gt=0, lt=1)
     restock_target_pct: float = Field(gt=0, le=1)
-    near_expiry_days: int = Field(ge=0)
+    near_expiry_days: Days = Field(ge=0)
     near_expiry_discount: float = Field(gt=0, lt=1)
 
 
@@ -191,7 +213,7 @@ class WarehousePolicy(Record):
     shelf_id: str
     reorder_point: Quantity = Field(ge=0)
     order_up_to: Quantity = Field(gt=0)
-    lead_time_days: int = Field(ge=0)
+    lead_time_days: Days = Field(ge=0)
     delivery_hour: int = Field(ge=0, le=23)
 
 
@@ -200,20 +222,20 @@ class BatchCatalogEntry(Record):
     batch_code: str
     item_category: str
     item_subcategory: str
-    standard_batch_size: int = Field(gt=0)
+    standard_batch_size: Quantity = Field(gt=0)
     received_date: date
     expiry_date: date
 
 
 class ShelfProfile(Record):
     shelf_id: str
-    aisle: int = Field(ge=0)
+    aisle: int = Field(ge=0, le=MAX_AISLE)
     item_category: str
     item_subcategory: str
-    item_weight: int = Field(gt=0)  # grams (or ml) per item
-    shelf_weight: int = Field(gt=0)  # the full shelf
+    item_weight: int = Field(gt=0, le=MAX_ITEM_WEIGHT)  # grams (or ml) per item
+    shelf_weight: int = Field(gt=0, le=MAX_WEIGHT)  # the full shelf
     maximum_stock: Quantity = Field(gt=0)
-    item_price: float = Field(gt=0)
+    item_price: Price = Field(gt=0)
 
 
 # --- supplier orders and receipts -----------------------------------------------------------------
@@ -221,7 +243,7 @@ class SupplierOrder(Record):
     order_id: str
     plan_id: str
     shelf_id: str
-    batches: int = Field(gt=0)
+    batches: Batches = Field(gt=0)
     quantity: Quantity = Field(gt=0)
     ordered_ts: LocalTime
     expected_delivery_ts: LocalTime
@@ -252,15 +274,15 @@ class PosTransactionRow(Record):
     transaction_id: str
     customer_id: str
     ts: LocalTime
-    item_count: int = Field(gt=0)
-    total: float = Field(ge=0)
+    item_count: Count = Field(gt=0)
+    total: Amount = Field(ge=0)
 
 
 class PosTransactionItemRow(PosItem):
     """ops.pos_transaction_items: one PosItem of a transaction, numbered from 1."""
 
     transaction_id: str
-    line_no: int = Field(ge=1)
+    line_no: Count = Field(ge=1)
 
 
 class DeadLetterRow(Record):
@@ -306,10 +328,10 @@ class ShelfDailyFeatures(Record):
     is_weekend: bool
     days_to_next_delivery: int | None = Field(None, ge=0)  # the earliest open supplier order's; None: none open
     # price
-    item_price: float = Field(gt=0)
+    item_price: Price = Field(gt=0)
     discount: float = Field(ge=0, lt=1)  # the till's: the promotion or the near-expiry discount, the larger
     # demand
-    people_count: int = Field(ge=0)  # customers who entered the store that day
+    people_count: Count = Field(ge=0)  # customers who entered the store that day
     sales_qty: Quantity = Field(ge=0)
     sales_last_1d: int | None = Field(None, ge=0, le=MAX_QUANTITY)  # yesterday
     sales_last_7d: int | None = Field(None, ge=0, le=MAX_QUANTITY)  # the 7 days ending with this one
@@ -319,7 +341,7 @@ class ShelfDailyFeatures(Record):
     shelf_stock: Quantity = Field(ge=0)
     shelf_fill_ratio: float = Field(ge=0)
     low_stock_threshold_pct: float = Field(gt=0, lt=1)
-    alerts_today: int = Field(ge=0)  # store and warehouse alerts about the shelf's item
+    alerts_today: Count = Field(ge=0)  # store and warehouse alerts about the shelf's item
     # warehouse
     wh_stock: Quantity = Field(ge=0)
     wh_fill_ratio: float = Field(ge=0)
@@ -328,12 +350,13 @@ class ShelfDailyFeatures(Record):
     open_order_qty: Quantity = Field(ge=0)  # ordered from the supplier, not yet received
     expired_units: Quantity = Field(ge=0)  # expired units removed that day, from the shelf and the warehouse
     # lots
-    standard_batch_size: int = Field(gt=0)
+    standard_batch_size: Quantity = Field(gt=0)
     days_to_earliest_expiry: int | None = None  # over the lots held; negative: an expired lot not yet removed
     qty_expiring_next_7d: Quantity = Field(ge=0)
     # targets, known in hindsight
     sales_next_7d: int | None = Field(None, ge=0, le=MAX_QUANTITY)
-    batches_to_order: int | None = Field(None, ge=0)  # whole batches the next 7 days' sales needed beyond stock
+    # whole batches the next 7 days' sales needed beyond stock
+    batches_to_order: int | None = Field(None, ge=0, le=MAX_QUANTITY)
 
 
 class MlModel(Record):
@@ -341,12 +364,12 @@ class MlModel(Record):
     baselines (last-7-day sales; the rule-based order-up-to policy, in batches only)."""
 
     model_name: str
-    model_version: int = Field(ge=1)  # the simulated time of training, YYYYMMDDHHMM
+    model_version: int = Field(ge=1, le=MAX_MODEL_VERSION)  # the simulated time of training, YYYYMMDDHHMM
     trained_ts: LocalTime
     data_start: date
     data_end: date
-    train_rows: int = Field(ge=0)
-    holdout_rows: int = Field(ge=0)
+    train_rows: Count = Field(ge=0)
+    holdout_rows: Count = Field(ge=0)
     feature_hash: str
     params: str  # JSON
     mae_model: float = Field(ge=0)
@@ -364,10 +387,10 @@ class MlModel(Record):
 
 class MlPrediction(Record):
     model_name: str
-    model_version: int = Field(ge=1)
+    model_version: int = Field(ge=1, le=MAX_MODEL_VERSION)
     shelf_id: str
     prediction_date: date
     feature_date: date  # the day whose features the forecast read
     predicted_sales_next_7d: float = Field(ge=0)
-    batches_to_order: int = Field(ge=0)
+    batches_to_order: Batches = Field(ge=0)
     predicted_ts: LocalTime

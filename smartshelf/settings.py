@@ -70,6 +70,14 @@ class Settings(BaseSettings):
     refill_delay_minutes: int = Field(30, alias="REFILL_DELAY_MINUTES", ge=0)
     store_ops_hour: int = Field(6, alias="STORE_OPS_HOUR", ge=0, le=23)
 
+    # how far a sensor event's time may be from the simulated clock when the bridge takes it (smartshelf.ingress,
+    # EventWindow); beyond it the event is a dead letter with the reason. Ahead: the sensors write only events the
+    # clock has reached, so any lead is a wrong clock, and one far ahead would block its shelf's restocks until
+    # then. Late: a backlog the bridge catches up on after an outage is legitimately late, so the default is a
+    # simulated week (17 h of outage at TIME_MULTIPLIER=10); only a clock that is far off is refused.
+    max_event_ahead_minutes: int = Field(60, alias="MAX_EVENT_AHEAD_MINUTES", ge=0)
+    max_event_late_minutes: int = Field(7 * 24 * 60, alias="MAX_EVENT_LATE_MINUTES", ge=0)
+
     # the connectors the embedded connect worker runs: all of kafka-components/kafka-connect/, or (compose, where a
     # JVM Connect worker runs the JDBC ones) only the smartshelf.* classes
     connect_runs: Literal["all", "smartshelf"] = Field("all", alias="CONNECT_RUNS")

@@ -18,6 +18,8 @@ from typing import Annotated, Literal, NamedTuple, Self, TypeVar
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, model_validator
 from pydantic_core import PydanticCustomError
 
+from smartshelf.schemas import MAX_AISLE, MAX_ITEM_WEIGHT, MAX_PRICE, MAX_QUANTITY, MAX_WEIGHT
+
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
@@ -29,9 +31,13 @@ def _iso_date(value: object) -> object:
 
 
 Text = Annotated[str, StringConstraints(min_length=1)]
-Positive = Annotated[float, Field(gt=0)]
-Count = Annotated[int, Field(ge=0)]
-PositiveCount = Annotated[int, Field(gt=0)]
+# the topics' store-sized bounds (smartshelf.schemas), so a file the twin could not hold is refused line by line
+Price = Annotated[float, Field(gt=0, le=MAX_PRICE)]
+Count = Annotated[int, Field(ge=0, le=MAX_QUANTITY)]
+PositiveCount = Annotated[int, Field(gt=0, le=MAX_QUANTITY)]
+Aisle = Annotated[int, Field(ge=0, le=MAX_AISLE)]
+ItemWeight = Annotated[int, Field(gt=0, le=MAX_ITEM_WEIGHT)]
+ShelfWeight = Annotated[int, Field(gt=0, le=MAX_WEIGHT)]
 IsoDate = Annotated[date, BeforeValidator(_iso_date)]
 Location = Literal["in-store", "warehouse"]
 IN_STORE: Location = "in-store"
@@ -63,15 +69,15 @@ class StoreInventoryRow(_Row):
     """One shelf on the sales floor; it holds one item (shelf_id is the item's key everywhere)."""
 
     shelf_id: Text
-    aisle: Count
-    item_weight: PositiveCount  # grams (or ml) per item
-    shelf_weight: PositiveCount  # the full shelf, item_weight × maximum_stock
+    aisle: Aisle
+    item_weight: ItemWeight  # grams (or ml) per item
+    shelf_weight: ShelfWeight  # the full shelf, item_weight × maximum_stock
     item_category: Text
     item_subcategory: Text
     item_visibility: Annotated[float, Field(ge=0, le=1)]
     maximum_stock: PositiveCount
     current_stock: Count
-    item_price: Positive  # EUR
+    item_price: Price  # EUR
 
     @model_validator(mode="after")
     def _stock_fits(self) -> Self:
@@ -83,14 +89,14 @@ class WarehouseInventoryRow(_Row):
     """The back-room stock of a shelf's item."""
 
     shelf_id: Text
-    aisle: Count
-    item_weight: PositiveCount
-    shelf_weight: PositiveCount  # item_weight × maximum_stock
+    aisle: Aisle
+    item_weight: ItemWeight
+    shelf_weight: ShelfWeight  # item_weight × maximum_stock
     item_category: Text
     item_subcategory: Text
     maximum_stock: PositiveCount
     current_stock: Count
-    item_price: Positive
+    item_price: Price
 
     @model_validator(mode="after")
     def _stock_fits(self) -> Self:

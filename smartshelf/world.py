@@ -23,6 +23,7 @@ from itertools import accumulate
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from smartshelf.ingress import broken_rule
 from smartshelf.schemas import DailyDiscount, FootTrafficEvent, PosItem, PosTransaction, ShelfEvent
 from smartshelf.store import StoreData
 
@@ -181,8 +182,9 @@ class World:
                 offsets: dict[str, int]) -> WorldState:
         """The world told what staff do (lots carried to or off shelves: staff pickups and putbacks; the scale's
         readings are the sensors' business) and the discounts of the day. Moves happen at their time, or at
-        once if that has passed (`advance`)."""
-        staff = [m for m in moves if m.by_staff and m.event_type != "weight_change"]
+        once if that has passed (`advance`). A move that does not name its lot and dates is no move the staff
+        can make (ingress rejects it; the twin's apps report it), so the world ignores it."""
+        staff = [m for m in moves if m.by_staff and m.event_type != "weight_change" and broken_rule(m) is None]
         return state.model_copy(update={
             "staff_moves": [*state.staff_moves, *staff],
             "daily_discounts": {**state.daily_discounts,
@@ -341,6 +343,7 @@ class World:
 
     def _staff(self, state: WorldState, move: ShelfEvent) -> None:
         """Staff put a lot on its shelf (a refill) or take its items off (a removal)."""
+        # `receive` takes only moves that name their lot and dates
         assert move.batch_code is not None and move.received_date is not None and move.expiry_date is not None
         lots = [lot.model_copy() for lot in state.shelf_lots.get(move.shelf_id, [])]
         current = next((lot for lot in lots if lot.batch_code == move.batch_code), None)

@@ -7,7 +7,8 @@ At-least-once delivery plus dedup:
 - the Kafka end offsets at the last acknowledgement are checkpointed in Redis in the same transaction as
   the XACK. After a crash, the records written since that checkpoint are read back and their ids skipped
   when the unacknowledged entries are delivered again.
-Every entry is validated against its topic's schema; invalid ones go to `dead_letters` with the reason
+Every entry is validated against its topic's schema, and its event time against the simulated clock's now
+(within MAX_EVENT_AHEAD_MINUTES / MAX_EVENT_LATE_MINUTES); invalid ones go to `dead_letters` with the reason
 and the raw payload, and are counted in `bridge:stats`.
 """
 
@@ -16,7 +17,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from kafka import TopicPartition
 
@@ -25,7 +26,7 @@ from smartshelf.adapters.kafka import KafkaAdapter, Outgoing, send_and_wait
 from smartshelf.adapters.redis_clock import SimClock, redis_client
 from smartshelf.apps.lifecycle import Lifecycle
 from smartshelf.apps.producers import NAME as PRODUCERS, STREAM_FIELD
-from smartshelf.ingress import Rejection, dead_letter, parse_record
+from smartshelf.ingress import EventWindow, Rejection, dead_letter, parse_record
 from smartshelf.registry import DEAD_LETTERS, SENSOR_TOPICS, stream_of, topic, topic_of_stream
 from smartshelf.settings import Settings
 
@@ -54,12 +55,16 @@ def _epoch_ms(ts: datetime) -> int:
     return int(ts.replace(tzinfo=UTC).timestamp() * 1000)
 
 
-def to_delivery(stream: str, entry_id: bytes, fields: dict[bytes, bytes], now: datetime) -> Delivery:
-    """What to send to Kafka for one stream entry: its validated record, or its dead letter."""
+def to_delivery(stream: str, entry_id: bytes, fields: dict[bytes, bytes], now: datetime,
+                window: EventWindow | None = None) -> Delivery:
+    """What to send to Kafka for one stream entry: its validated record, or its dead letter. `now` is the
+    simulated clock's; without a window (no clock yet) event times are not checked."""
     source = topic_of_stream(stream)
     raw = fields.get(STREAM_FIELD)
     parsed = parse_record(source, raw) if raw is not None else Rejection(
         f"stream entry has no '{STREAM_FIELD.decode()}' field (fields: {sorted(f.decode() for f in fields)})")
+    if window is not None and not isinstance(parsed, Rejection):
+        parsed = window.check(parsed.ts, now) or parsed  # type: ignore[attr-defined]
     if isinstance(parsed, Rejection):
         letter = dead_letter(stream, raw, parsed.reason, now)
         target = topic(DEAD_LETTERS)
@@ -74,6 +79,8 @@ class Bridge:
         self.redis = redis_client(settings)
         self.clock = SimClock(self.redis)
         self.crash_point = settings.crash_point
+        self.window = EventWindow(timedelta(minutes=settings.max_event_ahead_minutes),
+                                  timedelta(minutes=settings.max_event_late_minutes))
         self.kafka = KafkaAdapter(settings.kafka_bootstrap_servers)
         # one request in flight: the records of a failed flush that did land are a prefix per partition
         self.producer = self.kafka.producer(max_in_flight_requests_per_connection=1, retries=5)
@@ -120,8 +127,9 @@ class Bridge:
             if world_tick is not None:
                 self.clock.tick_done(NAME, world_tick)
             return 0
-        now = self.clock.now_or_none() or datetime(1970, 1, 1)
-        deliveries = [to_delivery(stream, entry_id, fields, now) for stream, entry_id, fields in entries]
+        clock_now = self.clock.now_or_none()
+        now, window = (clock_now, self.window) if clock_now is not None else (datetime(1970, 1, 1), None)
+        deliveries = [to_delivery(stream, entry_id, fields, now, window) for stream, entry_id, fields in entries]
         ends = self._send([d for d in deliveries if d.dedup_id not in self.already_in_kafka])
         if self.crash_point == "bridge.after_send":  # drill: sent, not acknowledged
             os._exit(137)

@@ -178,9 +178,11 @@ class ShelfAggregator(EventByEventApp):
         current = state.get(event.shelf_id)
         if not isinstance(current, ShelfState):
             return event.shelf_id, None, f"unknown shelf '{event.shelf_id}'"
-        after, shortfall = rules.apply_shelf_event(current, event)
-        return event.shelf_id, after, shortfall and (
-            f"pickup of {event.quantity} exceeds the stock by {shortfall.missing}; stock set to 0")
+        after, problem = rules.apply_shelf_event(current, event)
+        if isinstance(problem, rules.Refused):
+            return event.shelf_id, None, problem.reason
+        return event.shelf_id, after, problem and (
+            f"pickup of {event.quantity} exceeds the stock by {problem.missing}; stock set to 0")
 
 
 class BatchStateUpdater(StateApp):
@@ -208,7 +210,11 @@ class BatchStateUpdater(StateApp):
                 if not (event.by_staff and event.batch_code is not None) or event.event_type == "weight_change":
                     continue  # customers' moves change the shelf, not the lots (paid at the exit)
                 if event.event_type == "putback":
-                    lot: ShelfBatchState | None = rules.receive_on_shelf(lots_by_shelf, event)
+                    received_lot = rules.receive_on_shelf(lots_by_shelf, event)
+                    if isinstance(received_lot, rules.Refused):
+                        problems.append((item, received_lot.reason))
+                        continue
+                    lot: ShelfBatchState | None = received_lot
                     shortfall = None
                 else:
                     lot, shortfall = rules.remove_from_shelf_lot(lots_by_shelf, event)
@@ -244,9 +250,11 @@ class WarehouseAggregator(EventByEventApp):
         current = state.get(event.shelf_id)
         if not isinstance(current, WarehouseState):
             return event.shelf_id, None, f"unknown shelf '{event.shelf_id}'"
-        after, shortfall = rules.apply_wh_event(current, event)
-        return event.shelf_id, after, shortfall and (
-            f"{event.event_type} of {event.quantity} exceeds the warehouse stock by {shortfall.missing}; "
+        after, problem = rules.apply_wh_event(current, event)
+        if isinstance(problem, rules.Refused):
+            return event.shelf_id, None, problem.reason
+        return event.shelf_id, after, problem and (
+            f"{event.event_type} of {event.quantity} exceeds the warehouse stock by {problem.missing}; "
             f"stock set to 0")
 
 
@@ -266,9 +274,11 @@ class WarehouseBatchStateUpdater(EventByEventApp):
         assert current is None or isinstance(current, WarehouseBatchState)
         if current is None and event.event_type != "wh_in":
             return key, None, f"{event.event_type} from unknown lot {key}"
-        after, shortfall = rules.apply_wh_batch_event(current, event)
-        return key, after, shortfall and (
-            f"{event.event_type} of {event.quantity} exceeds lot {key} by {shortfall.missing}; set to 0")
+        after, problem = rules.apply_wh_batch_event(current, event)
+        if isinstance(problem, rules.Refused):
+            return key, None, problem.reason
+        return key, after, problem and (
+            f"{event.event_type} of {event.quantity} exceeds lot {key} by {problem.missing}; set to 0")
 
 
 def _time_order(item: Received) -> tuple[datetime, str, int, int]:

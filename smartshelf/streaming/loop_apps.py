@@ -21,6 +21,7 @@ from pydantic import BaseModel, Field
 
 from smartshelf import loop, rules
 from smartshelf.adapters import delta
+from smartshelf.policies import warehouse_capacity
 from smartshelf.registry import topic
 from smartshelf.schemas import (AppStateRow, ClockTick, ShelfBatchState, ShelfEvent, ShelfRestockPlan, ShelfState,
                                 SupplierOrder, WarehouseBatchState, WarehouseEvent, WarehouseState,
@@ -55,9 +56,11 @@ class LoopApp(Generic[StateT]):
         raise NotImplementedError
 
     def _load(self, io: BatchIO) -> None:
-        from smartshelf.runtime.jobs import load_config
+        from smartshelf.runtime.jobs import load_config, load_store
 
-        self.config = loop.StoreConfig.from_tables(load_config(io.settings))
+        # the warehouse's capacities scale the default policy of an item whose policy row is missing
+        self.config = loop.StoreConfig.from_tables(load_config(io.settings),
+                                                   warehouse_capacity(load_store(io.settings)))
         path = delta.app_state_path(io.settings.delta_dir, self.name)
         rows = delta.read_rows(path, AppStateRow)
         if not rows:
@@ -153,7 +156,9 @@ class ShelfAlertEngine(LoopApp[ShelfWatchState]):
             record = item.record
             if isinstance(record, ShelfEvent) and record.shelf_id in state.shelves \
                     and record.shelf_id in config.profiles:
-                shelf, _ = rules.apply_shelf_event(state.shelves[record.shelf_id], record)
+                shelf, problem = rules.apply_shelf_event(state.shelves[record.shelf_id], record)
+                if isinstance(problem, rules.Refused):
+                    continue  # shelf-aggregator refuses it too, and reports it
                 state.shelves[record.shelf_id] = shelf
                 watch = loop.watch_shelf(state.watches.get(record.shelf_id, loop.Watch()), shelf, config, effects)
                 if record.by_staff and record.event_type == "putback":
@@ -192,8 +197,10 @@ class WarehouseAlertEngine(LoopApp[WarehouseWatchState]):
         for item in received:
             record = item.record
             if isinstance(record, WarehouseEvent) and record.shelf_id in state.warehouse \
-                    and record.shelf_id in config.wh_policies:
-                stock, _ = rules.apply_wh_event(state.warehouse[record.shelf_id], record)
+                    and record.shelf_id in config.profiles:
+                stock, problem = rules.apply_wh_event(state.warehouse[record.shelf_id], record)
+                if isinstance(problem, rules.Refused):
+                    continue  # wh-aggregator refuses it too, and reports it
                 state.warehouse[record.shelf_id] = stock
                 watch = loop.watch_warehouse(state.watches.get(record.shelf_id, loop.Watch()), stock, config,
                                              effects)

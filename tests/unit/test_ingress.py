@@ -59,8 +59,9 @@ def test_a_valid_shelf_event_parses_to_the_model() -> None:
 
 
 def test_optional_fields_may_be_left_out_and_an_integer_weight_is_a_weight() -> None:
-    """Strictness must not reject what a scale legitimately sends: `0` kg, no customer for staff moves."""
-    record = parse_record(SHELF_EVENTS, pickup(customer_id=..., weight_change=0))
+    """Strictness must not reject what a scale legitimately sends: `0` kg, no customer and no lot for a reading
+    during staff work (the staff's own moves name their lot: tests/unit/test_poison_records.py)."""
+    record = parse_record(SHELF_EVENTS, pickup(event_type="weight_change", customer_id=..., weight_change=0))
     assert isinstance(record, ShelfEvent)
     assert record.customer_id is None and record.batch_code is None and record.weight_change == 0.0
 
