@@ -24,10 +24,10 @@ import psycopg2.errors
 import psycopg2.extras
 import psycopg2.pool
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 from fastapi import FastAPI, HTTPException, Query, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import JSONResponse, Response
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from smartshelf.adapters.kafka import broker_answers
 from smartshelf.adapters.redis_clock import SimClock
@@ -46,6 +46,7 @@ from smartshelf.settings import Settings
 # what /ws/events sends without a `topics` parameter: the store's live events and the alerts they raise
 DEFAULT_FEED_TOPICS = ("foot_traffic", "shelf_events", "pos_transactions", "wh_events", "alerts")
 HEALTH_TIMEOUT_S = 2.0
+STATEMENT_TIMEOUT_MS = 10_000  # no answer holds one of the few connections longer
 MAX_PAGE = 1000
 MAX_KPI_HOURS = 24 * 92
 MAX_KPI_DAYS = 3 * 366
@@ -76,7 +77,8 @@ class Database:
     def _get_pool(self) -> psycopg2.pool.ThreadedConnectionPool:
         with self._lock:
             if self._pool is None:
-                self._pool = psycopg2.pool.ThreadedConnectionPool(0, self.size, self.dsn, connect_timeout=3)
+                self._pool = psycopg2.pool.ThreadedConnectionPool(
+                    0, self.size, self.dsn, connect_timeout=3, options=f"-c statement_timeout={STATEMENT_TIMEOUT_MS}")
             return self._pool
 
     @contextmanager
@@ -89,12 +91,16 @@ class Database:
                 raise DataNotReady(f"PostgreSQL is not reachable: {_first_line(exc)}") from exc
             broken = False
             try:
-                conn.set_session(readonly=True, autocommit=True)
+                if not conn.autocommit:  # a new connection (set once: it costs a round trip)
+                    conn.set_session(readonly=True, autocommit=True)
                 with conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
                     yield cur
             except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
                 broken = True
                 raise DataNotReady(f"PostgreSQL is not reachable: {_first_line(exc)}") from exc
+            except psycopg2.errors.QueryCanceled as exc:
+                raise DataNotReady(f"the query took longer than {STATEMENT_TIMEOUT_MS} ms; try a narrower "
+                                   f"filter or a smaller page") from exc
             except psycopg2.errors.UndefinedTable as exc:
                 raise DataNotReady(f"the database has no tables yet (db-init creates them): "
                                    f"{_first_line(exc)}") from exc
