@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -47,6 +48,7 @@ from smartshelf.settings import Settings
 DEFAULT_FEED_TOPICS = ("foot_traffic", "shelf_events", "pos_transactions", "wh_events", "alerts")
 HEALTH_TIMEOUT_S = 2.0
 STATEMENT_TIMEOUT_MS = 10_000  # no answer holds one of the few connections longer
+SOCKET_SEND_BUFFER = 128 * 1024  # bytes (the kernel doubles it): ~700 feed events (see listening_socket)
 MAX_PAGE = 1000
 MAX_KPI_HOURS = 24 * 92
 MAX_KPI_DAYS = 3 * 366
@@ -421,11 +423,23 @@ async def _until_client_leaves(websocket: WebSocket) -> None:
             return
 
 
+def listening_socket(host: str, port: int) -> socket.socket:
+    """The API's socket. Its send buffer is fixed (accepted connections inherit it) instead of growing to 4 MiB per
+    client: a feed client's backlog must sit in its queue, where the hub sees it, not in the kernel, where ~12k
+    events per client would hide it (pacing by the fastest client and dropping the slow ones depend on it)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_SEND_BUFFER)
+    sock.bind((host, port))
+    return sock
+
+
 def main(settings: Settings) -> None:
     import uvicorn
 
     # the websockets protocol implementation: its close gives up on a client that does not read and aborts the
     # connection, so a stalled client's socket is not kept open behind a full buffer; no per-message deflate:
     # compressing every event once per client would cost the fan-out its CPU
-    uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port, log_level="warning",
-                access_log=False, ws="websockets", ws_per_message_deflate=False)
+    config = uvicorn.Config(create_app(settings), log_level="warning", access_log=False, ws="websockets",
+                            ws_per_message_deflate=False)
+    uvicorn.Server(config).run(sockets=[listening_socket(settings.api_host, settings.api_port)])
