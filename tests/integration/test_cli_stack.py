@@ -8,6 +8,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from smartshelf.adapters import postgres
@@ -59,8 +60,10 @@ def test_up_status_down_up_keeps_the_store_and_topics() -> None:
         assert status.returncode == 0, status.stderr
         rows = json.loads(status.stdout)
         assert all(row["healthy"] for row in rows)
-        assert {"producers", "bridge", "clock", "spark", "watchdog"} <= {row["name"] for row in rows}
+        assert {"producers", "bridge", "clock", "spark", "api", "watchdog"} <= {row["name"] for row in rows}
         _wait_for_events(settings)
+        stores = httpx.get(f"http://127.0.0.1:{settings.api_port}/stores", timeout=30)  # the live API is up
+        assert stores.status_code == 200 and stores.json()["data"][0]["shelves"] > 1000, stores.text
 
         # a crashed service is started again by the watchdog, and the clock goes on from where it was
         killed = supervisor.kill_hard(settings, "clock")
