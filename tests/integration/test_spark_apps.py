@@ -93,13 +93,16 @@ def test_scripted_events_give_the_predicted_state(spark_stack: Settings) -> None
     events = _script(shelves, 60)
     _send(settings, "shelf_events", [e.model_dump_json().encode() for e in events], [e.shelf_id for e in events])
     _send(settings, "shelf_events", [b"not json", ShelfEvent(
-        event_id="ghost", event_type="pickup", shelf_id="NOPE", quantity=1, weight_change=-1, ts=T0
+        event_id="ghost", event_type="pickup", shelf_id="NOPE", quantity=1, weight_change=-1, customer_id="C-GHOST",
+        ts=T0
     ).model_dump_json().encode()], ["x", "NOPE"])
     new_shelf = ShelfProfile(shelf_id="S-NEW", aisle=99, item_category="BREAD AND BREADSTICKS",
                              item_subcategory="Fresh Bread", item_weight=500, shelf_weight=15_000, maximum_stock=30,
                              item_price=2.0)
     _send(settings, "shelf_profiles", [new_shelf.model_dump_json().encode()], [new_shelf.shelf_id])
+    # a staff putback names the lot it brings (ingress refuses one that does not: issue 23)
     stocked = ShelfEvent(event_id="new-1", event_type="putback", shelf_id="S-NEW", quantity=6, weight_change=3000,
+                         batch_code="B-NEW", received_date=T0.date(), expiry_date=T0.date() + timedelta(days=3),
                          ts=T0 + timedelta(hours=1))
     _send(settings, "shelf_events", [stocked.model_dump_json().encode()], [stocked.shelf_id])
     visits = [FootTrafficEvent(event_id=f"f{i}", event_type="entry", customer_id=f"C{i}", ts=T0) for i in range(25)]
