@@ -48,6 +48,8 @@ from smartshelf.settings import Settings
 DEFAULT_FEED_TOPICS = ("foot_traffic", "shelf_events", "pos_transactions", "wh_events", "alerts")
 HEALTH_TIMEOUT_S = 2.0
 STATEMENT_TIMEOUT_MS = 10_000  # no answer holds one of the few connections longer
+# on SIGTERM, open requests and feed clients get this long (then are cut), within the supervisor's stop timeout
+GRACEFUL_SHUTDOWN_S = 5
 SOCKET_SEND_BUFFER = 128 * 1024  # bytes (the kernel doubles it): ~700 feed events (see listening_socket)
 MAX_PAGE = 1000
 MAX_KPI_HOURS = 24 * 92
@@ -441,5 +443,5 @@ def main(settings: Settings) -> None:
     # connection, so a stalled client's socket is not kept open behind a full buffer; no per-message deflate:
     # compressing every event once per client would cost the fan-out its CPU
     config = uvicorn.Config(create_app(settings), log_level="warning", access_log=False, ws="websockets",
-                            ws_per_message_deflate=False)
+                            ws_per_message_deflate=False, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S)
     uvicorn.Server(config).run(sockets=[listening_socket(settings.api_host, settings.api_port)])
