@@ -307,7 +307,18 @@ class Redis(Server):
             raise SmartShelfError("redis did not answer PING")
 
 
-class PythonService(Server):
+class OwnService(Server):
+    """A process of ours (not a server we install): it runs in the run directory, logs under run/logs, and sees
+    the same settings as the process that starts it."""
+
+    def paths(self) -> ServerPaths:
+        return ServerPaths(data=self.settings.run_dir, log=self.settings.run_dir / "logs" / f"{self.name}.log")
+
+    def env(self) -> dict[str, str]:
+        return self.settings.as_env()
+
+
+class PythonService(OwnService):
     """One of our own long-running services: a shell script under the repo run by the venv's Python.
 
     It listens on no port; it is healthy while it beats its heartbeat in Redis (smartshelf.apps.lifecycle).
@@ -319,14 +330,8 @@ class PythonService(Server):
     def port(self) -> int | None:
         return None
 
-    def paths(self) -> ServerPaths:
-        return ServerPaths(data=self.settings.run_dir, log=self.settings.run_dir / "logs" / f"{self.name}.log")
-
     def argv(self) -> list[str]:
         return [sys.executable, str(REPO_ROOT / self.script)]
-
-    def env(self) -> dict[str, str]:
-        return self.settings.as_env()
 
     def probe(self) -> None:
         import redis
@@ -372,7 +377,7 @@ class SparkService(PythonService):
     depends_on = ("kafka", "postgres", "redis")
 
 
-class DashboardService(Server):
+class DashboardService(OwnService):
     """The Streamlit dashboard (dashboard/app.py): it reads, so it needs the stores, not the pipeline."""
 
     name = "dashboard"
@@ -382,9 +387,6 @@ class DashboardService(Server):
     def port(self) -> int:
         return self.settings.dashboard_port
 
-    def paths(self) -> ServerPaths:
-        return ServerPaths(data=self.settings.run_dir, log=self.settings.run_dir / "logs" / f"{self.name}.log")
-
     def argv(self) -> list[str]:
         return [
             sys.executable, "-m", "streamlit", "run", str(REPO_ROOT / "dashboard" / "app.py"),
@@ -392,16 +394,13 @@ class DashboardService(Server):
             "--browser.gatherUsageStats=false", "--server.fileWatcherType=none", "--client.toolbarMode=viewer",
         ]
 
-    def env(self) -> dict[str, str]:
-        return self.settings.as_env()
-
     def probe(self) -> None:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/_stcore/health", timeout=2) as response:
             if response.status != 200:
                 raise SmartShelfError(f"dashboard answered HTTP {response.status}")
 
 
-class ApiService(Server):
+class ApiService(OwnService):
     """The live API (api/app.py): REST over PostgreSQL and the WebSocket feed from Kafka."""
 
     name = "api"
@@ -411,14 +410,8 @@ class ApiService(Server):
     def port(self) -> int:
         return self.settings.api_port
 
-    def paths(self) -> ServerPaths:
-        return ServerPaths(data=self.settings.run_dir, log=self.settings.run_dir / "logs" / f"{self.name}.log")
-
     def argv(self) -> list[str]:
         return [sys.executable, str(REPO_ROOT / "api" / "app.py")]
-
-    def env(self) -> dict[str, str]:
-        return self.settings.as_env()
 
     def probe(self) -> None:
         """It answers HTTP; /health may be 503 while a dependency is down, and the API still serves that."""
