@@ -121,3 +121,31 @@ def test_the_openapi_document_lists_every_resource(client: TestClient) -> None:
     assert {"/health", "/stores", "/shelves", "/shelves/{shelf_id}", "/warehouse/items", "/alerts",
             "/plans/supplier", "/plans/restock", "/orders", "/kpis/{period}"} <= paths.keys()
     assert client.get("/docs").status_code == 200
+
+
+def test_the_listening_socket_gives_connections_without_nagle_and_a_fixed_send_buffer() -> None:
+    import asyncio
+    import socket
+
+    from smartshelf.api.app import SOCKET_SEND_BUFFER, listening_socket
+
+    async def accepted_options() -> tuple[int, int]:
+        sock = listening_socket("127.0.0.1", 0)
+        seen: list[tuple[int, int]] = []
+
+        class Record(asyncio.Protocol):
+            def connection_made(self, transport: asyncio.BaseTransport) -> None:
+                conn = transport.get_extra_info("socket")
+                seen.append((conn.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY),
+                             conn.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)))
+
+        server = await asyncio.get_running_loop().create_server(Record, sock=sock)
+        _, writer = await asyncio.open_connection(*sock.getsockname())
+        while not seen:
+            await asyncio.sleep(0.01)
+        writer.close()
+        server.close()
+        return seen[0]
+
+    nodelay, send_buffer = asyncio.run(accepted_options())
+    assert nodelay == 1 and send_buffer == 2 * SOCKET_SEND_BUFFER  # Linux doubles what it is given
