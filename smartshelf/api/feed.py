@@ -14,7 +14,8 @@ Invariants:
   JSON once, not once per client.
 
 The hub lives on the asyncio event loop; a source delivers batches from its own thread and the hub hands them to
-the loop thread-safely. `functools.partial(KafkaFeedSource, bootstrap)` is the production source factory.
+the loop thread-safely. `KafkaFeedSource`, bound to the broker's address, is the production source
+(smartshelf.api.app).
 """
 
 from __future__ import annotations
