@@ -716,8 +716,8 @@ def bench_api(base: Settings, days: int = 1, concurrency: int = 100, requests: i
             producer = ConfluentAdapter(settings.kafka_bootstrap_servers).producer()
             return produce_all(producer, records)
 
-        alone = asyncio.run(api_probe.fan_out(settings.api_port, "topics=shelf_events", clients, publish))
-        beside = asyncio.run(api_probe.fan_out(settings.api_port, "topics=shelf_events", clients, publish,
+        alone = asyncio.run(api_probe.fan_out(settings.api_port, "topics=shelf_events", clients, events, publish))
+        beside = asyncio.run(api_probe.fan_out(settings.api_port, "topics=shelf_events", clients, events, publish,
                                                stalled=True))
         return {"single_read_ms": single, "heaviest": heaviest, "latencies": latencies, "rest_wall_s": wall_s,
                 "fan_out": alone, "fan_out_stalled": beside}

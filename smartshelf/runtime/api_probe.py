@@ -60,11 +60,11 @@ async def _count(client: ClientConnection, events: int, timeout_s: float) -> Non
             await client.recv()
 
 
-async def fan_out(port: int, query: str, clients: int, publish: Callable[[], int], stalled: bool = False,
-                  timeout_s: float = 300.0) -> FanOut:
+async def fan_out(port: int, query: str, clients: int, events: int, publish: Callable[[], object],
+                  stalled: bool = False, timeout_s: float = 300.0) -> FanOut:
     """Subscribe `clients` readers (and a client that reads nothing until the server drops it, if `stalled`) to
-    the feed of the API on 127.0.0.1:`port` with `query`, run `publish` (it sends records and returns how many),
-    time until every reader has every record."""
+    the feed of the API on 127.0.0.1:`port` with `query`, run `publish` (it sends `events` records) while they
+    read, and time until every reader has every record."""
     url = f"ws://127.0.0.1:{port}/ws/events?{query}"
     outcome: asyncio.Task[tuple[bool, str | None]] | None = None
     if stalled:
@@ -75,8 +75,9 @@ async def fan_out(port: int, query: str, clients: int, publish: Callable[[], int
         outcome = asyncio.create_task(_stalled_outcome(port, stalled_client, sock, timeout_s))
     readers = [await _subscribe(url) for _ in range(clients)]
     began = time.perf_counter()
-    events = await asyncio.to_thread(publish)
-    await asyncio.gather(*(_count(reader, events, timeout_s) for reader in readers))
+    counting = [asyncio.create_task(_count(reader, events, timeout_s)) for reader in readers]
+    await asyncio.to_thread(publish)
+    await asyncio.gather(*counting)
     wall_s = time.perf_counter() - began
     for reader in readers:
         await reader.close()

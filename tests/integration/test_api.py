@@ -211,8 +211,9 @@ def test_fifty_clients_receive_the_same_events_in_order_and_rest_sees_them(api: 
         shelf_client = await _subscribed(api, "topics=alerts&shelf_id=TEST0003")
         health = _get(api, "/health").json()
         assert health["feed"]["sources"] == 1 and health["feed"]["subscribers"] == CLIENTS + 1, health
+        receiving = [asyncio.create_task(_receive(c, len(published))) for c in clients]
         await asyncio.to_thread(_publish, api, published, "alerts")
-        received = await asyncio.gather(*(_receive(c, len(published)) for c in clients))
+        received = await asyncio.gather(*receiving)
         only_shelf = await _receive(shelf_client, sum(1 for a in published if a.shelf_id == "TEST0003"))
         assert {e["value"]["shelf_id"] for e in only_shelf} == {"TEST0003"}  # type: ignore[index]
         for client in (*clients, shelf_client):
@@ -264,8 +265,10 @@ def test_a_stalled_client_is_dropped_and_the_others_get_every_event(api: Setting
         stalled = await _subscribed(api, "topics=shelf_events", sock=stalled_socket, max_queue=1, ping_interval=None)
         readers = [await _subscribed(api, "topics=shelf_events") for _ in range(3)]
         closed = asyncio.create_task(_close_once_dropped(stalled))
+        # the readers read while the records come, as live clients do (not reading would make them stalled too)
+        receiving = [asyncio.create_task(_receive(reader, len(events), 120)) for reader in readers]
         await asyncio.to_thread(_publish_paced, api, events, "shelf_events", 300)
-        counts = [len(got) for got in await asyncio.gather(*(_receive(r, len(events), 120) for r in readers))]
+        counts = [len(got) for got in await asyncio.gather(*receiving)]
         code, reason = await closed
         for reader in readers:
             await reader.close()
