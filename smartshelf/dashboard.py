@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from smartshelf.adapters import delta, postgres
 from smartshelf.adapters.redis_clock import SimClock, redis_client
 from smartshelf.apps.producers import load_state
-from smartshelf.errors import SmartShelfError
+from smartshelf.errors import SmartShelfError, first_line
 from smartshelf.loop import FORECAST_PLAN_PREFIX
 from smartshelf.registry import table
 from smartshelf.settings import Settings
@@ -230,7 +230,7 @@ class LiveSource:
             world = load_state(client)
         except redis.RedisError as exc:
             raise DataUnavailable(f"cannot read Redis at {self.settings.redis_host}:{self.settings.redis_port}: "
-                                  f"{_first_line(exc)}") from exc
+                                  f"{first_line(exc)}") from exc
         finally:
             client.close()
         return now, None if world is None else len(world.customers)
@@ -241,7 +241,7 @@ class LiveSource:
                 frames = {name: _select(cur, name, PG_TABLES[name]) for name in names}
                 return frames, postgres.count_rows(cur, table("alerts")) if "alerts" in names else None
         except psycopg2.Error as exc:
-            raise DataUnavailable(f"PostgreSQL query failed: {_first_line(exc)}") from exc
+            raise DataUnavailable(f"PostgreSQL query failed: {first_line(exc)}") from exc
         except SmartShelfError as exc:
             raise DataUnavailable(str(exc)) from exc
 
@@ -250,17 +250,13 @@ class LiveSource:
         try:
             return weight_changes_since(delta_dir, now - timedelta(minutes=ACTIVITY_MINUTES))
         except (OSError, DeltaError) as exc:
-            raise DataUnavailable(f"cannot read Delta under {delta_dir}: {_first_line(exc)}") from exc
+            raise DataUnavailable(f"cannot read Delta under {delta_dir}: {first_line(exc)}") from exc
 
 
 def open_source(settings: Settings) -> DataSource:
     """Where the app gets its data (a test replaces this to show the views seeded data)."""
     return LiveSource(settings)
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _select(cur: psycopg2.extensions.cursor, name: str, limit: int | None) -> pd.DataFrame:

@@ -3,3 +3,9 @@
 
 class SmartShelfError(Exception):
     """Its message is one clear line (optionally followed by a log tail); the CLI prints it without a traceback."""
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception's message as one line for a user (its first), or its type's name if it has none."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -38,7 +38,7 @@ from smartshelf.api.queries import (
     AlertLocation, AlertSeverity, AlertType, OrderStatus, Page, RestockStatus, SupplierPlanStatus,
 )
 from smartshelf.apps.lifecycle import HEARTBEAT_STALE_S, heartbeat_age
-from smartshelf.errors import SmartShelfError
+from smartshelf.errors import SmartShelfError, first_line
 from smartshelf.loop import Level
 from smartshelf.registry import TOPICS_BY_NAME
 from smartshelf.schemas import LocalTime
@@ -92,7 +92,7 @@ class Database:
             try:
                 conn = pool.getconn()
             except psycopg2.OperationalError as exc:
-                raise DataNotReady(f"PostgreSQL is not reachable: {_first_line(exc)}") from exc
+                raise DataNotReady(f"PostgreSQL is not reachable: {first_line(exc)}") from exc
             broken = False
             try:
                 if not conn.autocommit:  # a new connection (set once: it costs a round trip)
@@ -101,13 +101,13 @@ class Database:
                     yield cur
             except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
                 broken = True
-                raise DataNotReady(f"PostgreSQL is not reachable: {_first_line(exc)}") from exc
+                raise DataNotReady(f"PostgreSQL is not reachable: {first_line(exc)}") from exc
             except psycopg2.errors.QueryCanceled as exc:
                 raise DataNotReady(f"the query took longer than {STATEMENT_TIMEOUT_MS} ms; try a narrower "
                                    f"filter or a smaller page") from exc
             except psycopg2.errors.UndefinedTable as exc:
                 raise DataNotReady(f"the database has no tables yet (db-init creates them): "
-                                   f"{_first_line(exc)}") from exc
+                                   f"{first_line(exc)}") from exc
             finally:
                 pool.putconn(conn, close=broken or conn.closed != 0)
 
@@ -136,11 +136,6 @@ class Database:
             if self._pool is not None:
                 self._pool.closeall()
                 self._pool = None
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _sim_time(clock: SimClock) -> datetime | None:
@@ -227,7 +222,7 @@ def health_report(settings: Settings, database: Database, client: redis.Redis) -
             check()
             report[name] = {"state": "up"}
         except Exception as exc:  # any failure to answer is "down", with its reason
-            report[name] = {"state": "down", "error": _first_line(exc)}
+            report[name] = {"state": "down", "error": first_line(exc)}
     report["clock"] = _clock_state(client) if report["redis"] == {"state": "up"} else {"state": "unknown"}
     healthy = all(report[name] == {"state": "up"} for name in checks)
     return healthy, report
@@ -384,7 +379,7 @@ async def _serve_feed(websocket: WebSocket, hub: FeedHub, topics: frozenset[str]
     try:
         subscription = await hub.subscribe(topics, shelf_id)
     except SmartShelfError as exc:  # the broker is down or lacks a topic
-        await websocket.close(TRY_AGAIN_LATER, _first_line(exc)[:120])
+        await websocket.close(TRY_AGAIN_LATER, first_line(exc)[:120])
         return
     watcher = asyncio.create_task(subscription.dropped())
     workers: tuple[asyncio.Task[None], ...] = ()
