@@ -258,7 +258,6 @@ def open_source(settings: Settings) -> DataSource:
     return LiveSource(settings)
 
 
-
 def _select(cur: psycopg2.extensions.cursor, name: str, limit: int | None) -> pd.DataFrame:
     pg = table(name).pg
     assert pg is not None, f"{name} has no PostgreSQL table"
