@@ -285,13 +285,15 @@ CREATE TABLE IF NOT EXISTS ops.alerts (
     alert_type text NOT NULL,
     location text NOT NULL,
     severity text NOT NULL,
-    shelf_id text NOT NULL,
+    shelf_id text,
+    metric text,
+    subject text,
     batch_code text,
     message text NOT NULL,
     value double precision,
     threshold double precision,
     ts timestamp NOT NULL,
-    CHECK (alert_type IN ('low_stock', 'out_of_stock', 'near_expiry', 'expired', 'wh_reorder', 'wh_out_of_stock')),
+    CHECK (alert_type IN ('low_stock', 'out_of_stock', 'near_expiry', 'expired', 'wh_reorder', 'wh_out_of_stock', 'anomaly', 'shrinkage')),
     CHECK (location IN ('store', 'warehouse')),
     CHECK (severity IN ('info', 'warning', 'critical')),
     PRIMARY KEY (alert_id)
@@ -543,6 +545,26 @@ CREATE TABLE IF NOT EXISTS analytics.ml_models (
     CHECK (mae_last7_batches >= 0),
     CHECK (mae_rule_batches >= 0),
     PRIMARY KEY (model_name, model_version)
+);
+
+CREATE TABLE IF NOT EXISTS analytics.pulse_windows (
+    width_minutes bigint NOT NULL,
+    metric text NOT NULL,
+    subject text NOT NULL,
+    window_start timestamp NOT NULL,
+    window_end timestamp NOT NULL,
+    value double precision NOT NULL,
+    events bigint NOT NULL,
+    expected double precision,
+    z_score double precision,
+    CHECK (width_minutes >= 1),
+    CHECK (width_minutes <= 60),
+    CHECK (metric IN ('entries', 'exits', 'units_sold', 'revenue', 'weight_changes', 'units_taken', 'units_paid')),
+    CHECK (value >= -1000000000000.0),
+    CHECK (value <= 1000000000000.0),
+    CHECK (events >= 0),
+    CHECK (events <= 1000000000),
+    PRIMARY KEY (width_minutes, metric, subject, window_start)
 );
 
 CREATE TABLE IF NOT EXISTS analytics.ml_predictions_log (

@@ -111,15 +111,38 @@ class WarehouseEvent(Record):
 
 class Alert(Record):
     alert_id: str
-    alert_type: Literal["low_stock", "out_of_stock", "near_expiry", "expired", "wh_reorder", "wh_out_of_stock"]
+    alert_type: Literal["low_stock", "out_of_stock", "near_expiry", "expired", "wh_reorder", "wh_out_of_stock",
+                        "anomaly", "shrinkage"]
     location: Literal["store", "warehouse"]
     severity: Literal["info", "warning", "critical"]
-    shelf_id: str
+    shelf_id: str | None = None  # None for an alert about the store or a category (anomaly)
+    metric: str | None = None  # an anomaly's pulse metric and what it measures (smartshelf.pulse)
+    subject: str | None = None
     batch_code: str | None = None
     message: str
     value: float | None = None
     threshold: float | None = None
     ts: LocalTime
+
+
+PulseMetric = Literal["entries", "exits", "units_sold", "revenue", "weight_changes", "units_taken", "units_paid"]
+
+
+class PulseWindow(Record):
+    """One event-time window of one pulse metric (smartshelf.pulse): 1-minute tumbling or 5-minute sliding.
+    `subject` is "store", an item category, or (shelf metrics, never published) a shelf. A sliding window of an
+    anomaly metric carries the level expected from earlier days at that hour, and its z-score, once there is
+    enough history."""
+
+    width_minutes: int = Field(ge=1, le=60)
+    metric: PulseMetric
+    subject: str
+    window_start: LocalTime
+    window_end: LocalTime
+    value: Amount = Field(ge=-MAX_AMOUNT)
+    events: Count = Field(ge=0)
+    expected: float | None = None
+    z_score: float | None = None
 
 
 class ClockTick(Record):

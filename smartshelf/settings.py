@@ -78,6 +78,21 @@ class Settings(BaseSettings):
     max_event_ahead_minutes: int = Field(60, alias="MAX_EVENT_AHEAD_MINUTES", ge=0)
     max_event_late_minutes: int = Field(7 * 24 * 60, alias="MAX_EVENT_LATE_MINUTES", ge=0)
 
+    # the store's pulse (smartshelf.pulse): event-time windows, anomaly and shrinkage alerts. A window closes once
+    # the events have gone PULSE_WATERMARK_MINUTES past its end, plus one clock step (in fast mode a whole tick's
+    # events arrive together, in any topic order); an event arriving after its window closed is dropped, counted.
+    pulse_watermark_minutes: int = Field(2, alias="PULSE_WATERMARK_MINUTES", ge=0, le=24 * 60)
+    pulse_trigger_ms: int = Field(5000, alias="PULSE_TRIGGER_MS", ge=0)
+    # an anomaly: a 5-minute window whose |z| against the same hour of earlier days reaches the threshold, once
+    # that hour has been seen on PULSE_MIN_HISTORY_DAYS days; the last PULSE_HISTORY_DAYS days are kept
+    pulse_z_threshold: float = Field(4.0, alias="PULSE_Z_THRESHOLD", gt=0)
+    pulse_min_history_days: int = Field(2, alias="PULSE_MIN_HISTORY_DAYS", ge=1)
+    pulse_history_days: int = Field(14, alias="PULSE_HISTORY_DAYS", ge=1)
+    # shrinkage: a shelf's customers took (by its scale) this many units more than they paid for in 5 minutes
+    shrinkage_min_units: int = Field(8, alias="SHRINKAGE_MIN_UNITS", ge=1)
+    # injected happenings of the simulated world (smartshelf.world, Scenario): "kind@time", comma-separated
+    sim_scenarios: str = Field("", alias="SIM_SCENARIOS")
+
     # the connectors the embedded connect worker runs: all of kafka-components/kafka-connect/, or (compose, where a
     # JVM Connect worker runs the JDBC ones) only the smartshelf.* classes
     connect_runs: Literal["all", "smartshelf"] = Field("all", alias="CONNECT_RUNS")

@@ -211,6 +211,7 @@ UNBOUNDED = {
     ("ShelfDailyFeatures", "days_to_earliest_expiry"), *(("MlModel", name) for name in (
         "mae_model", "rmse_model", "mae_last7", "rmse_last7", "mae_model_batches", "mae_last7_batches",
         "mae_rule_batches", "metric_value")), ("MlPrediction", "predicted_sales_next_7d"),
+    ("PulseWindow", "expected"), ("PulseWindow", "z_score"),  # derived by the pulse engine from bounded windows
 }
 
 

@@ -23,7 +23,8 @@ def test_topics_are_the_reference_ones_plus_ours() -> None:
     # and receipts, so that PostgreSQL mirrors them like the other ops tables
     assert {t.name for t in TOPICS if not t.compacted} == SEED_TOPICS_APPEND | {"dead_letters", "clock_ticks",
                                                                                 "wh_supplier_receipts"}
-    assert {t.name for t in TOPICS if t.compacted} == SEED_TOPICS_COMPACTED | {"wh_supplier_orders"}
+    # and the pulse's event-time windows (smartshelf.pulse)
+    assert {t.name for t in TOPICS if t.compacted} == SEED_TOPICS_COMPACTED | {"wh_supplier_orders", "pulse_windows"}
     assert len(TOPICS_BY_NAME) == len(TOPICS)
 
 
