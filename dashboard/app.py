@@ -1,7 +1,7 @@
 """Smart Shelf dashboard: `streamlit run dashboard/app.py`, settings from the environment (smartshelf.settings).
 
 A thin shell: smartshelf.dashboard reads the data (PostgreSQL as the read-only role, Delta, Redis) and shapes it;
-this file lays it out in six views and refreshes itself.
+this file lays it out in seven views and refreshes itself.
 """
 
 from __future__ import annotations
@@ -54,8 +54,9 @@ def map_live(data: core.Snapshot) -> None:
     wh_col.metric("Active warehouse alerts", counts["warehouse"])
     zones_col.metric("Zones with alerts", len(alert_zones))
     raised_col.metric("Alerts raised", "–" if data.alerts_raised is None else data.alerts_raised)
-    st.caption(f"Active alert: the latest per shelf and alert type raised in the last {core.ACTIVE_ALERT_MINUTES} "
-               f"simulated minutes. Dark border: weight changes in the last {core.ACTIVITY_MINUTES} minutes.")
+    st.caption(f"Active alert: the latest per shelf (or pulse metric) and alert type raised in the last "
+               f"{core.ACTIVE_ALERT_MINUTES} simulated minutes; alerts naming no shelf colour no zone. Dark border: "
+               f"weight changes in the last {core.ACTIVITY_MINUTES} minutes.")
     plan = core.plan_zones(zones(), inventory["item_category"].unique())
     st.plotly_chart(core.layout_figure(plan, status, activity), key="store_map")
     st.markdown("**Zones with alerts:** " + (", ".join(f"{c} ({status[c]})" for c in alert_zones) or "none"))
@@ -126,9 +127,43 @@ def alerts_view(data: core.Snapshot) -> None:
         "item_category": category_col.multiselect("Category", sorted(inventory["item_category"].unique()),
                                                   key="alerts_category"),
     }
-    selected = core.select_rows(core.with_items(shown, inventory), filters).sort_values("ts", ascending=False)
+    selected = core.select_rows(core.alerts_with_items(shown, inventory), filters).sort_values("ts", ascending=False)
     st.caption(f"From the newest {core.MAX_ALERT_ROWS} alerts.")
     table_or_note(selected, "No alerts match the filters.")
+
+
+def pulse(data: core.Snapshot) -> None:
+    now = data.reference_time()
+    windows, alerts = data.frame("pulse_windows"), data.frame("alerts")
+    st.subheader(core.PULSE_HEADING)
+    if windows.empty:
+        st.info(core.NO_PULSE)
+    else:
+        pulse_metrics(core.pulse_kpis(windows, now), core.pulse_alerts_today(alerts, now))
+        st.subheader(f"Units sold per minute by category, last {core.PULSE_HOURS} simulated hours")
+        series = core.category_series(windows)
+        if series.empty:
+            st.info("No units sold yet.")
+        else:
+            st.line_chart(series)
+            st.subheader("Units sold per simulated hour by category, today")
+            st.caption(f"From the newest {core.MAX_PULSE_ROWS} windows: the first hour may be partial.")
+            st.plotly_chart(core.heatmap_figure(core.hour_category_heatmap(windows)), key="pulse_heatmap")
+    st.subheader("Anomalies and shrinkage (newest)")
+    table_or_note(core.anomaly_list(alerts), "No anomaly or shrinkage alert yet.")
+
+
+def pulse_metrics(kpis: core.PulseKpis | None, alerts_today: dict[str, int]) -> None:
+    entries_col, exits_col, units_col, revenue_col, anomalies_col, shrinkage_col = st.columns(6)
+    entries_col.metric(core.ENTRIES_5_MIN, "–" if kpis is None else f"{kpis.entries:.0f}")
+    exits_col.metric(core.EXITS_5_MIN, "–" if kpis is None else f"{kpis.exits:.0f}")
+    units_col.metric(core.UNITS_SOLD_5_MIN, "–" if kpis is None else f"{kpis.units_sold:.0f}")
+    revenue_col.metric(core.REVENUE_5_MIN, "–" if kpis is None else f"{kpis.revenue:,.2f}")
+    anomalies_col.metric(core.ANOMALIES_TODAY, alerts_today["anomaly"])
+    shrinkage_col.metric(core.SHRINKAGE_TODAY, alerts_today["shrinkage"])
+    st.caption("No 5-minute window has ended yet." if kpis is None else
+               f"5 min: the newest 5-minute window that has ended, {kpis.window_start:%H:%M}–{kpis.window_end:%H:%M} "
+               f"simulated; alerts today: of the newest {core.MAX_ALERT_ROWS} alerts.")
 
 
 def debug_config(data: core.Snapshot) -> None:
@@ -169,7 +204,8 @@ def ml(data: core.Snapshot) -> None:
     table_or_note(core.forecast_plans(data.frame("wh_supplier_plan")), "No forecast plan yet.")
 
 
-VIEWS = dict(zip(core.VIEW_TABLES, (map_live, states, supplier_plan, alerts_view, debug_config, ml), strict=True))
+VIEWS = dict(zip(core.VIEW_TABLES, (map_live, states, supplier_plan, alerts_view, pulse, debug_config, ml),
+                 strict=True))
 
 
 def show(name: str) -> None:

@@ -16,3 +16,4 @@ CREATE INDEX IF NOT EXISTS shelf_profiles_category_idx ON config.shelf_profiles 
 CREATE INDEX IF NOT EXISTS features_date_idx ON analytics.shelf_daily_features (feature_date);
 CREATE INDEX IF NOT EXISTS foot_traffic_ts_idx ON ops.foot_traffic (ts);
 CREATE INDEX IF NOT EXISTS daily_discounts_date_idx ON analytics.daily_discounts (discount_date);
+CREATE INDEX IF NOT EXISTS pulse_windows_start_idx ON analytics.pulse_windows (window_start DESC);

@@ -199,16 +199,29 @@ def sim(
     step_seconds: Annotated[int, typer.Option(min=1, help="simulated seconds per clock tick")] = 3600,
     check_every_tick: Annotated[bool, typer.Option("--check-every-tick", help="with --fast: check the "
                                                    "invariants at every tick, not only at the end")] = False,
+    scenario: Annotated[Optional[list[str]], typer.Option(
+        "--scenario", metavar="KIND[@TIME]", help="inject rush or theft, on the last simulated day at 11:00 and "
+        "15:00, or at TIME (e.g. rush@2025-01-03T11:00); repeatable; replaces SIM_SCENARIOS")] = None,
 ) -> None:
     """Run the whole twin through the real stack (a scratch stack of its own) to the end; the last line is
     the JSON summary: events, alerts, restocks, supplier orders, dead letters, digest, conservation."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from smartshelf.apps.producers import scenarios_of
     from smartshelf.runtime.sim import run_sim
+    from smartshelf.world import parse_scenarios
 
     if csv_dir is not None and not csv_dir.is_dir():
         raise SmartShelfError(f"--csv-dir {csv_dir}: not a folder")
     settings = get_settings()
+    scenarios = scenario or []
+    if scenarios:  # checked before the stack starts; the run puts bare kinds on its last day
+        try:
+            parse_scenarios(",".join(scenarios), default_day=settings.sim_start.date())
+        except ValueError as exc:
+            raise SmartShelfError(f"--scenario: {exc}") from exc
+    else:
+        scenarios_of(settings)
     total_s = days * 86_400
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[now]}"),
                   TimeElapsedColumn(), console=err_console, transient=True) as progress:
@@ -219,7 +232,7 @@ def sim(
                 progress.update(task, completed=total_s - (end - now).total_seconds(), now=str(now))
 
         summary = run_sim(settings.model_copy(update={"step_seconds": step_seconds}), days, seed, csv_dir, fast,
-                          show, check_every_tick=check_every_tick)
+                          show, check_every_tick=check_every_tick, scenarios=scenarios)
     print(json.dumps(summary))
     if not summary["checks_ok"]:
         raise typer.Exit(1)

@@ -34,16 +34,25 @@ from smartshelf.loop import FORECAST_PLAN_PREFIX
 from smartshelf.registry import table
 from smartshelf.settings import Settings
 
-# An alert is *active* when it is the latest alert of its (shelf, alert type) and was raised within the last
+# An alert is *active* when it is the latest alert of its kind (ALERT_KEY) and was raised within the last
 # ACTIVE_ALERT_MINUTES simulated minutes before the clock's now: the loop raises an alert when a level gets
 # worse and never clears it, so recency is what says it still matters.
 ACTIVE_ALERT_MINUTES = 120
+# an alert's kind: its type and what it is about, a shelf or (an anomaly, no shelf) a pulse metric and its subject
+ALERT_KEY = ["shelf_id", "alert_type", "metric", "subject"]
 # weight_change events (customers and staff at a shelf) within this many simulated minutes count as activity
 ACTIVITY_MINUTES = 60
 # the newest rows read of the append-only tables that grow all day
 MAX_ALERT_ROWS = 5000
 MAX_DEAD_LETTER_ROWS = 200
 MAX_ML_ROWS = 60_000  # ~8 weeks of daily rows of a 1,100-shelf store: the ML tab sums them per day
+# The Pulse tab shows the last PULSE_HOURS simulated hours of the store's pulse. Each simulated minute the pulse app
+# writes a 1-minute and a 5-minute window of entries and exits (the store) and of units sold, revenue and weight
+# changes (each category): 2 × (2 + 3 × 29) = 178 rows when the generator's 29 categories all sell, so the bound
+# reads those hours (32,040 rows) and no more; when fewer categories sell the rows reach further back.
+PULSE_HOURS = 3
+PULSE_CATEGORIES = 29  # smartshelf.datagen.CATEGORIES (a unit test keeps them equal)
+MAX_PULSE_ROWS = PULSE_HOURS * 60 * 2 * (2 + 3 * PULSE_CATEGORIES)
 
 Severity = Literal["none", "info", "warning", "critical"]
 SEVERITIES: tuple[Severity, ...] = ("none", "info", "warning", "critical")  # least to most urgent
@@ -56,12 +65,22 @@ PG_TABLES: dict[str, int | None] = {
     "wh_batch_state": None, "alerts": MAX_ALERT_ROWS, "shelf_restock_plan": None, "wh_supplier_plan": None,
     "shelf_policies": None, "wh_policies": None, "dead_letters": MAX_DEAD_LETTER_ROWS, "ml_models": None,
     "wh_supplier_orders": None, "wh_supplier_receipts": None,
-    "ml_predictions_log": MAX_ML_ROWS, "shelf_daily_features": MAX_ML_ROWS,
+    "ml_predictions_log": MAX_ML_ROWS, "shelf_daily_features": MAX_ML_ROWS, "pulse_windows": MAX_PULSE_ROWS,
 }
 # the time column by which the newest rows of a capped table are chosen
 NEWEST_BY = {"alerts": "ts", "dead_letters": "ts", "ml_predictions_log": "feature_date",
-             "shelf_daily_features": "feature_date"}
+             "shelf_daily_features": "feature_date", "pulse_windows": "window_start"}
 SHELF_EVENTS = "raw_shelf_events"
+# the Pulse tab's label and texts (a browser test waits for PULSE_HEADING and reads the metrics by their labels)
+PULSE_VIEW = "Pulse"
+PULSE_HEADING = "Store pulse"
+ENTRIES_5_MIN = "Entries (5 min)"
+EXITS_5_MIN = "Exits (5 min)"
+UNITS_SOLD_5_MIN = "Units sold (5 min)"
+REVENUE_5_MIN = "Revenue (5 min)"
+ANOMALIES_TODAY = "Anomalies today"
+SHRINKAGE_TODAY = "Shrinkage alerts today"
+NO_PULSE = "No pulse yet: analytics.pulse_windows is empty."
 # What each view reads (registry names; SHELF_EVENTS is the last ACTIVITY_MINUTES of weight changes). A refresh
 # reads and draws the open view only: when every refresh drew all six views, a new alert took 6.6 s to show on a
 # loaded machine (docs/architecture.md, "The dashboard"). Every view reads the store's inventory: it says whether
@@ -72,6 +91,7 @@ VIEW_TABLES: dict[str, tuple[str, ...]] = {
     "Supplier Plan": ("store_inventory", "wh_supplier_plan", "shelf_restock_plan", "wh_supplier_orders",
                       "wh_supplier_receipts"),
     "Alerts": ("store_inventory", "alerts"),
+    PULSE_VIEW: ("store_inventory", "pulse_windows", "alerts"),
     "Debug/Config": ("store_inventory", "shelf_policies", "wh_policies", "dead_letters"),
     "ML": ("store_inventory", "ml_models", "ml_predictions_log", "shelf_daily_features", "wh_supplier_plan"),
 }
@@ -287,14 +307,24 @@ def active_alerts(alerts: pd.DataFrame, now: datetime | None, minutes: int = ACT
         return alerts.iloc[0:0]
     ts = pd.to_datetime(alerts["ts"])
     recent = alerts[(ts > now - timedelta(minutes=minutes)) & (ts <= now)]
-    latest = recent.sort_values("ts").drop_duplicates(["shelf_id", "alert_type"], keep="last")
+    latest = recent.sort_values("ts").drop_duplicates(ALERT_KEY, keep="last")
     return latest.sort_values("ts", ascending=False).reset_index(drop=True)
 
 
 def with_items(frame: pd.DataFrame, inventory: pd.DataFrame) -> pd.DataFrame:
     """`frame` with each shelf's aisle, category and subcategory in front of its columns."""
     items = inventory[["shelf_id", "aisle", "item_category", "item_subcategory"]]
-    return items.merge(frame, on="shelf_id", how="right")[[*items.columns, *frame.columns.drop("shelf_id")]]
+    # alerts that name no shelf can leave the column all NaN (float), which pandas will not merge with text
+    keyed = frame.astype({"shelf_id": object})
+    return items.merge(keyed, on="shelf_id", how="right")[[*items.columns, *frame.columns.drop("shelf_id")]]
+
+
+def alerts_with_items(alerts: pd.DataFrame, inventory: pd.DataFrame) -> pd.DataFrame:
+    """`with_items` for alerts: an alert that names no shelf but a category (an anomaly of its pulse) takes that
+    category, so filtering by category finds it."""
+    joined = with_items(alerts, inventory)
+    of_category = joined["shelf_id"].isna() & joined["subject"].isin(inventory["item_category"])
+    return joined.assign(item_category=joined["item_category"].mask(of_category, joined["subject"]))
 
 
 def worst(severities: Iterable[str]) -> Severity:
@@ -303,10 +333,11 @@ def worst(severities: Iterable[str]) -> Severity:
 
 
 def zone_status(alerts: pd.DataFrame, inventory: pd.DataFrame, now: datetime | None) -> dict[str, Severity]:
-    """Each category's worst active *store* alert ("none" if it has none), for every category of the store."""
+    """Each category's worst active *store* alert of a shelf ("none" if it has none), for every category of the
+    store; an alert that names no shelf (an anomaly of the store or a category) colours no zone."""
     status: dict[str, Severity] = {category: "none" for category in inventory["item_category"].unique()}
     store = active_alerts(alerts, now)
-    store = store[store["location"] == "store"]
+    store = store[(store["location"] == "store") & store["shelf_id"].notna()]
     categorised = with_items(store, inventory)
     for category, rows in categorised.groupby("item_category"):
         status[str(category)] = worst(rows["severity"])
@@ -396,6 +427,127 @@ def forecast_plans(plans: pd.DataFrame) -> pd.DataFrame:
     """The forecast's supplier plans (smartshelf.loop.FORECAST_PLAN_PREFIX), newest first."""
     mine = plans[plans["plan_id"].str.startswith(FORECAST_PLAN_PREFIX)]
     return mine.sort_values(["created_ts", "shelf_id"], ascending=[False, True]).reset_index(drop=True)
+
+
+# --- the Pulse tab -------------------------------------------------------------------------------------
+MINUTE_WINDOW, FIVE_MINUTE_WINDOW = 1, 5  # PulseWindow.width_minutes: tumbling and sliding windows
+PULSE_ALERT_TYPES = ("anomaly", "shrinkage")
+ANOMALY_LIST_ROWS = 100
+# the anomaly list's columns, from the alerts' ("about" is made here: the shelf, or the metric and its subject)
+ANOMALY_COLUMNS = {"ts": "time", "alert_type": "type", "severity": "severity", "about": "about",
+                   "value": "observed", "threshold": "expected / threshold", "message": "message"}
+
+
+@dataclass(frozen=True)
+class PulseKpis:
+    """The store's pulse in one 5-minute window: each metric summed over its subjects (0: no event in it)."""
+
+    window_start: datetime
+    window_end: datetime
+    entries: float
+    exits: float
+    units_sold: float
+    revenue: float
+
+
+def pulse_rows(frame: pd.DataFrame, width_minutes: int, metric: str | None = None) -> pd.DataFrame:
+    """The windows of one width (and one metric, if given)."""
+    keep = frame["width_minutes"] == width_minutes
+    if metric is not None:
+        keep &= frame["metric"] == metric
+    return frame[keep]
+
+
+def pulse_kpis(frame: pd.DataFrame, now: datetime | None) -> PulseKpis | None:
+    """The newest 5-minute window that ended by now (the newest of all without a clock); None while there is none.
+    A metric without a row in that window had no event in it."""
+    windows = pulse_rows(frame, FIVE_MINUTE_WINDOW)
+    ends = pd.to_datetime(windows["window_end"])
+    if now is not None:
+        windows, ends = windows[ends <= now], ends[ends <= now]
+    if windows.empty:
+        return None
+    newest = windows[ends == ends.max()]
+    totals = newest.groupby("metric")["value"].sum()
+    return PulseKpis(window_start=pd.Timestamp(newest["window_start"].min()).to_pydatetime(),
+                     window_end=pd.Timestamp(ends.max()).to_pydatetime(),
+                     **{metric: float(totals.get(metric, 0.0)) for metric in ("entries", "exits", "units_sold",
+                                                                              "revenue")})
+
+
+def pulse_alerts_today(alerts: pd.DataFrame, now: datetime | None) -> dict[str, int]:
+    """Anomaly and shrinkage alerts raised on now's simulated day up to now (of the alerts read); none without a
+    clock."""
+    if now is None or alerts.empty:
+        return dict.fromkeys(PULSE_ALERT_TYPES, 0)
+    ts = pd.to_datetime(alerts["ts"])
+    types = alerts.loc[(ts.dt.normalize() == pd.Timestamp(now).normalize()) & (ts <= now), "alert_type"]
+    return {kind: int((types == kind).sum()) for kind in PULSE_ALERT_TYPES}
+
+
+def units_sold_per_minute(frame: pd.DataFrame) -> pd.DataFrame:
+    """The 1-minute windows of units sold, their start as a timestamp."""
+    sold = pulse_rows(frame, MINUTE_WINDOW, "units_sold")
+    return sold.assign(window_start=pd.to_datetime(sold["window_start"]))
+
+
+def by_category(rows: pd.DataFrame, index: str) -> pd.DataFrame:
+    """`rows`' values summed per `index` value (rows) and category (columns, by name); 0 where none."""
+    wide = rows.pivot_table(index=index, columns="subject", values="value", aggfunc="sum", fill_value=0.0)
+    return wide.rename_axis(columns=None).sort_index(axis="columns").astype(float)
+
+
+def category_series(frame: pd.DataFrame, hours: int = PULSE_HOURS) -> pd.DataFrame:
+    """Units sold per minute (rows, every minute) and category (columns) over the `hours` up to the newest 1-minute
+    window; a minute without a window of a category sold none of it."""
+    sold = units_sold_per_minute(frame)
+    if sold.empty:
+        return pd.DataFrame(index=pd.DatetimeIndex([], name="minute"))
+    start = sold["window_start"]
+    recent = sold[start > start.max() - timedelta(hours=hours)].rename(columns={"window_start": "minute"})
+    wide = by_category(recent, "minute")
+    minutes = pd.date_range(wide.index.min(), wide.index.max(), freq="min", name="minute")
+    return wide.reindex(minutes, fill_value=0.0)
+
+
+def hour_category_heatmap(frame: pd.DataFrame) -> pd.DataFrame:
+    """Units sold per simulated hour of the day (rows, every hour from the first to the last) and category
+    (columns): the 1-minute windows of the newest window's day summed per hour. Only the windows read count, so the
+    first hour may be partial."""
+    sold = units_sold_per_minute(frame)
+    if sold.empty:
+        return pd.DataFrame(index=pd.Index([], name="hour", dtype="int64"))
+    start = sold["window_start"]
+    today = sold[start.dt.normalize() == start.max().normalize()]
+    wide = by_category(today.assign(hour=today["window_start"].dt.hour), "hour")
+    return wide.reindex(pd.RangeIndex(wide.index.min(), wide.index.max() + 1, name="hour"), fill_value=0.0)
+
+
+def heatmap_figure(heatmap: pd.DataFrame) -> go.Figure:
+    """The hour × category heatmap: hours across, one row per category."""
+    figure = go.Figure(go.Heatmap(
+        z=heatmap.T.to_numpy(), x=[f"{hour:02d}:00" for hour in heatmap.index], y=list(heatmap.columns),
+        colorscale="Blues", colorbar={"title": "units"},
+        hovertemplate="%{y}, %{x}: %{z:.0f} units<extra></extra>"))
+    figure.update_xaxes(type="category")
+    figure.update_yaxes(type="category", autorange="reversed")
+    figure.update_layout(height=120 + 22 * len(heatmap.columns), margin={"l": 10, "r": 10, "t": 10, "b": 10})
+    return figure
+
+
+def alert_about(shelf_id: object, metric: object, subject: object) -> str:
+    """What an alert is about: its shelf, or its metric and the subject measured."""
+    if isinstance(shelf_id, str):
+        return f"shelf {shelf_id}"
+    return " · ".join(part for part in (metric, subject) if isinstance(part, str))
+
+
+def anomaly_list(alerts: pd.DataFrame, rows: int = ANOMALY_LIST_ROWS) -> pd.DataFrame:
+    """The newest anomaly and shrinkage alerts, newest first: when, type, severity, what about, the value observed
+    and the level expected (an anomaly) or the threshold passed (shrinkage), and the message."""
+    found = alerts[alerts["alert_type"].isin(PULSE_ALERT_TYPES)].sort_values("ts", ascending=False).head(rows)
+    about = [alert_about(*row) for row in found[["shelf_id", "metric", "subject"]].itertuples(index=False)]
+    return found.assign(about=about)[list(ANOMALY_COLUMNS)].rename(columns=ANOMALY_COLUMNS).reset_index(drop=True)
 
 
 def settings_in_force(settings: Settings) -> pd.DataFrame:

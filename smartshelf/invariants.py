@@ -35,10 +35,12 @@ class StockLedger:
     in_carts: Counts = field(default_factory=dict)
     sold: Counts = field(default_factory=dict)
     removed: Counts = field(default_factory=dict)
+    unpaid: Counts = field(default_factory=dict)  # left the store without being paid for (thefts)
 
     def problems(self) -> list[str]:
         places = {"shelf": self.on_shelf, "warehouse": self.in_warehouse, "in transit": self.in_transit,
-                  "carts": self.in_carts, "sold": self.sold, "removed": self.removed}
+                  "carts": self.in_carts, "sold": self.sold, "removed": self.removed,
+                  "left unpaid": self.unpaid}
         items = set(self.initial) | set(self.received) | {k for counts in places.values() for k in counts}
         found = []
         for item in sorted(items):

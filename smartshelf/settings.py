@@ -89,7 +89,7 @@ class Settings(BaseSettings):
     pulse_min_history_days: int = Field(2, alias="PULSE_MIN_HISTORY_DAYS", ge=1)
     pulse_history_days: int = Field(14, alias="PULSE_HISTORY_DAYS", ge=1)
     # shrinkage: a shelf's customers took (by its scale) this many units more than they paid for in 5 minutes
-    shrinkage_min_units: int = Field(8, alias="SHRINKAGE_MIN_UNITS", ge=1)
+    shrinkage_min_units: int = Field(10, alias="SHRINKAGE_MIN_UNITS", ge=1)
     # injected happenings of the simulated world (smartshelf.world, Scenario): "kind@time", comma-separated
     sim_scenarios: str = Field("", alias="SIM_SCENARIOS")
 

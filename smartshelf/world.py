@@ -5,8 +5,15 @@ move is a pickup/putback, followed by the weight_change the shelf's scale reads)
 what they still hold when they leave (POS transaction at the day's prices and discounts). The twin (the
 Spark apps) knows the store only through these events; `smartshelf check` compares the two.
 
+Scenarios (SIM_SCENARIOS, `parse_scenarios`) inject happenings at a simulated time: a *rush* (RUSH_CUSTOMERS
+ordinary customers entering within RUSH_MINUTES) or a *theft* (a thief takes THEFT_UNITS from the most-stocked
+shelf and leaves without paying: the units go to `WorldState.unpaid`, so shelf + carts + sold + unpaid is still
+the opening stock plus what staff moved). Their customers come out of the same arrivals as everyone else's;
+without scenarios the world's events are exactly those of a world that knows none.
+
 Determinism: every random draw comes from a generator seeded by (seed, what is drawn, whose): arrivals per
-(day, hour), a customer's visit per customer, each action per (customer, action number). The events do not
+(day, hour), a rush's entries per its time, a customer's visit per customer, each action per (customer, action
+number); a thief draws nothing (the most-stocked shelf as they enter, ties by shelf_id). The events do not
 depend on how the clock's ticks cut time: `advance(state, t)` produces the events in (state.clock, t], and
 any sequence of ticks reaching t gives the same events in the same order.
 """
@@ -15,17 +22,80 @@ from __future__ import annotations
 
 import zlib
 from bisect import bisect_right
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, time, timedelta, timezone
 from itertools import accumulate
+from typing import Literal, cast, get_args
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from smartshelf.ingress import broken_rule
 from smartshelf.schemas import DailyDiscount, FootTrafficEvent, PosItem, PosTransaction, ShelfEvent
 from smartshelf.store import StoreData
+
+ScenarioKind = Literal["rush", "theft"]
+SCENARIO_KINDS: tuple[ScenarioKind, ...] = get_args(ScenarioKind)
+# a bare kind (`smartshelf sim --scenario rush`) happens at this hour of the day it is given
+SCENARIO_HOURS: dict[ScenarioKind, int] = {"rush": 11, "theft": 15}
+RUSH_CUSTOMERS = 150
+RUSH_MINUTES = 10
+THEFT_UNITS = 12
+THEFT_PICKUP_UNITS = 3  # at most per pickup, one pickup a minute
+THEFT_MINUTES = 5  # from entering to leaving
+THEFT_PICKUPS = -(-THEFT_UNITS // THEFT_PICKUP_UNITS)
+assert THEFT_PICKUPS < THEFT_MINUTES, "the thief picks everything before leaving"
+
+
+class Scenario(BaseModel):
+    """A happening injected into the world at a simulated time (naive UTC, like every time here)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: ScenarioKind
+    at: datetime
+
+    @field_validator("at")
+    @classmethod
+    def _naive_utc(cls, at: datetime) -> datetime:
+        return at if at.tzinfo is None else at.astimezone(timezone.utc).replace(tzinfo=None)
+
+    def __str__(self) -> str:
+        """The setting's form, which `parse_scenarios` reads back."""
+        whole_minute = self.at.second == 0 and self.at.microsecond == 0
+        return f"{self.kind}@{self.at.isoformat(timespec='minutes' if whole_minute else 'auto')}"
+
+
+def parse_scenarios(text: str, default_day: date | None = None) -> tuple[Scenario, ...]:
+    """SIM_SCENARIOS: "kind@time" parts, comma-separated ("rush@2025-01-03T11:00,theft@2025-01-03T15:00"; "" for
+    none). With `default_day`, a bare kind happens at its SCENARIO_HOURS on that day (the CLI's last day)."""
+    scenarios = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        kind, has_time, when = (s.strip() for s in part.partition("@"))
+        if kind not in SCENARIO_KINDS:
+            raise ValueError(f"scenario {part!r}: unknown kind {kind!r} (known: {', '.join(SCENARIO_KINDS)})")
+        known = cast(ScenarioKind, kind)
+        if has_time:
+            try:
+                at = datetime.fromisoformat(when)
+            except ValueError:
+                raise ValueError(f"scenario {part!r}: bad time {when!r} (expected e.g. {kind}@2025-01-03T11:00)"
+                                 ) from None
+        elif default_day is not None:
+            at = datetime.combine(default_day, time(SCENARIO_HOURS[known]))
+        else:
+            raise ValueError(f"scenario {part!r}: no time (expected kind@time, e.g. {kind}@2025-01-03T11:00)")
+        scenarios.append(Scenario(kind=known, at=at))
+    return tuple(scenarios)
+
+
+def format_scenarios(scenarios: Sequence[Scenario]) -> str:
+    """The SIM_SCENARIOS setting that `parse_scenarios` reads as `scenarios`."""
+    return ",".join(str(s) for s in scenarios)
 
 
 class WorldConfig(BaseModel):
@@ -79,6 +149,7 @@ class Customer(BaseModel):
     action_times: list[datetime]
     actions_done: int = 0
     cart: dict[str, int] = Field(default_factory=dict)  # shelf_id -> items held (picked minus put back)
+    thief: bool = False  # a theft scenario's: takes from the shelf in the cart, leaves without paying
 
 
 class WorldState(BaseModel):
@@ -89,6 +160,9 @@ class WorldState(BaseModel):
     shelf_lots: dict[str, list[Lot]]  # per shelf, the lots on it, earliest expiry first
     customers: dict[str, Customer] = Field(default_factory=dict)  # in the store now
     sold: dict[str, int] = Field(default_factory=dict)
+    # shelf_id -> units that left the store unpaid (thefts); their lots keep them: the twin takes units off lots
+    # only at the till, and the check compares the twin's lots with these
+    unpaid: dict[str, int] = Field(default_factory=dict)
     empty_shelf_misses: int = 0  # a customer wanted an item whose shelf was empty
     # what the store's staff and back office tell the world (World.receive): moves of lots to and off shelves
     # not yet made, the day's near-expiry discounts ("shelf_id|date" -> discount), and how far the world has
@@ -130,6 +204,7 @@ def _copy_for_update(state: WorldState) -> WorldState:
     objects changed in place (customers) too; a shelf's lots are copied when changed (_sell_fifo, _staff)."""
     return state.model_copy(update={
         "shelf_stock": dict(state.shelf_stock), "shelf_lots": dict(state.shelf_lots), "sold": dict(state.sold),
+        "unpaid": dict(state.unpaid),
         "customers": {cid: c.model_copy(deep=True) for cid, c in state.customers.items()},
         "staff_moves": list(state.staff_moves),
     })
@@ -146,7 +221,8 @@ def _fifo(lots: Sequence[Lot]) -> list[Lot]:
 class World:
     """The store's fixed facts (items, popularity, promotions) and the rules that move its state."""
 
-    def __init__(self, store: StoreData, seed: int, config: WorldConfig | None = None) -> None:
+    def __init__(self, store: StoreData, seed: int, config: WorldConfig | None = None,
+                 scenarios: Sequence[Scenario] = ()) -> None:
         self.seed = seed
         self.config = config or WorldConfig()
         self.items = {row.shelf_id: Item(row.shelf_id, row.item_weight, row.item_price)
@@ -158,6 +234,8 @@ class World:
         self._promotions = store.discounts
         self._initial = store
         self._arrivals_memo: dict[tuple[date, int], list[Customer]] = {}
+        self.scenarios = tuple(dict.fromkeys(scenarios))  # a scenario given twice happens once
+        self._injected = self._injected_arrivals()
 
     def initial_state(self, start: datetime) -> WorldState:
         lots: dict[str, list[Lot]] = {shelf_id: [] for shelf_id in self.items}
@@ -203,17 +281,56 @@ class World:
         # an hour's arrivals fall in (hour, hour + 1h), like the clock's windows: none is lost at the run's start
         seconds = np.sort(rng.integers(1, 3600, size=count))
         hour_start = datetime.combine(day, datetime.min.time()) + timedelta(hours=hour)
-        closing = datetime.combine(day, datetime.min.time()) + timedelta(hours=self.config.close_hour)
+        closing = self._closing(day)
         return [self._visit(f"C{day:%Y%m%d}{hour:02d}{n:03d}", hour_start + timedelta(seconds=int(s)), closing)
                 for n, s in enumerate(seconds)]
+
+    def _closing(self, day: date) -> datetime:
+        return datetime.combine(day, datetime.min.time()) + timedelta(hours=self.config.close_hour)
 
     def _arrivals_cached(self, day: date, hour: int) -> list[Customer]:
         key = (day, hour)
         if key not in self._arrivals_memo:
             if len(self._arrivals_memo) > 48:  # a tick spans few hours; keep the memo small
                 self._arrivals_memo.clear()
-            self._arrivals_memo[key] = self.arrivals(day, hour)
+            self._arrivals_memo[key] = sorted([*self.arrivals(day, hour), *self._injected.get(key, [])],
+                                              key=lambda c: c.entered)
         return self._arrivals_memo[key]
+
+    # --- scenarios ----------------------------------------------------------------------------
+    def _injected_arrivals(self) -> dict[tuple[date, int], list[Customer]]:
+        """The scenarios' customers by the (day, hour) they enter, to join that hour's arrivals."""
+        customers = [c for s in self.scenarios
+                     for c in (self._rush(s.at) if s.kind == "rush" else [self._thief(s.at)])]
+        repeated = sorted(cid for cid, n in Counter(c.customer_id for c in customers).items() if n > 1)
+        if repeated:  # ids carry the scenario's minute
+            raise ValueError(f"two scenarios of a kind in one minute (customer {repeated[0]}): give them minutes "
+                             f"apart")
+        by_hour: defaultdict[tuple[date, int], list[Customer]] = defaultdict(list)
+        for customer in customers:
+            by_hour[customer.entered.date(), customer.entered.hour].append(customer)
+        return dict(by_hour)
+
+    def _rush(self, at: datetime) -> list[Customer]:
+        """RUSH_CUSTOMERS ordinary customers entering in (at, at + RUSH_MINUTES]; none once the store closed."""
+        rng = _rng(self.seed, "rush", at.isoformat())
+        seconds = np.sort(rng.integers(1, RUSH_MINUTES * 60 + 1, size=RUSH_CUSTOMERS))
+        customers = []
+        for n, s in enumerate(seconds):
+            entered = at + timedelta(seconds=int(s))
+            closing = self._closing(entered.date())
+            if entered < closing:
+                customers.append(self._visit(f"R{at:%Y%m%d%H%M}{n:03d}", entered, closing))
+        return customers
+
+    @staticmethod
+    def _thief(at: datetime) -> Customer:
+        """Enters at `at`, picks once a minute from the next minute on, leaves THEFT_MINUTES after entering."""
+        return Customer(customer_id=f"T{at:%Y%m%d%H%M}", entered=at, leaves=at + timedelta(minutes=THEFT_MINUTES),
+                        action_times=[at + timedelta(minutes=n) for n in range(1, THEFT_PICKUPS + 1)], thief=True)
+
+    def _most_stocked(self, state: WorldState) -> str:
+        return min(self._shelf_ids, key=lambda shelf_id: (-state.shelf_stock.get(shelf_id, 0), shelf_id))
 
     def _visit(self, customer_id: str, entered: datetime, closing: datetime) -> Customer:
         cfg = self.config
@@ -267,20 +384,27 @@ class World:
             if kind == 0:
                 events.foot_traffic.append(FootTrafficEvent(
                     event_id=f"ft-{customer_id}-in", event_type="entry", customer_id=customer_id, ts=ts))
+                if customer.thief:  # the shelf they came for: the most stocked as they enter
+                    customer.cart[self._most_stocked(state)] = 0
             elif kind == 1:
                 events.shelf_events.extend(self._act(state, customer, number, ts))
             else:
                 events.foot_traffic.append(FootTrafficEvent(
                     event_id=f"ft-{customer_id}-out", event_type="exit", customer_id=customer_id, ts=ts))
-                transaction = self._checkout(state, customer, ts)
-                if transaction is not None:
-                    events.pos_transactions.append(transaction)
+                if customer.thief:
+                    _leave_unpaid(state, customer)
+                else:
+                    transaction = self._checkout(state, customer, ts)
+                    if transaction is not None:
+                        events.pos_transactions.append(transaction)
                 del state.customers[customer_id]
         state.clock = until
         return state, events
 
     def _act(self, state: WorldState, customer: Customer, number: int, ts: datetime) -> list[ShelfEvent]:
         customer.actions_done = number + 1
+        if customer.thief:
+            return self._steal(state, customer, number, ts)
         rng = _rng(self.seed, "action", customer.customer_id, number)
         held = sorted(shelf for shelf, count in customer.cart.items() if count > 0)
         if held and rng.random() < self.config.putback_probability:
@@ -298,6 +422,16 @@ class World:
             return []
         state.shelf_stock[shelf_id] -= quantity
         customer.cart[shelf_id] = customer.cart.get(shelf_id, 0) + quantity
+        return self._move("pickup", customer.customer_id, number, shelf_id, quantity, ts)
+
+    def _steal(self, state: WorldState, customer: Customer, number: int, ts: datetime) -> list[ShelfEvent]:
+        """A thief's pickup: up to THEFT_PICKUP_UNITS from the shelf they came for, THEFT_UNITS in all."""
+        shelf_id = next(iter(customer.cart))
+        quantity = min(THEFT_PICKUP_UNITS, THEFT_UNITS - customer.cart[shelf_id], state.shelf_stock[shelf_id])
+        if quantity <= 0:
+            return []
+        state.shelf_stock[shelf_id] -= quantity
+        customer.cart[shelf_id] += quantity
         return self._move("pickup", customer.customer_id, number, shelf_id, quantity, ts)
 
     def _move(self, kind: str, customer_id: str, number: int, shelf_id: str, quantity: int,
@@ -359,3 +493,10 @@ class World:
             current.quantity -= taken
             state.shelf_stock[move.shelf_id] -= taken
         state.shelf_lots[move.shelf_id] = _fifo([lot for lot in lots if lot.quantity > 0])
+
+
+def _leave_unpaid(state: WorldState, customer: Customer) -> None:
+    """What a leaving customer holds and does not pay for (lots keep it: see WorldState.unpaid)."""
+    for shelf_id, quantity in customer.cart.items():
+        if quantity > 0:
+            state.unpaid[shelf_id] = state.unpaid.get(shelf_id, 0) + quantity

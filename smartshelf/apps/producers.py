@@ -9,6 +9,9 @@ streams written by one process, not three processes that would have to share the
 
 Before each step the world reads what the loop told it since the last one (staff moves of lots on
 shelf_events, daily_discounts: `read_feedback`); how far it has read is part of the state it writes.
+
+The world is built from the settings by `world_of` only (store, SIM_SEED, SIM_SCENARIOS), so whoever rebuilds
+it to check the twin (smartshelf.runtime.sim) rebuilds the world the producers run.
 """
 
 from __future__ import annotations
@@ -21,18 +24,36 @@ from smartshelf import logs
 from smartshelf.adapters.kafka import KafkaAdapter
 from smartshelf.adapters.redis_clock import SimClock, redis_client
 from smartshelf.apps.lifecycle import Lifecycle
+from smartshelf.errors import SmartShelfError
 from smartshelf.ingress import parse_record
 from smartshelf.registry import stream_of, topic
 from smartshelf.runtime.jobs import load_store
 from smartshelf.schemas import DailyDiscount, ShelfEvent
 from smartshelf.settings import Settings
-from smartshelf.world import World, WorldEvents, WorldState
+from smartshelf.world import Scenario, World, WorldEvents, WorldState, parse_scenarios
 
 NAME = "producers"
 WORLD_STATE_KEY = "world:state"
 STREAM_FIELD = b"event"  # each stream entry holds one JSON record in this field
 WAIT_S = 1.0
 DEMO_WRITE_EVERY_S = 0.5
+
+
+def scenarios_of(settings: Settings) -> tuple[Scenario, ...]:
+    """SIM_SCENARIOS, read; a bad one is the user's to fix, in one line."""
+    try:
+        return parse_scenarios(settings.sim_scenarios)
+    except ValueError as exc:
+        raise SmartShelfError(f"SIM_SCENARIOS={settings.sim_scenarios!r}: {exc}") from exc
+
+
+def world_of(settings: Settings) -> World:
+    """The world of the loaded store, as the settings make it."""
+    scenarios, store = scenarios_of(settings), load_store(settings)
+    try:
+        return World(store, settings.sim_seed, scenarios=scenarios)
+    except ValueError as exc:  # scenarios the world cannot tell apart
+        raise SmartShelfError(f"SIM_SCENARIOS={settings.sim_scenarios!r}: {exc}") from exc
 
 
 def load_state(client: redis.Redis) -> WorldState | None:
@@ -75,7 +96,7 @@ class Producers:
     def __init__(self, settings: Settings, world: World | None = None) -> None:
         self.redis = redis_client(settings)
         self.clock = SimClock(self.redis)
-        self.world = world or World(load_store(settings), settings.sim_seed)
+        self.world = world or world_of(settings)
         self.state = load_state(self.redis)
         self.kafka = KafkaAdapter(settings.kafka_bootstrap_servers)
         self.clock.register_tick_participant(NAME)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -21,7 +21,7 @@ from smartshelf.adapters.kafka import KafkaAdapter
 from smartshelf.adapters.redis_clock import SimClock, redis_client
 from smartshelf.apps.clock_service import Lockstep, offset_lags
 from smartshelf.apps.producers import NAME as PRODUCERS
-from smartshelf.apps.producers import load_state, read_feedback
+from smartshelf.apps.producers import load_state, read_feedback, scenarios_of, world_of
 from smartshelf import clock as c
 from smartshelf.clock import ClockMode
 from smartshelf.datagen import generate_store, write_store
@@ -34,7 +34,7 @@ from smartshelf.schemas import (Alert, DailyDiscount, PosTransaction, ShelfBatch
                                 SupplierOrder, SupplierReceipt, WarehouseBatchState, WarehouseEvent, WarehouseState)
 from smartshelf.settings import Settings
 from smartshelf.store import StoreData, clock_start
-from smartshelf.world import World, WorldState
+from smartshelf.world import WorldState, format_scenarios, parse_scenarios
 
 # the services of a run; the clock starts once all of them have joined the lockstep
 SERVICES = ("spark", "connect", "producers", "bridge")
@@ -169,7 +169,8 @@ class Moves(NamedTuple):
 
 def ledger(store: StoreData, twin: Twin, world: WorldState, sales: list[PosTransaction], moves: Moves
            ) -> StockLedger:
-    """Each item's units by place: shelves and warehouse as the twin holds them, carts as the world does."""
+    """Each item's units by place: shelves and warehouse as the twin holds them, carts and what left unpaid as the
+    world does."""
     initial: Counter[str] = Counter()
     for row in [*store.store_inventory, *store.warehouse_inventory]:
         initial[row.shelf_id] += row.current_stock
@@ -188,7 +189,7 @@ def ledger(store: StoreData, twin: Twin, world: WorldState, sales: list[PosTrans
         on_shelf={s.shelf_id: s.current_stock for s in twin.shelves},
         in_warehouse={w.shelf_id: w.wh_current_stock for w in twin.warehouse},
         in_transit=moves.in_transit(),
-        in_carts=in_carts, sold=sold, removed=removed,
+        in_carts=in_carts, sold=sold, removed=removed, unpaid=dict(world.unpaid),
     )
 
 
@@ -199,7 +200,7 @@ def world_as_told(settings: Settings, world: WorldState) -> WorldState:
         told = read_feedback(kafka, world)
     finally:
         kafka.close()
-    state, _ = World(jobs.load_store(settings), settings.sim_seed).advance(told, told.clock)
+    state, _ = world_of(settings).advance(told, told.clock)
     return state
 
 
@@ -291,6 +292,8 @@ def summarise(settings: Settings, wall_s: float) -> dict[str, object]:
         "removals": {"shelf": kinds["pickup"], "warehouse": kinds["wh_removal"]},
         "dead_letters": counts[DEAD_LETTERS],
         "empty_shelf_misses": world.empty_shelf_misses,
+        "scenarios": [str(s) for s in scenarios_of(settings)],
+        "units_left_unpaid": sum(world.unpaid.values()),
         "digest": state_digest(checks.twin.tables()),
         **{k: v for k, v in checks.as_json().items() if k != "ok"},
         "postgres_mirror_ok": not mirror_differences,
@@ -344,12 +347,14 @@ def run_sim(base: Settings, days: int, seed: int, csv_dir: Path | None, fast: bo
             on_progress: Progress = lambda now, end: None,
             during: Callable[[Settings, datetime | None], None] = lambda settings, now: None,
             check_every_tick: bool = False, may_die: tuple[str, ...] = (),
-            after: Callable[[Settings], dict[str, object]] | None = None) -> dict[str, object]:
+            after: Callable[[Settings], dict[str, object]] | None = None,
+            scenarios: Sequence[str] = ()) -> dict[str, object]:
     """`during` is called with the clock's time while the run goes on (failure tests kill services there, and
     restart those of `may_die`, which the run then does not take for broken when it finds them down);
     `check_every_tick` (fast mode) checks the invariants at every settled tick, not only at the end; `after`
     works on the finished stack before it goes (the ML benchmark trains on its lake), its result joins the
-    summary."""
+    summary. `scenarios` ("kind" or "kind@time", smartshelf.world.parse_scenarios), if any, replace SIM_SCENARIOS;
+    a bare kind happens at its default hour on the run's last day."""
     began = time.monotonic()
     with scratch_stack(base, prefix="smartshelf-sim-") as (scratch, _):
         settings = scratch.model_copy(update={
@@ -362,6 +367,10 @@ def run_sim(base: Settings, days: int, seed: int, csv_dir: Path | None, fast: bo
             csv_dir = settings.data_dir / "db_csv"
         jobs.import_store(settings, csv_dir)
         settings = jobs.with_clock_start(settings)
+        if scenarios:
+            last_day = (settings.sim_start + timedelta(days=days - 1)).date()
+            settings = settings.model_copy(update={
+                "sim_scenarios": format_scenarios(parse_scenarios(",".join(scenarios), default_day=last_day))})
 
         supervisor.start(settings, SERVICES)
         clock = SimClock(redis_client(settings))

@@ -116,7 +116,7 @@ def _time_order(item: Received) -> tuple[datetime, int, str, int, int]:
     """Events by simulated time; at the same time a clock tick last (it says everything up to then is in)."""
     record = item.record
     ts = getattr(record, "ts", None) or getattr(record, "updated_ts", None) or getattr(record, "last_event_ts", None) \
-        or getattr(record, "last_update_ts")
+        or getattr(record, "window_end", None) or getattr(record, "last_update_ts")
     return ts, isinstance(record, ClockTick), item.topic, item.partition, item.offset
 
 

@@ -1,6 +1,7 @@
 """Start any subset of the streaming apps in one SparkSession: the twin's apps as one shared query and the lake
 sink as another (the default), or one query per app (SPARK_QUERY_PER_APP=1), each query with its own
-checkpoint; stop them cleanly on SIGTERM.
+checkpoint; and the pulse's two windowed queries (smartshelf.streaming.pulse), each its own; stop them cleanly
+on SIGTERM.
 
 A shared query reads the union of the apps' topics once per trigger and hands each app the records of its
 topics; each app still commits its own effects per (app, batch id), so a replay after a crash is skipped by
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.streaming import StreamingQuery
@@ -24,8 +25,10 @@ from smartshelf.adapters.spark import kafka_options, spark_session
 from smartshelf.apps.lifecycle import Lifecycle
 from smartshelf.errors import SmartShelfError
 from smartshelf.settings import Settings
+from smartshelf.store import StoreData
 from smartshelf.streaming.apps import LakeSink, StreamingApp, all_apps
 from smartshelf.streaming.batch import BatchIO, SourceRecord, source_records
+from smartshelf.streaming.pulse import PULSE_APPS, LateCounter, pulse_app, start_pulse
 
 STATUS_FILE = "spark_queries.json"
 
@@ -94,15 +97,25 @@ def query_groups(settings: Settings, apps: list[StreamingApp]) -> dict[str, list
 
 
 def run(settings: Settings, names: Iterable[str] | None = None) -> None:
+    """Run the named apps (all by default), the twin's and the pulse's, until SIGTERM."""
     logger = logs.configure("spark", settings.log_level)
-    apps = select_apps(names)
+    wanted = None if names is None else list(names)
+    pulse_names = list(PULSE_APPS) if wanted is None else [name for name in wanted if name in PULSE_APPS]
+    apps = select_apps(None if wanted is None else [name for name in wanted if name not in PULSE_APPS])
     life = Lifecycle("spark", redis_client(settings))
-    groups = query_groups(settings, apps)
+    groups = {**query_groups(settings, apps), **{name: [name] for name in pulse_names}}
     with life.beating():
         spark = spark_session(settings)
         ios = {name: BatchIO(settings, name, spark) for name in groups}
-        queries = {name: start_group(spark, settings, name, select_apps(members), ios[name])
-                   for name, members in groups.items()}
+        starters = {name: _twin_starter(spark, settings, name, groups[name], ios[name]) for name in groups
+                    if name not in pulse_names}
+        if pulse_names:
+            from smartshelf.runtime.jobs import load_store
+
+            store = load_store(settings)
+            starters |= {name: _pulse_starter(spark, settings, name, store, ios[name]) for name in pulse_names}
+        queries = {name: start() for name, start in starters.items()}
+    late = LateCounter(redis_client(settings))
     restarts = dict.fromkeys(queries, 0)
     status_path = settings.run_dir / STATUS_FILE
     try:
@@ -110,6 +123,8 @@ def run(settings: Settings, names: Iterable[str] | None = None) -> None:
             life.beat()
             status_path.write_text(json.dumps({name: {"active": q.isActive, **q.status}
                                                for name, q in queries.items()}))
+            for name in pulse_names:
+                late.update(name, queries[name])
             for name, query in queries.items():
                 if query.isActive:
                     continue
@@ -118,9 +133,8 @@ def run(settings: Settings, names: Iterable[str] | None = None) -> None:
                 restarts[name] += 1
                 logs.warning(logger, "query failed, restarting it from its checkpoint", query=name,
                              restart=restarts[name], error=str(query.exception())[:2000])
-                # new app objects: their state reloads from their last Delta commit, never from a half-applied batch
                 with life.beating():
-                    queries[name] = start_group(spark, settings, name, select_apps(groups[name]), ios[name])
+                    queries[name] = starters[name]()
             time.sleep(1.0)
     finally:
         for query in queries.values():
@@ -133,3 +147,15 @@ def run(settings: Settings, names: Iterable[str] | None = None) -> None:
                 clock.unregister(app.name)
         spark.stop()
         logs.info(logger, "stopped", queries=len(queries))
+
+
+def _twin_starter(spark: SparkSession, settings: Settings, name: str, members: list[str], io: BatchIO
+                  ) -> Callable[[], StreamingQuery]:
+    # new app objects each start: their state reloads from their last Delta commit, never from a half-applied batch
+    return lambda: start_group(spark, settings, name, select_apps(members), io)
+
+
+def _pulse_starter(spark: SparkSession, settings: Settings, name: str, store: StoreData, io: BatchIO
+                   ) -> Callable[[], StreamingQuery]:
+    # a new app object each start: its state reloads from its last Delta commit
+    return lambda: start_pulse(spark, settings, pulse_app(name, store), store, io)

@@ -19,7 +19,7 @@ import pytest
 from playwright.sync_api import Page
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
-from smartshelf.dashboard import VIEW_TABLES
+from smartshelf.dashboard import ENTRIES_5_MIN, PULSE_HEADING, VIEW_TABLES
 from smartshelf.runtime.dashboard_probe import (ALERTS_RAISED, MAP_DRAWN, OPEN_PANEL, alert_latencies, browser_page,
                                                  load, metric, served)
 from smartshelf.runtime.sim import run_sim
@@ -37,7 +37,8 @@ NEW_ALERTS = 3  # timed from their production to the map counting them (recorded
 NEW_ALERTS_TIMEOUT_S = 180.0
 # text each view shows once drawn (a tab is drawn by the rerun its click starts: lazy tabs)
 DRAWN_WHEN_SHOWING = {"Map Live": MAP_DRAWN, "States": "Shelf state", "Supplier Plan": "Supplier plans",
-                      "Alerts": "Active only", "Debug/Config": "Settings in force", "ML": "No model yet"}
+                      "Alerts": "Active only", "Pulse": PULSE_HEADING, "Debug/Config": "Settings in force",
+                      "ML": "No model yet"}
 
 
 class DashboardChecked(Exception):
@@ -100,6 +101,7 @@ def check_dashboard(settings: Settings) -> dict[str, object]:
         for heading in ("Shelf state", "Warehouse state", "Shelf lots", "Warehouse lots"):
             assert rows_after(texts["States"], heading) > 0, heading
         assert (row_count(texts["Alerts"]) or 0) > 0, texts["Alerts"][:2000]
+        assert int(shown_metric(texts["Pulse"], ENTRIES_5_MIN)) >= 0  # the pulse's windows have reached PostgreSQL
         assert "PASSWORD" not in texts["Debug/Config"] and settings.postgres_password not in texts["Debug/Config"]
         assert "No model yet" in texts["ML"]
 

@@ -1,5 +1,5 @@
-"""The dashboard's core (smartshelf.dashboard), pure: the floor plan, active alerts, zone colours and activity,
-filters, supplier orders, the settings shown and the map figure."""
+"""The dashboard's core (smartshelf.dashboard), pure: the floor plan, active alerts (those naming no shelf too),
+zone colours and activity, filters, supplier orders, the store's pulse, the settings shown and the figures."""
 
 from __future__ import annotations
 
@@ -27,6 +27,15 @@ def alert(shelf_id: str, alert_type: str, minutes_ago: float, severity: str = "w
     return {"alert_id": f"{alert_type}-{shelf_id}-{ts:%H%M}", "alert_type": alert_type, "location": location,
             "severity": severity, "shelf_id": shelf_id, "batch_code": None, "message": "m", "value": None,
             "threshold": None, "ts": ts}
+
+
+def anomaly(metric: str, subject: str, minutes_ago: float, severity: str = "warning",
+            alert_type: str = "anomaly", shelf_id: str | None = None) -> dict[str, object]:
+    """An alert of the pulse app: an anomaly names a metric and its subject, no shelf; shrinkage names a shelf."""
+    ts = NOW - timedelta(minutes=minutes_ago)
+    return {"alert_id": f"{alert_type}-{metric}-{subject}-{ts:%H%M}", "alert_type": alert_type, "location": "store",
+            "severity": severity, "shelf_id": shelf_id, "metric": metric, "subject": subject, "batch_code": None,
+            "message": f"{metric} of {subject}", "value": 40.0, "threshold": 12.5, "ts": ts}
 
 
 def alerts(*rows: dict[str, object]) -> pd.DataFrame:
@@ -111,6 +120,37 @@ def test_a_zone_takes_its_worst_active_store_alert() -> None:
                    alert("S4", "near_expiry", 5, "info"))
     assert d.zone_status(frame, INVENTORY, NOW) == {"REFRIGERATED": "critical", "BREAD AND BREADSTICKS": "none", "FRUITS AND VEGETABLES": "info"}
     assert d.zone_status(alerts(), INVENTORY, NOW) == {"REFRIGERATED": "none", "BREAD AND BREADSTICKS": "none", "FRUITS AND VEGETABLES": "none"}
+
+
+def test_alerts_that_name_no_shelf_are_active_per_metric_and_subject_and_colour_no_zone() -> None:
+    frame = alerts(alert("S1", "low_stock", 10, "warning"),
+                   anomaly("units_sold", "FISH", 30), anomaly("units_sold", "FISH", 20, "critical"),  # the later stays
+                   anomaly("units_sold", "REFRIGERATED", 25, "critical"), anomaly("entries", "store", 5, "info"))
+    active = d.active_alerts(frame, NOW)
+    assert [(a.metric, a.subject, a.severity) for a in active.itertuples() if a.shelf_id is None] == [
+        ("entries", "store", "info"), ("units_sold", "FISH", "critical"), ("units_sold", "REFRIGERATED", "critical")]
+    assert len(active) == 4 and d.active_counts(frame, NOW) == {"store": 4, "warehouse": 0}
+    # the critical REFRIGERATED anomaly names no shelf: the zone keeps its shelf alert's colour
+    assert d.zone_status(frame, INVENTORY, NOW) == {"REFRIGERATED": "warning", "BREAD AND BREADSTICKS": "none",
+                                                    "FRUITS AND VEGETABLES": "none"}
+    only_anomalies = alerts(anomaly("units_sold", "FISH", 20))
+    assert d.zone_status(only_anomalies, INVENTORY, NOW)["REFRIGERATED"] == "none"
+
+
+def test_alerts_that_name_no_shelf_join_the_items_and_take_the_category_they_measure() -> None:
+    frame = alerts(alert("S3", "low_stock", 10), anomaly("units_sold", "REFRIGERATED", 5),
+                   anomaly("entries", "store", 5), anomaly("units_taken", "S4", 5, alert_type="shrinkage",
+                                                           shelf_id="S4"))
+    joined = d.with_items(frame, INVENTORY)
+    assert list(joined["item_category"].fillna("-")) == ["BREAD AND BREADSTICKS", "-", "-", "FRUITS AND VEGETABLES"]
+    listed = d.alerts_with_items(frame, INVENTORY)
+    assert list(listed["item_category"].fillna("-")) == ["BREAD AND BREADSTICKS", "REFRIGERATED", "-",
+                                                         "FRUITS AND VEGETABLES"]
+    assert list(d.select_rows(listed, {"item_category": ["REFRIGERATED"]})["alert_type"]) == ["anomaly"]
+    assert list(d.select_rows(listed, {"alert_type": ["anomaly"]})["subject"]) == ["REFRIGERATED", "store"]
+    no_shelf = frame[frame["shelf_id"].isna()].astype({"shelf_id": float})  # all NaN: a float column
+    assert list(d.with_items(no_shelf, INVENTORY)["subject"]) == ["REFRIGERATED", "store"]
+    assert d.alerts_with_items(alerts(), INVENTORY).empty
 
 
 def test_active_alerts_are_counted_per_location() -> None:
@@ -243,3 +283,98 @@ def test_only_the_forecasts_plans_are_listed_newest_first() -> None:
         {"plan_id": "ml-S2-20250105", "shelf_id": "S2", "created_ts": NOW - timedelta(days=1)},
         {"plan_id": "ml-S1-20250106", "shelf_id": "S1", "created_ts": NOW}])
     assert list(d.forecast_plans(plans)["plan_id"]) == ["ml-S1-20250106", "ml-S2-20250105"]
+
+
+# --- the Pulse tab -------------------------------------------------------------------------------------
+def window(width: int, metric: str, subject: str, start: datetime, value: float, **extra: object) -> dict[str, object]:
+    return {"width_minutes": width, "metric": metric, "subject": subject, "window_start": start,
+            "window_end": start + timedelta(minutes=width), "value": value, "events": int(value), **extra}
+
+
+def windows(*rows: dict[str, object]) -> pd.DataFrame:
+    return pd.DataFrame(list(rows), columns=d.columns_of("pulse_windows"))
+
+
+def test_the_pulse_is_read_newest_first_and_bounded_to_its_hours_of_windows() -> None:
+    assert d.PULSE_CATEGORIES == len(CATEGORIES)
+    per_minute = 2 * (2 + 3 * len(CATEGORIES))  # both widths: entries, exits; units sold, revenue, weight changes
+    assert d.MAX_PULSE_ROWS == d.PULSE_HOURS * 60 * per_minute
+    assert d.PG_TABLES["pulse_windows"] == d.MAX_PULSE_ROWS and d.NEWEST_BY["pulse_windows"] == "window_start"
+    for name, limit in d.PG_TABLES.items():  # every capped table says which newest rows it keeps
+        assert limit is None or d.NEWEST_BY[name] in d.columns_of(name), name
+    assert d.VIEW_TABLES[d.PULSE_VIEW] == ("store_inventory", "pulse_windows", "alerts")
+
+
+def test_the_pulse_kpis_are_the_newest_ended_5_minute_window_summed_over_subjects() -> None:
+    ended, older = NOW - timedelta(minutes=5), NOW - timedelta(minutes=6)
+    frame = windows(
+        window(5, "entries", "store", ended, 12), window(5, "exits", "store", ended, 9),
+        window(5, "units_sold", "FISH", ended, 4, expected=3.0, z_score=0.5), window(5, "units_sold", "MEAT", ended, 6),
+        window(5, "revenue", "FISH", ended, 20.5), window(5, "revenue", "MEAT", ended, 30.25),
+        window(5, "entries", "store", older, 99), window(5, "exits", "store", older, 7),  # older
+        window(5, "entries", "store", NOW - timedelta(minutes=2), 50),  # ends after now: still open
+        window(1, "entries", "store", NOW - timedelta(minutes=1), 70))  # a 1-minute window
+    kpis = d.pulse_kpis(frame, NOW)
+    assert kpis == d.PulseKpis(window_start=ended, window_end=NOW, entries=12, exits=9, units_sold=10, revenue=50.75)
+    # at 13:59 the newest ended window is the older one, which sold nothing
+    assert d.pulse_kpis(frame, NOW - timedelta(minutes=1)) == d.PulseKpis(
+        window_start=older, window_end=NOW - timedelta(minutes=1), entries=99, exits=7, units_sold=0, revenue=0)
+    assert d.pulse_kpis(frame, None) is not None and d.pulse_kpis(frame, None).entries == 50  # type: ignore[union-attr]
+    assert d.pulse_kpis(frame, NOW - timedelta(minutes=10)) is None  # none has ended yet
+    assert d.pulse_kpis(windows(), NOW) is None
+
+
+def test_anomaly_and_shrinkage_alerts_are_counted_for_the_simulated_day() -> None:
+    frame = alerts(anomaly("entries", "store", 5), anomaly("units_sold", "FISH", 60 * 13),
+                   anomaly("units_sold", "FISH", 60 * 15),  # yesterday
+                   anomaly("units_taken", "S1", -5, alert_type="shrinkage", shelf_id="S1"),  # after now
+                   anomaly("units_taken", "S2", 30, alert_type="shrinkage", shelf_id="S2"),
+                   alert("S1", "low_stock", 10))
+    assert d.pulse_alerts_today(frame, NOW) == {"anomaly": 2, "shrinkage": 1}
+    assert d.pulse_alerts_today(frame, None) == {"anomaly": 0, "shrinkage": 0}
+    assert d.pulse_alerts_today(alerts(), NOW) == {"anomaly": 0, "shrinkage": 0}
+
+
+def test_units_sold_per_minute_has_a_column_per_category_and_every_minute() -> None:
+    minute = NOW - timedelta(minutes=3)
+    frame = windows(window(1, "units_sold", "MEAT", minute, 2), window(1, "units_sold", "FISH", minute, 1),
+                    window(1, "units_sold", "FISH", minute + timedelta(minutes=2), 4),  # none sold in between
+                    window(1, "revenue", "FISH", minute, 9.5), window(5, "units_sold", "FISH", minute, 5),
+                    window(1, "units_sold", "FISH", minute - timedelta(hours=d.PULSE_HOURS), 8))  # too old
+    series = d.category_series(frame)
+    assert list(series.columns) == ["FISH", "MEAT"]
+    assert list(series.index) == [minute, minute + timedelta(minutes=1), minute + timedelta(minutes=2)]
+    assert series["FISH"].tolist() == [1, 0, 4] and series["MEAT"].tolist() == [2, 0, 0]
+    assert len(d.category_series(frame, hours=4)) == d.PULSE_HOURS * 60 + 3
+    assert d.category_series(windows()).empty
+    assert d.category_series(windows(window(5, "units_sold", "FISH", minute, 5))).empty
+
+
+def test_units_sold_are_summed_per_hour_of_the_day_and_category() -> None:
+    frame = windows(window(1, "units_sold", "FISH", NOW - timedelta(minutes=1), 3),  # 13:59
+                    window(1, "units_sold", "FISH", NOW - timedelta(minutes=2), 2),
+                    window(1, "units_sold", "MEAT", NOW - timedelta(hours=2), 5),  # 12:00
+                    window(1, "units_sold", "FISH", NOW + timedelta(minutes=1), 1),  # 14:01, the newest window
+                    window(1, "units_sold", "MEAT", NOW - timedelta(days=1), 100),  # yesterday at 14:00: left out
+                    window(1, "entries", "store", NOW, 40))
+    heatmap = d.hour_category_heatmap(frame)
+    assert list(heatmap.index) == [12, 13, 14] and list(heatmap.columns) == ["FISH", "MEAT"]
+    assert heatmap["FISH"].tolist() == [0, 5, 1] and heatmap["MEAT"].tolist() == [5, 0, 0]
+    figure = d.heatmap_figure(heatmap)
+    assert list(figure.data[0].x) == ["12:00", "13:00", "14:00"] and list(figure.data[0].y) == ["FISH", "MEAT"]
+    assert figure.data[0].z.tolist() == [[0, 5, 1], [5, 0, 0]]
+    assert d.hour_category_heatmap(windows()).empty
+
+
+def test_the_anomaly_list_shows_the_newest_anomalies_and_shrinkage_with_what_they_are_about() -> None:
+    frame = alerts(anomaly("units_sold", "FISH", 20, "critical"), alert("S1", "low_stock", 1),
+                   anomaly("units_taken", "S2", 10, alert_type="shrinkage", shelf_id="S2"),
+                   anomaly("entries", "store", 30, "info"))
+    shown = d.anomaly_list(frame)
+    assert list(shown.columns) == ["time", "type", "severity", "about", "observed", "expected / threshold",
+                                   "message"]
+    assert list(shown["about"]) == ["shelf S2", "units_sold · FISH", "entries · store"]
+    assert list(shown["type"]) == ["shrinkage", "anomaly", "anomaly"]
+    assert shown.loc[1, "observed"] == 40 and shown.loc[1, "expected / threshold"] == 12.5
+    assert list(d.anomaly_list(frame, rows=1)["about"]) == ["shelf S2"]
+    assert d.anomaly_list(alerts()).empty and list(d.anomaly_list(alerts()).columns) == list(shown.columns)

@@ -15,7 +15,7 @@ from streamlit.testing.v1 import AppTest
 from streamlit.testing.v1.element_tree import Tab
 
 from smartshelf import dashboard as core
-from smartshelf.schemas import (Alert, MlModel, ShelfBatchState, ShelfEvent, ShelfState, SupplierOrder,
+from smartshelf.schemas import (Alert, MlModel, PulseWindow, ShelfBatchState, ShelfEvent, ShelfState, SupplierOrder,
                                 SupplierReceipt, WarehouseBatchState, WarehouseState, WarehouseSupplierPlan)
 from smartshelf.settings import REPO_ROOT, Settings
 
@@ -43,12 +43,26 @@ def alert(alert_type: str, location: str, severity: str, shelf_id: str, minutes_
                  severity=severity, shelf_id=shelf_id, message=f"{alert_type} on {shelf_id}", ts=ts)  # type: ignore[arg-type]
 
 
+def pulse_alert(alert_type: str, severity: str, minutes_ago: int, metric: str, subject: str,
+                shelf_id: str | None = None) -> Alert:
+    """An anomaly (a metric of the store or a category, no shelf) or shrinkage (a shelf) alert."""
+    return Alert(alert_id=f"{alert_type}-{metric}-{subject}-{minutes_ago}", alert_type=alert_type,  # type: ignore[arg-type]
+                 location="store", severity=severity, shelf_id=shelf_id, metric=metric, subject=subject,  # type: ignore[arg-type]
+                 message=f"{metric} of {subject} off", value=40.0, threshold=12.5,
+                 ts=NOW - timedelta(minutes=minutes_ago))
+
+
+def window(width: int, metric: str, subject: str, start: datetime, value: float) -> PulseWindow:
+    return PulseWindow(width_minutes=width, metric=metric, subject=subject, window_start=start,  # type: ignore[arg-type]
+                       window_end=start + timedelta(minutes=width), value=value, events=int(value))
+
+
 def order(order_id: str, due: datetime, status: str) -> SupplierOrder:
     return SupplierOrder(order_id=order_id, plan_id=f"wp-{order_id}", shelf_id="S-D1", batches=1, quantity=12,
                          ordered_ts=NOW - timedelta(hours=3), expected_delivery_ts=due, status=status)  # type: ignore[arg-type]
 
 
-def seeded_snapshot(models: Sequence[MlModel] = ()) -> core.Snapshot:
+def seeded_snapshot(models: Sequence[MlModel] = (), more_alerts: Sequence[Alert] = ()) -> core.Snapshot:
     lot = {"received_date": date(2024, 12, 30), "expiry_date": date(2025, 1, 9), "last_update_ts": NOW}
     return core.Snapshot(now=NOW, people_in_store=7, frames={
         "store_inventory": inventory(),
@@ -66,6 +80,7 @@ def seeded_snapshot(models: Sequence[MlModel] = ()) -> core.Snapshot:
             alert("low_stock", "store", "warning", "S-D2", 20),
             alert("wh_reorder", "warehouse", "warning", "S-B1", 30),
             alert("low_stock", "store", "warning", "S-F1", core.ACTIVE_ALERT_MINUTES + 60),  # no longer active
+            *more_alerts,
         ]),
         "wh_supplier_plan": frame("wh_supplier_plan", [
             WarehouseSupplierPlan(plan_id="wp-o1", shelf_id="S-D1", batches_to_order=1, quantity=12, status="ordered",
@@ -81,6 +96,24 @@ def seeded_snapshot(models: Sequence[MlModel] = ()) -> core.Snapshot:
                        weight_change=-1.0, customer_id="c1", ts=NOW - timedelta(minutes=i)) for i in range(3)]),
         "ml_models": frame("ml_models", models),
     })
+
+
+def pulse_snapshot() -> core.Snapshot:
+    """The seeded store with its pulse: 1-minute units sold from 13:50, the 5-minute window 13:55-14:00 (and one
+    still open), an anomaly of a category and one of the store (no shelf) and a shelf's shrinkage."""
+    seeded = seeded_snapshot(more_alerts=[
+        pulse_alert("anomaly", "critical", 5, "units_sold", "BREAD AND BREADSTICKS"),
+        pulse_alert("anomaly", "warning", 8, "entries", "store"),
+        pulse_alert("shrinkage", "warning", 15, "units_taken", "S-F1", shelf_id="S-F1")])
+    ended, open_window = NOW - timedelta(minutes=5), NOW - timedelta(minutes=4)
+    rows = [window(1, "units_sold", category, NOW - timedelta(minutes=minute), units)
+            for minute in range(1, 11) for category, units in (("REFRIGERATED", 2), ("FRUITS AND VEGETABLES", 1))]
+    rows += [window(5, "entries", "store", ended, 12), window(5, "exits", "store", ended, 9),
+             window(5, "units_sold", "REFRIGERATED", ended, 10), window(5, "units_sold", "FRUITS AND VEGETABLES", ended, 5),
+             window(5, "revenue", "REFRIGERATED", ended, 20.5), window(5, "revenue", "FRUITS AND VEGETABLES", ended, 30.25),
+             window(5, "entries", "store", open_window, 50)]
+    return core.Snapshot(now=NOW, people_in_store=seeded.people_in_store,
+                         frames={**seeded.frames, "pulse_windows": frame("pulse_windows", rows)})
 
 
 class SeededSource:
@@ -243,7 +276,51 @@ def test_a_refresh_reads_only_the_open_views_tables(serve) -> None:  # type: ign
     asked: list[tuple[str, ...]] = []
     app = serve(seeded_snapshot, asked)
     assert asked == [core.VIEW_TABLES["Map Live"]]
-    assert [len(tab.children) > 0 for tab in app.tabs] == [True, False, False, False, False, False]
+    assert [len(tab.children) > 0 for tab in app.tabs] == [view == "Map Live" for view in VIEWS]
     open_view(app, "Supplier Plan")
     assert asked[-1] == core.VIEW_TABLES["Supplier Plan"] and "alerts" not in asked[-1]
-    assert [len(tab.children) > 0 for tab in app.tabs] == [False, False, True, False, False, False]
+    assert [len(tab.children) > 0 for tab in app.tabs] == [view == "Supplier Plan" for view in VIEWS]
+    open_view(app, core.PULSE_VIEW)
+    assert asked[-1] == core.VIEW_TABLES[core.PULSE_VIEW]
+
+
+def test_alerts_naming_no_shelf_are_listed_with_the_alerts_and_colour_no_zone(serve) -> None:  # type: ignore[no-untyped-def]
+    app = serve(pulse_snapshot)
+    shown = metrics(app)
+    assert shown["Active store alerts"] == "5"  # two of shelves, two anomalies and a shelf's shrinkage
+    assert shown["Zones with alerts"] == "2"  # the shrinkage's fruit shelf; the bread anomaly names no shelf
+    assert any(m.value == "**Zones with alerts:** FRUITS AND VEGETABLES (warning), REFRIGERATED (critical)"
+               for m in app.tabs[0].markdown)
+    app.selectbox(key="map_zone").set_value("BREAD AND BREADSTICKS").run()
+    assert list(app.tabs[0].dataframe[1].value["alert_type"]) == ["wh_reorder"]  # its shelf's, not the anomaly
+
+    listed = open_view(app, "Alerts").dataframe[0].value
+    assert len(listed) == 7 and listed["shelf_id"].isna().sum() == 2
+    app.multiselect(key="alerts_category").set_value(["BREAD AND BREADSTICKS"]).run()  # the anomaly's category too
+    assert list(app.tabs[3].dataframe[0].value["alert_type"]) == ["anomaly", "wh_reorder"]
+    app.multiselect(key="alerts_category").set_value([]).run()
+    app.multiselect(key="alerts_type").set_value(["anomaly"]).run()
+    app.checkbox(key="alerts_active_only").check().run()
+    assert list(app.tabs[3].dataframe[0].value["metric"]) == ["units_sold", "entries"]
+
+
+def test_the_pulse_tab_shows_the_kpis_the_charts_and_the_anomalies(serve) -> None:  # type: ignore[no-untyped-def]
+    app = serve(pulse_snapshot)
+    tab = open_view(app, core.PULSE_VIEW)
+    assert tab.subheader[0].value == core.PULSE_HEADING
+    assert {m.label: m.value for m in tab.metric} == {
+        core.ENTRIES_5_MIN: "12", core.EXITS_5_MIN: "9", core.UNITS_SOLD_5_MIN: "15", core.REVENUE_5_MIN: "50.75",
+        core.ANOMALIES_TODAY: "2", core.SHRINKAGE_TODAY: "1"}
+    assert "13:55–14:00" in tab.caption[0].value
+    assert len(tab.get("vega_lite_chart")) == 1 and len(tab.get("plotly_chart")) == 1
+    anomalies = tab.dataframe[0].value
+    assert list(anomalies["about"]) == ["units_sold · BREAD AND BREADSTICKS", "entries · store", "shelf S-F1"]
+    assert not tab.info
+
+
+def test_the_pulse_tab_without_a_pulse_says_so(serve) -> None:  # type: ignore[no-untyped-def]
+    app = serve(seeded_snapshot)
+    tab = open_view(app, core.PULSE_VIEW)
+    assert tab.subheader[0].value == core.PULSE_HEADING
+    assert [info.value for info in tab.info] == [core.NO_PULSE, "No anomaly or shrinkage alert yet."]
+    assert not tab.metric and not tab.get("plotly_chart") and not tab.get("vega_lite_chart")

@@ -1,0 +1,241 @@
+"""The store's pulse: what the sensors saw per event-time window, and the alerts it raises. Pure.
+
+Signals. Each sensor event is one or more signals (metric, subject, time, value), `signals_of`:
+- a foot-traffic entry or exit counts 1 for the store (`entries`, `exits`);
+- a till line counts its units and its revenue for its item's category (`units_sold`, `revenue`) and its units
+  as paid for its shelf (`units_paid`);
+- a scale reading counts its grams for its item's category (`weight_changes`) and, when a customer moved the
+  items, the units it shows taken from its shelf (`units_taken`: minus the grams over the item's weight, so a
+  putback counts negative).
+Spark sums them per window with its own window operators (smartshelf.streaming.pulse): 1-minute tumbling and
+5-minute sliding every minute, on event time. `window_sums` is the same sum in Python, the tests' reference.
+Values are summed as decimals (3 places), so a window's value does not depend on the order of the sum.
+
+Alerts (`evaluate`), on closed 5-minute windows taken in order of window end, so what is raised does not depend
+on how the windows came in batches:
+- anomaly: the store's entries and each category's units sold, as a z-score against the windows that started in
+  the same hour of the day on earlier days (at least `min_history_days` of them; the last `history_days` kept).
+  A category with no sale in a window the store was open counts 0, so a category that stops selling is seen;
+- shrinkage: a shelf whose customers took (by its scale) at least `shrinkage_min_units` more units than the
+  till was paid for, within one window: a theft, or a sale not scanned. Sales lag the pickups by a visit
+  (~14 minutes), so a single customer can reach a few units; the default threshold sits above what a normal day
+  reaches (tests/unit/test_scenarios.py).
+Both are raised on the edge: once when a subject turns anomalous, again only after a window back to normal.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from typing import Literal, NamedTuple
+
+from pydantic import BaseModel, Field
+
+from smartshelf.schemas import Alert, FootTrafficEvent, PosTransaction, PulseMetric, PulseWindow, ShelfEvent
+
+TUMBLING_MINUTES = 1
+SLIDING_MINUTES = 5
+SLIDE_MINUTES = 1
+STORE = "store"
+# what each metric's subject is: the store, an item category, or a shelf (shelf windows feed the shrinkage rule
+# and are not published: one per active shelf and minute would outweigh everything else)
+SUBJECT_OF: dict[str, Literal["store", "category", "shelf"]] = {
+    "entries": "store", "exits": "store", "units_sold": "category", "revenue": "category",
+    "weight_changes": "category", "units_taken": "shelf", "units_paid": "shelf"}
+ANOMALY_METRICS = ("entries", "units_sold")
+PLACES = Decimal("0.001")
+
+
+class ItemFacts(NamedTuple):
+    category: str
+    item_weight: int
+
+
+class Signal(NamedTuple):
+    metric: PulseMetric
+    subject: str
+    ts: datetime
+    value: Decimal
+
+
+def signals_of(event: BaseModel, items: Mapping[str, ItemFacts]) -> list[Signal]:
+    """The signals of one sensor event; an event about a shelf the store does not list gives none."""
+    if isinstance(event, FootTrafficEvent):
+        return [Signal("entries" if event.event_type == "entry" else "exits", STORE, event.ts, Decimal(1))]
+    if isinstance(event, PosTransaction):
+        found = []
+        for line in event.items:
+            if line.shelf_id in items:
+                category = items[line.shelf_id].category
+                found += [Signal("units_sold", category, event.ts, Decimal(line.quantity)),
+                          Signal("revenue", category, event.ts, _decimal(line.line_total)),
+                          Signal("units_paid", line.shelf_id, event.ts, Decimal(line.quantity))]
+        return found
+    if isinstance(event, ShelfEvent) and event.event_type == "weight_change" and event.shelf_id in items:
+        facts = items[event.shelf_id]
+        grams = _decimal(event.weight_change)
+        found = [Signal("weight_changes", facts.category, event.ts, grams)]
+        if not event.by_staff:  # staff moves are restocks and removals, accounted for by their own records
+            found.append(Signal("units_taken", event.shelf_id, event.ts, _decimal(-grams / facts.item_weight)))
+        return found
+    return []
+
+
+def _decimal(value: float | Decimal) -> Decimal:
+    return Decimal(str(value)).quantize(PLACES)
+
+
+def window_starts(ts: datetime, width: timedelta, slide: timedelta) -> list[datetime]:
+    """The starts of the windows [start, start + width) that hold `ts`, starts on multiples of `slide` since
+    the epoch (Spark's `window`)."""
+    epoch = datetime(1970, 1, 1)
+    last = epoch + (ts - epoch) // slide * slide
+    starts = []
+    start = last
+    while start > ts - width:
+        starts.append(start)
+        start -= slide
+    return sorted(starts)
+
+
+def window_sums(signals: Iterable[Signal], width_minutes: int, slide_minutes: int) -> list[PulseWindow]:
+    """Every window's sum and count of signals, as Spark's grouped window aggregate gives them."""
+    width, slide = timedelta(minutes=width_minutes), timedelta(minutes=slide_minutes)
+    sums: dict[tuple[datetime, str, str], tuple[Decimal, int]] = {}
+    for signal in signals:
+        for start in window_starts(signal.ts, width, slide):
+            key = (start, signal.metric, signal.subject)
+            total, count = sums.get(key, (Decimal(0), 0))
+            sums[key] = (total + signal.value, count + 1)
+    return [PulseWindow(width_minutes=width_minutes, metric=metric, subject=subject,  # type: ignore[arg-type]
+                        window_start=start, window_end=start + width, value=float(total), events=count)
+            for (start, metric, subject), (total, count) in sorted(sums.items())]
+
+
+@dataclass(frozen=True)
+class PulseRules:
+    z_threshold: float = 4.0
+    min_history_days: int = 2
+    history_days: int = 14
+    shrinkage_min_units: int = 10
+
+
+class PulseState(BaseModel):
+    """What the alerting remembers between batches (smartshelf.streaming.pulse commits it per batch)."""
+
+    # "metric|subject|hour" -> day (ISO) -> [windows, sum, sum of squares]
+    history: dict[str, dict[str, list[float]]] = Field(default_factory=dict)
+    anomalous: list[str] = Field(default_factory=list)  # "metric|subject" whose last window was anomalous
+    shrinking: list[str] = Field(default_factory=list)  # shelves whose last window showed shrinkage
+
+
+class Baseline(NamedTuple):
+    days: int
+    mean: float
+    spread: float
+
+
+def baseline(state: PulseState, metric: str, subject: str, at: datetime) -> Baseline | None:
+    """The level of windows that started in `at`'s hour on days before `at`'s, or None if none was seen. The
+    spread is at least the square root of the mean: these are counts, and a few days of history can
+    underestimate their noise."""
+    per_day = state.history.get(_history_key(metric, subject, at.hour), {})
+    earlier = [stats for day, stats in per_day.items() if date.fromisoformat(day) < at.date()]
+    count = sum(s[0] for s in earlier)
+    if not count:
+        return None
+    mean = sum(s[1] for s in earlier) / count
+    variance = max(sum(s[2] for s in earlier) / count - mean * mean, 0.0)
+    return Baseline(len(earlier), mean, math.sqrt(max(variance, mean, 1.0)))
+
+
+def _history_key(metric: str, subject: str, hour: int) -> str:
+    return f"{metric}|{subject}|{hour:02d}"
+
+
+def _remember(state: PulseState, window: PulseWindow, rules: PulseRules) -> None:
+    per_day = state.history.setdefault(_history_key(window.metric, window.subject, window.window_start.hour), {})
+    day = window.window_start.date().isoformat()
+    n, total, squares = per_day.get(day, [0.0, 0.0, 0.0])
+    per_day[day] = [n + 1, total + window.value, squares + window.value * window.value]
+    oldest = (window.window_start.date() - timedelta(days=rules.history_days)).isoformat()
+    for old in [d for d in per_day if d < oldest]:
+        del per_day[old]
+
+
+def evaluate(state: PulseState, windows: Sequence[PulseWindow], categories: Sequence[str], rules: PulseRules
+             ) -> tuple[list[PulseWindow], list[Alert]]:
+    """Score the closed sliding windows (any order; taken by window end) and raise the alerts; returns the
+    windows to publish (store and category windows, anomaly metrics with their expected level and z-score)
+    and the alerts. Updates `state`."""
+    published: list[PulseWindow] = []
+    alerts: list[Alert] = []
+    by_end: dict[datetime, list[PulseWindow]] = {}
+    for window in windows:
+        by_end.setdefault(window.window_end, []).append(window)
+    for end in sorted(by_end):
+        group = _zero_filled(by_end[end], categories)
+        for window in group:
+            if SUBJECT_OF[window.metric] == "shelf":
+                continue
+            if window.metric in ANOMALY_METRICS:
+                window, alert = _score(state, window, rules)
+                alerts += [alert] if alert else []
+                _remember(state, window, rules)
+            published.append(window)
+        alerts += _shrinkage(state, group, rules)
+    return published, alerts
+
+
+def _zero_filled(group: list[PulseWindow], categories: Sequence[str]) -> list[PulseWindow]:
+    """The windows ending together, with a 0 for every anomaly metric and subject that had no signal."""
+    sample = group[0]
+    have = {(w.metric, w.subject) for w in group}
+    subjects = {"store": [STORE], "category": list(categories)}
+    missing = [PulseWindow(width_minutes=sample.width_minutes, metric=metric, subject=subject,  # type: ignore[arg-type]
+                           window_start=sample.window_start, window_end=sample.window_end, value=0.0, events=0)
+               for metric in ANOMALY_METRICS for subject in subjects[SUBJECT_OF[metric]]
+               if (metric, subject) not in have]
+    return sorted([*group, *missing], key=lambda w: (w.metric, w.subject))
+
+
+def _score(state: PulseState, window: PulseWindow, rules: PulseRules) -> tuple[PulseWindow, Alert | None]:
+    level = baseline(state, window.metric, window.subject, window.window_start)
+    if level is None or level.days < rules.min_history_days:
+        return window, None
+    z = round((window.value - level.mean) / level.spread, 3)
+    scored = window.model_copy(update={"expected": round(level.mean, 3), "z_score": z})
+    key = f"{window.metric}|{window.subject}"
+    anomalous = abs(z) >= rules.z_threshold
+    was = key in state.anomalous
+    state.anomalous = sorted((set(state.anomalous) | {key}) if anomalous else (set(state.anomalous) - {key}))
+    if not anomalous or was:
+        return scored, None
+    direction = "above" if z > 0 else "below"
+    what = "entries" if window.metric == "entries" else f"{window.subject} units sold"
+    return scored, Alert(
+        alert_id=f"anomaly|{key}|{window.window_end.isoformat()}", alert_type="anomaly", location="store",
+        severity="critical" if abs(z) >= 2 * rules.z_threshold else "warning", metric=window.metric,
+        subject=window.subject, value=window.value, threshold=round(level.mean, 3), ts=window.window_end,
+        message=(f"{what} {window.value:g} in the 5 minutes to {window.window_end:%H:%M}, {direction} the "
+                 f"{level.mean:.1f} expected at this hour (z {z:+.1f} over {level.days} earlier days)"))
+
+
+def _shrinkage(state: PulseState, group: list[PulseWindow], rules: PulseRules) -> list[Alert]:
+    taken = {w.subject: w.value for w in group if w.metric == "units_taken"}
+    paid = {w.subject: w.value for w in group if w.metric == "units_paid"}
+    unexplained = {shelf: units - paid.get(shelf, 0.0) for shelf, units in taken.items()}
+    now = sorted(shelf for shelf, units in unexplained.items() if units >= rules.shrinkage_min_units)
+    new = [shelf for shelf in now if shelf not in state.shrinking]
+    state.shrinking = now
+    end = group[0].window_end
+    return [Alert(alert_id=f"shrinkage|{shelf}|{end.isoformat()}", alert_type="shrinkage", location="store",
+                  severity="critical" if unexplained[shelf] >= 2 * rules.shrinkage_min_units else "warning",
+                  shelf_id=shelf, metric="units_taken", subject=shelf, value=unexplained[shelf],
+                  threshold=float(rules.shrinkage_min_units), ts=end,
+                  message=(f"shelf {shelf}: customers took {unexplained[shelf]:g} units more than the till was "
+                           f"paid for in the 5 minutes to {end:%H:%M}"))
+            for shelf in new]
