@@ -548,6 +548,7 @@ CREATE TABLE IF NOT EXISTS analytics.ml_models (
 );
 
 CREATE TABLE IF NOT EXISTS analytics.pulse_windows (
+    window_id text NOT NULL,
     width_minutes bigint NOT NULL,
     metric text NOT NULL,
     subject text NOT NULL,
@@ -564,7 +565,7 @@ CREATE TABLE IF NOT EXISTS analytics.pulse_windows (
     CHECK (value <= 1000000000000.0),
     CHECK (events >= 0),
     CHECK (events <= 1000000000),
-    PRIMARY KEY (width_minutes, metric, subject, window_start)
+    PRIMARY KEY (window_id)
 );
 
 CREATE TABLE IF NOT EXISTS analytics.ml_predictions_log (

@@ -79,11 +79,12 @@ class SinkDeclaration:
 SINKS: tuple[SinkDeclaration, ...] = (
     *(SinkDeclaration(name, "upsert") for name in (
         "shelf_state", "wh_state", "shelf_batch_state", "wh_batch_state", "daily_discounts",
-        "shelf_restock_plan", "wh_supplier_plan", "wh_supplier_orders", "pulse_windows")),
+        "shelf_restock_plan", "wh_supplier_plan", "wh_supplier_orders")),
     SinkDeclaration("wh_events", "insert"),
     SinkDeclaration("foot_traffic", "insert"),  # people in the store per hour (the API's KPIs)
     SinkDeclaration("wh_supplier_receipts", "insert"),
     SinkDeclaration("alerts", "insert"),
+    SinkDeclaration("pulse_windows", "insert"),
     SinkDeclaration("pos_transactions", "pos"),
     SinkDeclaration(DEAD_LETTERS, "dead_letters"),
 )

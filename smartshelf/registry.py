@@ -16,7 +16,6 @@ from smartshelf import schemas as s
 from smartshelf import store
 
 KEY_SEPARATOR = "|"
-PULSE_WINDOW_KEY = ("width_minutes", "metric", "subject", "window_start")
 # a sourced table's last-change time (UTC, set by a trigger on every insert and update): not a model field
 CHANGE_COLUMN = "updated_at"
 
@@ -72,6 +71,8 @@ TOPICS: tuple[Topic, ...] = (
     Topic("dead_letters", s.DeadLetter, ("source",), compacted=False),
     Topic("clock_ticks", s.ClockTick, ("tick_id",), compacted=False, id_field="tick_id"),
     Topic("wh_supplier_receipts", s.SupplierReceipt, ("shelf_id",), compacted=False, id_field="receipt_id"),
+    # the store's pulse (smartshelf.pulse): each event-time window once, when it closes
+    Topic("pulse_windows", s.PulseWindow, ("window_id",), compacted=False, id_field="window_id"),
     # compacted state and metadata: the latest value per key is the truth
     Topic("shelf_state", s.ShelfState, ("shelf_id",), compacted=True),
     Topic("wh_state", s.WarehouseState, ("shelf_id",), compacted=True),
@@ -85,8 +86,6 @@ TOPICS: tuple[Topic, ...] = (
     Topic("wh_policies", s.WarehousePolicy, ("shelf_id",), compacted=True),
     Topic("batch_catalog", s.BatchCatalogEntry, ("shelf_id", "batch_code"), compacted=True),
     Topic("shelf_profiles", s.ShelfProfile, ("shelf_id",), compacted=True),
-    # event-time windows of the store's pulse (smartshelf.pulse): the latest value per window
-    Topic("pulse_windows", s.PulseWindow, PULSE_WINDOW_KEY, compacted=True),
 )
 
 TABLES: tuple[Table, ...] = (
@@ -147,7 +146,7 @@ TABLES: tuple[Table, ...] = (
     Table("shelf_daily_features", s.ShelfDailyFeatures, ("shelf_id", "feature_date"),
           pg="analytics.shelf_daily_features"),
     Table("ml_models", s.MlModel, ("model_name", "model_version"), pg="analytics.ml_models"),
-    Table("pulse_windows", s.PulseWindow, PULSE_WINDOW_KEY, pg="analytics.pulse_windows",
+    Table("pulse_windows", s.PulseWindow, ("window_id",), pg="analytics.pulse_windows",
           delta="analytics/pulse_windows", topic="pulse_windows"),
     Table("ml_predictions_log", s.MlPrediction, ("model_name", "model_version", "shelf_id", "prediction_date"),
           pg="analytics.ml_predictions_log"),

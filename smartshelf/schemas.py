@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, GetPydanticSchema
+from pydantic import BaseModel, ConfigDict, Field, GetPydanticSchema, model_validator
 from pydantic_core import core_schema
 
 # --- domain bounds --------------------------------------------------------------------------------
@@ -134,6 +134,7 @@ class PulseWindow(Record):
     anomaly metric carries the level expected from earlier days at that hour, and its z-score, once there is
     enough history."""
 
+    window_id: str = ""  # width|metric|subject|start (`pulse_window_id`), filled in when not given
     width_minutes: int = Field(ge=1, le=60)
     metric: PulseMetric
     subject: str
@@ -143,6 +144,20 @@ class PulseWindow(Record):
     events: Count = Field(ge=0)
     expected: float | None = None
     z_score: float | None = None
+
+    @model_validator(mode="after")
+    def _named(self) -> PulseWindow:
+        """The id follows from the window; a record whose id says another window is refused."""
+        named = pulse_window_id(self.width_minutes, self.metric, self.subject, self.window_start)
+        if not self.window_id:
+            object.__setattr__(self, "window_id", named)  # frozen: set once, while validating
+        elif self.window_id != named:
+            raise ValueError(f"window_id {self.window_id!r} names another window than {named!r}")
+        return self
+
+
+def pulse_window_id(width_minutes: int, metric: str, subject: str, window_start: datetime) -> str:
+    return f"{width_minutes}|{metric}|{subject}|{window_start.isoformat()}"
 
 
 class ClockTick(Record):

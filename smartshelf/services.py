@@ -54,6 +54,10 @@ SERVICES: tuple[Service, ...] = (
     Service("removal-scheduler", Profile.SPARK, "spark", "expired lots → staff pickups and wh_removal, expired alerts (STORE_OPS_HOUR)"),
     Service("lake-sink", Profile.SPARK, "spark",
             "event, ops and analytics topics → Delta raw/ops/analytics (delta-spark: appends, merges by key)"),
+    # the store's pulse (smartshelf.pulse): Spark's window operators on event time, a query of its own
+    Service("pulse", Profile.SPARK, "spark",
+            "foot_traffic, pos_transactions, shelf_events → 1-min and 5-min sliding windows (pulse_windows), "
+            "anomaly and shrinkage alerts"),
     # the PostgreSQL mirror: embedded, one Python worker runs every connector config
     Service("kafka-connect", Profile.CONNECT, "connect", "Kafka Connect with the JDBC connector: topics ↔ PostgreSQL"),
     Service("connect-init", Profile.CONNECT, "connect", "registers the JDBC connector configs over Connect's REST API (one-shot)"),

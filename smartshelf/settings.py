@@ -83,9 +83,11 @@ class Settings(BaseSettings):
     # events arrive together, in any topic order); an event arriving after its window closed is dropped, counted.
     pulse_watermark_minutes: int = Field(2, alias="PULSE_WATERMARK_MINUTES", ge=0, le=24 * 60)
     pulse_trigger_ms: int = Field(5000, alias="PULSE_TRIGGER_MS", ge=0)
-    # an anomaly: a 5-minute window whose |z| against the same hour of earlier days reaches the threshold, once
-    # that hour has been seen on PULSE_MIN_HISTORY_DAYS days; the last PULSE_HISTORY_DAYS days are kept
+    # an anomaly: a 5-minute window whose |z| against the same hour of earlier days reaches the threshold and
+    # that is PULSE_MIN_DEVIATION away from the level, once that hour has been seen on PULSE_MIN_HISTORY_DAYS
+    # days; the last PULSE_HISTORY_DAYS days are kept
     pulse_z_threshold: float = Field(4.0, alias="PULSE_Z_THRESHOLD", gt=0)
+    pulse_min_deviation: float = Field(10.0, alias="PULSE_MIN_DEVIATION", ge=0)  # people or units per 5 minutes
     pulse_min_history_days: int = Field(2, alias="PULSE_MIN_HISTORY_DAYS", ge=1)
     pulse_history_days: int = Field(14, alias="PULSE_HISTORY_DAYS", ge=1)
     # shrinkage: a shelf's customers took (by its scale) this many units more than they paid for in 5 minutes

@@ -27,14 +27,16 @@ from smartshelf.clock import ClockMode
 from smartshelf.datagen import generate_store, write_store
 from smartshelf.errors import SmartShelfError
 from smartshelf.invariants import StockLedger, differences, state_digest
+from smartshelf.pulse import PULSE_ALERT_TYPES
 from smartshelf.registry import DEAD_LETTERS, SENSOR_TOPICS, table, topic
 from smartshelf.runtime import jobs, mirror, supervisor
 from smartshelf.runtime.scratch import scratch_stack
 from smartshelf.schemas import (Alert, DailyDiscount, PosTransaction, ShelfBatchState, ShelfEvent, ShelfState,
-                                SupplierOrder, SupplierReceipt, WarehouseBatchState, WarehouseEvent, WarehouseState)
+                                PulseWindow, SupplierOrder, SupplierReceipt, WarehouseBatchState, WarehouseEvent,
+                                WarehouseState)
 from smartshelf.settings import Settings
 from smartshelf.store import StoreData, clock_start
-from smartshelf.world import WorldState, format_scenarios, parse_scenarios
+from smartshelf.world import Scenario, WorldState, format_scenarios, parse_scenarios
 
 # the services of a run; the clock starts once all of them have joined the lockstep
 SERVICES = ("spark", "connect", "producers", "bridge")
@@ -71,15 +73,29 @@ def wait_for_lake(settings: Settings, timeout_s: float = SETTLE_TIMEOUT_S) -> No
     from smartshelf.streaming.apps import lake_tables
     from smartshelf.streaming.runner import LAKE_SINK
 
-    topics = {LAKE_SINK: sorted(lake_tables())}
+    _wait_for_reader(settings, LAKE_SINK, sorted(lake_tables()), timeout_s)
+
+
+def wait_for_pulse(settings: Settings, timeout_s: float = SETTLE_TIMEOUT_S) -> None:
+    """Wait until the pulse queries have read what the sensors' topics and the clock's hold now (their windows
+    and alerts are published with the batch)."""
+    from smartshelf.streaming.pulse import PULSE_APPS, SOURCES
+
+    for name in PULSE_APPS:
+        _wait_for_reader(settings, name, list(SOURCES), timeout_s)
+
+
+def _wait_for_reader(settings: Settings, name: str, topic_names: list[str], timeout_s: float) -> None:
+    """Wait until a query the clock does not wait for has read its topics up to their ends now."""
+    topics = {name: topic_names}
     clock = SimClock(redis_client(settings))
     kafka = KafkaAdapter(settings.kafka_bootstrap_servers)
     deadline = time.monotonic() + timeout_s
     try:
-        ends = Lockstep(clock, kafka, lambda behind: None).ends(set(topics[LAKE_SINK]))
-        while lags := offset_lags({LAKE_SINK: clock.positions(LAKE_SINK)}, topics, ends):
+        ends = Lockstep(clock, kafka, lambda behind: None).ends(set(topic_names))
+        while lags := offset_lags({name: clock.positions(name)}, topics, ends):
             if time.monotonic() > deadline:
-                raise NotSettled(f"the lake sink did not catch up with its topics in {timeout_s:.3g}s: {lags[0]}")
+                raise NotSettled(f"{name} did not catch up with its topics in {timeout_s:.3g}s: {lags[0]}")
             time.sleep(POLL_S / 5)
     finally:
         kafka.close()
@@ -265,6 +281,7 @@ def check(settings: Settings, watermark: datetime | None = None) -> Checks:
 
 
 def summarise(settings: Settings, wall_s: float) -> dict[str, object]:
+    wait_for_pulse(settings)  # before the lake's wait: then the lake holds the pulse's windows and alerts too
     checks = check(settings)
     mirror.wait_caught_up(settings)
     mirror_differences = mirror.differences(settings)
@@ -294,6 +311,7 @@ def summarise(settings: Settings, wall_s: float) -> dict[str, object]:
         "empty_shelf_misses": world.empty_shelf_misses,
         "scenarios": [str(s) for s in scenarios_of(settings)],
         "units_left_unpaid": sum(world.unpaid.values()),
+        "pulse": pulse_summary(settings, alerts),
         "digest": state_digest(checks.twin.tables()),
         **{k: v for k, v in checks.as_json().items() if k != "ok"},
         "postgres_mirror_ok": not mirror_differences,
@@ -304,6 +322,37 @@ def summarise(settings: Settings, wall_s: float) -> dict[str, object]:
         "checks_ok": checks.ok and not mirror_differences and not weight_mismatches,
         "wall_s": round(wall_s, 1),
     }
+
+
+def pulse_summary(settings: Settings, alerts: list[Alert]) -> dict[str, object]:
+    """The pulse's windows and alerts (a digest of both: same seed, same pulse), the rows dropped as late, and
+    for each injected scenario the first alert of its kind at or after it, in simulated minutes."""
+    from smartshelf.streaming.pulse import LateCounter
+
+    windows = _rows(settings, "pulse_windows", PulseWindow)
+    raised = sorted((a for a in alerts if a.alert_type in PULSE_ALERT_TYPES), key=lambda a: (a.ts, a.alert_id))
+    return {
+        "windows": dict(sorted(Counter(f"{w.width_minutes}min" for w in windows).items())),
+        "alerts": [f"{a.ts:%Y-%m-%d %H:%M} {a.alert_type} {a.subject}: {a.message}" for a in raised],
+        "late_dropped": LateCounter(redis_client(settings)).dropped(),
+        "digest": state_digest({"pulse_windows": windows, "pulse_alerts": raised}),
+        "scenario_alerts": scenario_alerts(scenarios_of(settings), raised),
+    }
+
+
+SHOWN_BY = {"rush": ("anomaly", "entries"), "theft": ("shrinkage", "units_taken")}  # scenario -> the alert
+
+
+def scenario_alerts(scenarios: Sequence[Scenario], alerts: Sequence[Alert]) -> list[dict[str, object]]:
+    """Each scenario with the first alert that shows it (its kind and metric, at or after it): the simulated
+    minutes from the scenario's first event to the end of the window that raised it."""
+    found = []
+    for scenario in scenarios:
+        kind, metric = SHOWN_BY[scenario.kind]
+        first = next((a for a in alerts if (a.alert_type, a.metric) == (kind, metric) and a.ts >= scenario.at), None)
+        found.append({"scenario": str(scenario), "alert": None if first is None else first.alert_id,
+                      "minutes_to_alert": None if first is None else (first.ts - scenario.at).total_seconds() / 60})
+    return found
 
 
 CHECKER = "checker"

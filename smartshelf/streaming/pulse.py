@@ -19,6 +19,7 @@ activity), so the driver-side scoring is small whatever the event rate: the per-
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from datetime import timedelta
 
@@ -30,6 +31,7 @@ from pyspark.sql.streaming import StreamingQuery
 from redis import Redis
 
 from smartshelf import loop, pulse
+from smartshelf.adapters.redis_clock import SimClock
 from smartshelf.adapters.spark import kafka_options
 from smartshelf.registry import CLOCK_TICKS
 from smartshelf.schemas import ClockTick, FootTrafficEvent, PosTransaction, PulseWindow, ShelfEvent
@@ -55,19 +57,19 @@ def rules(settings: Settings) -> pulse.PulseRules:
     return pulse.PulseRules(z_threshold=settings.pulse_z_threshold,
                             min_history_days=settings.pulse_min_history_days,
                             history_days=settings.pulse_history_days,
-                            shrinkage_min_units=settings.shrinkage_min_units)
+                            shrinkage_min_units=settings.shrinkage_min_units,
+                            min_deviation=settings.pulse_min_deviation)
 
 
 def item_facts(store: StoreData) -> dict[str, pulse.ItemFacts]:
     return {row.shelf_id: pulse.ItemFacts(row.item_category, row.item_weight) for row in store.store_inventory}
 
 
-def _parsed(source: DataFrame, topic_name: str, model: type[BaseModel]) -> DataFrame:
-    """A topic's records as their schema's columns; records that do not parse are left out (the twin's apps
-    report them as dead letters)."""
+def _event(topic_name: str, model: type[BaseModel]) -> Column:
+    """The record as its schema's struct when it comes from `topic_name`, else null; a record that does not
+    parse is null too (the twin's apps report it as a dead letter)."""
     schema = from_arrow_schema(arrow_schema(model))
-    event = F.from_json(F.col("value").cast("string"), schema, {"mode": "PERMISSIVE"}).alias("e")
-    return source.where(F.col("topic") == topic_name).select(event).where(F.col("e.ts").isNotNull()).select("e.*")
+    return F.when(F.col("topic") == topic_name, F.from_json(F.col("json"), schema, {"mode": "PERMISSIVE"}))
 
 
 def _signal(metric: Column | str, subject: Column | str, value: Column) -> Column:
@@ -76,105 +78,137 @@ def _signal(metric: Column | str, subject: Column | str, value: Column) -> Colum
                     value.cast(DECIMAL).alias("value"))
 
 
+def _moves(parsed: DataFrame) -> DataFrame:
+    """Each record's moves, before the item is known: (ts, kind, shelf_id, metric, quantity, amount, by
+    customer), one row per till line or scale reading, one per visit or tick."""
+    move = "struct<kind:string,shelf_id:string,metric:string,quantity:decimal(24,3),amount:decimal(24,3),customer:boolean>"
+    visit = F.array(F.struct(F.lit("visit").alias("kind"), F.lit(None).cast("string").alias("shelf_id"),
+                             F.when(F.col("ft.event_type") == "entry", "entries").otherwise("exits").alias("metric"),
+                             F.lit(1).cast(DECIMAL).alias("quantity"), F.lit(0).cast(DECIMAL).alias("amount"),
+                             F.lit(True).alias("customer")).cast(move))
+    lines = F.transform("pos.items", lambda line: F.struct(
+        F.lit("line").alias("kind"), line["shelf_id"].alias("shelf_id"), F.lit(None).cast("string").alias("metric"),
+        line["quantity"].cast(DECIMAL).alias("quantity"), line["line_total"].cast(DECIMAL).alias("amount"),
+        F.lit(True).alias("customer")).cast(move))
+    reading = F.array(F.struct(F.lit("scale").alias("kind"), F.col("se.shelf_id").alias("shelf_id"),
+                               F.lit(None).cast("string").alias("metric"), F.lit(0).cast(DECIMAL).alias("quantity"),
+                               F.col("se.weight_change").cast(DECIMAL).alias("amount"),
+                               F.col("se.customer_id").isNotNull().alias("customer")).cast(move))
+    tick = F.array(F.struct(F.lit(TICK).alias("kind"), F.lit(None).cast("string").alias("shelf_id"),
+                            F.lit(TICK).alias("metric"), F.lit(0).cast(DECIMAL).alias("quantity"),
+                            F.lit(0).cast(DECIMAL).alias("amount"), F.lit(False).alias("customer")).cast(move))
+    moves = (F.when(F.col("ft").isNotNull(), visit)
+             .when(F.col("pos").isNotNull(), lines)
+             .when((F.col("se").isNotNull()) & (F.col("se.event_type") == "weight_change"), reading)
+             .when(F.col("tick").isNotNull(), tick))
+    ts = F.coalesce("ft.ts", "pos.ts", "se.ts", "tick.ts").cast("timestamp")
+    return parsed.select(ts.alias("ts"), F.explode(moves).alias("m")).select("ts", "m.*")
+
+
 def signals(spark: SparkSession, settings: Settings, store: StoreData) -> DataFrame:
-    """(metric, subject, ts, value) rows of smartshelf.pulse.signals_of, computed by Spark, with the watermark
-    set, and the clock's ticks (metric TICK): they move the watermark, and `windows_of` drops their windows (a
-    filter in the query would be pushed below the watermark by Spark's optimizer, and not move it)."""
+    """(metric, subject, ts, value) rows of smartshelf.pulse.signals_of, computed by Spark from one read of the
+    topics, with the watermark set; and the clock's ticks (metric TICK): they move the watermark, and
+    `windows_of` drops their windows (a filter in the query would be pushed below the watermark by Spark's
+    optimizer, and not move it)."""
     source = spark.readStream.format("kafka").options(**kafka_options(settings, list(SOURCES))).load()
     items = spark.createDataFrame([(shelf, facts.category, facts.item_weight)
                                    for shelf, facts in sorted(item_facts(store).items())],
                                   "shelf_id string, category string, item_weight long")
-    visits = _parsed(source, "foot_traffic", FootTrafficEvent).select(
-        "ts", F.array(_signal(F.when(F.col("event_type") == "entry", "entries").otherwise("exits"), pulse.STORE,
-                              F.lit(1))).alias("s"))
-    lines = _parsed(source, "pos_transactions", PosTransaction).select(
-        "ts", F.explode("items").alias("line")).select("ts", "line.*").join(F.broadcast(items), "shelf_id")
-    sales = lines.select("ts", F.array(
-        _signal("units_sold", F.col("category"), F.col("quantity")),
-        _signal("revenue", F.col("category"), F.col("line_total")),
-        _signal("units_paid", F.col("shelf_id"), F.col("quantity"))).alias("s"))
-    readings = (_parsed(source, "shelf_events", ShelfEvent).where(F.col("event_type") == "weight_change")
-                .join(F.broadcast(items), "shelf_id"))
-    grams = F.col("weight_change").cast(DECIMAL)
-    scale = readings.select("ts", F.array_compact(F.array(
-        _signal("weight_changes", F.col("category"), grams),
-        F.when(F.col("customer_id").isNotNull(),
-               _signal("units_taken", F.col("shelf_id"), -grams / F.col("item_weight"))))).alias("s"))
-    ticks = _parsed(source, CLOCK_TICKS, ClockTick).select("ts", F.array(_signal(TICK, "", F.lit(0))).alias("s"))
+    parsed = source.select("topic", F.col("value").cast("string").alias("json")).select(
+        _event("foot_traffic", FootTrafficEvent).alias("ft"), _event("pos_transactions", PosTransaction).alias("pos"),
+        _event("shelf_events", ShelfEvent).alias("se"), _event(CLOCK_TICKS, ClockTick).alias("tick"))
+    moves = _moves(parsed).join(F.broadcast(items), "shelf_id", "left")
+    known = F.col("category").isNotNull()  # a till line or a reading of a shelf the store lists
+    kind, quantity, amount = F.col("kind"), F.col("quantity"), F.col("amount")
+    signal_list = (
+        F.when(kind.isin("visit", TICK), F.array(_signal(F.col("metric"), pulse.STORE, quantity)))
+        .when((kind == "line") & known, F.array(
+            _signal("units_sold", F.col("category"), quantity), _signal("revenue", F.col("category"), amount),
+            _signal("units_paid", F.col("shelf_id"), quantity)))
+        .when((kind == "scale") & known & F.col("customer"), F.array(
+            _signal("weight_changes", F.col("category"), amount),
+            _signal("units_taken", F.col("shelf_id"), -amount / F.col("item_weight"))))
+        .when((kind == "scale") & known, F.array(_signal("weight_changes", F.col("category"), amount))))
     delay = watermark_delay(settings)
-    return (visits.unionByName(sales).unionByName(scale).unionByName(ticks)
-            # event time must be a TIMESTAMP (the session's zone is UTC, as the clock's times are)
-            .select(F.col("ts").cast("timestamp").alias("ts"), F.explode("s").alias("s")).select("ts", "s.*")
+    return (moves.select("ts", F.explode(signal_list).alias("s")).select("ts", "s.*")
             .withWatermark("ts", f"{int(delay.total_seconds())} seconds"))
 
 
-def windowed(frame: DataFrame, width_minutes: int, slide_minutes: int) -> DataFrame:
-    """The signals' sum and count per event-time window, metric and subject: PulseWindow's columns."""
-    window = F.window("ts", f"{width_minutes} minutes", f"{slide_minutes} minutes")
-    return (frame.groupBy(window.alias("w"), "metric", "subject")
-            .agg(F.sum("value").alias("value"), F.count(F.lit(1)).alias("events"))
-            .select(F.lit(width_minutes).alias("width_minutes"), "metric", "subject",
-                    F.col("w.start").alias("window_start"), F.col("w.end").alias("window_end"),
-                    F.col("value").cast("double").alias("value"), "events"))
+def windowed(frame: DataFrame) -> DataFrame:
+    """Spark's window operators, chained in one query: the signals' sum and count per 1-minute tumbling window,
+    metric and subject; then the 1-minute windows' per 5-minute window sliding every minute, each carrying its
+    minutes. A minute is published with the sliding window it ends (`minutes_of`), so each once."""
+    minute = (frame.groupBy(F.window("ts", f"{pulse.TUMBLING_MINUTES} minutes").alias("w"), "metric", "subject")
+              .agg(F.sum("value").alias("value"), F.count(F.lit(1)).alias("events")))
+    sliding = F.window(F.window_time("w"), f"{pulse.SLIDING_MINUTES} minutes", f"{pulse.SLIDE_MINUTES} minutes")
+    return (minute.groupBy(sliding.alias("s"), "metric", "subject")
+            .agg(F.sum("value").alias("value"), F.sum("events").alias("events"),
+                 F.collect_list(F.struct(F.col("w.start").alias("start"), F.col("value").cast("double").alias("value"),
+                                         F.col("events").alias("events"))).alias("minutes"))
+            .select("metric", "subject", F.col("s.start").alias("window_start"), F.col("s.end").alias("window_end"),
+                    F.col("value").cast("double").alias("value"), "events", "minutes"))
 
 
-def windows_of(frame: DataFrame) -> list[PulseWindow]:
-    """A batch of closed windows, on the driver (a few per simulated minute), without the clock's."""
-    return [PulseWindow(**row) for row in frame.toArrow().to_pylist() if row["metric"] != TICK]
+def windows_of(rows: list[dict[str, object]]) -> tuple[list[PulseWindow], list[PulseWindow]]:
+    """A batch's closed sliding windows (a few dozen per simulated minute, on the driver), and the minutes
+    they end; without the clock's."""
+    minutes, sliding = [], []
+    for row in rows:
+        if row["metric"] == TICK:
+            continue
+        end = row["window_end"]
+        for minute in row["minutes"]:  # type: ignore[attr-defined]
+            if minute["start"] + timedelta(minutes=pulse.TUMBLING_MINUTES) == end:
+                minutes.append(PulseWindow(width_minutes=pulse.TUMBLING_MINUTES, metric=row["metric"],  # type: ignore[arg-type]
+                                           subject=row["subject"], window_start=minute["start"], window_end=end,
+                                           value=minute["value"], events=minute["events"]))
+        sliding.append(PulseWindow(width_minutes=pulse.SLIDING_MINUTES, metric=row["metric"],  # type: ignore[arg-type]
+                                   subject=row["subject"], window_start=row["window_start"], window_end=end,
+                                   value=row["value"], events=row["events"]))
+    return minutes, sliding
 
 
-class PulseWindows:
-    """1-minute tumbling windows → pulse_windows."""
+class PulseApp(LoopApp[pulse.PulseState]):
+    """The pulse: its 1-minute windows published as they are; its 5-minute windows scored, published, and
+    their anomaly and shrinkage alerts raised."""
 
-    name = "pulse-windows"
-    width_minutes, slide_minutes = pulse.TUMBLING_MINUTES, pulse.TUMBLING_MINUTES
-
-    def handle_windows(self, io: BatchIO, batch_id: int, windows: list[PulseWindow]) -> None:
-        published = [w for w in windows if pulse.SUBJECT_OF[w.metric] != "shelf"]
-        io.publish(BatchOutput({"pulse_windows": published}))
-
-
-class PulseAnomalies(LoopApp[pulse.PulseState]):
-    """5-minute sliding windows → scored windows (pulse_windows) and anomaly / shrinkage alerts."""
-
-    name = "pulse-anomalies"
+    name = "pulse"
     topics = ()
     outputs = ("alerts", "pulse_windows")
     state_model = pulse.PulseState
-    width_minutes, slide_minutes = pulse.SLIDING_MINUTES, pulse.SLIDE_MINUTES
 
     def __init__(self, categories: Sequence[str]) -> None:
         super().__init__()
         self.categories = sorted(categories)
+        self.minutes: list[PulseWindow] = []
 
-    def handle_windows(self, io: BatchIO, batch_id: int, windows: list[PulseWindow]) -> None:
-        received = [Received("pulse_windows", 0, number, window) for number, window in enumerate(windows)]
+    def handle_windows(self, io: BatchIO, batch_id: int, rows: list[dict[str, object]]) -> None:
+        self.minutes, sliding = windows_of(rows)
+        received = [Received("pulse_windows", 0, number, window) for number, window in enumerate(sliding)]
         self.handle(io, batch_id, received, BatchOutput())  # a loop app publishes its effects itself
 
     def apply(self, state: pulse.PulseState, received: list[Received], config: loop.StoreConfig, io: BatchIO
               ) -> loop.Effects:
         windows = [item.record for item in received]
         published, alerts = pulse.evaluate(state, windows, self.categories, rules(io.settings))  # type: ignore[arg-type]
-        return loop.Effects({"pulse_windows": list(published), "alerts": list(alerts)})
+        minutes = [w for w in self.minutes if pulse.SUBJECT_OF[w.metric] != "shelf"]
+        return loop.Effects({"pulse_windows": [*minutes, *published], "alerts": list(alerts)})
 
 
-PulseApp = PulseWindows | PulseAnomalies
-PULSE_APPS = (PulseWindows.name, PulseAnomalies.name)
+PULSE_APPS = (PulseApp.name,)
 
 
 def pulse_app(name: str, store: StoreData) -> PulseApp:
-    if name == PulseWindows.name:
-        return PulseWindows()
-    return PulseAnomalies(sorted({facts.category for facts in item_facts(store).values()}))
+    return PulseApp(sorted({facts.category for facts in item_facts(store).values()}))
 
 
 def start_pulse(spark: SparkSession, settings: Settings, app: PulseApp, store: StoreData, io: BatchIO
                 ) -> StreamingQuery:
-    """One pulse app as its own query, in append mode: each window once, when the watermark has passed it."""
-    frame = windowed(signals(spark, settings, store), app.width_minutes, app.slide_minutes)
+    """The pulse as a query of its own, in append mode: each window once, when the watermark has passed it."""
+    frame = windowed(signals(spark, settings, store))
 
     def each_batch(batch: DataFrame, batch_id: int) -> None:
-        app.handle_windows(io, batch_id, windows_of(batch))
+        app.handle_windows(io, batch_id, batch.toArrow().to_pylist())
 
     return (frame.writeStream.queryName(app.name).outputMode("append").foreachBatch(each_batch)
             .option("checkpointLocation", str(settings.run_dir / "checkpoints" / app.name))
@@ -199,3 +233,16 @@ class LateCounter:
 
     def dropped(self) -> dict[str, int]:
         return {name: int(self.redis.hget(LATE_KEY, name) or 0) for name in PULSE_APPS}
+
+
+def report_read(clock: SimClock, name: str, query: StreamingQuery) -> None:
+    """Tell the clock how far a pulse query has read (its last finished batch): it is no lockstep participant,
+    but what reads its output waits for it (smartshelf.runtime.sim.wait_for_pulse)."""
+    progress = query.lastProgress
+    if progress is None:
+        return
+    ends = [source.endOffset for source in progress.sources if source.endOffset]
+    positions = {(topic_name, int(partition)): int(offset)
+                 for end in ends for topic_name, partitions in (json.loads(end) if isinstance(end, str) else end).items()
+                 for partition, offset in partitions.items()}
+    clock.offsets_done(name, positions)

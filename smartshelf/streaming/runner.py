@@ -28,7 +28,7 @@ from smartshelf.settings import Settings
 from smartshelf.store import StoreData
 from smartshelf.streaming.apps import LakeSink, StreamingApp, all_apps
 from smartshelf.streaming.batch import BatchIO, SourceRecord, source_records
-from smartshelf.streaming.pulse import PULSE_APPS, LateCounter, pulse_app, start_pulse
+from smartshelf.streaming.pulse import PULSE_APPS, LateCounter, pulse_app, report_read, start_pulse
 
 STATUS_FILE = "spark_queries.json"
 
@@ -116,6 +116,7 @@ def run(settings: Settings, names: Iterable[str] | None = None) -> None:
             starters |= {name: _pulse_starter(spark, settings, name, store, ios[name]) for name in pulse_names}
         queries = {name: start() for name, start in starters.items()}
     late = LateCounter(redis_client(settings))
+    clock = SimClock(redis_client(settings))
     restarts = dict.fromkeys(queries, 0)
     status_path = settings.run_dir / STATUS_FILE
     try:
@@ -125,6 +126,7 @@ def run(settings: Settings, names: Iterable[str] | None = None) -> None:
                                                for name, q in queries.items()}))
             for name in pulse_names:
                 late.update(name, queries[name])
+                report_read(clock, name, queries[name])
             for name, query in queries.items():
                 if query.isActive:
                     continue
@@ -142,7 +144,6 @@ def run(settings: Settings, names: Iterable[str] | None = None) -> None:
         for io in ios.values():
             io.close()
         if life.stopping:  # a clean stop: the lockstep clock must not wait for these apps (a crash keeps them)
-            clock = SimClock(redis_client(settings))
             for app in apps:
                 clock.unregister(app.name)
         spark.stop()

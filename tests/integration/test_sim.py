@@ -1,6 +1,6 @@
 """`smartshelf sim` through the real stack: a fast simulated day of the closed loop whose twin matches the world
-and conserves stock, and that gives the same digest when run again with the same seed with the Spark driver
-killed (-9, with its JVM and workers) in the middle."""
+and conserves stock, and that gives the same digest (and the same pulse windows) when run again with the same
+seed with the Spark driver killed (-9, with its JVM and workers) in the middle."""
 
 from __future__ import annotations
 
@@ -56,6 +56,10 @@ def test_a_fast_day_closes_the_loop_and_the_twin_matches_the_world(uninterrupted
     # near-expiry lots discounted
     assert summary["restocks"] > 50 and summary["refills"] > 50 and summary["supplier_orders"] > 10, summary  # type: ignore[operator]
     assert summary["alerts_by_type"]["low_stock"] > 0 and summary["discounts"] > 0, summary  # type: ignore[index,operator]
+    # the pulse's windows closed through the day, none of its events came too late for them
+    pulse = summary["pulse"]
+    assert isinstance(pulse, dict) and pulse["windows"]["1min"] > 500 and pulse["windows"]["5min"] > 500, pulse
+    assert pulse["late_dropped"] == {"pulse": 0}, pulse
 
 
 def test_the_spark_driver_killed_mid_run_gives_the_same_digest(uninterrupted: dict[str, object]) -> None:
@@ -89,6 +93,7 @@ def test_the_spark_driver_killed_mid_run_gives_the_same_digest(uninterrupted: di
     for field in ("digest", "events", "sales", "alerts", "restocks", "refills", "supplier_orders", "discounts",
                   "removals", "dead_letters"):
         assert summary[field] == uninterrupted[field], field
+    assert summary["pulse"]["digest"] == uninterrupted["pulse"]["digest"]  # type: ignore[index]  # same windows, once
 
 
 def test_bad_arguments_get_one_line() -> None:

@@ -53,8 +53,9 @@ def test_each_service_has_an_embedded_counterpart() -> None:
 
 def test_each_streaming_app_is_a_spark_service_with_its_shell() -> None:
     from smartshelf.streaming.apps import all_apps
+    from smartshelf.streaming.pulse import PULSE_APPS
 
     spark_services = {s.name for s in SERVICES if s.profile == Profile.SPARK}
-    assert spark_services == set(all_apps())
+    assert spark_services == set(all_apps()) | set(PULSE_APPS)
     for name in spark_services:
         assert (REPO / "spark-apps" / name / "app.py").is_file(), name

@@ -1,0 +1,7 @@
+"""Shell: the pulse streaming app alone, as compose runs it (smartshelf.streaming.pulse)."""
+
+from smartshelf.settings import get_settings
+from smartshelf.streaming.runner import run
+
+if __name__ == "__main__":
+    run(get_settings(), ["pulse"])
