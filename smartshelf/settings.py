@@ -82,7 +82,7 @@ class Settings(BaseSettings):
     # the events have gone PULSE_WATERMARK_MINUTES past its end, plus one clock step (in fast mode a whole tick's
     # events arrive together, in any topic order); an event arriving after its window closed is dropped, counted.
     pulse_watermark_minutes: int = Field(2, alias="PULSE_WATERMARK_MINUTES", ge=0, le=24 * 60)
-    pulse_trigger_ms: int = Field(5000, alias="PULSE_TRIGGER_MS", ge=0)
+    pulse_trigger_ms: int = Field(10_000, alias="PULSE_TRIGGER_MS", ge=0)
     # an anomaly: a 5-minute window whose |z| against the same hour of earlier days reaches the threshold and
     # that is PULSE_MIN_DEVIATION away from the level, once that hour has been seen on PULSE_MIN_HISTORY_DAYS
     # days; the last PULSE_HISTORY_DAYS days are kept

@@ -123,7 +123,8 @@ def signals(spark: SparkSession, settings: Settings, store: StoreData) -> DataFr
     signal_list = (
         F.when(kind.isin("visit", TICK), F.array(_signal(F.col("metric"), pulse.STORE, quantity)))
         .when((kind == "line") & known, F.array(
-            _signal("units_sold", F.col("category"), quantity), _signal("revenue", F.col("category"), amount),
+            _signal("units_sold", pulse.STORE, quantity), _signal("units_sold", F.col("category"), quantity),
+            _signal("revenue", F.col("category"), amount),
             _signal("units_paid", F.col("shelf_id"), quantity)))
         .when((kind == "scale") & known & F.col("customer"), F.array(
             _signal("weight_changes", F.col("category"), amount),
@@ -191,7 +192,7 @@ class PulseApp(LoopApp[pulse.PulseState]):
               ) -> loop.Effects:
         windows = [item.record for item in received]
         published, alerts = pulse.evaluate(state, windows, self.categories, rules(io.settings))  # type: ignore[arg-type]
-        minutes = [w for w in self.minutes if pulse.SUBJECT_OF[w.metric] != "shelf"]
+        minutes = [w for w in self.minutes if w.metric not in pulse.SHELF_METRICS]
         return loop.Effects({"pulse_windows": [*minutes, *published], "alerts": list(alerts)})
 
 

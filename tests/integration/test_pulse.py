@@ -167,7 +167,7 @@ def _reference(store: StoreData, events: list[BaseModel], settings: Settings
     sliding = [w for w in pulse.window_sums(signals, 5, 1) if w.window_end <= closed_before]
     categories = sorted({facts.category for facts in items.values()})
     scored, alerts = pulse.evaluate(pulse.PulseState(), sliding, categories, rules(settings))
-    published = [w for w in minute if pulse.SUBJECT_OF[w.metric] != "shelf"] + scored
+    published = [w for w in minute if w.metric not in pulse.SHELF_METRICS] + scored
     return {w.window_id: w for w in published}, alerts
 
 

@@ -28,7 +28,7 @@ def test_each_event_gives_its_signals() -> None:
     pickup = taken.model_copy(update={"event_type": "pickup"})
     assert [s[:2] + (float(s.value),) for s in signals_of(entry, ITEMS)] == [("entries", "store", 1.0)]
     assert [s[:2] + (float(s.value),) for s in signals_of(basket, ITEMS)] == [
-        ("units_sold", "Dairy", 3.0), ("revenue", "Dairy", 7.5), ("units_paid", "S1", 3.0)]
+        ("units_sold", "store", 3.0), ("units_sold", "Dairy", 3.0), ("revenue", "Dairy", 7.5), ("units_paid", "S1", 3.0)]
     assert [s[:2] + (float(s.value),) for s in signals_of(taken, ITEMS)] == [
         ("weight_changes", "Bakery", -800.0), ("units_taken", "S2", 2.0)]
     assert [s.metric for s in signals_of(refill, ITEMS)] == ["weight_changes"]  # staff moves are accounted for
@@ -135,7 +135,7 @@ def test_history_keeps_the_last_days_only() -> None:
     state = PulseState()
     days = [[10.0] * 3 for _ in range(20)]
     pulse.evaluate(state, _days_of_entries(days), [], PulseRules(history_days=5))
-    assert sorted(state.history) == ["entries|store|10"]  # a window's hour is its last minute's
+    assert sorted(state.history) == ["entries|store|10", "units_sold|store|10"]  # the hour of the last minute
     assert sorted(state.history["entries|store|10"]) == [f"2025-01-{day:02d}" for day in range(15, 21)]
 
 
