@@ -31,6 +31,7 @@ from smartshelf.adapters.redis_clock import SimClock, redis_client
 from smartshelf.apps.producers import load_state
 from smartshelf.errors import SmartShelfError, first_line
 from smartshelf.loop import FORECAST_PLAN_PREFIX
+from smartshelf.pulse import PULSE_ALERT_TYPES, SLIDING_MINUTES, STORE, TUMBLING_MINUTES
 from smartshelf.registry import table
 from smartshelf.settings import Settings
 
@@ -430,8 +431,7 @@ def forecast_plans(plans: pd.DataFrame) -> pd.DataFrame:
 
 
 # --- the Pulse tab -------------------------------------------------------------------------------------
-MINUTE_WINDOW, FIVE_MINUTE_WINDOW = 1, 5  # PulseWindow.width_minutes: tumbling and sliding windows
-PULSE_ALERT_TYPES = ("anomaly", "shrinkage")
+MINUTE_WINDOW, FIVE_MINUTE_WINDOW = TUMBLING_MINUTES, SLIDING_MINUTES  # PulseWindow.width_minutes
 ANOMALY_LIST_ROWS = 100
 # the anomaly list's columns, from the alerts' ("about" is made here: the shelf, or the metric and its subject)
 ANOMALY_COLUMNS = {"ts": "time", "alert_type": "type", "severity": "severity", "about": "about",
@@ -460,7 +460,7 @@ def pulse_rows(frame: pd.DataFrame, width_minutes: int, metric: str | None = Non
 
 def pulse_kpis(frame: pd.DataFrame, now: datetime | None) -> PulseKpis | None:
     """The newest 5-minute window that ended by now (the newest of all without a clock); None while there is none.
-    A metric without a row in that window had no event in it."""
+    A metric without a row in that window had no event in it; revenue is summed over the categories."""
     windows = pulse_rows(frame, FIVE_MINUTE_WINDOW)
     ends = pd.to_datetime(windows["window_end"])
     if now is not None:
@@ -468,6 +468,8 @@ def pulse_kpis(frame: pd.DataFrame, now: datetime | None) -> PulseKpis | None:
     if windows.empty:
         return None
     newest = windows[ends == ends.max()]
+    # units sold has a window for the store besides its categories': the store's is the total
+    newest = newest[(newest["metric"] != "units_sold") | (newest["subject"] == STORE)]
     totals = newest.groupby("metric")["value"].sum()
     return PulseKpis(window_start=pd.Timestamp(newest["window_start"].min()).to_pydatetime(),
                      window_end=pd.Timestamp(ends.max()).to_pydatetime(),
@@ -486,8 +488,9 @@ def pulse_alerts_today(alerts: pd.DataFrame, now: datetime | None) -> dict[str, 
 
 
 def units_sold_per_minute(frame: pd.DataFrame) -> pd.DataFrame:
-    """The 1-minute windows of units sold, their start as a timestamp."""
+    """The 1-minute windows of units sold per category, their start as a timestamp."""
     sold = pulse_rows(frame, MINUTE_WINDOW, "units_sold")
+    sold = sold[sold["subject"] != STORE]
     return sold.assign(window_start=pd.to_datetime(sold["window_start"]))
 
 

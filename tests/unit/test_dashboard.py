@@ -305,11 +305,12 @@ def test_the_pulse_is_read_newest_first_and_bounded_to_its_hours_of_windows() ->
     assert d.VIEW_TABLES[d.PULSE_VIEW] == ("store_inventory", "pulse_windows", "alerts")
 
 
-def test_the_pulse_kpis_are_the_newest_ended_5_minute_window_summed_over_subjects() -> None:
+def test_the_pulse_kpis_are_the_newest_ended_5_minute_window_of_the_store() -> None:
     ended, older = NOW - timedelta(minutes=5), NOW - timedelta(minutes=6)
     frame = windows(
         window(5, "entries", "store", ended, 12), window(5, "exits", "store", ended, 9),
-        window(5, "units_sold", "FISH", ended, 4, expected=3.0, z_score=0.5), window(5, "units_sold", "MEAT", ended, 6),
+        window(5, "units_sold", "store", ended, 10, expected=8.0, z_score=0.5),
+        window(5, "units_sold", "FISH", ended, 4), window(5, "units_sold", "MEAT", ended, 6),
         window(5, "revenue", "FISH", ended, 20.5), window(5, "revenue", "MEAT", ended, 30.25),
         window(5, "entries", "store", older, 99), window(5, "exits", "store", older, 7),  # older
         window(5, "entries", "store", NOW - timedelta(minutes=2), 50),  # ends after now: still open
@@ -338,6 +339,7 @@ def test_anomaly_and_shrinkage_alerts_are_counted_for_the_simulated_day() -> Non
 def test_units_sold_per_minute_has_a_column_per_category_and_every_minute() -> None:
     minute = NOW - timedelta(minutes=3)
     frame = windows(window(1, "units_sold", "MEAT", minute, 2), window(1, "units_sold", "FISH", minute, 1),
+                    window(1, "units_sold", "store", minute, 3),  # the store's total is no category
                     window(1, "units_sold", "FISH", minute + timedelta(minutes=2), 4),  # none sold in between
                     window(1, "revenue", "FISH", minute, 9.5), window(5, "units_sold", "FISH", minute, 5),
                     window(1, "units_sold", "FISH", minute - timedelta(hours=d.PULSE_HOURS), 8))  # too old

@@ -109,6 +109,7 @@ def pulse_snapshot() -> core.Snapshot:
     rows = [window(1, "units_sold", category, NOW - timedelta(minutes=minute), units)
             for minute in range(1, 11) for category, units in (("REFRIGERATED", 2), ("FRUITS AND VEGETABLES", 1))]
     rows += [window(5, "entries", "store", ended, 12), window(5, "exits", "store", ended, 9),
+             window(5, "units_sold", "store", ended, 15),
              window(5, "units_sold", "REFRIGERATED", ended, 10), window(5, "units_sold", "FRUITS AND VEGETABLES", ended, 5),
              window(5, "revenue", "REFRIGERATED", ended, 20.5), window(5, "revenue", "FRUITS AND VEGETABLES", ended, 30.25),
              window(5, "entries", "store", open_window, 50)]
