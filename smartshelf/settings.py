@@ -80,7 +80,8 @@ class Settings(BaseSettings):
 
     # the store's pulse (smartshelf.pulse): event-time windows, anomaly and shrinkage alerts. A window closes once
     # the events have gone PULSE_WATERMARK_MINUTES past its end, plus one clock step (in fast mode a whole tick's
-    # events arrive together, in any topic order); an event arriving after its window closed is dropped, counted.
+    # events arrive together, in any topic order), plus at demo speed 30 wall seconds of the clock's
+    # (smartshelf.streaming.pulse.watermark_delay); an event arriving after its window closed is dropped, counted.
     pulse_watermark_minutes: int = Field(2, alias="PULSE_WATERMARK_MINUTES", ge=0, le=24 * 60)
     pulse_trigger_ms: int = Field(10_000, alias="PULSE_TRIGGER_MS", ge=0)
     # an anomaly: a 5-minute window whose |z| against the same hour of earlier days reaches the threshold and

@@ -10,7 +10,7 @@ operators on event time, with a watermark; each a query of its own.
 Spark keeps the open windows in its state store (RocksDB, checkpointed) and hands a window to the batch once
 the watermark has passed its end (append mode); a window is therefore emitted once, with every event that was
 not late. The watermark is the newest event time seen, minus PULSE_WATERMARK_MINUTES and one clock step: the
-clock's own ticks (clock_ticks) count as events, so windows close at night too. Rows dropped as late are
+clock's own ticks (clock_ticks) count as events, so windows close at night too (`watermark_delay`). Rows dropped as late are
 counted from the queries' progress (`LateCounter`), per batch, once.
 
 What the batch sees is a handful of closed windows per simulated minute (store and categories; shelves with
@@ -47,10 +47,17 @@ TICK = "tick"  # a clock tick's signal: it moves the watermark, and its windows 
 LATE_KEY = "pulse:late"  # Redis hash: per query, rows dropped as late and the last batch counted
 
 
+DEMO_LAG_WALL_S = 30  # at demo speed, how far (wall seconds) a sensor topic may lag another without loss
+
+
 def watermark_delay(settings: Settings) -> timedelta:
-    """How far behind the newest event time a window closes: in fast mode a whole tick's events come at once,
-    in any order across topics, so the delay covers a step."""
-    return timedelta(minutes=settings.pulse_watermark_minutes, seconds=settings.step_seconds)
+    """How far behind the newest event time a window closes. In fast mode a whole tick's events come at once,
+    in any order across topics, so the delay covers a step; at demo speed the clock does not wait for the
+    bridge, so it covers DEMO_LAG_WALL_S of wall time too (5 simulated minutes at TIME_MULTIPLIER=10)."""
+    delay = timedelta(minutes=settings.pulse_watermark_minutes, seconds=settings.step_seconds)
+    if settings.sim_mode == "demo":
+        delay += timedelta(seconds=DEMO_LAG_WALL_S * settings.time_multiplier)
+    return delay
 
 
 def rules(settings: Settings) -> pulse.PulseRules:

@@ -9,7 +9,7 @@ import pytest
 
 from smartshelf import pulse
 from smartshelf.pulse import ItemFacts, PulseRules, PulseState, Signal, signals_of, window_starts, window_sums
-from smartshelf.schemas import FootTrafficEvent, PosItem, PosTransaction, PulseWindow, ShelfEvent
+from smartshelf.schemas import Alert, FootTrafficEvent, PosItem, PosTransaction, PulseWindow, ShelfEvent
 from smartshelf.world import World, parse_scenarios
 from smartshelf.datagen import generate_store
 
@@ -157,3 +157,28 @@ def test_a_simulated_rush_day_raises_the_rush_and_quiet_days_raise_nothing() -> 
     rush_alert = next(a for a in alerts if a.metric == "entries")
     assert rush_at < rush_alert.ts <= rush_at + timedelta(minutes=5)
     assert all(a.ts.date() == rush_at.date() and a.ts >= rush_at for a in alerts), [a.message for a in alerts]
+
+
+def test_each_scenario_is_matched_with_the_first_alert_that_shows_it() -> None:
+    from smartshelf.runtime.sim import scenario_alerts
+
+    at = datetime(2025, 1, 3, 11)
+    entries = Alert(alert_id="a", alert_type="anomaly", location="store", severity="warning", metric="entries",
+                          subject="store", message="m", ts=at + timedelta(minutes=2))
+    early = entries.model_copy(update={"alert_id": "early", "ts": at - timedelta(minutes=1)})
+    theft = entries.model_copy(update={"alert_id": "t", "alert_type": "shrinkage", "metric": "units_taken",
+                                       "ts": at + timedelta(hours=4, minutes=5)})
+    found = scenario_alerts(parse_scenarios("rush@2025-01-03T11:00,theft@2025-01-03T15:00"), [early, entries, theft])
+    assert found == [{"scenario": "rush@2025-01-03T11:00", "alert": "a", "minutes_to_alert": 2.0},
+                     {"scenario": "theft@2025-01-03T15:00", "alert": "t", "minutes_to_alert": 5.0}]
+    assert scenario_alerts(parse_scenarios("theft@2025-01-03T16:00"), [theft])[0]["alert"] is None
+
+
+def test_a_window_closes_a_tick_late_in_fast_mode_and_30_wall_seconds_later_at_demo_speed() -> None:
+    from smartshelf.settings import Settings
+    from smartshelf.streaming.pulse import watermark_delay
+
+    fast = Settings(_env_file=None).model_copy(update={"sim_mode": "fast", "step_seconds": 3600})  # type: ignore[call-arg]
+    demo = Settings(_env_file=None).model_copy(update={"sim_mode": "demo", "step_seconds": 1, "time_multiplier": 10})  # type: ignore[call-arg]
+    assert watermark_delay(fast) == timedelta(hours=1, minutes=2)
+    assert watermark_delay(demo) == timedelta(minutes=7, seconds=1)
