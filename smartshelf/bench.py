@@ -16,11 +16,12 @@ from kafka import TopicPartition
 
 from smartshelf.adapters.kafka import KafkaAdapter, TopicConfig
 from smartshelf.adapters.kafka_confluent import PRODUCER_DEFAULTS, ConfluentAdapter, produce_all
+from smartshelf.apps.producers import world_of
 from smartshelf.registry import topic
 from smartshelf.runtime import jobs, supervisor
 from smartshelf.runtime.scratch import scratch_stack
 from smartshelf.settings import Settings
-from smartshelf.world import World, WorldEvents
+from smartshelf.world import WorldEvents
 
 
 def _payload(i: int) -> bytes:
@@ -296,7 +297,7 @@ def bench_producers(base: Settings, days: int = 1, step_seconds: int = 900) -> d
         for job in jobs.JOBS.values():
             job(settings)
 
-        world = World(jobs.load_store(settings), settings.sim_seed)
+        world = world_of(settings)
         state = world.initial_state(settings.sim_start)
         records: list[SensorRecord] = []
         began = time.monotonic()
@@ -397,7 +398,7 @@ def bench_spark(base: Settings, warm_days: int = 1, cold_days: int = 1, max_offs
         settings = settings.model_copy(update={"max_offsets_per_trigger": max_offsets})
         for job in jobs.JOBS.values():
             job(settings)
-        world = World(jobs.load_store(settings), settings.sim_seed)
+        world = world_of(settings)
         state, cold_events = world.advance(world.initial_state(settings.sim_start),
                                            settings.sim_start + timedelta(days=cold_days))
         _, warm_events = world.advance(state, state.clock + timedelta(days=warm_days))
