@@ -1,19 +1,19 @@
-"""The pulse queries (smartshelf.pulse in Spark): the sensors' events as signals, summed by Spark's own window
-operators on event time, with a watermark; each a query of its own.
+"""The pulse query (smartshelf.pulse in Spark): the sensors' events as signals, summed by Spark's own window
+operators on event time, with a watermark; a query of its own, reading its topics once per batch.
 
-- `pulse-windows`: 1-minute tumbling windows → the `pulse_windows` topic (compacted: a replayed batch publishes
-  the same values again).
-- `pulse-anomalies`: 5-minute windows sliding every minute → scored against earlier days, anomaly and
-  shrinkage alerts (smartshelf.pulse.evaluate), windows and alerts published. Its state (the history by hour)
-  is a loop app's: committed per (app, batch) to Delta, and a replay's alerts are recognised by their ids.
+Two window operators chained in the query: 1-minute tumbling windows, then 5-minute windows sliding every
+minute over them. Spark keeps the open windows in its state store (RocksDB, checkpointed) and hands a window to
+the batch once the watermark has passed its end (append mode), so each window is emitted once, with every event
+that was not late. The batch (`PulseApp`) publishes each minute with the sliding window it ends, scores the
+sliding windows against earlier days (smartshelf.pulse.evaluate) and raises the anomaly and shrinkage alerts.
+Its state (the history by hour) is a loop app's: committed per (app, batch) to Delta; a replay's windows and
+alerts are recognised by their ids.
 
-Spark keeps the open windows in its state store (RocksDB, checkpointed) and hands a window to the batch once
-the watermark has passed its end (append mode); a window is therefore emitted once, with every event that was
-not late. The watermark is the newest event time seen, minus PULSE_WATERMARK_MINUTES and one clock step: the
-clock's own ticks (clock_ticks) count as events, so windows close at night too (`watermark_delay`). Rows dropped as late are
-counted from the queries' progress (`LateCounter`), per batch, once.
+The watermark is the newest event time seen minus `watermark_delay`; the clock's own ticks (clock_ticks) count
+as events, so windows close at night too. Rows dropped as late are counted from the query's progress
+(`LateCounter`), per batch, once.
 
-What the batch sees is a handful of closed windows per simulated minute (store and categories; shelves with
+What the batch sees is a few dozen closed windows per simulated minute (store and categories; shelves with
 activity), so the driver-side scoring is small whatever the event rate: the per-event work is Spark's.
 """
 
@@ -45,8 +45,6 @@ SOURCES = ("foot_traffic", "pos_transactions", "shelf_events", CLOCK_TICKS)
 DECIMAL = "decimal(24,3)"  # sums of decimals do not depend on their order, unlike sums of doubles
 TICK = "tick"  # a clock tick's signal: it moves the watermark, and its windows are dropped
 LATE_KEY = "pulse:late"  # Redis hash: per query, rows dropped as late and the last batch counted
-
-
 DEMO_LAG_WALL_S = 30  # at demo speed, how far (wall seconds) a sensor topic may lag another without loss
 
 
@@ -206,7 +204,7 @@ class PulseApp(LoopApp[pulse.PulseState]):
 PULSE_APPS = (PulseApp.name,)
 
 
-def pulse_app(name: str, store: StoreData) -> PulseApp:
+def pulse_app(store: StoreData) -> PulseApp:
     return PulseApp(sorted({facts.category for facts in item_facts(store).values()}))
 
 
@@ -224,8 +222,8 @@ def start_pulse(spark: SparkSession, settings: Settings, app: PulseApp, store: S
 
 
 class LateCounter:
-    """Rows the pulse queries dropped as late, from their progress reports: counted once per batch (the batch
-    ids survive restarts in the checkpoint), kept in Redis for the dashboard and `smartshelf status`."""
+    """Rows the pulse query dropped as late, from its progress reports: counted once per batch (the batch ids
+    survive restarts in the checkpoint), kept in Redis for `smartshelf sim`'s summary."""
 
     def __init__(self, redis: Redis) -> None:
         self.redis = redis

@@ -113,7 +113,7 @@ def run(settings: Settings, names: Iterable[str] | None = None) -> None:
             from smartshelf.runtime.jobs import load_store
 
             store = load_store(settings)
-            starters |= {name: _pulse_starter(spark, settings, name, store, ios[name]) for name in pulse_names}
+            starters |= {name: _pulse_starter(spark, settings, store, ios[name]) for name in pulse_names}
         queries = {name: start() for name, start in starters.items()}
     late = LateCounter(redis_client(settings))
     clock = SimClock(redis_client(settings))
@@ -156,7 +156,7 @@ def _twin_starter(spark: SparkSession, settings: Settings, name: str, members: l
     return lambda: start_group(spark, settings, name, select_apps(members), io)
 
 
-def _pulse_starter(spark: SparkSession, settings: Settings, name: str, store: StoreData, io: BatchIO
+def _pulse_starter(spark: SparkSession, settings: Settings, store: StoreData, io: BatchIO
                    ) -> Callable[[], StreamingQuery]:
     # a new app object each start: its state reloads from its last Delta commit
-    return lambda: start_pulse(spark, settings, pulse_app(name, store), store, io)
+    return lambda: start_pulse(spark, settings, pulse_app(store), store, io)

@@ -143,7 +143,7 @@ def _run(spark: SparkSession, settings: Settings, store: StoreData, last_tick: d
     tick's watermark passed (Spark runs it after the data, as a batch of no data) is done."""
     watermark = (last_tick - watermark_delay(settings)).isoformat(timespec="milliseconds") + "Z"
     for name in PULSE_APPS:
-        query = start_pulse(spark, settings, pulse_app(name, store), store, BatchIO(settings, name, spark))
+        query = start_pulse(spark, settings, pulse_app(store), store, BatchIO(settings, name, spark))
         try:
             query.processAllAvailable()
             deadline = time.monotonic() + 60
