@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from smartshelf.adapters import delta, postgres
 from smartshelf.adapters.redis_clock import SimClock, redis_client
 from smartshelf.apps.producers import load_state
+from smartshelf.datagen import CATEGORIES
 from smartshelf.errors import SmartShelfError, first_line
 from smartshelf.loop import FORECAST_PLAN_PREFIX
 from smartshelf.pulse import PULSE_ALERT_TYPES, SLIDING_MINUTES, STORE, TUMBLING_MINUTES
@@ -48,12 +49,11 @@ MAX_ALERT_ROWS = 5000
 MAX_DEAD_LETTER_ROWS = 200
 MAX_ML_ROWS = 60_000  # ~8 weeks of daily rows of a 1,100-shelf store: the ML tab sums them per day
 # The Pulse tab shows the last PULSE_HOURS simulated hours of the store's pulse. Each simulated minute the pulse app
-# writes a 1-minute and a 5-minute window of entries and exits (the store) and of units sold, revenue and weight
-# changes (each category): 2 × (2 + 3 × 29) = 178 rows when the generator's 29 categories all sell, so the bound
-# reads those hours (32,040 rows) and no more; when fewer categories sell the rows reach further back.
+# writes a 1-minute and a 5-minute window of entries, exits and units sold (the store) and of units sold, revenue
+# and weight changes (each category): 2 × (3 + 3 × 29) = 180 rows when the generator's 29 categories all sell, so
+# the bound reads those hours (32,400 rows) and no more; when fewer categories sell the rows reach further back.
 PULSE_HOURS = 3
-PULSE_CATEGORIES = 29  # smartshelf.datagen.CATEGORIES (a unit test keeps them equal)
-MAX_PULSE_ROWS = PULSE_HOURS * 60 * 2 * (2 + 3 * PULSE_CATEGORIES)
+MAX_PULSE_ROWS = PULSE_HOURS * 60 * 2 * (3 + 3 * len(CATEGORIES))
 
 Severity = Literal["none", "info", "warning", "critical"]
 SEVERITIES: tuple[Severity, ...] = ("none", "info", "warning", "critical")  # least to most urgent
@@ -440,7 +440,8 @@ ANOMALY_COLUMNS = {"ts": "time", "alert_type": "type", "severity": "severity", "
 
 @dataclass(frozen=True)
 class PulseKpis:
-    """The store's pulse in one 5-minute window: each metric summed over its subjects (0: no event in it)."""
+    """The store's pulse in one 5-minute window: the store's entries, exits and units sold, the categories'
+    revenue summed (0: no event in it)."""
 
     window_start: datetime
     window_end: datetime

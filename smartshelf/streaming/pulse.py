@@ -229,7 +229,12 @@ class LateCounter:
         self.redis = redis
 
     def update(self, name: str, query: StreamingQuery) -> None:
+        """Count the batches finished since the last count (called every second by the runner: the recent
+        reports, up to a hundred, are converted only when a batch has finished)."""
+        newest = query.lastProgress
         counted = int(self.redis.hget(LATE_KEY, f"{name}:batch") or -1)
+        if newest is None or newest.batchId <= counted:
+            return
         fresh = [p for p in query.recentProgress if p.batchId > counted]
         if fresh:
             dropped = sum(op.numRowsDroppedByWatermark for p in fresh for op in p.stateOperators)

@@ -296,8 +296,8 @@ def windows(*rows: dict[str, object]) -> pd.DataFrame:
 
 
 def test_the_pulse_is_read_newest_first_and_bounded_to_its_hours_of_windows() -> None:
-    assert d.PULSE_CATEGORIES == len(CATEGORIES)
-    per_minute = 2 * (2 + 3 * len(CATEGORIES))  # both widths: entries, exits; units sold, revenue, weight changes
+    # both widths: the store's entries, exits, units sold; each category's units sold, revenue, weight changes
+    per_minute = 2 * (3 + 3 * len(CATEGORIES))
     assert d.MAX_PULSE_ROWS == d.PULSE_HOURS * 60 * per_minute
     assert d.PG_TABLES["pulse_windows"] == d.MAX_PULSE_ROWS and d.NEWEST_BY["pulse_windows"] == "window_start"
     for name, limit in d.PG_TABLES.items():  # every capped table says which newest rows it keeps
