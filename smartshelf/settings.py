@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     # all apps in one shared query (default), or one query per app as compose runs them (docs/architecture.md)
     spark_query_per_app: bool = Field(False, alias="SPARK_QUERY_PER_APP")
     spark_trigger_ms: int = Field(1000, alias="SPARK_TRIGGER_MS", ge=0)
+    # a Delta table written by an app is maintained (compacted, vacuumed, its log checkpointed) after every
+    # DELTA_MAINTAIN_EVERY commits the app makes to it (smartshelf.adapters.delta.maintain)
+    delta_maintain_every: int = Field(50, alias="DELTA_MAINTAIN_EVERY", ge=1)
 
     # the closed loop: a restock reaches the shelf this long after it leaves the warehouse; near-expiry
     # discounts and removals of expired lots run daily at STORE_OPS_HOUR, before the store opens
@@ -124,7 +127,8 @@ class Settings(BaseSettings):
 
     log_level: str = Field("WARNING", alias="SMARTSHELF_LOG_LEVEL")
     # failure drills: a service that reaches the named point dies at once, as if killed (bridge.after_send,
-    # spark.after_delta; spark.loop_after_publish once per run), or fails there once (spark.fail_after_apply)
+    # connect.before_commit; spark.exit_after_publish and spark.exit_after_commit once per run), or fails there
+    # once per app (spark.fail_after_publish): smartshelf.streaming.commit
     crash_point: str | None = Field(None, alias="SMARTSHELF_CRASH_POINT")
 
     def as_env(self) -> dict[str, str]:

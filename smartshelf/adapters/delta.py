@@ -1,5 +1,6 @@
 """Delta Lake from the driver (delta-rs): the lake layout bootstrapped from the registry's schemas, the apps'
-durable state committed once per (app, batch), and reads for whatever runs no Spark (dashboard, checks).
+durable state committed once per (app, batch), reads for whatever runs no Spark (dashboard, checks), and the
+maintenance that keeps each table's files bounded however long the store runs.
 
 The lake layers that mirror topics (raw, ops, analytics) are written inside Spark by delta-spark
 (smartshelf.adapters.spark_delta). The state commits stay here, on the lockstep's critical path: a delta-rs
@@ -8,6 +9,7 @@ commit takes ~20 ms, a delta-spark one ~0.6-1 s on this machine (docs/architectu
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, TypeVar
 
@@ -36,7 +38,8 @@ def bootstrap(delta_dir: Path) -> list[str]:
         if DeltaTable.is_deltatable(str(path)):
             continue
         path.mkdir(parents=True, exist_ok=True)
-        created_table = DeltaTable.create(str(path), schema=arrow_schema(table.schema), mode="ignore", name=table.name)
+        created_table = DeltaTable.create(str(path), schema=arrow_schema(table.schema), mode="ignore", name=table.name,
+                                          configuration=dict(RETENTION))
         # delta-rs lists only timestampNtz among the writer features; delta-spark counts NOT NULL columns as
         # invariants and refuses a table whose protocol does not name that feature too
         created_table.alter.add_feature(TableFeatures.Invariants, allow_protocol_versions_increase=True)
@@ -82,3 +85,47 @@ def read_rows(path: Path, model: type[ModelT]) -> list[ModelT]:
     if not DeltaTable.is_deltatable(str(path)):
         return []
     return [model.model_validate(row) for row in DeltaTable(str(path)).to_pyarrow_table().to_pylist()]
+
+
+# how long a table keeps the log entries before its last checkpoint (Delta's default is 30 days): readers start
+# from the checkpoint, so the older entries are needed only to travel back in time, which nothing here does
+RETENTION = {"delta.logRetentionDuration": "interval 1 minute"}
+# the versions whose files a vacuum keeps besides the latest: a reader that loaded one of them moments ago still
+# finds its files (a table is committed at most once per batch, so 10 versions are at least 10 batches old)
+KEEP_VERSIONS = 10
+
+
+@dataclass(frozen=True)
+class Maintained:
+    files_compacted: int
+    files_deleted: int
+
+
+def maintain(path: Path) -> Maintained:
+    """Bound a table's files: many small files compacted into few, the data files that no recent version reads
+    deleted, a checkpoint of the log written and the log entries before it past the retention dropped. Rows and
+    the writers' transaction ids (`applied_batch`) are unchanged. Only the table's writer may call it, between
+    two of its commits (Delta's optimistic commits would make a concurrent writer retry or fail)."""
+    table = DeltaTable(str(path))
+    if dict(table.metadata().configuration).items() < RETENTION.items():
+        table.alter.set_table_properties(RETENTION)
+    compacted = table.optimize.compact()
+    version = table.version()
+    deleted = table.vacuum(retention_hours=0, dry_run=False, enforce_retention_duration=False,
+                           keep_versions=list(range(max(0, version - KEEP_VERSIONS), version + 1)))
+    table.create_checkpoint()
+    table.cleanup_metadata()
+    return Maintained(int(compacted.get("numFilesRemoved", 0)), len(deleted))
+
+
+@dataclass
+class Maintenance:
+    """A writer's commits counted per table: every `every`-th commit of a table is followed by `maintain`, so
+    the files of a table stay bounded by its commits since the last pass, not by all its commits ever."""
+
+    every: int
+    commits: dict[Path, int] = field(default_factory=dict)
+
+    def committed(self, path: Path) -> Maintained | None:
+        self.commits[path] = self.commits.get(path, 0) + 1
+        return maintain(path) if self.commits[path] % self.every == 0 else None

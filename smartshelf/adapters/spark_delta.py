@@ -31,7 +31,7 @@ class SparkDelta:
 
     def __init__(self, spark: SparkSession) -> None:
         self.spark = spark
-        self._queued: list[Callable[[], None]] = []
+        self._queued: list[tuple[Path, Callable[[], None]]] = []
 
     def append_batch(self, path: Path, data: pa.Table, writer: str, batch_id: int) -> bool:
         """Queue `data` as batch `batch_id` of `writer`, once: a batch the table already holds is skipped.
@@ -44,7 +44,7 @@ class SparkDelta:
             (self._frame(data).write.format("delta").mode("append")
              .option("txnAppId", writer).option("txnVersion", batch_id).save(str(path)))
 
-        self._queued.append(commit)
+        self._queued.append((path, commit))
         return True
 
     def upsert(self, path: Path, data: pa.Table, key: Sequence[str]) -> None:
@@ -58,17 +58,19 @@ class SparkDelta:
             (DeltaTable.forPath(self.spark, str(path)).alias("t").merge(self._frame(rows).alias("s"), condition)
              .whenMatchedUpdateAll().whenNotMatchedInsertAll().execute())
 
-        self._queued.append(commit)
+        self._queued.append((path, commit))
 
-    def flush(self) -> None:
-        """Commit every queued write, concurrently; raises the first failure once all have finished."""
+    def flush(self) -> list[Path]:
+        """Commit every queued write, concurrently; raises the first failure once all have finished. Returns
+        the tables committed to, one entry per commit."""
         queued, self._queued = self._queued, []
         if not queued:
-            return
+            return []
         with ThreadPoolExecutor(min(FLUSH_THREADS, len(queued))) as pool:
-            futures = [pool.submit(commit) for commit in queued]
+            futures = [pool.submit(commit) for _, commit in queued]
         for future in futures:
             future.result()
+        return [path for path, _ in queued]
 
     def _frame(self, data: pa.Table) -> DataFrame:
         # the registry's times are local (naive): TIMESTAMP_NTZ, as in the tables delta-init created

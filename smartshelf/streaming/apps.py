@@ -1,20 +1,18 @@
 """The streaming apps: each names its input topics and handles one validated batch.
 
-State apps keep their state in memory on the driver and commit it, whole, to their Delta table in the
-batch's Delta transaction (app id, batch id). That commit is the state's durable point: after a crash Spark
-replays the last uncommitted batch; if its Delta commit had happened, the state already holds it and only
-its outputs are published again (same values, compacted topics), else it is applied now. So every event's
-effect lands exactly once. (The compacted topics are mirrors: a Kafka write is not atomic with a Delta commit,
-while a Delta commit is atomic with its transaction id.)
+State apps keep their keyed state in memory on the driver, loaded from their Delta table at start (or the
+store's opening state, published whole with the first batch), and follow the commit protocol of
+smartshelf.streaming.commit: a batch's changed keys and its refused events are published, then the state is
+committed with the batch id. The lake sink mirrors the topics to the Delta lake.
 """
 
 from __future__ import annotations
 
-import os
 from datetime import datetime
 from pathlib import Path
 from typing import ClassVar, Protocol
 
+import pyarrow as pa
 from pydantic import BaseModel
 
 from smartshelf import rules
@@ -25,6 +23,7 @@ from smartshelf.schemas import (DeadLetter, PosTransaction, ShelfBatchState, She
                                 WarehouseBatchState, WarehouseEvent, WarehouseState)
 from smartshelf.store import StoreData, clock_start
 from smartshelf.streaming.batch import BatchIO, BatchOutput, Received
+from smartshelf.streaming.commit import CommitIO, CommittedApp
 from smartshelf.streaming.loop_apps import loop_apps
 
 
@@ -36,6 +35,10 @@ class StreamingApp(Protocol):
     validates: tuple[str, ...]
 
     def handle(self, io: BatchIO, batch_id: int, received: list[Received], output: BatchOutput) -> None: ...
+
+    def needs_batch(self, mine: list[Received]) -> bool:
+        """Whether to hand it a batch that holds `mine` of its topics' records (none, maybe)."""
+        ...
 
 
 def _delta_path(io: BatchIO, table_name: str) -> Path:
@@ -54,6 +57,9 @@ class LakeSink:
         self.topics = tuple(sorted(self.tables))
         self.validates = validates
 
+    def needs_batch(self, mine: list[Received]) -> bool:
+        return bool(mine)
+
     def handle(self, io: BatchIO, batch_id: int, received: list[Received], output: BatchOutput) -> None:
         by_topic: dict[str, list[BaseModel]] = {}
         for item in received:
@@ -70,24 +76,25 @@ class LakeSink:
 Problem = tuple[Received, str]  # an event the state could not take as it is, and why (→ dead_letters)
 
 
-class StateApp:
-    """A keyed state (one registry table, one compacted topic) updated by the events of a batch."""
+class StateApp(CommittedApp):
+    """A keyed state (one registry table, one compacted topic) updated by the events of a batch: the table holds
+    the whole state, committed per batch; the topic gets the keys a batch changed (every key, the first time)."""
 
-    name: ClassVar[str]
-    topics: ClassVar[tuple[str, ...]]
-    validates: ClassVar[tuple[str, ...]]
     state_table: ClassVar[str]  # registry table name; the table's topic is the compacted output
     initial_field: ClassVar[str]  # the rules.InitialStates field the state starts from
 
     def __init__(self) -> None:
-        self.state: dict[str, BaseModel] | None = None
+        super().__init__()
+        self.state: dict[str, BaseModel] = {}
         self.sim_start = datetime.min  # set with the state, from the settings
+        self.opening = False  # the state is the store's opening one, not yet committed nor published
 
     def initial(self, store: StoreData, start: datetime) -> list[BaseModel]:
         """The state as the store opened."""
         return list(getattr(rules.initial_states(store, start), self.initial_field))
 
-    def apply(self, state: dict[str, BaseModel], received: list[Received]) -> tuple[set[str], list[Problem]]:
+    def apply_events(self, state: dict[str, BaseModel], received: list[Received]
+                     ) -> tuple[set[str], list[Problem]]:
         """Apply the batch's events in order; returns the keys changed and the events refused."""
         raise NotImplementedError
 
@@ -99,38 +106,29 @@ class StateApp:
         assert name is not None
         return name
 
-    def _load(self, io: BatchIO) -> dict[str, BaseModel]:
-        rows: list[BaseModel] = list(delta.read_rows(_delta_path(io, self.state_table), table(self.state_table).schema))
+    def state_path(self, io: CommitIO) -> Path:
+        return delta.table_path(io.settings.delta_dir, table(self.state_table))
+
+    def load(self, io: CommitIO) -> None:
+        rows: list[BaseModel] = list(io.read_rows(self.state_path(io), table(self.state_table).schema))
         if not rows:  # the first batch ever: the state as the store opened
             from smartshelf.runtime.jobs import load_store
 
             store = load_store(io.settings)
             rows = self.initial(store, clock_start(store, io.settings.sim_start))
-        return {self._key(row): row for row in rows}
+            self.opening = True
+        self.state, self.sim_start = {self._key(row): row for row in rows}, io.settings.sim_start
 
-    def handle(self, io: BatchIO, batch_id: int, received: list[Received], output: BatchOutput) -> None:
-        path = _delta_path(io, self.state_table)
-        if self.state is None:
-            self.state, self.sim_start = self._load(io), io.settings.sim_start
-        applied = delta.applied_batch(path, self.name)
-        if applied is None or applied < batch_id:
-            touched, problems = self.apply(self.state, received)
-            if io.settings.crash_point == "spark.fail_after_apply" and io.drill_once(self.name):
-                raise RuntimeError(f"drill: {self.name} fails once between applying a batch and committing it")
-            # published before the commit: a crash may repeat them (at least once), never lose them
-            io.publish(BatchOutput({DEAD_LETTERS: [_letter(io, item, reason) for item, reason in problems]}))
-            rows = [self.state[k] for k in sorted(self.state)]
-            if touched or problems:  # an unchanged state needs no commit: a replay would leave it unchanged too
-                delta.write_batch(path, delta.to_arrow(table(self.state_table).schema, rows), self.name, batch_id,
-                                  mode="overwrite")
-                if io.settings.crash_point == "spark.after_delta":  # drill: committed, not published
-                    os._exit(137)
-        else:
-            # a replay of a batch committed before a crash: the state already holds it, and which keys it
-            # changed cannot be told from the state after it, so the whole state is published again (a few
-            # thousand rows; the topic is compacted, so the same values again change nothing)
-            touched = set(self.state)
-        output.add(self._topic(), [self.state[k] for k in sorted(touched) if k in self.state])
+    def apply(self, io: CommitIO, received: list[Received]) -> dict[str, list[BaseModel]]:
+        touched, problems = self.apply_events(self.state, received)
+        if self.opening:  # every key is published once from the start, not only those events touch
+            touched, self.opening = set(self.state), False
+        self.dirty = bool(touched)
+        return {self._topic(): [self.state[k] for k in sorted(touched) if k in self.state],
+                DEAD_LETTERS: [_letter(io, item, reason) for item, reason in problems]}
+
+    def state_rows(self) -> pa.Table:
+        return delta.to_arrow(table(self.state_table).schema, [self.state[k] for k in sorted(self.state)])
 
 
 Step = tuple[str, BaseModel | None, str | None]  # (key, its new value or None if refused, problem or None)
@@ -145,7 +143,8 @@ class EventByEventApp(StateApp):
     def ordered(self, received: list[Received]) -> list[Received]:
         return received  # each partition's records in offset order
 
-    def apply(self, state: dict[str, BaseModel], received: list[Received]) -> tuple[set[str], list[Problem]]:
+    def apply_events(self, state: dict[str, BaseModel], received: list[Received]
+                     ) -> tuple[set[str], list[Problem]]:
         touched, problems = set(), []
         for item in self.ordered(received):
             key, after, problem = self.step(state, item.record)
@@ -197,7 +196,8 @@ class BatchStateUpdater(StateApp):
     state_table = "shelf_batch_state"
     initial_field = "shelf_lots"
 
-    def apply(self, state: dict[str, BaseModel], received: list[Received]) -> tuple[set[str], list[Problem]]:
+    def apply_events(self, state: dict[str, BaseModel], received: list[Received]
+                     ) -> tuple[set[str], list[Problem]]:
         lots_by_shelf: dict[str, list[ShelfBatchState]] = {}
         for lot in state.values():
             assert isinstance(lot, ShelfBatchState)
@@ -286,7 +286,7 @@ def _time_order(item: Received) -> tuple[datetime, str, int, int]:
     return item.record.ts, item.topic, item.partition, item.offset
 
 
-def _letter(io: BatchIO, item: Received, reason: str) -> DeadLetter:
+def _letter(io: CommitIO, item: Received, reason: str) -> DeadLetter:
     return dead_letter(item.topic, item.record.model_dump_json().encode(), reason, io.now(), item.partition,
                        item.offset)
 

@@ -12,18 +12,22 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import NamedTuple
+from pathlib import Path
+from typing import NamedTuple, TypeVar
 
 import pyarrow as pa
 from pydantic import BaseModel
 from pyspark.sql import SparkSession
 
+from smartshelf.adapters import delta
 from smartshelf.adapters.kafka import KafkaAdapter, Outgoing, send_and_wait
 from smartshelf.adapters.redis_clock import SimClock, redis_client
 from smartshelf.adapters.spark_delta import SparkDelta
 from smartshelf.ingress import Rejection, dead_letter, parse_record
 from smartshelf.registry import DEAD_LETTERS, topic
 from smartshelf.settings import Settings
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
 class SourceRecord(NamedTuple):
@@ -69,6 +73,7 @@ class BatchIO:
         self.kafka = KafkaAdapter(settings.kafka_bootstrap_servers)
         self.producer = self.kafka.producer(max_in_flight_requests_per_connection=1)
         self.clock = SimClock(redis_client(settings))
+        self.maintenance = delta.Maintenance(settings.delta_maintain_every)
 
     def decode(self, rows: list[SourceRecord], batch_time: datetime, validates: Collection[str]
                ) -> tuple[list[Received], BatchOutput]:
@@ -85,6 +90,20 @@ class BatchIO:
             else:
                 received.append(Received(row.topic, row.partition, row.offset, parsed))
         return received, output
+
+    def read_rows(self, path: Path, model: type[ModelT]) -> list[ModelT]:
+        return delta.read_rows(path, model)
+
+    def applied_batch(self, path: Path, app: str) -> int | None:
+        return delta.applied_batch(path, app)
+
+    def commit(self, path: Path, data: pa.Table, app: str, batch_id: int) -> None:
+        """The app's state as batch `batch_id`, in one Delta transaction; the table maintained now and then."""
+        delta.write_batch(path, data, app, batch_id, mode="overwrite")
+        self.maintenance.committed(path)
+
+    def overwrite(self, path: Path, data: pa.Table) -> None:
+        delta.overwrite(path, data)
 
     def publish(self, output: BatchOutput) -> None:
         """Send and wait for the broker: state topics are compacted (a replayed batch republishes the same

@@ -3,20 +3,20 @@ manager, removal scheduler. Thin shells over smartshelf.loop.
 
 Unlike the state apps, these publish events to append-only topics (alerts, wh_events, shelf_events), which a
 replayed batch must not duplicate. A loop app therefore keeps its whole state, and where its output topics
-ended after its last batch, in one Delta table of its own (delta/apps/<app>), committed per (app, batch id);
-its outputs are published before that commit. After a crash Spark replays the uncommitted batch from the
-committed state, which gives the same outputs (they depend on events and simulated time only); the first batch
-after a start skips those an earlier attempt already published (their ids, read back from the recorded ends).
-So each decision is published exactly once; the lake sink writes the published records to Delta.
+ended after its last batch, in one Delta table of its own (delta/apps/<app>), committed per (app, batch id) by
+the commit protocol (smartshelf.streaming.commit), whose first batch after a start skips the records an earlier
+attempt already published (their ids, read back from the recorded ends). So each decision is published exactly
+once; the lake sink writes the published records to Delta.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from datetime import date, datetime, time, timedelta
+from pathlib import Path
 from typing import ClassVar, Generic, TypeVar
 
+import pyarrow as pa
 from pydantic import BaseModel, Field
 
 from smartshelf import loop, rules
@@ -27,89 +27,78 @@ from smartshelf.schemas import (AppStateRow, ClockTick, ShelfBatchState, ShelfEv
                                 SupplierOrder, WarehouseBatchState, WarehouseEvent, WarehouseState,
                                 WarehouseSupplierPlan)
 from smartshelf.store import clock_start
-from smartshelf.streaming.batch import BatchIO, BatchOutput, Received
+from smartshelf.streaming.batch import Received
+from smartshelf.streaming.commit import CommitIO, CommittedApp
 
 StateT = TypeVar("StateT", bound=BaseModel)
 
 
-class LoopApp(Generic[StateT]):
-    name: ClassVar[str]
-    topics: ClassVar[tuple[str, ...]]
-    validates: ClassVar[tuple[str, ...]] = ()  # the topics whose invalid records it reports (one app per topic)
+class LoopApp(CommittedApp, Generic[StateT]):
     outputs: ClassVar[tuple[str, ...]]  # the topics it publishes to
     policies: ClassVar[tuple[str, ...]] = ()  # the policy topics it follows (also in `topics`)
     state_model: ClassVar[type[BaseModel]]
 
     def __init__(self) -> None:
+        super().__init__()
         self.state: StateT | None = None
         self.config: loop.StoreConfig | None = None
         self.output_ends: dict[str, int] = {}
-        self.committed: AppStateRow | None = None  # the state row of its last Delta commit
-        self.first_batch = True
+        self.committed_state = ""  # the state's JSON as last committed
 
-    def initial(self, io: BatchIO) -> StateT:
+    def initial(self, io: CommitIO) -> StateT:
         """The state before the first batch ever."""
         return self.state_model()  # type: ignore[return-value]
 
-    def apply(self, state: StateT, received: list[Received], config: loop.StoreConfig, io: BatchIO
-              ) -> loop.Effects:
+    def apply_events(self, state: StateT, received: list[Received], config: loop.StoreConfig, io: CommitIO
+                     ) -> loop.Effects:
         raise NotImplementedError
 
-    def _load(self, io: BatchIO) -> None:
+    def state_path(self, io: CommitIO) -> Path:
+        return delta.app_state_path(io.settings.delta_dir, self.name)
+
+    def load(self, io: CommitIO) -> None:
         from smartshelf.runtime.jobs import load_config, load_store
 
         # the warehouse's capacities scale the default policy of an item whose policy row is missing
         self.config = loop.StoreConfig.from_tables(load_config(io.settings),
                                                    warehouse_capacity(load_store(io.settings)))
-        path = delta.app_state_path(io.settings.delta_dir, self.name)
-        rows = delta.read_rows(path, AppStateRow)
+        path = self.state_path(io)
+        rows = io.read_rows(path, AppStateRow)
         if not rows:
             # the first start ever: record where the outputs end before anything is published, so that a
             # crash in the very first batch is deduplicated like any other
             first = AppStateRow(app=self.name, state=self.initial(io).model_dump_json(),
                                 output_ends=json.dumps(io.end_offsets(self.outputs)))
-            delta.overwrite(path, delta.to_arrow(AppStateRow, [first]))
+            io.overwrite(path, delta.to_arrow(AppStateRow, [first]))
             rows = [first]
-        self.committed = rows[0]
         self.state = self.state_model.model_validate_json(rows[0].state)  # type: ignore[assignment]
+        self.committed_state = rows[0].state
         self.output_ends = json.loads(rows[0].output_ends)
 
-    def handle(self, io: BatchIO, batch_id: int, received: list[Received], output: BatchOutput) -> None:
-        path = delta.app_state_path(io.settings.delta_dir, self.name)
-        if self.state is None:
-            self._load(io)
-        assert self.state is not None and self.config is not None
-        # a changed policy applies from the batch it arrives in (a restart loads the latest ones: _load)
+    def follow(self, received: list[Received]) -> list[Received]:
+        # a changed policy applies from the batch it arrives in (a restart loads the latest ones: load)
+        assert self.config is not None
         loop.follow_policies(self.config, [r.record for r in received if r.topic in self.policies])
-        received = [r for r in received if r.topic not in self.policies]
-        done = delta.applied_batch(path, self.name)
-        if done is not None and done >= batch_id:
-            return  # a replay of a committed batch: published and stored before its commit
-        effects = self.apply(self.state, sorted(received, key=_time_order), self.config, io)
-        records = effects.records
-        if self.first_batch and any(records.values()):
-            records = _not_yet_published(records, io.published_ids(
-                {field: end for field, end in self.output_ends.items() if topic(field.rsplit(":", 1)[0]).id_field}))
-        self.first_batch = False
-        io.publish(BatchOutput(records))
-        if io.settings.crash_point == "spark.loop_after_publish" and any(records.values()) \
-                and io.drill_once("loop_after_publish"):
-            os._exit(137)  # drill, once per run: the driver dies with the batch published but not committed
-        if any(records.values()):  # else the ends recorded before still bound what it has published
-            self.output_ends = io.end_offsets(self.outputs)
-        row = AppStateRow(app=self.name, state=self.state.model_dump_json(), output_ends=json.dumps(self.output_ends))
-        if row != self.committed:  # an unchanged state needs no commit: a replay would change nothing either
-            delta.write_batch(path, delta.to_arrow(AppStateRow, [row]), self.name, batch_id, mode="overwrite")
-            self.committed = row
+        return [r for r in received if r.topic not in self.policies]
 
+    def apply(self, io: CommitIO, received: list[Received]) -> dict[str, list[BaseModel]]:
+        assert self.state is not None and self.config is not None
+        effects = self.apply_events(self.state, sorted(received, key=_time_order), self.config, io)
+        self.dirty = self.state.model_dump_json() != self.committed_state
+        return effects.records
 
-def _not_yet_published(records: dict[str, list[BaseModel]], published: dict[str, set[str]]
-                       ) -> dict[str, list[BaseModel]]:
-    kept = {}
-    for name, values in records.items():
-        seen = published.get(name)
-        kept[name] = values if seen is None else [v for v in values if topic(name).id_of(v) not in seen]
-    return kept
+    def recorded_ends(self) -> dict[str, int]:
+        return {field: end for field, end in self.output_ends.items() if topic(field.rsplit(":", 1)[0]).id_field}
+
+    def record_ends(self, io: CommitIO) -> None:
+        self.output_ends = io.end_offsets(self.outputs)
+
+    def state_rows(self) -> pa.Table:
+        assert self.state is not None
+        # asked for only to be committed: what the next batch's state is compared with
+        self.committed_state = self.state.model_dump_json()
+        return delta.to_arrow(AppStateRow, [AppStateRow(app=self.name, state=self.committed_state,
+                                                        output_ends=json.dumps(self.output_ends))])
 
 
 def _time_order(item: Received) -> tuple[datetime, int, str, int, int]:
@@ -120,7 +109,7 @@ def _time_order(item: Received) -> tuple[datetime, int, str, int, int]:
     return ts, isinstance(record, ClockTick), item.topic, item.partition, item.offset
 
 
-def _delay(io: BatchIO) -> timedelta:
+def _delay(io: CommitIO) -> timedelta:
     return timedelta(minutes=io.settings.refill_delay_minutes)
 
 
@@ -146,10 +135,10 @@ class ShelfAlertEngine(LoopApp[ShelfWatchState]):
     outputs = ("alerts", "shelf_restock_plan")
     state_model = ShelfWatchState
 
-    def initial(self, io: BatchIO) -> ShelfWatchState:
+    def initial(self, io: CommitIO) -> ShelfWatchState:
         return ShelfWatchState(shelves={s.shelf_id: s for s in _initial(io).shelves})
 
-    def apply(self, state: ShelfWatchState, received: list[Received], config: loop.StoreConfig, io: BatchIO
+    def apply_events(self, state: ShelfWatchState, received: list[Received], config: loop.StoreConfig, io: CommitIO
               ) -> loop.Effects:
         effects = loop.Effects()
         for item in received:
@@ -188,10 +177,10 @@ class WarehouseAlertEngine(LoopApp[WarehouseWatchState]):
     outputs = ("alerts", "wh_supplier_plan")
     state_model = WarehouseWatchState
 
-    def initial(self, io: BatchIO) -> WarehouseWatchState:
+    def initial(self, io: CommitIO) -> WarehouseWatchState:
         return WarehouseWatchState(warehouse={w.shelf_id: w for w in _initial(io).warehouse})
 
-    def apply(self, state: WarehouseWatchState, received: list[Received], config: loop.StoreConfig, io: BatchIO
+    def apply_events(self, state: WarehouseWatchState, received: list[Received], config: loop.StoreConfig, io: CommitIO
               ) -> loop.Effects:
         effects = loop.Effects()
         for item in received:
@@ -212,18 +201,18 @@ class WarehouseLots(BaseModel):
     lots: dict[str, WarehouseBatchState] = Field(default_factory=dict)
 
 
-def _initial(io: BatchIO) -> rules.InitialStates:
+def _initial(io: CommitIO) -> rules.InitialStates:
     from smartshelf.runtime.jobs import load_store
 
     store = load_store(io.settings)
     return rules.initial_states(store, clock_start(store, io.settings.sim_start))
 
 
-def _initial_wh_lots(io: BatchIO) -> dict[str, WarehouseBatchState]:
+def _initial_wh_lots(io: CommitIO) -> dict[str, WarehouseBatchState]:
     return {loop.lot_key(lot): lot for lot in _initial(io).wh_lots}
 
 
-def _initial_shelf_lots(io: BatchIO) -> dict[str, ShelfBatchState]:
+def _initial_shelf_lots(io: CommitIO) -> dict[str, ShelfBatchState]:
     return {loop.lot_key(lot): lot for lot in _initial(io).shelf_lots}
 
 
@@ -235,10 +224,10 @@ class ShelfRestockManager(LoopApp[WarehouseLots]):
     outputs = ("wh_events", "shelf_restock_plan")
     state_model = WarehouseLots
 
-    def initial(self, io: BatchIO) -> WarehouseLots:
+    def initial(self, io: CommitIO) -> WarehouseLots:
         return WarehouseLots(lots=_initial_wh_lots(io))
 
-    def apply(self, state: WarehouseLots, received: list[Received], config: loop.StoreConfig, io: BatchIO
+    def apply_events(self, state: WarehouseLots, received: list[Received], config: loop.StoreConfig, io: CommitIO
               ) -> loop.Effects:
         effects = loop.Effects()
         for item in received:
@@ -264,7 +253,7 @@ class ShelfRefillBridge(LoopApp[RefillState]):
     outputs = ("shelf_events", "shelf_restock_plan")
     state_model = RefillState
 
-    def apply(self, state: RefillState, received: list[Received], config: loop.StoreConfig, io: BatchIO
+    def apply_events(self, state: RefillState, received: list[Received], config: loop.StoreConfig, io: CommitIO
               ) -> loop.Effects:
         effects = loop.Effects()
         for item in received:
@@ -295,7 +284,7 @@ class WarehouseSupplierManager(LoopApp[SupplierState]):
     outputs = ("wh_events", "wh_supplier_plan", "wh_supplier_orders", "wh_supplier_receipts")
     state_model = SupplierState
 
-    def apply(self, state: SupplierState, received: list[Received], config: loop.StoreConfig, io: BatchIO
+    def apply_events(self, state: SupplierState, received: list[Received], config: loop.StoreConfig, io: CommitIO
               ) -> loop.Effects:
         effects = loop.Effects()
         for item in received:
@@ -338,10 +327,10 @@ class DailyDiscountManager(LoopApp[ShelfLotsView]):
     outputs = ("alerts", "daily_discounts")
     state_model = ShelfLotsView
 
-    def initial(self, io: BatchIO) -> ShelfLotsView:
+    def initial(self, io: CommitIO) -> ShelfLotsView:
         return ShelfLotsView(shelf_lots=_initial_shelf_lots(io))
 
-    def apply(self, state: ShelfLotsView, received: list[Received], config: loop.StoreConfig, io: BatchIO
+    def apply_events(self, state: ShelfLotsView, received: list[Received], config: loop.StoreConfig, io: CommitIO
               ) -> loop.Effects:
         effects = loop.Effects()
         for item in received:
@@ -367,10 +356,10 @@ class RemovalScheduler(LoopApp[ShelfLotsView]):
     outputs = ("alerts", "shelf_events", "wh_events")
     state_model = ShelfLotsView
 
-    def initial(self, io: BatchIO) -> ShelfLotsView:
+    def initial(self, io: CommitIO) -> ShelfLotsView:
         return ShelfLotsView(shelf_lots=_initial_shelf_lots(io), wh_lots=_initial_wh_lots(io))
 
-    def apply(self, state: ShelfLotsView, received: list[Received], config: loop.StoreConfig, io: BatchIO
+    def apply_events(self, state: ShelfLotsView, received: list[Received], config: loop.StoreConfig, io: CommitIO
               ) -> loop.Effects:
         effects = loop.Effects()
         for item in received:

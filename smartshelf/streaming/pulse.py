@@ -38,6 +38,7 @@ from smartshelf.schemas import ClockTick, FootTrafficEvent, PosTransaction, Puls
 from smartshelf.settings import Settings
 from smartshelf.store import StoreData
 from smartshelf.streaming.batch import BatchIO, BatchOutput, Received
+from smartshelf.streaming.commit import CommitIO
 from smartshelf.streaming.loop_apps import LoopApp
 from smartshelf.tabular import arrow_schema
 
@@ -193,8 +194,8 @@ class PulseApp(LoopApp[pulse.PulseState]):
         received = [Received("pulse_windows", 0, number, window) for number, window in enumerate(sliding)]
         self.handle(io, batch_id, received, BatchOutput())  # a loop app publishes its effects itself
 
-    def apply(self, state: pulse.PulseState, received: list[Received], config: loop.StoreConfig, io: BatchIO
-              ) -> loop.Effects:
+    def apply_events(self, state: pulse.PulseState, received: list[Received], config: loop.StoreConfig,
+                     io: CommitIO) -> loop.Effects:
         windows = [item.record for item in received]
         published, alerts = pulse.evaluate(state, windows, self.categories, rules(io.settings))  # type: ignore[arg-type]
         minutes = [w for w in self.minutes if w.metric not in pulse.SHELF_METRICS]

@@ -63,9 +63,10 @@ def start_group(spark: SparkSession, settings: Settings, name: str, apps: list[S
         received, output = io.decode(records, io.now(), validates)
         for app in apps:
             mine = [r for r in received if r.topic in app.topics]
-            if mine:  # an app whose topics brought nothing has nothing to change or commit
+            if app.needs_batch(mine):
                 app.handle(io, batch_id, mine, output)
-        io.lake.flush()
+        for path in io.lake.flush():
+            io.maintenance.committed(path)
         io.publish(output)
         for app in apps:
             io.report_progress([r for r in records if r.topic in app.topics], app.name)

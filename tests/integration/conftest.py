@@ -1,12 +1,17 @@
+"""Integration fixtures: one real stack for the session, and one fast simulated day shared by the tests that need
+a whole day run (the sim's, and the dashboard's browser check made while that day runs on)."""
+
 from __future__ import annotations
 
 import shutil
 from collections.abc import Iterator
+from datetime import datetime
 
 import pytest
 
 from smartshelf.runtime import supervisor
 from smartshelf.runtime.scratch import make_run_dir
+from smartshelf.runtime.sim import run_sim
 from smartshelf.settings import Settings
 from tests.conftest import isolated_settings
 
@@ -24,3 +29,31 @@ def stack() -> Iterator[Settings]:
     finally:
         supervisor.stop(settings)
         shutil.rmtree(run_dir, ignore_errors=True)
+
+
+FAST_DAY_SEED = 7
+FAST_DAY_STEP_SECONDS = 7200  # 2-h ticks: half the lockstep's settles and checks of 1-h ticks, for the suite's time
+
+
+@pytest.fixture(scope="session")
+def fast_day() -> dict[str, object]:
+    """The summary of a fast simulated day (seed 7, 2-h ticks, the invariants checked at every tick), with under
+    "dashboard" what the browser check made at 14:00 found (its timings, or the error it raised: that fails the
+    browser test only). One day for both: each alone would cost the suite 3-5 minutes more."""
+    from tests.integration.dashboard_checks import CHECK_FROM, check_dashboard
+
+    found: dict[str, object] = {}
+
+    def at_two_pm(settings: Settings, now: datetime | None) -> None:
+        if "dashboard" not in found and now is not None and now >= settings.sim_start + CHECK_FROM:
+            try:
+                found["dashboard"] = {**check_dashboard(settings), "checked_at": now.isoformat()}
+            except Exception as error:  # noqa: BLE001 - reported by the browser test, not by every user of the day
+                found["dashboard"] = error
+
+    base = isolated_settings(make_run_dir("smartshelf-day-"), step_seconds=FAST_DAY_STEP_SECONDS)
+    try:
+        summary = run_sim(base, 1, FAST_DAY_SEED, None, fast=True, during=at_two_pm, check_every_tick=True)
+    finally:
+        shutil.rmtree(base.run_dir, ignore_errors=True)
+    return {**summary, **found}

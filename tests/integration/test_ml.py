@@ -79,7 +79,7 @@ def _on_the_stack(settings: Settings) -> dict[str, object]:
 
 @pytest.fixture(scope="module")
 def found() -> dict[str, object]:
-    base = Settings().model_copy(update={"step_seconds": 3600})
+    base = Settings().model_copy(update={"step_seconds": 7200})  # 2-h ticks: half the settles, for the suite
     return run_sim(base, 1, 42, FIXTURE, fast=True, after=_on_the_stack)
 
 

@@ -1,10 +1,10 @@
-"""`smartshelf sim` through the real stack: a fast simulated day of the closed loop whose twin matches the world
-and conserves stock, and that gives the same digest (and the same pulse windows) when run again with the same
-seed with the Spark driver killed (-9, with its JVM and workers) in the middle."""
+"""The simulation through the real stack: a fast simulated day of the closed loop (the shared `fast_day`) whose twin
+matches the world and conserves stock, and that gives the same digest (and the same pulse windows) when run again
+with the same seed with the Spark driver killed (-9, with its JVM and workers) in the middle; `smartshelf sim`'s
+bad arguments."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 from datetime import datetime, timedelta
@@ -15,6 +15,8 @@ import pytest
 from smartshelf.runtime import supervisor
 from smartshelf.runtime.sim import run_sim
 from smartshelf.settings import Settings
+from smartshelf.streaming.commit import EXIT_AFTER_PUBLISH
+from tests.integration.conftest import FAST_DAY_SEED, FAST_DAY_STEP_SECONDS
 
 pytestmark = pytest.mark.integration
 
@@ -26,21 +28,8 @@ def _sim(*args: str) -> subprocess.CompletedProcess[str]:
                           env={**os.environ, "SMARTSHELF_LOG_LEVEL": "WARNING"})
 
 
-SEED = 7
-STEP_SECONDS = 7200  # 2-h ticks: half the lockstep's settles and checks of 1-h ticks, for the suite's time
-ARGS = ("--days", "1", "--seed", str(SEED), "--fast", "--step-seconds", str(STEP_SECONDS), "--check-every-tick")
-
-
-@pytest.fixture(scope="module")
-def uninterrupted() -> dict[str, object]:
-    run = _sim(*ARGS)
-    assert run.returncode == 0, run.stderr[-3000:] + run.stdout[-2000:]
-    summary: dict[str, object] = json.loads(run.stdout.strip().splitlines()[-1])
-    return summary
-
-
-def test_a_fast_day_closes_the_loop_and_the_twin_matches_the_world(uninterrupted: dict[str, object]) -> None:
-    summary = uninterrupted
+def test_a_fast_day_closes_the_loop_and_the_twin_matches_the_world(fast_day: dict[str, object]) -> None:
+    summary = fast_day
     assert summary["checks_ok"] and summary["conservation_ok"] and summary["twin_matches_world"], summary
     assert summary["postgres_mirror_ok"], summary
     tables = summary["postgres_rows"]
@@ -63,7 +52,7 @@ def test_a_fast_day_closes_the_loop_and_the_twin_matches_the_world(uninterrupted
     assert pulse["late_dropped"] == {"pulse": 0}, pulse
 
 
-def test_the_spark_driver_killed_mid_run_gives_the_same_digest(uninterrupted: dict[str, object]) -> None:
+def test_the_spark_driver_killed_mid_run_gives_the_same_digest(fast_day: dict[str, object]) -> None:
     """Two crashes of the driver: a loop app's drill dies once between publishing a batch's events and
     committing it (the replay must not publish them again), and a kill -9 from 13:00 of the driver, its JVM and
     its Python workers. Both times the driver is started again; the result must be the uninterrupted run's.
@@ -87,14 +76,15 @@ def test_the_spark_driver_killed_mid_run_gives_the_same_digest(uninterrupted: di
         if "connect" not in running:
             supervisor.start(settings, ["connect"])
 
-    base = Settings().model_copy(update={"step_seconds": STEP_SECONDS, "crash_point": "spark.loop_after_publish"})
-    summary = run_sim(base, 1, SEED, None, fast=True, during=crash_and_restart, may_die=("spark", "connect"))
+    base = Settings().model_copy(update={"step_seconds": FAST_DAY_STEP_SECONDS,
+                                         "crash_point": EXIT_AFTER_PUBLISH})
+    summary = run_sim(base, 1, FAST_DAY_SEED, None, fast=True, during=crash_and_restart, may_die=("spark", "connect"))
     assert kills and len(restarts) == 2 and connect_kills, (kills, restarts, connect_kills)
     assert summary["checks_ok"] and summary["postgres_mirror_ok"], summary
     for field in ("digest", "events", "sales", "alerts", "restocks", "refills", "supplier_orders", "discounts",
                   "removals", "dead_letters"):
-        assert summary[field] == uninterrupted[field], field
-    assert summary["pulse"]["digest"] == uninterrupted["pulse"]["digest"]  # type: ignore[index]  # same windows, once
+        assert summary[field] == fast_day[field], field
+    assert summary["pulse"]["digest"] == fast_day["pulse"]["digest"]  # type: ignore[index]  # same windows, once
 
 
 def test_bad_arguments_get_one_line() -> None:

@@ -1,6 +1,6 @@
 """The streaming apps on real Spark, broker, Redis, PostgreSQL and Delta: a scripted event sequence gives
-the state the rules predict; a driver killed between its Delta commit and its publish loses and repeats
-nothing after restart."""
+the state the rules predict, every key on its compacted topic from the first batch; a driver killed after its
+Delta commit, before Spark recorded the batch done, applies nothing twice after restart."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from datetime import date, datetime, timedelta
 
 import pytest
+from pydantic import BaseModel
 from pyspark.sql import SparkSession
 
 from smartshelf import loop, rules
@@ -24,6 +25,7 @@ from smartshelf.schemas import (Alert, FootTrafficEvent, PosItem, PosTransaction
                                 ShelfState, WarehouseBatchState, WarehouseEvent, WarehouseState)
 from smartshelf.settings import REPO_ROOT, Settings
 from smartshelf.streaming.apps import all_apps
+from smartshelf.streaming.commit import EXIT_AFTER_COMMIT
 from smartshelf.streaming.runner import start_query
 from tests.conftest import initialised_stack, isolated_settings, settings_env
 
@@ -76,14 +78,18 @@ def _expected(settings: Settings, events: list[ShelfEvent]) -> dict[str, ShelfSt
     return state
 
 
-def _latest_shelf_state(settings: Settings) -> dict[str, ShelfState]:
+def _latest(settings: Settings, topic_name: str) -> dict[str, BaseModel]:
+    """The latest value of each key on a compacted topic, by its record key."""
     kafka = KafkaAdapter(settings.kafka_bootstrap_servers)
-    latest = {}
-    for record in kafka.read(kafka.partitions_for("shelf_state")):
-        value = ShelfState.model_validate_json(record.value)
-        latest[value.shelf_id] = value
+    described, latest = topic(topic_name), {}
+    for record in kafka.read(kafka.partitions_for(topic_name)):
+        latest[record.key.decode()] = described.schema.model_validate_json(record.value)
     kafka.close()
     return latest
+
+
+def _latest_shelf_state(settings: Settings) -> dict[str, BaseModel]:
+    return _latest(settings, "shelf_state")
 
 
 def _published(settings: Settings, expected: dict[str, ShelfState], shelves: list[ShelfState]) -> bool:
@@ -128,7 +134,8 @@ def test_scripted_events_give_the_predicted_state(spark_stack: Settings) -> None
                        last_event_ts=stocked.ts)
     expected["S-NEW"] = added
     assert in_delta == expected
-    assert _latest_shelf_state(settings) == {k: expected[k] for k in {s.shelf_id for s in shelves} | {"S-NEW"}}
+    # every shelf is on the compacted topic from the first batch (its opening state), not only those with events
+    assert _latest_shelf_state(settings) == expected
     raw = delta.read_rows(delta.table_path(settings.delta_dir, table("raw_shelf_events")), ShelfEvent)
     # the raw layer keeps every well-formed event as it arrived, the unknown shelf's too
     assert sorted(e.event_id for e in raw) == sorted([e.event_id for e in events] + ["ghost", "new-1"])
@@ -142,29 +149,34 @@ def test_scripted_events_give_the_predicted_state(spark_stack: Settings) -> None
     assert any("not JSON" in letter.reason for letter in letters)
     assert any("unknown shelf 'NOPE'" in letter.reason for letter in letters)
 
-    # the driver dies after committing a batch to Delta and before publishing it; the restart publishes it once
+    # the driver dies after publishing a batch and committing it to Delta, before Spark's checkpoint records the
+    # batch done: the restart is handed the batch again and must not apply it twice
     more = _script(shelves, 80)[120:]
     _send(settings, "shelf_events", [e.model_dump_json().encode() for e in more], [e.shelf_id for e in more])
     runner = [sys.executable, str(REPO_ROOT / "spark-apps" / "shelf-aggregator" / "app.py")]
-    crashing = subprocess.run(runner, env={**settings_env(settings), "SMARTSHELF_CRASH_POINT": "spark.after_delta"},
+    crashing = subprocess.run(runner, env={**settings_env(settings), "SMARTSHELF_CRASH_POINT": EXIT_AFTER_COMMIT},
                               capture_output=True, timeout=300)
     assert crashing.returncode == 137, crashing.stderr[-2000:]
     expected = {**_expected(settings, events + more), "S-NEW": added}
     assert {row.shelf_id: row for row in delta.read_rows(state_path, ShelfState)} == expected
-    assert not _published(settings, expected, shelves)
+    assert _published(settings, expected, shelves)  # published before the commit
+    checkpoint_commits = settings.run_dir / "checkpoints" / "shelf-aggregator" / "commits"
+    replayed = max(int(path.name) for path in checkpoint_commits.iterdir() if path.name.isdigit()) + 1
+    assert delta.applied_batch(state_path, "shelf-aggregator") == replayed  # committed, not recorded done by Spark
 
     restarted = subprocess.Popen(runner, env=settings_env(settings), stdout=subprocess.DEVNULL,
                                  stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 180
-        while not _published(settings, expected, shelves):
+        while not (checkpoint_commits / str(replayed)).exists():
             assert restarted.poll() is None, restarted.stderr.read()[-2000:] if restarted.stderr else ""
-            assert time.monotonic() < deadline, "the restarted driver did not publish the committed batch"
+            assert time.monotonic() < deadline, "the restarted driver did not go through the replayed batch"
             time.sleep(1)
     finally:
         restarted.terminate()
         restarted.wait(timeout=60)
-    assert {row.shelf_id: row for row in delta.read_rows(state_path, ShelfState)} == expected
+    assert {row.shelf_id: row for row in delta.read_rows(state_path, ShelfState)} == expected  # not applied twice
+    assert _published(settings, expected, shelves)
     lake = start_query(spark, settings, apps["lake-sink"])  # the lake sink goes on from its own checkpoint
     lake.processAllAvailable()
     lake.stop()
@@ -235,6 +247,11 @@ def test_sales_and_warehouse_moves_give_the_predicted_lots(spark_stack: Settings
     assert {f"{x.shelf_id}|{x.batch_code}": x for x in delta.read_rows(
         delta.table_path(settings.delta_dir, table("wh_batch_state")), WarehouseBatchState)} == wh_by_lot
     assert wh_by_lot[f"{lot.shelf_id}|NEW1"].batch_quantity_warehouse == 35
+    # every key's opening state was published with the first batch, not only the keys these events changed
+    assert _latest(settings, "wh_state") == wh
+    assert _latest(settings, "wh_batch_state") == {topic("wh_batch_state").key_of(x): x for x in wh_by_lot.values()}
+    assert _latest(settings, "shelf_batch_state") == {topic("shelf_batch_state").key_of(x): x
+                                                      for x in expected_lots.values()}
     assert in_delta[f"{lot.shelf_id}|{lot.batch_code}"].batch_quantity_store >= moves[1].quantity
 
 

@@ -27,6 +27,7 @@ from smartshelf.runtime.scratch import make_run_dir
 from smartshelf.schemas import ShelfBatchState, ShelfState
 from smartshelf.settings import REPO_ROOT, Settings
 from smartshelf.streaming.apps import STATE_APPS
+from smartshelf.streaming.commit import FAIL_AFTER_PUBLISH
 from smartshelf.world import World, WorldEvents
 from tests.conftest import initialised_stack, isolated_settings, settings_env
 
@@ -167,10 +168,10 @@ def test_kill_9_mid_stream_loses_and_repeats_nothing(stack: Settings) -> None:
 
 
 def test_a_failed_query_restarts_from_its_last_commit_without_applying_twice(scratch_dir: Path) -> None:
-    """Each state app that gets records fails once after applying a batch in memory and before committing it:
-    the runner restarts the query with the state reloaded from Delta, so the replayed batch counts once."""
+    """Each state app that gets records fails once after applying and publishing a batch and before committing
+    it: the runner restarts the query with the state reloaded from Delta, so the replayed batch counts once."""
     with initialised_stack(isolated_settings(scratch_dir, max_offsets_per_trigger=400,
-                                             crash_point="spark.fail_after_apply")) as settings:
+                                             crash_point=FAIL_AFTER_PUBLISH)) as settings:
         events = _world_events(settings, hours=3)  # enough for every state app to get records
         _produce(settings, events)
         shelves, lots = _expected(settings, events)

@@ -161,7 +161,7 @@ def test_the_state_apps_report_a_refused_event_and_keep_the_state() -> None:
                           batch_quantity_store=MAX_QUANTITY, last_update_ts=T0)
     state: dict[str, BaseModel] = {"S1|B1": lot}
     refill = Received("shelf_events", 0, 7, ShelfEvent(**staff_putback(quantity=1)))
-    touched, problems = BatchStateUpdater().apply(state, [refill])
+    touched, problems = BatchStateUpdater().apply_events(state, [refill])
     assert touched == set() and state == {"S1|B1": lot}
     assert [(item, "maximum" in reason) for item, reason in problems] == [(refill, True)]
 
