@@ -12,6 +12,11 @@ transaction (app id, batch id), after the batch's effects are published and ackn
   (their ids, read back from where the outputs ended at the last commit);
 - a batch found committed is skipped whole: its effects were published before its commit.
 
+No single record stops an app: a record whose application raises is found by applying the batch's records one
+by one from the committed state, becomes a dead letter naming the app and the error, and the batch is applied
+without it (issue 23). A batch that fails although each of its records alone applies fails as a whole (the
+runner restarts the query from its checkpoint).
+
 The I/O is an interface (`CommitIO`): `smartshelf.streaming.batch.BatchIO` against Kafka and Delta, an in-memory
 fake in the unit tests (tests/unit/test_commit_protocol.py).
 """
@@ -27,7 +32,8 @@ from typing import ClassVar, Protocol, TypeVar
 import pyarrow as pa
 from pydantic import BaseModel
 
-from smartshelf.registry import topic
+from smartshelf.ingress import dead_letter
+from smartshelf.registry import DEAD_LETTERS, topic
 from smartshelf.settings import Settings
 from smartshelf.streaming.batch import BatchOutput, Received
 
@@ -130,7 +136,7 @@ class CommittedApp:
         done = io.applied_batch(path, self.name)
         if done is not None and done >= batch_id:
             return  # committed before a crash: its effects were published before its commit
-        records = {name: values for name, values in self.apply(io, received).items() if values}
+        records = {name: values for name, values in self._apply_isolated(io, received).items() if values}
         if self.first_batch and records and self.recorded_ends():
             records = _not_yet_published(records, io.published_ids(self.recorded_ends()))
         self.first_batch = False
@@ -143,6 +149,39 @@ class CommittedApp:
             self.dirty = False
             if records and io.settings.crash_point == EXIT_AFTER_COMMIT and io.drill_once(EXIT_AFTER_COMMIT):
                 os._exit(137)
+
+
+    def _apply_isolated(self, io: CommitIO, received: list[Received]) -> dict[str, list[BaseModel]]:
+        poisoned: list[tuple[Received, str]] = []
+        while True:
+            rest = [item for item in received if not any(item is bad for bad, _ in poisoned)]
+            try:
+                records = self.apply(io, rest)
+                break
+            except Exception as error:  # noqa: BLE001 - any failure of a rule on a record
+                self.load(io)  # back to the committed state
+                culprit = self._first_failing(io, rest)
+                if culprit is None:
+                    raise
+                poisoned.append((culprit, f"{self.name} could not apply it: {type(error).__name__}: {error}"))
+        if poisoned:
+            letters = [dead_letter(item.topic, item.record.model_dump_json().encode(), reason, io.now(),
+                                   item.partition, item.offset) for item, reason in poisoned]
+            records = {**records, DEAD_LETTERS: [*records.get(DEAD_LETTERS, []), *letters]}
+        return records
+
+    def _first_failing(self, io: CommitIO, received: list[Received]) -> Received | None:
+        """The first record whose application, after those before it, raises; the state is the committed one
+        again after."""
+        try:
+            for item in received:
+                try:
+                    self.apply(io, [item])
+                except Exception:  # noqa: BLE001 - the culprit, whatever it raised
+                    return item
+            return None
+        finally:
+            self.load(io)
 
 
 def _drill_after_publish(io: CommitIO, app_name: str, received: list[Received], records: dict[str, list[BaseModel]]

@@ -1,7 +1,8 @@
 """The commit protocol (smartshelf.streaming.commit) over an in-memory fake of Kafka and Delta: a batch is
 published then committed; a batch found committed is skipped; a crash between publish and commit is replayed
 without duplicating append-only records; the first batch ever publishes every key's opening state; a batch
-that changes and publishes nothing commits nothing. Run through a real state app (shelf-aggregator) and a small
+that changes and publishes nothing commits nothing; a record whose application raises is a dead letter and the
+batch goes on without it. Run through a real state app (shelf-aggregator) and a small
 app of append-only records."""
 
 from __future__ import annotations
@@ -103,6 +104,9 @@ class AlertPerEvent(CommittedApp):
         self.count, self.ends = (rows[0].count, rows[0].ends) if rows else (0, io.end_offsets(self.outputs))
 
     def apply(self, io: CommitIO, received: list[Received]) -> dict[str, list[BaseModel]]:
+        for item in received:
+            if item.record.event_id.startswith("poison"):  # type: ignore[attr-defined]
+                raise ValueError(f"cannot take {item.record.event_id}")  # type: ignore[attr-defined]
         self.count += len(received)
         self.dirty = bool(received)
         return {"alerts": [Alert(alert_id=f"a-{item.record.event_id}", alert_type="low_stock",  # type: ignore[attr-defined]
@@ -198,3 +202,20 @@ def test_a_batch_that_changes_and_publishes_nothing_commits_nothing(io: FakeIO) 
     app = AlertPerEvent()
     app.handle(io, 0, [], BatchOutput())
     assert io.commits == 0 and io.applied_batch(app.state_path(io), app.name) is None
+
+
+def test_a_record_that_raises_is_a_dead_letter_and_the_rest_of_the_batch_is_applied(io: FakeIO) -> None:
+    shelves = [ShelfState(shelf_id=f"S{n}", current_stock=5, current_weight=5.0, last_event_type="init",
+                          last_event_ts=T0) for n in range(5)]
+    batch = _pickups(shelves)
+    poison = Received("shelf_events", 0, 99, batch[2].record.model_copy(update={"event_id": "poison-1"}))
+    app = AlertPerEvent()
+    app.handle(io, 0, [*batch[:2], poison, *batch[2:]], BatchOutput())
+    assert sorted(a.alert_id for a in io.topics["alerts"]) == sorted(f"a-e{n}" for n in range(5))  # type: ignore[attr-defined]
+    letters = io.topics[DEAD_LETTERS]
+    assert len(letters) == 1 and isinstance(letters[0], DeadLetter)
+    assert (letters[0].source, letters[0].source_offset) == ("shelf_events", 99)
+    assert letters[0].reason == "alert-per-event could not apply it: ValueError: cannot take poison-1"
+    assert app.count == 5 and io.applied_batch(app.state_path(io), app.name) == 0
+    app.handle(io, 1, _pickups(shelves[:1], first=5), BatchOutput())  # the app goes on
+    assert app.count == 6 and len(io.topics["alerts"]) == 6
