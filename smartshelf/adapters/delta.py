@@ -113,6 +113,8 @@ def maintain(path: Path) -> Maintained:
     version = table.version()
     deleted = table.vacuum(retention_hours=0, dry_run=False, enforce_retention_duration=False,
                            keep_versions=list(range(max(0, version - KEEP_VERSIONS), version + 1)))
+    for name in deleted:  # the checksum Hadoop's file system wrote beside a file delta-spark wrote
+        (path / name).with_name(f".{Path(name).name}.crc").unlink(missing_ok=True)
     table.create_checkpoint()
     table.cleanup_metadata()
     return Maintained(int(compacted.get("numFilesRemoved", 0)), len(deleted))

@@ -48,9 +48,9 @@ def spark_session(settings: Settings, app_name: str = "smartshelf") -> SparkSess
         # per commit: no checksum file and no operation metrics (~0.3 s of a ~1 s commit, measured)
         .config("spark.databricks.delta.writeChecksumFile.enabled", "false")
         .config("spark.databricks.delta.history.metricsEnabled", "false")
-        # no Hadoop checksum files (.<file>.crc) beside the files Spark and Delta write: delta-rs maintenance
-        # (smartshelf.adapters.delta.maintain) deletes data and log files, not the checksums Hadoop keeps of them
-        .config("spark.hadoop.fs.file.impl", "org.apache.hadoop.fs.RawLocalFileSystem")
+        # no Hadoop checksum files (.<file>.crc) beside Delta's log entries, which delta-rs maintenance deletes
+        # (smartshelf.adapters.delta.maintain); the data files keep theirs (RocksDB's state store needs the
+        # checksummed FileSystem), which the maintenance deletes with them
         .config("spark.hadoop.fs.AbstractFileSystem.file.impl", "org.apache.hadoop.fs.local.RawLocalFs")
         .config("spark.sql.streaming.stateStore.providerClass",
                 "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider")

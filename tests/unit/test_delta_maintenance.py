@@ -74,3 +74,14 @@ def test_many_small_appends_are_compacted(state_table: Path) -> None:
     assert done.files_compacted == EVERY
     assert len(DeltaTable(str(state_table)).file_uris()) == 1
     assert sorted(row.current_stock for row in delta.read_rows(state_table, ShelfState)) == list(range(EVERY))
+
+
+def test_the_checksums_hadoop_wrote_beside_deleted_files_go_with_them(state_table: Path) -> None:
+    for batch in range(EVERY):
+        delta.write_batch(state_table, delta.to_arrow(ShelfState, _rows(batch)), "app", batch, mode="overwrite")
+        for data_file in state_table.glob("*.parquet"):  # as delta-spark's writes leave them
+            data_file.with_name(f".{data_file.name}.crc").touch()
+    delta.maintain(state_table)
+    kept = {f.name for f in state_table.glob("*.parquet")}
+    assert {f.name for f in state_table.glob(".*.crc")} == {f".{name}.crc" for name in kept}
+    assert len(kept) < EVERY
