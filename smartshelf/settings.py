@@ -66,7 +66,7 @@ class Settings(BaseSettings):
     spark_trigger_ms: int = Field(1000, alias="SPARK_TRIGGER_MS", ge=0)
     # a Delta table written by an app is maintained (compacted, vacuumed, its log checkpointed) after every
     # DELTA_MAINTAIN_EVERY commits the app makes to it (smartshelf.adapters.delta.maintain)
-    delta_maintain_every: int = Field(50, alias="DELTA_MAINTAIN_EVERY", ge=1)
+    delta_maintain_every: int = Field(20, alias="DELTA_MAINTAIN_EVERY", ge=1)
 
     # the closed loop: a restock reaches the shelf this long after it leaves the warehouse; near-expiry
     # discounts and removals of expired lots run daily at STORE_OPS_HOUR, before the store opens

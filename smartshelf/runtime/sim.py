@@ -280,6 +280,16 @@ def check(settings: Settings, watermark: datetime | None = None) -> Checks:
     return Checks(problems, disagreements, expired, twin, world, sales, moves)
 
 
+def delta_footprint(settings: Settings) -> dict[str, float]:
+    """What the lake takes on disk: files and MB, in all and per simulated day (bounded by the tables'
+    maintenance, smartshelf.adapters.delta.maintain)."""
+    files = [path for path in settings.delta_dir.rglob("*") if path.is_file()]
+    megabytes = sum(path.stat().st_size for path in files) / 2**20
+    days = max(settings.sim_days, 1)
+    return {"files": len(files), "mb": round(megabytes, 1), "files_per_day": round(len(files) / days),
+            "mb_per_day": round(megabytes / days, 1)}
+
+
 def summarise(settings: Settings, wall_s: float) -> dict[str, object]:
     wait_for_pulse(settings)  # before the lake's wait: then the lake holds the pulse's windows and alerts too
     checks = check(settings)
@@ -320,6 +330,7 @@ def summarise(settings: Settings, wall_s: float) -> dict[str, object]:
         "postgres_shelf_weights_ok": not weight_mismatches,
         "postgres_shelf_weight_mismatches": weight_mismatches,
         "checks_ok": checks.ok and not mirror_differences and not weight_mismatches,
+        "delta": delta_footprint(settings),
         "wall_s": round(wall_s, 1),
     }
 

@@ -15,7 +15,7 @@ from smartshelf.adapters import postgres
 from smartshelf.adapters.redis_clock import SimClock, redis_client
 from smartshelf.apps.bridge import stats as bridge_stats
 from smartshelf.errors import SmartShelfError
-from smartshelf.registry import TOPICS
+from smartshelf.registry import TOPICS, table
 from smartshelf.runtime import supervisor
 from smartshelf.runtime.scratch import make_run_dir
 from smartshelf.settings import Settings
@@ -37,6 +37,15 @@ def _wait_for_events(settings: Settings, timeout_s: float = 60.0) -> None:
     assert SimClock(redis_client(settings)).now() > settings.sim_start
 
 
+def _state_rows(settings: Settings) -> dict[str, int]:
+    with postgres.connect(settings, "reader") as conn, conn.cursor() as cur:
+        counts = {}
+        for name in ("shelf_state", "wh_state"):
+            cur.execute(f"SELECT count(*) FROM {table(name).pg}")
+            counts[name] = cur.fetchone()[0]
+    return counts
+
+
 def _wait_restarted(settings: Settings, name: str, killed_pid: int, timeout_s: float = 60.0) -> None:
     deadline = time.monotonic() + timeout_s
     while True:
@@ -53,6 +62,7 @@ def test_up_status_down_up_keeps_the_store_and_topics() -> None:
     env = settings_env(settings)
     try:
         first = _cli(env, "up")
+        started = time.monotonic()
         assert first.returncode == 0, first.stderr
         assert "store-init: 9" in first.stdout and f"kafka-init: {len(TOPICS)}" in first.stdout
 
@@ -64,6 +74,13 @@ def test_up_status_down_up_keeps_the_store_and_topics() -> None:
         _wait_for_events(settings)
         stores = httpx.get(f"http://127.0.0.1:{settings.api_port}/stores", timeout=30)  # the live API is up
         assert stores.status_code == 200 and stores.json()["data"][0]["shelves"] > 1000, stores.text
+        # every shelf and warehouse item reaches PostgreSQL with the pipeline's first batch (its opening state),
+        # not only those an event has touched
+        shelves, deadline = stores.json()["data"][0]["shelves"], time.monotonic() + 120
+        while (counts := _state_rows(settings)) != {"shelf_state": shelves, "wh_state": shelves}:
+            assert time.monotonic() < deadline, f"{counts} after 120 s, {shelves} shelves"
+            time.sleep(1)
+        print(f"every shelf's state in PostgreSQL {time.monotonic() - started:.0f} s after `up` returned")
 
         # a crashed service is started again by the watchdog, and the clock goes on from where it was
         killed = supervisor.kill_hard(settings, "clock")
