@@ -30,6 +30,7 @@ def _sim(*args: str) -> subprocess.CompletedProcess[str]:
 
 def test_a_fast_day_closes_the_loop_and_the_twin_matches_the_world(fast_day: dict[str, object]) -> None:
     summary = fast_day
+    print("fast day:", {key: summary[key] for key in ("wall_s", "delta")})
     assert summary["checks_ok"] and summary["conservation_ok"] and summary["twin_matches_world"], summary
     assert summary["postgres_mirror_ok"], summary
     tables = summary["postgres_rows"]
