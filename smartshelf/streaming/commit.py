@@ -40,8 +40,9 @@ from smartshelf.streaming.batch import BatchOutput, Received
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
 # failure drills (SMARTSHELF_CRASH_POINT): the driver fails once per app that gets records, after publishing a
-# batch and before committing it (the runner restarts the query); or dies once per run there, at the first batch that published
-# records of an append-only topic (whose replay must not publish them again); or once after a commit
+# batch and before committing it (the runner restarts the query); or dies once per run there, at the first
+# batch that published records of an append-only topic (whose replay must not publish them again); or once
+# after a commit
 FAIL_AFTER_PUBLISH = "spark.fail_after_publish"
 EXIT_AFTER_PUBLISH = "spark.exit_after_publish"
 EXIT_AFTER_COMMIT = "spark.exit_after_commit"

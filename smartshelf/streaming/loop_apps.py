@@ -49,8 +49,8 @@ class LoopApp(CommittedApp, Generic[StateT]):
         """The state before the first batch ever."""
         return self.state_model()  # type: ignore[return-value]
 
-    def apply_events(self, state: StateT, received: list[Received], config: loop.StoreConfig, io: CommitIO
-                     ) -> loop.Effects:
+    def apply_events(self, state: StateT, received: list[Received], config: loop.StoreConfig,
+                     io: CommitIO) -> loop.Effects:
         raise NotImplementedError
 
     def state_path(self, io: CommitIO) -> Path:
@@ -138,8 +138,8 @@ class ShelfAlertEngine(LoopApp[ShelfWatchState]):
     def initial(self, io: CommitIO) -> ShelfWatchState:
         return ShelfWatchState(shelves={s.shelf_id: s for s in _initial(io).shelves})
 
-    def apply_events(self, state: ShelfWatchState, received: list[Received], config: loop.StoreConfig, io: CommitIO
-              ) -> loop.Effects:
+    def apply_events(self, state: ShelfWatchState, received: list[Received], config: loop.StoreConfig,
+                     io: CommitIO) -> loop.Effects:
         effects = loop.Effects()
         for item in received:
             record = item.record
@@ -180,8 +180,8 @@ class WarehouseAlertEngine(LoopApp[WarehouseWatchState]):
     def initial(self, io: CommitIO) -> WarehouseWatchState:
         return WarehouseWatchState(warehouse={w.shelf_id: w for w in _initial(io).warehouse})
 
-    def apply_events(self, state: WarehouseWatchState, received: list[Received], config: loop.StoreConfig, io: CommitIO
-              ) -> loop.Effects:
+    def apply_events(self, state: WarehouseWatchState, received: list[Received], config: loop.StoreConfig,
+                     io: CommitIO) -> loop.Effects:
         effects = loop.Effects()
         for item in received:
             record = item.record
@@ -227,8 +227,8 @@ class ShelfRestockManager(LoopApp[WarehouseLots]):
     def initial(self, io: CommitIO) -> WarehouseLots:
         return WarehouseLots(lots=_initial_wh_lots(io))
 
-    def apply_events(self, state: WarehouseLots, received: list[Received], config: loop.StoreConfig, io: CommitIO
-              ) -> loop.Effects:
+    def apply_events(self, state: WarehouseLots, received: list[Received], config: loop.StoreConfig,
+                     io: CommitIO) -> loop.Effects:
         effects = loop.Effects()
         for item in received:
             record = item.record
@@ -253,8 +253,8 @@ class ShelfRefillBridge(LoopApp[RefillState]):
     outputs = ("shelf_events", "shelf_restock_plan")
     state_model = RefillState
 
-    def apply_events(self, state: RefillState, received: list[Received], config: loop.StoreConfig, io: CommitIO
-              ) -> loop.Effects:
+    def apply_events(self, state: RefillState, received: list[Received], config: loop.StoreConfig,
+                     io: CommitIO) -> loop.Effects:
         effects = loop.Effects()
         for item in received:
             record = item.record
@@ -284,8 +284,8 @@ class WarehouseSupplierManager(LoopApp[SupplierState]):
     outputs = ("wh_events", "wh_supplier_plan", "wh_supplier_orders", "wh_supplier_receipts")
     state_model = SupplierState
 
-    def apply_events(self, state: SupplierState, received: list[Received], config: loop.StoreConfig, io: CommitIO
-              ) -> loop.Effects:
+    def apply_events(self, state: SupplierState, received: list[Received], config: loop.StoreConfig,
+                     io: CommitIO) -> loop.Effects:
         effects = loop.Effects()
         for item in received:
             record = item.record
@@ -330,8 +330,8 @@ class DailyDiscountManager(LoopApp[ShelfLotsView]):
     def initial(self, io: CommitIO) -> ShelfLotsView:
         return ShelfLotsView(shelf_lots=_initial_shelf_lots(io))
 
-    def apply_events(self, state: ShelfLotsView, received: list[Received], config: loop.StoreConfig, io: CommitIO
-              ) -> loop.Effects:
+    def apply_events(self, state: ShelfLotsView, received: list[Received], config: loop.StoreConfig,
+                     io: CommitIO) -> loop.Effects:
         effects = loop.Effects()
         for item in received:
             record = item.record
@@ -359,8 +359,8 @@ class RemovalScheduler(LoopApp[ShelfLotsView]):
     def initial(self, io: CommitIO) -> ShelfLotsView:
         return ShelfLotsView(shelf_lots=_initial_shelf_lots(io), wh_lots=_initial_wh_lots(io))
 
-    def apply_events(self, state: ShelfLotsView, received: list[Received], config: loop.StoreConfig, io: CommitIO
-              ) -> loop.Effects:
+    def apply_events(self, state: ShelfLotsView, received: list[Received], config: loop.StoreConfig,
+                     io: CommitIO) -> loop.Effects:
         effects = loop.Effects()
         for item in received:
             record = item.record

@@ -105,12 +105,12 @@ class AlertPerEvent(CommittedApp):
 
     def apply(self, io: CommitIO, received: list[Received]) -> dict[str, list[BaseModel]]:
         for item in received:
-            if item.record.event_id.startswith("poison"):  # type: ignore[attr-defined]
-                raise ValueError(f"cannot take {item.record.event_id}")  # type: ignore[attr-defined]
+            if _event_id(item).startswith("poison"):
+                raise ValueError(f"cannot take {_event_id(item)}")
         self.count += len(received)
         self.dirty = bool(received)
-        return {"alerts": [Alert(alert_id=f"a-{item.record.event_id}", alert_type="low_stock",  # type: ignore[attr-defined]
-                                 location="store", severity="info", message="m", ts=T0) for item in received]}
+        return {"alerts": [Alert(alert_id=f"a-{_event_id(item)}", alert_type="low_stock", location="store",
+                                 severity="info", message="m", ts=T0) for item in received]}
 
     def state_rows(self) -> pa.Table:
         return pa.Table.from_pylist([Counted(count=self.count, ends=self.ends).model_dump()])
@@ -120,6 +120,15 @@ class AlertPerEvent(CommittedApp):
 
     def record_ends(self, io: CommitIO) -> None:
         self.ends = io.end_offsets(self.outputs)
+
+
+def _event_id(item: Received) -> str:
+    assert isinstance(item.record, ShelfEvent)
+    return item.record.event_id
+
+
+def _ids(alerts: list[BaseModel]) -> list[str]:
+    return [alert.alert_id for alert in alerts if isinstance(alert, Alert)]
 
 
 class Counted(BaseModel):
@@ -164,7 +173,8 @@ def test_a_batch_found_committed_is_skipped_whole(store: StoreData, io: FakeIO) 
     restarted = ShelfAggregator()  # Spark hands the batch again after a crash before its checkpoint
     restarted.handle(io, 0, _pickups(shelves[:5]), BatchOutput())
     assert len(io.topics["shelf_state"]) == published and io.tables[restarted.state_path(io)] == state
-    assert restarted.state[shelves[0].shelf_id].current_stock == shelves[0].current_stock - 1  # type: ignore[attr-defined]
+    after = restarted.state[shelves[0].shelf_id]
+    assert isinstance(after, ShelfState) and after.current_stock == shelves[0].current_stock - 1
 
 
 def test_refused_events_are_dead_letters_and_their_batch_is_committed(store: StoreData, io: FakeIO) -> None:
@@ -192,7 +202,7 @@ def test_a_crash_between_publish_and_commit_publishes_nothing_twice(io: FakeIO) 
     io.crash_at_commit = False
     restarted = AlertPerEvent()
     restarted.handle(io, 1, _pickups(shelves, first=2), BatchOutput())  # the replay, from the last commit
-    assert sorted(a.alert_id for a in io.topics["alerts"]) == sorted(f"a-e{n}" for n in range(6))  # type: ignore[attr-defined]
+    assert sorted(_ids(io.topics["alerts"])) == sorted(f"a-e{n}" for n in range(6))
     assert restarted.count == 6  # the replayed batch counted once, from the committed state
     restarted.handle(io, 2, _pickups(shelves[:1], first=6), BatchOutput())  # later batches are not filtered
     assert len(io.topics["alerts"]) == 7
@@ -211,7 +221,7 @@ def test_a_record_that_raises_is_a_dead_letter_and_the_rest_of_the_batch_is_appl
     poison = Received("shelf_events", 0, 99, batch[2].record.model_copy(update={"event_id": "poison-1"}))
     app = AlertPerEvent()
     app.handle(io, 0, [*batch[:2], poison, *batch[2:]], BatchOutput())
-    assert sorted(a.alert_id for a in io.topics["alerts"]) == sorted(f"a-e{n}" for n in range(5))  # type: ignore[attr-defined]
+    assert sorted(_ids(io.topics["alerts"])) == sorted(f"a-e{n}" for n in range(5))
     letters = io.topics[DEAD_LETTERS]
     assert len(letters) == 1 and isinstance(letters[0], DeadLetter)
     assert (letters[0].source, letters[0].source_offset) == ("shelf_events", 99)
