@@ -151,7 +151,6 @@ class CommittedApp:
             if records and io.settings.crash_point == EXIT_AFTER_COMMIT and io.drill_once(EXIT_AFTER_COMMIT):
                 os._exit(137)
 
-
     def _apply_isolated(self, io: CommitIO, received: list[Received]) -> dict[str, list[BaseModel]]:
         poisoned: list[tuple[Received, str]] = []
         while True:
@@ -159,27 +158,28 @@ class CommittedApp:
             try:
                 records = self.apply(io, rest)
                 break
-            except Exception as error:  # noqa: BLE001 - any failure of a rule on a record
+            except Exception:  # noqa: BLE001 - any failure of a rule on a record
                 self.load(io)  # back to the committed state
                 culprit = self._first_failing(io, rest)
                 if culprit is None:
                     raise
-                poisoned.append((culprit, f"{self.name} could not apply it: {type(error).__name__}: {error}"))
+                item, error = culprit
+                poisoned.append((item, f"{self.name} could not apply it: {type(error).__name__}: {error}"))
         if poisoned:
             letters = [dead_letter(item.topic, item.record.model_dump_json().encode(), reason, io.now(),
                                    item.partition, item.offset) for item, reason in poisoned]
             records = {**records, DEAD_LETTERS: [*records.get(DEAD_LETTERS, []), *letters]}
         return records
 
-    def _first_failing(self, io: CommitIO, received: list[Received]) -> Received | None:
-        """The first record whose application, after those before it, raises; the state is the committed one
-        again after."""
+    def _first_failing(self, io: CommitIO, received: list[Received]) -> tuple[Received, Exception] | None:
+        """The first record whose application, after those before it, raises, with what it raised; the state
+        is the committed one again after."""
         try:
             for item in received:
                 try:
                     self.apply(io, [item])
-                except Exception:  # noqa: BLE001 - the culprit, whatever it raised
-                    return item
+                except Exception as error:  # noqa: BLE001 - the culprit, whatever it raised
+                    return item, error
             return None
         finally:
             self.load(io)
