@@ -54,7 +54,7 @@ def fast_day() -> dict[str, object]:
         except Exception as error:  # noqa: BLE001 - reported by the browser test, not by every user of the day
             found["dashboard"] = error
 
-    def at_two_pm(settings: Settings, now: datetime | None) -> None:
+    def at_noon(settings: Settings, now: datetime | None) -> None:
         if not checks and now is not None and now >= settings.sim_start + CHECK_FROM:
             checks.append(threading.Thread(target=check, args=(settings, now), daemon=True))
             checks[0].start()
@@ -66,7 +66,7 @@ def fast_day() -> dict[str, object]:
 
     base = isolated_settings(make_run_dir("smartshelf-day-"), step_seconds=FAST_DAY_STEP_SECONDS)
     try:
-        summary = run_sim(base, 1, FAST_DAY_SEED, None, fast=True, during=at_two_pm, check_every_tick=True,
+        summary = run_sim(base, 1, FAST_DAY_SEED, None, fast=True, during=at_noon, check_every_tick=True,
                           after=checked)
     finally:
         shutil.rmtree(base.run_dir, ignore_errors=True)
