@@ -107,7 +107,7 @@ def maintain(path: Path) -> Maintained:
     the writers' transaction ids (`applied_batch`) are unchanged. Only the table's writer may call it, between
     two of its commits (Delta's optimistic commits would make a concurrent writer retry or fail)."""
     table = DeltaTable(str(path))
-    if dict(table.metadata().configuration).items() < RETENTION.items():
+    if not RETENTION.items() <= dict(table.metadata().configuration).items():
         table.alter.set_table_properties(RETENTION)
     compacted = table.optimize.compact()
     version = table.version()

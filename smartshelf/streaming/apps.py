@@ -17,13 +17,12 @@ from pydantic import BaseModel
 
 from smartshelf import rules
 from smartshelf.adapters import delta
-from smartshelf.ingress import dead_letter
 from smartshelf.registry import DEAD_LETTERS, TABLES, Table, table, topic
-from smartshelf.schemas import (DeadLetter, PosTransaction, ShelfBatchState, ShelfEvent, ShelfProfile, ShelfState,
+from smartshelf.schemas import (PosTransaction, ShelfBatchState, ShelfEvent, ShelfProfile, ShelfState,
                                 WarehouseBatchState, WarehouseEvent, WarehouseState)
 from smartshelf.store import StoreData, clock_start
 from smartshelf.streaming.batch import BatchIO, BatchOutput, Received
-from smartshelf.streaming.commit import CommitIO, CommittedApp
+from smartshelf.streaming.commit import CommitIO, CommittedApp, letter_of
 from smartshelf.streaming.loop_apps import loop_apps
 
 
@@ -41,7 +40,7 @@ class StreamingApp(Protocol):
         ...
 
 
-def _delta_path(io: BatchIO, table_name: str) -> Path:
+def _delta_path(io: CommitIO, table_name: str) -> Path:
     return delta.table_path(io.settings.delta_dir, table(table_name))
 
 
@@ -107,7 +106,7 @@ class StateApp(CommittedApp):
         return name
 
     def state_path(self, io: CommitIO) -> Path:
-        return delta.table_path(io.settings.delta_dir, table(self.state_table))
+        return _delta_path(io, self.state_table)
 
     def load(self, io: CommitIO) -> None:
         rows: list[BaseModel] = list(io.read_rows(self.state_path(io), table(self.state_table).schema))
@@ -125,7 +124,7 @@ class StateApp(CommittedApp):
             touched, self.opening = set(self.state), False
         self.dirty = bool(touched)
         return {self._topic(): [self.state[k] for k in sorted(touched) if k in self.state],
-                DEAD_LETTERS: [_letter(io, item, reason) for item, reason in problems]}
+                DEAD_LETTERS: [letter_of(io, item, reason) for item, reason in problems]}
 
     def state_rows(self) -> pa.Table:
         return delta.to_arrow(table(self.state_table).schema, [self.state[k] for k in sorted(self.state)])
@@ -284,11 +283,6 @@ class WarehouseBatchStateUpdater(EventByEventApp):
 def _time_order(item: Received) -> tuple[datetime, str, int, int]:
     assert isinstance(item.record, (PosTransaction, ShelfEvent))
     return item.record.ts, item.topic, item.partition, item.offset
-
-
-def _letter(io: CommitIO, item: Received, reason: str) -> DeadLetter:
-    return dead_letter(item.topic, item.record.model_dump_json().encode(), reason, io.now(), item.partition,
-                       item.offset)
 
 
 STATE_APP_CLASSES: tuple[type[StateApp], ...] = (ShelfAggregator, BatchStateUpdater, WarehouseAggregator,

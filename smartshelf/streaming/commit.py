@@ -34,6 +34,7 @@ from pydantic import BaseModel
 
 from smartshelf.ingress import dead_letter
 from smartshelf.registry import DEAD_LETTERS, topic
+from smartshelf.schemas import DeadLetter
 from smartshelf.settings import Settings
 from smartshelf.streaming.batch import BatchOutput, Received
 
@@ -166,8 +167,7 @@ class CommittedApp:
                 item, error = culprit
                 poisoned.append((item, f"{self.name} could not apply it: {type(error).__name__}: {error}"))
         if poisoned:
-            letters = [dead_letter(item.topic, item.record.model_dump_json().encode(), reason, io.now(),
-                                   item.partition, item.offset) for item, reason in poisoned]
+            letters = [letter_of(io, item, reason) for item, reason in poisoned]
             records = {**records, DEAD_LETTERS: [*records.get(DEAD_LETTERS, []), *letters]}
         return records
 
@@ -183,6 +183,12 @@ class CommittedApp:
             return None
         finally:
             self.load(io)
+
+
+def letter_of(io: CommitIO, item: Received, reason: str) -> DeadLetter:
+    """The dead letter of a record an app refused or could not apply."""
+    return dead_letter(item.topic, item.record.model_dump_json().encode(), reason, io.now(), item.partition,
+                       item.offset)
 
 
 def _drill_after_publish(io: CommitIO, app_name: str, received: list[Received], records: dict[str, list[BaseModel]]

@@ -44,6 +44,7 @@ class LoopApp(CommittedApp, Generic[StateT]):
         self.config: loop.StoreConfig | None = None
         self.output_ends: dict[str, int] = {}
         self.committed_state = ""  # the state's JSON as last committed
+        self.state_json = ""  # the state's JSON after the batch being handled
 
     def initial(self, io: CommitIO) -> StateT:
         """The state before the first batch ever."""
@@ -84,7 +85,8 @@ class LoopApp(CommittedApp, Generic[StateT]):
     def apply(self, io: CommitIO, received: list[Received]) -> dict[str, list[BaseModel]]:
         assert self.state is not None and self.config is not None
         effects = self.apply_events(self.state, sorted(received, key=_time_order), self.config, io)
-        self.dirty = self.state.model_dump_json() != self.committed_state
+        self.state_json = self.state.model_dump_json()
+        self.dirty = self.state_json != self.committed_state
         return effects.records
 
     def recorded_ends(self) -> dict[str, int]:
@@ -94,9 +96,8 @@ class LoopApp(CommittedApp, Generic[StateT]):
         self.output_ends = io.end_offsets(self.outputs)
 
     def state_rows(self) -> pa.Table:
-        assert self.state is not None
         # asked for only to be committed: what the next batch's state is compared with
-        self.committed_state = self.state.model_dump_json()
+        self.committed_state = self.state_json
         return delta.to_arrow(AppStateRow, [AppStateRow(app=self.name, state=self.committed_state,
                                                         output_ends=json.dumps(self.output_ends))])
 
