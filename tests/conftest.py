@@ -1,4 +1,5 @@
-"""Shared test helpers: isolated settings on free ports, and the environment that carries them."""
+"""Shared test helpers: isolated settings on free ports, the environment that carries them, and a topic's latest
+value per key."""
 
 from __future__ import annotations
 
@@ -9,7 +10,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel
 
+from smartshelf.adapters.kafka import KafkaAdapter
+from smartshelf.registry import topic
 from smartshelf.runtime import jobs, supervisor
 from smartshelf.runtime.scratch import make_run_dir, scratch_settings
 from smartshelf.settings import Settings
@@ -19,6 +23,16 @@ def isolated_settings(run_dir: Path, **overrides: object) -> Settings:
     """Settings on free ports under run_dir, ignoring the developer's environment and .env."""
     settings = scratch_settings(Settings(_env_file=None), run_dir)  # type: ignore[call-arg]
     return settings.model_copy(update=overrides)
+
+
+def latest_in_topic(settings: Settings, topic_name: str) -> dict[str, BaseModel]:
+    """The latest value of each key on a (compacted) topic, by its record key."""
+    adapter = KafkaAdapter(settings.kafka_bootstrap_servers)
+    schema = topic(topic_name).schema
+    latest = {record.key.decode(): schema.model_validate_json(record.value)
+              for record in adapter.read(adapter.partitions_for(topic_name))}
+    adapter.close()
+    return latest
 
 
 def settings_env(settings: Settings) -> dict[str, str]:

@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from datetime import date, datetime, timedelta
 
 import pytest
-from pydantic import BaseModel
 from pyspark.sql import SparkSession
 
 from smartshelf import loop, rules
@@ -27,7 +26,7 @@ from smartshelf.settings import REPO_ROOT, Settings
 from smartshelf.streaming.apps import all_apps
 from smartshelf.streaming.commit import EXIT_AFTER_COMMIT
 from smartshelf.streaming.runner import start_query
-from tests.conftest import initialised_stack, isolated_settings, settings_env
+from tests.conftest import initialised_stack, isolated_settings, latest_in_topic, settings_env
 
 T0 = datetime(2025, 1, 1, 9)
 
@@ -78,23 +77,9 @@ def _expected(settings: Settings, events: list[ShelfEvent]) -> dict[str, ShelfSt
     return state
 
 
-def _latest(settings: Settings, topic_name: str) -> dict[str, BaseModel]:
-    """The latest value of each key on a compacted topic, by its record key."""
-    kafka = KafkaAdapter(settings.kafka_bootstrap_servers)
-    described, latest = topic(topic_name), {}
-    for record in kafka.read(kafka.partitions_for(topic_name)):
-        latest[record.key.decode()] = described.schema.model_validate_json(record.value)
-    kafka.close()
-    return latest
-
-
-def _latest_shelf_state(settings: Settings) -> dict[str, BaseModel]:
-    return _latest(settings, "shelf_state")
-
-
 def _published(settings: Settings, expected: dict[str, ShelfState], shelves: list[ShelfState]) -> bool:
     """The compacted topic holds the expected state of the scripted shelves, and nothing else disagrees."""
-    latest = _latest_shelf_state(settings)
+    latest = latest_in_topic(settings, "shelf_state")
     return {s.shelf_id for s in shelves} <= set(latest) and all(latest[k] == expected[k] for k in latest)
 
 
@@ -135,7 +120,7 @@ def test_scripted_events_give_the_predicted_state(spark_stack: Settings) -> None
     expected["S-NEW"] = added
     assert in_delta == expected
     # every shelf is on the compacted topic from the first batch (its opening state), not only those with events
-    assert _latest_shelf_state(settings) == expected
+    assert latest_in_topic(settings, "shelf_state") == expected
     raw = delta.read_rows(delta.table_path(settings.delta_dir, table("raw_shelf_events")), ShelfEvent)
     # the raw layer keeps every well-formed event as it arrived, the unknown shelf's too
     assert sorted(e.event_id for e in raw) == sorted([e.event_id for e in events] + ["ghost", "new-1"])
@@ -248,9 +233,9 @@ def test_sales_and_warehouse_moves_give_the_predicted_lots(spark_stack: Settings
         delta.table_path(settings.delta_dir, table("wh_batch_state")), WarehouseBatchState)} == wh_by_lot
     assert wh_by_lot[f"{lot.shelf_id}|NEW1"].batch_quantity_warehouse == 35
     # every key's opening state was published with the first batch, not only the keys these events changed
-    assert _latest(settings, "wh_state") == wh
-    assert _latest(settings, "wh_batch_state") == {topic("wh_batch_state").key_of(x): x for x in wh_by_lot.values()}
-    assert _latest(settings, "shelf_batch_state") == {topic("shelf_batch_state").key_of(x): x
+    assert latest_in_topic(settings, "wh_state") == wh
+    assert latest_in_topic(settings, "wh_batch_state") == {topic("wh_batch_state").key_of(x): x for x in wh_by_lot.values()}
+    assert latest_in_topic(settings, "shelf_batch_state") == {topic("shelf_batch_state").key_of(x): x
                                                       for x in expected_lots.values()}
     assert in_delta[f"{lot.shelf_id}|{lot.batch_code}"].batch_quantity_store >= moves[1].quantity
 

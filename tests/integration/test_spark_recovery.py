@@ -29,7 +29,7 @@ from smartshelf.settings import REPO_ROOT, Settings
 from smartshelf.streaming.apps import STATE_APPS
 from smartshelf.streaming.commit import FAIL_AFTER_PUBLISH
 from smartshelf.world import World, WorldEvents
-from tests.conftest import initialised_stack, isolated_settings, settings_env
+from tests.conftest import initialised_stack, isolated_settings, latest_in_topic, settings_env
 
 pytestmark = pytest.mark.integration
 
@@ -109,15 +109,6 @@ def _applied_batches(settings: Settings) -> int:
     return (delta.applied_batch(path, "shelf-aggregator") or 0) if path.exists() else 0
 
 
-def _latest_in_topic(settings: Settings, topic_name: str) -> dict[str, BaseModel]:
-    adapter = KafkaAdapter(settings.kafka_bootstrap_servers)
-    schema = topic(topic_name).schema
-    latest = {record.key.decode(): schema.model_validate_json(record.value)
-              for record in adapter.read(adapter.partitions_for(topic_name))}
-    adapter.close()
-    return latest
-
-
 def test_kill_9_mid_stream_loses_and_repeats_nothing(stack: Settings) -> None:
     settings = stack
     events = _world_events(settings, hours=7)  # from the store's opening at 08:00
@@ -162,9 +153,9 @@ def test_kill_9_mid_stream_loses_and_repeats_nothing(stack: Settings) -> None:
     assert _keyed(settings, "shelf_batch_state") == lots
     # the compacted topics: every key's latest value is the final state (keys untouched keep no record)
     for topic_name, final in (("shelf_state", shelves), ("shelf_batch_state", lots)):
-        latest = _latest_in_topic(settings, topic_name)
+        latest = latest_in_topic(settings, topic_name)
         assert latest and all(final[key] == value for key, value in latest.items()), topic_name
-    assert not _latest_in_topic(settings, "dead_letters")
+    assert not latest_in_topic(settings, "dead_letters")
 
 
 def test_a_failed_query_restarts_from_its_last_commit_without_applying_twice(scratch_dir: Path) -> None:
