@@ -6,16 +6,12 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from kafka import TopicPartition
-
-from smartshelf.adapters.kafka import KafkaAdapter, TopicConfig
-from smartshelf.adapters.kafka_confluent import PRODUCER_DEFAULTS, ConfluentAdapter, produce_all
+from smartshelf.adapters.kafka import PRODUCER_DEFAULTS, KafkaAdapter, Outgoing, Partition, TopicConfig
 from smartshelf.apps.producers import world_of
 from smartshelf.registry import topic
 from smartshelf.runtime import jobs, supervisor
@@ -33,16 +29,6 @@ def _payload(i: int) -> bytes:
     }).encode()
 
 
-KAFKA_PYTHON, CONFLUENT = "kafka-python", "confluent-kafka"
-CLIENTS = (KAFKA_PYTHON, CONFLUENT)
-# produce settings measured for both clients: the adapter's defaults (idempotent, acks=all, linger 20 ms, 256 KiB
-# batches, up to 5 requests in flight), and the bridge's and connect worker's (one request in flight, 5 retries)
-PRODUCE_VARIANTS: dict[str, tuple[dict[str, object], dict[str, object]]] = {
-    "produce": ({}, {}),
-    "produce_inflight1": ({"max_in_flight_requests_per_connection": 1, "retries": 5},
-                          {"max.in.flight.requests.per.connection": 1, "retries": 5}),
-}
-ROWS = (*PRODUCE_VARIANTS, "consume")
 WARM_UP_TOPIC = "bench_warm_up"  # each producer's first record goes here: its start-up is timed apart
 
 
@@ -53,98 +39,61 @@ class _Measured:
     start_s: float  # producer: created → first record acknowledged; consumer: created → first record read
 
 
-def _produce_kafka_python(adapter: KafkaAdapter, name: str, records: list[tuple[bytes, bytes]],
-                          overrides: dict[str, object]) -> tuple[_Measured, dict[str, object]]:
-    """The steady produce rate of kafka-python, and the producer's effective guarantees."""
+def _produce(adapter: KafkaAdapter, name: str, records: list[tuple[bytes, bytes]]) -> _Measured:
+    """The steady produce rate of the adapter's producer, every record acknowledged."""
     began = time.monotonic()
-    producer = adapter.producer(**overrides)
-    producer.send(WARM_UP_TOPIC, key=b"warm-up", value=b"{}").get(timeout=30)
+    producer = adapter.producer()
+    producer.send_and_wait([Outgoing(WARM_UP_TOPIC, b"warm-up", b"{}")])
     start_s = time.monotonic() - began
-    config = {key: producer.config[key] for key in ("acks", "enable_idempotence", "linger_ms", "batch_size",
-                                                    "max_in_flight_requests_per_connection", "retries")}
-    if config["retries"] == float("inf"):  # kafka-python's "retry until the delivery timeout"; JSON has no infinity
-        config["retries"] = "unbounded"
     wall, cpu = time.monotonic(), time.process_time()
-    futures = [producer.send(name, key=key, value=value) for key, value in records]
+    for key, value in records:
+        producer.send(name, key, value)
     producer.flush()
-    failed = sum(1 for f in futures if not (f.is_done and f.succeeded()))
     wall, cpu = time.monotonic() - wall, time.process_time() - cpu
     producer.close()
-    if failed:
-        raise AssertionError(f"bench: kafka-python: {failed} of {len(records)} records not acknowledged")
-    return _Measured(len(records) / wall, cpu / len(records) * 1e6, start_s), config
+    return _Measured(len(records) / wall, cpu / len(records) * 1e6, start_s)
 
 
-def _produce_confluent(adapter: ConfluentAdapter, name: str, records: list[tuple[bytes, bytes]],
-                       overrides: dict[str, object]) -> tuple[_Measured, dict[str, object]]:
-    """The steady produce rate of confluent-kafka, and the producer's configured guarantees."""
-    began = time.monotonic()
-    producer = adapter.producer(**overrides)
-    produce_all(producer, [(WARM_UP_TOPIC, b"warm-up", b"{}")])
-    start_s = time.monotonic() - began
-    wall, cpu = time.monotonic(), time.process_time()
-    sent = produce_all(producer, ((name, key, value) for key, value in records))
-    wall, cpu = time.monotonic() - wall, time.process_time() - cpu
-    producer.close()
-    return _Measured(sent / wall, cpu / sent * 1e6, start_s), {**PRODUCER_DEFAULTS, **overrides}
-
-
-def _consume(client: str, kafka: KafkaAdapter, confluent: ConfluentAdapter, partitions: list[TopicPartition]
-             ) -> tuple[int, int, _Measured]:
-    """(records, value bytes, rate) of a whole read of these partitions with `client`; the rate runs from the
-    first record read to the last (the consumer's start-up is reported apart)."""
+def _consume(adapter: KafkaAdapter, partitions: list[Partition]) -> tuple[int, int, _Measured]:
+    """(records, value bytes, rate) of a whole read of these partitions; the rate runs from the first record read
+    to the last (the consumer's start-up is reported apart)."""
     began, cpu = time.monotonic(), time.process_time()
-    values: Iterator[bytes] = ((record.value for record in kafka.read(partitions)) if client == KAFKA_PYTHON
-                               else (message.value() or b"" for message in confluent.read(partitions)))
     first, count, size = began, 0, 0
-    for value in values:
+    for record in adapter.read(partitions):
         if not count:
             first = time.monotonic()
         count += 1
-        size += len(value)
+        size += len(record.value or b"")
     wall, cpu = time.monotonic() - first, time.process_time() - cpu
     return count, size, _Measured(count / wall, cpu / max(count, 1) * 1e6, first - began)
-
-
-def _client_versions() -> dict[str, dict[str, object]]:
-    import confluent_kafka
-    import kafka
-
-    return {KAFKA_PYTHON: {"version": kafka.__version__},
-            CONFLUENT: {"version": confluent_kafka.__version__, "librdkafka": confluent_kafka.libversion()[0]}}
 
 
 def _print_broker_table(result: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    clients, ratios = result["clients"], result["confluent_to_kafka_python"]
-    table = Table(title=f"raw broker msgs/s (CPU µs/msg), {result['messages']:,} × {result['message_bytes']} B, "
+    table = Table(title=f"raw broker rates, {result['messages']:,} × {result['message_bytes']} B, "
                         f"median of {result['rounds']}",
-                  caption="acks=all, idempotent, linger 20 ms, 256 KiB batches, murmur2; start-up apart")
-    table.add_column("")
-    for client in CLIENTS:
-        table.add_column(f"{client} {clients[client]['version']}", justify="right")
-    table.add_column("ratio", justify="right")
-    for row, label in (("produce", "produce, 5 in flight"), ("produce_inflight1", "produce, 1 in flight"),
-                       ("consume", "consume")):
-        table.add_row(label, *(f"{clients[c][f'{row}_msgs_per_s']:,} ({clients[c][f'{row}_cpu_us_per_msg']})"
-                               for c in CLIENTS), f"{ratios[row]}×")
-    table.add_row("producer start, s", *(str(clients[c]["produce_start_s"]) for c in CLIENTS), "")
+                  caption=f"{result['client']} {result['client_version']}: acks=all, idempotent, linger 20 ms, "
+                          "256 KiB batches, murmur2; start-up apart")
+    for column in ("", "msgs/s", "CPU µs/msg", "start, s"):
+        table.add_column(column, justify="right")
+    for row in ("produce", "consume"):
+        table.add_row(row, f"{result[f'{row}_msgs_per_s']:,}", str(result[f"{row}_cpu_us_per_msg"]),
+                      str(result[f"{row}_start_s"]))
     Console().print(table)
 
 
 def bench_broker(base: Settings, messages: int = 100_000, rounds: int = 3) -> dict[str, object]:
-    """Raw broker produce and consume rates of kafka-python (the client the components use) and confluent-kafka
-    (librdkafka), side by side on the same stack, with the same records and the same producer guarantees; plus the
-    stack's cold start time and idle memory.
+    """Raw broker produce and consume rates of the adapter's client (confluent-kafka) with the components'
+    producer guarantees; plus the stack's cold start time and idle memory.
 
-    Each round produces the records once with each client and each produce variant (the clients' order alternates
-    by round) after a warm-up record, then each client reads the records kafka-python produced with the adapter's
-    defaults; the figures are the medians over the rounds. Both clients' topics must end up with the same number of
-    records in each partition (the same partitioner)."""
+    Each round produces the records once after a warm-up record, then reads them all back; the figures are the
+    medians over the rounds."""
     import os
     import statistics
+
+    import confluent_kafka
 
     load_before = os.getloadavg()[0]
     began = time.monotonic()
@@ -157,84 +106,54 @@ def bench_broker(base: Settings, messages: int = 100_000, rounds: int = 3) -> di
         init_s = time.monotonic() - init_began
 
         kafka = KafkaAdapter(settings.kafka_bootstrap_servers)
-        confluent = ConfluentAdapter(settings.kafka_bootstrap_servers)
-        topics = {(client, variant): f"bench_{client.replace('-', '_')}_{variant}"
-                  for client in CLIENTS for variant in PRODUCE_VARIANTS}
-        kafka.ensure_topics([TopicConfig(name, 2, compacted=False) for name in (*topics.values(), WARM_UP_TOPIC)])
+        name = "bench_produce"
+        kafka.ensure_topics([TopicConfig(n, 2, compacted=False) for n in (name, WARM_UP_TOPIC)])
         records = [(f"S{i % 1100:04d}".encode(), _payload(i)) for i in range(messages)]
-
-        measured: dict[tuple[str, str], list[_Measured]] = {(c, row): [] for c in CLIENTS for row in ROWS}
-        configs: dict[str, dict[str, dict[str, object]]] = {client: {} for client in CLIENTS}
-        order = list(CLIENTS)
-        for _ in range(rounds):
-            for client in order:
-                for variant, (python_overrides, confluent_overrides) in PRODUCE_VARIANTS.items():
-                    name = topics[(client, variant)]
-                    produced, config = (
-                        _produce_kafka_python(kafka, name, records, python_overrides) if client == KAFKA_PYTHON
-                        else _produce_confluent(confluent, name, records, confluent_overrides))
-                    measured[(client, variant)].append(produced)
-                    configs[client][variant] = config
-            order.reverse()
-
-        reference = kafka.partitions_for(topics[(KAFKA_PYTHON, "produce")])
-        ends = {name: sorted(kafka.end_offsets(kafka.partitions_for(name)).values()) for name in topics.values()}
-        if len({tuple(e) for e in ends.values()}) != 1 or sum(ends[reference[0].topic]) != messages * rounds:
-            raise AssertionError(f"bench: the clients' topics differ per partition (or miss records): {ends}")
+        produced = [_produce(kafka, name, records) for _ in range(rounds)]
+        partitions = kafka.partitions_for(name)
         expected = (messages * rounds, rounds * sum(len(value) for _, value in records))
+        consumed = []
         for _ in range(rounds):
-            for client in order:
-                count, size, read = _consume(client, kafka, confluent, reference)
-                if (count, size) != expected:
-                    raise AssertionError(f"bench: {client} read {count} records ({size} B), expected {expected}")
-                measured[(client, "consume")].append(read)
-            order.reverse()
+            count, size, read = _consume(kafka, partitions)
+            if (count, size) != expected:
+                raise AssertionError(f"bench: read {count} records ({size} B), expected {expected}")
+            consumed.append(read)
         kafka.close()
-        confluent.close()
     load_after = os.getloadavg()[0]
 
-    def median(client: str, row: str, field: str) -> float:
-        return statistics.median(getattr(m, field) for m in measured[(client, row)])
+    def median(measured: list[_Measured], field: str) -> float:
+        return statistics.median(getattr(m, field) for m in measured)
 
-    clients = _client_versions()
-    for client in CLIENTS:
-        for row in ROWS:
-            clients[client][f"{row}_msgs_per_s"] = round(median(client, row, "msgs_per_s"))
-            clients[client][f"{row}_rounds_msgs_per_s"] = [round(m.msgs_per_s) for m in measured[(client, row)]]
-            clients[client][f"{row}_cpu_us_per_msg"] = round(median(client, row, "cpu_us_per_msg"), 1)
-        clients[client]["produce_start_s"] = round(median(client, "produce", "start_s"), 3)
-        clients[client]["consume_first_record_s"] = round(median(client, "consume", "start_s"), 3)
-        clients[client]["producer_config"] = configs[client]["produce"]
-        clients[client]["producer_config_inflight1"] = configs[client]["produce_inflight1"]
-    python = clients[KAFKA_PYTHON]
     result: dict[str, Any] = {
         "benchmark": "broker",
         "messages": messages,
         "message_bytes": len(records[0][1]),
         "rounds": rounds,
-        "client": KAFKA_PYTHON,  # the client the components use: the three rates below are its
-        "produce_msgs_per_s": python["produce_msgs_per_s"],
-        "consume_msgs_per_s": python["consume_msgs_per_s"],
-        "consume_to_produce_ratio": round(median(KAFKA_PYTHON, "consume", "msgs_per_s")
-                                          / median(KAFKA_PYTHON, "produce", "msgs_per_s"), 2),
-        "clients": clients,
-        "confluent_to_kafka_python": {
-            row: round(median(CONFLUENT, row, "msgs_per_s") / median(KAFKA_PYTHON, row, "msgs_per_s"), 2)
-            for row in ROWS},
-        "consume_records": messages * rounds,
+        "client": "confluent-kafka",
+        "client_version": confluent_kafka.__version__,
+        "librdkafka": confluent_kafka.libversion()[0],
+        "producer_config": PRODUCER_DEFAULTS,
+        "produce_msgs_per_s": round(median(produced, "msgs_per_s")),
+        "produce_rounds_msgs_per_s": [round(m.msgs_per_s) for m in produced],
+        "produce_cpu_us_per_msg": round(median(produced, "cpu_us_per_msg"), 1),
+        "produce_start_s": round(median(produced, "start_s"), 3),
+        "consume_msgs_per_s": round(median(consumed, "msgs_per_s")),
+        "consume_rounds_msgs_per_s": [round(m.msgs_per_s) for m in consumed],
+        "consume_cpu_us_per_msg": round(median(consumed, "cpu_us_per_msg"), 1),
+        "consume_start_s": round(median(consumed, "start_s"), 3),
+        "consume_to_produce_ratio": round(median(consumed, "msgs_per_s") / median(produced, "msgs_per_s"), 2),
         "load_avg_1m": {"before": round(load_before, 2), "after": round(load_after, 2), "cores": os.cpu_count()},
         "stack_cold_start_s": round(stack_start_s, 2),
-        "server_start_s": {name: round(s, 2) for name, s in start_times.items()},
+        "server_start_s": {n: round(s, 2) for n, s in start_times.items()},
         "init_jobs_s": round(init_s, 2),
         "idle_memory_mb": idle,
         "idle_rss_total_mb": round(sum(v["rss_mb"] or 0 for v in idle.values()), 1),
         "idle_pss_total_mb": round(sum(v["pss_mb"] or 0 for v in idle.values()), 1),
         "note": "produce: a started producer (its first record acknowledged, timed apart as produce_start_s) from "
-                "the first send to every record acknowledged, each future / delivery report checked; consume: a "
-                "whole read of the records kafka-python produced (rounds × messages) by an assign()ed consumer "
-                "with CRC checks, from the first record read to the last; both clients partition by murmur2; "
-                f"medians of {rounds} rounds, the clients' order alternating; CPU: this process's CPU time (the "
-                "clients' threads included) per message; the broker shares the machine's cores with the client",
+                "the first send to every record acknowledged, each delivery report checked; consume: a whole read "
+                "of the records produced (rounds × messages) by an assign()ed consumer with CRC checks, from the "
+                f"first record read to the last; medians of {rounds} rounds; CPU: this process's CPU time (the "
+                "client's threads included) per message; the broker shares the machine's cores with the client",
     }
     _print_broker_table(result)
     return result
@@ -252,7 +171,7 @@ def _sensor_records(events: WorldEvents) -> list[SensorRecord]:
 def _raw_produce_rate(adapter: KafkaAdapter, records: list[SensorRecord]) -> float:
     """Messages/s for plain produce of these records, with the bridge's producer settings."""
     adapter.ensure_topics([TopicConfig("bench_raw", 2, compacted=False)])
-    producer = adapter.producer(max_in_flight_requests_per_connection=1)
+    producer = adapter.producer()
     began = time.monotonic()
     for _, key, value in records:
         producer.send("bench_raw", key=key, value=value)
@@ -358,7 +277,7 @@ def _busy_seconds(progress: list[dict[str, Any]]) -> float:
     return covered
 
 
-def _produce(settings: Settings, records: list[SensorRecord]) -> None:
+def _produce_records(settings: Settings, records: list[SensorRecord]) -> None:
     adapter = KafkaAdapter(settings.kafka_bootstrap_servers)
     producer = adapter.producer()
     for name, key, value in records:
@@ -368,7 +287,7 @@ def _produce(settings: Settings, records: list[SensorRecord]) -> None:
     adapter.close()
 
 
-def _raw_consume_rate(settings: Settings, start: dict[TopicPartition, int]) -> tuple[int, float]:
+def _raw_consume_rate(settings: Settings, start: dict[Partition, int]) -> tuple[int, float]:
     """(records, msgs/s) for a plain read of the sensor topics from `start` to their end."""
     adapter = KafkaAdapter(settings.kafka_bootstrap_servers)
     began = time.monotonic()
@@ -402,7 +321,7 @@ def bench_spark(base: Settings, warm_days: int = 1, cold_days: int = 1, max_offs
         state, cold_events = world.advance(world.initial_state(settings.sim_start),
                                            settings.sim_start + timedelta(days=cold_days))
         _, warm_events = world.advance(state, state.clock + timedelta(days=warm_days))
-        _produce(settings, _sensor_records(cold_events))
+        _produce_records(settings, _sensor_records(cold_events))
 
         spark = spark_session(settings, "bench-spark")
         began = time.monotonic()
@@ -418,7 +337,7 @@ def bench_spark(base: Settings, warm_days: int = 1, cold_days: int = 1, max_offs
         partitions = [tp for name in SENSOR_TOPICS for tp in adapter.partitions_for(name)]
         backlog_start = adapter.end_offsets(partitions)
         adapter.close()
-        _produce(settings, _sensor_records(warm_events))
+        _produce_records(settings, _sensor_records(warm_events))
         consumed, raw_consume_rate = _raw_consume_rate(settings, backlog_start)
         if consumed != len(warm_events):
             raise AssertionError(f"bench: read {consumed} records raw, produced {len(warm_events)}")
@@ -612,12 +531,12 @@ def _mirror_lags(settings: Settings, rate: float, seconds: float) -> list[float]
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
     adapter = KafkaAdapter(settings.kafka_bootstrap_servers)
-    producer = adapter.producer(linger_ms=0)
+    producer = adapter.producer(**{"linger.ms": 0})
     began = time.monotonic()
     for i in range(count):
         time.sleep(max(began + i / rate - time.monotonic(), 0))
         name, key, value, ts = _state_record(i, count)
-        producer.send(name, key=key, value=value).get(timeout=30)
+        producer.send_and_wait([Outgoing(name, key, value)], timeout_s=30)
         landed[ts] = time.monotonic()
     stop_at = time.monotonic()
     sending.clear()
@@ -640,7 +559,7 @@ def bench_connect(base: Settings, rate: float = 50.0, seconds: float = 60.0, bac
     with scratch_stack(base, prefix="smartshelf-bench-") as (settings, _):
         for name in ("db-init", "kafka-init"):
             jobs.JOBS[name](settings)
-        _produce(settings, [_state_record(i, 1100)[:3] for i in range(10**6, 10**6 + backlog)])
+        _produce_records(settings, [_state_record(i, 1100)[:3] for i in range(10**6, 10**6 + backlog)])
         began = time.monotonic()
         supervisor.start(settings, ["connect"])
         mirror.wait_caught_up(settings)
@@ -714,8 +633,8 @@ def bench_api(base: Settings, days: int = 1, concurrency: int = 100, requests: i
         records = [("shelf_events", key, value) for key, value in _sensor_payloads(events)]
 
         def publish() -> int:
-            producer = ConfluentAdapter(settings.kafka_bootstrap_servers).producer()
-            return produce_all(producer, records)
+            producer = KafkaAdapter(settings.kafka_bootstrap_servers).producer()
+            return len(producer.send_and_wait(Outgoing(name, key, value) for name, key, value in records))
 
         alone = asyncio.run(api_probe.fan_out(settings.api_port, "topics=shelf_events", clients, events, publish))
         beside = asyncio.run(api_probe.fan_out(settings.api_port, "topics=shelf_events", clients, events, publish,

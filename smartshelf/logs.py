@@ -29,10 +29,6 @@ def configure(service: str, level: str = "WARNING") -> logging.Logger:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    logging.getLogger("kafka").setLevel(logging.ERROR)  # kafka-python is chatty at WARNING on reconnects
-    # and logs a closed short-lived consumer's cancelled requests as errors (our calls raise on real failures)
-    for noisy in ("kafka.cluster", "kafka.net.transport", "kafka.net.selector"):
-        logging.getLogger(noisy).setLevel(logging.CRITICAL)
     return logging.getLogger(service)
 
 

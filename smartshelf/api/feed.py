@@ -32,7 +32,7 @@ from typing import Protocol
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from smartshelf import logs
-from smartshelf.adapters.kafka_confluent import ConfluentAdapter, Partition
+from smartshelf.adapters.kafka import KafkaAdapter, Partition
 from smartshelf.errors import SmartShelfError
 
 SLOW_CLIENT_CLOSE_CODE = 1013  # "try again later"; the reason says how many events were queued
@@ -374,8 +374,8 @@ class KafkaFeedSource:
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        adapter = ConfluentAdapter(self.bootstrap)
-        consumer = adapter.consumer()
+        adapter = KafkaAdapter(self.bootstrap)
+        consumer = adapter.raw_consumer()
         try:
             self._assign_at_end(adapter, consumer)
         except BaseException:
@@ -396,10 +396,10 @@ class KafkaFeedSource:
             self._consumer.close()
         self._thread = self._consumer = None
 
-    def _assign_at_end(self, adapter: ConfluentAdapter, consumer: Consumer) -> None:
+    def _assign_at_end(self, adapter: KafkaAdapter, consumer: Consumer) -> None:
         try:
             ends = adapter.end_offsets(self._partitions(consumer), timeout_s=METADATA_TIMEOUT_S)
-            consumer.assign([TopicPartition(topic, partition, offset) for (topic, partition), offset in ends.items()])
+            consumer.assign([TopicPartition(tp.topic, tp.partition, offset) for tp, offset in ends.items()])
         except KafkaException as exc:
             raise SmartShelfError(f"event feed: cannot read {sorted(self.topics)} from kafka at {self.bootstrap}: "
                                   f"{exc}") from exc
@@ -414,7 +414,7 @@ class KafkaFeedSource:
                 raise SmartShelfError(f"event feed: topic {topic!r} does not exist on kafka at {self.bootstrap}")
             if error is not None:
                 raise SmartShelfError(f"event feed: topic {topic!r} on kafka at {self.bootstrap}: {error}")
-            partitions += [(topic, partition) for partition in sorted(metadata.partitions)]
+            partitions += [Partition(topic, partition) for partition in sorted(metadata.partitions)]
         return partitions
 
     def _run(self, consumer: Consumer) -> None:

@@ -2,7 +2,7 @@
 
 At-least-once delivery plus dedup:
 - entries are read with a consumer group and acknowledged (XACK, then deleted) only after the broker has
-  acknowledged every record of the batch (acks=all, one request in flight, so what lands is a prefix);
+  acknowledged every record of the batch (acks=all, an idempotent producer: in order, no retry duplicated);
 - each Kafka record carries a `dedup_id` header (the event's id; for a dead letter, its stream entry);
 - the Kafka end offsets at the last acknowledgement are checkpointed in Redis in the same transaction as
   the XACK. After a crash, the records written since that checkpoint are read back and their ids skipped
@@ -19,10 +19,9 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from kafka import TopicPartition
 
 from smartshelf import logs
-from smartshelf.adapters.kafka import KafkaAdapter, Outgoing, send_and_wait
+from smartshelf.adapters.kafka import KafkaAdapter, Outgoing, Partition
 from smartshelf.adapters.redis_clock import SimClock, redis_client
 from smartshelf.apps.lifecycle import Lifecycle
 from smartshelf.apps.producers import NAME as PRODUCERS, STREAM_FIELD
@@ -82,8 +81,7 @@ class Bridge:
         self.window = EventWindow(timedelta(minutes=settings.max_event_ahead_minutes),
                                   timedelta(minutes=settings.max_event_late_minutes))
         self.kafka = KafkaAdapter(settings.kafka_bootstrap_servers)
-        # one request in flight: the records of a failed flush that did land are a prefix per partition
-        self.producer = self.kafka.producer(max_in_flight_requests_per_connection=1, retries=5)
+        self.producer = self.kafka.producer()
         self.streams = [stream_of(name) for name in SENSOR_TOPICS]
         for stream in self.streams:
             if not any(g["name"].decode() == GROUP for g in self._groups(stream)):
@@ -103,7 +101,7 @@ class Bridge:
         start = {tp: checkpoint.get(f"{tp.topic}:{tp.partition}", 0) for tp in partitions}
         seen = set()
         for record in self.kafka.read(partitions, start=start):
-            for key, value in record.headers or []:
+            for key, value in record.headers:
                 if key == DEDUP_HEADER:
                     seen.add(value.decode())
         return seen
@@ -136,18 +134,18 @@ class Bridge:
         self._acknowledge(deliveries, ends)
         return len(deliveries)
 
-    def _send(self, deliveries: list[Delivery]) -> dict[TopicPartition, int]:
+    def _send(self, deliveries: list[Delivery]) -> dict[Partition, int]:
         """The end offset per partition of what was sent; raises if the broker did not take it all, and then
         nothing is acknowledged."""
-        ends: dict[TopicPartition, int] = {}
+        ends: dict[Partition, int] = {}
         outgoing = (Outgoing(d.topic, d.key, d.value, d.timestamp_ms, ((DEDUP_HEADER, d.dedup_id.encode()),))
                     for d in deliveries)
-        for metadata in send_and_wait(self.producer, outgoing):
-            tp = TopicPartition(metadata.topic, metadata.partition)
+        for metadata in self.producer.send_and_wait(outgoing):
+            tp = Partition(metadata.topic, metadata.partition)
             ends[tp] = max(ends.get(tp, 0), metadata.offset + 1)
         return ends
 
-    def _acknowledge(self, deliveries: list[Delivery], ends: dict[TopicPartition, int]) -> None:
+    def _acknowledge(self, deliveries: list[Delivery], ends: dict[Partition, int]) -> None:
         pipe = self.redis.pipeline(transaction=True)
         by_stream: dict[str, list[bytes]] = {}
         for d in deliveries:

@@ -20,11 +20,10 @@ import time
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 
-from kafka import TopicPartition
 
 from smartshelf import clock as c
 from smartshelf import logs
-from smartshelf.adapters.kafka import KafkaAdapter, Outgoing, send_and_wait
+from smartshelf.adapters.kafka import KafkaAdapter, Outgoing, Partition
 from smartshelf.adapters.redis_clock import SimClock, redis_client
 from smartshelf.apps.lifecycle import Lifecycle
 from smartshelf.registry import CLOCK_TICKS, topic
@@ -77,7 +76,7 @@ class Lockstep:
         self.report_every_s = report_every_s
         self.expected = expected
         self.behind: list[str] = []  # who was behind at the last look
-        self._partitions: dict[str, list[TopicPartition]] = {}
+        self._partitions: dict[str, list[Partition]] = {}
 
     def ends(self, topics: set[str]) -> dict[str, int]:
         """"topic:partition" -> end offset, for every partition of these topics."""
@@ -136,8 +135,8 @@ class Watermark:
         if self.lockstep is not None and not self.lockstep.settle(now, stopping):
             return False
         tick = ClockTick(tick_id=f"tick-{c.encode_time(now)}", ts=now)
-        send_and_wait(self.producer, [Outgoing(CLOCK_TICKS, topic(CLOCK_TICKS).key_of(tick).encode(),
-                                               tick.model_dump_json().encode())])
+        self.producer.send_and_wait([Outgoing(CLOCK_TICKS, topic(CLOCK_TICKS).key_of(tick).encode(),
+                                            tick.model_dump_json().encode())])
         return self.lockstep is None or self.lockstep.settle(now, stopping)
 
 

@@ -21,14 +21,13 @@ from datetime import UTC, datetime
 
 import psycopg2
 import psycopg2.extensions
-from kafka import TopicPartition
 from psycopg2 import sql
 from psycopg2.extras import execute_values
 from pydantic import BaseModel
 
 from smartshelf import logs
 from smartshelf.adapters import postgres
-from smartshelf.adapters.kafka import KafkaAdapter, Outgoing, send_and_wait
+from smartshelf.adapters.kafka import KafkaAdapter, Outgoing, Partition, Record
 from smartshelf.adapters.redis_clock import redis_client
 from smartshelf.apps.lifecycle import Lifecycle
 from smartshelf.connect import (
@@ -44,7 +43,7 @@ NAME = "connect"
 STATS_KEY = "connect:stats"
 # the worker's own row in ops.connect_offsets: where dead_letters ended when it last committed
 DEAD_LETTERS_MARK = "connect-worker:dead-letters-sent"
-POLL_MS = 200
+POLL_S = 0.2
 
 
 @dataclass(frozen=True)
@@ -71,13 +70,12 @@ class ConnectWorker:
         self.sources = [s for s in specs if isinstance(s, SourceSpec)]
         self.crash_point = settings.crash_point
         self.kafka = KafkaAdapter(settings.kafka_bootstrap_servers)
-        self.producer = self.kafka.producer(max_in_flight_requests_per_connection=1, retries=5)
+        self.producer = self.kafka.producer()
         self.pg = psycopg2.connect(settings.postgres_dsn_for("app"), connect_timeout=5)
         self.stats: Counter[str] = Counter()
-        self.consumer = self.kafka.consumer(max_poll_records=max((s.batch_size for s in self.sinks.values()),
-                                                                 default=1))
-        self.positions: dict[TopicPartition, int] = {}
-        self.letters_end: dict[TopicPartition, int] = {}
+        self.consumer = self.kafka.consumer(batch=max((s.batch_size for s in self.sinks.values()), default=1))
+        self.positions: dict[Partition, int] = {}
+        self.letters_end: dict[Partition, int] = {}
         self.already_sent: set[tuple[str, int, int]] = set()
         self.source_marks: dict[str, datetime] = {}
         self.next_source_poll = 0.0
@@ -97,11 +95,9 @@ class ConnectWorker:
         self.letters_end = {tp: committed.get((DEAD_LETTERS_MARK, tp.topic, tp.partition), 0) for tp in letters}
         self.already_sent = self._letters_since_mark(letters)
         if self.positions:
-            self.consumer.assign(list(self.positions))
-            for tp, offset in self.positions.items():
-                self.consumer.seek(tp, offset)
+            self.consumer.assign(self.positions)
 
-    def _letters_since_mark(self, letters: list[TopicPartition]) -> set[tuple[str, int, int]]:
+    def _letters_since_mark(self, letters: list[Partition]) -> set[tuple[str, int, int]]:
         """Where the dead letters sent after the last commit came from: a replay must not send them again."""
         sent = set()
         for record in self.kafka.read(letters, start=self.letters_end):
@@ -111,9 +107,9 @@ class ConnectWorker:
         return sent
 
     # --- sinks ------------------------------------------------------------------------------------
-    def step(self, timeout_ms: int = POLL_MS) -> int:
+    def step(self, timeout_s: float = POLL_S) -> int:
         """Write one poll's records and run the sources that are due; returns the records handled."""
-        polled = self.consumer.poll(timeout_ms=timeout_ms) if self.positions else {}
+        polled = self.consumer.poll(timeout_s) if self.positions else {}
         handled = sum(len(records) for records in polled.values())
         if handled:
             self._write(polled)
@@ -123,9 +119,9 @@ class ConnectWorker:
                                                            default=1000) / 1000
         return handled
 
-    def _write(self, polled: dict[TopicPartition, list]) -> None:  # type: ignore[type-arg]
+    def _write(self, polled: dict[Partition, list[Record]]) -> None:
         letters: list[Letter] = []
-        ends: dict[TopicPartition, int] = {}
+        ends: dict[Partition, int] = {}
         with self.pg, self.pg.cursor() as cur:
             for tp, consumed in polled.items():
                 spec = self.sinks[tp.topic]
@@ -149,7 +145,7 @@ class ConnectWorker:
         self.positions.update(ends)
         # what is committed will not be read again; a letter of a record not read yet is still to be skipped
         self.already_sent = {origin for origin in self.already_sent
-                             if origin[2] >= self.positions.get(TopicPartition(origin[0], origin[1]), 0)}
+                             if origin[2] >= self.positions.get(Partition(origin[0], origin[1]), 0)}
 
     def _apply(self, cur: psycopg2.extensions.cursor, spec: SinkSpec, pending: TableWrites) -> list[Letter]:
         """Write one table's share of a batch; for insert-only tables, the records whose key was already there."""
@@ -184,8 +180,8 @@ class ConnectWorker:
                                 record.offset)
             outgoing.append(Outgoing(DEAD_LETTERS, target.key_of(value).encode(), value.model_dump_json().encode(),
                                      _epoch_ms(record.timestamp)))
-        for metadata in send_and_wait(self.producer, outgoing):
-            tp = TopicPartition(metadata.topic, metadata.partition)
+        for metadata in self.producer.send_and_wait(outgoing):
+            tp = Partition(metadata.topic, metadata.partition)
             self.letters_end[tp] = max(self.letters_end.get(tp, 0), metadata.offset + 1)
         self.stats["dead_letters"] += len(fresh)
 
@@ -209,7 +205,7 @@ class ConnectWorker:
         if not changed:
             return
         values = [spec.table.schema.model_validate(dict(zip(names, row[:-1], strict=True))) for row in changed]
-        send_and_wait(self.producer, (
+        self.producer.send_and_wait((
             Outgoing(spec.topic.name, spec.topic.key_of(v).encode(), v.model_dump_json().encode(),
                      _epoch_ms(row[-1])) for v, row in zip(values, changed, strict=True)))
         last = changed[-1][-1]

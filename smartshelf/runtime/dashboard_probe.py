@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import NamedTuple
 
-from kafka import KafkaConsumer
 from playwright.sync_api import Page, sync_playwright
 
 from smartshelf.adapters import postgres
@@ -74,15 +73,13 @@ class AlertFeed:
         partitions = self.kafka.partitions_for(topic(ALERTS).name)
         ends = self.kafka.end_offsets(partitions)  # where the alerts end now: those after are timed
         self.seen = sum(ends.values())  # every alert so far (none is sent twice)
-        self.consumer: KafkaConsumer = self.kafka.consumer()
-        self.consumer.assign(partitions)
-        for partition, end in ends.items():
-            self.consumer.seek(partition, end)
+        self.consumer = self.kafka.consumer()
+        self.consumer.assign(ends)
 
     def poll(self, timeout_s: float) -> list[tuple[int, float]]:
         """(how many alerts exist once this one does, when it was produced) for the alerts read now."""
         found = []
-        for records in self.consumer.poll(timeout_ms=int(timeout_s * 1000)).values():
+        for records in self.consumer.poll(timeout_s).values():
             for record in records:
                 self.seen += 1
                 found.append((self.seen, record.timestamp / 1000))

@@ -16,7 +16,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from smartshelf.adapters import delta, postgres
-from smartshelf.adapters.kafka import KafkaAdapter, Outgoing, send_and_wait
+from smartshelf.adapters.kafka import KafkaAdapter, Outgoing
 from smartshelf.adapters.redis_clock import SimClock, redis_client
 from smartshelf.errors import SmartShelfError
 from smartshelf.ml.artifacts import load_model, model_version, newest_model_path, save_model
@@ -94,7 +94,7 @@ def predict_day(settings: Settings, rows: list[ShelfDailyFeatures], at: datetime
     plans = topic("wh_supplier_plan")
     producer = KafkaAdapter(settings.kafka_bootstrap_servers).producer()
     try:
-        send_and_wait(producer, [Outgoing(plans.name, plans.key_of(plan).encode(), plan.model_dump_json().encode())
+        producer.send_and_wait([Outgoing(plans.name, plans.key_of(plan).encode(), plan.model_dump_json().encode())
                                  for plan in result.plans])
     finally:
         producer.close()

@@ -20,7 +20,7 @@ from pydantic import BaseModel
 from pyspark.sql import SparkSession
 
 from smartshelf.adapters import delta
-from smartshelf.adapters.kafka import KafkaAdapter, Outgoing, send_and_wait
+from smartshelf.adapters.kafka import KafkaAdapter, Outgoing
 from smartshelf.adapters.redis_clock import SimClock, redis_client
 from smartshelf.adapters.spark_delta import SparkDelta
 from smartshelf.ingress import Rejection, dead_letter, parse_record
@@ -71,7 +71,7 @@ class BatchIO:
         self.app_name = app_name
         self.lake = SparkDelta(spark)  # the lake sink's delta-spark writes, committed at the end of a batch
         self.kafka = KafkaAdapter(settings.kafka_bootstrap_servers)
-        self.producer = self.kafka.producer(max_in_flight_requests_per_connection=1)
+        self.producer = self.kafka.producer()
         self.clock = SimClock(redis_client(settings))
         self.maintenance = delta.Maintenance(settings.delta_maintain_every)
 
@@ -108,7 +108,7 @@ class BatchIO:
     def publish(self, output: BatchOutput) -> None:
         """Send and wait for the broker: state topics are compacted (a replayed batch republishes the same
         values), append-only outputs carry deterministic ids (a replay's duplicates are recognisable)."""
-        send_and_wait(self.producer, (
+        self.producer.send_and_wait((
             Outgoing(topic_name, topic(topic_name).key_of(value).encode(), value.model_dump_json().encode())
             for topic_name, values in output.records.items() for value in values))
 

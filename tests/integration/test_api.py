@@ -19,7 +19,7 @@ from pydantic import BaseModel
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from smartshelf.adapters.kafka import KafkaAdapter, Outgoing, send_and_wait
+from smartshelf.adapters.kafka import KafkaAdapter, Outgoing
 from smartshelf.adapters.redis_clock import SimClock, redis_client
 from smartshelf.api.feed import SLOW_CLIENT_CLOSE_CODE
 from smartshelf.loop import StoreConfig, shelf_level, warehouse_level
@@ -68,8 +68,8 @@ def _publish(settings: Settings, records: Sequence[BaseModel], topic_name: str) 
     kafka = KafkaAdapter(settings.kafka_bootstrap_servers)
     producer = kafka.producer()
     try:
-        send_and_wait(producer, [Outgoing(topic_name, topic(topic_name).key_of(r).encode(),
-                                          r.model_dump_json().encode()) for r in records])
+        producer.send_and_wait([Outgoing(topic_name, topic(topic_name).key_of(r).encode(),
+                                         r.model_dump_json().encode()) for r in records])
     finally:
         producer.close()
         kafka.close()
@@ -245,8 +245,8 @@ def _publish_paced(settings: Settings, records: Sequence[BaseModel], topic_name:
     began = time.monotonic()
     try:
         for start in range(0, len(records), chunk):
-            send_and_wait(producer, [Outgoing(topic_name, topic(topic_name).key_of(r).encode(),
-                                              r.model_dump_json().encode()) for r in records[start:start + chunk]])
+            producer.send_and_wait([Outgoing(topic_name, topic(topic_name).key_of(r).encode(),
+                                             r.model_dump_json().encode()) for r in records[start:start + chunk]])
             time.sleep(max(0.0, began + (start + chunk) / per_second - time.monotonic()))
     finally:
         producer.close()

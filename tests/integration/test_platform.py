@@ -12,9 +12,9 @@ from pathlib import Path
 import psycopg2
 import pytest
 import redis
-from kafka.admin import KafkaAdminClient, NewTopic
+from confluent_kafka import KafkaError, Message
 
-from smartshelf.adapters.kafka import KafkaAdapter, TopicConfig
+from smartshelf.adapters.kafka import KafkaAdapter, Outgoing, TopicConfig
 from smartshelf.errors import SmartShelfError
 from smartshelf.runtime import supervisor
 from smartshelf.settings import Settings
@@ -100,35 +100,31 @@ def test_broker_kill_9_while_producing_loses_nothing_acknowledged(stack: Setting
     adapter = KafkaAdapter(stack.kafka_bootstrap_servers)
     topic = _new_topic(adapter)
     acked: list[bytes] = []
-    failed: list[Exception] = []
+    failed: list[KafkaError] = []
     lock = threading.Lock()
     stop = threading.Event()
 
-    def on_ack(value: bytes) -> Callable[[object], None]:
-        def record(_metadata: object) -> None:
-            with lock:
-                acked.append(value)
-        return record
-
-    def on_error(error: Exception) -> None:
+    def report(error: KafkaError | None, message: Message) -> None:
         with lock:
-            failed.append(error)
+            if error is None:
+                acked.append(message.value() or b"")
+            else:
+                failed.append(error)
 
     def produce() -> None:
-        producer = adapter.producer(acks="all", request_timeout_ms=5_000, delivery_timeout_ms=60_000,
-                                    max_block_ms=60_000, reconnect_backoff_max_ms=500)
+        producer = adapter.producer(**{"request.timeout.ms": 5_000, "delivery.timeout.ms": 60_000,
+                                       "reconnect.backoff.max.ms": 500})
         i = 0
         try:
             while not stop.is_set():
                 for _ in range(100):  # ~10k records/s at most: load, without an unbounded backlog
-                    value = f"message-{i}".encode()
-                    future = producer.send(topic, key=f"k{i % 97}".encode(), value=value)
-                    future.add_callback(on_ack(value)).add_errback(on_error)
+                    producer.send(topic, f"k{i % 97}".encode(), f"message-{i}".encode(), on_delivery=report)
                     i += 1
+                producer.poll()
                 time.sleep(0.01)
-            producer.flush(timeout=90)
+            producer.flush(90)
         finally:
-            producer.close(timeout=10)
+            producer.close()
 
     def acked_count() -> int:
         with lock:
@@ -170,23 +166,18 @@ def test_compacted_topics_are_compacted(stack: Settings) -> None:
     the log cleaner leaves only the latest value of each key in the segments it has cleaned."""
     adapter = KafkaAdapter(stack.kafka_bootstrap_servers)
     topic = f"c_{uuid.uuid4().hex[:8]}"
-    admin = KafkaAdminClient(bootstrap_servers=stack.kafka_bootstrap_servers)
-    try:
-        admin.create_topics([NewTopic(topic, 1, 1, topic_configs={
-            "cleanup.policy": "compact",
-            "segment.ms": "100",
-            "segment.bytes": str(1 << 20),  # the smallest Kafka 4 accepts; segment.ms is what rolls here
-            "min.cleanable.dirty.ratio": "0.01",
-            "min.compaction.lag.ms": "0",
-            "delete.retention.ms": "100",
-        })])
-    finally:
-        admin.close()
+    adapter.ensure_topics([TopicConfig(topic, 1, compacted=True, config={
+        "segment.ms": "100",
+        "segment.bytes": str(1 << 20),  # the smallest Kafka 4 accepts; segment.ms is what rolls here
+        "min.cleanable.dirty.ratio": "0.01",
+        "min.compaction.lag.ms": "0",
+        "delete.retention.ms": "100",
+    })])
     keys, updates = 20, 200
-    producer = adapter.producer(acks="all")
+    producer = adapter.producer()
     for update in range(updates):
         for key in range(keys):
-            producer.send(topic, key=f"key-{key}".encode(), value=f"key-{key}:{update}".encode())
+            producer.send(topic, f"key-{key}".encode(), f"key-{key}:{update}".encode())
         if update % 20 == 19:
             producer.flush()
             time.sleep(0.15)  # the next record starts a new segment
@@ -198,7 +189,7 @@ def test_compacted_topics_are_compacted(stack: Settings) -> None:
     # become cleanable; the cleaner looks again every log.cleaner.backoff.ms (15 s by default)
     deadline, ticks = time.monotonic() + 90, 0
     while True:
-        producer.send(topic, key=b"tick", value=b"%d" % ticks).get(timeout=30)
+        producer.send_and_wait([Outgoing(topic, b"tick", b"%d" % ticks)], timeout_s=30)
         ticks += 1
         records = list(adapter.read(adapter.partitions_for(topic)))
         updates_left = [(r.key, r.value) for r in records if r.key != b"tick"]

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from confluent_kafka import KafkaError
 
+from smartshelf.adapters.kafka import Partition
 from smartshelf.api import feed
 from smartshelf.api.feed import (
     SHUTDOWN_CLOSE_CODE, SLOW_CLIENT_CLOSE_CODE, UNSUBSCRIBED_CLOSE_CODE, Dropped, FeedEvent, FeedHub,
@@ -398,11 +399,11 @@ class FakeAdapter:
         self._consumer = consumer
         self.closed = False
 
-    def consumer(self) -> FakeConsumer:
+    def raw_consumer(self) -> FakeConsumer:
         return self._consumer
 
-    def end_offsets(self, partitions: list[tuple[str, int]], timeout_s: float) -> dict[tuple[str, int], int]:
-        return {(topic, partition): 100 + partition for topic, partition in partitions}
+    def end_offsets(self, partitions: list[Partition], timeout_s: float) -> dict[Partition, int]:
+        return {tp: 100 + tp.partition for tp in partitions}
 
     def close(self) -> None:
         self.closed = True
@@ -411,7 +412,7 @@ class FakeAdapter:
 @pytest.fixture
 def consumer(monkeypatch: pytest.MonkeyPatch) -> FakeConsumer:
     fake = FakeConsumer({"shelf_events": 2, "alerts": 1})
-    monkeypatch.setattr(feed, "ConfluentAdapter", lambda bootstrap: FakeAdapter(fake))
+    monkeypatch.setattr(feed, "KafkaAdapter", lambda bootstrap: FakeAdapter(fake))
     monkeypatch.setattr(feed, "RETRY_AFTER_S", 0.01)
     return fake
 
