@@ -28,6 +28,15 @@ class Topic:
     compacted: bool
     partitions: int = 1
     id_field: str | None = None  # the field that names one event (append-only topics): the dedup key
+    # an append-only topic keeps at most this much per partition (the oldest segments go first); by size, not
+    # time: records carry simulated event times, which time-based retention would take for long expired
+    retention_mb: int = 1024
+
+    def config(self) -> dict[str, str]:
+        """The topic-level settings kafka-init creates it with."""
+        if self.compacted:
+            return {"cleanup.policy": "compact"}
+        return {"cleanup.policy": "delete", "retention.bytes": str(self.retention_mb << 20)}
 
     def id_of(self, value: BaseModel) -> str:
         assert self.id_field is not None, f"{self.name} records have no id field"
@@ -68,11 +77,11 @@ TOPICS: tuple[Topic, ...] = (
     Topic("wh_events", s.WarehouseEvent, ("shelf_id",), compacted=False, id_field="event_id"),
     # keyed by id: store and category alerts (anomalies) name no shelf
     Topic("alerts", s.Alert, ("alert_id",), compacted=False, id_field="alert_id"),
-    Topic("dead_letters", s.DeadLetter, ("source",), compacted=False),
-    Topic("clock_ticks", s.ClockTick, ("tick_id",), compacted=False, id_field="tick_id"),
+    Topic("dead_letters", s.DeadLetter, ("source",), compacted=False, retention_mb=256),
+    Topic("clock_ticks", s.ClockTick, ("tick_id",), compacted=False, id_field="tick_id", retention_mb=16),
     Topic("wh_supplier_receipts", s.SupplierReceipt, ("shelf_id",), compacted=False, id_field="receipt_id"),
     # the store's pulse (smartshelf.pulse): each event-time window once, when it closes
-    Topic("pulse_windows", s.PulseWindow, ("window_id",), compacted=False, id_field="window_id"),
+    Topic("pulse_windows", s.PulseWindow, ("window_id",), compacted=False, id_field="window_id", retention_mb=256),
     # compacted state and metadata: the latest value per key is the truth
     Topic("shelf_state", s.ShelfState, ("shelf_id",), compacted=True),
     Topic("wh_state", s.WarehouseState, ("shelf_id",), compacted=True),

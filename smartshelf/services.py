@@ -14,6 +14,7 @@ class Profile(StrEnum):
     INFRA = "infra"
     PRODUCERS = "producers"
     SPARK = "spark"
+    SPARK_CLUSTER = "spark-cluster"
     CONNECT = "connect"
     ML = "ml"
     DASHBOARD = "dashboard"
@@ -58,6 +59,10 @@ SERVICES: tuple[Service, ...] = (
     Service("pulse", Profile.SPARK, "spark",
             "foot_traffic, pos_transactions, shelf_events → 1-min and 5-min sliding windows (pulse_windows), "
             "anomaly and shrinkage alerts"),
+    # a Spark standalone cluster for the apps (SPARK_MASTER=spark://spark-master:7077); embedded: SPARK_WORKERS=2
+    Service("spark-master", Profile.SPARK_CLUSTER, "spark-master", "Spark standalone master (port 7077)"),
+    Service("spark-worker-1", Profile.SPARK_CLUSTER, "spark-worker-1", "Spark standalone worker: 1 core, its executors"),
+    Service("spark-worker-2", Profile.SPARK_CLUSTER, "spark-worker-2", "Spark standalone worker: 1 core, its executors"),
     # the PostgreSQL mirror: embedded, one Python worker runs every connector config
     Service("kafka-connect", Profile.CONNECT, "connect", "Kafka Connect with the JDBC connector: topics ↔ PostgreSQL"),
     Service("connect-init", Profile.CONNECT, "connect", "registers the JDBC connector configs over Connect's REST API (one-shot)"),

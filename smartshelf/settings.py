@@ -47,6 +47,9 @@ class Settings(BaseSettings):
 
     redis_host: str = Field("127.0.0.1", alias="REDIS_HOST")
     redis_port: int = Field(6379, alias="REDIS_PORT")
+    # Redis's memory cap (noeviction: it never drops an entry); the producers stop writing at half of it until
+    # the bridge has drained the streams (smartshelf.apps.producers)
+    redis_maxmemory_mb: int = Field(256, alias="REDIS_MAXMEMORY_MB", ge=16)
 
     # simulated clock
     use_simulated_time: bool = Field(False, alias="USE_SIMULATED_TIME")
@@ -64,6 +67,13 @@ class Settings(BaseSettings):
     # all apps in one shared query (default), or one query per app as compose runs them (docs/architecture.md)
     spark_query_per_app: bool = Field(False, alias="SPARK_QUERY_PER_APP")
     spark_trigger_ms: int = Field(1000, alias="SPARK_TRIGGER_MS", ge=0)
+    # where the apps' executors run: local threads of the driver (default), or a Spark standalone cluster
+    # (spark://host:port, e.g. compose's `spark-cluster` profile). SPARK_WORKERS > 0 makes the embedded stack
+    # start a standalone master on SPARK_MASTER_PORT and that many workers on 127.0.0.1, and the apps use it
+    spark_master: str = Field("local[2]", alias="SPARK_MASTER", pattern=r"^(local(\[(\d+|\*)\])?|spark://.+)$")
+    spark_workers: int = Field(0, alias="SPARK_WORKERS", ge=0, le=8)
+    spark_master_port: int = Field(7077, alias="SPARK_MASTER_PORT")
+    spark_worker_memory_mb: int = Field(1536, alias="SPARK_WORKER_MEMORY_MB", ge=768)
     # a Delta table written by an app is maintained (compacted, vacuumed, its log checkpointed) after every
     # DELTA_MAINTAIN_EVERY commits the app makes to it (smartshelf.adapters.delta.maintain)
     delta_maintain_every: int = Field(20, alias="DELTA_MAINTAIN_EVERY", ge=1)
@@ -146,6 +156,11 @@ class Settings(BaseSettings):
     @property
     def kafka_bootstrap_servers(self) -> str:
         return f"{self.kafka_host}:{self.kafka_port}"
+
+    @property
+    def spark_master_url(self) -> str:
+        """The master the apps' SparkSession connects to."""
+        return f"spark://127.0.0.1:{self.spark_master_port}" if self.spark_workers else self.spark_master
 
     @property
     def artifact_dir(self) -> Path:

@@ -45,6 +45,8 @@ CONSUMER_DEFAULTS: dict[str, object] = {
     "enable.auto.commit": False,
     "enable.auto.offset.store": False,
     "enable.partition.eof": False,
+    # an offset below the log start (retention deleted it) reads from the start, not from the end
+    "auto.offset.reset": "earliest",
     "check.crcs": True,
     # read() waits for the high watermark, which an open transaction would keep a read_committed consumer
     # (librdkafka's default) from reaching
@@ -63,7 +65,7 @@ class TopicConfig:
     name: str
     partitions: int
     compacted: bool
-    config: Mapping[str, str] = field(default_factory=dict)  # further topic-level settings
+    config: Mapping[str, str] = field(default_factory=dict)  # topic-level settings (they win over `compacted`)
 
 
 class Partition(NamedTuple):

@@ -1,6 +1,9 @@
-"""The SparkSession of the embedded runtime: local, small, with the JVM parts the pyspark wheel lacks — Spark's
-own Kafka source and sink and delta-spark — from the jars Maven resolved (conf/jvm/pom.xml, profile `spark`).
-No jar is downloaded at run time."""
+"""The SparkSession of the embedded runtime: small, with the JVM parts the pyspark wheel lacks — Spark's own Kafka
+source and sink and delta-spark — from the jars Maven resolved (conf/jvm/pom.xml, profile `spark`). No jar is
+downloaded at run time: on a standalone cluster the driver serves them to the executors (`spark.jars`).
+
+The master is local threads by default, or a standalone cluster (settings.spark_master_url): the same apps, the
+same checkpoints and tables, their tasks run by executors on the cluster's workers."""
 
 from __future__ import annotations
 
@@ -12,7 +15,9 @@ from pyspark.sql import SparkSession
 from smartshelf.errors import SmartShelfError
 from smartshelf.settings import Settings
 
-CORES = 2  # the embedded session's local cores (this machine has 2)
+CORES = 2  # the embedded session's local cores (this machine has 2), and the shuffle partitions
+EXECUTOR_CORES = 1  # on a standalone cluster: one executor per worker, one core each (SPARK_WORKERS workers)
+EXECUTOR_HEAP_SHARE = 0.6  # of a worker's memory; the rest is the executor's off-heap (RocksDB, Netty, metaspace)
 JVM_PROFILE = "spark"
 
 
@@ -30,8 +35,14 @@ def spark_session(settings: Settings, app_name: str = "smartshelf") -> SparkSess
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     os.environ["PYSPARK_PYTHON"] = sys.executable
     os.environ["PYSPARK_DRIVER_PYTHON"] = sys.executable
+    builder = SparkSession.builder.master(settings.spark_master_url).appName(app_name)
+    if not settings.spark_master_url.startswith("local"):
+        builder = (builder.config("spark.executor.cores", str(EXECUTOR_CORES))
+                   .config("spark.executor.memory",
+                           f"{int(settings.spark_worker_memory_mb * EXECUTOR_HEAP_SHARE)}m")
+                   .config("spark.pyspark.python", sys.executable))
     spark = (
-        SparkSession.builder.master(f"local[{CORES}]").appName(app_name)
+        builder
         .config("spark.jars", ",".join(spark_jars(settings)))
         .config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
         .config("spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog")

@@ -7,6 +7,9 @@ writes the next tick's events once. The three sensor kinds (foot traffic, shelf,
 a customer cannot pick from an empty shelf, and pays for the net of what was picked — so they are three
 streams written by one process, not three processes that would have to share the world's state.
 
+Bounded: the producers write only while Redis uses less than half of its `maxmemory` (REDIS_MAXMEMORY_MB);
+above, they wait for the bridge to drain the streams (it deletes what Kafka has taken). Redis evicts nothing.
+
 Before each step the world reads what the loop told it since the last one (staff moves of lots on
 shelf_events, daily_discounts: `read_feedback`); how far it has read is part of the state it writes.
 
@@ -36,6 +39,8 @@ NAME = "producers"
 WORLD_STATE_KEY = "world:state"
 STREAM_FIELD = b"event"  # each stream entry holds one JSON record in this field
 WAIT_S = 1.0
+ROOM_SHARE = 0.5  # of Redis's maxmemory the producers may fill; the rest is headroom for one tick and the others
+ROOM_WAIT_S = 0.2
 DEMO_WRITE_EVERY_S = 0.5
 
 
@@ -92,8 +97,16 @@ def read_feedback(kafka: KafkaAdapter, state: WorldState) -> WorldState:
     return World.receive(state, moves, discounts, {f"{tp.topic}:{tp.partition}": end for tp, end in ends.items()})
 
 
+def has_room(client: redis.Redis) -> bool:
+    """Whether Redis uses less than ROOM_SHARE of its maxmemory (always, with no cap)."""
+    memory = client.info("memory")
+    cap = int(memory.get("maxmemory", 0))
+    return not cap or int(memory["used_memory"]) < ROOM_SHARE * cap
+
+
 class Producers:
     def __init__(self, settings: Settings, world: World | None = None) -> None:
+        self.waiting_for_room = False  # set while a step found Redis too full to write
         self.redis = redis_client(settings)
         self.clock = SimClock(self.redis)
         self.world = world or world_of(settings)
@@ -114,6 +127,10 @@ class Producers:
         """Advance the world to the clock's time once it moves on; returns the events written."""
         if self.state is None:
             self.state = self._start_state(timeout_s)
+            return 0
+        self.waiting_for_room = not has_room(self.redis)
+        if self.waiting_for_room:
+            time.sleep(ROOM_WAIT_S)
             return 0
         now = self.clock.wait_after(self.state.clock, timeout_s)
         if now is None:
@@ -136,7 +153,10 @@ def main(settings: Settings) -> None:
     while not life.stopping:
         life.beat()
         began = time.monotonic()
+        was_waiting = producers.waiting_for_room
         written += producers.step()
+        if producers.waiting_for_room and not was_waiting:
+            logs.warning(logger, "Redis is half full: waiting for the bridge to drain the streams")
         time.sleep(max(pause_s - (time.monotonic() - began), 0.0))
     producers.clock.unregister(NAME)  # stopped on purpose: the lockstep clock must not wait for it
     logs.info(logger, "stopped", events=written)

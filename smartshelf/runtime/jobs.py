@@ -28,7 +28,7 @@ def db_init(settings: Settings) -> list[str]:
 def kafka_init(settings: Settings) -> list[str]:
     adapter = KafkaAdapter(settings.kafka_bootstrap_servers)
     try:
-        return adapter.ensure_topics(TopicConfig(t.name, t.partitions, t.compacted) for t in TOPICS)
+        return adapter.ensure_topics(TopicConfig(t.name, t.partitions, t.compacted, t.config()) for t in TOPICS)
     finally:
         adapter.close()
 

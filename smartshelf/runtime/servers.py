@@ -1,6 +1,7 @@
 """The embedded servers: how each is found, prepared, started and health-checked.
 
-Each server is a real process (Apache Kafka, PostgreSQL, Redis) bound to 127.0.0.1. The supervisor
+Each server is a real process (Apache Kafka, PostgreSQL, Redis; with SPARK_WORKERS, a Spark standalone master and
+workers) bound to 127.0.0.1. The supervisor
 (`smartshelf.runtime.supervisor`) owns their lifecycle; this module only knows what each one needs.
 """
 
@@ -184,6 +185,82 @@ class KafkaBroker(Server):
         broker_answers(f"127.0.0.1:{self.port}")
 
 
+def spark_class() -> str:
+    """pyspark's launcher of Spark's JVM classes (the installed wheel is a whole Spark distribution)."""
+    import pyspark
+
+    return _require_executable(Path(pyspark.__file__).parent / "bin" / "spark-class", "spark-class",
+                               "the pyspark wheel")
+
+
+def log_since_start(server: Server) -> str:
+    """The server's log from its latest start on (the supervisor marks each start)."""
+    log = server.paths().log
+    text = log.read_text(errors="replace") if log.exists() else ""
+    return text[text.rfind("\n--- start "):]
+
+
+class SparkStandalone(Server):
+    """A process of a Spark standalone cluster on 127.0.0.1, from the installed pyspark, on the project's Java."""
+
+    def env(self) -> dict[str, str]:
+        java_home = Path(os.path.realpath(java_executable())).parent.parent
+        return {"JAVA_HOME": str(java_home), "SPARK_LOCAL_IP": "127.0.0.1",
+                "SPARK_LOCAL_DIRS": str(self.paths().data / "tmp"), "PYSPARK_PYTHON": sys.executable,
+                "SPARK_DAEMON_MEMORY": "256m"}
+
+    def prepare(self) -> None:
+        (self.paths().data / "tmp").mkdir(parents=True, exist_ok=True)
+
+    def _said(self, line: str) -> None:
+        if line not in log_since_start(self):
+            raise SmartShelfError(f"{self.name} has not logged '{line}' yet")
+
+
+class SparkMaster(SparkStandalone):
+    """The standalone master (SPARK_WORKERS > 0); its web UI on a free port."""
+
+    name = "spark-master"
+
+    @property
+    def port(self) -> int:
+        return self.settings.spark_master_port
+
+    def argv(self) -> list[str]:
+        return [spark_class(), "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",
+                "--port", str(self.port), "--webui-port", "0"]
+
+    def probe(self) -> None:
+        self._said("I have been elected leader!")
+
+
+class SparkWorker(SparkStandalone):
+    """A standalone worker with one core and SPARK_WORKER_MEMORY_MB; its executors are its child processes."""
+
+    depends_on = ("spark-master",)
+
+    @property
+    def port(self) -> None:
+        return None  # a free port of its own choosing: the master knows it
+
+    def argv(self) -> list[str]:
+        return [spark_class(), "org.apache.spark.deploy.worker.Worker", "--host", "127.0.0.1",
+                "--cores", "1", "--memory", f"{self.settings.spark_worker_memory_mb}m", "--webui-port", "0",
+                "--work-dir", str(self.paths().data / "work"), self.settings.spark_master_url]
+
+    def probe(self) -> None:
+        self._said("Successfully registered with master")
+
+
+def spark_cluster(settings: Settings) -> list[Server]:
+    """The embedded standalone cluster: none unless SPARK_WORKERS > 0, else a master and its workers."""
+    if not settings.spark_workers:
+        return []
+    workers = [type(f"SparkWorker{i}", (SparkWorker,), {"name": f"spark-worker-{i}"})(settings)
+               for i in range(1, settings.spark_workers + 1)]
+    return [SparkMaster(settings), *workers]
+
+
 def postgres_bindir() -> Path:
     candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/postgres"), key=lambda p: int(p.split("/")[4]))
     if not candidates:
@@ -281,7 +358,8 @@ def _check_traversable(path: Path, user: str | None) -> None:
 
 
 class Redis(Server):
-    """Debian's redis-server with an append-only file, so a restart keeps the streams and the clock.
+    """Debian's redis-server with an append-only file, so a restart keeps the streams and the clock, and a memory
+    cap that evicts nothing (a write past it fails; the producers stop well before: smartshelf.apps.producers).
 
     `appendfsync always`: with `everysec`, Redis may postpone the AOF write while a background fsync runs
     and still acknowledge the command, so a kill -9 can lose acknowledged stream entries (seen in tests).
@@ -298,6 +376,7 @@ class Redis(Server):
         return [
             redis_server, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.paths().data),
             "--appendonly", "yes", "--appendfsync", "always", "--save", "", "--daemonize", "no",
+            "--maxmemory", f"{self.settings.redis_maxmemory_mb}mb", "--maxmemory-policy", "noeviction",
         ]
 
     def probe(self) -> None:
@@ -448,12 +527,12 @@ SERVICE_CLASSES: tuple[type[Server], ...] = (SparkService, ConnectService, Produ
 
 def all_servers(settings: Settings) -> list[Server]:
     """The infrastructure servers, in start order (dependencies first)."""
-    return [cls(settings) for cls in SERVER_CLASSES]
+    return [*(cls(settings) for cls in SERVER_CLASSES), *spark_cluster(settings)]
 
 
 def all_processes(settings: Settings) -> list[Server]:
     """Servers, then services: everything the supervisor may run, in start order."""
-    return [cls(settings) for cls in (*SERVER_CLASSES, *SERVICE_CLASSES)]
+    return [*all_servers(settings), *(cls(settings) for cls in SERVICE_CLASSES)]
 
 
 def service_names() -> list[str]:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import psycopg2
 import pytest
+from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType
 from deltalake import DeltaTable
 
 from smartshelf.adapters import postgres
@@ -91,7 +92,7 @@ def test_every_delta_table_matches_its_model(loaded: tuple) -> None:
     assert jobs.delta_init(settings) == []  # idempotent
 
 
-def test_every_registry_topic_exists(loaded: tuple) -> None:
+def test_every_registry_topic_exists_with_its_settings(loaded: tuple) -> None:
     settings, _, _ = loaded
     adapter = KafkaAdapter(settings.kafka_bootstrap_servers)
     try:
@@ -100,6 +101,12 @@ def test_every_registry_topic_exists(loaded: tuple) -> None:
             assert len(adapter.partitions_for(t.name)) == t.partitions, t.name
     finally:
         adapter.close()
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers})
+    described = admin.describe_configs([ConfigResource(ResourceType.TOPIC, t.name) for t in TOPICS])
+    for resource, future in described.items():
+        actual = {name: entry.value for name, entry in future.result().items()}
+        expected = next(t for t in TOPICS if t.name == resource.name).config()
+        assert {name: actual[name] for name in expected} == expected, resource.name
     assert jobs.kafka_init(settings) == []  # idempotent
 
 

@@ -17,7 +17,7 @@ import pytest
 from smartshelf.adapters.kafka import KafkaAdapter
 from smartshelf.adapters.redis_clock import SimClock, redis_client
 from smartshelf.apps import bridge as bridge_app
-from smartshelf.apps.producers import STREAM_FIELD
+from smartshelf.apps.producers import STREAM_FIELD, load_state
 from smartshelf.datagen import generate_store
 from smartshelf.registry import DEAD_LETTERS, SENSOR_TOPICS, stream_of
 from smartshelf.runtime import jobs, supervisor
@@ -172,3 +172,42 @@ def test_malformed_payloads_end_in_dead_letters_and_the_flow_goes_on(fresh_stack
     stats = bridge_app.stats(fresh_stack)
     assert stats[f"dead_letters:{stream}"] == len(MALFORMED) + 1
     assert stats["delivered:shelf_events"] == 1
+
+
+def test_a_capped_redis_makes_the_producers_wait_for_the_bridge_and_loses_nothing(scratch_dir: Path) -> None:
+    """Redis capped at 16 MB and no bridge yet: the clock runs two simulated days at a fast demo pace, and the
+    producers stop writing at half the cap instead of filling Redis. Once the bridge runs, the streams drain,
+    the producers go on, and Kafka holds exactly the world's events up to where the producers got, each once."""
+    settings = isolated_settings(scratch_dir, use_simulated_time=True, sim_mode="demo", time_multiplier=20_000,
+                                 step_seconds=60, sim_days=2, sim_seed=SEED, redis_maxmemory_mb=16)
+    with initialised_stack(settings) as settings:
+        client, cap = redis_client(settings), 16 << 20
+        supervisor.start(settings, ["clock", "producers"])
+        log = settings.run_dir / "logs" / "producers.log"
+        deadline, peak = time.monotonic() + 120, 0
+        while "waiting for the bridge" not in (log.read_text() if log.exists() else ""):
+            assert time.monotonic() < deadline, "the producers never waited for room"
+            peak = max(peak, int(client.info("memory")["used_memory"]))
+            time.sleep(0.1)
+        for _ in range(20):  # a while longer: they stay put
+            peak = max(peak, int(client.info("memory")["used_memory"]))
+            time.sleep(0.1)
+        assert peak < 0.75 * cap, f"Redis reached {peak} B of {cap}"
+        waited_at = load_state(client)
+        assert waited_at is not None and waited_at.clock < settings.sim_start + timedelta(days=2)
+
+        supervisor.start(settings, ["bridge"])
+        _wait_done(settings)
+        deadline = time.monotonic() + 120
+        while (state := load_state(client)) is None or state.clock < SimClock(client).now():
+            assert time.monotonic() < deadline, "the producers did not catch up with the clock"
+            time.sleep(0.2)
+        world = World(generate_store(jobs.DEFAULT_STORE_SEED), SEED)
+        _, events = world.advance(world.initial_state(settings.sim_start), state.clock)
+        expected = sorted(e.model_dump_json().encode() for records in events.by_topic().values() for e in records)
+        deadline = time.monotonic() + 120
+        while len(found := [r for r in _contents(settings) if r[0] in SENSOR_TOPICS]) < len(expected):
+            assert time.monotonic() < deadline, f"{len(found)} of {len(expected)} events in Kafka"
+            time.sleep(0.5)
+        assert sorted(r[4] for r in found) == expected
+        assert state.clock > waited_at.clock

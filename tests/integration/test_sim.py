@@ -1,7 +1,7 @@
-"""The simulation through the real stack: a fast simulated day of the closed loop (the shared `fast_day`) whose twin
-matches the world and conserves stock, and that gives the same digest (and the same pulse windows) when run again
-with the same seed with the Spark driver killed (-9, with its JVM and workers) in the middle; `smartshelf sim`'s
-bad arguments."""
+"""The simulation through the real stack: a fast simulated day of the closed loop (the shared `fast_day`, Spark in
+local mode) whose twin matches the world and conserves stock, and that gives the same digest (and the same pulse
+windows) when run again with the same seed on a Spark standalone cluster with the Spark driver (-9, with its JVM
+and workers) and a cluster worker killed in the middle; `smartshelf sim`'s bad arguments."""
 
 from __future__ import annotations
 
@@ -53,34 +53,44 @@ def test_a_fast_day_closes_the_loop_and_the_twin_matches_the_world(fast_day: dic
     assert pulse["late_dropped"] == {"pulse": 0}, pulse
 
 
-def test_the_spark_driver_killed_mid_run_gives_the_same_digest(fast_day: dict[str, object]) -> None:
-    """Two crashes of the driver: a loop app's drill dies once between publishing a batch's events and
-    committing it (the replay must not publish them again), and a kill -9 from 13:00 of the driver, its JVM and
-    its Python workers. Both times the driver is started again; the result must be the uninterrupted run's.
+def _executors_run(settings: Settings) -> dict[str, object]:
+    """Where the cluster's workers ran executors: worker -> its executors' folders (app-*/<executor id>)."""
+    return {"executors": {worker.name: sorted(str(p.relative_to(worker)) for p in worker.glob("work/app-*/*"))
+                          for worker in sorted(settings.run_dir.glob("spark-worker-*"))}}
+
+
+def test_on_a_cluster_with_the_driver_and_a_worker_killed_mid_run_the_digest_is_the_same(
+        fast_day: dict[str, object]) -> None:
+    """The same day on a Spark standalone cluster (a master and two workers, one core each), crashed three ways:
+    a loop app's drill dies once between publishing a batch's events and committing it (the replay must not
+    publish them again); a kill -9 from 13:00 of the driver, its JVM and its Python workers; a kill -9 from
+    15:00 of a worker with its executor. Each is started again; the result must be the uninterrupted local run's.
     The connect worker is killed -9 from 15:00 and restarted: PostgreSQL must still equal the topics."""
-    kills: list[datetime] = []
+    kills: dict[str, datetime] = {}
     restarts: list[datetime | None] = []
-    connect_kills: list[datetime] = []
     start = Settings().sim_start
+    kill_at = {"spark": timedelta(hours=5), "spark-worker-2": timedelta(hours=7), "connect": timedelta(hours=7)}
 
     def crash_and_restart(settings: Settings, now: datetime | None) -> None:
-        if not kills and now is not None and now >= start + timedelta(hours=5):
-            supervisor.kill_hard(settings, "spark")
-            kills.append(now)
-        if not connect_kills and now is not None and now >= start + timedelta(hours=7):
-            supervisor.kill_hard(settings, "connect")
-            connect_kills.append(now)
+        for name, after in kill_at.items():
+            if name not in kills and now is not None and now >= start + after:
+                supervisor.kill_hard(settings, name)
+                kills[name] = now
         running = {row.name for row in supervisor.status(settings) if row.running}
         if "spark" not in running:
             restarts.append(now)
-            supervisor.start(settings, ["spark"])
-        if "connect" not in running:
-            supervisor.start(settings, ["connect"])
+        if down := [name for name in ("spark-worker-2", "spark", "connect") if name not in running]:
+            supervisor.start(settings, down)
 
-    base = Settings().model_copy(update={"step_seconds": FAST_DAY_STEP_SECONDS,
+    base = Settings().model_copy(update={"step_seconds": FAST_DAY_STEP_SECONDS, "spark_workers": 2,
                                          "crash_point": EXIT_AFTER_PUBLISH})
-    summary = run_sim(base, 1, FAST_DAY_SEED, None, fast=True, during=crash_and_restart, may_die=("spark", "connect"))
-    assert kills and len(restarts) == 2 and connect_kills, (kills, restarts, connect_kills)
+    summary = run_sim(base, 1, FAST_DAY_SEED, None, fast=True, during=crash_and_restart,
+                      may_die=("spark", "spark-worker-2", "connect"), after=_executors_run)
+    print(f"wall: local {fast_day['wall_s']} s, cluster {summary['wall_s']} s; executors {summary['executors']}")
+    assert set(kills) == set(kill_at) and len(restarts) == 2, (kills, restarts)
+    executors = summary["executors"]
+    assert isinstance(executors, dict) and set(executors) == {"spark-worker-1", "spark-worker-2"}, executors
+    assert all(executors.values()), f"a worker ran no executor: {executors}"
     assert summary["checks_ok"] and summary["postgres_mirror_ok"], summary
     for field in ("digest", "events", "sales", "alerts", "restocks", "refills", "supplier_orders", "discounts",
                   "removals", "dead_letters"):

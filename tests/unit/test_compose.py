@@ -10,8 +10,9 @@ import pytest
 import yaml
 
 from smartshelf.runtime.jobs import JOBS
-from smartshelf.runtime.servers import SERVER_CLASSES, SERVICE_CLASSES
+from smartshelf.runtime.servers import SERVER_CLASSES, SERVICE_CLASSES, spark_cluster
 from smartshelf.services import SERVICES, Profile
+from smartshelf.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -46,7 +47,8 @@ def test_each_python_service_runs_a_script_that_exists(resolved: dict) -> None:
 
 
 def test_each_service_has_an_embedded_counterpart() -> None:
-    embedded = {cls.name for cls in (*SERVER_CLASSES, *SERVICE_CLASSES)} | set(JOBS)
+    cluster = {server.name for server in spark_cluster(Settings(_env_file=None, SPARK_WORKERS=2))}  # type: ignore[call-arg]
+    embedded = {cls.name for cls in (*SERVER_CLASSES, *SERVICE_CLASSES)} | cluster | set(JOBS)
     for service in SERVICES:
         assert service.embedded_by in embedded, service.name
 

@@ -78,3 +78,13 @@ def test_arrow_schema_follows_the_model() -> None:
     assert schema.field("items").type.value_type.names == list(schemas.PosItem.model_fields)
     assert not schema.field("total").nullable
     assert arrow_schema(schemas.ShelfEvent).field("customer_id").nullable
+
+
+def test_append_only_topics_are_bounded_by_size_and_state_topics_are_compacted() -> None:
+    for t in TOPICS:
+        config = t.config()
+        if t.compacted:
+            assert config == {"cleanup.policy": "compact"}, t.name
+        else:
+            assert config["cleanup.policy"] == "delete" and int(config["retention.bytes"]) >= 16 << 20, t.name
+    assert topic("clock_ticks").config()["retention.bytes"] == str(16 << 20)
