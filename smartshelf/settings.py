@@ -135,6 +135,10 @@ class Settings(BaseSettings):
     supplier_policy: Literal["rules", "ml"] = Field("rules", alias="SUPPLIER_POLICY")
     artifact_dir_setting: Path | None = Field(None, alias="ARTIFACT_DIR")
 
+    # the watchdog (smartshelf up) kills and restarts a running service whose heartbeat is this old: stopped
+    # (SIGSTOP) or hung; a crashed one it restarts at once
+    watchdog_hung_after_s: float = Field(60.0, alias="WATCHDOG_HUNG_AFTER_S", ge=20)
+
     log_level: str = Field("WARNING", alias="SMARTSHELF_LOG_LEVEL")
     # failure drills: a service that reaches the named point dies at once, as if killed (bridge.after_send,
     # connect.before_commit; spark.exit_after_publish and spark.exit_after_commit once per run), or fails there

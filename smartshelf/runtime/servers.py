@@ -36,6 +36,7 @@ class Server:
     name: ClassVar[str]
     depends_on: ClassVar[tuple[str, ...]] = ()
     stop_signal: ClassVar[signal.Signals] = signal.SIGTERM  # asks it to stop cleanly
+    beats: ClassVar[bool] = False  # it beats a heartbeat in Redis while it works (smartshelf.apps.lifecycle)
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -404,6 +405,7 @@ class PythonService(OwnService):
     """
 
     script: ClassVar[str]  # relative to the repository root
+    beats = True
 
     @property
     def port(self) -> int | None:

@@ -251,6 +251,11 @@ def crashed(settings: Settings) -> list[str]:
             if _pid_file(server).exists() and _recorded_pid(server) is None]
 
 
+def beating(settings: Settings) -> list[str]:
+    """The running processes that beat a heartbeat (smartshelf.apps.lifecycle), in start order."""
+    return [server.name for server in all_processes(settings) if server.beats and _recorded_pid(server) is not None]
+
+
 def status(settings: Settings) -> list[ServerStatus]:
     """Every infrastructure server, and every service that was started (and not stopped since)."""
     result = []

@@ -1,10 +1,13 @@
-"""The watchdog of `smartshelf up`: restarts any server or service of the stack that has died.
+"""The watchdog of `smartshelf up`: restarts any server or service of the stack that has died or hung.
 
 Every process the supervisor started keeps its pid file until `smartshelf down` (or `stop`) removes it, so a
 pid file whose process is gone is a crash: the watchdog starts that process again, dependencies first, the
 same way `smartshelf up` does. Each component is built to be restarted at any point (kill -9 included: the
 restart tests), so a restart loses nothing. A process that keeps dying is given up on after MAX_RESTARTS in
 WINDOW_S and left for a person (`smartshelf status` shows it, the log says why).
+
+A service that is alive but has not beaten its heartbeat for WATCHDOG_HUNG_AFTER_S (stopped with SIGSTOP, or
+stuck) is killed with -9, with its process group, and then restarted like a crashed one.
 
 Only `smartshelf up` runs it; scratch stacks (tests, `smartshelf sim`, benchmarks) do not, so that a crash
 there fails the run instead of being hidden.
@@ -21,7 +24,7 @@ import redis
 
 from smartshelf import logs
 from smartshelf.adapters.redis_clock import redis_client
-from smartshelf.apps.lifecycle import Lifecycle
+from smartshelf.apps.lifecycle import Lifecycle, heartbeat_age
 from smartshelf.errors import SmartShelfError
 from smartshelf.runtime import supervisor
 from smartshelf.settings import Settings, get_settings
@@ -50,6 +53,12 @@ class RestartBudget:
         self._restarts.setdefault(name, deque()).append(now)
 
 
+def hung(settings: Settings, client: redis.Redis) -> dict[str, float]:
+    """The running services (but the watchdog) whose heartbeat is older than WATCHDOG_HUNG_AFTER_S: name -> age."""
+    ages = {name: heartbeat_age(client, name) for name in supervisor.beating(settings) if name != NAME}
+    return {name: age for name, age in ages.items() if age is not None and age > settings.watchdog_hung_after_s}
+
+
 def watch(settings: Settings, life: Lifecycle) -> None:
     logger = logs.configure(NAME, settings.log_level)
     budget = RestartBudget()
@@ -60,6 +69,13 @@ def watch(settings: Settings, life: Lifecycle) -> None:
             life.beat()
         except redis.RedisError:
             pass  # Redis itself may be the one that died: it is restarted below like any other
+        try:
+            stuck = hung(settings, life.redis)
+        except redis.RedisError:
+            stuck = {}
+        for name, age in stuck.items():
+            logs.warning(logger, "killing a process whose heartbeat stopped", process=name, seconds=round(age))
+            supervisor.kill_hard(settings, name)
         for name in supervisor.crashed(settings):
             if life.stopping:
                 break

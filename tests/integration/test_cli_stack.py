@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -58,7 +60,7 @@ def _wait_restarted(settings: Settings, name: str, killed_pid: int, timeout_s: f
 
 def test_up_status_down_up_keeps_the_store_and_topics() -> None:
     run_dir = make_run_dir("smartshelf-cli-")
-    settings = isolated_settings(run_dir, use_simulated_time=True, time_multiplier=600)
+    settings = isolated_settings(run_dir, use_simulated_time=True, time_multiplier=600, watchdog_hung_after_s=20)
     env = settings_env(settings)
     try:
         first = _cli(env, "up")
@@ -90,6 +92,12 @@ def test_up_status_down_up_keeps_the_store_and_topics() -> None:
         while SimClock(redis_client(settings)).now() <= stopped_at:
             assert time.monotonic() < deadline, "the restarted clock does not move"
             time.sleep(0.2)
+
+        # a stopped service (SIGSTOP: alive, its heartbeat frozen) is killed and started again by the watchdog
+        frozen = next(row.pid for row in supervisor.status(settings) if row.name == "bridge")
+        assert frozen is not None
+        os.kill(frozen, signal.SIGSTOP)
+        _wait_restarted(settings, "bridge", frozen, timeout_s=20 + 60)
 
         assert _cli(env, "down").returncode == 0
         assert _cli(env, "status").returncode == 1  # down is not healthy
