@@ -138,6 +138,8 @@ class Settings(BaseSettings):
     # the watchdog (smartshelf up) kills and restarts a running service whose heartbeat is this old: stopped
     # (SIGSTOP) or hung; a crashed one it restarts at once
     watchdog_hung_after_s: float = Field(60.0, alias="WATCHDOG_HUNG_AFTER_S", ge=20)
+    # and keeps each process's log under run/logs at most this size, plus one older copy (<name>.log.1)
+    log_max_mb: int = Field(50, alias="LOG_MAX_MB", ge=1)
 
     log_level: str = Field("WARNING", alias="SMARTSHELF_LOG_LEVEL")
     # failure drills: a service that reaches the named point dies at once, as if killed (bridge.after_send,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -249,6 +250,21 @@ def crashed(settings: Settings) -> list[str]:
     """The processes that were started and not stopped (their pid file is there) but are gone, in start order."""
     return [server.name for server in all_processes(settings)
             if _pid_file(server).exists() and _recorded_pid(server) is None]
+
+
+def rotate_logs(log_dir: Path, max_bytes: int) -> list[str]:
+    """Each log in `log_dir` past `max_bytes` is copied to `<name>.1` (the previous copy goes) and emptied in place;
+    returns the names rotated. In place, because the process writing it keeps its file open in append mode: its
+    next write lands at the start of the emptied file. Lines written between the copy and the truncation are lost,
+    the price of not restarting the writer."""
+    rotated = []
+    for log in sorted(log_dir.glob("*.log")):
+        if log.stat().st_size <= max_bytes:
+            continue
+        shutil.copyfile(log, log.with_name(log.name + ".1"))
+        os.truncate(log, 0)
+        rotated.append(log.name)
+    return rotated
 
 
 def beating(settings: Settings) -> list[str]:

@@ -7,7 +7,8 @@ restart tests), so a restart loses nothing. A process that keeps dying is given 
 WINDOW_S and left for a person (`smartshelf status` shows it, the log says why).
 
 A service that is alive but has not beaten its heartbeat for WATCHDOG_HUNG_AFTER_S (stopped with SIGSTOP, or
-stuck) is killed with -9, with its process group, and then restarted like a crashed one.
+stuck) is killed with -9, with its process group, and then restarted like a crashed one. It also rotates the
+processes' logs (run/logs) past LOG_MAX_MB.
 
 Only `smartshelf up` runs it; scratch stacks (tests, `smartshelf sim`, benchmarks) do not, so that a crash
 there fails the run instead of being hidden.
@@ -73,6 +74,8 @@ def watch(settings: Settings, life: Lifecycle) -> None:
             stuck = hung(settings, life.redis)
         except redis.RedisError:
             stuck = {}
+        for name in supervisor.rotate_logs(settings.run_dir / "logs", settings.log_max_mb << 20):
+            logs.info(logger, "rotated a log", log=name)
         for name, age in stuck.items():
             logs.warning(logger, "killing a process whose heartbeat stopped", process=name, seconds=round(age))
             supervisor.kill_hard(settings, name)

@@ -83,3 +83,16 @@ def test_the_watchdog_restarts_a_process_at_most_its_limit_within_the_window() -
 
 def test_the_watchdog_starts_last_so_that_down_stops_it_first() -> None:
     assert SERVICE_CLASSES[-1] is WatchdogService
+
+
+def test_a_log_past_its_size_is_copied_and_emptied_while_its_writer_goes_on(tmp_path: Path) -> None:
+    log, small = tmp_path / "bridge.log", tmp_path / "clock.log"
+    small.write_bytes(b"x" * 10)
+    with open(log, "ab", buffering=0) as writer:  # as the supervisor opens a process's log
+        writer.write(b"old line\n" * 200)
+        assert supervisor.rotate_logs(tmp_path, max_bytes=1000) == ["bridge.log"]
+        writer.write(b"new line\n")
+    assert (tmp_path / "bridge.log.1").read_bytes() == b"old line\n" * 200
+    assert log.read_bytes() == b"new line\n"  # appended at the start of the emptied file, no hole before it
+    assert small.read_bytes() == b"x" * 10 and not (tmp_path / "clock.log.1").exists()
+    assert supervisor.rotate_logs(tmp_path, max_bytes=1000) == []
