@@ -44,7 +44,7 @@ if [ ! -f "$STAMPS/pip" ] || [ pyproject.toml -nt "$STAMPS/pip" ]; then
   echo "bootstrap: installing Python packages into .venv (first time: ~2 min)"
   .venv/bin/pip install -q --upgrade pip >/dev/null
   .venv/bin/pip install -q -e '.[dev]' 2>&1 | grep -vE "^(WARNING|  )" || true
-  .venv/bin/python -c "import smartshelf.cli, pyspark, delta, deltalake, kafka, redis, psycopg2" 
+  .venv/bin/python -c "import smartshelf.cli, pyspark, delta, deltalake, confluent_kafka, redis, psycopg2" 
   touch "$STAMPS/pip"
 fi
 if [ ! -f "$STAMPS/pyspark-zip" ] || [ "$STAMPS/pip" -nt "$STAMPS/pyspark-zip" ]; then
