@@ -23,7 +23,7 @@ from typing import NamedTuple
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from smartshelf.errors import SmartShelfError
+from smartshelf.errors import SmartShelfError, Unavailable
 
 # librdkafka logs to stderr (syslog levels): critical only. Connection failures it would log are retried, and the
 # calls that give up raise with the reason; the lines would otherwise fill service logs and the CLI's terminal
@@ -106,7 +106,7 @@ class Outgoing:
 def _record(message: Message) -> Record:
     error = message.error()
     if error is not None:
-        raise SmartShelfError(f"kafka: reading failed: {error}")
+        raise Unavailable(f"kafka: reading failed: {error}")
     return Record(message.topic() or "", message.partition() or 0, message.offset() or 0, message.key(),
                   message.value(), message.timestamp()[1],
                   tuple((k, v or b"") for k, v in message.headers() or ()))
@@ -119,7 +119,7 @@ def broker_answers(bootstrap: str, timeout_s: float = 3.0) -> None:
     try:
         admin.list_topics(timeout=timeout_s)
     except KafkaException as exc:
-        raise SmartShelfError(f"kafka at {bootstrap} does not answer: {exc.args[0]}") from exc
+        raise Unavailable(f"kafka at {bootstrap} does not answer: {exc.args[0]}") from exc
 
 
 class Publisher:
@@ -151,7 +151,7 @@ class Publisher:
         left = self._producer.flush(timeout_s)
         failures, self._failures = self._failures, []
         if failures or left:
-            raise SmartShelfError(f"kafka: {len(failures)} records not taken by the broker, {left} still queued "
+            raise Unavailable(f"kafka: {len(failures)} records not taken by the broker, {left} still queued "
                                   f"after {timeout_s}s (first failure: {failures[:1]})")
 
     def send_and_wait(self, records: Iterable[Outgoing], timeout_s: float = 60.0) -> list[Delivered]:
@@ -282,11 +282,11 @@ class KafkaAdapter:
             found = self._probe_consumer().offsets_for_times(
                 [TopicPartition(tp.topic, tp.partition, LATEST) for tp in partitions], timeout=timeout_s)
         except KafkaException as exc:
-            raise SmartShelfError(f"kafka: end offsets of {sorted(partitions)} failed: {exc.args[0]}") from exc
+            raise Unavailable(f"kafka: end offsets of {sorted(partitions)} failed: {exc.args[0]}") from exc
         ends = {}
         for tp in found:
             if tp.error is not None:
-                raise SmartShelfError(f"kafka: end offset of {tp.topic}:{tp.partition} failed: {tp.error}")
+                raise Unavailable(f"kafka: end offset of {tp.topic}:{tp.partition} failed: {tp.error}")
             ends[Partition(tp.topic, tp.partition)] = tp.offset
         return ends
 
@@ -305,7 +305,7 @@ class KafkaAdapter:
             deadline = time.monotonic() + timeout_s
             while remaining:
                 if time.monotonic() > deadline:
-                    raise SmartShelfError(f"kafka: reading {sorted(remaining)} did not finish in {timeout_s}s")
+                    raise Unavailable(f"kafka: reading {sorted(remaining)} did not finish in {timeout_s}s")
                 # consume() returns early only once it has num_messages: ask for no more than are left (an upper
                 # bound where a compacted log has gaps)
                 left = sum(stop - position[tp] for tp, stop in remaining.items())

@@ -14,7 +14,7 @@ from psycopg2 import sql
 from psycopg2.extras import execute_values
 from pydantic import BaseModel
 
-from smartshelf.errors import SmartShelfError
+from smartshelf.errors import SmartShelfError, Unavailable
 from smartshelf.registry import TABLES, Table
 from smartshelf.settings import REPO_ROOT, Settings
 from smartshelf.tabular import table_columns, tables_sql
@@ -25,14 +25,27 @@ _ROLE_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
 _MIGRATION_LOCK = 4_242_001  # advisory lock id: concurrent `up`s migrate one at a time
 
 
+# every connection: a dead peer is noticed within ~1 min (TCP keepalives), and no statement runs longer than a
+# minute (the longest of ours, a day's features, takes seconds), so a stuck call fails and is retried
+CONNECTION_OPTIONS: dict[str, object] = {
+    "connect_timeout": 5, "keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10, "keepalives_count": 3,
+    "options": "-c statement_timeout=60000",
+}
+
+
+def open_connection(settings: Settings, role: str = "app") -> psycopg2.extensions.connection:
+    """A plain connection as `role`, with the project's timeouts and keepalives."""
+    return psycopg2.connect(settings.postgres_dsn_for(role), **CONNECTION_OPTIONS)
+
+
 @contextmanager
 def connect(settings: Settings, role: str = "app") -> Iterator[psycopg2.extensions.connection]:
     """A connection as `role` (admin, app, reader); commits on success, rolls back on error."""
     try:
-        conn = psycopg2.connect(settings.postgres_dsn_for(role), connect_timeout=5)
+        conn = open_connection(settings, role)
     except psycopg2.OperationalError as exc:
         first_line = str(exc).strip().splitlines()[0]
-        raise SmartShelfError(
+        raise Unavailable(
             f"cannot connect to PostgreSQL at {settings.postgres_host}:{settings.postgres_port} "
             f"as {role}: {first_line}"
         ) from exc

@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 from smartshelf import logs
 from smartshelf.adapters.kafka import KafkaAdapter, Outgoing, Partition
 from smartshelf.adapters.redis_clock import SimClock, redis_client
-from smartshelf.apps.lifecycle import Lifecycle
+from smartshelf.apps.lifecycle import Lifecycle, serve
 from smartshelf.apps.producers import NAME as PRODUCERS, STREAM_FIELD
 from smartshelf.ingress import EventWindow, Rejection, dead_letter, parse_record
 from smartshelf.registry import DEAD_LETTERS, SENSOR_TOPICS, stream_of, topic, topic_of_stream
@@ -175,14 +175,21 @@ def stats(settings: Settings) -> dict[str, int]:
 
 def main(settings: Settings) -> None:
     logger = logs.configure(NAME, settings.log_level)
-    bridge = Bridge(settings)
-    life = Lifecycle(NAME, bridge.redis)
-    logs.info(logger, "started", already_in_kafka=len(bridge.already_in_kafka))
+    life = Lifecycle(NAME, redis_client(settings))
     delivered = 0
     began = time.monotonic()
-    while not life.stopping:
-        life.beat()
+
+    def build() -> Bridge:
+        bridge = Bridge(settings)
+        logs.info(logger, "started", already_in_kafka=len(bridge.already_in_kafka))
+        return bridge
+
+    def step(bridge: Bridge) -> None:
+        nonlocal delivered
         delivered += bridge.step()
-    bridge.close()
-    bridge.clock.unregister(NAME)  # stopped on purpose: the lockstep clock must not wait for it
+
+    bridge = serve(life, logger, build, step)
+    if bridge is not None:
+        bridge.close()
+        bridge.clock.unregister(NAME)  # stopped on purpose: the lockstep clock must not wait for it
     logs.info(logger, "stopped", entries=delivered, seconds=round(time.monotonic() - began, 1))

@@ -16,6 +16,7 @@ one, demo pacing starts again from the time it resumed: it does not race to make
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
@@ -25,7 +26,7 @@ from smartshelf import clock as c
 from smartshelf import logs
 from smartshelf.adapters.kafka import KafkaAdapter, Outgoing, Partition
 from smartshelf.adapters.redis_clock import SimClock, redis_client
-from smartshelf.apps.lifecycle import Lifecycle
+from smartshelf.apps.lifecycle import Lifecycle, serve
 from smartshelf.registry import CLOCK_TICKS, topic
 from smartshelf.schemas import ClockTick
 from smartshelf.settings import Settings
@@ -145,8 +146,8 @@ def wall_clock_now(step_seconds: int) -> datetime:
     return now - timedelta(seconds=now.second % step_seconds)
 
 
-def run(settings: Settings, life: Lifecycle, clock: SimClock) -> None:
-    logger = logs.configure(NAME, settings.log_level)
+def run(settings: Settings, life: Lifecycle, clock: SimClock, logger: logging.Logger) -> None:
+    """Move the clock from where Redis says it is to its end, then stay up until stopped."""
     step = timedelta(seconds=settings.step_seconds)
     if not settings.use_simulated_time:
         while not life.stopping:
@@ -197,7 +198,13 @@ def run(settings: Settings, life: Lifecycle, clock: SimClock) -> None:
 def main(settings: Settings) -> None:
     from smartshelf.runtime.jobs import with_clock_start
 
+    logger = logs.configure(NAME, settings.log_level)
     client = redis_client(settings)
-    # a store whose data was made after SIM_START opens on its data's first day (smartshelf.store.clock_start)
-    run(with_clock_start(settings) if settings.use_simulated_time else settings, Lifecycle(NAME, client),
-        SimClock(client))
+    life = Lifecycle(NAME, client)
+
+    def build() -> tuple[Settings, SimClock]:
+        # a store whose data was made after SIM_START opens on its data's first day (smartshelf.store.clock_start)
+        return (with_clock_start(settings) if settings.use_simulated_time else settings), SimClock(client)
+
+    # after a transient fault, `run` starts again from the time Redis holds, as a restarted clock does
+    serve(life, logger, build, lambda built: run(built[0], life, built[1], logger))

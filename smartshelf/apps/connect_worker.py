@@ -29,11 +29,11 @@ from smartshelf import logs
 from smartshelf.adapters import postgres
 from smartshelf.adapters.kafka import KafkaAdapter, Outgoing, Partition, Record
 from smartshelf.adapters.redis_clock import redis_client
-from smartshelf.apps.lifecycle import Lifecycle
+from smartshelf.apps.lifecycle import TRANSIENT_ERRORS, Lifecycle, serve
 from smartshelf.connect import (
     CONFIG_DIR, SMARTSHELF_CLASSES, SinkRecord, SinkSpec, SourceSpec, TableWrites, load_connectors, plan_writes, record_action,
 )
-from smartshelf.errors import SmartShelfError
+from smartshelf.errors import SmartShelfError, first_line
 from smartshelf.ingress import dead_letter, parse_record
 from smartshelf.registry import DEAD_LETTERS, Table, table, topic
 from smartshelf.schemas import ConnectOffset, ConnectSourceOffset, DeadLetter
@@ -71,7 +71,7 @@ class ConnectWorker:
         self.crash_point = settings.crash_point
         self.kafka = KafkaAdapter(settings.kafka_bootstrap_servers)
         self.producer = self.kafka.producer()
-        self.pg = psycopg2.connect(settings.postgres_dsn_for("app"), connect_timeout=5)
+        self.pg = postgres.open_connection(settings)
         self.stats: Counter[str] = Counter()
         self.consumer = self.kafka.consumer(batch=max((s.batch_size for s in self.sinks.values()), default=1))
         self.positions: dict[Partition, int] = {}
@@ -259,25 +259,34 @@ def main(settings: Settings) -> None:
     logger = logs.configure(NAME, settings.log_level)
     client = redis_client(settings)
     life = Lifecycle(NAME, client)
-    with life.beating():
-        try:
-            worker = ConnectWorker(settings)
-        except (SmartShelfError, psycopg2.Error) as exc:
-            logs.error(logger, "cannot start", error=str(exc).strip().splitlines()[0])
-            raise SystemExit(1) from exc
-    logs.info(logger, "started", sinks=len(worker.sinks), sources=len(worker.sources),
-              already_sent=len(worker.already_sent))
     began = time.monotonic()
-    reported: Counter[str] = Counter()
-    while not life.stopping:
-        life.beat()
+    totals: Counter[str] = Counter()
+
+    def build() -> ConnectWorker:
+        with life.beating():
+            try:
+                worker = ConnectWorker(settings)
+            except TRANSIENT_ERRORS:
+                raise
+            except (SmartShelfError, psycopg2.Error) as exc:
+                logs.error(logger, "cannot start", error=first_line(exc))
+                raise SystemExit(1) from exc
+        logs.info(logger, "started", sinks=len(worker.sinks), sources=len(worker.sources),
+                  already_sent=len(worker.already_sent))
+        return worker
+
+    def step(worker: ConnectWorker) -> None:
         worker.step()
-        if worker.stats != reported:  # counts since start, added to those of earlier runs
+        if worker.stats:  # counts since the last step, added to those of earlier runs
             pipe = client.pipeline()
-            for name, count in (worker.stats - reported).items():
+            for name, count in worker.stats.items():
                 pipe.hincrby(STATS_KEY, name, count)
             pipe.execute()
-            reported = Counter(worker.stats)
-    worker.close()
-    logs.info(logger, "stopped", records=sum(v for k, v in worker.stats.items() if k.startswith("records:")),
+            totals.update(worker.stats)
+            worker.stats.clear()
+
+    worker = serve(life, logger, build, step)
+    if worker is not None:
+        worker.close()
+    logs.info(logger, "stopped", records=sum(v for k, v in totals.items() if k.startswith("records:")),
               seconds=round(time.monotonic() - began, 1))

@@ -26,7 +26,7 @@ import redis
 from smartshelf import logs
 from smartshelf.adapters.kafka import KafkaAdapter
 from smartshelf.adapters.redis_clock import SimClock, redis_client
-from smartshelf.apps.lifecycle import Lifecycle
+from smartshelf.apps.lifecycle import Lifecycle, serve
 from smartshelf.errors import SmartShelfError
 from smartshelf.ingress import parse_record
 from smartshelf.registry import stream_of, topic
@@ -143,20 +143,30 @@ class Producers:
 
 def main(settings: Settings) -> None:
     logger = logs.configure(NAME, settings.log_level)
-    producers = Producers(settings)
-    life = Lifecycle(NAME, producers.redis)
-    logs.info(logger, "started", resumed=producers.state is not None)
+    life = Lifecycle(NAME, redis_client(settings))
     written = 0
     # demo: at most one world write per DEMO_WRITE_EVERY_S (the events do not depend on how ticks are cut, so
     # coarser steps only add latency; each write carries the world's state, ~150 KB, to Redis's AOF)
     pause_s = DEMO_WRITE_EVERY_S if settings.sim_mode == "demo" else 0.0
-    while not life.stopping:
-        life.beat()
+    worlds: list[World] = []  # built once (from the store in PostgreSQL): it does not change under a service
+
+    def build() -> Producers:
+        if not worlds:
+            worlds.append(world_of(settings))
+        producers = Producers(settings, worlds[0])
+        logs.info(logger, "started", resumed=producers.state is not None)
+        return producers
+
+    def step(producers: Producers) -> None:
+        nonlocal written
         began = time.monotonic()
         was_waiting = producers.waiting_for_room
         written += producers.step()
         if producers.waiting_for_room and not was_waiting:
             logs.warning(logger, "Redis is half full: waiting for the bridge to drain the streams")
         time.sleep(max(pause_s - (time.monotonic() - began), 0.0))
-    producers.clock.unregister(NAME)  # stopped on purpose: the lockstep clock must not wait for it
+
+    producers = serve(life, logger, build, step)
+    if producers is not None:
+        producers.clock.unregister(NAME)  # stopped on purpose: the lockstep clock must not wait for it
     logs.info(logger, "stopped", events=written)
