@@ -103,10 +103,14 @@ class Outgoing:
     headers: tuple[tuple[str, bytes], ...] = ()
 
 
-def _record(message: Message) -> Record:
+def _record(message: Message) -> Record | None:
+    """The consumed record; None for an event that is not one (librdkafka reports a broker it lost this way, and
+    reconnects by itself: a read that cannot go on ends by its timeout). A fatal error raises."""
     error = message.error()
     if error is not None:
-        raise Unavailable(f"kafka: reading failed: {error}")
+        if error.fatal():
+            raise Unavailable(f"kafka: reading failed: {error}")
+        return None
     return Record(message.topic() or "", message.partition() or 0, message.offset() or 0, message.key(),
                   message.value(), message.timestamp()[1],
                   tuple((k, v or b"") for k, v in message.headers() or ()))
@@ -192,6 +196,8 @@ class PartitionConsumer:
         polled: dict[Partition, list[Record]] = {}
         for message in self._consumer.consume(num_messages=self._batch, timeout=timeout_s):
             record = _record(message)
+            if record is None:
+                continue
             polled.setdefault(Partition(record.topic, record.partition), []).append(record)
         return polled
 
@@ -311,6 +317,8 @@ class KafkaAdapter:
                 left = sum(stop - position[tp] for tp, stop in remaining.items())
                 for message in consumer.consume(num_messages=min(BATCH, left), timeout=0.5):
                     record = _record(message)
+                    if record is None:
+                        continue
                     tp = Partition(record.topic, record.partition)
                     stop = remaining.get(tp)
                     if stop is None:

@@ -44,6 +44,7 @@ STATS_KEY = "connect:stats"
 # the worker's own row in ops.connect_offsets: where dead_letters ended when it last committed
 DEAD_LETTERS_MARK = "connect-worker:dead-letters-sent"
 POLL_S = 0.2
+Origin = tuple[str, int, int]  # the (topic, partition, offset) a dead letter is about
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,8 @@ class ConnectWorker:
         self.consumer = self.kafka.consumer(batch=max((s.batch_size for s in self.sinks.values()), default=1))
         self.positions: dict[Partition, int] = {}
         self.letters_end: dict[Partition, int] = {}
-        self.already_sent: set[tuple[str, int, int]] = set()
+        # the letters in dead_letters whose records have not been committed past yet: origin -> where the letter is
+        self.already_sent: dict[Origin, tuple[Partition, int]] = {}
         self.source_marks: dict[str, datetime] = {}
         self.next_source_poll = 0.0
         self._resume()
@@ -97,14 +99,24 @@ class ConnectWorker:
         if self.positions:
             self.consumer.assign(self.positions)
 
-    def _letters_since_mark(self, letters: list[Partition]) -> set[tuple[str, int, int]]:
-        """Where the dead letters sent after the last commit came from: a replay must not send them again."""
-        sent = set()
+    def _letters_since_mark(self, letters: list[Partition]) -> dict[Origin, tuple[Partition, int]]:
+        """The dead letters after the committed mark, by the record they are about: a replay must not send them
+        again. The mark never passes a letter whose record is still to be committed (`_mark`)."""
+        sent = {}
         for record in self.kafka.read(letters, start=self.letters_end):
             parsed = dead_letter_origin(record.value)
             if parsed is not None:
-                sent.add(parsed)
+                sent[parsed] = (Partition(record.topic, record.partition), record.offset)
         return sent
+
+    def _mark(self, positions: dict[Partition, int]) -> dict[Partition, int]:
+        """Where the next start must read dead_letters from: the end of what was sent, but no further than the
+        first letter of a record that `positions` has not passed (an earlier attempt's letter, or ours)."""
+        mark = dict(self.letters_end)
+        for origin, (tp, offset) in self.already_sent.items():
+            if origin[2] >= positions.get(Partition(origin[0], origin[1]), 0):
+                mark[tp] = min(mark.get(tp, offset), offset)
+        return mark
 
     # --- sinks ------------------------------------------------------------------------------------
     def step(self, timeout_s: float = POLL_S) -> int:
@@ -140,11 +152,11 @@ class ConnectWorker:
             offsets = [ConnectOffset(connector=self.sinks[tp.topic].name, topic=tp.topic, kafka_partition=tp.partition,
                                      next_offset=end) for tp, end in ends.items()]
             offsets += [ConnectOffset(connector=DEAD_LETTERS_MARK, topic=tp.topic, kafka_partition=tp.partition,
-                                      next_offset=end) for tp, end in self.letters_end.items()]
+                                      next_offset=end) for tp, end in self._mark({**self.positions, **ends}).items()]
             postgres.upsert_rows(cur, table("connect_offsets"), offsets)
         self.positions.update(ends)
         # what is committed will not be read again; a letter of a record not read yet is still to be skipped
-        self.already_sent = {origin for origin in self.already_sent
+        self.already_sent = {origin: where for origin, where in self.already_sent.items()
                              if origin[2] >= self.positions.get(Partition(origin[0], origin[1]), 0)}
 
     def _apply(self, cur: psycopg2.extensions.cursor, spec: SinkSpec, pending: TableWrites) -> list[Letter]:
@@ -180,9 +192,11 @@ class ConnectWorker:
                                 record.offset)
             outgoing.append(Outgoing(DEAD_LETTERS, target.key_of(value).encode(), value.model_dump_json().encode(),
                                      _epoch_ms(record.timestamp)))
-        for metadata in self.producer.send_and_wait(outgoing):
+        for letter, metadata in zip(fresh, self.producer.send_and_wait(outgoing), strict=True):
             tp = Partition(metadata.topic, metadata.partition)
             self.letters_end[tp] = max(self.letters_end.get(tp, 0), metadata.offset + 1)
+            record = letter.record
+            self.already_sent[(record.topic, record.partition, record.offset)] = (tp, metadata.offset)
         self.stats["dead_letters"] += len(fresh)
 
     # --- sources ----------------------------------------------------------------------------------
@@ -221,7 +235,7 @@ class ConnectWorker:
         self.pg.close()
 
 
-def dead_letter_origin(raw: bytes | None) -> tuple[str, int, int] | None:
+def dead_letter_origin(raw: bytes | None) -> Origin | None:
     """(topic, partition, offset) of the record a dead letter is about, if it says."""
     parsed = parse_record(topic(DEAD_LETTERS), raw)
     if isinstance(parsed, DeadLetter) and parsed.source_partition is not None and parsed.source_offset is not None:
