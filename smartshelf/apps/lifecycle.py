@@ -22,7 +22,7 @@ import redis
 import tenacity
 
 from smartshelf import logs
-from smartshelf.errors import Unavailable
+from smartshelf.errors import Unavailable, first_line
 
 HEARTBEAT_KEY = "svc:heartbeat"  # hash: service name -> wall time of its last beat
 HEARTBEAT_EVERY_S = 1.0
@@ -111,7 +111,7 @@ def serve(life: Lifecycle, logger: logging.Logger, build: Callable[[], Service],
     def report(state: tenacity.RetryCallState) -> None:
         error = state.outcome.exception() if state.outcome is not None else None
         logs.warning(logger, "a server is unavailable: building the service again after a pause",
-                     attempt=state.attempt_number, error=str(error).strip().splitlines()[0][:300] if error else "")
+                     attempt=state.attempt_number, error=first_line(error)[:300] if error else "")
 
     retrying = tenacity.Retrying(
         retry=tenacity.retry_if_exception_type(TRANSIENT_ERRORS),
