@@ -21,7 +21,6 @@ import time
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 
-
 from smartshelf import clock as c
 from smartshelf import logs
 from smartshelf.adapters.kafka import KafkaAdapter, Outgoing, Partition

@@ -114,7 +114,7 @@ class ConnectWorker:
         first letter of a record that `positions` has not passed (an earlier attempt's letter, or ours)."""
         mark = dict(self.letters_end)
         for origin, (tp, offset) in self.already_sent.items():
-            if origin[2] >= positions.get(Partition(origin[0], origin[1]), 0):
+            if _ahead_of(origin, positions):
                 mark[tp] = min(mark.get(tp, offset), offset)
         return mark
 
@@ -157,7 +157,7 @@ class ConnectWorker:
         self.positions.update(ends)
         # what is committed will not be read again; a letter of a record not read yet is still to be skipped
         self.already_sent = {origin: where for origin, where in self.already_sent.items()
-                             if origin[2] >= self.positions.get(Partition(origin[0], origin[1]), 0)}
+                             if _ahead_of(origin, self.positions)}
 
     def _apply(self, cur: psycopg2.extensions.cursor, spec: SinkSpec, pending: TableWrites) -> list[Letter]:
         """Write one table's share of a batch; for insert-only tables, the records whose key was already there."""
@@ -233,6 +233,11 @@ class ConnectWorker:
         self.producer.close()
         self.kafka.close()
         self.pg.close()
+
+
+def _ahead_of(origin: Origin, positions: dict[Partition, int]) -> bool:
+    """Whether the record a dead letter is about lies at or after these positions: it will be read again."""
+    return origin[2] >= positions.get(Partition(origin[0], origin[1]), 0)
 
 
 def dead_letter_origin(raw: bytes | None) -> Origin | None:
