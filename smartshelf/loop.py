@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from smartshelf import logs
 from smartshelf.ingress import dead_letter
@@ -114,6 +114,33 @@ class Watch(BaseModel):
     blocked_until: date | None = None  # its last plan was cancelled (nothing to send): no new plan before
     refilled: int = 0  # units of the open plan seen arriving on the shelf
     delivered: int | None = None  # units the open plan delivered, once its delivery is known
+
+
+COMMAND_MEMORY = timedelta(days=3)  # how long an applied command's id is kept, in simulated time
+
+
+class AppliedCommands(BaseModel):
+    """The ids of the commands (restock and supplier plans, warehouse picks) a consumer has applied, so that
+    each acts once: a command can arrive again — a replayed batch upstream publishes a compacted topic's
+    values again, the inference service repeats a day's plans after a crash — and its id, built from what it
+    describes, is the same. Ids are kept COMMAND_MEMORY of simulated time after their command's own time (a
+    repeat comes within minutes); a command older than that before the newest one seen is taken for a repeat
+    too, so forgetting an id never lets its command act twice."""
+
+    ids: dict[str, datetime] = Field(default_factory=dict)
+    newest: datetime | None = None
+
+    def first_time(self, command_id: str, ts: datetime) -> bool:
+        """Whether the command is new (it is then remembered as applied)."""
+        if command_id in self.ids or (self.newest is not None and ts < self.newest - COMMAND_MEMORY):
+            logs.info(_LOG, "skipped a command already applied", command=command_id, at=ts.isoformat())
+            return False
+        self.ids[command_id] = ts
+        if self.newest is None or ts > self.newest:
+            self.newest = ts
+            horizon = ts - COMMAND_MEMORY
+            self.ids = {known: at for known, at in self.ids.items() if at >= horizon}
+        return True
 
 
 @dataclass

@@ -7,6 +7,11 @@ ended after its last batch, in one Delta table of its own (delta/apps/<app>), co
 the commit protocol (smartshelf.streaming.commit), whose first batch after a start skips the records an earlier
 attempt already published (their ids, read back from the recorded ends). So each decision is published exactly
 once; the lake sink writes the published records to Delta.
+
+A command — a planned restock or supplier plan, a warehouse pick on its way to a shelf — acts once even when
+it arrives again: plans live in compacted topics, whose values a replayed batch upstream publishes again (the
+protocol's skip covers append-only topics only), and the inference service may repeat a day's plans after a
+crash. Their consumers keep the ids they have applied (smartshelf.loop.AppliedCommands) in their state.
 """
 
 from __future__ import annotations
@@ -200,6 +205,7 @@ class WarehouseAlertEngine(LoopApp[WarehouseWatchState]):
 
 class WarehouseLots(BaseModel):
     lots: dict[str, WarehouseBatchState] = Field(default_factory=dict)
+    applied: loop.AppliedCommands = Field(default_factory=loop.AppliedCommands)  # restock plans picked
 
 
 def _initial(io: CommitIO) -> rules.InitialStates:
@@ -235,13 +241,15 @@ class ShelfRestockManager(LoopApp[WarehouseLots]):
             record = item.record
             if isinstance(record, WarehouseEvent):
                 loop.take_delivery_or_removal(state.lots, record)
-            elif isinstance(record, ShelfRestockPlan) and record.status == "planned":
+            elif isinstance(record, ShelfRestockPlan) and record.status == "planned" \
+                    and state.applied.first_time(record.plan_id, record.created_ts):
                 loop.restock(state.lots, record, effects)
         return effects
 
 
 class RefillState(BaseModel):
     on_the_way: list[WarehouseEvent] = Field(default_factory=list)
+    applied: loop.AppliedCommands = Field(default_factory=loop.AppliedCommands)  # picks taken on their way
 
 
 class ShelfRefillBridge(LoopApp[RefillState]):
@@ -259,7 +267,8 @@ class ShelfRefillBridge(LoopApp[RefillState]):
         effects = loop.Effects()
         for item in received:
             record = item.record
-            if isinstance(record, WarehouseEvent) and record.event_type == "wh_out":
+            if isinstance(record, WarehouseEvent) and record.event_type == "wh_out" \
+                    and state.applied.first_time(record.event_id, record.ts):
                 state.on_the_way.append(record)
             elif isinstance(record, ClockTick):
                 state.on_the_way = loop.refills_due(state.on_the_way, record.ts, _delay(io), config, effects)
@@ -270,6 +279,7 @@ class SupplierState(BaseModel):
     orders: dict[str, SupplierOrder] = Field(default_factory=dict)
     plans: dict[str, WarehouseSupplierPlan] = Field(default_factory=dict)
     forecasts_seen: bool = False  # a forecast plan has come: under SUPPLIER_POLICY=ml the rule's plans stop
+    applied: loop.AppliedCommands = Field(default_factory=loop.AppliedCommands)  # plans ordered or cancelled
 
 
 class WarehouseSupplierManager(LoopApp[SupplierState]):
@@ -290,7 +300,8 @@ class WarehouseSupplierManager(LoopApp[SupplierState]):
         effects = loop.Effects()
         for item in received:
             record = item.record
-            if isinstance(record, WarehouseSupplierPlan) and record.status == "planned":
+            if isinstance(record, WarehouseSupplierPlan) and record.status == "planned" \
+                    and state.applied.first_time(record.plan_id, record.created_ts):
                 state.forecasts_seen |= record.plan_id.startswith(loop.FORECAST_PLAN_PREFIX)
                 if not loop.orders_plan(record, io.settings.supplier_policy, state.forecasts_seen):
                     if io.settings.supplier_policy == "ml":  # under rules a forecast plan stays, to be read
