@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Optional
@@ -15,7 +17,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from smartshelf.errors import SmartShelfError
-from smartshelf.settings import get_settings
+from smartshelf.settings import Settings, get_settings
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Smart Shelf: a digital twin of a supermarket.")
@@ -263,6 +265,76 @@ def check(
     print(json.dumps(result))
     if not result["ok"]:
         raise typer.Exit(1)
+
+
+@app.command()
+def chaos(
+    days: Annotated[int, typer.Option(min=1, help="simulated days of each run")] = 1,
+    seed: Annotated[int, typer.Option(help="seed of the store, the world and the faults' moments")] = 42,
+    step_seconds: Annotated[int, typer.Option(min=1, help="simulated seconds per clock tick")] = 3600,
+    kill: Annotated[Optional[list[str]], typer.Option(
+        "--kill", metavar="COMPONENT", help="kill -9 only these, in this order (repeatable; default all of "
+        "kafka, postgres, redis, spark, connect, bridge, producers, clock)")] = None,
+    pause: Annotated[str, typer.Option(help="the service stopped (SIGSTOP) and continued, or 'none'")] = "bridge",
+) -> None:
+    """A fast simulated day undisturbed, then the same day with each component killed -9 in turn at a seeded
+    moment and one service paused; the last line is the JSON verdict (`ok` only if the outcome is the same:
+    digest, counts, no event lost or twice, every check). Also written to data/metrics/chaos.json."""
+    from smartshelf.runtime.chaos import KILLED, run_chaos
+
+    killed = kill or list(KILLED)
+    if unknown := [name for name in [*killed, pause] if name not in (*KILLED, "none")]:
+        raise SmartShelfError(f"unknown component {unknown[0]!r} (known: {', '.join(KILLED)})")
+    settings = get_settings().model_copy(update={"step_seconds": step_seconds})
+    with _day_progress(f"chaos: {days} day(s), seed {seed}", days) as show:
+        result = run_chaos(settings, days, seed, killed, None if pause == "none" else pause, show)
+    _write_verdict(settings, "chaos", result)
+
+
+@contextmanager
+def _day_progress(title: str, days: int) -> Iterator[Callable[[datetime | None, datetime], None]]:
+    """A progress bar over the simulated days of a run (runs one after another reuse it)."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    total_s = days * 86_400
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[now]}"),
+                  TimeElapsedColumn(), console=err_console, transient=True) as progress:
+        task = progress.add_task(title, total=total_s, now="starting the stack…")
+
+        def show(now: datetime | None, end: datetime) -> None:
+            if now is not None:
+                progress.update(task, completed=total_s - (end - now).total_seconds(), now=str(now))
+
+        yield show
+
+
+def _write_verdict(settings: Settings, name: str, result: dict[str, object]) -> None:
+    """A verdict to data/metrics/<name>.json and, as the last line, to stdout; exit 1 unless it is ok."""
+    metrics = settings.data_dir / "metrics"
+    metrics.mkdir(parents=True, exist_ok=True)
+    (metrics / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result))
+    if not result["ok"]:
+        raise typer.Exit(1)
+
+
+@app.command()
+def fuzz(
+    count: Annotated[int, typer.Option(min=1, help="bad records to send")] = 10_000,
+    seed: Annotated[int, typer.Option(help="seed of the store, the world and the records drawn")] = 42,
+    days: Annotated[int, typer.Option(min=1, help="simulated days of each run")] = 1,
+    step_seconds: Annotated[int, typer.Option(min=1, help="simulated seconds per clock tick")] = 3600,
+) -> None:
+    """A fast simulated day undisturbed, then the same day with COUNT bad sensor records (malformed, wrong types,
+    extreme numbers, unknown shelves, far times, repeats) sent in; the last line is the JSON verdict (`ok` only if
+    each is in dead_letters once with a reason, nothing restarted, and the outcome is the same). Also written to
+    data/metrics/fuzz.json."""
+    from smartshelf.runtime.fuzz import run_fuzz
+
+    settings = get_settings().model_copy(update={"step_seconds": step_seconds})
+    with _day_progress(f"fuzz: {count} records, {days} day(s), seed {seed}", days) as show:
+        result = run_fuzz(settings, count, seed, days, show)
+    _write_verdict(settings, "fuzz", result)
 
 
 @app.command()

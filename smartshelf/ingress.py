@@ -9,13 +9,14 @@ fields the state rules rely on (`broken_rule`), so those rules never meet input 
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from pydantic import BaseModel, ValidationError
 
 from smartshelf.registry import Topic
-from smartshelf.schemas import DeadLetter, ShelfEvent
+from smartshelf.schemas import DeadLetter, PosTransaction, ShelfEvent
 
 MAX_PAYLOAD_BYTES = 64 * 1024  # an event is a few hundred bytes; a basket of 100 lines is ~10 KiB
 MAX_RAW_IN_DEAD_LETTER = 16 * 1024
@@ -56,6 +57,19 @@ def broken_rule(record: BaseModel) -> str | None:
         if missing:
             return f"a staff {record.event_type} names its lot and dates; missing {', '.join(missing)}"
     return None
+
+
+def unknown_shelves(record: BaseModel, shelves: Collection[str]) -> Rejection | None:
+    """Why a sensor record naming a shelf the store does not have is refused, or None: a sensor of no known
+    shelf is misconfigured, and its events would reach the raw tables and the POS mirror unaccounted for."""
+    if isinstance(record, ShelfEvent):
+        named = [record.shelf_id]
+    elif isinstance(record, PosTransaction):
+        named = [item.shelf_id for item in record.items]
+    else:
+        return None
+    unknown = sorted({shelf_id for shelf_id in named if shelf_id not in shelves})
+    return Rejection(f"unknown shelf {', '.join(unknown[:3])}{' …' if len(unknown) > 3 else ''}") if unknown else None
 
 
 @dataclass(frozen=True)

@@ -7,15 +7,18 @@ At-least-once delivery plus dedup:
 - the Kafka end offsets at the last acknowledgement are checkpointed in Redis in the same transaction as
   the XACK. After a crash, the records written since that checkpoint are read back and their ids skipped
   when the unacknowledged entries are delivered again.
-Every entry is validated against its topic's schema, and its event time against the simulated clock's now
-(within MAX_EVENT_AHEAD_MINUTES / MAX_EVENT_LATE_MINUTES); invalid ones go to `dead_letters` with the reason
-and the raw payload, and are counted in `bridge:stats`.
+Every entry is validated against its topic's schema, its shelves against the store's, and its event time against
+the simulated clock's now (within MAX_EVENT_AHEAD_MINUTES / MAX_EVENT_LATE_MINUTES); and an event whose id was
+already received (a sensor sending twice) is refused. Refused entries go to `dead_letters` with the reason and
+the raw payload, and are counted in `bridge:stats`. The ids received are kept in Redis (`bridge:seen`, scored by
+event time) for as long as the window accepts their time, and added in the transaction of the XACK.
 """
 
 from __future__ import annotations
 
 import os
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -25,14 +28,16 @@ from smartshelf.adapters.kafka import KafkaAdapter, Outgoing, Partition
 from smartshelf.adapters.redis_clock import SimClock, redis_client
 from smartshelf.apps.lifecycle import Lifecycle, serve
 from smartshelf.apps.producers import NAME as PRODUCERS, STREAM_FIELD
-from smartshelf.ingress import EventWindow, Rejection, dead_letter, parse_record
+from smartshelf.ingress import EventWindow, Rejection, dead_letter, parse_record, unknown_shelves
 from smartshelf.registry import DEAD_LETTERS, SENSOR_TOPICS, stream_of, topic, topic_of_stream
+from smartshelf.runtime.jobs import load_store
 from smartshelf.settings import Settings
 
 NAME = "bridge"
 GROUP = "bridge"
 CHECKPOINT_KEY = "bridge:kafka_offsets"  # "topic:partition" -> end offset at the last acknowledgement
 STATS_KEY = "bridge:stats"
+SEEN_KEY = "bridge:seen"  # sorted set: event id -> its event time (epoch s), while the window accepts that time
 DEDUP_HEADER = "dedup_id"
 BATCH = 5000
 OUTPUT_TOPICS = (*SENSOR_TOPICS, DEAD_LETTERS)
@@ -55,22 +60,41 @@ def _epoch_ms(ts: datetime) -> int:
 
 
 def to_delivery(stream: str, entry_id: bytes, fields: dict[bytes, bytes], now: datetime,
-                window: EventWindow | None = None) -> Delivery:
+                window: EventWindow | None = None, shelves: Collection[str] | None = None) -> Delivery:
     """What to send to Kafka for one stream entry: its validated record, or its dead letter. `now` is the
-    simulated clock's; without a window (no clock yet) event times are not checked."""
+    simulated clock's; without a window (no clock yet) event times are not checked, without `shelves` (the
+    store's) shelf ids are not."""
     source = topic_of_stream(stream)
     raw = fields.get(STREAM_FIELD)
     parsed = parse_record(source, raw) if raw is not None else Rejection(
         f"stream entry has no '{STREAM_FIELD.decode()}' field (fields: {sorted(f.decode() for f in fields)})")
+    if shelves is not None and not isinstance(parsed, Rejection):
+        parsed = unknown_shelves(parsed, shelves) or parsed
     if window is not None and not isinstance(parsed, Rejection):
         parsed = window.check(parsed.ts, now) or parsed  # type: ignore[attr-defined]
     if isinstance(parsed, Rejection):
-        letter = dead_letter(stream, raw, parsed.reason, now)
-        target = topic(DEAD_LETTERS)
-        return Delivery(stream, entry_id, DEAD_LETTERS, target.key_of(letter).encode(),
-                        letter.model_dump_json().encode(), f"{stream}/{entry_id.decode()}", _epoch_ms(now))
+        return _refused(stream, entry_id, raw, parsed.reason, now)
     return Delivery(stream, entry_id, source.name, source.key_of(parsed).encode(), parsed.model_dump_json().encode(),
                     source.id_of(parsed), _epoch_ms(parsed.ts))  # type: ignore[attr-defined]
+
+
+def _refused(stream: str, entry_id: bytes, raw: bytes | None, reason: str, now: datetime) -> Delivery:
+    letter = dead_letter(stream, raw, reason, now)
+    return Delivery(stream, entry_id, DEAD_LETTERS, topic(DEAD_LETTERS).key_of(letter).encode(),
+                    letter.model_dump_json().encode(), f"{stream}/{entry_id.decode()}", _epoch_ms(now))
+
+
+def refuse_repeats(deliveries: list[Delivery], received: Collection[str], now: datetime) -> list[Delivery]:
+    """The deliveries with each event whose id was `received` before, or earlier in the batch, refused."""
+    seen, checked = set(received), []
+    for delivery in deliveries:
+        if delivery.topic != DEAD_LETTERS:
+            if delivery.dedup_id in seen:
+                delivery = _refused(delivery.stream, delivery.entry_id, delivery.value,
+                                    f"event id {delivery.dedup_id} was already received", now)
+            seen.add(delivery.dedup_id)
+        checked.append(delivery)
+    return checked
 
 
 class Bridge:
@@ -80,6 +104,7 @@ class Bridge:
         self.crash_point = settings.crash_point
         self.window = EventWindow(timedelta(minutes=settings.max_event_ahead_minutes),
                                   timedelta(minutes=settings.max_event_late_minutes))
+        self.shelves = frozenset(row.shelf_id for row in load_store(settings).store_inventory)
         self.kafka = KafkaAdapter(settings.kafka_bootstrap_servers)
         self.producer = self.kafka.producer()
         self.streams = [stream_of(name) for name in SENSOR_TOPICS]
@@ -127,12 +152,20 @@ class Bridge:
             return 0
         clock_now = self.clock.now_or_none()
         now, window = (clock_now, self.window) if clock_now is not None else (datetime(1970, 1, 1), None)
-        deliveries = [to_delivery(stream, entry_id, fields, now, window) for stream, entry_id, fields in entries]
+        deliveries = [to_delivery(stream, entry_id, fields, now, window, self.shelves)
+                      for stream, entry_id, fields in entries]
+        deliveries = refuse_repeats(deliveries, self._received(deliveries), now)
         ends = self._send([d for d in deliveries if d.dedup_id not in self.already_in_kafka])
         if self.crash_point == "bridge.after_send":  # drill: sent, not acknowledged
             os._exit(137)
-        self._acknowledge(deliveries, ends)
+        self._acknowledge(deliveries, ends, clock_now)
         return len(deliveries)
+
+    def _received(self, deliveries: list[Delivery]) -> set[str]:
+        """Which of the batch's event ids were received in an earlier batch."""
+        ids = [d.dedup_id for d in deliveries if d.topic != DEAD_LETTERS]
+        scores = self.redis.zmscore(SEEN_KEY, ids) if ids else []
+        return {event_id for event_id, score in zip(ids, scores) if score is not None}
 
     def _send(self, deliveries: list[Delivery]) -> dict[Partition, int]:
         """The end offset per partition of what was sent; raises if the broker did not take it all, and then
@@ -145,7 +178,7 @@ class Bridge:
             ends[tp] = max(ends.get(tp, 0), metadata.offset + 1)
         return ends
 
-    def _acknowledge(self, deliveries: list[Delivery], ends: dict[Partition, int]) -> None:
+    def _acknowledge(self, deliveries: list[Delivery], ends: dict[Partition, int], now: datetime | None) -> None:
         pipe = self.redis.pipeline(transaction=True)
         by_stream: dict[str, list[bytes]] = {}
         for d in deliveries:
@@ -153,6 +186,11 @@ class Bridge:
         for stream, ids in by_stream.items():
             pipe.xack(stream, GROUP, *ids)
             pipe.xdel(stream, *ids)
+        received = {d.dedup_id: d.timestamp_ms / 1000 for d in deliveries if d.topic != DEAD_LETTERS}
+        if received:
+            pipe.zadd(SEEN_KEY, received)
+        if now is not None:  # an id is kept while the window accepts its event's time
+            pipe.zremrangebyscore(SEEN_KEY, "-inf", _epoch_ms(now - self.window.behind) / 1000)
         if ends:
             pipe.hset(CHECKPOINT_KEY, mapping={f"{tp.topic}:{tp.partition}": end for tp, end in ends.items()})
         for d in deliveries:

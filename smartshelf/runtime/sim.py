@@ -28,7 +28,7 @@ from smartshelf.datagen import generate_store, write_store
 from smartshelf.errors import SmartShelfError
 from smartshelf.invariants import StockLedger, differences, state_digest
 from smartshelf.pulse import PULSE_ALERT_TYPES
-from smartshelf.registry import DEAD_LETTERS, SENSOR_TOPICS, table, topic
+from smartshelf.registry import DEAD_LETTERS, SENSOR_TOPICS, TOPICS, table, topic
 from smartshelf.runtime import jobs, mirror, supervisor
 from smartshelf.runtime.scratch import scratch_stack
 from smartshelf.schemas import (Alert, DailyDiscount, PosTransaction, ShelfBatchState, ShelfEvent, ShelfState,
@@ -156,6 +156,28 @@ def _topic_counts(settings: Settings, names: tuple[str, ...]) -> dict[str, int]:
     finally:
         adapter.close()
     return {name: sum(end for tp, end in ends.items() if tp.topic == name) for name in names}
+
+
+def repeated_ids(settings: Settings) -> dict[str, int]:
+    """Per topic of events (a topic with an id field), how many records repeat an id already in it; empty when
+    every event is there once."""
+    adapter = KafkaAdapter(settings.kafka_bootstrap_servers)
+    repeats: dict[str, int] = {}
+    try:
+        for named in TOPICS:
+            if named.id_field is None:
+                continue
+            seen: set[str] = set()
+            for record in adapter.read(adapter.partitions_for(named.name)):
+                if record.value is None:
+                    continue
+                event_id = json.loads(record.value).get(named.id_field)
+                if event_id in seen:
+                    repeats[named.name] = repeats.get(named.name, 0) + 1
+                seen.add(event_id)
+    finally:
+        adapter.close()
+    return repeats
 
 
 class Moves(NamedTuple):
@@ -296,6 +318,7 @@ def summarise(settings: Settings, wall_s: float) -> dict[str, object]:
     mirror.wait_caught_up(settings)
     mirror_differences = mirror.differences(settings)
     weight_mismatches = mirror.shelf_weight_mismatches(settings)
+    repeated = repeated_ids(settings)
     moves, world = checks.moves, checks.world
     counts = _topic_counts(settings, (*SENSOR_TOPICS, DEAD_LETTERS))
     alerts = _rows(settings, "alerts", Alert)
@@ -318,6 +341,7 @@ def summarise(settings: Settings, wall_s: float) -> dict[str, object]:
         "discounts": len(_rows(settings, "daily_discounts", DailyDiscount)),
         "removals": {"shelf": kinds["pickup"], "warehouse": kinds["wh_removal"]},
         "dead_letters": counts[DEAD_LETTERS],
+        "repeated_ids": repeated,
         "empty_shelf_misses": world.empty_shelf_misses,
         "scenarios": [str(s) for s in scenarios_of(settings)],
         "units_left_unpaid": sum(world.unpaid.values()),
@@ -329,7 +353,7 @@ def summarise(settings: Settings, wall_s: float) -> dict[str, object]:
         "postgres_rows": mirror.row_counts(settings),
         "postgres_shelf_weights_ok": not weight_mismatches,
         "postgres_shelf_weight_mismatches": weight_mismatches,
-        "checks_ok": checks.ok and not mirror_differences and not weight_mismatches,
+        "checks_ok": checks.ok and not mirror_differences and not weight_mismatches and not repeated,
         "delta": delta_footprint(settings),
         "wall_s": round(wall_s, 1),
     }

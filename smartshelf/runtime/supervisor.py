@@ -232,13 +232,20 @@ def _terminate(server: Server, pid: int) -> None:
         time.sleep(0.05)
 
 
-def kill_hard(settings: Settings, name: str) -> int:
-    """SIGKILL one server with its whole process group (its children: Spark's JVM and Python workers), for
-    failure tests and drills; returns the pid killed."""
+def pid_of(settings: Settings, name: str) -> int:
+    """The pid of a running server (it leads its process group)."""
     (server,) = [s for s in all_processes(settings) if s.name == name]
     pid = _recorded_pid(server)
     if pid is None:
         raise SmartShelfError(f"{name} is not running")
+    return pid
+
+
+def kill_hard(settings: Settings, name: str) -> int:
+    """SIGKILL one server with its whole process group (its children: Spark's JVM and Python workers), for
+    failure tests and drills; returns the pid killed."""
+    (server,) = [s for s in all_processes(settings) if s.name == name]
+    pid = pid_of(settings, name)
     start_ticks = json.loads(_pid_file(server).read_text())["start_ticks"]
     os.killpg(pid, signal.SIGKILL)  # each server leads its own session (_spawn)
     while _alive(pid, start_ticks):

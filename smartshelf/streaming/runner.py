@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.streaming import StreamingQuery
@@ -22,8 +23,8 @@ from pyspark.sql.streaming import StreamingQuery
 from smartshelf import logs
 from smartshelf.adapters.redis_clock import SimClock, redis_client
 from smartshelf.adapters.spark import kafka_options, spark_session
-from smartshelf.apps.lifecycle import Lifecycle
-from smartshelf.errors import SmartShelfError
+from smartshelf.apps.lifecycle import TRANSIENT_ERRORS, Lifecycle
+from smartshelf.errors import SmartShelfError, first_line
 from smartshelf.settings import Settings
 from smartshelf.store import StoreData
 from smartshelf.streaming.apps import LakeSink, StreamingApp, all_apps
@@ -33,7 +34,31 @@ from smartshelf.streaming.pulse import PULSE_APPS, LateCounter, pulse_app, repor
 STATUS_FILE = "spark_queries.json"
 
 
-MAX_RESTARTS = 3  # per app of a query, per run: a query that keeps failing stops the service, with its error
+MAX_RESTARTS = 3  # per app of a query, within QUERY_FAILURES_WINDOW_S: a query that keeps failing stops the service
+QUERY_FAILURES_WINDOW_S = 600.0
+RESTART_PAUSE_S = (1.0, 30.0)  # a failed query is started again after 1 s, doubling with each recent failure
+
+
+@dataclass
+class Failures:
+    """When a query failed lately: its restarts back off, and too many within the window end the service (a
+    broker or Redis restarting fails a query now and then; a record that always fails it is a bug to report)."""
+
+    times: list[float] = field(default_factory=list)
+
+    def recent(self, now: float) -> int:
+        self.times = [t for t in self.times if now - t < QUERY_FAILURES_WINDOW_S]
+        return len(self.times)
+
+    @property
+    def count(self) -> int:
+        return len(self.times)
+
+    def add(self, now: float) -> float:
+        """Record a failure; returns how long to wait before the restart."""
+        self.times.append(now)
+        first, cap = RESTART_PAUSE_S
+        return min(cap, first * 2 ** (len(self.times) - 1))
 
 
 SHARED_QUERY = "smartshelf-apps"
@@ -118,24 +143,30 @@ def run(settings: Settings, names: Iterable[str] | None = None) -> None:
         queries = {name: start() for name, start in starters.items()}
     late = LateCounter(redis_client(settings))
     clock = SimClock(redis_client(settings))
-    restarts = dict.fromkeys(queries, 0)
+    failures = {name: Failures() for name in queries}
     status_path = settings.run_dir / STATUS_FILE
     try:
         while not life.stopping:
-            life.beat()
+            try:
+                life.beat()
+                for name in pulse_names:
+                    late.update(name, queries[name])
+                    report_read(clock, name, queries[name])
+            except TRANSIENT_ERRORS as error:  # Redis restarting: the queries go on meanwhile
+                logs.warning(logger, "cannot report to Redis", error=first_line(error)[:300])
             status_path.write_text(json.dumps({name: {"active": q.isActive, **q.status}
                                                for name, q in queries.items()}))
-            for name in pulse_names:
-                late.update(name, queries[name])
-                report_read(clock, name, queries[name])
             for name, query in queries.items():
                 if query.isActive:
                     continue
-                if restarts[name] == MAX_RESTARTS * len(groups[name]):
-                    raise SmartShelfError(f"spark query {name} stopped {restarts[name] + 1} times: {query.exception()}")
-                restarts[name] += 1
+                failed = failures[name]
+                if failed.recent(time.monotonic()) >= MAX_RESTARTS * len(groups[name]):
+                    raise SmartShelfError(f"spark query {name} failed {failed.count} times in "
+                                          f"{QUERY_FAILURES_WINDOW_S:.0f}s: {query.exception()}")
+                pause_s = failed.add(time.monotonic())
                 logs.warning(logger, "query failed, restarting it from its checkpoint", query=name,
-                             restart=restarts[name], error=str(query.exception())[:2000])
+                             failures=failed.count, after_s=round(pause_s, 1), error=str(query.exception())[:2000])
+                life.pause(pause_s)
                 with life.beating():
                     queries[name] = starters[name]()
             time.sleep(1.0)
