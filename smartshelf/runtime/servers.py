@@ -519,12 +519,21 @@ class WatchdogService(PythonService):
         return [sys.executable, "-m", "smartshelf.runtime.watchdog"]
 
 
+class WatchdogStandbyService(WatchdogService):
+    """Restarts the watchdog when it has died or hung (the watchdog restarts this one)."""
+
+    name = "watchdog-standby"
+
+    def argv(self) -> list[str]:
+        return [*super().argv(), "--standby"]
+
+
 SERVER_CLASSES: tuple[type[Server], ...] = (KafkaBroker, Postgres, Redis)
-# started after the servers, their init jobs and the store import (smartshelf up); the watchdog last, so that
-# `smartshelf down`, which stops in reverse order, stops it first
+# started after the servers, their init jobs and the store import (smartshelf up); the watchdogs last, so that
+# `smartshelf down`, which stops in reverse order, stops them first
 SERVICE_CLASSES: tuple[type[Server], ...] = (SparkService, ConnectService, ProducersService, BridgeService,
                                               ClockService, InferenceService, DashboardService, ApiService,
-                                              WatchdogService)
+                                              WatchdogService, WatchdogStandbyService)
 
 
 def all_servers(settings: Settings) -> list[Server]:

@@ -10,12 +10,17 @@ A service that is alive but has not beaten its heartbeat for WATCHDOG_HUNG_AFTER
 stuck) is killed with -9, with its process group, and then restarted like a crashed one. It also rotates the
 processes' logs (run/logs) past LOG_MAX_MB.
 
-Only `smartshelf up` runs it; scratch stacks (tests, `smartshelf sim`, benchmarks) do not, so that a crash
+The watchdog is watched in turn: a standby (`watchdog-standby`, the same module with `--standby`) does nothing
+but restart the watchdog when it has died or hung, and the watchdog restarts the standby like any other process;
+so killing either one is repaired by the other.
+
+Only `smartshelf up` runs them; scratch stacks (tests, `smartshelf sim`, benchmarks) do not, so that a crash
 there fails the run instead of being hidden.
 """
 
 from __future__ import annotations
 
+import sys
 import time
 from collections import deque
 from contextlib import nullcontext
@@ -31,6 +36,7 @@ from smartshelf.runtime import supervisor
 from smartshelf.settings import Settings, get_settings
 
 NAME = "watchdog"
+STANDBY = "watchdog-standby"
 CHECK_EVERY_S = 2.0
 MAX_RESTARTS = 5
 WINDOW_S = 600.0
@@ -54,14 +60,19 @@ class RestartBudget:
         self._restarts.setdefault(name, deque()).append(now)
 
 
-def hung(settings: Settings, client: redis.Redis) -> dict[str, float]:
-    """The running services (but the watchdog) whose heartbeat is older than WATCHDOG_HUNG_AFTER_S: name -> age."""
-    ages = {name: heartbeat_age(client, name) for name in supervisor.beating(settings) if name != NAME}
+def hung(settings: Settings, client: redis.Redis, watched: set[str] | None = None) -> dict[str, float]:
+    """The running services (of `watched`, by default all but the caller) whose heartbeat is older than
+    WATCHDOG_HUNG_AFTER_S: name -> age."""
+    names = [name for name in supervisor.beating(settings) if (name in watched if watched else name != NAME)]
+    ages = {name: heartbeat_age(client, name) for name in names}
     return {name: age for name, age in ages.items() if age is not None and age > settings.watchdog_hung_after_s}
 
 
-def watch(settings: Settings, life: Lifecycle) -> None:
-    logger = logs.configure(NAME, settings.log_level)
+def watch(settings: Settings, life: Lifecycle, standby: bool = False) -> None:
+    """Restart what died or hung: everything, or as the standby the watchdog only."""
+    name_of_self = STANDBY if standby else NAME
+    logger = logs.configure(name_of_self, settings.log_level)
+    watched = {NAME} if standby else None
     budget = RestartBudget()
     given_up: set[str] = set()
     logs.info(logger, "watching", check_every_s=CHECK_EVERY_S, max_restarts=MAX_RESTARTS, window_s=WINDOW_S)
@@ -71,15 +82,18 @@ def watch(settings: Settings, life: Lifecycle) -> None:
         except redis.RedisError:
             pass  # Redis itself may be the one that died: it is restarted below like any other
         try:
-            stuck = hung(settings, life.redis)
+            stuck = hung(settings, life.redis, watched)
         except redis.RedisError:
             stuck = {}
-        for name in supervisor.rotate_logs(settings.run_dir / "logs", settings.log_max_mb << 20):
-            logs.info(logger, "rotated a log", log=name)
+        if not standby:
+            for name in supervisor.rotate_logs(settings.run_dir / "logs", settings.log_max_mb << 20):
+                logs.info(logger, "rotated a log", log=name)
         for name, age in stuck.items():
             logs.warning(logger, "killing a process whose heartbeat stopped", process=name, seconds=round(age))
             supervisor.kill_hard(settings, name)
         for name in supervisor.crashed(settings):
+            if watched is not None and name not in watched:
+                continue
             if life.stopping:
                 break
             now = time.monotonic()
@@ -102,9 +116,9 @@ def watch(settings: Settings, life: Lifecycle) -> None:
     logs.info(logger, "stopped")
 
 
-def main(settings: Settings) -> None:
-    watch(settings, Lifecycle(NAME, redis_client(settings)))
+def main(settings: Settings, standby: bool = False) -> None:
+    watch(settings, Lifecycle(STANDBY if standby else NAME, redis_client(settings)), standby)
 
 
 if __name__ == "__main__":
-    main(get_settings())
+    main(get_settings(), standby="--standby" in sys.argv[1:])

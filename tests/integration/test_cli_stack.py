@@ -72,7 +72,8 @@ def test_up_status_down_up_keeps_the_store_and_topics() -> None:
         assert status.returncode == 0, status.stderr
         rows = json.loads(status.stdout)
         assert all(row["healthy"] for row in rows)
-        assert {"producers", "bridge", "clock", "spark", "api", "watchdog"} <= {row["name"] for row in rows}
+        assert {"producers", "bridge", "clock", "spark", "api", "watchdog", "watchdog-standby"} <= {
+            row["name"] for row in rows}
         _wait_for_events(settings)
         stores = httpx.get(f"http://127.0.0.1:{settings.api_port}/stores", timeout=30)  # the live API is up
         assert stores.status_code == 200 and stores.json()["data"][0]["shelves"] > 1000, stores.text
@@ -98,6 +99,10 @@ def test_up_status_down_up_keeps_the_store_and_topics() -> None:
         assert frozen is not None
         os.kill(frozen, signal.SIGSTOP)
         _wait_restarted(settings, "bridge", frozen, timeout_s=20 + 60)
+
+        # the watchdog and its standby restart each other
+        _wait_restarted(settings, "watchdog", supervisor.kill_hard(settings, "watchdog"))
+        _wait_restarted(settings, "watchdog-standby", supervisor.kill_hard(settings, "watchdog-standby"))
 
         assert _cli(env, "down").returncode == 0
         assert _cli(env, "status").returncode == 1  # down is not healthy

@@ -10,7 +10,7 @@ from smartshelf.datagen import generate_store
 from smartshelf.errors import SmartShelfError
 from smartshelf.policies import derive_config, load_policy_config
 from smartshelf.runtime import supervisor
-from smartshelf.runtime.servers import SERVICE_CLASSES, WatchdogService, port_is_free
+from smartshelf.runtime.servers import SERVICE_CLASSES, WatchdogService, WatchdogStandbyService, port_is_free
 from smartshelf.runtime.scratch import free_ports
 from smartshelf.runtime.watchdog import RestartBudget
 from smartshelf.settings import Settings
@@ -81,8 +81,8 @@ def test_the_watchdog_restarts_a_process_at_most_its_limit_within_the_window() -
     assert budget.allows("clock", 60.5)  # the first restart has left the window
 
 
-def test_the_watchdog_starts_last_so_that_down_stops_it_first() -> None:
-    assert SERVICE_CLASSES[-1] is WatchdogService
+def test_the_watchdogs_start_last_so_that_down_stops_them_first() -> None:
+    assert SERVICE_CLASSES[-2:] == (WatchdogService, WatchdogStandbyService)
 
 
 def test_a_log_past_its_size_is_copied_and_emptied_while_its_writer_goes_on(tmp_path: Path) -> None:
