@@ -129,15 +129,29 @@ class Watermark:
     def __init__(self, kafka: KafkaAdapter, lockstep: Lockstep | None) -> None:
         self.producer = kafka.producer()
         self.lockstep = lockstep
+        # a clock killed between publishing a tick and moving on starts again at that tick: publish it once
+        self.last_published = last_tick(kafka)
 
     def publish(self, now: datetime, stopping: Callable[[], bool]) -> bool:
         """False if asked to stop first."""
         if self.lockstep is not None and not self.lockstep.settle(now, stopping):
             return False
-        tick = ClockTick(tick_id=f"tick-{c.encode_time(now)}", ts=now)
-        self.producer.send_and_wait([Outgoing(CLOCK_TICKS, topic(CLOCK_TICKS).key_of(tick).encode(),
-                                            tick.model_dump_json().encode())])
+        if self.last_published is None or now > self.last_published:
+            tick = ClockTick(tick_id=f"tick-{c.encode_time(now)}", ts=now)
+            self.producer.send_and_wait([Outgoing(CLOCK_TICKS, topic(CLOCK_TICKS).key_of(tick).encode(),
+                                                tick.model_dump_json().encode())])
+            self.last_published = now
         return self.lockstep is None or self.lockstep.settle(now, stopping)
+
+
+def last_tick(kafka: KafkaAdapter) -> datetime | None:
+    """The time of the last tick on clock_ticks, if any."""
+    partitions = kafka.partitions_for(CLOCK_TICKS)
+    ends = {tp: end for tp, end in kafka.end_offsets(partitions).items() if end > 0}
+    ticks = [ClockTick.model_validate_json(record.value).ts
+             for record in kafka.read(list(ends), start={tp: end - 1 for tp, end in ends.items()}, end=ends)
+             if record.value is not None]
+    return max(ticks, default=None)
 
 
 def wall_clock_now(step_seconds: int) -> datetime:
