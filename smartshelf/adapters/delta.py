@@ -8,6 +8,8 @@ commit takes ~20 ms, a delta-spark one ~0.6-1 s on this machine (docs/architectu
 
 from __future__ import annotations
 
+import json
+
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,13 +113,23 @@ def maintain(path: Path) -> Maintained:
         table.alter.set_table_properties(RETENTION)
     compacted = table.optimize.compact()
     version = table.version()
+    # only versions still loadable can be kept: those from the last checkpoint on (delta-spark checkpoints a table
+    # it writes every 10 commits and then drops the log entries before it past the retention, as we do below)
+    oldest = max(version - KEEP_VERSIONS, last_checkpoint(path))
     deleted = table.vacuum(retention_hours=0, dry_run=False, enforce_retention_duration=False,
-                           keep_versions=list(range(max(0, version - KEEP_VERSIONS), version + 1)))
+                           keep_versions=list(range(oldest, version + 1)))
     for name in deleted:  # the checksum Hadoop's file system wrote beside a file delta-spark wrote
         (path / name).with_name(f".{Path(name).name}.crc").unlink(missing_ok=True)
     table.create_checkpoint()
     table.cleanup_metadata()
     return Maintained(int(compacted.get("numFilesRemoved", 0)), len(deleted))
+
+
+def last_checkpoint(path: Path) -> int:
+    """The version of the table's last checkpoint (0 if none): the oldest version a reader can still load once the
+    log entries before it are gone."""
+    pointer = path / "_delta_log" / "_last_checkpoint"
+    return int(json.loads(pointer.read_text())["version"]) if pointer.exists() else 0
 
 
 @dataclass
