@@ -50,13 +50,13 @@ class Fault:
     hold_s: float  # down (kill) or stopped (pause)
 
 
-def plan_faults(seed: int, start: datetime, days: int, killed: Sequence[str] = KILLED,
+def plan_faults(seed: int, start: datetime, days: int, step: timedelta, killed: Sequence[str] = KILLED,
                 paused: str | None = PAUSED) -> list[Fault]:
-    """One fault per component, in order, each at a seeded moment of its own slot of the run's span (from the
-    first hour to an hour before the end, so each falls while the store is open or the loop is busy)."""
+    """One fault per component, in order, each at a seeded moment of its own slot of the run's span: from an hour
+    after the start to an hour before the last tick (`step` apart), so that each comes while ticks still go."""
     rng = random.Random(seed)
     faults = [(name, "kill") for name in killed] + ([(paused, "pause")] if paused else [])
-    first, span = start + timedelta(hours=1), timedelta(days=days) - timedelta(hours=2)
+    first, span = start + timedelta(hours=1), timedelta(days=days) - step - timedelta(hours=2)
     slot = span / max(len(faults), 1)
     planned = []
     for index, (name, kind) in enumerate(faults):
@@ -82,7 +82,8 @@ class Injector:
 
     def __call__(self, settings: Settings, now: datetime | None) -> None:
         if not self.plan:
-            self.plan = plan_faults(self.seed, settings.sim_start, self.days, self.killed, self.paused)
+            self.plan = plan_faults(self.seed, settings.sim_start, self.days,
+                                    timedelta(seconds=settings.step_seconds), self.killed, self.paused)
         self._restart_collateral(settings, now)
         if now is None or len(self.done) == len(self.plan):
             return

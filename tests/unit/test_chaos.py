@@ -8,21 +8,22 @@ from datetime import datetime, timedelta
 from smartshelf.runtime.chaos import DOWN_S, KILLED, PAUSE_S, PAUSED, Injector, plan_faults, verdict
 
 START = datetime(2025, 1, 6, 0)
+STEP = timedelta(hours=2)
 
 
 def test_the_plan_is_the_seeds_one_fault_per_component_in_order_within_the_run() -> None:
-    plan = plan_faults(42, START, 1)
-    assert plan == plan_faults(42, START, 1)
-    assert plan != plan_faults(43, START, 1)
+    plan = plan_faults(42, START, 1, STEP)
+    assert plan == plan_faults(42, START, 1, STEP)
+    assert plan != plan_faults(43, START, 1, STEP)
     assert [(f.component, f.kind) for f in plan] == [*((name, "kill") for name in KILLED), (PAUSED, "pause")]
     assert [f.at for f in plan] == sorted(f.at for f in plan)
-    assert START + timedelta(hours=1) <= plan[0].at and plan[-1].at <= START + timedelta(hours=23)
+    assert START + timedelta(hours=1) <= plan[0].at and plan[-1].at <= START + timedelta(hours=21)  # ticks go on
     assert all(DOWN_S[0] <= f.hold_s <= DOWN_S[1] for f in plan if f.kind == "kill")
     assert all(PAUSE_S[0] <= f.hold_s <= PAUSE_S[1] for f in plan if f.kind == "pause")
 
 
 def test_a_plan_can_leave_out_the_pause_and_spans_several_days() -> None:
-    plan = plan_faults(1, START, 3, killed=("kafka", "redis"), paused=None)
+    plan = plan_faults(1, START, 3, STEP, killed=("kafka", "redis"), paused=None)
     assert [f.component for f in plan] == ["kafka", "redis"]
     assert plan[1].at > START + timedelta(days=1)
 
@@ -37,7 +38,7 @@ def _summary(**changes: object) -> dict[str, object]:
 
 def _injected() -> Injector:
     injector = Injector(42, 1, killed=("kafka",), paused=None)
-    injector.plan = plan_faults(42, START, 1, killed=("kafka",), paused=None)
+    injector.plan = plan_faults(42, START, 1, STEP, killed=("kafka",), paused=None)
     injector.done.append({"component": "kafka", "fault": "kill"})
     return injector
 
