@@ -96,11 +96,13 @@ def _recorded_pid(server: Server) -> int | None:
 
 
 def _process_tree(pid: int) -> list[int]:
+    """The process and its descendants in its session: a server the watchdog started again is its child too, but
+    leads a session of its own (_spawn), and counts as itself, not as part of the watchdog."""
     children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             fields = _proc_stat(int(entry.name))
-            if fields is None:
+            if fields is None or int(fields[3]) == int(entry.name):  # a session leader: a tree of its own
                 continue
             ppid = int(fields[1])
             children.setdefault(ppid, []).append(int(entry.name))
