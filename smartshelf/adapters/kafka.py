@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, ClusterMetadata, NewTopic
 
 from smartshelf.errors import SmartShelfError, Unavailable
 
@@ -114,6 +114,18 @@ def _record(message: Message) -> Record | None:
     return Record(message.topic() or "", message.partition() or 0, message.offset() or 0, message.key(),
                   message.value(), message.timestamp()[1],
                   tuple((k, v or b"") for k, v in message.headers() or ()))
+
+
+_NO_SUCH_TOPIC = (KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC)
+
+
+def _metadata(client: AdminClient | Consumer, topic: str | None, timeout_s: float) -> ClusterMetadata:
+    """The cluster's metadata (of one topic, or all); a broker that does not answer is Unavailable, which the
+    services wait out (smartshelf.apps.lifecycle.serve)."""
+    try:
+        return client.list_topics(topic, timeout=timeout_s)
+    except KafkaException as exc:
+        raise Unavailable(f"kafka: no metadata{f' of {topic}' if topic else ''}: {exc.args[0]}") from exc
 
 
 def broker_answers(bootstrap: str, timeout_s: float = 3.0) -> None:
@@ -220,7 +232,7 @@ class KafkaAdapter:
         """Create the missing topics and wait until the broker's metadata shows them; returns the names created.
         Idempotent."""
         admin = self._admin()
-        existing = set(admin.list_topics(timeout=timeout_s).topics)
+        existing = set(_metadata(admin, None, timeout_s).topics)
         missing = [NewTopic(t.name, t.partitions, 1,
                             config={"cleanup.policy": "compact" if t.compacted else "delete", **t.config})
                    for t in topics if t.name not in existing]
@@ -243,7 +255,7 @@ class KafkaAdapter:
         """The controller has created a topic before the broker serves its metadata: wait for the latter."""
         deadline = time.monotonic() + timeout_s
         while True:
-            listed = admin.list_topics(timeout=timeout_s).topics
+            listed = _metadata(admin, None, timeout_s).topics
             hidden = [n for n in names if n not in listed or listed[n].error is not None or not listed[n].partitions]
             if not hidden:
                 return
@@ -252,12 +264,14 @@ class KafkaAdapter:
             time.sleep(0.05)
 
     def list_topics(self, timeout_s: float = 10.0) -> set[str]:
-        return set(self._admin().list_topics(timeout=timeout_s).topics)
+        return set(_metadata(self._admin(), None, timeout_s).topics)
 
     def partitions_for(self, topic: str, timeout_s: float = 10.0) -> list[Partition]:
-        metadata = self._probe_consumer().list_topics(topic, timeout=timeout_s).topics.get(topic)
-        if metadata is None or metadata.error is not None or not metadata.partitions:
+        metadata = _metadata(self._probe_consumer(), topic, timeout_s).topics.get(topic)
+        if metadata is None or metadata.error is not None and metadata.error.code() in _NO_SUCH_TOPIC:
             raise SmartShelfError(f"topic '{topic}' does not exist on {self.bootstrap}")
+        if metadata.error is not None or not metadata.partitions:  # a broker just started: no leader yet
+            raise Unavailable(f"kafka: topic '{topic}' is not served yet: {metadata.error}")
         return [Partition(topic, p) for p in sorted(metadata.partitions)]
 
     # --- clients ----------------------------------------------------------------------------
