@@ -31,6 +31,7 @@ from pydantic import BaseModel
 
 from smartshelf.adapters.kafka import KafkaAdapter
 from smartshelf.adapters.redis_clock import redis_client
+from smartshelf.apps.lifecycle import TRANSIENT_ERRORS
 from smartshelf.apps.producers import STREAM_FIELD
 from smartshelf.registry import DEAD_LETTERS, SENSOR_TOPICS, stream_of, topic
 from smartshelf.runtime import supervisor
@@ -193,20 +194,26 @@ class Fuzzer:
             self.pids = _pids(settings)
         if now is None or len(self.chunks) >= CHUNKS or now.hour < FIRST_CHUNK_HOUR or now in self.chunks:
             return
-        self.chunks.append(now)
         size = min(self.count - len(self.sent), math.ceil(self.count / CHUNKS))
         window = (timedelta(minutes=settings.max_event_ahead_minutes),
                   timedelta(minutes=settings.max_event_late_minutes))
         from smartshelf.runtime.jobs import load_store
 
-        shelf_id = load_store(settings).store_inventory[0].shelf_id
-        records = draw_records(size, self.seed + len(self.sent), now, window, shelf_id,
-                               _sensor_events(settings, 2000), first_number=len(self.sent))
-        client = redis_client(settings)
-        pipe = client.pipeline(transaction=False)
+        try:  # a server may be down (`smartshelf chaos` alongside): the chunk goes in at a later poll
+            shelf_id = load_store(settings).store_inventory[0].shelf_id
+            repeatable = _sensor_events(settings, 2000)
+        except TRANSIENT_ERRORS:
+            return
+        records = draw_records(size, self.seed + len(self.sent), now, window, shelf_id, repeatable,
+                               first_number=len(self.sent))
+        pipe = redis_client(settings).pipeline(transaction=True)  # all of a chunk or none
         for record in records:
             pipe.xadd(stream_of(record.topic), {STREAM_FIELD: record.payload})
-        pipe.execute()
+        try:
+            pipe.execute()
+        except TRANSIENT_ERRORS:
+            return
+        self.chunks.append(now)
         self.sent.extend(records)
 
     def after(self, settings: Settings) -> dict[str, object]:
