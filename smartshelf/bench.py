@@ -184,11 +184,12 @@ def _raw_produce_rate(adapter: KafkaAdapter, records: list[SensorRecord]) -> flo
 def _bridge_backlog_rate(settings: Settings, records: list[SensorRecord]) -> float:
     """Events/s the bridge validates and delivers when the streams hold a backlog (the same events again)."""
     from smartshelf.adapters.redis_clock import redis_client
-    from smartshelf.apps.bridge import Bridge
+    from smartshelf.apps.bridge import SEEN_KEY, Bridge
     from smartshelf.apps.producers import STREAM_FIELD
     from smartshelf.registry import stream_of
 
     client = redis_client(settings)
+    client.delete(SEEN_KEY)  # the same events again: as new to the bridge as the first time, not repeats
     pipe = client.pipeline(transaction=False)
     for name, _, value in records:
         pipe.xadd(stream_of(name), {STREAM_FIELD: value})

@@ -163,8 +163,9 @@ MALFORMED: dict[str, bytes] = {
                      b'"weight_change":-1.0,"customer_id":"C1","ts":"2025-01-01T09:00:00"}',
     "huge payload": b'{"event_id":"' + b"x" * 200_000 + b'"}',
 }
-VALID = (b'{"event_id":"ok-1","event_type":"pickup","shelf_id":"S1","quantity":1,"weight_change":-0.5,'
-         b'"customer_id":"C1","batch_code":null,"ts":"2025-01-01T09:00:00"}')
+VALID = (b'{"event_id":"ok-1","event_type":"pickup","shelf_id":"%s","quantity":1,"weight_change":-0.5,'
+         b'"customer_id":"C1","batch_code":null,"ts":"2025-01-01T09:00:00"}'
+         % generate_store(jobs.DEFAULT_STORE_SEED).store_inventory[0].shelf_id.encode())  # a shelf of the store
 
 
 def test_malformed_payloads_end_in_dead_letters_and_the_flow_goes_on(fresh_stack: Settings) -> None:
