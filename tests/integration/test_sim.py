@@ -23,6 +23,7 @@ from tests.integration.conftest import FAST_DAY_FUZZ, FAST_DAY_SEED, FAST_DAY_ST
 pytestmark = pytest.mark.integration
 
 SMARTSHELF = str(Path(__file__).resolve().parents[2] / ".venv" / "bin" / "smartshelf")
+ARTEFACTS = Path(__file__).resolve().parents[2] / "test-artefacts" / "sim"
 
 
 def _sim(*args: str) -> subprocess.CompletedProcess[str]:
@@ -89,7 +90,8 @@ def test_on_a_cluster_through_every_fault_the_outcome_is_the_same(fast_day: dict
     result = verdict(fast_day, summary, injector)
     print(f"wall: local {fast_day['wall_s']} s, cluster with faults {summary['wall_s']} s; "
           f"executors {summary['executors']}")
-    print("chaos:", json.dumps(result))
+    ARTEFACTS.mkdir(parents=True, exist_ok=True)  # the fault table, kept for the README (not asserted)
+    (ARTEFACTS / "chaos.json").write_text(json.dumps({**result, "fuzz": summary["fuzz"]}, indent=2) + "\n")
     assert [fault["component"] for fault in injector.done] == [*KILLED, "spark-worker-2", PAUSED], injector.done
     executors = summary["executors"]
     assert isinstance(executors, dict) and set(executors) == {"spark-worker-1", "spark-worker-2"}, executors
