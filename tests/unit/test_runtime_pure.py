@@ -96,3 +96,14 @@ def test_a_log_past_its_size_is_copied_and_emptied_while_its_writer_goes_on(tmp_
     assert log.read_bytes() == b"new line\n"  # appended at the start of the emptied file, no hole before it
     assert small.read_bytes() == b"x" * 10 and not (tmp_path / "clock.log.1").exists()
     assert supervisor.rotate_logs(tmp_path, max_bytes=1000) == []
+
+
+def test_a_failed_query_restarts_after_a_pause_that_doubles_and_old_failures_leave_the_window() -> None:
+    from smartshelf.streaming.runner import QUERY_FAILURES_WINDOW_S, RESTART_PAUSE_S, Failures
+
+    failures = Failures()
+    assert [failures.add(float(n)) for n in range(7)] == [1.0, 2.0, 4.0, 8.0, 16.0, RESTART_PAUSE_S[1],
+                                                         RESTART_PAUSE_S[1]]
+    assert failures.recent(6.0) == 7
+    assert failures.recent(QUERY_FAILURES_WINDOW_S + 3.5) == 3  # those at 4, 5 and 6 s are still recent
+    assert failures.add(QUERY_FAILURES_WINDOW_S + 4.0) == 8.0  # the fourth recent failure
