@@ -31,6 +31,7 @@ from pydantic import BaseModel
 
 from smartshelf.adapters.kafka import KafkaAdapter
 from smartshelf.adapters.redis_clock import redis_client
+from smartshelf.apps.bridge import DEDUP_HEADER
 from smartshelf.apps.lifecycle import TRANSIENT_ERRORS
 from smartshelf.apps.producers import STREAM_FIELD
 from smartshelf.registry import DEAD_LETTERS, SENSOR_TOPICS, stream_of, topic
@@ -161,7 +162,9 @@ def _draw_kind(kind: str, count: int, seed: int, now: datetime, window: tuple[ti
 
 
 def _sensor_events(settings: Settings, limit: int) -> list[tuple[str, bytes, str]]:
-    """Up to `limit` events the sensors sent so far, from the start of each topic: (topic, payload, id)."""
+    """Events the sensors sent so far — those the bridge wrote (its dedup header), not the loop's refills and
+    removals on the same topic, whose ids the ingress never saw — from the first `limit` of each partition:
+    (topic, payload, id)."""
     adapter = KafkaAdapter(settings.kafka_bootstrap_servers)
     found: list[tuple[str, bytes, str]] = []
     try:
@@ -170,7 +173,7 @@ def _sensor_events(settings: Settings, limit: int) -> list[tuple[str, bytes, str
             ends = adapter.end_offsets(partitions)
             last = {tp: min(end, limit) for tp, end in ends.items()}
             for record in adapter.read(partitions, end=last):
-                if record.value is not None:
+                if record.value is not None and any(key == DEDUP_HEADER for key, _ in record.headers):
                     found.append((name, record.value, topic(name).id_of(topic(name).schema.model_validate_json(
                         record.value))))
     finally:
