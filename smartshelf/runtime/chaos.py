@@ -19,15 +19,18 @@ import os
 import random
 import signal
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from smartshelf.errors import SmartShelfError, first_line
 from smartshelf.runtime import supervisor
 from smartshelf.settings import Settings
 
-Progress = Callable[[datetime | None, datetime], None]
+if TYPE_CHECKING:
+    from smartshelf.runtime.sim import Progress  # sim imports the whole runtime: only for the type
+
 
 KILLED = ("kafka", "postgres", "redis", "spark", "connect", "bridge", "producers", "clock")
 PAUSED = "bridge"
