@@ -3,10 +3,13 @@ FROM python:3.11-slim
 RUN apt-get update && apt-get install -y --no-install-recommends openjdk-17-jre-headless maven \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
-# the Spark apps' jars (Kafka connector, delta-spark), resolved from Maven Central as scripts/bootstrap.sh does
+# the Spark apps' jars (Kafka connector, delta-spark) and Kafka Connect with its JDBC sink, resolved from Maven
+# Central as scripts/bootstrap.sh does
 COPY conf/jvm/pom.xml conf/jvm/pom.xml
-RUN mvn -q -B -f conf/jvm/pom.xml -P spark dependency:copy-dependencies -DincludeScope=runtime \
-    -DoutputDirectory=/app/.tools/jvm/spark && rm -rf /root/.m2
+RUN for profile in spark connect; do \
+      mvn -q -B -f conf/jvm/pom.xml -P $profile dependency:copy-dependencies -DincludeScope=runtime \
+        -DoutputDirectory=/app/.tools/jvm/$profile || exit 1; \
+    done && rm -rf /root/.m2
 COPY pyproject.toml ./
 COPY smartshelf ./smartshelf
 RUN pip install --no-cache-dir .

@@ -394,24 +394,17 @@ CREATE TABLE IF NOT EXISTS ops.pos_transaction_items (
 );
 
 CREATE TABLE IF NOT EXISTS ops.dead_letters (
-    dead_letter_id text NOT NULL,
     source text NOT NULL,
     source_partition bigint,
     source_offset bigint,
     reason text NOT NULL,
     raw text NOT NULL,
     ts timestamp NOT NULL,
-    PRIMARY KEY (dead_letter_id)
-);
-
-CREATE TABLE IF NOT EXISTS ops.connect_offsets (
-    connector text NOT NULL,
-    topic text NOT NULL,
-    kafka_partition bigint NOT NULL,
-    next_offset bigint NOT NULL,
-    CHECK (kafka_partition >= 0),
-    CHECK (next_offset >= 0),
-    PRIMARY KEY (connector, topic, kafka_partition)
+    letter_partition bigint NOT NULL,
+    letter_offset bigint NOT NULL,
+    CHECK (letter_partition >= 0),
+    CHECK (letter_offset >= 0),
+    PRIMARY KEY (letter_partition, letter_offset)
 );
 
 CREATE TABLE IF NOT EXISTS ops.connect_source_offsets (
@@ -584,3 +577,20 @@ CREATE TABLE IF NOT EXISTS analytics.ml_predictions_log (
     CHECK (batches_to_order <= 1000000),
     PRIMARY KEY (model_name, model_version, shelf_id, prediction_date)
 );
+
+CREATE TABLE IF NOT EXISTS ops.pos_basket_intake (basket jsonb NOT NULL);
+CREATE OR REPLACE FUNCTION ops.pos_basket_intake_split() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO ops.pos_transactions (transaction_id, customer_id, ts, total, item_count)
+    SELECT b.transaction_id, b.customer_id, b.ts, b.total, jsonb_array_length(NEW.basket->'items')
+    FROM jsonb_to_record(NEW.basket) AS b(transaction_id text, customer_id text, ts timestamp, total double precision)
+    ON CONFLICT DO NOTHING;
+    INSERT INTO ops.pos_transaction_items (shelf_id, quantity, unit_price, discount, line_total, transaction_id, line_no)
+    SELECT i.shelf_id, i.quantity, i.unit_price, i.discount, i.line_total, NEW.basket->>'transaction_id', i.line_no
+    FROM ROWS FROM (jsonb_to_recordset(NEW.basket->'items') AS (shelf_id text, quantity bigint, unit_price double precision, discount double precision, line_total double precision))
+        WITH ORDINALITY AS i(shelf_id, quantity, unit_price, discount, line_total, line_no)
+    ON CONFLICT DO NOTHING;
+    RETURN NULL;
+END $$;
+CREATE OR REPLACE TRIGGER pos_basket_intake_split BEFORE INSERT ON ops.pos_basket_intake
+    FOR EACH ROW EXECUTE FUNCTION ops.pos_basket_intake_split();

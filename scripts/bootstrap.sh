@@ -25,7 +25,7 @@ if [ ${#need_debs[@]} -gt 0 ]; then
 fi
 
 # one classpath per profile of the pom, resolved again only when the pom changes
-for profile in kafka spark; do
+for profile in kafka spark connect; do
   dest=.tools/jvm/$profile
   if [ ! -f "$dest/.resolved" ] || [ conf/jvm/pom.xml -nt "$dest/.resolved" ]; then
     echo "bootstrap: resolving the JVM jars of profile '$profile' from Maven Central into $dest"

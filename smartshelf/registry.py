@@ -145,9 +145,8 @@ TABLES: tuple[Table, ...] = (
           pg="ops.pos_transaction_items"),
     # the loop apps' own state: one Delta table per app, under APP_STATE_DIR (delta.app_state_path)
     Table("app_state", s.AppStateRow, ("app",)),
-    Table("dead_letters", s.DeadLetterRow, ("dead_letter_id",), pg="ops.dead_letters"),
-    # the connect worker's positions, committed with the rows they account for
-    Table("connect_offsets", s.ConnectOffset, ("connector", "topic", "kafka_partition"), pg="ops.connect_offsets"),
+    Table("dead_letters", s.DeadLetterRow, ("letter_partition", "letter_offset"), pg="ops.dead_letters"),
+    # the config-source service's positions: the last change of each table it has published
     Table("connect_source_offsets", s.ConnectSourceOffset, ("connector",), pg="ops.connect_source_offsets"),
     # analytics
     Table("daily_discounts", s.DailyDiscount, ("shelf_id", "discount_date"), pg="analytics.daily_discounts",

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, GetPydanticSchema, model_validator
+from pydantic import BaseModel, ConfigDict, Field, GetPydanticSchema, field_validator, model_validator
 from pydantic_core import core_schema
 
 # --- domain bounds --------------------------------------------------------------------------------
@@ -50,10 +50,21 @@ Count = Annotated[int, Field(le=MAX_COUNT)]
 Days = Annotated[int, Field(le=MAX_DAYS)]
 
 
+NUL = "\x00"
+
+
 class Record(BaseModel):
-    """Base of every topic value: strict about unknown fields, so bad input is rejected, not ignored."""
+    """Base of every topic value: strict about unknown fields, so bad input is rejected, not ignored; no text
+    holds a NUL character, which PostgreSQL text cannot store (the mirror's sink would fail on it)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_nul(cls, value: object) -> object:
+        if isinstance(value, str) and NUL in value:
+            raise ValueError("text holds a NUL character")
+        return value
 
 
 # --- append-only event streams ------------------------------------------------------------------
@@ -174,8 +185,14 @@ class DeadLetter(Record):
     source_partition: int | None = None
     source_offset: int | None = None
     reason: str
-    raw: str  # the payload as received (undecodable bytes escaped)
+    raw: str  # the payload as received (undecodable bytes and NUL characters escaped)
     ts: LocalTime
+
+    @field_validator("source", "reason", "raw", mode="before")
+    @classmethod
+    def _escape_nul(cls, value: object) -> object:
+        """A dead letter keeps what came in, so a NUL in it is escaped (as the byte it was), not refused."""
+        return value.replace(NUL, "\\x00") if isinstance(value, str) else value
 
 
 # --- compacted state topics (latest value per key) --------------------------------------------
@@ -323,23 +340,11 @@ class PosTransactionItemRow(PosItem):
     line_no: Count = Field(ge=1)
 
 
-class DeadLetterRow(Record):
-    dead_letter_id: str  # "dead_letters:<partition>:<offset>": where the dead letter itself sits
-    source: str
-    source_partition: int | None = None
-    source_offset: int | None = None
-    reason: str
-    raw: str
-    ts: LocalTime
+class DeadLetterRow(DeadLetter):
+    """ops.dead_letters: a dead letter under where it sits in the dead_letters topic."""
 
-
-class ConnectOffset(Record):
-    """The next offset a sink connector reads from a partition, committed in the transaction of its rows."""
-
-    connector: str
-    topic: str
-    kafka_partition: int = Field(ge=0)
-    next_offset: int = Field(ge=0)
+    letter_partition: int = Field(ge=0)
+    letter_offset: int = Field(ge=0)
 
 
 class ConnectSourceOffset(Record):

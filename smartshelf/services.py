@@ -63,9 +63,10 @@ SERVICES: tuple[Service, ...] = (
     Service("spark-master", Profile.SPARK_CLUSTER, "spark-master", "Spark standalone master (port 7077)"),
     Service("spark-worker-1", Profile.SPARK_CLUSTER, "spark-worker-1", "Spark standalone worker: 1 core, its executors"),
     Service("spark-worker-2", Profile.SPARK_CLUSTER, "spark-worker-2", "Spark standalone worker: 1 core, its executors"),
-    # the PostgreSQL mirror: embedded, one Python worker runs every connector config
-    Service("kafka-connect", Profile.CONNECT, "connect", "Kafka Connect with the JDBC connector: topics ↔ PostgreSQL"),
-    Service("connect-init", Profile.CONNECT, "connect", "registers the JDBC connector configs over Connect's REST API (one-shot)"),
+    # the PostgreSQL mirror: Apache Kafka Connect with Debezium's JDBC sink, embedded and in compose alike
+    Service("kafka-connect", Profile.CONNECT, "connect", "Kafka Connect with Debezium's JDBC sink: topics → PostgreSQL"),
+    Service("connect-init", Profile.CONNECT, "connect", "registers the sink connector configs over Connect's REST API (one-shot)"),
+    Service("config-source", Profile.CONNECT, "config-source", "the config tables → their compacted topics"),
     # demand forecasting: training is a one-shot (`smartshelf ml train`); inference forecasts daily at RUN_HOUR
     Service("training-service", Profile.ML, "inference",
             "trains the XGBoost replenishment model on the lake's days and registers it (one-shot)"),
@@ -74,5 +75,4 @@ SERVICES: tuple[Service, ...] = (
     Service("dashboard", Profile.DASHBOARD, "dashboard", "Streamlit dashboard: store map, states, plans, alerts (port 8501)"),
     Service("api", Profile.API, "api",
             "live API (port 8000): read-only REST over PostgreSQL, WebSocket feed of the topics from Kafka"),
-    Service("connect-worker", Profile.CONNECT, "connect", "our connect worker for the smartshelf.* connectors (POS baskets, dead letters)"),
 )

@@ -109,9 +109,10 @@ class Settings(BaseSettings):
     # injected happenings of the simulated world (smartshelf.world, Scenario): "kind@time", comma-separated
     sim_scenarios: str = Field("", alias="SIM_SCENARIOS")
 
-    # the connectors the embedded connect worker runs: all of kafka-components/kafka-connect/, or (compose, where a
-    # JVM Connect worker runs the JDBC ones) only the smartshelf.* classes
-    connect_runs: Literal["all", "smartshelf"] = Field("all", alias="CONNECT_RUNS")
+    # Kafka Connect (smartshelf.connect): its REST API on http://CONNECT_HOST:CONNECT_PORT, its JVM's heap
+    connect_host: str = Field("127.0.0.1", alias="CONNECT_HOST")
+    connect_port: int = Field(8083, alias="CONNECT_PORT")
+    connect_heap_mb: int = Field(384, alias="CONNECT_HEAP_MB", ge=128, le=512)
 
     # the Streamlit dashboard (http://127.0.0.1:DASHBOARD_PORT)
     dashboard_port: int = Field(8501, alias="DASHBOARD_PORT")

@@ -15,7 +15,7 @@ import pyarrow as pa
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-from smartshelf.registry import CHANGE_COLUMN, TABLES, Table
+from smartshelf.registry import CHANGE_COLUMN, TABLES, Table, table
 
 
 def unwrap_optional(annotation: object) -> tuple[object, bool]:
@@ -101,7 +101,40 @@ def tables_sql() -> str:
         f"CREATE OR REPLACE FUNCTION public.touch_{CHANGE_COLUMN}() RETURNS trigger LANGUAGE plpgsql AS $$\n"
         f"BEGIN\n    NEW.{CHANGE_COLUMN} := clock_timestamp() AT TIME ZONE 'UTC';\n    RETURN NEW;\nEND $$;\n\n"
     )
-    return header + "\n".join(create_table_sql(t) for t in TABLES if t.pg is not None)
+    return header + "\n".join(create_table_sql(t) for t in TABLES if t.pg is not None) + "\n" + pos_intake_sql()
+
+
+# POS baskets reach PostgreSQL as JSON in this table's one column (the POS sink connector, smartshelf.connect);
+# its trigger writes the transaction row and the numbered item rows, and keeps nothing itself
+POS_INTAKE_TABLE = "ops.pos_basket_intake"
+POS_INTAKE_COLUMN = "basket"
+
+
+def pos_intake_sql() -> str:
+    transactions, items = table("pos_transactions"), table("pos_transaction_items")
+    assert transactions.pg is not None and items.pg is not None
+    header = [(n, t) for n, t, _ in columns(transactions.schema) if n != "item_count"]
+    lines = [(n, t) for n, t, _ in columns(items.schema) if n not in ("transaction_id", "line_no")]
+    basket = f"NEW.{POS_INTAKE_COLUMN}"
+    function = f"{POS_INTAKE_TABLE}_split"
+    return (
+        f"CREATE TABLE IF NOT EXISTS {POS_INTAKE_TABLE} ({POS_INTAKE_COLUMN} jsonb NOT NULL);\n"
+        f"CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $$\n"
+        f"BEGIN\n"
+        f"    INSERT INTO {transactions.pg} ({', '.join(n for n, _ in header)}, item_count)\n"
+        f"    SELECT {', '.join('b.' + n for n, _ in header)}, jsonb_array_length({basket}->'items')\n"
+        f"    FROM jsonb_to_record({basket}) AS b({', '.join(f'{n} {t}' for n, t in header)})\n"
+        f"    ON CONFLICT DO NOTHING;\n"
+        f"    INSERT INTO {items.pg} ({', '.join(n for n, _ in lines)}, transaction_id, line_no)\n"
+        f"    SELECT {', '.join('i.' + n for n, _ in lines)}, {basket}->>'transaction_id', i.line_no\n"
+        f"    FROM ROWS FROM (jsonb_to_recordset({basket}->'items') AS ({', '.join(f'{n} {t}' for n, t in lines)}))\n"
+        f"        WITH ORDINALITY AS i({', '.join(n for n, _ in lines)}, line_no)\n"
+        f"    ON CONFLICT DO NOTHING;\n"
+        f"    RETURN NULL;\n"
+        f"END $$;\n"
+        f"CREATE OR REPLACE TRIGGER pos_basket_intake_split BEFORE INSERT ON {POS_INTAKE_TABLE}\n"
+        f"    FOR EACH ROW EXECUTE FUNCTION {function}();\n"
+    )
 
 
 def _arrow_type(annotation: object) -> pa.DataType:

@@ -1,43 +1,27 @@
-"""Shell (compose): register the JDBC connector configs of kafka-components/kafka-connect/ with a Connect worker.
+"""Shell (compose): register the connector configs of kafka-components/kafka-connect/ with the Connect worker,
+once it answers (PUT creates or updates, so running it again is harmless)."""
 
-PUT /connectors/<name>/config creates or updates each, so running it again is harmless. The smartshelf.*
-connectors are not sent: the JVM worker cannot run them; the connect-worker service does.
-"""
-
-import json
 import sys
 import time
-import urllib.error
-import urllib.request
 
-from smartshelf.connect import CONFIG_DIR, SMARTSHELF_CLASSES
+from smartshelf.adapters.kafka_connect import ConnectRest
+from smartshelf.connect import load_configs
+from smartshelf.errors import Unavailable
+from smartshelf.settings import get_settings
 
-CONNECT_URL = "http://kafka-connect:8083"
-
-
-def put(name: str, config: dict[str, str]) -> None:
-    request = urllib.request.Request(f"{CONNECT_URL}/connectors/{name}/config", data=json.dumps(config).encode(),
-                                     headers={"Content-Type": "application/json"}, method="PUT")
-    with urllib.request.urlopen(request, timeout=30) as response:
-        print(f"{name}: HTTP {response.status}")
-
-
-def main() -> int:
-    for _ in range(60):  # the worker takes a while to open its REST port
-        try:
-            urllib.request.urlopen(f"{CONNECT_URL}/connectors", timeout=5).close()
-            break
-        except (urllib.error.URLError, OSError):
-            time.sleep(5)
-    else:
-        print(f"Kafka Connect did not answer at {CONNECT_URL}", file=sys.stderr)
-        return 1
-    for path in sorted(CONFIG_DIR.glob("*.json")):
-        document = json.loads(path.read_text())
-        if document["config"]["connector.class"] not in SMARTSHELF_CLASSES:
-            put(document["name"], document["config"])
-    return 0
-
+WAIT_S = 300
 
 if __name__ == "__main__":
-    sys.exit(main())
+    settings = get_settings()
+    rest = ConnectRest(f"http://{settings.connect_host}:{settings.connect_port}")
+    deadline = time.monotonic() + WAIT_S
+    while True:
+        try:
+            for name in rest.register(load_configs()):
+                print(f"registered {name}")
+            break
+        except Unavailable as exc:
+            if time.monotonic() > deadline:
+                print(f"connect-init: {exc}", file=sys.stderr)
+                sys.exit(1)
+            time.sleep(5)

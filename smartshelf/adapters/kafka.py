@@ -310,6 +310,22 @@ class KafkaAdapter:
             ends[Partition(tp.topic, tp.partition)] = tp.offset
         return ends
 
+    def committed_offsets(self, group: str, partitions: list[Partition], timeout_s: float = 10.0
+                          ) -> dict[Partition, int]:
+        """The next offset a consumer group will read per partition (0 where it has committed none)."""
+        if not partitions:
+            return {}
+        consumer = Consumer({"bootstrap.servers": self.bootstrap, "group.id": group,
+                             "enable.auto.commit": False})
+        try:
+            found = consumer.committed([TopicPartition(tp.topic, tp.partition) for tp in partitions],
+                                       timeout=timeout_s)
+        except KafkaException as exc:
+            raise Unavailable(f"kafka: offsets of group {group} failed: {exc.args[0]}") from exc
+        finally:
+            consumer.close()
+        return {Partition(tp.topic, tp.partition): max(tp.offset, 0) for tp in found}
+
     def read(self, partitions: list[Partition], start: Mapping[Partition, int] | None = None,
              end: Mapping[Partition, int] | None = None, timeout_s: float = 30.0) -> Iterator[Record]:
         """Every record from `start` (default: beginning) up to `end` (default: the current end)."""

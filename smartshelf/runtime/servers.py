@@ -442,11 +442,61 @@ class BridgeService(PythonService):
     depends_on = ("kafka", "redis")
 
 
-class ConnectService(PythonService):
-    """The embedded connect worker: topics → PostgreSQL mirror, config tables → topics."""
+class KafkaConnect(Server):
+    """Apache Kafka Connect in distributed mode, running the mirror's sink connectors (smartshelf.connect) with
+    Debezium's JDBC sink; its state (configs, offsets, statuses) in the broker's internal topics. Once it answers,
+    the connector configs of kafka-components/kafka-connect/ are registered (what `connect-init` does in compose).
+    Healthy while its REST API answers and no connector or task has failed."""
 
     name = "connect"
-    script = "kafka-components/kafka-connect/worker.py"
+    depends_on = ("kafka", "postgres")
+
+    @property
+    def port(self) -> int:
+        return self.settings.connect_port
+
+    def _properties_path(self) -> Path:
+        return self.paths().data / "worker.properties"
+
+    def prepare(self) -> None:
+        from smartshelf.connect import worker_properties
+
+        self.paths().data.mkdir(parents=True, exist_ok=True)
+        self._properties_path().write_text(
+            "".join(f"{key}={value}\n" for key, value in worker_properties(self.settings).items()))
+
+    def argv(self) -> list[str]:
+        log_config = REPO_ROOT / "conf" / "jvm" / "log4j2.yaml"
+        return [java_executable(), "-Xms128m", f"-Xmx{self.settings.connect_heap_mb}m", "-XX:+UseG1GC",
+                "-XX:MaxGCPauseMillis=20", "-XX:+ExitOnOutOfMemoryError", "-Djava.awt.headless=true",
+                f"-Dlog4j2.configurationFile={log_config}", "-cp", jvm_classpath(self.settings, "connect"),
+                "org.apache.kafka.connect.cli.ConnectDistributed", str(self._properties_path())]
+
+    def env(self) -> dict[str, str]:
+        return self.settings.as_env()  # the configs read PostgreSQL's address and credentials with ${env:...}
+
+    def _rest(self):  # type: ignore[no-untyped-def]
+        from smartshelf.adapters.kafka_connect import ConnectRest
+
+        return ConnectRest(f"http://{self.settings.connect_host}:{self.port}")
+
+    def probe(self) -> None:
+        from smartshelf.adapters.kafka_connect import failures
+
+        if failed := failures(self._rest().statuses()):
+            raise SmartShelfError("failed: " + "; ".join(failed))
+
+    def after_start(self) -> None:
+        from smartshelf.connect import load_configs
+
+        self._rest().register(load_configs())
+
+
+class ConfigSourceService(PythonService):
+    """Polls the config tables into their compacted topics (smartshelf.apps.config_source)."""
+
+    name = "config-source"
+    script = "kafka-components/config-source/app.py"
     depends_on = ("kafka", "postgres", "redis")
 
 
@@ -531,9 +581,9 @@ class WatchdogStandbyService(WatchdogService):
 SERVER_CLASSES: tuple[type[Server], ...] = (KafkaBroker, Postgres, Redis)
 # started after the servers, their init jobs and the store import (smartshelf up); the watchdogs last, so that
 # `smartshelf down`, which stops in reverse order, stops them first
-SERVICE_CLASSES: tuple[type[Server], ...] = (SparkService, ConnectService, ProducersService, BridgeService,
-                                              ClockService, InferenceService, DashboardService, ApiService,
-                                              WatchdogService, WatchdogStandbyService)
+SERVICE_CLASSES: tuple[type[Server], ...] = (SparkService, KafkaConnect, ConfigSourceService, ProducersService,
+                                              BridgeService, ClockService, InferenceService, DashboardService,
+                                              ApiService, WatchdogService, WatchdogStandbyService)
 
 
 def all_servers(settings: Settings) -> list[Server]:

@@ -205,8 +205,8 @@ def test_a_store_file_beyond_the_bounds_is_refused_at_import() -> None:
 # fields the system derives itself from bounded inputs, or takes from Kafka, which bounds them to an int64
 UNBOUNDED = {
     ("Alert", "value"), ("Alert", "threshold"), ("DeadLetter", "source_partition"), ("DeadLetter", "source_offset"),
-    ("DeadLetterRow", "source_partition"), ("DeadLetterRow", "source_offset"), ("ConnectOffset", "kafka_partition"),
-    ("ConnectOffset", "next_offset"), ("ShelfDailyFeatures", "days_to_next_delivery"),
+    ("DeadLetterRow", "source_partition"), ("DeadLetterRow", "source_offset"), ("DeadLetterRow", "letter_partition"),
+    ("DeadLetterRow", "letter_offset"), ("ShelfDailyFeatures", "days_to_next_delivery"),
     ("ShelfDailyFeatures", "shelf_fill_ratio"), ("ShelfDailyFeatures", "wh_fill_ratio"),
     ("ShelfDailyFeatures", "days_to_earliest_expiry"), *(("MlModel", name) for name in (
         "mae_model", "rmse_model", "mae_last7", "rmse_last7", "mae_model_batches", "mae_last7_batches",
