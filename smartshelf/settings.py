@@ -143,8 +143,8 @@ class Settings(BaseSettings):
     log_max_mb: int = Field(50, alias="LOG_MAX_MB", ge=1)
 
     log_level: str = Field("WARNING", alias="SMARTSHELF_LOG_LEVEL")
-    # failure drills: a service that reaches the named point dies at once, as if killed (bridge.after_send,
-    # connect.before_commit; spark.exit_after_publish and spark.exit_after_commit once per run), or fails there
+    # failure drills: a service that reaches the named point dies at once, as if killed (bridge.after_send;
+    # spark.exit_after_publish and spark.exit_after_commit once per run), or fails there
     # once per app (spark.fail_after_publish): smartshelf.streaming.commit
     crash_point: str | None = Field(None, alias="SMARTSHELF_CRASH_POINT")
 

@@ -64,6 +64,18 @@ def failures(statuses: Mapping[str, Mapping[str, object]]) -> list[str]:
     return found
 
 
+def not_running(statuses: Mapping[str, Mapping[str, object]], names: list[str]) -> list[str]:
+    """Those of `names` that are not registered, or whose connector or a task is not RUNNING (yet)."""
+    waiting = []
+    for name in names:
+        status = statuses.get(name, {})
+        connector, tasks = status.get("connector"), status.get("tasks")
+        if not isinstance(connector, dict) or connector.get("state") != "RUNNING" or not isinstance(tasks, list) \
+                or not tasks or any(not isinstance(t, dict) or t.get("state") != "RUNNING" for t in tasks):
+            waiting.append(name)
+    return waiting
+
+
 def _first_line(trace: object) -> str:
     lines = str(trace or "no trace").strip().splitlines()
     causes = [line for line in lines if line.startswith("Caused by:")]

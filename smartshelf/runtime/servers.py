@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -442,6 +443,9 @@ class BridgeService(PythonService):
     depends_on = ("kafka", "redis")
 
 
+CONNECTORS_START_S = 120.0
+
+
 class KafkaConnect(Server):
     """Apache Kafka Connect in distributed mode, running the mirror's sink connectors (smartshelf.connect) with
     Debezium's JDBC sink; its state (configs, offsets, statuses) in the broker's internal topics. Once it answers,
@@ -487,9 +491,17 @@ class KafkaConnect(Server):
             raise SmartShelfError("failed: " + "; ".join(failed))
 
     def after_start(self) -> None:
+        """Register the connectors, then wait until each runs its task (or say which did not)."""
+        from smartshelf.adapters.kafka_connect import not_running
         from smartshelf.connect import load_configs
 
-        self._rest().register(load_configs())
+        rest = self._rest()
+        names = rest.register(load_configs())
+        deadline = time.monotonic() + CONNECTORS_START_S
+        while waiting := not_running(rest.statuses(), names):
+            if time.monotonic() > deadline:
+                raise SmartShelfError(f"connect: not running after {CONNECTORS_START_S:.0f}s: {', '.join(waiting)}")
+            time.sleep(0.5)
 
 
 class ConfigSourceService(PythonService):
