@@ -407,12 +407,6 @@ CREATE TABLE IF NOT EXISTS ops.dead_letters (
     PRIMARY KEY (letter_partition, letter_offset)
 );
 
-CREATE TABLE IF NOT EXISTS ops.connect_source_offsets (
-    connector text NOT NULL,
-    last_change timestamp NOT NULL,
-    PRIMARY KEY (connector)
-);
-
 CREATE TABLE IF NOT EXISTS analytics.daily_discounts (
     shelf_id text NOT NULL,
     discount_date date NOT NULL,
@@ -594,3 +588,11 @@ BEGIN
 END $$;
 CREATE OR REPLACE TRIGGER pos_basket_intake_split BEFORE INSERT ON ops.pos_basket_intake
     FOR EACH ROW EXECUTE FUNCTION ops.pos_basket_intake_split();
+
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = 'smartshelf_config') THEN
+        CREATE PUBLICATION smartshelf_config;
+    END IF;
+END $$;
+ALTER PUBLICATION smartshelf_config SET TABLE config.shelf_policies, config.wh_policies, config.batch_catalog, config.shelf_profiles;

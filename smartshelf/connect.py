@@ -18,8 +18,8 @@ Two mirrors need more than a row per record, and take it from PostgreSQL instead
 - dead letters: keyed by where each letter sits in `dead_letters` (Connect's InsertField adds partition and
   offset), so a replay rewrites the same rows.
 
-The config tables are polled into their compacted topics by our config-source service (smartshelf.apps.
-config_source), described here as source specs.
+The config tables reach their compacted topics through Debezium's PostgreSQL source connector: logical decoding
+(pgoutput) of a publication of those tables, a snapshot at its first start, then every insert and update.
 """
 
 from __future__ import annotations
@@ -33,10 +33,10 @@ from typing import Literal, get_origin
 from pydantic import BaseModel
 
 from smartshelf.errors import SmartShelfError
-from smartshelf.registry import DEAD_LETTERS, TABLES, Table, Topic, table, topic
+from smartshelf.registry import CHANGE_COLUMN, DEAD_LETTERS, TABLES, Table, table, topic
 from smartshelf.schemas import DeadLetter, DeadLetterRow, PosTransaction, PosTransactionItemRow, PosTransactionRow
 from smartshelf.settings import REPO_ROOT, Settings
-from smartshelf.tabular import POS_INTAKE_COLUMN, POS_INTAKE_TABLE, unwrap_optional
+from smartshelf.tabular import POS_INTAKE_COLUMN, POS_INTAKE_TABLE, PUBLICATION, unwrap_optional
 
 CONFIG_DIR = REPO_ROOT / "kafka-components" / "kafka-connect"
 
@@ -107,7 +107,6 @@ SINKS: tuple[SinkDeclaration, ...] = (
     SinkDeclaration("pos_transactions", "pos"),
     SinkDeclaration(DEAD_LETTERS, "dead_letters"),
 )
-SOURCE_TABLES = tuple(t.name for t in TABLES if t.sourced)  # config tables polled into their compacted topics
 
 
 def sink(topic_name: str) -> SinkDeclaration:
@@ -212,8 +211,11 @@ def _dead_letters_config(declaration: SinkDeclaration) -> dict[str, str]:
 
 
 def connector_configs() -> dict[str, dict[str, object]]:
-    """Every sink connector, as Connect's REST API takes it: {"name": ..., "config": {...}}, by file name."""
-    return {f"{d.name}.json": {"name": d.name, "config": _sink_config(d)} for d in SINKS}
+    """Every connector, as Connect's REST API takes it: {"name": ..., "config": {...}}, by file name."""
+    documents: dict[str, dict[str, object]] = {f"{d.name}.json": {"name": d.name, "config": _sink_config(d)}
+                                               for d in SINKS}
+    documents[f"{SOURCE_NAME}.json"] = {"name": SOURCE_NAME, "config": _source_config()}
+    return documents
 
 
 def render(document: dict[str, object]) -> str:
@@ -290,28 +292,68 @@ def dead_letter_row(letter: DeadLetter, partition: int, offset: int) -> DeadLett
     return DeadLetterRow(**letter.model_dump(), letter_partition=partition, letter_offset=offset)
 
 
-# --- the config-table sources ------------------------------------------------------------------------
-SOURCE_POLL_MS = 1000
-# a poll reads rows changed up to this long ago: a transaction that commits later than that is missed (the
-# config tables change rarely, in short transactions)
-SOURCE_DELAY_MS = 1000
+# --- the config tables → their topics: Debezium's PostgreSQL source ------------------------------------
+PG_SOURCE = "io.debezium.connector.postgresql.PostgresConnector"
+SOURCE_NAME = "pg-config-source"
+SLOT = "smartshelf_config"
+SOURCE_PREFIX = "smartshelf"  # Debezium names a table's topic <prefix>.<schema>.<table>; a router renames it
+HEARTBEAT_MS = 10_000  # lets the slot move on while only other tables change (else it keeps their WAL)
+EXTRACT_NEW_STATE = "io.debezium.transforms.ExtractNewRecordState"
+REGEX_ROUTER = "org.apache.kafka.connect.transforms.RegexRouter"
+EXTRACT_KEY_FIELD = "org.apache.kafka.connect.transforms.ExtractField$Key"
+DROP_FIELD = "org.apache.kafka.connect.transforms.ReplaceField$Value"
+DATE_TO_STRING = "org.apache.kafka.connect.transforms.TimestampConverter$Value"
+TOPIC_MATCHES = "org.apache.kafka.connect.transforms.predicates.TopicNameMatches"
 
 
-@dataclass(frozen=True)
-class SourceSpec:
-    table: Table
-    topic: Topic
-    change_column: str
-
-    @property
-    def name(self) -> str:
-        return f"pg-{self.table.name.replace('_', '-')}-source"
+def sourced_tables() -> list[Table]:
+    return [t for t in TABLES if t.sourced]
 
 
-def sources() -> list[SourceSpec]:
-    specs = []
-    for name in SOURCE_TABLES:
-        source = table(name)
-        assert source.topic is not None and source.change_column is not None, f"{name} is not a source table"
-        specs.append(SourceSpec(source, topic(source.topic), source.change_column))
-    return specs
+def _source_config() -> dict[str, str]:
+    """One connector for every config table: a snapshot at its first start, then each change as the row's new
+    value, keyed and shaped as the topic's other records (the change column dropped, dates as ISO strings)."""
+    tables = sourced_tables()
+    transforms = ["newState", "topicName", "dropChangeColumn"]
+    config = {
+        "connector.class": PG_SOURCE, "tasks.max": "1", "plugin.name": "pgoutput",
+        "database.hostname": "${env:POSTGRES_HOST}", "database.port": "${env:POSTGRES_PORT}",
+        "database.user": "${env:POSTGRES_APP_USER}", "database.password": "${env:POSTGRES_APP_PASSWORD}",
+        "database.dbname": "${env:POSTGRES_DB}",
+        "topic.prefix": SOURCE_PREFIX, "table.include.list": ",".join(str(t.pg) for t in tables),
+        "publication.name": PUBLICATION, "publication.autocreate.mode": "disabled", "slot.name": SLOT,
+        "snapshot.mode": "initial", "decimal.handling.mode": "double", "time.precision.mode": "connect",
+        "tombstones.on.delete": "false", "heartbeat.interval.ms": str(HEARTBEAT_MS),
+        # the heartbeat topic is Connect's to create (the broker creates none): one compacted partition
+        "topic.creation.default.replication.factor": "1", "topic.creation.default.partitions": "1",
+        "topic.creation.default.cleanup.policy": "compact",
+        "key.converter": STRING_CONVERTER, "value.converter": JSON_CONVERTER,
+        "value.converter.schemas.enable": "false",
+        # a deleted row is dropped, as a TRUNCATE is (the store import replaces the tables): its topic keeps the
+        # last value, which the apps read as the row's
+        "transforms.newState.type": EXTRACT_NEW_STATE, "transforms.newState.delete.tombstone.handling.mode": "drop",
+        "transforms.topicName.type": REGEX_ROUTER,
+        "transforms.topicName.regex": rf"{SOURCE_PREFIX}\.[a-z_]+\.([a-z_]+)",
+        "transforms.topicName.replacement": "$1",
+        "transforms.dropChangeColumn.type": DROP_FIELD, "transforms.dropChangeColumn.exclude": CHANGE_COLUMN,
+    }
+    for source in tables:
+        assert source.topic is not None
+        key = topic(source.topic).key
+        predicate = f"is_{source.topic}"
+        config.update({f"predicates.{predicate}.type": TOPIC_MATCHES, f"predicates.{predicate}.pattern": source.topic})
+        if len(key) == 1:  # Debezium keys by the primary key's struct; our single-field keys are the bare value
+            name = f"key_{source.topic}"
+            transforms.append(name)
+            config.update({f"transforms.{name}.type": EXTRACT_KEY_FIELD, f"transforms.{name}.field": key[0],
+                           f"transforms.{name}.predicate": predicate})
+        for field_name, info in source.schema.model_fields.items():
+            if unwrap_optional(info.annotation)[0] is date:
+                name = f"date_{source.topic}_{field_name}"
+                transforms.append(name)
+                config.update({f"transforms.{name}.type": DATE_TO_STRING, f"transforms.{name}.field": field_name,
+                               f"transforms.{name}.target.type": "string",
+                               f"transforms.{name}.format": "yyyy-MM-dd", f"transforms.{name}.predicate": predicate})
+    config["transforms"] = ",".join(transforms)
+    config["predicates"] = ",".join(f"is_{t.topic}" for t in tables)
+    return config

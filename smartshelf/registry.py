@@ -59,7 +59,7 @@ class Table:
     pg: str | None = None  # "schema.table" in PostgreSQL
     delta: str | None = None  # "layer/name" under the Delta root
     topic: str | None = None  # the topic this table mirrors
-    sourced: bool = False  # polled into its topic by a source connector, by its CHANGE_COLUMN (smartshelf.connect)
+    sourced: bool = False  # its changes reach its topic through the source connector (smartshelf.connect)
 
     @property
     def change_column(self) -> str | None:
@@ -146,8 +146,6 @@ TABLES: tuple[Table, ...] = (
     # the loop apps' own state: one Delta table per app, under APP_STATE_DIR (delta.app_state_path)
     Table("app_state", s.AppStateRow, ("app",)),
     Table("dead_letters", s.DeadLetterRow, ("letter_partition", "letter_offset"), pg="ops.dead_letters"),
-    # the config-source service's positions: the last change of each table it has published
-    Table("connect_source_offsets", s.ConnectSourceOffset, ("connector",), pg="ops.connect_source_offsets"),
     # analytics
     Table("daily_discounts", s.DailyDiscount, ("shelf_id", "discount_date"), pg="analytics.daily_discounts",
           delta="analytics/daily_discounts", topic="daily_discounts"),

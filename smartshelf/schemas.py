@@ -347,13 +347,6 @@ class DeadLetterRow(DeadLetter):
     letter_offset: int = Field(ge=0)
 
 
-class ConnectSourceOffset(Record):
-    """The last change (UTC) a source connector has published from its table."""
-
-    connector: str
-    last_change: LocalTime
-
-
 class ShelfDailyFeatures(Record):
     """One shelf's simulated day, as known at its end: the input of the replenishment model (smartshelf.ml).
 

@@ -64,9 +64,8 @@ SERVICES: tuple[Service, ...] = (
     Service("spark-worker-1", Profile.SPARK_CLUSTER, "spark-worker-1", "Spark standalone worker: 1 core, its executors"),
     Service("spark-worker-2", Profile.SPARK_CLUSTER, "spark-worker-2", "Spark standalone worker: 1 core, its executors"),
     # the PostgreSQL mirror: Apache Kafka Connect with Debezium's JDBC sink, embedded and in compose alike
-    Service("kafka-connect", Profile.CONNECT, "connect", "Kafka Connect with Debezium's JDBC sink: topics → PostgreSQL"),
+    Service("kafka-connect", Profile.CONNECT, "connect", "Kafka Connect, Debezium's connectors: topics → PostgreSQL, config tables → topics"),
     Service("connect-init", Profile.CONNECT, "connect", "registers the sink connector configs over Connect's REST API (one-shot)"),
-    Service("config-source", Profile.CONNECT, "config-source", "the config tables → their compacted topics"),
     # demand forecasting: training is a one-shot (`smartshelf ml train`); inference forecasts daily at RUN_HOUR
     Service("training-service", Profile.ML, "inference",
             "trains the XGBoost replenishment model on the lake's days and registers it (one-shot)"),

@@ -101,7 +101,24 @@ def tables_sql() -> str:
         f"CREATE OR REPLACE FUNCTION public.touch_{CHANGE_COLUMN}() RETURNS trigger LANGUAGE plpgsql AS $$\n"
         f"BEGIN\n    NEW.{CHANGE_COLUMN} := clock_timestamp() AT TIME ZONE 'UTC';\n    RETURN NEW;\nEND $$;\n\n"
     )
-    return header + "\n".join(create_table_sql(t) for t in TABLES if t.pg is not None) + "\n" + pos_intake_sql()
+    return (header + "\n".join(create_table_sql(t) for t in TABLES if t.pg is not None) + "\n" + pos_intake_sql()
+            + "\n" + publication_sql())
+
+
+# the sourced tables' changes, read by Debezium's source connector (smartshelf.connect)
+PUBLICATION = "smartshelf_config"
+
+
+def publication_sql() -> str:
+    names = ", ".join(str(t.pg) for t in TABLES if t.sourced)
+    return (
+        f"DO $$\nBEGIN\n"
+        f"    IF NOT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = '{PUBLICATION}') THEN\n"
+        f"        CREATE PUBLICATION {PUBLICATION};\n"
+        f"    END IF;\n"
+        f"END $$;\n"
+        f"ALTER PUBLICATION {PUBLICATION} SET TABLE {names};\n"
+    )
 
 
 # POS baskets reach PostgreSQL as JSON in this table's one column (the POS sink connector, smartshelf.connect);

@@ -78,6 +78,8 @@ def migrate(settings: Settings) -> list[str]:
         cur.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
         _ensure_role(cur, settings.postgres_app_user, settings.postgres_app_password)
         _ensure_role(cur, settings.postgres_reader_user, settings.postgres_reader_password)
+        # Debezium's source connects as the app role and reads a replication slot
+        cur.execute(sql.SQL("ALTER ROLE {} REPLICATION").format(sql.Identifier(settings.postgres_app_user)))
         outdated = outdated_tables(cur)
         if outdated:
             raise SmartShelfError(

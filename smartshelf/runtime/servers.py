@@ -321,6 +321,10 @@ class Postgres(Server):
             str(postgres_bindir() / "postgres"), "-D", str(self.paths().data), "-p", str(self.port),
             "-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=",
             "-c", "max_connections=100", "-c", "shared_buffers=128MB",
+            # Debezium's source reads the config tables' changes by logical decoding; a slot whose reader is
+            # away keeps WAL for it, at most this much (then the slot is dropped and the source snapshots again)
+            "-c", "wal_level=logical", "-c", "max_replication_slots=4", "-c", "max_wal_senders=4",
+            "-c", "max_slot_wal_keep_size=256MB",
         ]
 
     def _connect(self, dbname: str):  # type: ignore[no-untyped-def]
@@ -447,8 +451,8 @@ CONNECTORS_START_S = 120.0
 
 
 class KafkaConnect(Server):
-    """Apache Kafka Connect in distributed mode, running the mirror's sink connectors (smartshelf.connect) with
-    Debezium's JDBC sink; its state (configs, offsets, statuses) in the broker's internal topics. Once it answers,
+    """Apache Kafka Connect in distributed mode, running the mirror's sink connectors with Debezium's JDBC sink and
+    the config tables' source with Debezium's PostgreSQL connector (smartshelf.connect); its state (configs, offsets, statuses) in the broker's internal topics. Once it answers,
     the connector configs of kafka-components/kafka-connect/ are registered (what `connect-init` does in compose).
     Healthy while its REST API answers and no connector or task has failed."""
 
@@ -498,18 +502,26 @@ class KafkaConnect(Server):
         rest = self._rest()
         names = rest.register(load_configs())
         deadline = time.monotonic() + CONNECTORS_START_S
-        while waiting := not_running(rest.statuses(), names):
+        while waiting := not_running(rest.statuses(), names) or self._unsourced():
             if time.monotonic() > deadline:
                 raise SmartShelfError(f"connect: not running after {CONNECTORS_START_S:.0f}s: {', '.join(waiting)}")
             time.sleep(0.5)
 
+    def _unsourced(self) -> list[str]:
+        """The config tables that hold rows while their topic is still empty: the source's first snapshot has
+        not reached them yet (what the apps read first is the store's configuration, not a default)."""
+        from smartshelf.adapters import postgres
+        from smartshelf.adapters.kafka import KafkaAdapter
+        from smartshelf.connect import sourced_tables
 
-class ConfigSourceService(PythonService):
-    """Polls the config tables into their compacted topics (smartshelf.apps.config_source)."""
-
-    name = "config-source"
-    script = "kafka-components/config-source/app.py"
-    depends_on = ("kafka", "postgres", "redis")
+        kafka = KafkaAdapter(self.settings.kafka_bootstrap_servers)
+        try:
+            with postgres.connect(self.settings, "app") as conn, conn.cursor() as cur:
+                filled = [t for t in sourced_tables() if postgres.count_rows(cur, t)]
+            return [f"{t.topic} (snapshot)" for t in filled
+                    if not any(kafka.end_offsets(kafka.partitions_for(str(t.topic))).values())]
+        finally:
+            kafka.close()
 
 
 class SparkService(PythonService):
@@ -593,9 +605,9 @@ class WatchdogStandbyService(WatchdogService):
 SERVER_CLASSES: tuple[type[Server], ...] = (KafkaBroker, Postgres, Redis)
 # started after the servers, their init jobs and the store import (smartshelf up); the watchdogs last, so that
 # `smartshelf down`, which stops in reverse order, stops them first
-SERVICE_CLASSES: tuple[type[Server], ...] = (SparkService, KafkaConnect, ConfigSourceService, ProducersService,
-                                              BridgeService, ClockService, InferenceService, DashboardService,
-                                              ApiService, WatchdogService, WatchdogStandbyService)
+SERVICE_CLASSES: tuple[type[Server], ...] = (SparkService, KafkaConnect, ProducersService, BridgeService,
+                                              ClockService, InferenceService, DashboardService, ApiService,
+                                              WatchdogService, WatchdogStandbyService)
 
 
 def all_servers(settings: Settings) -> list[Server]:

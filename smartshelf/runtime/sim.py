@@ -39,7 +39,7 @@ from smartshelf.store import StoreData, clock_start
 from smartshelf.world import Scenario, WorldState, format_scenarios, parse_scenarios
 
 # the services of a run; the clock starts once all of them have joined the lockstep
-SERVICES = ("spark", "connect", "config-source", "producers", "bridge")
+SERVICES = ("spark", "connect", "producers", "bridge")
 JOIN_TIMEOUT_S = 300.0
 SETTLE_TIMEOUT_S = 300.0
 POLL_S = 0.5

@@ -9,6 +9,7 @@ wrong row), so every sink's config is checked against the registry here, without
 from __future__ import annotations
 
 import json
+import re
 from datetime import date, datetime
 from pathlib import Path
 
@@ -16,8 +17,8 @@ import pytest
 
 from smartshelf import connect
 from smartshelf.connect import (
-    SINKS, SOURCE_TABLES, connect_schema, connector_configs, dead_letter_row, load_configs, mirror_table, pos_rows,
-    render, sink, sources, worker_properties,
+    SINKS, connect_schema, connector_configs, dead_letter_row, load_configs, mirror_table, pos_rows, render, sink,
+    sourced_tables, worker_properties,
 )
 from smartshelf.errors import SmartShelfError
 from smartshelf.registry import DEAD_LETTERS, TABLES, TOPICS, table, topic
@@ -53,12 +54,13 @@ def test_the_command_that_regenerates_the_configs_exists() -> None:
     assert "connect" in [command.name for command in data_app.registered_commands]
 
 
-def test_committed_configs_load_as_one_sink_per_topic() -> None:
+def test_committed_configs_load_as_one_sink_per_topic_and_one_source() -> None:
     configs = load_configs()
-    assert set(configs) == {d.name for d in SINKS}
-    assert sorted(c["topics"] for c in configs.values()) == sorted(d.topic for d in SINKS)
-    assert all(c["connector.class"] == connect.JDBC_SINK for c in configs.values())
-    assert {s.table.name for s in sources()} == set(SOURCE_TABLES)
+    sinks = {name: c for name, c in configs.items() if c["connector.class"] == connect.JDBC_SINK}
+    assert set(sinks) == {d.name for d in SINKS}
+    assert sorted(c["topics"] for c in sinks.values()) == sorted(d.topic for d in SINKS)
+    assert set(configs) - set(sinks) == {connect.SOURCE_NAME}
+    assert configs[connect.SOURCE_NAME]["connector.class"] == connect.PG_SOURCE
 
 
 def test_load_configs_names_the_file_that_is_not_a_config(tmp_path: Path) -> None:
@@ -74,10 +76,9 @@ def test_load_configs_names_the_file_that_is_not_a_config(tmp_path: Path) -> Non
 
 def test_no_topic_is_both_sunk_and_sourced() -> None:
     sunk = {d.topic for d in SINKS}
-    sourced = {table(name).topic for name in SOURCE_TABLES}
+    sourced = {t.topic for t in sourced_tables()}
     assert not sunk & sourced, "a topic both sunk into and sourced from its table: two writers of one fact"
-    for name in SOURCE_TABLES:
-        assert table(name).sourced and table(name).pg is not None, name
+    assert all(t.pg is not None and t.topic is not None for t in sourced_tables())
 
 
 MIRRORED = sorted({t.topic for t in TABLES if t.pg is not None and t.topic is not None})
@@ -86,7 +87,7 @@ MIRRORED = sorted({t.topic for t in TABLES if t.pg is not None and t.topic is no
 @pytest.mark.parametrize("topic_name", MIRRORED)
 def test_a_topic_with_a_postgres_mirror_has_a_connector(topic_name: str) -> None:
     sunk = {d.topic for d in SINKS}
-    sourced = {table(name).topic for name in SOURCE_TABLES}
+    sourced = {t.topic for t in sourced_tables()}
     assert topic_name in sunk | sourced
 
 
@@ -96,7 +97,6 @@ WRITTEN_DIRECTLY = {
     "ref.discounts",  # `smartshelf data import`
     "ops.pos_transactions", "ops.pos_transaction_items",  # the POS sink's intake trigger, from each basket
     "ops.dead_letters",  # the dead-letters sink
-    "ops.connect_source_offsets",  # the config-source service
     "analytics.shelf_daily_features", "analytics.ml_models", "analytics.ml_predictions_log",  # ML jobs
 }
 
@@ -186,6 +186,30 @@ def test_the_dead_letters_sink_keys_each_letter_by_where_it_sits() -> None:
         table("dead_letters").key
     # a letter it cannot read is skipped and logged: sending it to dead_letters again would loop
     assert "errors.deadletterqueue.topic.name" not in config and config["errors.log.enable"] == "true"
+
+
+# --- the source ---------------------------------------------------------------------------------
+def test_the_source_reads_every_config_table_into_its_topic_shaped_as_its_model() -> None:
+    config = connector_configs()[f"{connect.SOURCE_NAME}.json"]["config"]
+    assert isinstance(config, dict)
+    assert config["table.include.list"].split(",") == [t.pg for t in sourced_tables()]
+    assert config["publication.name"] in tables_sql() and config["publication.autocreate.mode"] == "disabled"
+    router = re.compile(config["transforms.topicName.regex"])
+    for source in sourced_tables():
+        debezium_topic = f"{connect.SOURCE_PREFIX}.{source.pg}"
+        java_replacement = config["transforms.topicName.replacement"]  # $1 in Java is \1 in Python
+        assert router.fullmatch(debezium_topic) and router.sub(java_replacement.replace("$", "\\"),
+                                                               debezium_topic) == source.topic
+    transforms = config["transforms"].split(",")
+    assert transforms[:3] == ["newState", "topicName", "dropChangeColumn"]  # the topic named before predicates
+    assert config["transforms.dropChangeColumn.exclude"] == "updated_at"
+    batch_catalog = topic("batch_catalog")
+    dates = [f for f in batch_catalog.schema.model_fields if f.endswith("_date")]
+    assert {t for t in transforms if t.startswith("date_")} == {f"date_batch_catalog_{f}" for f in dates}
+    for source in sourced_tables():
+        if len(topic(str(source.topic)).key) == 1:
+            assert config[f"transforms.key_{source.topic}.field"] == topic(str(source.topic)).key[0]
+            assert config[f"predicates.is_{source.topic}.pattern"] == source.topic
 
 
 # --- the worker ---------------------------------------------------------------------------------
