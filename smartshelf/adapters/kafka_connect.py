@@ -2,8 +2,8 @@
 
 PUT /connectors/<name>/config creates or updates a connector, so registering again is harmless (`connect-init`
 in compose, the connect server's start embedded). A task that failed stays failed (Connect does not retry it):
-`failures` names them, with the first line of why, so that the health probe fails and the watchdog restarts
-the worker, whose tasks then start again from their last committed offsets.
+`failures` names them, with the first line of why, so that the health probe fails; the watchdog restarts them
+(`restart_failed`), and they start again from their last committed offsets.
 """
 
 from __future__ import annotations
@@ -41,6 +41,13 @@ class ConnectRest:
         for name, config in configs.items():
             self._call("PUT", f"/connectors/{name}/config", dict(config))
         return list(configs)
+
+    def restart_failed(self) -> list[str]:
+        """Restart every connector that has failed or has a failed task (only those); returns them, with why."""
+        failed = failures(self.statuses())
+        for name in sorted({entry.split(":")[0].split(" task ")[0] for entry in failed}):
+            self._call("POST", f"/connectors/{name}/restart?includeTasks=true&onlyFailed=true")
+        return failed
 
     def statuses(self) -> dict[str, dict[str, object]]:
         """Each connector's status, by name: {"connector": {"state": ...}, "tasks": [{"id", "state", ...}]}."""

@@ -74,6 +74,11 @@ class Server:
     def after_start(self) -> None:
         """One-time work once the server answers (e.g. create the database)."""
 
+    def heal(self) -> list[str]:
+        """Repair what the server does not repair itself while it runs (the watchdog calls it); returns what was
+        repaired, and why it had to be."""
+        return []
+
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -506,6 +511,11 @@ class KafkaConnect(Server):
             if time.monotonic() > deadline:
                 raise SmartShelfError(f"connect: not running after {CONNECTORS_START_S:.0f}s: {', '.join(waiting)}")
             time.sleep(0.5)
+
+    def heal(self) -> list[str]:
+        """Connect leaves a failed connector or task failed (Debezium's sink fails its task on a database error
+        its retries did not outlast): restart them."""
+        return self._rest().restart_failed()
 
     def _unsourced(self) -> list[str]:
         """The config tables that hold rows while their topic is still empty: the source's first snapshot has

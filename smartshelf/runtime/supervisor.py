@@ -255,6 +255,21 @@ def kill_hard(settings: Settings, name: str) -> int:
     return pid
 
 
+def heal(settings: Settings) -> dict[str, list[str]]:
+    """What each running process repaired of itself (Server.heal), by name; a process that does not answer is
+    left to the crash and hang checks."""
+    repaired = {}
+    for server in all_processes(settings):
+        if _recorded_pid(server) is None:
+            continue
+        try:
+            if done := server.heal():
+                repaired[server.name] = done
+        except SmartShelfError:
+            continue
+    return repaired
+
+
 def crashed(settings: Settings) -> list[str]:
     """The processes that were started and not stopped (their pid file is there) but are gone, in start order."""
     return [server.name for server in all_processes(settings)

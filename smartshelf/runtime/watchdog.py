@@ -6,7 +6,8 @@ same way `smartshelf up` does. Each component is built to be restarted at any po
 restart tests), so a restart loses nothing. A process that keeps dying is given up on after MAX_RESTARTS in
 WINDOW_S and left for a person (`smartshelf status` shows it, the log says why).
 
-A service that is alive but has not beaten its heartbeat for WATCHDOG_HUNG_AFTER_S (stopped with SIGSTOP, or
+A server that is alive but has a part failed inside it (Kafka Connect: a failed connector or task, which Connect
+leaves failed) has that part restarted (Server.heal). A service that is alive but has not beaten its heartbeat for WATCHDOG_HUNG_AFTER_S (stopped with SIGSTOP, or
 stuck) is killed with -9, with its process group, and then restarted like a crashed one. It also rotates the
 processes' logs (run/logs) past LOG_MAX_MB.
 
@@ -88,6 +89,10 @@ def watch(settings: Settings, life: Lifecycle, standby: bool = False) -> None:
         if not standby:
             for name in supervisor.rotate_logs(settings.run_dir / "logs", settings.log_max_mb << 20):
                 logs.info(logger, "rotated a log", log=name)
+        if not standby:
+            for name, repaired in supervisor.heal(settings).items():
+                logs.warning(logger, "restarted what had failed inside a process", process=name,
+                             failed="; ".join(repaired)[:2000])
         for name, age in stuck.items():
             logs.warning(logger, "killing a process whose heartbeat stopped", process=name, seconds=round(age))
             supervisor.kill_hard(settings, name)
