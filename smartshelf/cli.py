@@ -252,7 +252,7 @@ def check(
 ) -> None:
     """Pause the simulated clock, wait until the pipeline has caught up with it, and check the invariants:
     stock conserved per item, the twin's shelves and lots equal to the world's, no expired lot on a shelf, and
-    (when the connect worker runs) PostgreSQL equal to the topics; then resume the clock. JSON on stdout;
+    (when Kafka Connect runs) PostgreSQL equal to the topics; then resume the clock. JSON on stdout;
     exit 1 if an invariant is broken, 2 if the pipeline did not catch up in time."""
     from smartshelf.runtime.live_check import live_check
     from smartshelf.runtime.sim import NotSettled

@@ -1,7 +1,7 @@
 """The dashboard's core: the store's floor plan, which alerts are active, the zones' colours and the data the
 dashboard reads. `dashboard/app.py` is the Streamlit shell over it.
 
-Reads: PostgreSQL as the read-only role (the connect worker's mirror), Delta (delta-rs) for what PostgreSQL has
+Reads: PostgreSQL as the read-only role (Kafka Connect's mirror), Delta (delta-rs) for what PostgreSQL has
 no copy of (the raw shelf events' weight changes), Redis for the simulated clock and the people in the store. Tables and columns come from the registry and its models, never from copies here.
 """
 

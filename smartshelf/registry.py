@@ -2,7 +2,7 @@
 
 Topics carry a value schema (smartshelf.schemas) and a key; tables say where a schema is stored
 (PostgreSQL `schema.table`, Delta `layer/name`) and its primary key. Everything else — kafka-init,
-the generated SQL, the Delta bootstrap, Spark schemas, the connect worker — reads from here.
+the generated SQL, the Delta bootstrap, Spark schemas, the connector configs — reads from here.
 """
 
 from __future__ import annotations

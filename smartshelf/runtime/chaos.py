@@ -1,7 +1,7 @@
 """`smartshelf chaos`: faults injected into a fast simulated day while events flow, and proof that none of them
 changed the outcome (issue 23).
 
-Each component in turn — the broker, PostgreSQL, Redis, the Spark driver, the connect worker, the bridge, the
+Each component in turn — the broker, PostgreSQL, Redis, the Spark driver, Kafka Connect, the bridge, the
 producers and the clock — is killed -9 with its whole process group at a seeded simulated moment (and a seeded
 fraction of a second into that tick, while its events flow), kept down a seeded few seconds, and started again;
 one service is stopped (SIGSTOP) for a while and continued. A service that dies because another went down is

@@ -28,7 +28,7 @@ Say = Callable[[str], None]
 
 
 def wait_for_pipeline(settings: Settings, tick: datetime, timeout_s: float, say: Say) -> bool:
-    """Wait until the apps, the lake and the PostgreSQL mirror (if the connect worker runs) have caught up with
+    """Wait until the apps, the lake and the PostgreSQL mirror (if Kafka Connect runs) have caught up with
     the paused clock at `tick`; raises NotSettled after `timeout_s`. True if the mirror runs."""
     deadline = time.monotonic() + timeout_s
 
@@ -53,7 +53,7 @@ def compare(settings: Settings, tick: datetime, mirrored: bool) -> dict[str, obj
     checks = check(settings, watermark=tick - timedelta(seconds=settings.step_seconds))
     result = checks.as_json()
     if not mirrored:
-        return {**result, "postgres_mirror_ok": None}  # the connect worker is not running: nothing to compare
+        return {**result, "postgres_mirror_ok": None}  # Kafka Connect is not running: nothing to compare
     differences = mirror.differences(settings)
     weights = mirror.shelf_weight_mismatches(settings)
     return {**result, "ok": checks.ok and not differences and not weights, "postgres_mirror_ok": not differences,

@@ -1,4 +1,4 @@
-"""The live API against a real stack (Apache Kafka, PostgreSQL, Redis, the connect worker, the API as its own
+"""The live API against a real stack (Apache Kafka, PostgreSQL, Redis, Kafka Connect, the API as its own
 process): REST answers with meta and the alert engines' levels, 422s that name the field, records published to
 Kafka reach 50 WebSocket clients identically and PostgreSQL's REST view, a stalled client is dropped while the
 others get everything, and /health follows PostgreSQL going down and coming back."""

@@ -1,5 +1,5 @@
 """`smartshelf check` on a running demo-speed stack (the `make up` path: clock at TIME_MULTIPLIER=10, sensors,
-bridge, the Spark apps, the connect worker): it pauses the clock, answers within its timeout, and the clock
+bridge, the Spark apps, Kafka Connect): it pauses the clock, answers within its timeout, and the clock
 moves on afterwards at its pace; a pause nobody lifts expires; a pipeline that cannot settle gives exit code 2
 and one line naming who is behind; no stack gives one clear line."""
 

@@ -74,7 +74,7 @@ def test_on_a_cluster_with_the_driver_and_a_worker_killed_mid_run_the_digest_is_
     a loop app's drill dies once between publishing a batch's events and committing it (the replay must not
     publish them again); a kill -9 from 13:00 of the driver, its JVM and its Python workers; a kill -9 from
     15:00 of a worker with its executor. Each is started again; the result must be the uninterrupted local run's.
-    The connect worker is killed -9 from 15:00 and restarted: PostgreSQL must still equal the topics. (The full
+    Kafka Connect is killed -9 from 15:00 and restarted: PostgreSQL must still equal the topics. (The full
     fault set of `smartshelf chaos`, with the broker, PostgreSQL, Redis, the bridge, the producers and the clock
     killed too, left one shelf event twice on 2026-12-02: issue 23, open; its faults join this test once fixed.)"""
     kills: dict[str, datetime] = {}
