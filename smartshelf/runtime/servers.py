@@ -20,10 +20,13 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from smartshelf.errors import SmartShelfError
 from smartshelf.settings import REPO_ROOT, Settings
+
+if TYPE_CHECKING:
+    from smartshelf.adapters.kafka_connect import ConnectRest
 
 @dataclass
 class ServerPaths:
@@ -456,10 +459,11 @@ CONNECTORS_START_S = 120.0
 
 
 class KafkaConnect(Server):
-    """Apache Kafka Connect in distributed mode, running the mirror's sink connectors with Debezium's JDBC sink and
-    the config tables' source with Debezium's PostgreSQL connector (smartshelf.connect); its state (configs, offsets, statuses) in the broker's internal topics. Once it answers,
-    the connector configs of kafka-components/kafka-connect/ are registered (what `connect-init` does in compose).
-    Healthy while its REST API answers and no connector or task has failed."""
+    """Apache Kafka Connect in distributed mode, running the mirror's sinks (Debezium's JDBC sink) and the config
+    tables' source (Debezium's PostgreSQL connector), as smartshelf.connect configures them; its state (configs,
+    offsets, statuses) in the broker's internal topics. Once it answers, the connector configs of
+    kafka-components/kafka-connect/ are registered (what `connect-init` does in compose). Healthy while its REST
+    API answers and no connector or task has failed."""
 
     name = "connect"
     depends_on = ("kafka", "postgres")
@@ -488,7 +492,7 @@ class KafkaConnect(Server):
     def env(self) -> dict[str, str]:
         return self.settings.as_env()  # the configs read PostgreSQL's address and credentials with ${env:...}
 
-    def _rest(self):  # type: ignore[no-untyped-def]
+    def _rest(self) -> ConnectRest:
         from smartshelf.adapters.kafka_connect import ConnectRest
 
         return ConnectRest(f"http://{self.settings.connect_host}:{self.port}")
