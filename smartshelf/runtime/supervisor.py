@@ -95,6 +95,16 @@ def _recorded_pid(server: Server) -> int | None:
     return record["pid"] if _alive(record["pid"], record["start_ticks"]) else None
 
 
+def uptime_s(settings: Settings, name: str) -> float | None:
+    """Seconds since the running process started (None if it does not run)."""
+    (server,) = [s for s in all_processes(settings) if s.name == name]
+    pid = _recorded_pid(server)
+    ticks = _start_ticks(pid) if pid is not None else None
+    if ticks is None:
+        return None
+    return float(Path("/proc/uptime").read_text().split()[0]) - ticks / os.sysconf("SC_CLK_TCK")
+
+
 def _process_tree(pid: int) -> list[int]:
     """The process and its descendants in its session: a server the watchdog started again is its child too, but
     leads a session of its own (_spawn), and counts as itself, not as part of the watchdog."""

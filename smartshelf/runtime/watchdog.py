@@ -65,8 +65,16 @@ def hung(settings: Settings, client: redis.Redis, watched: set[str] | None = Non
     """The running services (of `watched`, by default all but the caller) whose heartbeat is older than
     WATCHDOG_HUNG_AFTER_S: name -> age."""
     names = [name for name in supervisor.beating(settings) if (name in watched if watched else name != NAME)]
-    ages = {name: heartbeat_age(client, name) for name in names}
+    ages = {name: _silent_for(settings, client, name) for name in names}
     return {name: age for name, age in ages.items() if age is not None and age > settings.watchdog_hung_after_s}
+
+
+def _silent_for(settings: Settings, client: redis.Redis, name: str) -> float | None:
+    """How long a process has not beaten: never longer than it has run, since the beat in Redis may be its
+    predecessor's (a process just started by `smartshelf up` after a `down` has not beaten yet)."""
+    age = heartbeat_age(client, name)
+    uptime = supervisor.uptime_s(settings, name)
+    return None if age is None or uptime is None else min(age, uptime)
 
 
 def watch(settings: Settings, life: Lifecycle, standby: bool = False) -> None:
