@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import shutil
 import signal
 import socket
@@ -11,19 +12,37 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from smartshelf.errors import SmartShelfError
 from smartshelf.runtime import supervisor
 from smartshelf.settings import Settings
 
 
+# listening ports are drawn below the kernel's range of ephemeral ports (ip_local_port_range, 32768-60999 by
+# default): a port the kernel hands out is free now, but an outgoing connection may take it as its own local port
+# before the server that was given it starts (seen with Kafka Connect's many clients: "port already in use")
+LISTEN_PORTS = range(20_000, 32_768)
+
+
 def free_ports(count: int) -> list[int]:
-    """Distinct free ports: all sockets stay bound until every port is chosen, so none repeats."""
-    sockets = [socket.socket() for _ in range(count)]
+    """Distinct free ports, below the ephemeral range: all stay bound until every port is chosen, so none
+    repeats."""
+    chosen: list[socket.socket] = []
     try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
+        for port in random.sample(LISTEN_PORTS, len(LISTEN_PORTS)):
+            if len(chosen) == count:
+                break
+            sock = socket.socket()
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                sock.close()
+                continue
+            chosen.append(sock)
+        if len(chosen) < count:
+            raise SmartShelfError(f"only {len(chosen)} of {count} ports free in {LISTEN_PORTS}")
+        return [sock.getsockname()[1] for sock in chosen]
     finally:
-        for sock in sockets:
+        for sock in chosen:
             sock.close()
 
 

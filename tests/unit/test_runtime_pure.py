@@ -48,6 +48,8 @@ def test_free_ports_are_distinct_and_free() -> None:
     ports = free_ports(8)
     assert len(set(ports)) == 8
     assert all(port_is_free(p) for p in ports)
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    assert all(p < low for p in ports)  # no outgoing connection is handed one of them meanwhile
 
 
 def test_policies_follow_category_overrides() -> None:
