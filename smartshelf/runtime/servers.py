@@ -41,6 +41,7 @@ class Server:
     depends_on: ClassVar[tuple[str, ...]] = ()
     stop_signal: ClassVar[signal.Signals] = signal.SIGTERM  # asks it to stop cleanly
     beats: ClassVar[bool] = False  # it beats a heartbeat in Redis while it works (smartshelf.apps.lifecycle)
+    start_timeout_s: ClassVar[float] = 60.0  # from spawn to healthy
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -467,6 +468,8 @@ class KafkaConnect(Server):
 
     name = "connect"
     depends_on = ("kafka", "postgres")
+    # a JVM that loads Connect, Debezium and Hibernate: 15-45 s here, longer on a machine busy with the rest
+    start_timeout_s = 180.0
 
     @property
     def port(self) -> int:

@@ -20,7 +20,6 @@ from smartshelf.errors import SmartShelfError
 from smartshelf.runtime.servers import Server, all_processes, all_servers, port_is_free
 from smartshelf.settings import Settings
 
-START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 20.0
 LOG_TAIL_LINES = 15
 
@@ -174,7 +173,7 @@ def _spawn(server: Server) -> int:
 
 def _wait_healthy(server: Server, pid: int) -> None:
     start_ticks = json.loads(_pid_file(server).read_text())["start_ticks"]
-    deadline = time.monotonic() + START_TIMEOUT_S
+    deadline = time.monotonic() + server.start_timeout_s
     problem = None
     while time.monotonic() < deadline:
         if not _alive(pid, start_ticks):
@@ -184,7 +183,7 @@ def _wait_healthy(server: Server, pid: int) -> None:
         if problem is None:
             return
         time.sleep(0.2)
-    raise SmartShelfError(f"{server.name} did not become healthy in {START_TIMEOUT_S:.0f}s ({problem}); "
+    raise SmartShelfError(f"{server.name} did not become healthy in {server.start_timeout_s:.0f}s ({problem}); "
                           f"last lines of {server.paths().log}:\n{log_tail(server)}")
 
 
