@@ -61,10 +61,6 @@ class Table:
     topic: str | None = None  # the topic this table mirrors
     sourced: bool = False  # its changes reach its topic through the source connector (smartshelf.connect)
 
-    @property
-    def change_column(self) -> str | None:
-        return CHANGE_COLUMN if self.sourced else None
-
 
 TOPICS: tuple[Topic, ...] = (
     # append-only event streams; the busy ones get two partitions (two cores), keyed so order holds per shelf
