@@ -224,7 +224,8 @@ def test_a_capped_redis_makes_the_producers_wait_for_the_bridge_and_loses_nothin
         _wait_done(settings)
         deadline = time.monotonic() + 120
         while (state := load_state(client)) is None or state.clock < SimClock(client).now():
-            assert time.monotonic() < deadline, "the producers did not catch up with the clock"
+            assert time.monotonic() < deadline, (f"the producers got to {state and state.clock}, the clock to"
+                                                 f" {SimClock(client).now()}:\n{log.read_text()[-2000:]}")
             time.sleep(0.2)
         world = World(generate_store(jobs.DEFAULT_STORE_SEED), SEED)
         _, events = world.advance(world.initial_state(settings.sim_start), state.clock)
