@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from pydantic import BaseModel
 
 from smartshelf.adapters import postgres
-from smartshelf.adapters.kafka import KafkaAdapter, Record
+from smartshelf.adapters.kafka import KafkaAdapter, Partition, Record
 from smartshelf.connect import SINKS, SinkDeclaration, dead_letter_row, pos_rows, sink_group
 from smartshelf.errors import SmartShelfError
 from smartshelf.ingress import Rejection, parse_record
@@ -32,43 +32,54 @@ INSPECT_BELOW = 1000
 
 
 def lag(settings: Settings) -> dict[str, int]:
-    """Records each sink topic has that its sink has not written yet.
-
-    Connect commits a sink's offsets after its rows, but only up to the last record the sink was given: records
-    its converter could not read (sent to dead_letters) stay uncommitted at the end of a partition until a
-    readable one follows. So a short backlog is read, and counts only the records that can be written."""
+    """Records each sink topic has that its sink has not written yet (see `_lag`)."""
     kafka = KafkaAdapter(settings.kafka_bootstrap_servers)
-    behind: dict[str, int] = {}
     try:
-        for declaration in SINKS:
-            partitions = kafka.partitions_for(declaration.topic)
-            ends = kafka.end_offsets(partitions)
-            committed = kafka.committed_offsets(sink_group(declaration), partitions)
-            pending = {tp: end - committed.get(tp, 0) for tp, end in ends.items() if end > committed.get(tp, 0)}
-            if 0 < sum(pending.values()) < INSPECT_BELOW:
-                backlog = kafka.read(list(pending), start={tp: committed.get(tp, 0) for tp in pending}, end=ends)
-                behind[declaration.topic] = sum(_writable(declaration, record) for record in backlog)
-            else:
-                behind[declaration.topic] = sum(pending.values())
+        return _lag(kafka, _sink_partitions(kafka))
     finally:
         kafka.close()
-    return behind
-
-
-def _writable(declaration: SinkDeclaration, record: Record) -> bool:
-    return record.value is None or not isinstance(parse_record(topic(declaration.topic), record.value), Rejection)
 
 
 def wait_caught_up(settings: Settings, timeout_s: float = CATCH_UP_TIMEOUT_S) -> None:
     """Until no sink is behind twice in a row (the dead-letters sink reads what the others send)."""
     deadline = time.monotonic() + timeout_s
     quiet = 0
-    while quiet < 2:
-        behind = {name: n for name, n in lag(settings).items() if n}
-        quiet = quiet + 1 if not behind else 0
-        if behind and time.monotonic() > deadline:
-            raise SmartShelfError(f"the PostgreSQL mirror did not catch up in {timeout_s:.0f}s; behind: {behind}")
-        time.sleep(0.3)
+    kafka = KafkaAdapter(settings.kafka_bootstrap_servers)
+    try:
+        partitions = _sink_partitions(kafka)  # fixed while the stack runs: asked once, not on every poll
+        while quiet < 2:
+            behind = {name: n for name, n in _lag(kafka, partitions).items() if n}
+            quiet = quiet + 1 if not behind else 0
+            if behind and time.monotonic() > deadline:
+                raise SmartShelfError(f"the PostgreSQL mirror did not catch up in {timeout_s:.0f}s; behind: {behind}")
+            time.sleep(0.3)
+    finally:
+        kafka.close()
+
+
+def _sink_partitions(kafka: KafkaAdapter) -> dict[str, list[Partition]]:
+    return {declaration.topic: kafka.partitions_for(declaration.topic) for declaration in SINKS}
+
+
+def _lag(kafka: KafkaAdapter, partitions: dict[str, list[Partition]]) -> dict[str, int]:
+    """Connect commits a sink's offsets after its rows, but only up to the last record the sink was given: records
+    its converter could not read (sent to dead_letters) stay uncommitted at the end of a partition until a
+    readable one follows. So a short backlog is read, and counts only the records that can be written."""
+    behind: dict[str, int] = {}
+    for declaration in SINKS:
+        ends = kafka.end_offsets(partitions[declaration.topic])
+        committed = kafka.committed_offsets(sink_group(declaration), partitions[declaration.topic])
+        pending = {tp: end - committed.get(tp, 0) for tp, end in ends.items() if end > committed.get(tp, 0)}
+        if 0 < sum(pending.values()) < INSPECT_BELOW:
+            backlog = kafka.read(list(pending), start={tp: committed.get(tp, 0) for tp in pending}, end=ends)
+            behind[declaration.topic] = sum(_writable(declaration, record) for record in backlog)
+        else:
+            behind[declaration.topic] = sum(pending.values())
+    return behind
+
+
+def _writable(declaration: SinkDeclaration, record: Record) -> bool:
+    return record.value is None or not isinstance(parse_record(topic(declaration.topic), record.value), Rejection)
 
 
 def _row_key(target: Table, row: BaseModel) -> Key:

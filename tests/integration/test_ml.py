@@ -14,7 +14,7 @@ import pytest
 
 from smartshelf.adapters import postgres
 from smartshelf.adapters.kafka import KafkaAdapter
-from smartshelf.apps.inference import run_for
+from smartshelf.apps.inference import run_apart, run_for
 from smartshelf.errors import SmartShelfError
 from smartshelf.loop import FORECAST_PLAN_PREFIX
 from smartshelf.ml.artifacts import MODEL_FILE
@@ -67,7 +67,7 @@ def _on_the_stack(settings: Settings) -> dict[str, object]:
     trained = ml_jobs.train_model(settings, _history(rows, 30), ml_jobs.watermark(settings), holdout_days=3)
     found["models_in_postgres"] = _count(settings, "ml_models")
     found["first_run"] = run_for(settings, FIRST_DAY + timedelta(days=1))
-    found["second_run"] = run_for(settings, FIRST_DAY + timedelta(days=1))  # a restart the same day
+    found["second_run"] = run_apart(settings, FIRST_DAY + timedelta(days=1))  # a restart, as the service runs it
     found["predictions_in_postgres"] = _count(settings, "ml_predictions_log")
     found["forecast_plan_records"] = _forecast_plans(settings)
     (Path(trained.model.artifact_path) / MODEL_FILE).write_text('{"learner": ')  # cut short, as by a crash
