@@ -8,7 +8,9 @@ a customer cannot pick from an empty shelf, and pays for the net of what was pic
 streams written by one process, not three processes that would have to share the world's state.
 
 Bounded: the producers write only while Redis uses less than half of its `maxmemory` (REDIS_MAXMEMORY_MB);
-above, they wait for the bridge to drain the streams (it deletes what Kafka has taken). Redis evicts nothing.
+above, they wait for the bridge to drain the streams (it deletes what Kafka has taken), then catch up with the
+clock in writes of at most an hour of simulated time (or one tick), each small enough for the headroom left.
+Redis evicts nothing.
 
 Before each step the world reads what the loop told it since the last one (staff moves of lots on
 shelf_events, daily_discounts: `read_feedback`); how far it has read is part of the state it writes.
@@ -20,6 +22,7 @@ it to check the twin (smartshelf.runtime.sim) rebuilds the world the producers r
 from __future__ import annotations
 
 import time
+from datetime import timedelta
 
 import redis
 
@@ -41,6 +44,10 @@ STREAM_FIELD = b"event"  # each stream entry holds one JSON record in this field
 WAIT_S = 1.0
 ROOM_SHARE = 0.5  # of Redis's maxmemory the producers may fill; the rest is headroom for one tick and the others
 ROOM_WAIT_S = 0.2
+# of simulated time per write, or a tick if longer: after a wait for room the world catches up with the clock in
+# writes this size, each of which must fit the headroom above ROOM_SHARE (a lockstep tick is never cut: the clock
+# waits for the producers, so they are never more than one tick behind)
+MAX_WRITE_SPAN = timedelta(hours=1)
 DEMO_WRITE_EVERY_S = 0.5
 
 
@@ -113,6 +120,7 @@ class Producers:
         self.state = load_state(self.redis)
         self.kafka = KafkaAdapter(settings.kafka_bootstrap_servers)
         self.clock.register_tick_participant(NAME)
+        self.write_span = max(MAX_WRITE_SPAN, timedelta(seconds=settings.step_seconds))
 
     def _start_state(self, timeout_s: float) -> WorldState | None:
         """The world as the store opens, at the clock's first time (SIM_START, or the wall clock's time)."""
@@ -135,7 +143,8 @@ class Producers:
         now = self.clock.wait_after(self.state.clock, timeout_s)
         if now is None:
             return 0
-        state, events = self.world.advance(read_feedback(self.kafka, self.state), now)
+        until = min(now, self.state.clock + self.write_span)
+        state, events = self.world.advance(read_feedback(self.kafka, self.state), until)
         write_tick(self.redis, self.clock, state, events)
         self.state = state
         return len(events)

@@ -220,8 +220,8 @@ def test_a_capped_redis_makes_the_producers_wait_for_the_bridge_and_loses_nothin
         waited_at = load_state(client)
         assert waited_at is not None and waited_at.clock < settings.sim_start + timedelta(days=2)
 
+        _wait_done(settings)  # the clock at its end: the producers have the most to catch up, in bounded writes
         supervisor.start(settings, ["bridge"])
-        _wait_done(settings)
         deadline = time.monotonic() + 120
         while (state := load_state(client)) is None or state.clock < SimClock(client).now():
             assert time.monotonic() < deadline, (f"the producers got to {state and state.clock}, the clock to"
