@@ -112,7 +112,7 @@ class Settings(BaseSettings):
     # Kafka Connect (smartshelf.connect): its REST API on http://CONNECT_HOST:CONNECT_PORT, its JVM's heap
     connect_host: str = Field("127.0.0.1", alias="CONNECT_HOST")
     connect_port: int = Field(8083, alias="CONNECT_PORT")
-    connect_heap_mb: int = Field(384, alias="CONNECT_HEAP_MB", ge=128, le=512)
+    connect_heap_mb: int = Field(256, alias="CONNECT_HEAP_MB", ge=128, le=512)
 
     # the Streamlit dashboard (http://127.0.0.1:DASHBOARD_PORT)
     dashboard_port: int = Field(8501, alias="DASHBOARD_PORT")
