@@ -350,8 +350,9 @@ def bench_spark(base: Settings, warm_days: int = 1, cold_days: int = 1, max_offs
         warm_s = time.monotonic() - began
         busy = [p for q in queries for p in q.recentProgress if p["numInputRows"] > 0]
         durations = [float(p["durationMs"]["triggerExecution"]) / 1000 for p in busy]
-        rss, pss = supervisor.memory_mb(os.getpid())
-        stack_rss = sum(row.rss_mb or 0 for row in supervisor.status(settings))
+        rows = supervisor.status(settings)
+        rss, pss = supervisor.memory_mb(os.getpid(), frozenset(row.pid for row in rows if row.pid is not None))
+        stack_rss = sum(row.rss_mb or 0 for row in rows)
         for query in queries:
             query.stop()
         spark.stop()

@@ -104,17 +104,16 @@ def uptime_s(settings: Settings, name: str) -> float | None:
     return float(Path("/proc/uptime").read_text().split()[0]) - ticks / os.sysconf("SC_CLK_TCK")
 
 
-def _process_tree(pid: int) -> list[int]:
-    """The process and its descendants in its session: a server the watchdog started again is its child too, but
-    leads a session of its own (_spawn), and counts as itself, not as part of the watchdog."""
+def _process_tree(pid: int, apart: frozenset[int]) -> list[int]:
+    """The process and its descendants but those in `apart` and theirs: a server the watchdog started again is its
+    child, and counts as itself, not as part of the watchdog. (Not every session leader is apart: PostgreSQL's
+    backends lead sessions of their own.)"""
     children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             fields = _proc_stat(int(entry.name))
-            if fields is None or int(fields[3]) == int(entry.name):  # a session leader: a tree of its own
-                continue
-            ppid = int(fields[1])
-            children.setdefault(ppid, []).append(int(entry.name))
+            if fields is not None and int(entry.name) not in apart:
+                children.setdefault(int(fields[1]), []).append(int(entry.name))
     tree, frontier = [], [pid]
     while frontier:
         current = frontier.pop()
@@ -123,10 +122,11 @@ def _process_tree(pid: int) -> list[int]:
     return tree
 
 
-def memory_mb(pid: int) -> tuple[float, float]:
-    """(RSS, PSS) in MiB of a process and all its descendants; PSS shares pages fairly between them."""
+def memory_mb(pid: int, apart: frozenset[int] = frozenset()) -> tuple[float, float]:
+    """(RSS, PSS) in MiB of a process and its descendants but those in `apart` (see `_process_tree`); PSS shares
+    pages fairly between them."""
     rss_kb = pss_kb = 0
-    for member in _process_tree(pid):
+    for member in _process_tree(pid, apart):
         try:
             for line in Path(f"/proc/{member}/smaps_rollup").read_text().splitlines():
                 if line.startswith("Rss:"):
@@ -309,12 +309,13 @@ def status(settings: Settings) -> list[ServerStatus]:
     """Every infrastructure server, and every service that was started (and not stopped since)."""
     result = []
     infra = {s.name for s in all_servers(settings)}
-    for server in all_processes(settings):
-        if server.name not in infra and not _pid_file(server).exists():
-            continue
-        pid = _recorded_pid(server)
+    listed = [s for s in all_processes(settings) if s.name in infra or _pid_file(s).exists()]
+    pids = {server.name: _recorded_pid(server) for server in listed}
+    servers = frozenset(pid for pid in pids.values() if pid is not None)
+    for server in listed:
+        pid = pids[server.name]
         problem = _probe(server) if pid is not None else "not running"
-        rss, pss = memory_mb(pid) if pid is not None else (None, None)
+        rss, pss = memory_mb(pid, servers - {pid}) if pid is not None else (None, None)
         result.append(ServerStatus(
             name=server.name, port=server.port, pid=pid, running=pid is not None,
             healthy=pid is not None and problem is None, rss_mb=rss, pss_mb=pss, problem=problem,
