@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -109,3 +112,19 @@ def test_a_failed_query_restarts_after_a_pause_that_doubles_and_old_failures_lea
     assert failures.recent(6.0) == 7
     assert failures.recent(QUERY_FAILURES_WINDOW_S + 3.5) == 3  # those at 4, 5 and 6 s are still recent
     assert failures.add(QUERY_FAILURES_WINDOW_S + 4.0) == 8.0  # the fourth recent failure
+
+
+def test_a_process_memory_counts_children_leading_sessions_but_not_the_other_servers() -> None:
+    """PostgreSQL's backends lead sessions of their own and are part of it; a server the watchdog started again
+    is its child too, and counts as itself."""
+    def child() -> subprocess.Popen[bytes]:
+        return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
+
+    backend, other_server = child(), child()
+    try:
+        tree = supervisor._process_tree(os.getpid(), frozenset({other_server.pid}))
+        assert backend.pid in tree and other_server.pid not in tree and os.getpid() in tree
+    finally:
+        for process in (backend, other_server):
+            process.kill()
+            process.wait()
