@@ -1,11 +1,16 @@
-"""Scratch stacks: a whole embedded stack on free ports under a temp dir, for benchmarks and tests."""
+"""Scratch stacks: a whole embedded stack on free ports under a temp dir, for benchmarks and tests.
+
+A stack is removed when its work ends; when the work fails, its servers' logs are kept first, under
+`<run dir>/failed-scratch/` of the settings it was made from (the last failure's only, so they stay bounded)."""
 
 from __future__ import annotations
 
+import contextlib
 import random
 import shutil
 import signal
 import socket
+import sys
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -57,6 +62,17 @@ def scratch_settings(base: Settings, run_dir: Path) -> Settings:
     })
 
 
+FAILED_LOGS = "failed-scratch"
+
+
+def keep_logs(run_dir: Path, kept_under: Path) -> Path:
+    """Copy a scratch stack's logs to `kept_under/<its name>`, replacing what an earlier failure left there."""
+    shutil.rmtree(kept_under, ignore_errors=True)
+    target = kept_under / run_dir.name
+    shutil.copytree(run_dir / "logs", target)
+    return target
+
+
 def make_run_dir(prefix: str) -> Path:
     """A temp dir the `postgres` OS user can traverse (mkdtemp makes it private)."""
     run_dir = Path(tempfile.mkdtemp(prefix=prefix))
@@ -74,6 +90,11 @@ def scratch_stack(base: Settings, prefix: str = "smartshelf-scratch-") -> Iterat
     previous = signal.signal(signal.SIGTERM, _exit_on_term) if in_main else None
     try:
         yield settings, supervisor.start(settings)
+    except Exception:
+        with contextlib.suppress(OSError):  # the failure itself is what must reach the user
+            kept = keep_logs(run_dir, base.run_dir / FAILED_LOGS)
+            print(f"the failed scratch stack's logs: {kept}", file=sys.stderr)
+        raise
     finally:
         supervisor.stop(settings)
         shutil.rmtree(run_dir, ignore_errors=True)

@@ -14,7 +14,7 @@ from smartshelf.errors import SmartShelfError
 from smartshelf.policies import derive_config, load_policy_config
 from smartshelf.runtime import supervisor
 from smartshelf.runtime.servers import SERVICE_CLASSES, WatchdogService, WatchdogStandbyService, port_is_free
-from smartshelf.runtime.scratch import free_ports
+from smartshelf.runtime.scratch import FAILED_LOGS, free_ports, keep_logs
 from smartshelf.runtime.watchdog import RestartBudget
 from smartshelf.settings import Settings
 
@@ -128,3 +128,14 @@ def test_a_process_memory_counts_children_leading_sessions_but_not_the_other_ser
         for process in (backend, other_server):
             process.kill()
             process.wait()
+
+
+def test_a_failed_scratch_stacks_logs_are_kept_and_only_the_last_failures(tmp_path: Path) -> None:
+    kept_under = tmp_path / "run" / FAILED_LOGS
+    for name in ("smartshelf-sim-first", "smartshelf-sim-second"):
+        (tmp_path / name / "logs").mkdir(parents=True)
+        (tmp_path / name / "logs" / "spark.log").write_text(f"{name} went wrong\n")
+        kept = keep_logs(tmp_path / name, kept_under)
+        assert kept == kept_under / name
+    assert [p.name for p in kept_under.iterdir()] == ["smartshelf-sim-second"]
+    assert (kept_under / "smartshelf-sim-second" / "spark.log").read_text() == "smartshelf-sim-second went wrong\n"
