@@ -6,6 +6,7 @@ invocations, and a server killed with -9 is seen as down and simply started agai
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -234,13 +235,21 @@ def _terminate(server: Server, pid: int) -> None:
     start_ticks = json.loads(_pid_file(server).read_text())["start_ticks"]
     os.kill(pid, server.stop_signal)
     deadline = time.monotonic() + STOP_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if not _alive(pid, start_ticks):
-            return
+    while _alive(pid, start_ticks) and time.monotonic() < deadline:
         time.sleep(0.1)
-    os.kill(pid, signal.SIGKILL)
-    while _alive(pid, start_ticks):
-        time.sleep(0.05)
+    if _alive(pid, start_ticks):
+        os.kill(pid, signal.SIGKILL)
+        while _alive(pid, start_ticks):
+            time.sleep(0.05)
+    kill_group(pid)
+
+
+def kill_group(pid: int) -> None:
+    """SIGKILL what a stopped server left in its process group (it led the group): a child it did not stop, such
+    as the inference service's forecasting process when the service had to be killed mid-run, would otherwise
+    live on, orphaned."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
 
 
 def pid_of(settings: Settings, name: str) -> int:

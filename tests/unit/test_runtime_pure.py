@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -139,3 +140,21 @@ def test_a_failed_scratch_stacks_logs_are_kept_and_only_the_last_failures(tmp_pa
         assert kept == kept_under / name
     assert [p.name for p in kept_under.iterdir()] == ["smartshelf-sim-second"]
     assert (kept_under / "smartshelf-sim-second" / "spark.log").read_text() == "smartshelf-sim-second went wrong\n"
+
+
+def test_a_stopped_servers_process_group_goes_with_it() -> None:
+    """A leader killed -9 leaves its children orphaned in its group (a forecast's worker, say); kill_group ends them."""
+    leader = subprocess.Popen(["bash", "-c", "sleep 60 & echo $!; wait"], stdout=subprocess.PIPE, text=True,
+                              start_new_session=True)
+    assert leader.stdout is not None
+    child = int(leader.stdout.readline())
+    leader.kill()
+    leader.wait()
+    assert Path(f"/proc/{child}").exists()
+    supervisor.kill_group(leader.pid)
+    for _ in range(100):
+        if not Path(f"/proc/{child}").exists() or "Z" in Path(f"/proc/{child}/stat").read_text().split()[2]:
+            break
+        time.sleep(0.05)
+    else:
+        raise AssertionError(f"the leader's child {child} outlived kill_group")
