@@ -4,7 +4,8 @@ analytics.ml_predictions_log, pending plans onto wh_supplier_plan (ordered when 
 
 Idempotent per simulated day: the day it last ran is kept in Redis, and what a run writes depends only on that
 day's scheduled time and the model (upserted rows, plan ids per shelf and day), so a restart the same day writes
-nothing twice. Each run has a process of its own (`run_apart`). Without a model, or with one it cannot read, it says so once a day and the rule's plans go on.
+nothing twice. Each run has a process of its own (`run_apart`). Without a model, or with one it cannot read, it
+says so once a day and the rule's plans go on.
 """
 
 from __future__ import annotations
