@@ -27,17 +27,8 @@ Key = tuple[str, ...]
 CATCH_UP_TIMEOUT_S = 300.0
 
 
-# a sink's backlog this small is read to tell records it will write from ones it skips (see `lag`)
+# a sink's backlog this small is read to tell records it will write from ones it skips (see `_lag`)
 INSPECT_BELOW = 1000
-
-
-def lag(settings: Settings) -> dict[str, int]:
-    """Records each sink topic has that its sink has not written yet (see `_lag`)."""
-    kafka = KafkaAdapter(settings.kafka_bootstrap_servers)
-    try:
-        return _lag(kafka, _sink_partitions(kafka))
-    finally:
-        kafka.close()
 
 
 def wait_caught_up(settings: Settings, timeout_s: float = CATCH_UP_TIMEOUT_S) -> None:
@@ -62,7 +53,9 @@ def _sink_partitions(kafka: KafkaAdapter) -> dict[str, list[Partition]]:
 
 
 def _lag(kafka: KafkaAdapter, partitions: dict[str, list[Partition]]) -> dict[str, int]:
-    """Connect commits a sink's offsets after its rows, but only up to the last record the sink was given: records
+    """Records each sink topic has that its sink has not written yet.
+
+    Connect commits a sink's offsets after its rows, but only up to the last record the sink was given: records
     its converter could not read (sent to dead_letters) stay uncommitted at the end of a partition until a
     readable one follows. So a short backlog is read, and counts only the records that can be written."""
     behind: dict[str, int] = {}
