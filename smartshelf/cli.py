@@ -133,7 +133,8 @@ def ml_train(
     with console.status("training…"):
         trained = ml_jobs.train_model(settings, ml_jobs.build_features(settings, now), now, holdout_days)
     console.print_json(trained.model.model_dump_json())
-    console.print(f"trained in {time.monotonic() - began:.1f}s: {trained.model.artifact_path}")
+    console.print(f"trained in {time.monotonic() - began:.1f}s: {trained.model.artifact_path}; MLflow run"
+                  f" {trained.mlflow_run_id} in {settings.mlflow_tracking_uri} (UI: http://127.0.0.1:{settings.mlflow_port})")
 
 
 @ml_app.command("predict")

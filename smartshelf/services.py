@@ -71,6 +71,7 @@ SERVICES: tuple[Service, ...] = (
             "trains the XGBoost replenishment model on the lake's days and registers it (one-shot)"),
     Service("inference-service", Profile.ML, "inference",
             "daily at RUN_HOUR: the newest model's forecast → ml_predictions_log, pending plans → wh_supplier_plan"),
+    Service("mlflow", Profile.ML, "mlflow", "MLflow tracking server and UI over the training runs (port 5001)"),
     Service("dashboard", Profile.DASHBOARD, "dashboard", "Streamlit dashboard: store map, states, plans, alerts (port 8501)"),
     Service("api", Profile.API, "api",
             "live API (port 8000): read-only REST over PostgreSQL, WebSocket feed of the topics from Kafka"),

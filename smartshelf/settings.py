@@ -135,6 +135,10 @@ class Settings(BaseSettings):
     # whose plans the supplier manager orders: the reorder rule's, or the model's forecast (smartshelf.loop)
     supplier_policy: Literal["rules", "ml"] = Field("rules", alias="SUPPLIER_POLICY")
     artifact_dir_setting: Path | None = Field(None, alias="ARTIFACT_DIR")
+    # MLflow: every training run is also logged to this tracking store (by default SQLite in the run directory's
+    # mlflow/, the artifacts beside it), whose UI `smartshelf up` serves on http://127.0.0.1:MLFLOW_PORT
+    mlflow_tracking_uri_setting: str | None = Field(None, alias="MLFLOW_TRACKING_URI")
+    mlflow_port: int = Field(5001, alias="MLFLOW_PORT")
 
     # the watchdog (smartshelf up) kills and restarts a running service whose heartbeat is this old: stopped
     # (SIGSTOP) or hung; a crashed one it restarts at once
@@ -172,6 +176,14 @@ class Settings(BaseSettings):
     @property
     def artifact_dir(self) -> Path:
         return self.artifact_dir_setting or self.run_dir / "models"
+
+    @property
+    def mlflow_dir(self) -> Path:
+        return self.run_dir / "mlflow"
+
+    @property
+    def mlflow_tracking_uri(self) -> str:
+        return self.mlflow_tracking_uri_setting or f"sqlite:///{self.mlflow_dir / 'mlflow.db'}"
 
     @property
     def postgres_dsn(self) -> str:

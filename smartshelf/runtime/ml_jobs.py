@@ -62,17 +62,35 @@ def build_features(settings: Settings, until: datetime) -> list[ShelfDailyFeatur
 class Trained:
     model: MlModel
     result: TrainResult
+    mlflow_run_id: str
 
 
 def train_model(settings: Settings, rows: list[ShelfDailyFeatures], at: datetime, holdout_days: int) -> Trained:
-    """Train on `rows`, save the model under ARTIFACT_DIR as version `at`, register it (the only active one)."""
+    """Train on `rows`, save the model under ARTIFACT_DIR as version `at`, register it (the only active one), and
+    log the run to MLflow (a model registered but not logged is one clear error: train again to log it)."""
     result = train(rows, holdout_days=holdout_days)
     model = save_model(result, settings.artifact_dir, settings.model_name, model_version(at))
     with postgres.connect(settings, "app") as conn, conn.cursor() as cur:  # one transaction: always one active
         cur.execute(f"UPDATE {table('ml_models').pg} SET is_active = false WHERE model_name = %s",
                     (model.model_name,))
         postgres.upsert_rows(cur, table("ml_models"), [model])
-    return Trained(model, result)
+    return Trained(model, result, _log_to_mlflow(settings, model, result))
+
+
+def _log_to_mlflow(settings: Settings, model: MlModel, result: TrainResult) -> str:
+    from smartshelf.adapters import mlflow_tracking  # MLflow takes ~1.5 s to import: only when training
+
+    metrics: dict[str, mlflow_tracking.MetricValue] = {
+        name: getattr(model, name) for name in ("mae_model", "rmse_model", "mae_last7", "rmse_last7",
+                                                "mae_model_batches", "mae_last7_batches", "mae_rule_batches")}
+    metrics["cv_mae"] = result.cv_mae
+    return mlflow_tracking.log_run(
+        settings.mlflow_tracking_uri, settings.mlflow_dir / "artifacts", model.model_name,
+        run_name=str(model.model_version),
+        tags={"model_version": str(model.model_version), "feature_hash": model.feature_hash},
+        params={**result.params, "best_iteration": result.best_iteration, "data_start": model.data_start,
+                "data_end": model.data_end, "train_rows": model.train_rows, "holdout_rows": model.holdout_rows},
+        metrics=metrics, artifacts=Path(model.artifact_path))
 
 
 def newest_model(settings: Settings) -> Path:

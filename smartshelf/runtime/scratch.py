@@ -53,12 +53,12 @@ def free_ports(count: int) -> list[int]:
 
 def scratch_settings(base: Settings, run_dir: Path) -> Settings:
     """`base` moved under run_dir, on free ports."""
-    kafka, controller, postgres, redis, dashboard, api, spark_master, connect = free_ports(8)
+    kafka, controller, postgres, redis, dashboard, api, spark_master, connect, mlflow = free_ports(9)
     return base.model_copy(update={
         "run_dir": run_dir, "data_dir": run_dir / "data", "delta_dir": run_dir / "delta",
         "kafka_port": kafka, "kafka_controller_port": controller, "postgres_port": postgres, "redis_port": redis,
         "dashboard_port": dashboard, "api_port": api, "spark_master_port": spark_master,
-        "connect_port": connect,
+        "connect_port": connect, "mlflow_port": mlflow, "mlflow_tracking_uri_setting": None,
     })
 
 

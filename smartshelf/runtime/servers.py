@@ -598,6 +598,38 @@ class ApiService(OwnService):
                 raise SmartShelfError(f"api answered HTTP {exc.code}") from exc
 
 
+class MlflowService(OwnService):
+    """MLflow's tracking server and UI over the store the training runs are logged to (smartshelf.adapters.
+    mlflow_tracking): the `mlflow server` command, one uvicorn worker, without MLflow's job runner (GenAI
+    evaluation jobs, seven more processes that nothing here uses)."""
+
+    name = "mlflow"
+    start_timeout_s = 90.0  # a first start creates and migrates the SQLite store
+
+    @property
+    def port(self) -> int:
+        return self.settings.mlflow_port
+
+    def prepare(self) -> None:
+        if not self.settings.mlflow_tracking_uri.startswith("sqlite:///"):
+            raise SmartShelfError(f"MLFLOW_TRACKING_URI is {self.settings.mlflow_tracking_uri}: `smartshelf up`"
+                                  " serves a local SQLite store only (unset it, or use that server's own UI)")
+        (self.settings.mlflow_dir / "artifacts").mkdir(parents=True, exist_ok=True)
+
+    def argv(self) -> list[str]:
+        return [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", self.settings.mlflow_tracking_uri,
+                "--default-artifact-root", (self.settings.mlflow_dir / "artifacts").resolve().as_uri(),
+                "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"]
+
+    def env(self) -> dict[str, str]:
+        return {**super().env(), "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+
+    def probe(self) -> None:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=2) as response:
+            if response.status != 200:
+                raise SmartShelfError(f"mlflow answered HTTP {response.status}")
+
+
 class InferenceService(PythonService):
     name = "inference"
     script = "ml-model/inference-service/app.py"
@@ -627,8 +659,8 @@ SERVER_CLASSES: tuple[type[Server], ...] = (KafkaBroker, Postgres, Redis)
 # started after the servers, their init jobs and the store import (smartshelf up); the watchdogs last, so that
 # `smartshelf down`, which stops in reverse order, stops them first
 SERVICE_CLASSES: tuple[type[Server], ...] = (SparkService, KafkaConnect, ProducersService, BridgeService,
-                                              ClockService, InferenceService, DashboardService, ApiService,
-                                              WatchdogService, WatchdogStandbyService)
+                                              ClockService, InferenceService, MlflowService, DashboardService,
+                                              ApiService, WatchdogService, WatchdogStandbyService)
 
 
 def all_servers(settings: Settings) -> list[Server]:

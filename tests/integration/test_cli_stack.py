@@ -72,11 +72,14 @@ def test_up_status_down_up_keeps_the_store_and_topics() -> None:
         assert status.returncode == 0, status.stderr
         rows = json.loads(status.stdout)
         assert all(row["healthy"] for row in rows)
-        assert {"producers", "bridge", "clock", "spark", "api", "watchdog", "watchdog-standby"} <= {
+        assert {"producers", "bridge", "clock", "spark", "api", "mlflow", "watchdog", "watchdog-standby"} <= {
             row["name"] for row in rows}
         _wait_for_events(settings)
         stores = httpx.get(f"http://127.0.0.1:{settings.api_port}/stores", timeout=30)  # the live API is up
         assert stores.status_code == 200 and stores.json()["data"][0]["shelves"] > 1000, stores.text
+        experiments = httpx.get(f"http://127.0.0.1:{settings.mlflow_port}/api/2.0/mlflow/experiments/search",
+                                params={"max_results": 10}, timeout=30)  # the MLflow UI's API over its store
+        assert experiments.status_code == 200 and "experiments" in experiments.json(), experiments.text
         # every shelf and warehouse item reaches PostgreSQL with the pipeline's first batch (its opening state),
         # not only those an event has touched
         shelves, deadline = stores.json()["data"][0]["shelves"], time.monotonic() + 120

@@ -1,7 +1,8 @@
 """A simulated day of a store in the reference project's CSV format (tests/fixtures/reference_csv: grams, in-store
 lots, an unknown category, data dated 2026-01-19): the clock opens on the data's day and every check holds, shelf
 weights in PostgreSQL included. Then the ML shells on that stack: daily features from the lake into PostgreSQL, a
-forecast without a model refused in one line (the rule's plans go on), a registered model's daily forecast
+forecast without a model refused in one line (the rule's plans go on), a model registered and its training run in
+MLflow with the same metrics, a registered model's daily forecast
 written once however often the inference runs that day, and a corrupt model refused. (One run for both: each
 costs ~3 min of the suite.)"""
 
@@ -11,6 +12,7 @@ from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
+from mlflow.tracking import MlflowClient
 
 from smartshelf.adapters import postgres
 from smartshelf.adapters.kafka import KafkaAdapter
@@ -66,6 +68,11 @@ def _on_the_stack(settings: Settings) -> dict[str, object]:
     found["without_model"] = run_for(settings, FIRST_DAY + timedelta(days=1))
     trained = ml_jobs.train_model(settings, _history(rows, 30), ml_jobs.watermark(settings), holdout_days=3)
     found["models_in_postgres"] = _count(settings, "ml_models")
+    run = MlflowClient(settings.mlflow_tracking_uri).get_run(trained.mlflow_run_id)
+    found["mlflow_run"] = {"status": run.info.status, "metrics": run.data.metrics, "tags": run.data.tags,
+                           "artifacts": [f.path for f in MlflowClient(settings.mlflow_tracking_uri).list_artifacts(
+                               trained.mlflow_run_id, "model")]}
+    found["registered"] = trained.model.model_dump()
     found["first_run"] = run_for(settings, FIRST_DAY + timedelta(days=1))
     found["second_run"] = run_apart(settings, FIRST_DAY + timedelta(days=1))  # a restart, as the service runs it
     found["predictions_in_postgres"] = _count(settings, "ml_predictions_log")
@@ -110,6 +117,15 @@ def test_a_forecast_runs_once_per_day_whatever_restarts(found: dict[str, object]
     assert all(key.endswith("-20260120") for key in plans)  # one id per shelf and day,
     assert all(len(values) == 1 for values in plans.values())  # sent the same by both runs
     assert str(found["first_run"]) == f"7 predictions, {len(plans)} plans"
+
+
+def test_the_training_run_is_in_mlflow_as_registered(found: dict[str, object]) -> None:
+    run, model = found["mlflow_run"], found["registered"]
+    assert isinstance(run, dict) and isinstance(model, dict)
+    assert run["status"] == "FINISHED" and run["tags"]["model_version"] == str(model["model_version"])
+    for metric in ("mae_model", "rmse_model", "mae_last7", "mae_model_batches", "mae_rule_batches"):
+        assert run["metrics"][metric] == pytest.approx(model[metric]), metric
+    assert sorted(run["artifacts"]) == ["model/feature_columns.json", "model/model.json"]
 
 
 def test_a_corrupt_model_is_one_clear_line(found: dict[str, object]) -> None:

@@ -41,9 +41,9 @@ def test_each_service_has_its_registry_profile(resolved: dict) -> None:
 def test_each_python_service_runs_a_script_that_exists(resolved: dict) -> None:
     for name, spec in resolved["services"].items():
         command = spec.get("command") or []
-        if command[:1] == ["python"]:
-            script = next(arg for arg in command if arg.endswith(".py"))  # python x.py, or python -m streamlit run x.py
-            assert (REPO / script).is_file(), f"{name}: {script} missing"
+        if command[:1] == ["python"]:  # python x.py, python -m streamlit run x.py, or python -m mlflow server
+            for script in (arg for arg in command if arg.endswith(".py")):
+                assert (REPO / script).is_file(), f"{name}: {script} missing"
 
 
 def test_each_service_has_an_embedded_counterpart() -> None:
