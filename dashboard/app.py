@@ -56,16 +56,19 @@ def map_live(data: core.Snapshot) -> None:
     raised_col.metric("Alerts raised", "–" if data.alerts_raised is None else data.alerts_raised)
     st.caption(f"Active alert: the latest per shelf (or pulse metric) and alert type raised in the last "
                f"{core.ACTIVE_ALERT_MINUTES} simulated minutes; alerts naming no shelf colour no zone. Dark border: "
-               f"weight changes in the last {core.ACTIVITY_MINUTES} minutes.")
+               f"weight changes in the last {core.ACTIVITY_MINUTES} minutes. Risk: the highest probability, by the "
+               f"restock-risk model, that a shelf of the zone runs empty before its next refill.")
     plan = core.plan_zones(zones(), inventory["item_category"].unique())
-    st.plotly_chart(core.layout_figure(plan, status, activity), key="store_map")
+    risk = core.zone_risk(data.frame("shelf_risk"), inventory)
+    st.plotly_chart(core.layout_figure(plan, status, activity, risk), key="store_map")
     st.markdown("**Zones with alerts:** " + (", ".join(f"{c} ({status[c]})" for c in alert_zones) or "none"))
 
     zone = st.selectbox("Zone", [z.category for z in plan], key="map_zone")
     shelves_col, alerts_col = st.columns(2)
     with shelves_col:
         st.subheader(f"{zone}: shelves")
-        table_or_note(core.zone_shelves(inventory, data.frame("shelf_state"), zone), "No shelves in this zone.")
+        table_or_note(core.zone_shelves(inventory, data.frame("shelf_state"), zone, data.frame("shelf_risk")),
+                      "No shelves in this zone.")
     with alerts_col:
         st.subheader(f"{zone}: active alerts")
         zone_alerts = core.select_rows(core.with_items(core.active_alerts(alerts, now), inventory),

@@ -256,6 +256,18 @@ CREATE TABLE IF NOT EXISTS state.wh_state (
     PRIMARY KEY (shelf_id)
 );
 
+CREATE TABLE IF NOT EXISTS state.shelf_risk (
+    shelf_id text NOT NULL,
+    restock_risk double precision NOT NULL,
+    model_version bigint NOT NULL,
+    scored_ts timestamp NOT NULL,
+    CHECK (restock_risk >= 0),
+    CHECK (restock_risk <= 1),
+    CHECK (model_version >= 1),
+    CHECK (model_version <= 999912312359),
+    PRIMARY KEY (shelf_id)
+);
+
 CREATE TABLE IF NOT EXISTS state.shelf_batch_state (
     shelf_id text NOT NULL,
     batch_code text NOT NULL,

@@ -7,6 +7,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Optional
@@ -135,6 +136,23 @@ def ml_train(
     console.print_json(trained.model.model_dump_json())
     console.print(f"trained in {time.monotonic() - began:.1f}s: {trained.model.artifact_path}; MLflow run"
                   f" {trained.mlflow_run_id} in {settings.mlflow_tracking_uri} (UI: http://127.0.0.1:{settings.mlflow_port})")
+
+
+@ml_app.command("train-risk")
+def ml_train_risk(
+    holdout_hours: Annotated[int, typer.Option(min=1, help="the last labelled hours, held out to compare the "
+                                               "model with the baselines")] = 24,
+) -> None:
+    """Train the restock-risk classifier on the run's shelf events; the shelf aggregator scores with it next."""
+    from smartshelf.runtime import ml_jobs
+
+    settings = get_settings()
+    began = time.monotonic()
+    with console.status("training the restock-risk model…"):
+        trained = ml_jobs.train_risk_model(settings, ml_jobs.watermark(settings), holdout_hours)
+    console.print_json(json.dumps(asdict(trained.result.metrics)))
+    console.print(f"trained in {time.monotonic() - began:.1f}s on {trained.result.train_rows} snapshots:"
+                  f" {trained.folder}; MLflow run {trained.mlflow_run_id}")
 
 
 @ml_app.command("predict")

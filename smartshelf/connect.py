@@ -97,7 +97,7 @@ class SinkDeclaration:
 # upsert: compacted topics, the latest value per key; insert: append-only topics, each record once (by its id)
 SINKS: tuple[SinkDeclaration, ...] = (
     *(SinkDeclaration(name, "upsert") for name in (
-        "shelf_state", "wh_state", "shelf_batch_state", "wh_batch_state", "daily_discounts",
+        "shelf_state", "wh_state", "shelf_risk", "shelf_batch_state", "wh_batch_state", "daily_discounts",
         "shelf_restock_plan", "wh_supplier_plan", "wh_supplier_orders")),
     SinkDeclaration("wh_events", "insert"),
     SinkDeclaration("foot_traffic", "insert"),  # people in the store per hour (the API's KPIs)

@@ -62,7 +62,7 @@ SEVERITY_COLOURS: dict[Severity, str] = {"none": "#2e7d32", "info": "#1e88e5", "
 
 # the PostgreSQL mirror tables the dashboard shows (registry names), with how many of the newest rows to read
 PG_TABLES: dict[str, int | None] = {
-    "store_inventory": None, "shelf_state": None, "wh_state": None, "shelf_batch_state": None,
+    "store_inventory": None, "shelf_state": None, "shelf_risk": None, "wh_state": None, "shelf_batch_state": None,
     "wh_batch_state": None, "alerts": MAX_ALERT_ROWS, "shelf_restock_plan": None, "wh_supplier_plan": None,
     "shelf_policies": None, "wh_policies": None, "dead_letters": MAX_DEAD_LETTER_ROWS, "ml_models": None,
     "wh_supplier_orders": None, "wh_supplier_receipts": None,
@@ -87,7 +87,7 @@ NO_PULSE = "No pulse yet: analytics.pulse_windows is empty."
 # loaded machine (docs/architecture.md, "The dashboard"). Every view reads the store's inventory: it says whether
 # a store is loaded at all.
 VIEW_TABLES: dict[str, tuple[str, ...]] = {
-    "Map Live": ("store_inventory", "shelf_state", "alerts", SHELF_EVENTS),
+    "Map Live": ("store_inventory", "shelf_state", "shelf_risk", "alerts", SHELF_EVENTS),
     "States": ("store_inventory", "shelf_state", "wh_state", "shelf_batch_state", "wh_batch_state"),
     "Supplier Plan": ("store_inventory", "wh_supplier_plan", "shelf_restock_plan", "wh_supplier_orders",
                       "wh_supplier_receipts"),
@@ -367,12 +367,27 @@ def select_rows(frame: pd.DataFrame, filters: Mapping[str, Sequence[str]]) -> pd
     return frame[keep]
 
 
-def zone_shelves(inventory: pd.DataFrame, shelf_state: pd.DataFrame, category: str) -> pd.DataFrame:
-    """A category's shelves with their live stock (empty until a shelf's first event reached the state)."""
+def zone_shelves(inventory: pd.DataFrame, shelf_state: pd.DataFrame, category: str,
+                 shelf_risk: pd.DataFrame | None = None) -> pd.DataFrame:
+    """A category's shelves with their live stock (empty until a shelf's first event reached the state) and,
+    once a risk model scores them, their restock risk, riskiest first."""
     shelves = inventory.loc[inventory["item_category"] == category,
                             ["shelf_id", "aisle", "item_subcategory", "maximum_stock"]]
     live = shelf_state[["shelf_id", "current_stock", "last_event_type", "last_event_ts"]]
-    return shelves.merge(live, on="shelf_id", how="left").reset_index(drop=True)
+    shelves = shelves.merge(live, on="shelf_id", how="left")
+    if shelf_risk is not None and not shelf_risk.empty:
+        shelves = shelves.merge(shelf_risk[["shelf_id", "restock_risk"]], on="shelf_id", how="left") \
+            .sort_values("restock_risk", ascending=False, kind="stable")
+    return shelves.reset_index(drop=True)
+
+
+def zone_risk(shelf_risk: pd.DataFrame, inventory: pd.DataFrame) -> dict[str, float]:
+    """Each category's highest restock risk (none before a risk model scores its shelves)."""
+    if shelf_risk.empty:
+        return {}
+    scored = with_items(shelf_risk, inventory)
+    return {str(category): float(risk) for category, risk in scored.groupby("item_category")["restock_risk"].max()
+            .items()}
 
 
 def latest_orders(orders: pd.DataFrame) -> pd.DataFrame:
@@ -561,18 +576,23 @@ def settings_in_force(settings: Settings) -> pd.DataFrame:
 
 
 # --- the map ------------------------------------------------------------------------------------------
-def layout_figure(zones: Sequence[Zone], status: dict[str, Severity], activity: dict[str, int]) -> go.Figure:
+def layout_figure(zones: Sequence[Zone], status: dict[str, Severity], activity: dict[str, int],
+                  risk: Mapping[str, float] | None = None) -> go.Figure:
     """The floor plan: one rectangle per zone coloured by its worst active alert, a thick dark border where
-    shelves saw weight changes recently; hovering a zone's centre tells its state."""
+    shelves saw weight changes recently, its shelves' highest restock risk once scored; hovering a zone's centre
+    tells its state."""
     figure = go.Figure()
+    risk = risk or {}
     for zone in zones:
         severity = status.get(zone.category, "none")
         moves = activity.get(zone.category, 0)
+        risk_text = f"<br>risk ≤ {risk[zone.category]:.0%}" if zone.category in risk else ""
         figure.add_shape(type="rect", name=zone.category, x0=zone.x0, y0=zone.y0, x1=zone.x1, y1=zone.y1,
                          fillcolor=SEVERITY_COLOURS[severity], opacity=0.75, layer="below",
                          line={"color": "#111111" if moves else "#ffffff", "width": 4 if moves else 1})
         figure.add_annotation(x=zone.centre[0], y=zone.centre[1], showarrow=False,
-                              text=f"<b>{zone.category}</b><br>{severity}" + (f" · {moves} moves" if moves else ""),
+                              text=f"<b>{zone.category}</b><br>{severity}" + (f" · {moves} moves" if moves else "")
+                              + risk_text,
                               font={"size": 11, "color": "#ffffff" if severity != "warning" else "#111111"})
     figure.add_trace(go.Scatter(
         x=[zone.centre[0] for zone in zones], y=[zone.centre[1] for zone in zones], mode="markers",

@@ -81,6 +81,7 @@ TOPICS: tuple[Topic, ...] = (
     # compacted state and metadata: the latest value per key is the truth
     Topic("shelf_state", s.ShelfState, ("shelf_id",), compacted=True),
     Topic("wh_state", s.WarehouseState, ("shelf_id",), compacted=True),
+    Topic("shelf_risk", s.ShelfRisk, ("shelf_id",), compacted=True),  # once a restock-risk model is trained
     Topic("shelf_batch_state", s.ShelfBatchState, ("shelf_id", "batch_code"), compacted=True),
     Topic("wh_batch_state", s.WarehouseBatchState, ("shelf_id", "batch_code"), compacted=True),
     Topic("daily_discounts", s.DailyDiscount, ("shelf_id", "discount_date"), compacted=True),
@@ -122,6 +123,8 @@ TABLES: tuple[Table, ...] = (
           topic="shelf_state"),
     Table("wh_state", s.WarehouseState, ("shelf_id",), pg="state.wh_state", delta="cleansed/wh_state",
           topic="wh_state"),
+    # a score, not state: no lake copy (the model and the shelf state give it again)
+    Table("shelf_risk", s.ShelfRisk, ("shelf_id",), pg="state.shelf_risk", topic="shelf_risk"),
     Table("shelf_batch_state", s.ShelfBatchState, ("shelf_id", "batch_code"), pg="state.shelf_batch_state",
           delta="cleansed/shelf_batch_state", topic="shelf_batch_state"),
     Table("wh_batch_state", s.WarehouseBatchState, ("shelf_id", "batch_code"), pg="state.wh_batch_state",

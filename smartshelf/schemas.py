@@ -204,6 +204,16 @@ class ShelfState(Record):
     last_event_ts: LocalTime
 
 
+class ShelfRisk(Record):
+    """The restock-risk model's probability that the shelf runs empty before its next refill (smartshelf.ml.risk),
+    scored by the shelf aggregator at the shelf's last event."""
+
+    shelf_id: str
+    restock_risk: float = Field(ge=0, le=1)
+    model_version: int = Field(ge=1, le=MAX_MODEL_VERSION)
+    scored_ts: LocalTime
+
+
 class WarehouseState(Record):
     shelf_id: str
     wh_current_stock: Quantity = Field(ge=0)

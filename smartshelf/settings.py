@@ -132,6 +132,9 @@ class Settings(BaseSettings):
     # the replenishment model: trained files under ARTIFACT_DIR/MODEL_NAME/<version>/ (smartshelf.ml.artifacts),
     # ARTIFACT_DIR by default the run directory's models/
     model_name: str = Field("replenishment_xgb", alias="MODEL_NAME")
+    # the restock-risk classifier (smartshelf.ml.risk), under ARTIFACT_DIR too; the shelf aggregator scores with
+    # its newest version once there is one
+    risk_model_name: str = Field("restock_risk_xgb", alias="RISK_MODEL_NAME")
     # whose plans the supplier manager orders: the reorder rule's, or the model's forecast (smartshelf.loop)
     supplier_policy: Literal["rules", "ml"] = Field("rules", alias="SUPPLIER_POLICY")
     artifact_dir_setting: Path | None = Field(None, alias="ARTIFACT_DIR")

@@ -57,8 +57,8 @@ def save_model(result: TrainResult, artifact_dir: Path, model_name: str, version
     folder.mkdir(parents=True, exist_ok=True)
     columns = {"model_name": model_name, "model_version": version, "feature_hash": result.feature_hash,
                "columns": [asdict(column) for column in result.feature_columns]}
-    _write_whole(folder / COLUMNS_FILE, json.dumps(columns, indent=2).encode())
-    _write_whole(folder / MODEL_FILE, bytes(result.booster.save_raw("json")))
+    write_whole(folder / COLUMNS_FILE, json.dumps(columns, indent=2).encode())
+    write_whole(folder / MODEL_FILE, bytes(result.booster.save_raw("json")))
     metrics = asdict(result.metrics)
     return MlModel(
         model_name=model_name, model_version=version, trained_ts=trained_ts, data_start=result.data_start,
@@ -102,7 +102,7 @@ def newest_model_path(artifact_dir: Path, model_name: str) -> Path | None:
     return max(versions, key=lambda child: int(child.name), default=None)
 
 
-def _write_whole(path: Path, data: bytes) -> None:
+def write_whole(path: Path, data: bytes) -> None:
     """Written beside and renamed over, so a reader never sees half a file."""
     partial = path.with_name(f".{path.name}.partial")
     partial.write_bytes(data)

@@ -9,8 +9,9 @@ time only: run again, it writes the same rows (tables are upserted by key, plans
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime
+import shutil
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -22,10 +23,12 @@ from smartshelf.errors import SmartShelfError
 from smartshelf.ml.artifacts import load_model, model_version, newest_model_path, save_model
 from smartshelf.ml.features import RunRecords, daily_features
 from smartshelf.ml.predict import Forecast, forecast
+from smartshelf.ml.risk import (HORIZON, RISK_FEATURE_HASH, RISK_PARAMS, RISK_ROUNDS, RiskResult, save_risk_model,
+                                snapshots, train_risk)
 from smartshelf.ml.train import TrainResult, train
 from smartshelf.registry import table, topic
 from smartshelf.runtime import jobs
-from smartshelf.schemas import MlModel, ShelfDailyFeatures
+from smartshelf.schemas import MlModel, ShelfDailyFeatures, ShelfEvent
 from smartshelf.settings import Settings
 from smartshelf.store import clock_start
 
@@ -91,6 +94,38 @@ def _log_to_mlflow(settings: Settings, model: MlModel, result: TrainResult) -> s
         params={**result.params, "best_iteration": result.best_iteration, "data_start": model.data_start,
                 "data_end": model.data_end, "train_rows": model.train_rows, "holdout_rows": model.holdout_rows},
         metrics=metrics, artifacts=Path(model.artifact_path))
+
+
+@dataclass(frozen=True)
+class TrainedRisk:
+    result: RiskResult
+    folder: Path
+    mlflow_run_id: str
+
+
+def train_risk_model(settings: Settings, until: datetime, holdout_hours: int) -> TrainedRisk:
+    """The restock-risk classifier on the run's shelf events up to `until`, saved under ARTIFACT_DIR as version
+    `until` (the shelf aggregator scores with it from its next batch) and logged to MLflow."""
+    from smartshelf.adapters import mlflow_tracking
+
+    store = jobs.load_store(settings)
+    shelf_events = delta.read_rows(delta.table_path(settings.delta_dir, table("raw_shelf_events")), ShelfEvent)
+    rows = snapshots(store, clock_start(store, settings.sim_start), shelf_events, until)
+    result = train_risk(rows, holdout_hours=holdout_hours)
+    version = model_version(until)
+    staging = settings.artifact_dir / settings.risk_model_name / f".{version}.partial"
+    save_risk_model(result.booster, staging)
+    folder = staging.with_name(str(version))
+    shutil.rmtree(folder, ignore_errors=True)
+    staging.rename(folder)  # whole, or not there: the streaming scorer looks for new versions at each batch
+    run_id = mlflow_tracking.log_run(
+        settings.mlflow_tracking_uri, settings.mlflow_dir / "artifacts", settings.risk_model_name, str(version),
+        tags={"model_version": str(version), "feature_hash": RISK_FEATURE_HASH},
+        params={**RISK_PARAMS, "rounds": RISK_ROUNDS, "horizon_hours": HORIZON / timedelta(hours=1),
+                "data_start": result.data_start, "data_end": result.data_end, "train_rows": result.train_rows,
+                "holdout_rows": result.holdout_rows},
+        metrics=asdict(result.metrics), artifacts=folder)
+    return TrainedRisk(result, folder, run_id)
 
 
 def newest_model(settings: Settings) -> Path:

@@ -8,15 +8,17 @@ committed with the batch id. The lake sink mirrors the topics to the Delta lake.
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 from pathlib import Path
-from typing import ClassVar, Protocol
+from typing import TYPE_CHECKING, ClassVar, Protocol
 
 import pyarrow as pa
 from pydantic import BaseModel
 
 from smartshelf import rules
 from smartshelf.adapters import delta
+from smartshelf.errors import SmartShelfError
 from smartshelf.registry import DEAD_LETTERS, TABLES, Table, table, topic
 from smartshelf.schemas import (PosTransaction, ShelfBatchState, ShelfEvent, ShelfProfile, ShelfState,
                                 WarehouseBatchState, WarehouseEvent, WarehouseState)
@@ -24,6 +26,11 @@ from smartshelf.store import StoreData, clock_start
 from smartshelf.streaming.batch import BatchIO, BatchOutput, Received
 from smartshelf.streaming.commit import CommitIO, CommittedApp, letter_of
 from smartshelf.streaming.loop_apps import loop_apps
+
+if TYPE_CHECKING:
+    from smartshelf.ml.risk import RiskScorer, ShelfFacts
+
+log = logging.getLogger(__name__)
 
 
 class StreamingApp(Protocol):
@@ -156,13 +163,24 @@ class EventByEventApp(StateApp):
 
 
 class ShelfAggregator(EventByEventApp):
-    """shelf_events → shelf_state (Delta cleansed/shelf_state, compacted topic)."""
+    """shelf_events → shelf_state (Delta cleansed/shelf_state, compacted topic), and once a restock-risk model is
+    trained (smartshelf.ml.risk), each changed shelf's risk → shelf_risk (every shelf's when a new version
+    comes). The risk is a score of the state, not state: a replay scores the same state the same way."""
 
     name = "shelf-aggregator"
     topics = ("shelf_events", "shelf_profiles")
     validates = topics
     state_table = "shelf_state"
     initial_field = "shelves"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.risk = RiskScoring()
+
+    def apply(self, io: CommitIO, received: list[Received]) -> dict[str, list[BaseModel]]:
+        records = super().apply(io, received)
+        records["shelf_risk"] = self.risk.scores(io, self.state, records[self._topic()], received)
+        return records
 
     def ordered(self, received: list[Received]) -> list[Received]:
         # reference data first: a batch's events may concern a shelf its profiles add
@@ -181,6 +199,57 @@ class ShelfAggregator(EventByEventApp):
             return event.shelf_id, None, problem.reason
         return event.shelf_id, after, problem and (
             f"pickup of {event.quantity} exceeds the stock by {problem.missing}; stock set to 0")
+
+
+class RiskScoring:
+    """The shelf aggregator's restock-risk scorer: the newest model version under ARTIFACT_DIR/RISK_MODEL_NAME,
+    looked for at each batch (one stat while there is none; XGBoost is imported only once there is one)."""
+
+    def __init__(self) -> None:
+        self.scorer: RiskScorer | None = None
+        self.facts: dict[str, ShelfFacts] = {}
+        self.refused: Path | None = None  # a version that could not be read, warned about once
+
+    def scores(self, io: CommitIO, state: dict[str, BaseModel], changed: list[BaseModel],
+               received: list[Received]) -> list[BaseModel]:
+        folder = io.settings.artifact_dir / io.settings.risk_model_name
+        if not folder.is_dir():
+            return []
+        newer = self._newer(io, folder)
+        self._learn_shelves(io, received)
+        if self.scorer is None:
+            return []
+        shelves = state.values() if newer else changed
+        return list(self.scorer.score([s for s in shelves if isinstance(s, ShelfState)], self.facts))
+
+    def _newer(self, io: CommitIO, folder: Path) -> bool:
+        """Load the newest version if it is not the one in use; whether one was loaded."""
+        from smartshelf.ml.artifacts import newest_model_path
+        from smartshelf.ml.risk import RiskScorer, shelf_facts
+
+        newest = newest_model_path(folder.parent, folder.name)
+        if newest is None or newest == self.refused or (
+                self.scorer is not None and self.scorer.model_version == int(newest.name)):
+            return False
+        try:
+            self.scorer = RiskScorer.load(newest)
+        except SmartShelfError as error:
+            log.warning("restock risk: %s", error)
+            self.refused = newest
+            return False
+        if not self.facts:
+            from smartshelf.runtime.jobs import load_store
+
+            self.facts = shelf_facts(load_store(io.settings))
+        return True
+
+    def _learn_shelves(self, io: CommitIO, received: list[Received]) -> None:
+        """Shelves the store adds (their profiles) can be scored too."""
+        from smartshelf.ml.risk import shelf_facts
+
+        profiles = [item.record for item in received if isinstance(item.record, ShelfProfile)]
+        if profiles and self.facts:
+            self.facts = {**shelf_facts(StoreData(), profiles), **self.facts}
 
 
 class BatchStateUpdater(StateApp):

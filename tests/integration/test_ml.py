@@ -20,11 +20,14 @@ from smartshelf.apps.inference import run_apart, run_for
 from smartshelf.errors import SmartShelfError
 from smartshelf.loop import FORECAST_PLAN_PREFIX
 from smartshelf.ml.artifacts import MODEL_FILE
+from smartshelf.ml.risk import save_risk_model
 from smartshelf.registry import table, topic
 from smartshelf.runtime import ml_jobs
 from smartshelf.runtime.sim import run_sim
 from smartshelf.schemas import ShelfDailyFeatures
 from smartshelf.settings import Settings
+from tests.conftest import latest_in_topic
+from tests.unit.test_risk import trained_on_a_world
 
 pytestmark = pytest.mark.integration
 
@@ -62,6 +65,10 @@ def _forecast_plans(settings: Settings) -> dict[str, set[bytes]]:
 
 def _on_the_stack(settings: Settings) -> dict[str, object]:
     found: dict[str, object] = {}
+    found["risk_topic"] = {k: v.model_dump() for k, v in latest_in_topic(settings, "shelf_risk").items()}
+    with postgres.connect(settings, "reader") as conn, conn.cursor() as cur:
+        cur.execute(f"SELECT shelf_id, restock_risk, model_version FROM {table('shelf_risk').pg}")
+        found["risk_rows"] = {shelf_id: (risk, version) for shelf_id, risk, version in cur.fetchall()}
     rows = ml_jobs.build_features(settings, ml_jobs.watermark(settings))
     found["feature_days"] = sorted({row.feature_date for row in rows})
     found["feature_rows_in_postgres"] = _count(settings, "shelf_daily_features")
@@ -85,8 +92,11 @@ def _on_the_stack(settings: Settings) -> dict[str, object]:
 
 
 @pytest.fixture(scope="module")
-def found() -> dict[str, object]:
-    base = Settings().model_copy(update={"step_seconds": 7200})  # 2-h ticks: half the settles, for the suite
+def found(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    models = tmp_path_factory.mktemp("models")  # a restock-risk model there from the start: the stream scores
+    save_risk_model(trained_on_a_world().booster, models / "restock_risk_xgb" / "202501100600")
+    base = Settings().model_copy(update={"step_seconds": 7200,  # 2-h ticks: half the settles, for the suite
+                                         "artifact_dir_setting": models})
     return run_sim(base, 1, 42, FIXTURE, fast=True, after=_on_the_stack)
 
 
@@ -126,6 +136,14 @@ def test_the_training_run_is_in_mlflow_as_registered(found: dict[str, object]) -
     for metric in ("mae_model", "rmse_model", "mae_last7", "mae_model_batches", "mae_rule_batches"):
         assert run["metrics"][metric] == pytest.approx(model[metric]), metric
     assert sorted(run["artifacts"]) == ["model/feature_columns.json", "model/model.json"]
+
+
+def test_the_stream_scores_every_shelfs_restock_risk_into_postgresql(found: dict[str, object]) -> None:
+    topic_rows, pg_rows = found["risk_topic"], found["risk_rows"]
+    assert isinstance(topic_rows, dict) and isinstance(pg_rows, dict)
+    assert len(topic_rows) == 7  # the fixture's shelves, scored by the model in ARTIFACT_DIR from the first batch
+    assert pg_rows == {k: (pytest.approx(v["restock_risk"]), 202501100600) for k, v in topic_rows.items()}
+    assert all(0 <= v["restock_risk"] <= 1 for v in topic_rows.values())
 
 
 def test_a_corrupt_model_is_one_clear_line(found: dict[str, object]) -> None:

@@ -186,6 +186,22 @@ def test_a_zone_lists_all_its_shelves_with_live_stock_where_known() -> None:
     assert pd.isna(shelves.loc[0, "current_stock"]) and shelves.loc[1, "current_stock"] == 4
 
 
+def test_a_zone_shows_its_shelves_riskiest_first_and_the_map_its_highest_risk() -> None:
+    inventory = INVENTORY.assign(maximum_stock=[10, 20, 30, 40])
+    state = pd.DataFrame({"shelf_id": ["S1", "S2"], "current_stock": [4, 9], "current_weight": [1.0, 2.0],
+                          "last_event_type": ["pickup", "pickup"], "last_event_ts": [NOW, NOW]})
+    risk = pd.DataFrame({"shelf_id": ["S1", "S2", "S4"], "restock_risk": [0.1, 0.7, 0.4], "model_version": [1] * 3,
+                         "scored_ts": [NOW] * 3})
+    shelves = d.zone_shelves(inventory, state, "REFRIGERATED", risk)
+    assert list(shelves["shelf_id"]) == ["S2", "S1"] and list(shelves["restock_risk"]) == [0.7, 0.1]
+    assert "restock_risk" not in d.zone_shelves(inventory, state, "REFRIGERATED", d.empty_frame("shelf_risk"))
+    assert d.zone_risk(risk, inventory) == {"REFRIGERATED": 0.7, "FRUITS AND VEGETABLES": 0.4}
+    assert d.zone_risk(d.empty_frame("shelf_risk"), inventory) == {}
+    figure = d.layout_figure(d.load_layout(LAYOUT), {}, {}, {"REFRIGERATED": 0.7})
+    texts = {a.text.split("<br>")[0]: a.text for a in figure.layout.annotations}
+    assert texts["<b>REFRIGERATED</b>"].endswith("risk ≤ 70%") and "risk" not in texts["<b>FISH</b>"]
+
+
 def test_the_worst_severity_wins() -> None:
     assert d.worst(["info", "critical", "warning"]) == "critical"
     assert d.worst([]) == "none"

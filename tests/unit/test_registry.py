@@ -20,10 +20,11 @@ SEED_TOPICS_COMPACTED = {
 
 def test_topics_are_the_reference_ones_plus_ours() -> None:
     # ours: dead letters, the clock's watermark for the apps that act at a time of day, the supplier orders
-    # and receipts, so that PostgreSQL mirrors them like the other ops tables, and the pulse's windows
+    # and receipts, so that PostgreSQL mirrors them like the other ops tables, the pulse's windows, and the
+    # shelves' restock risk
     assert {t.name for t in TOPICS if not t.compacted} == SEED_TOPICS_APPEND | {"dead_letters", "clock_ticks",
                                                                                 "wh_supplier_receipts", "pulse_windows"}
-    assert {t.name for t in TOPICS if t.compacted} == SEED_TOPICS_COMPACTED | {"wh_supplier_orders"}
+    assert {t.name for t in TOPICS if t.compacted} == SEED_TOPICS_COMPACTED | {"wh_supplier_orders", "shelf_risk"}
     assert len(TOPICS_BY_NAME) == len(TOPICS)
 
 
