@@ -8,8 +8,8 @@ time only: run again, it writes the same rows (tables are upserted by key, plans
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 import shutil
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from pathlib import Path

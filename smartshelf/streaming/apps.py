@@ -216,11 +216,15 @@ class RiskScoring:
         if not folder.is_dir():
             return []
         newer = self._newer(io, folder)
-        self._learn_shelves(io, received)
+        self._learn_shelves(received)
         if self.scorer is None:
             return []
         shelves = state.values() if newer else changed
-        return list(self.scorer.score([s for s in shelves if isinstance(s, ShelfState)], self.facts))
+        try:
+            return list(self.scorer.score([s for s in shelves if isinstance(s, ShelfState)], self.facts))
+        except Exception as error:  # noqa: BLE001 - a score that fails must not make the batch's events dead letters
+            log.warning("restock risk: model %s could not score: %s", self.scorer.model_version, error)
+            return []
 
     def _newer(self, io: CommitIO, folder: Path) -> bool:
         """Load the newest version if it is not the one in use; whether one was loaded."""
@@ -243,7 +247,7 @@ class RiskScoring:
             self.facts = shelf_facts(load_store(io.settings))
         return True
 
-    def _learn_shelves(self, io: CommitIO, received: list[Received]) -> None:
+    def _learn_shelves(self, received: list[Received]) -> None:
         """Shelves the store adds (their profiles) can be scored too."""
         from smartshelf.ml.risk import shelf_facts
 
