@@ -1,5 +1,7 @@
 """What every long-running service shares: a stop flag set by SIGTERM/SIGINT, a heartbeat in Redis that the
-supervisor's health probe reads (`smartshelf status`), and `serve`, the loop that outlives transient faults.
+supervisor's health probe reads (`smartshelf status`), every thread's stack written to its log on SIGUSR1 (what
+a hung service was doing: the watchdog and `sim` ask before they give up on one), and `serve`, the loop that
+outlives transient faults.
 
 Transient faults (Kafka, PostgreSQL or Redis not answering for a while) do not end a service served by `serve`:
 it drops its service object, waits with a capped exponential backoff with jitter (beating its heartbeat when it
@@ -8,6 +10,7 @@ service is tested for, without losing the process. Any other error ends the proc
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import signal
 import threading
@@ -27,6 +30,7 @@ from smartshelf.errors import Unavailable, first_line
 HEARTBEAT_KEY = "svc:heartbeat"  # hash: service name -> wall time of its last beat
 HEARTBEAT_EVERY_S = 1.0
 HEARTBEAT_STALE_S = 15.0
+STACKS_SIGNAL = signal.SIGUSR1
 # what waiting may fix: a server down, restarting or slow; psycopg2's OperationalError covers a lost connection
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     Unavailable, redis.ConnectionError, redis.TimeoutError, psycopg2.OperationalError, psycopg2.InterfaceError)
@@ -44,6 +48,7 @@ class Lifecycle:
         self._last_beat = 0.0
         signal.signal(signal.SIGTERM, self._stop)
         signal.signal(signal.SIGINT, self._stop)
+        faulthandler.register(STACKS_SIGNAL, all_threads=True)  # to stderr: the service's log
 
     def _stop(self, signum: int, frame: FrameType | None) -> None:
         self.stopping = True

@@ -105,6 +105,8 @@ def _check_services(settings: Settings, names: tuple[str, ...]) -> None:
     for row in supervisor.status(settings):
         if row.name in names and not row.healthy:
             server = next(s for s in supervisor.select(settings, [row.name]) if s.name == row.name)
+            if server.beats and row.pid is not None:  # alive but silent: what it is doing goes to its log
+                supervisor.dump_stacks(settings, row.name)
             raise SmartShelfError(f"sim: service {row.name} is {row.problem or 'down'}; its log ends:\n"
                                   f"{supervisor.log_tail(server)}")
 

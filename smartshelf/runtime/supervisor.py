@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from smartshelf.apps.lifecycle import STACKS_SIGNAL
 from smartshelf.errors import SmartShelfError
 from smartshelf.runtime.servers import Server, all_processes, all_servers, port_is_free
 from smartshelf.settings import Settings
@@ -271,6 +272,16 @@ def kill_hard(settings: Settings, name: str) -> int:
     while _alive(pid, start_ticks):
         time.sleep(0.05)
     return pid
+
+
+def dump_stacks(settings: Settings, name: str, wait_s: float = 1.0) -> None:
+    """Ask a running service that beats a heartbeat to write every thread's stack to its log
+    (smartshelf.apps.lifecycle), and give it `wait_s` to do so; a process already gone is left alone."""
+    try:
+        os.kill(pid_of(settings, name), STACKS_SIGNAL)
+    except (SmartShelfError, ProcessLookupError):
+        return
+    time.sleep(wait_s)
 
 
 def heal(settings: Settings) -> dict[str, list[str]]:

@@ -102,7 +102,9 @@ def watch(settings: Settings, life: Lifecycle, standby: bool = False) -> None:
                 logs.warning(logger, "restarted what had failed inside a process", process=name,
                              failed="; ".join(repaired)[:2000])
         for name, age in stuck.items():
-            logs.warning(logger, "killing a process whose heartbeat stopped", process=name, seconds=round(age))
+            logs.warning(logger, "killing a process whose heartbeat stopped (its stacks: in its log)", process=name,
+                         seconds=round(age))
+            supervisor.dump_stacks(settings, name)
             supervisor.kill_hard(settings, name)
         for name in supervisor.crashed(settings):
             if watched is not None and name not in watched:

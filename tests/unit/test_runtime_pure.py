@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from smartshelf.apps.lifecycle import STACKS_SIGNAL
 from smartshelf.datagen import generate_store
 from smartshelf.errors import SmartShelfError
 from smartshelf.policies import derive_config, load_policy_config
@@ -158,3 +159,23 @@ def test_a_stopped_servers_process_group_goes_with_it() -> None:
         time.sleep(0.05)
     else:
         raise AssertionError(f"the leader's child {child} outlived kill_group")
+
+
+def test_a_service_writes_every_threads_stack_to_its_log_when_asked() -> None:
+    script = ("import threading, time, redis\n"
+              "from smartshelf.apps.lifecycle import Lifecycle\n"
+              "Lifecycle('probe', redis.Redis(port=1))\n"
+              "threading.Thread(target=time.sleep, args=(60,), name='worker', daemon=True).start()\n"
+              "print('ready', flush=True)\n"
+              "time.sleep(60)\n")
+    service = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    try:
+        assert service.stdout is not None and service.stdout.readline().strip() == "ready"
+        service.send_signal(STACKS_SIGNAL)
+        time.sleep(1)
+        assert service.poll() is None  # it goes on
+    finally:
+        service.kill()
+    _, stacks = service.communicate()
+    assert stacks.count("(most recent call first)") == 2 and "Current thread" in stacks, stacks
