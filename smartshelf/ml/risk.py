@@ -7,6 +7,7 @@ Invariants:
   own rule (rules.apply_shelf_event). A snapshot's label reads only the events after it, up to HORIZON: 1 if the
   stock reaches 0 (or is 0) before a refill (a staff putback) within HORIZON, 0 if a refill comes first or HORIZON
   passes; a snapshot whose HORIZON the run has not covered yet has no label and is left out.
+- Snapshots of an empty shelf are neither learnt nor scored: its risk is 1 by definition, and the scorer says so.
 - The held-out hours come after every training hour's horizon, so no training label has seen them; the model is
   compared there with two baselines: the training rows' base rate (Brier score), and the shelf's emptiness
   (1 - fill ratio) as a score (ROC AUC).
@@ -36,6 +37,7 @@ HORIZON = timedelta(hours=12)
 SNAPSHOT_EVERY = timedelta(hours=1)
 RISK_MODEL_NAME = "restock_risk_xgb"
 RISK_FEATURES = ("fill_ratio", "stock", "capacity", "item_visibility", "item_price", "hour_of_day", "day_of_week")
+_STOCK = RISK_FEATURES.index("stock")
 RISK_FEATURE_HASH = hashlib.sha256(json.dumps(RISK_FEATURES).encode()).hexdigest()
 RISK_PARAMS = {"objective": "binary:logistic", "eval_metric": "logloss", "max_depth": 4, "eta": 0.1,
                "subsample": 0.9, "min_child_weight": 5, "seed": 0, "nthread": 2}
@@ -149,7 +151,10 @@ class RiskResult:
 
 def train_risk(rows: Sequence[RiskRow], holdout_hours: int = 24) -> RiskResult:
     """Fit on the labelled snapshots before the held-out hours' horizon gap; score on the last `holdout_hours`."""
-    known = sorted((row for row in rows if row.label is not None), key=lambda row: row.at)
+    # an empty shelf's risk is 1 by definition (RiskScorer says so without the model): learning and scoring it
+    # would only reward the model for seeing a zero
+    known = sorted((row for row in rows if row.label is not None and row.features[_STOCK] > 0),
+                   key=lambda row: row.at)
     times = sorted({row.at for row in known})
     if len(times) < holdout_hours + HORIZON / SNAPSHOT_EVERY + 24:
         raise SmartShelfError(f"restock risk: {len(times)} labelled hours; training needs {holdout_hours} held out,"
@@ -218,7 +223,7 @@ class RiskScorer:
             return []
         matrix = np.array([features_of(s.current_stock, facts[s.shelf_id], s.last_event_ts) for s in known],
                           dtype=float)
-        risks = self.booster.inplace_predict(matrix)
+        risks = np.where(matrix[:, _STOCK] > 0, self.booster.inplace_predict(matrix), 1.0)
         return [ShelfRisk(shelf_id=state.shelf_id, restock_risk=round(float(risk), 4),
                           model_version=self.model_version, scored_ts=state.last_event_ts)
                 for state, risk in zip(known, risks, strict=True)]

@@ -69,6 +69,9 @@ def _on_the_stack(settings: Settings) -> dict[str, object]:
     with postgres.connect(settings, "reader") as conn, conn.cursor() as cur:
         cur.execute(f"SELECT shelf_id, restock_risk, model_version FROM {table('shelf_risk').pg}")
         found["risk_rows"] = {shelf_id: (risk, version) for shelf_id, risk, version in cur.fetchall()}
+    with pytest.raises(SmartShelfError) as too_short:  # the lake's shelf events replayed: a day is not enough
+        ml_jobs.train_risk_model(settings, ml_jobs.watermark(settings), holdout_hours=24)
+    found["risk_too_short"] = str(too_short.value)
     rows = ml_jobs.build_features(settings, ml_jobs.watermark(settings))
     found["feature_days"] = sorted({row.feature_date for row in rows})
     found["feature_rows_in_postgres"] = _count(settings, "shelf_daily_features")
@@ -144,6 +147,12 @@ def test_the_stream_scores_every_shelfs_restock_risk_into_postgresql(found: dict
     assert len(topic_rows) == 7  # the fixture's shelves, scored by the model in ARTIFACT_DIR from the first batch
     assert pg_rows == {k: (pytest.approx(v["restock_risk"]), 202501100600) for k, v in topic_rows.items()}
     assert all(0 <= v["restock_risk"] <= 1 for v in topic_rows.values())
+
+
+def test_the_risk_model_refuses_a_run_too_short_to_learn_from_in_one_line(found: dict[str, object]) -> None:
+    message = str(found["risk_too_short"])
+    assert message.startswith("restock risk: ") and "labelled hours; training needs 24 held out" in message, message
+    assert "\n" not in message
 
 
 def test_a_corrupt_model_is_one_clear_line(found: dict[str, object]) -> None:
