@@ -398,33 +398,28 @@ def bench_sim(base: Settings, days: int = 1, step_seconds: int = 3600) -> dict[s
     }
 
 
-def bench_ml(base: Settings, days: int = 21, holdout_days: int = 3, step_seconds: int = 3600) -> dict[str, object]:
-    """A fast simulation of `days` days on a scratch stack, then on its lake: the daily features, training
-    (time-series CV, early stopping) and the model against both baselines on the held-out days."""
+def _train_on_the_lake(settings: Settings, holdout_days: int) -> dict[str, object]:
+    """The daily features of a settled run's lake, then the model trained and scored against both baselines."""
     from smartshelf.runtime import ml_jobs
-    from smartshelf.runtime.sim import run_sim
 
-    def train_on_the_lake(settings: Settings) -> dict[str, object]:
-        began = time.monotonic()
-        until = ml_jobs.watermark(settings)
-        rows = ml_jobs.build_features(settings, until)
-        features_s = time.monotonic() - began
-        trained = ml_jobs.train_model(settings, rows, until, holdout_days)
-        return {"feature_rows": len(rows), "features_s": round(features_s, 1),
-                "train_s": round(time.monotonic() - began - features_s, 1), "model": trained.model.model_dump(mode="json"),
-                "cv_mae": [round(m, 3) for m in trained.result.cv_mae], "best_iteration": trained.result.best_iteration}
+    began = time.monotonic()
+    until = ml_jobs.watermark(settings)
+    rows = ml_jobs.build_features(settings, until)
+    features_s = time.monotonic() - began
+    trained = ml_jobs.train_model(settings, rows, until, holdout_days)
+    return {"feature_rows": len(rows), "features_s": round(features_s, 1),
+            "train_s": round(time.monotonic() - began - features_s, 1), "model": trained.model.model_dump(mode="json"),
+            "cv_mae": [round(m, 3) for m in trained.result.cv_mae], "best_iteration": trained.result.best_iteration}
 
-    summary = run_sim(base.model_copy(update={"step_seconds": step_seconds}), days, base.sim_seed, None, fast=True,
-                      after=train_on_the_lake)
-    if not summary["checks_ok"]:
-        raise AssertionError(f"bench ml: the run's checks failed: {summary}")
+
+def _ml_result(summary: dict[str, Any], days: int, seed: int, holdout_days: int) -> dict[str, object]:
     model = summary["model"]
     assert isinstance(model, dict)
     metrics = {name: round(float(model[name]), 3) for name in (
         "mae_model", "rmse_model", "mae_last7", "rmse_last7", "mae_model_batches", "mae_last7_batches",
         "mae_rule_batches")}
     return {
-        "benchmark": "ml", "simulated_days": days, "seed": base.sim_seed, "holdout_days": holdout_days,
+        "benchmark": "ml", "simulated_days": days, "seed": seed, "holdout_days": holdout_days,
         "sim_wall_s": summary["wall_s"], "feature_rows": summary["feature_rows"],
         "features_s": summary["features_s"], "train_s": summary["train_s"],
         "train_rows": model["train_rows"], "holdout_rows": model["holdout_rows"],
@@ -432,6 +427,52 @@ def bench_ml(base: Settings, days: int = 21, holdout_days: int = 3, step_seconds
         "best_iteration": summary["best_iteration"], **metrics,
         "model_beats_last7": metrics["mae_model"] < metrics["mae_last7"],
         "model_beats_rule_in_batches": metrics["mae_model_batches"] < metrics["mae_rule_batches"],
+    }
+
+
+def bench_ml(base: Settings, days: int = 21, holdout_days: int = 3, step_seconds: int = 3600) -> dict[str, object]:
+    """A fast simulation of `days` days on a scratch stack, then on its lake: the daily features, training
+    (time-series CV, early stopping) and the model against both baselines on the held-out days."""
+    from smartshelf.runtime.sim import run_sim
+
+    summary = run_sim(base.model_copy(update={"step_seconds": step_seconds}), days, base.sim_seed, None, fast=True,
+                      after=lambda settings: _train_on_the_lake(settings, holdout_days))
+    if not summary["checks_ok"]:
+        raise AssertionError(f"bench ml: the run's checks failed: {summary}")
+    return _ml_result(summary, days, base.sim_seed, holdout_days)
+
+
+WHATIF_SNAPSHOT = "whatif-snapshot"  # under DATA_DIR: kept between runs, as the day-N state takes the longest
+
+
+def bench_whatif(base: Settings, days: int = 21, more_days: int = 7, holdout_days: int = 3,
+                 step_seconds: int = 7200) -> dict[str, object]:
+    """`bench ml`'s run and model (days 1..`days`), its stopped stack kept as a snapshot; then `more_days` from
+    that one state under SUPPLIER_POLICY=rules and under ml: stock-out hours, units expired, units ordered.
+    A snapshot of the same seed, days and ticks left by an earlier run is used again (its run took hours).
+    2-h ticks, not 1-h: the 35 simulated days then take ~2 h instead of ~3 on 2 cores."""
+    from smartshelf.runtime import whatif
+
+    snapshot = base.data_dir / WHATIF_SNAPSHOT
+    wanted = {"days": days, "seed": base.sim_seed, "step_seconds": step_seconds}
+    summary_file = snapshot / whatif.SUMMARY_FILE
+    summary = json.loads(summary_file.read_text()) if summary_file.is_file() else None
+    if summary is None or summary.get("whatif_base") != wanted:
+        summary = whatif.base_run(base, days, step_seconds, snapshot,
+                                  lambda settings: {**_train_on_the_lake(settings, holdout_days),
+                                                    "whatif_base": wanted})
+    if not summary["checks_ok"]:
+        raise AssertionError(f"bench whatif: the day-{days} run's checks failed: {summary}")
+    arms = {policy: whatif.run_arm(snapshot, more_days, policy) for policy in ("rules", "ml")}
+    for policy, arm in arms.items():
+        if not arm["checks_ok"]:
+            raise AssertionError(f"bench whatif: the {policy} arm's checks failed: {arm}")
+    return {
+        "benchmark": "whatif", "base": _ml_result(summary, days, base.sim_seed, holdout_days),
+        "more_days": more_days, "window": arms["ml"]["window"],
+        **{policy: {"outcome": arm["outcome"], "wall_s": arm["wall_s"], "digest": arm["digest"],
+                    "supplier_orders": arm["supplier_orders"], "events": arm["events"]}
+           for policy, arm in arms.items()},
     }
 
 
@@ -703,8 +744,8 @@ def _sensor_payloads(count: int) -> list[tuple[bytes, bytes]]:
 
 
 BENCHMARKS = {"broker": bench_broker, "producers": bench_producers, "spark": bench_spark, "sim": bench_sim,
-              "connect": bench_connect, "dashboard": bench_dashboard, "ml": bench_ml, "risk": bench_risk,
-              "api": bench_api}
+              "connect": bench_connect, "dashboard": bench_dashboard, "ml": bench_ml, "whatif": bench_whatif,
+              "risk": bench_risk, "api": bench_api}
 
 
 def write_result(metrics_dir: Path, result: dict[str, object]) -> Path:

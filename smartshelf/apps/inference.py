@@ -22,6 +22,7 @@ import redis
 from smartshelf import logs
 from smartshelf.adapters.redis_clock import SimClock, redis_client
 from smartshelf.apps.lifecycle import Lifecycle
+from smartshelf.clock import ClockMode
 from smartshelf.errors import SmartShelfError
 from smartshelf.loop import daily_run_due
 from smartshelf.settings import Settings
@@ -29,6 +30,7 @@ from smartshelf.settings import Settings
 NAME = "inference"
 LAST_DAY_KEY = "ml:inference:last_day"
 POLL_S = 1.0
+LOCKSTEP_POLL_S = 0.02  # in lockstep every tick waits for this service: look often
 LAKE_TIMEOUT_S = 120.0
 
 
@@ -65,7 +67,10 @@ def main(settings: Settings) -> None:
     logger = logs.configure(NAME, settings.log_level)
     client = redis_client(settings)
     life, clock = Lifecycle(NAME, client), SimClock(client)
-    logs.info(logger, "started", run_hour=settings.run_hour, model=settings.model_name)
+    in_lockstep = settings.use_simulated_time and settings.sim_mode == ClockMode.FAST
+    if in_lockstep:  # the clock waits for each tick's forecast, if one is due, before it moves on
+        clock.register_tick_participant(NAME)
+    logs.info(logger, "started", run_hour=settings.run_hour, model=settings.model_name, lockstep=in_lockstep)
     while not life.stopping:
         life.beat()
         now = clock.now_or_none()
@@ -75,4 +80,10 @@ def main(settings: Settings) -> None:
                 outcome = run_apart(settings, day)
             client.set(LAST_DAY_KEY, day.isoformat())
             logs.warning(logger, "forecast", day=day.isoformat(), outcome=outcome)
-        time.sleep(POLL_S)
+        if in_lockstep and now is not None and _behind(clock.last_tick_done(NAME), now):
+            clock.tick_done(NAME, now)  # its plans are on wh_supplier_plan: the lockstep waits for their readers
+        time.sleep(POLL_S if not in_lockstep else LOCKSTEP_POLL_S)
+
+
+def _behind(done: datetime | None, now: datetime) -> bool:
+    return done is None or done < now

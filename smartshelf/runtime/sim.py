@@ -111,11 +111,12 @@ def _check_services(settings: Settings, names: tuple[str, ...]) -> None:
                                   f"{supervisor.log_tail(server)}")
 
 
-def _wait_for_participants(settings: Settings, clock: SimClock) -> None:
-    expected = _participants_expected()
+def _wait_for_participants(settings: Settings, clock: SimClock, also: tuple[str, ...] = ()) -> None:
+    """Until every service of a run, and `also`, has joined the lockstep."""
+    expected = _participants_expected() | set(also)
     deadline = time.monotonic() + JOIN_TIMEOUT_S
     while not expected <= set(clock.participants()):
-        _check_services(settings, SERVICES)
+        _check_services(settings, (*SERVICES, *also))
         if time.monotonic() > deadline:
             missing = ", ".join(sorted(expected - set(clock.participants())))
             raise SmartShelfError(f"sim: {missing} did not join the clock in {JOIN_TIMEOUT_S:.0f}s")
