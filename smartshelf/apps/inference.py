@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import multiprocessing
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from datetime import date, datetime
@@ -63,6 +64,25 @@ def run_apart(settings: Settings, day: date) -> str:
             return "no forecast, the rule's plans go on: the forecasting process died"
 
 
+def poll(settings: Settings, client: redis.Redis, clock: SimClock, forecast: Callable[[Settings, date], str],
+         in_lockstep: bool) -> str | None:
+    """One look at the clock: the day's forecast if it is due (what it did, in a few words); in lockstep, then
+    the tick reported done, so the clock waits for the forecast's plans and for those who read them."""
+    now = clock.now_or_none()
+    day = daily_run_due(last_day(client), now, settings.run_hour) if now is not None else None
+    outcome = None
+    if day is not None:
+        outcome = forecast(settings, day)
+        client.set(LAST_DAY_KEY, day.isoformat())
+    if in_lockstep and now is not None and _behind(clock.last_tick_done(NAME), now):
+        clock.tick_done(NAME, now)
+    return None if day is None else f"{day.isoformat()}: {outcome}"
+
+
+def _behind(done: datetime | None, now: datetime) -> bool:
+    return done is None or done < now
+
+
 def main(settings: Settings) -> None:
     logger = logs.configure(NAME, settings.log_level)
     client = redis_client(settings)
@@ -71,19 +91,14 @@ def main(settings: Settings) -> None:
     if in_lockstep:  # the clock waits for each tick's forecast, if one is due, before it moves on
         clock.register_tick_participant(NAME)
     logs.info(logger, "started", run_hour=settings.run_hour, model=settings.model_name, lockstep=in_lockstep)
+
+    def forecast(settings: Settings, day: date) -> str:
+        with life.beating():  # features and a forecast take seconds; the supervisor must not think it dead
+            return run_apart(settings, day)
+
     while not life.stopping:
         life.beat()
-        now = clock.now_or_none()
-        day = daily_run_due(last_day(client), now, settings.run_hour) if now is not None else None
-        if day is not None:
-            with life.beating():  # features and a forecast take seconds; the supervisor must not think it dead
-                outcome = run_apart(settings, day)
-            client.set(LAST_DAY_KEY, day.isoformat())
-            logs.warning(logger, "forecast", day=day.isoformat(), outcome=outcome)
-        if in_lockstep and now is not None and _behind(clock.last_tick_done(NAME), now):
-            clock.tick_done(NAME, now)  # its plans are on wh_supplier_plan: the lockstep waits for their readers
-        time.sleep(POLL_S if not in_lockstep else LOCKSTEP_POLL_S)
-
-
-def _behind(done: datetime | None, now: datetime) -> bool:
-    return done is None or done < now
+        done = poll(settings, client, clock, forecast, in_lockstep)
+        if done is not None:
+            logs.warning(logger, "forecast", outcome=done)
+        time.sleep(LOCKSTEP_POLL_S if in_lockstep else POLL_S)

@@ -27,6 +27,7 @@ from smartshelf.ml.train import (FEATURE_COLUMNS, TrainResult, predict_units, ru
 from smartshelf.policies import ConfigTables, derive_config, load_policy_config
 from smartshelf.schemas import (Alert, DailyDiscount, FootTrafficEvent, PosItem, PosTransaction,
                                 ShelfDailyFeatures, ShelfEvent, SupplierOrder, SupplierReceipt, WarehouseEvent)
+from smartshelf.settings import Settings
 from smartshelf.store import BatchRow, DiscountRow, StoreData, StoreInventoryRow, WarehouseInventoryRow
 from smartshelf.world import World, WorldConfig, WorldEvents
 
@@ -544,3 +545,61 @@ def test_forecast_reads_one_finished_day(saved: Path, weekly_rows: list[ShelfDai
     with pytest.raises(SmartShelfError, match="not complete"):
         forecast(model, [weekly_rows[-1]], tables, at(WEEKLY_DAYS - 1, 22))
     assert forecast(model, [], tables, at(WEEKLY_DAYS, 6)).predictions == []
+
+
+class _FakeRedis:
+    """The two calls the inference service makes on Redis itself."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, bytes] = {}
+
+    def get(self, key: str) -> bytes | None:
+        return self.values.get(key)
+
+    def set(self, key: str, value: str) -> None:
+        self.values[key] = value.encode()
+
+
+class _FakeClock:
+    def __init__(self) -> None:
+        self.now: datetime | None = None
+        self.done: dict[str, datetime] = {}
+
+    def now_or_none(self) -> datetime | None:
+        return self.now
+
+    def last_tick_done(self, name: str) -> datetime | None:
+        return self.done.get(name)
+
+    def tick_done(self, name: str, t: datetime) -> None:
+        self.done[name] = t
+
+
+@pytest.mark.parametrize("in_lockstep", [True, False])
+def test_the_inference_service_forecasts_once_a_day_then_reports_the_tick(in_lockstep: bool) -> None:
+    from smartshelf.apps.inference import NAME, poll
+
+    client, clock = _FakeRedis(), _FakeClock()
+    ran: list[tuple[date, dict[str, datetime]]] = []
+
+    def forecast(settings: Settings, day: date) -> str:
+        ran.append((day, dict(clock.done)))  # what the clock had heard from the service when it forecast
+        return "3 plans"
+
+    settings = Settings().model_copy(update={"run_hour": 6})
+
+    def look(t: datetime | None) -> str | None:
+        clock.now = t
+        return poll(settings, client, clock, forecast, in_lockstep)  # type: ignore[arg-type]
+
+    assert look(None) is None and clock.done == {}
+    assert look(datetime(2025, 1, 22, 4)) is None  # before RUN_HOUR
+    assert look(datetime(2025, 1, 22, 6)) == "2025-01-22: 3 plans"
+    assert look(datetime(2025, 1, 22, 8)) is None  # once a day, however many ticks
+    assert look(datetime(2025, 1, 23, 6)) == "2025-01-23: 3 plans"
+    assert [day for day, _ in ran] == [date(2025, 1, 22), date(2025, 1, 23)]
+    if in_lockstep:  # the tick is reported only after its forecast: the clock cannot move past RUN_HOUR without it
+        assert ran[0][1] == {NAME: datetime(2025, 1, 22, 4)}
+        assert clock.done == {NAME: datetime(2025, 1, 23, 6)}
+    else:
+        assert clock.done == {}
