@@ -8,7 +8,10 @@ same checkpoints and tables, their tasks run by executors on the cluster's worke
 from __future__ import annotations
 
 import os
+import shutil
 import sys
+from collections.abc import Callable
+from pathlib import Path
 
 from pyspark.sql import SparkSession
 
@@ -19,6 +22,7 @@ CORES = 2  # the embedded session's local cores (this machine has 2), and the sh
 EXECUTOR_CORES = 1  # on a standalone cluster: one executor per worker, one core each (SPARK_WORKERS workers)
 EXECUTOR_HEAP_SHARE = 0.6  # of a worker's memory; the rest is the executor's off-heap (RocksDB, Netty, metaspace)
 JVM_PROFILE = "spark"
+SCRATCH = "spark-scratch"  # under the run dir: one folder per driver process
 
 
 def spark_jars(settings: Settings) -> list[str]:
@@ -30,9 +34,39 @@ def spark_jars(settings: Settings) -> list[str]:
     return jars
 
 
+def scratch_dir(settings: Settings) -> Path:
+    """This driver's scratch space (Spark's local dir and the JVM's temp dir) under the run dir: Spark deletes
+    its files on a clean stop only, so a driver killed -9 leaves ~35 MB behind, which the next driver sweeps
+    (`sweep_scratch`) instead of letting them pile up in /tmp."""
+    return settings.run_dir / SCRATCH / str(os.getpid())
+
+
+def sweep_scratch(root: Path, alive: Callable[[int], bool]) -> list[Path]:
+    """Remove the scratch dirs under `root` of drivers no longer running; returns them."""
+    swept = []
+    for path in sorted(root.glob("*")) if root.is_dir() else []:
+        if not (path.name.isdigit() and alive(int(path.name))):
+            shutil.rmtree(path, ignore_errors=True)
+            swept.append(path)
+    return swept
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def spark_session(settings: Settings, app_name: str = "smartshelf") -> SparkSession:
     # Python workers must connect back over loopback and run the venv's interpreter (DESIGN.md, Spark notes)
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    sweep_scratch(settings.run_dir / SCRATCH, _pid_alive)
+    scratch = scratch_dir(settings)
+    (scratch / "tmp").mkdir(parents=True, exist_ok=True)
     os.environ["PYSPARK_PYTHON"] = sys.executable
     os.environ["PYSPARK_DRIVER_PYTHON"] = sys.executable
     builder = SparkSession.builder.master(settings.spark_master_url).appName(app_name)
@@ -46,6 +80,8 @@ def spark_session(settings: Settings, app_name: str = "smartshelf") -> SparkSess
         .config("spark.jars", ",".join(spark_jars(settings)))
         .config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
         .config("spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog")
+        .config("spark.local.dir", str(scratch))
+        .config("spark.driver.extraJavaOptions", f"-Djava.io.tmpdir={scratch / 'tmp'}")
         .config("spark.ui.enabled", "false")
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.sql.shuffle.partitions", str(CORES))
@@ -84,4 +120,4 @@ def kafka_options(settings: Settings, topics: list[str]) -> dict[str, str]:
     return options
 
 
-__all__ = ["kafka_options", "spark_session"]
+__all__ = ["kafka_options", "scratch_dir", "spark_session", "sweep_scratch"]

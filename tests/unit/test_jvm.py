@@ -46,3 +46,14 @@ def test_no_spark_jar_comes_twice() -> None:
     assert any("spark-sql-kafka" in jar.name for jar in added) and any("delta-spark" in jar.name for jar in added)
     shipped = {_artifact(jar) for jar in (Path(pyspark.__file__).parent / "jars").glob("*.jar")}
     assert not {_artifact(jar) for jar in added} & shipped
+
+
+def test_a_driver_sweeps_the_scratch_dirs_of_dead_drivers_only(tmp_path: Path) -> None:
+    from smartshelf.adapters.spark import sweep_scratch
+
+    for name in ("101", "202", "not-a-pid"):
+        (tmp_path / name / "blockmgr-x").mkdir(parents=True)
+    swept = sweep_scratch(tmp_path, alive=lambda pid: pid == 202)
+    assert sorted(p.name for p in swept) == ["101", "not-a-pid"]
+    assert [p.name for p in tmp_path.iterdir()] == ["202"]
+    assert sweep_scratch(tmp_path / "none yet", alive=lambda pid: True) == []
