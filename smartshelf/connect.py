@@ -301,6 +301,12 @@ SOURCE_NAME = "pg-config-source"
 SLOT = "smartshelf_config"
 SOURCE_PREFIX = "smartshelf"  # Debezium names a table's topic <prefix>.<schema>.<table>; a router renames it
 HEARTBEAT_MS = 10_000  # lets the slot move on while only other tables change (else it keeps their WAL)
+# what each heartbeat writes to the WAL: a logical decoding message, which reaches the slot whatever the
+# publication holds, so the slot confirms the WAL up to it (HEARTBEAT_MS alone did not move it: after ~256 MB
+# of other tables' WAL, PostgreSQL invalidated the slot and the source stopped, 12 simulated days into a run);
+# the source skips the message itself (message.prefix.exclude.list)
+HEARTBEAT_MESSAGE = "smartshelf_heartbeat"
+HEARTBEAT_QUERY = f"SELECT pg_logical_emit_message(false, '{HEARTBEAT_MESSAGE}', now()::text)"
 EXTRACT_NEW_STATE = "io.debezium.transforms.ExtractNewRecordState"
 REGEX_ROUTER = "org.apache.kafka.connect.transforms.RegexRouter"
 EXTRACT_KEY_FIELD = "org.apache.kafka.connect.transforms.ExtractField$Key"
@@ -327,6 +333,7 @@ def _source_config() -> dict[str, str]:
         "publication.name": PUBLICATION, "publication.autocreate.mode": "disabled", "slot.name": SLOT,
         "snapshot.mode": "initial", "decimal.handling.mode": "double", "time.precision.mode": "connect",
         "tombstones.on.delete": "false", "heartbeat.interval.ms": str(HEARTBEAT_MS),
+        "heartbeat.action.query": HEARTBEAT_QUERY, "message.prefix.exclude.list": HEARTBEAT_MESSAGE,
         # the heartbeat topic is Connect's to create (the broker creates none): one compacted partition
         "topic.creation.default.replication.factor": "1", "topic.creation.default.partitions": "1",
         "topic.creation.default.cleanup.policy": "compact",
