@@ -302,8 +302,8 @@ SLOT = "smartshelf_config"
 SOURCE_PREFIX = "smartshelf"  # Debezium names a table's topic <prefix>.<schema>.<table>; a router renames it
 HEARTBEAT_MS = 10_000  # lets the slot move on while only other tables change (else it keeps their WAL)
 # what each heartbeat writes to the WAL: a logical decoding message, which reaches the slot whatever the
-# publication holds, so the slot confirms the WAL up to it (HEARTBEAT_MS alone did not move it: after ~256 MB
-# of other tables' WAL, PostgreSQL invalidated the slot and the source stopped, 12 simulated days into a run);
+# publication holds, so the slot confirms the WAL up to it (with HEARTBEAT_MS alone a fast run's slot stood still
+# until PostgreSQL invalidated it past max_slot_wal_keep_size and the source stopped; docs/architecture.md);
 # the source skips the message itself (message.prefix.exclude.list)
 HEARTBEAT_MESSAGE = "smartshelf_heartbeat"
 HEARTBEAT_QUERY = f"SELECT pg_logical_emit_message(false, '{HEARTBEAT_MESSAGE}', now()::text)"
