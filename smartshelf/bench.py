@@ -463,10 +463,7 @@ def bench_whatif(base: Settings, days: int = 21, more_days: int = 7, holdout_day
                                                     "whatif_base": wanted})
     if not summary["checks_ok"]:
         raise AssertionError(f"bench whatif: the day-{days} run's checks failed: {summary}")
-    arms = {policy: whatif.run_arm(snapshot, more_days, policy) for policy in ("rules", "ml")}
-    for policy, arm in arms.items():
-        if not arm["checks_ok"]:
-            raise AssertionError(f"bench whatif: the {policy} arm's checks failed: {arm}")
+    arms = {policy: _whatif_arm(snapshot, more_days, policy) for policy in ("rules", "ml")}
     return {
         "benchmark": "whatif", "base": _ml_result(summary, days, base.sim_seed, holdout_days),
         "more_days": more_days, "window": arms["ml"]["window"],
@@ -474,6 +471,21 @@ def bench_whatif(base: Settings, days: int = 21, more_days: int = 7, holdout_day
                     "supplier_orders": arm["supplier_orders"], "events": arm["events"]}
            for policy, arm in arms.items()},
     }
+
+
+def _whatif_arm(snapshot: Path, more_days: int, policy: str) -> dict[str, Any]:
+    """One arm of the what-if, kept beside its snapshot once its checks pass: a later run of the bench (after a
+    session or a machine that stopped) goes on with the arms not run yet."""
+    from smartshelf.runtime import whatif
+
+    kept = snapshot / f"arm-{policy}-{more_days}d.json"
+    if kept.is_file():
+        return json.loads(kept.read_text())  # type: ignore[no-any-return]
+    arm = whatif.run_arm(snapshot, more_days, policy)  # type: ignore[arg-type]
+    if not arm["checks_ok"]:
+        raise AssertionError(f"bench whatif: the {policy} arm's checks failed: {arm}")
+    kept.write_text(json.dumps(arm, indent=1, default=str))
+    return arm
 
 
 def bench_risk(base: Settings, days: int = 3, holdout_hours: int = 24, step_seconds: int = 3600

@@ -87,7 +87,7 @@ def scratch_stack(base: Settings, prefix: str = "smartshelf-scratch-") -> Iterat
     run_dir = make_run_dir(prefix)
     settings = scratch_settings(base, run_dir)
     in_main = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _exit_on_term) if in_main else None
+    previous = signal.signal(signal.SIGTERM, exit_on_term) if in_main else None
     try:
         yield settings, supervisor.start(settings)
     except Exception:
@@ -102,5 +102,6 @@ def scratch_stack(base: Settings, prefix: str = "smartshelf-scratch-") -> Iterat
             signal.signal(signal.SIGTERM, previous)
 
 
-def _exit_on_term(signum: int, frame: object) -> None:
+def exit_on_term(signum: int, frame: object) -> None:
+    """SIGTERM as SystemExit: `finally` blocks (stopping a stack) run before the process ends."""
     raise SystemExit(128 + signum)

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict
@@ -27,6 +29,7 @@ from smartshelf.apps.inference import NAME as INFERENCE
 from smartshelf.errors import SmartShelfError
 from smartshelf.ml.whatif import PolicyOutcome, Window, outcome
 from smartshelf.runtime import jobs, supervisor
+from smartshelf.runtime.scratch import exit_on_term
 from smartshelf.runtime.sim import (POLL_S, SERVICES, Progress, _check_services, _rows, _wait_for_participants,
                                     run_sim, summarise, wait_settled)
 from smartshelf.schemas import ShelfEvent, SupplierOrder, WarehouseEvent
@@ -87,6 +90,8 @@ def run_arm(snapshot: Path, days: int, policy: Policy, on_progress: Progress = l
         raise SmartShelfError(f"{settings.run_dir} exists: another arm of this snapshot is running, or one was "
                               f"killed (remove it)")
     _copy(snapshot / RUN, settings.run_dir)
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, exit_on_term) if in_main else None  # so `finally` stops the stack
     try:
         supervisor.start(settings)
         redis_client(settings).delete(c.SIM_DONE)  # the clock finished at day N; it runs on to the new end
@@ -107,6 +112,8 @@ def run_arm(snapshot: Path, days: int, policy: Policy, on_progress: Progress = l
     finally:
         supervisor.stop(settings)
         shutil.rmtree(settings.run_dir, ignore_errors=True)
+        if in_main:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def policy_outcome(settings: Settings, window: Window) -> PolicyOutcome:
