@@ -58,6 +58,7 @@ DeliveryReport = Callable[[KafkaError | None, Message], None]
 
 BATCH = 5000  # records per consume() call
 LATEST = -1  # ListOffsets' "latest" timestamp: the high watermark
+EARLIEST = -2  # ListOffsets' "earliest": the log start offset (past what retention deleted)
 
 
 @dataclass(frozen=True)
@@ -296,19 +297,27 @@ class KafkaAdapter:
     # --- offsets ----------------------------------------------------------------------------
     def end_offsets(self, partitions: list[Partition], timeout_s: float = 10.0) -> dict[Partition, int]:
         """The high watermark of each partition, asked of the broker in one ListOffsets round, not cached."""
+        return self._list_offsets(partitions, LATEST, "end", timeout_s)
+
+    def start_offsets(self, partitions: list[Partition], timeout_s: float = 10.0) -> dict[Partition, int]:
+        """Each partition's first offset still held: above 0 once retention has deleted older records."""
+        return self._list_offsets(partitions, EARLIEST, "start", timeout_s)
+
+    def _list_offsets(self, partitions: list[Partition], which: int, what: str, timeout_s: float
+                      ) -> dict[Partition, int]:
         if not partitions:
             return {}
         try:
             found = self._probe_consumer().offsets_for_times(
-                [TopicPartition(tp.topic, tp.partition, LATEST) for tp in partitions], timeout=timeout_s)
+                [TopicPartition(tp.topic, tp.partition, which) for tp in partitions], timeout=timeout_s)
         except KafkaException as exc:
-            raise Unavailable(f"kafka: end offsets of {sorted(partitions)} failed: {exc.args[0]}") from exc
-        ends = {}
+            raise Unavailable(f"kafka: {what} offsets of {sorted(partitions)} failed: {exc.args[0]}") from exc
+        offsets = {}
         for tp in found:
             if tp.error is not None:
-                raise Unavailable(f"kafka: end offset of {tp.topic}:{tp.partition} failed: {tp.error}")
-            ends[Partition(tp.topic, tp.partition)] = tp.offset
-        return ends
+                raise Unavailable(f"kafka: {what} offset of {tp.topic}:{tp.partition} failed: {tp.error}")
+            offsets[Partition(tp.topic, tp.partition)] = tp.offset
+        return offsets
 
     def committed_offsets(self, group: str, partitions: list[Partition], timeout_s: float = 10.0
                           ) -> dict[Partition, int]:

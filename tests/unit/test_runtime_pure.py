@@ -179,3 +179,12 @@ def test_a_service_writes_every_threads_stack_to_its_log_when_asked() -> None:
         service.kill()
     _, stacks = service.communicate()
     assert stacks.count("(most recent call first)") == 2 and "Current thread" in stacks, stacks
+
+
+def test_the_mirror_check_expects_history_beyond_a_trimmed_topic() -> None:
+    from smartshelf.runtime.mirror import _compare
+
+    row = {("1",): ("a",), ("2",): ("b",)}
+    wanted = {("2",): ("b",), ("3",): ("c",)}  # the topic lost key 1 to retention; 3 has not reached PostgreSQL
+    assert _compare("t", wanted, row, 5) == ["t 1: not in its topic", "t 3: missing"]  # type: ignore[arg-type]
+    assert _compare("t", wanted, row, 5, history_kept=True) == ["t 3: missing"]  # type: ignore[arg-type]
