@@ -96,9 +96,13 @@ def main(settings: Settings) -> None:
         with life.beating():  # features and a forecast take seconds; the supervisor must not think it dead
             return run_apart(settings, day)
 
-    while not life.stopping:
-        life.beat()
-        done = poll(settings, client, clock, forecast, in_lockstep)
-        if done is not None:
-            logs.warning(logger, "forecast", outcome=done)
-        time.sleep(LOCKSTEP_POLL_S if in_lockstep else POLL_S)
+    try:
+        while not life.stopping:
+            life.beat()
+            done = poll(settings, client, clock, forecast, in_lockstep)
+            if done is not None:
+                logs.warning(logger, "forecast", outcome=done)
+            time.sleep(LOCKSTEP_POLL_S if in_lockstep else POLL_S)
+    finally:
+        if in_lockstep and life.stopping:
+            clock.unregister(NAME)  # stopped on purpose: the lockstep clock must not wait for it
