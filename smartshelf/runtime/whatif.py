@@ -122,4 +122,3 @@ def policy_outcome(settings: Settings, window: Window) -> PolicyOutcome:
     return outcome(store, clock_start(store, settings.sim_start), _rows(settings, "raw_shelf_events", ShelfEvent),
                    _rows(settings, "raw_wh_events", WarehouseEvent),
                    _rows(settings, "wh_supplier_orders", SupplierOrder), window)
-
