@@ -61,11 +61,19 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _stop_if_scratch_elsewhere(active: SparkSession | None, scratch: Path) -> None:
+    """A process's session made for another run dir keeps its scratch there, which goes when that run dir does
+    (a shuffle then fails on a missing block dir): getOrCreate would hand it back, so stop it first."""
+    if active is not None and active.sparkContext.getConf().get("spark.local.dir") != str(scratch):
+        active.stop()
+
+
 def spark_session(settings: Settings, app_name: str = "smartshelf") -> SparkSession:
     # Python workers must connect back over loopback and run the venv's interpreter (DESIGN.md, Spark notes)
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     sweep_scratch(settings.run_dir / SCRATCH, _pid_alive)
     scratch = scratch_dir(settings)
+    _stop_if_scratch_elsewhere(SparkSession.getActiveSession(), scratch)
     (scratch / "tmp").mkdir(parents=True, exist_ok=True)
     os.environ["PYSPARK_PYTHON"] = sys.executable
     os.environ["PYSPARK_DRIVER_PYTHON"] = sys.executable
