@@ -382,6 +382,10 @@ class ShelfDailyFeatures(Record):
     sales_last_1d: int | None = Field(None, ge=0, le=MAX_QUANTITY)  # yesterday
     sales_last_7d: int | None = Field(None, ge=0, le=MAX_QUANTITY)  # the 7 days ending with this one
     sales_last_14d: int | None = Field(None, ge=0, le=MAX_QUANTITY)
+    # the demand rate from the run's first day on, where the windows above are still unknown: mean units sold per
+    # day over the last days the run has (up to 14, this one included), and how many days that is
+    sales_per_day: float = Field(ge=0, le=MAX_QUANTITY)
+    sales_rate_days: Days = Field(ge=1)
     # shelf
     shelf_capacity: Quantity = Field(gt=0)
     shelf_stock: Quantity = Field(ge=0)

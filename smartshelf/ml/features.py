@@ -30,6 +30,7 @@ from smartshelf.store import DiscountRow, StoreData
 
 HORIZON_DAYS = 7  # the targets look this many days ahead: a week, whatever its weekday pattern
 EXPIRY_WINDOW_DAYS = 7  # qty_expiring_next_7d
+RATE_DAYS = 14  # sales_per_day: the longest sales window the features have
 ONE_DAY = timedelta(days=1)
 
 StockRecord = PosTransaction | ShelfEvent | WarehouseEvent
@@ -146,6 +147,12 @@ class _Tally:
         if first < run_first:
             return None
         return sum(self.sales[shelf_id, first + k * ONE_DAY] for k in range((last - first).days + 1))
+
+    def rate(self, shelf_id: str, day: date, run_first: date) -> tuple[float, int]:
+        """Mean units sold per day over the last RATE_DAYS days up to `day` that the run has, and how many."""
+        first = max(run_first, day - (RATE_DAYS - 1) * ONE_DAY)
+        days = (day - first).days + 1
+        return sum(self.sales[shelf_id, first + k * ONE_DAY] for k in range(days)) / days, days
 
 
 def _is_removal(event: ShelfEvent) -> bool:
@@ -284,6 +291,7 @@ def _row(context: _Context, tally: _Tally, replay: _Replay, open_orders: dict[st
     orders = open_orders.get(shelf_id, [])
     lots = replay.lots_held(shelf_id)
     horizon = day + EXPIRY_WINDOW_DAYS * ONE_DAY
+    sales_per_day, rate_days = tally.rate(shelf_id, day, run_first)
     return ShelfDailyFeatures(
         shelf_id=shelf_id, feature_date=day, item_category=profile.item_category,
         item_subcategory=profile.item_subcategory,
@@ -296,6 +304,7 @@ def _row(context: _Context, tally: _Tally, replay: _Replay, open_orders: dict[st
         sales_last_1d=tally.sold_between(shelf_id, day - ONE_DAY, day - ONE_DAY, run_first),
         sales_last_7d=tally.sold_between(shelf_id, day - 6 * ONE_DAY, day, run_first),
         sales_last_14d=tally.sold_between(shelf_id, day - 13 * ONE_DAY, day, run_first),
+        sales_per_day=sales_per_day, sales_rate_days=rate_days,
         shelf_capacity=profile.maximum_stock, shelf_stock=shelf_stock,
         shelf_fill_ratio=shelf_stock / profile.maximum_stock,
         low_stock_threshold_pct=shelf_policy.low_stock_threshold_pct, alerts_today=tally.alerts[shelf_id, day],

@@ -11,6 +11,12 @@ Invariants:
 - Early stopping picks the number of rounds on the last training dates (before every scored date); the final
   model is then fitted on all training dates with that number of rounds.
 - Deterministic: the same rows and settings give the same model and metrics (fixed seed, 2 threads, `hist`).
+
+The trees learn corrections to the run's demand rate, not the sales from scratch: every row starts from
+HORIZON_DAYS x sales_per_day (XGBoost's base margin, in training and in prediction). A 21-day run has 5 training
+days, all early in the run where the 7- and 14-day windows are unknown; trees alone could not learn the near-linear
+link between past and future sales from them and did worse than the last-7-day mean on the held-out days (MAE
+14.4 vs 10.4 units). The objective is the absolute error, the metric the model is judged by.
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ from smartshelf.ml.features import HORIZON_DAYS, available_units, batches_needed
 from smartshelf.schemas import ShelfDailyFeatures
 
 DEFAULT_PARAMS: dict[str, Any] = {
-    "objective": "reg:squarederror", "eval_metric": "mae", "tree_method": "hist", "max_depth": 4,
+    "objective": "reg:absoluteerror", "eval_metric": "mae", "tree_method": "hist", "max_depth": 4,
     "learning_rate": 0.05, "min_child_weight": 3, "subsample": 0.8, "colsample_bytree": 0.8,
     "seed": 0, "nthread": 2, "verbosity": 0,
 }
@@ -97,9 +103,15 @@ def feature_matrix(rows: Sequence[ShelfDailyFeatures]) -> np.ndarray:
     return np.array([[value(row, name) for name in names] for row in rows], dtype=np.float32).reshape(-1, len(names))
 
 
+def demand_margin(rows: Sequence[ShelfDailyFeatures]) -> np.ndarray:
+    """Where every row's forecast starts: its demand rate over the horizon."""
+    return np.array([HORIZON_DAYS * row.sales_per_day for row in rows], dtype=np.float32)
+
+
 def _dmatrix(rows: Sequence[ShelfDailyFeatures], with_target: bool = True) -> xgb.DMatrix:
     label = np.array([row.sales_next_7d for row in rows], dtype=np.float32) if with_target else None
-    return xgb.DMatrix(feature_matrix(rows), label=label, feature_names=[c.name for c in FEATURE_COLUMNS])
+    return xgb.DMatrix(feature_matrix(rows), label=label, base_margin=demand_margin(rows),
+                       feature_names=[c.name for c in FEATURE_COLUMNS])
 
 
 def predict_units(booster: xgb.Booster, rows: Sequence[ShelfDailyFeatures]) -> np.ndarray:

@@ -79,10 +79,11 @@ def snapshot_settings(snapshot: Path) -> Settings:
     return Settings(**json.loads(path.read_text()))
 
 
-def run_arm(snapshot: Path, days: int, policy: Policy, on_progress: Progress = lambda now, end: None
-            ) -> dict[str, object]:
+def run_arm(snapshot: Path, days: int, policy: Policy, prepare: Callable[[Settings], dict[str, object]] | None = None,
+            on_progress: Progress = lambda now, end: None) -> dict[str, object]:
     """`days` more simulated days from the snapshot under `policy`: the run's summary and the policy's outcome
-    over those days. The snapshot itself is left as it was."""
+    over those days. `prepare` runs on the resumed stack before the clock moves (what it returns is the result's
+    "prepared"): the ml arm trains its model there, with this version's code. The snapshot is left as it was."""
     kept = snapshot_settings(snapshot)
     settings = kept.model_copy(update={"sim_days": kept.sim_days + days, "supplier_policy": policy})
     began = time.monotonic()
@@ -98,6 +99,7 @@ def run_arm(snapshot: Path, days: int, policy: Policy, on_progress: Progress = l
         supervisor.start(settings, (*SERVICES, INFERENCE))
         clock = SimClock(redis_client(settings))
         _wait_for_participants(settings, clock, also=(INFERENCE,))
+        prepared = prepare(settings) if prepare else {}
         supervisor.start(settings, ["clock"])
         end = settings.sim_start + timedelta(days=settings.sim_days)
         while not clock.done():
@@ -108,7 +110,7 @@ def run_arm(snapshot: Path, days: int, policy: Policy, on_progress: Progress = l
         summary = summarise(settings, time.monotonic() - began)
         window = Window(end - timedelta(days=days), end)
         return {**summary, "policy": policy, "window": [window.start.isoformat(), window.end.isoformat()],
-                "outcome": asdict(policy_outcome(settings, window))}
+                "outcome": asdict(policy_outcome(settings, window)), "prepared": prepared}
     finally:
         supervisor.stop(settings)
         shutil.rmtree(settings.run_dir, ignore_errors=True)
