@@ -463,27 +463,36 @@ def run_sim(base: Settings, days: int, seed: int, csv_dir: Path | None, fast: bo
         clock = SimClock(redis_client(settings))
         _wait_for_participants(settings, clock)
         checker = TickChecker(settings, clock) if check_every_tick and fast else None
-        supervisor.start(settings, ["clock"])
-        end = settings.sim_start + timedelta(days=days)
-        try:
-            while not clock.done():
-                during(settings, clock.now_or_none())
-                _check_services(settings, tuple(n for n in (*SERVICES, "clock") if n not in may_die))
-                on_progress(clock.now_or_none(), end)
-                if checker is not None:
-                    checker.poll()
-                time.sleep(POLL_S if checker is None else 0.05)
-        finally:
-            if checker is not None:
-                checker.close()
-        # in demo mode the clock does not wait for the pipeline: let it finish the last tick
-        wait_settled(settings, end)
+        drive(settings, SERVICES, on_progress, during, may_die, checker)
         summary = summarise(settings, time.monotonic() - began)
         if checker is not None:
             summary["ticks_checked"] = checker.ticks
             summary["tick_check_failures"] = checker.failures[:5]
             summary["checks_ok"] = summary["checks_ok"] and not checker.failures
         return {**summary, **(after(settings) if after is not None else {})}
+
+
+def drive(settings: Settings, services: Sequence[str], on_progress: Progress,
+          during: Callable[[Settings, datetime | None], None] = lambda settings, now: None,
+          may_die: tuple[str, ...] = (), checker: TickChecker | None = None) -> None:
+    """Start the clock (the services running and in the lockstep) and watch the run until the clock is done at
+    SIM_DAYS: every service of `services` but `may_die` must stay up. Then wait for the pipeline to settle there
+    (in demo mode the clock does not wait for it)."""
+    clock = SimClock(redis_client(settings))
+    end = settings.sim_start + timedelta(days=settings.sim_days)
+    supervisor.start(settings, ["clock"])
+    try:
+        while not clock.done():
+            during(settings, clock.now_or_none())
+            _check_services(settings, tuple(n for n in (*services, "clock") if n not in may_die))
+            on_progress(clock.now_or_none(), end)
+            if checker is not None:
+                checker.poll()
+            time.sleep(POLL_S if checker is None else 0.05)
+    finally:
+        if checker is not None:
+            checker.close()
+    wait_settled(settings, end)
 
 
 def wait_settled(settings: Settings, at: datetime | None = None, timeout_s: float = SETTLE_TIMEOUT_S,

@@ -30,8 +30,7 @@ from smartshelf.errors import SmartShelfError
 from smartshelf.ml.whatif import PolicyOutcome, Window, outcome
 from smartshelf.runtime import jobs, supervisor
 from smartshelf.runtime.scratch import exit_on_term
-from smartshelf.runtime.sim import (POLL_S, SERVICES, Progress, _check_services, _rows, _wait_for_participants,
-                                    run_sim, summarise, wait_settled)
+from smartshelf.runtime.sim import SERVICES, Progress, _rows, _wait_for_participants, drive, run_sim, summarise
 from smartshelf.schemas import ShelfEvent, SupplierOrder, WarehouseEvent
 from smartshelf.settings import Settings
 from smartshelf.store import clock_start
@@ -100,14 +99,9 @@ def run_arm(snapshot: Path, days: int, policy: Policy, prepare: Callable[[Settin
         clock = SimClock(redis_client(settings))
         _wait_for_participants(settings, clock, also=(INFERENCE,))
         prepared = prepare(settings) if prepare else {}
-        supervisor.start(settings, ["clock"])
-        end = settings.sim_start + timedelta(days=settings.sim_days)
-        while not clock.done():
-            _check_services(settings, (*SERVICES, INFERENCE, "clock"))
-            on_progress(clock.now_or_none(), end)
-            time.sleep(POLL_S)
-        wait_settled(settings, end)
+        drive(settings, (*SERVICES, INFERENCE), on_progress)
         summary = summarise(settings, time.monotonic() - began)
+        end = settings.sim_start + timedelta(days=settings.sim_days)
         window = Window(end - timedelta(days=days), end)
         return {**summary, "policy": policy, "window": [window.start.isoformat(), window.end.isoformat()],
                 "outcome": asdict(policy_outcome(settings, window)), "prepared": prepared}
