@@ -337,7 +337,9 @@ class KafkaAdapter:
 
     def read(self, partitions: list[Partition], start: Mapping[Partition, int] | None = None,
              end: Mapping[Partition, int] | None = None, timeout_s: float = 30.0) -> Iterator[Record]:
-        """Every record from `start` (default: beginning) up to `end` (default: the current end)."""
+        """Every record from `start` (default: beginning) up to `end` (default: the current end); Unavailable if
+        no record comes for `timeout_s` (a long topic takes as long as it takes: a 21-day run's 1.7M windows
+        took minutes)."""
         end = end if end is not None else self.end_offsets(partitions)
         start = start or {tp: 0 for tp in partitions}
         remaining = {tp: end[tp] for tp in partitions if start[tp] < end[tp]}
@@ -350,7 +352,7 @@ class KafkaAdapter:
             deadline = time.monotonic() + timeout_s
             while remaining:
                 if time.monotonic() > deadline:
-                    raise Unavailable(f"kafka: reading {sorted(remaining)} did not finish in {timeout_s}s")
+                    raise Unavailable(f"kafka: reading {sorted(remaining)}: no record in {timeout_s}s")
                 # consume() returns early only once it has num_messages: ask for no more than are left (an upper
                 # bound where a compacted log has gaps)
                 left = sum(stop - position[tp] for tp, stop in remaining.items())
@@ -364,6 +366,7 @@ class KafkaAdapter:
                         continue  # this partition is done: a record produced after `end`
                     position[tp] = record.offset + 1
                     if record.offset < stop:
+                        deadline = time.monotonic() + timeout_s
                         yield record
                     if record.offset + 1 >= stop:
                         del remaining[tp]
