@@ -81,8 +81,9 @@ def snapshot_settings(snapshot: Path) -> Settings:
 def run_arm(snapshot: Path, days: int, policy: Policy, prepare: Callable[[Settings], dict[str, object]] | None = None,
             on_progress: Progress = lambda now, end: None) -> dict[str, object]:
     """`days` more simulated days from the snapshot under `policy`: the run's summary and the policy's outcome
-    over those days. `prepare` runs on the resumed stack before the clock moves (what it returns is the result's
-    "prepared"): the ml arm trains its model there, with this version's code. The snapshot is left as it was."""
+    over those days. `prepare` runs on the resumed servers before the services start (what it returns is the
+    result's "prepared"): the ml arm trains its model there, with this version's code, so that the forecast due
+    when the arm resumes already uses it. The snapshot is left as it was."""
     kept = snapshot_settings(snapshot)
     settings = kept.model_copy(update={"sim_days": kept.sim_days + days, "supplier_policy": policy})
     began = time.monotonic()
@@ -95,10 +96,9 @@ def run_arm(snapshot: Path, days: int, policy: Policy, prepare: Callable[[Settin
     try:
         supervisor.start(settings)
         redis_client(settings).delete(c.SIM_DONE)  # the clock finished at day N; it runs on to the new end
-        supervisor.start(settings, (*SERVICES, INFERENCE))
-        clock = SimClock(redis_client(settings))
-        _wait_for_participants(settings, clock, also=(INFERENCE,))
         prepared = prepare(settings) if prepare else {}
+        supervisor.start(settings, (*SERVICES, INFERENCE))
+        _wait_for_participants(settings, SimClock(redis_client(settings)), also=(INFERENCE,))
         drive(settings, (*SERVICES, INFERENCE), on_progress)
         summary = summarise(settings, time.monotonic() - began)
         end = settings.sim_start + timedelta(days=settings.sim_days)
