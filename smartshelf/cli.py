@@ -12,6 +12,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Optional
 
+import psycopg2
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -380,4 +381,8 @@ def main() -> None:
         app()
     except SmartShelfError as exc:
         err_console.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
+        sys.exit(1)
+    except psycopg2.Error as exc:  # a stack whose database is not as this version expects (a table dropped...)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        err_console.print(f"[red]error:[/] PostgreSQL: {escape(first)}", highlight=False)
         sys.exit(1)

@@ -1,0 +1,27 @@
+"""What a command's failure looks like to the user: one line on stderr and exit code 1, never a traceback."""
+
+from __future__ import annotations
+
+import psycopg2.errors
+import pytest
+
+from smartshelf import cli
+from smartshelf.errors import SmartShelfError
+
+
+@pytest.mark.parametrize(("raised", "line"), [
+    (SmartShelfError("no model 'replenishment_xgb'"), "error: no model 'replenishment_xgb'"),
+    # a stack whose database lacks a table this version writes (an older run dir, a table dropped by hand)
+    (psycopg2.errors.UndefinedTable('relation "analytics.shelf_daily_features" does not exist\nLINE 1: INSERT'),
+     'error: PostgreSQL: relation "analytics.shelf_daily_features" does not exist'),
+])
+def test_a_failing_command_prints_one_line(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+                                           raised: Exception, line: str) -> None:
+    def command() -> None:
+        raise raised
+
+    monkeypatch.setattr(cli, "app", command)
+    with pytest.raises(SystemExit) as exited:
+        cli.main()
+    assert exited.value.code == 1
+    assert capsys.readouterr().err.strip() == line
