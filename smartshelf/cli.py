@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import psycopg2
+import redis
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -382,7 +383,8 @@ def main() -> None:
     except SmartShelfError as exc:
         err_console.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
         sys.exit(1)
-    except psycopg2.Error as exc:  # a stack whose database is not as this version expects (a table dropped...)
+    except (psycopg2.Error, redis.RedisError) as exc:  # a stack that is down, or not as this version expects
+        server = "PostgreSQL" if isinstance(exc, psycopg2.Error) else "Redis"
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        err_console.print(f"[red]error:[/] PostgreSQL: {escape(first)}", highlight=False)
+        err_console.print(f"[red]error:[/] {server}: {escape(first)}", highlight=False)
         sys.exit(1)

@@ -66,7 +66,10 @@ SERVICES: tuple[Service, ...] = (
     # the PostgreSQL mirror: Apache Kafka Connect with Debezium's JDBC sink, embedded and in compose alike
     Service("kafka-connect", Profile.CONNECT, "connect", "Kafka Connect, Debezium's connectors: topics → PostgreSQL, config tables → topics"),
     Service("connect-init", Profile.CONNECT, "connect", "registers the sink connector configs over Connect's REST API (one-shot)"),
-    # demand forecasting: training is a one-shot (`smartshelf ml train`); inference forecasts daily at RUN_HOUR
+    # demand forecasting: features and training are one-shots (`smartshelf ml features`, `ml train`); inference
+    # rebuilds the features and forecasts daily at RUN_HOUR
+    Service("shelf-daily-features", Profile.ML, "inference",
+            "replays the lake into analytics.shelf_daily_features: a row per shelf per complete day (one-shot)"),
     Service("training-service", Profile.ML, "inference",
             "trains the XGBoost replenishment model on the lake's days and registers it (one-shot)"),
     Service("inference-service", Profile.ML, "inference",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import psycopg2.errors
 import pytest
+import redis
 
 from smartshelf import cli
 from smartshelf.errors import SmartShelfError
@@ -14,6 +15,9 @@ from smartshelf.errors import SmartShelfError
     # a stack whose database lacks a table this version writes (an older run dir, a table dropped by hand)
     (psycopg2.errors.UndefinedTable('relation "analytics.shelf_daily_features" does not exist\nLINE 1: INSERT'),
      'error: PostgreSQL: relation "analytics.shelf_daily_features" does not exist'),
+    # a command that needs the stack's clock while the stack is down
+    (redis.ConnectionError("Error 111 connecting to 127.0.0.1:1. Connection refused."),
+     "error: Redis: Error 111 connecting to 127.0.0.1:1. Connection refused."),
 ])
 def test_a_failing_command_prints_one_line(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
                                            raised: Exception, line: str) -> None:
