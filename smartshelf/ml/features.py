@@ -144,15 +144,16 @@ class _Tally:
 
     def sold_between(self, shelf_id: str, first: date, last: date, run_first: date) -> int | None:
         """Units sold from `first` to `last` (both included); None if the window starts before the run did."""
-        if first < run_first:
-            return None
-        return sum(self.sales[shelf_id, first + k * ONE_DAY] for k in range((last - first).days + 1))
+        return None if first < run_first else self._sold(shelf_id, first, last)
 
     def rate(self, shelf_id: str, day: date, run_first: date) -> tuple[float, int]:
         """Mean units sold per day over the last RATE_DAYS days up to `day` that the run has, and how many."""
         first = max(run_first, day - (RATE_DAYS - 1) * ONE_DAY)
         days = (day - first).days + 1
-        return sum(self.sales[shelf_id, first + k * ONE_DAY] for k in range(days)) / days, days
+        return self._sold(shelf_id, first, day) / days, days
+
+    def _sold(self, shelf_id: str, first: date, last: date) -> int:
+        return sum(self.sales[shelf_id, first + k * ONE_DAY] for k in range((last - first).days + 1))
 
 
 def _is_removal(event: ShelfEvent) -> bool:
