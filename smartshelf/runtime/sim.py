@@ -474,10 +474,10 @@ def run_sim(base: Settings, days: int, seed: int, csv_dir: Path | None, fast: bo
 
 def drive(settings: Settings, services: Sequence[str], on_progress: Progress,
           during: Callable[[Settings, datetime | None], None] = lambda settings, now: None,
-          may_die: tuple[str, ...] = (), checker: TickChecker | None = None) -> None:
+          may_die: tuple[str, ...] = (), checker: TickChecker | None = None) -> datetime:
     """Start the clock (the services running and in the lockstep) and watch the run until the clock is done at
     SIM_DAYS: every service of `services` but `may_die` must stay up. Then wait for the pipeline to settle there
-    (in demo mode the clock does not wait for it)."""
+    (in demo mode the clock does not wait for it); returns that end."""
     clock = SimClock(redis_client(settings))
     end = settings.sim_start + timedelta(days=settings.sim_days)
     supervisor.start(settings, ["clock"])
@@ -493,6 +493,7 @@ def drive(settings: Settings, services: Sequence[str], on_progress: Progress,
         if checker is not None:
             checker.close()
     wait_settled(settings, end)
+    return end
 
 
 def wait_settled(settings: Settings, at: datetime | None = None, timeout_s: float = SETTLE_TIMEOUT_S,

@@ -99,9 +99,8 @@ def run_arm(snapshot: Path, days: int, policy: Policy, prepare: Callable[[Settin
         prepared = prepare(settings) if prepare else {}
         supervisor.start(settings, (*SERVICES, INFERENCE))
         _wait_for_participants(settings, SimClock(redis_client(settings)), also=(INFERENCE,))
-        drive(settings, (*SERVICES, INFERENCE), on_progress)
+        end = drive(settings, (*SERVICES, INFERENCE), on_progress)
         summary = summarise(settings, time.monotonic() - began)
-        end = settings.sim_start + timedelta(days=settings.sim_days)
         window = Window(end - timedelta(days=days), end)
         return {**summary, "policy": policy, "window": [window.start.isoformat(), window.end.isoformat()],
                 "outcome": asdict(policy_outcome(settings, window)), "prepared": prepared}
