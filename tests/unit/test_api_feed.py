@@ -27,6 +27,7 @@ from smartshelf.api.feed import (
 )
 from smartshelf.errors import SmartShelfError
 from smartshelf.schemas import PosItem, PosTransaction, ShelfState
+from tests.unit.fake_kafka import FakeMessage
 
 NOW = datetime(2025, 1, 1, 9, 30)
 SHELF = frozenset({"shelf_events"})
@@ -338,30 +339,6 @@ def test_close_wakes_every_subscriber_and_stops_every_source() -> None:
 
 
 # --- the Kafka source, against a fake consumer ------------------------------------------------
-class FakeMessage:
-    def __init__(self, topic: str, partition: int, offset: int, value: bytes | None,
-                 error: KafkaError | None = None) -> None:
-        self._topic, self._partition, self._offset, self._value, self._error = topic, partition, offset, value, error
-
-    def error(self) -> KafkaError | None:
-        return self._error
-
-    def topic(self) -> str:
-        return self._topic
-
-    def partition(self) -> int:
-        return self._partition
-
-    def offset(self) -> int:
-        return self._offset
-
-    def key(self) -> bytes:
-        return b"S0001"
-
-    def value(self) -> bytes | None:
-        return self._value
-
-
 class FakeConsumer:
     """Topics with their partitions; consume() hands out what the test put in `incoming` (a list of messages,
     or an exception to raise)."""

@@ -11,6 +11,7 @@ import pytest
 from smartshelf.adapters import kafka
 from smartshelf.adapters.kafka import KafkaAdapter, Partition
 from smartshelf.errors import Unavailable
+from tests.unit.fake_kafka import FakeMessage
 
 TOPIC = Partition("pulse_windows", 0)
 STEP_S = 20.0  # fake seconds per consume() call: less than the limit, far more in total
@@ -22,35 +23,6 @@ class _Clock:
 
     def monotonic(self) -> float:
         return self.now
-
-
-class _Message:
-    def __init__(self, offset: int) -> None:
-        self._offset = offset
-
-    def error(self) -> None:
-        return None
-
-    def topic(self) -> str:
-        return TOPIC.topic
-
-    def partition(self) -> int:
-        return TOPIC.partition
-
-    def offset(self) -> int:
-        return self._offset
-
-    def key(self) -> bytes:
-        return b"k"
-
-    def value(self) -> bytes:
-        return b"v"
-
-    def timestamp(self) -> tuple[int, int]:
-        return (1, 0)
-
-    def headers(self) -> None:
-        return None
 
 
 class _Consumer:
@@ -68,12 +40,12 @@ class _Consumer:
     def close(self) -> None:
         pass
 
-    def consume(self, num_messages: int, timeout: float) -> list[_Message]:
+    def consume(self, num_messages: int, timeout: float) -> list[FakeMessage]:
         self.clock.now += STEP_S
         if self.next >= self.stall_at:
             return []
         self.next += 1
-        return [_Message(self.next - 1)]
+        return [FakeMessage(TOPIC.topic, TOPIC.partition, self.next - 1, b"v")]
 
 
 def _read(monkeypatch: pytest.MonkeyPatch, records: int, stall_at: int) -> list[int]:
