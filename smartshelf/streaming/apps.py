@@ -1,14 +1,19 @@
-"""The streaming apps: each names its input topics and handles one validated batch.
+"""The streaming apps: each names its input topics and what a batch of them does.
 
-State apps keep their keyed state in memory on the driver, loaded from their Delta table at start (or the
-store's opening state, published whole with the first batch), and follow the commit protocol of
+The keyed state apps (shelf-aggregator, wh-aggregator, wh-batch-state-updater) keep their state per shelf in
+Spark's state store: their rules run per key in the executors (smartshelf.streaming.keyed,
+smartshelf.streaming.keyed_query). batch-state-updater, whose sales take lots across a basket in the order of
+the tills, still keeps its state in memory on the driver, loaded from its Delta table at start (or the store's
+opening state, published whole with the first batch), and follows the commit protocol of
 smartshelf.streaming.commit: a batch's changed keys and its refused events are published, then the state is
-committed with the batch id. The lake sink mirrors the topics to the Delta lake.
+committed with the batch id. The lake sink mirrors the topics to the Delta lake, the keyed apps' state topics
+among them.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Protocol
@@ -20,11 +25,13 @@ from smartshelf import rules
 from smartshelf.adapters import delta
 from smartshelf.errors import SmartShelfError
 from smartshelf.registry import DEAD_LETTERS, TABLES, Table, table, topic
-from smartshelf.schemas import (PosTransaction, ShelfBatchState, ShelfEvent, ShelfProfile, ShelfState,
+from smartshelf.schemas import (PosTransaction, ShelfBatchState, ShelfEvent, ShelfProfile, ShelfRisk, ShelfState,
                                 WarehouseBatchState, WarehouseEvent, WarehouseState)
+from smartshelf.settings import Settings
 from smartshelf.store import StoreData, clock_start
 from smartshelf.streaming.batch import BatchIO, BatchOutput, Received
 from smartshelf.streaming.commit import CommitIO, CommittedApp, letter_of
+from smartshelf.streaming.keyed import KeyedApp, Step
 from smartshelf.streaming.loop_apps import loop_apps
 
 if TYPE_CHECKING:
@@ -137,50 +144,15 @@ class StateApp(CommittedApp):
         return delta.to_arrow(table(self.state_table).schema, [self.state[k] for k in sorted(self.state)])
 
 
-Step = tuple[str, BaseModel | None, str | None]  # (key, its new value or None if refused, problem or None)
-
-
-class EventByEventApp(StateApp):
-    """A state app whose events each change one key by a rule."""
-
-    def step(self, state: dict[str, BaseModel], event: BaseModel) -> Step:
-        raise NotImplementedError
-
-    def ordered(self, received: list[Received]) -> list[Received]:
-        return received  # each partition's records in offset order
-
-    def apply_events(self, state: dict[str, BaseModel], received: list[Received]
-                     ) -> tuple[set[str], list[Problem]]:
-        touched, problems = set(), []
-        for item in self.ordered(received):
-            key, after, problem = self.step(state, item.record)
-            if after is not None:
-                state[key] = after
-                touched.add(key)
-            if problem:
-                problems.append((item, problem))
-        return touched, problems
-
-
-class ShelfAggregator(EventByEventApp):
-    """shelf_events → shelf_state (Delta cleansed/shelf_state, compacted topic), and once a restock-risk model is
-    trained (smartshelf.ml.risk), each changed shelf's risk → shelf_risk (every shelf's when a new version
-    comes). The risk is a score of the state, not state: a replay scores the same state the same way."""
+class ShelfAggregator(KeyedApp):
+    """shelf_events → shelf_state (compacted topic; Delta cleansed/shelf_state through the lake sink), keyed by
+    shelf in Spark's state store (smartshelf.streaming.keyed_query)."""
 
     name = "shelf-aggregator"
     topics = ("shelf_events", "shelf_profiles")
     validates = topics
     state_table = "shelf_state"
     initial_field = "shelves"
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.risk = RiskScoring()
-
-    def apply(self, io: CommitIO, received: list[Received]) -> dict[str, list[BaseModel]]:
-        records = super().apply(io, received)
-        records["shelf_risk"] = self.risk.scores(io, self.state, records[self._topic()], received)
-        return records
 
     def ordered(self, received: list[Received]) -> list[Received]:
         # reference data first: a batch's events may concern a shelf its profiles add
@@ -202,34 +174,37 @@ class ShelfAggregator(EventByEventApp):
 
 
 class RiskScoring:
-    """The shelf aggregator's restock-risk scorer: the newest model version under ARTIFACT_DIR/RISK_MODEL_NAME,
-    looked for at each batch (one stat while there is none; XGBoost is imported only once there is one)."""
+    """The restock risk of the shelves whose state changed (every shelf's when a new model version comes), by the
+    newest model version under ARTIFACT_DIR/RISK_MODEL_NAME, looked for at each batch (one stat while there is
+    none; XGBoost is imported only once there is one). The risk is a score of the state, not state: a replay
+    scores the same state the same way."""
 
-    def __init__(self) -> None:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
         self.scorer: RiskScorer | None = None
         self.facts: dict[str, ShelfFacts] = {}
         self.refused: Path | None = None  # a version that could not be read, warned about once
 
-    def scores(self, io: CommitIO, state: dict[str, BaseModel], changed: list[BaseModel],
-               received: list[Received]) -> list[BaseModel]:
-        folder = io.settings.artifact_dir / io.settings.risk_model_name
+    def scores(self, changed: list[ShelfState], every_shelf: Callable[[], list[ShelfState]]) -> list[ShelfRisk]:
+        folder = self.settings.artifact_dir / self.settings.risk_model_name
         if not folder.is_dir():
             return []
-        newer = self._newer(io, folder)
-        self._learn_shelves(received)
+        newer = self._newer(folder)
         if self.scorer is None:
             return []
-        shelves = state.values() if newer else changed
+        shelves = every_shelf() if newer else changed
+        if any(shelf.shelf_id not in self.facts for shelf in shelves):
+            self._learn_shelves()
         try:
-            return list(self.scorer.score([s for s in shelves if isinstance(s, ShelfState)], self.facts))
-        except Exception as error:  # noqa: BLE001 - a score that fails must not make the batch's events dead letters
+            return list(self.scorer.score(shelves, self.facts))
+        except Exception as error:  # noqa: BLE001 - a score that fails must not stop the shelves' states
             log.warning("restock risk: model %s could not score: %s", self.scorer.model_version, error)
             return []
 
-    def _newer(self, io: CommitIO, folder: Path) -> bool:
+    def _newer(self, folder: Path) -> bool:
         """Load the newest version if it is not the one in use; whether one was loaded."""
         from smartshelf.ml.artifacts import newest_model_path
-        from smartshelf.ml.risk import RiskScorer, shelf_facts
+        from smartshelf.ml.risk import RiskScorer
 
         newest = newest_model_path(folder.parent, folder.name)
         if newest is None or newest == self.refused or (
@@ -242,18 +217,15 @@ class RiskScoring:
             self.refused = newest
             return False
         if not self.facts:
-            from smartshelf.runtime.jobs import load_store
-
-            self.facts = shelf_facts(load_store(io.settings))
+            self._learn_shelves()
         return True
 
-    def _learn_shelves(self, received: list[Received]) -> None:
-        """Shelves the store adds (their profiles) can be scored too."""
+    def _learn_shelves(self) -> None:
+        """The facts of the store's shelves and of those it added since (their profiles)."""
         from smartshelf.ml.risk import shelf_facts
+        from smartshelf.runtime.jobs import load_config, load_store
 
-        profiles = [item.record for item in received if isinstance(item.record, ShelfProfile)]
-        if profiles and self.facts:
-            self.facts = {**shelf_facts(StoreData(), profiles), **self.facts}
+        self.facts = shelf_facts(load_store(self.settings), load_config(self.settings).shelf_profiles)
 
 
 class BatchStateUpdater(StateApp):
@@ -308,8 +280,8 @@ class BatchStateUpdater(StateApp):
         return touched, problems
 
 
-class WarehouseAggregator(EventByEventApp):
-    """wh_events → wh_state (Delta cleansed/wh_state, compacted topic)."""
+class WarehouseAggregator(KeyedApp):
+    """wh_events → wh_state (compacted topic; Delta cleansed/wh_state through the lake sink), keyed by shelf."""
 
     name = "wh-aggregator"
     topics = ("wh_events",)
@@ -330,8 +302,9 @@ class WarehouseAggregator(EventByEventApp):
             f"stock set to 0")
 
 
-class WarehouseBatchStateUpdater(EventByEventApp):
-    """wh_events → wh_batch_state: lots created by deliveries, reduced by restocks and removals."""
+class WarehouseBatchStateUpdater(KeyedApp):
+    """wh_events → wh_batch_state: lots created by deliveries, reduced by restocks and removals; a shelf's lots
+    are its group's state."""
 
     name = "wh-batch-state-updater"
     topics = ("wh_events",)
@@ -341,7 +314,7 @@ class WarehouseBatchStateUpdater(EventByEventApp):
 
     def step(self, state: dict[str, BaseModel], event: BaseModel) -> Step:
         assert isinstance(event, WarehouseEvent)
-        key = self._key(event)  # an event names its lot by the state's key fields (shelf_id, batch_code)
+        key = self.key_of(event)  # an event names its lot by the state's key fields (shelf_id, batch_code)
         current = state.get(key)
         assert current is None or isinstance(current, WarehouseBatchState)
         if current is None and event.event_type != "wh_in":
@@ -358,14 +331,14 @@ def _time_order(item: Received) -> tuple[datetime, str, int, int]:
     return item.record.ts, item.topic, item.partition, item.offset
 
 
-STATE_APP_CLASSES: tuple[type[StateApp], ...] = (ShelfAggregator, BatchStateUpdater, WarehouseAggregator,
-                                                  WarehouseBatchStateUpdater)
+KEYED_APP_CLASSES: tuple[type[KeyedApp], ...] = (ShelfAggregator, WarehouseAggregator, WarehouseBatchStateUpdater)
+DRIVER_STATE_APP_CLASSES: tuple[type[StateApp], ...] = (BatchStateUpdater,)
 
 
 def lake_tables() -> dict[str, Table]:
-    """Topic -> the Delta table the lake sink mirrors it to: every Delta table of a topic but the state apps'
-    own, each the durable state of its app (committed per batch by that app), not a mirror of its topic."""
-    state_tables = {cls.state_table for cls in STATE_APP_CLASSES}
+    """Topic -> the Delta table the lake sink mirrors it to: every Delta table of a topic but those of the state
+    apps that keep their state on the driver, each that app's durable state (committed per batch by it)."""
+    state_tables = {cls.state_table for cls in DRIVER_STATE_APP_CLASSES}
     return {t.topic: t for t in TABLES if t.delta is not None and t.topic is not None and t.name not in state_tables}
 
 
@@ -374,9 +347,10 @@ def lake_tables() -> dict[str, Table]:
 STATE_APPS = ("lake-sink", "shelf-aggregator", "batch-state-updater", "wh-aggregator", "wh-batch-state-updater")
 
 
-def all_apps() -> dict[str, StreamingApp]:
-    twin: list[StreamingApp] = [*(cls() for cls in STATE_APP_CLASSES), *loop_apps()]
+def all_apps() -> dict[str, StreamingApp | KeyedApp]:
+    twin: list[StreamingApp | KeyedApp] = [*(cls() for cls in KEYED_APP_CLASSES),
+                                          *(cls() for cls in DRIVER_STATE_APP_CLASSES), *loop_apps()]
     validated = {name for app in twin for name in app.validates}
     # the lake reports the invalid records of the topics no twin app validates
-    apps = [*twin, LakeSink(tuple(name for name in sorted(lake_tables()) if name not in validated))]
+    apps: list[StreamingApp | KeyedApp] = [*twin, LakeSink(tuple(name for name in sorted(lake_tables()) if name not in validated))]
     return {app.name: app for app in apps}

@@ -1,5 +1,6 @@
-"""Start any subset of the streaming apps in one SparkSession: the twin's apps as one shared query and the lake
-sink as another (the default), or one query per app (SPARK_QUERY_PER_APP=1), each query with its own
+"""Start any subset of the streaming apps in one SparkSession: the keyed state apps as one keyed query (their
+state in Spark's state store, smartshelf.streaming.keyed_query), the twin's other apps as one shared query and
+the lake sink as another (the default), or one query per app (SPARK_QUERY_PER_APP=1), each query with its own
 checkpoint; and the pulse's two windowed queries (smartshelf.streaming.pulse), each its own; stop them cleanly
 on SIGTERM.
 
@@ -29,6 +30,8 @@ from smartshelf.settings import Settings
 from smartshelf.store import StoreData
 from smartshelf.streaming.apps import LakeSink, StreamingApp, all_apps
 from smartshelf.streaming.batch import BatchIO, SourceRecord, source_records
+from smartshelf.streaming.keyed import KeyedApp
+from smartshelf.streaming.keyed_query import start_keyed
 from smartshelf.streaming.pulse import PULSE_APPS, LateCounter, pulse_app, report_read, start_pulse
 
 STATUS_FILE = "spark_queries.json"
@@ -62,15 +65,26 @@ class Failures:
 
 
 SHARED_QUERY = "smartshelf-apps"
+KEYED_QUERY = "smartshelf-keyed"
+App = StreamingApp | KeyedApp
 # the app that runs as a query of its own and that the lockstep clock does not wait for: its delta-spark commits
 # (~0.6-1 s each) would lengthen every tick; what reads the lake waits for it instead (smartshelf.runtime.sim)
 LAKE_SINK = LakeSink.name
 
 
-def start_query(spark: SparkSession, settings: Settings, app: StreamingApp, io: BatchIO | None = None
-                ) -> StreamingQuery:
-    """One app as its own query."""
+def start_query(spark: SparkSession, settings: Settings, app: App, io: BatchIO | None = None,
+                store: StoreData | None = None) -> StreamingQuery:
+    """One app as its own query (a keyed app's needs the store's opening state: loaded if not given)."""
+    if isinstance(app, KeyedApp):
+        return start_keyed(spark, settings, app.name, [app], io or BatchIO(settings, app.name, spark),
+                           store or _load_store(settings))
     return start_group(spark, settings, app.name, [app], io)
+
+
+def _load_store(settings: Settings) -> StoreData:
+    from smartshelf.runtime.jobs import load_store
+
+    return load_store(settings)
 
 
 def start_group(spark: SparkSession, settings: Settings, name: str, apps: list[StreamingApp],
@@ -102,7 +116,7 @@ def start_group(spark: SparkSession, settings: Settings, name: str, apps: list[S
             .trigger(processingTime=f"{settings.spark_trigger_ms} milliseconds").start())
 
 
-def select_apps(names: Iterable[str] | None) -> list[StreamingApp]:
+def select_apps(names: Iterable[str] | None) -> list[App]:
     apps = all_apps()
     if names is None:
         return list(apps.values())
@@ -112,14 +126,16 @@ def select_apps(names: Iterable[str] | None) -> list[StreamingApp]:
     return [apps[name] for name in names]
 
 
-def query_groups(settings: Settings, apps: list[StreamingApp]) -> dict[str, list[str]]:
-    """Query name -> the names of the apps it runs: the twin's apps share one query, the lake sink has its own
-    (its delta-spark commits then overlap the twin's next batch instead of lengthening it)."""
+def query_groups(settings: Settings, apps: list[App]) -> dict[str, list[str]]:
+    """Query name -> the names of the apps it runs: the keyed apps share the keyed query, the twin's other apps
+    one query, the lake sink has its own (its delta-spark commits then overlap the twin's next batch instead of
+    lengthening it)."""
     if settings.spark_query_per_app or len(apps) == 1:
         return {app.name: [app.name] for app in apps}
-    twin = [app.name for app in apps if app.name != LAKE_SINK]
-    return {**({SHARED_QUERY: twin} if twin else {}),
-            **({LAKE_SINK: [LAKE_SINK]} if len(twin) < len(apps) else {})}
+    keyed = [app.name for app in apps if isinstance(app, KeyedApp)]
+    twin = [app.name for app in apps if app.name != LAKE_SINK and app.name not in keyed]
+    return {**({KEYED_QUERY: keyed} if keyed else {}), **({SHARED_QUERY: twin} if twin else {}),
+            **({LAKE_SINK: [LAKE_SINK]} if LAKE_SINK in {app.name for app in apps} else {})}
 
 
 def run(settings: Settings, names: Iterable[str] | None = None) -> None:
@@ -133,12 +149,11 @@ def run(settings: Settings, names: Iterable[str] | None = None) -> None:
     with life.beating():
         spark = spark_session(settings)
         ios = {name: BatchIO(settings, name, spark) for name in groups}
-        starters = {name: _twin_starter(spark, settings, name, groups[name], ios[name]) for name in groups
+        store = _load_store(settings) if pulse_names or any(isinstance(app, KeyedApp) for app in apps) else None
+        starters = {name: _twin_starter(spark, settings, name, groups[name], ios[name], store) for name in groups
                     if name not in pulse_names}
         if pulse_names:
-            from smartshelf.runtime.jobs import load_store
-
-            store = load_store(settings)
+            assert store is not None
             starters |= {name: _pulse_starter(spark, settings, store, ios[name]) for name in pulse_names}
         queries = {name: start() for name, start in starters.items()}
     late = LateCounter(redis_client(settings))
@@ -182,10 +197,18 @@ def run(settings: Settings, names: Iterable[str] | None = None) -> None:
         logs.info(logger, "stopped", queries=len(queries))
 
 
-def _twin_starter(spark: SparkSession, settings: Settings, name: str, members: list[str], io: BatchIO
-                  ) -> Callable[[], StreamingQuery]:
-    # new app objects each start: their state reloads from their last Delta commit, never from a half-applied batch
-    return lambda: start_group(spark, settings, name, select_apps(members), io)
+def _twin_starter(spark: SparkSession, settings: Settings, name: str, members: list[str], io: BatchIO,
+                  store: StoreData | None) -> Callable[[], StreamingQuery]:
+    # new app objects each start: their state reloads from their last commit, never from a half-applied batch
+    def start() -> StreamingQuery:
+        apps = select_apps(members)
+        keyed = [app for app in apps if isinstance(app, KeyedApp)]
+        if keyed:
+            assert store is not None and len(keyed) == len(apps), f"{name} mixes keyed and other apps"
+            return start_keyed(spark, settings, name, keyed, io, store)
+        return start_group(spark, settings, name, [app for app in apps if not isinstance(app, KeyedApp)], io)
+
+    return start
 
 
 def _pulse_starter(spark: SparkSession, settings: Settings, store: StoreData, io: BatchIO

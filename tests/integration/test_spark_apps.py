@@ -1,6 +1,6 @@
 """The streaming apps on real Spark, broker, Redis, PostgreSQL and Delta: a scripted event sequence gives
 the state the rules predict, every key on its compacted topic from the first batch; a driver killed after its
-Delta commit, before Spark recorded the batch done, applies nothing twice after restart."""
+publish, before Spark recorded the batch done, applies nothing twice after restart."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from smartshelf.schemas import (Alert, FootTrafficEvent, PosItem, PosTransaction
                                 ShelfState, WarehouseBatchState, WarehouseEvent, WarehouseState)
 from smartshelf.settings import REPO_ROOT, Settings
 from smartshelf.streaming.apps import all_apps
-from smartshelf.streaming.commit import EXIT_AFTER_COMMIT
+from smartshelf.streaming.keyed_query import EXIT_AFTER_PUBLISH_KEYED
 from smartshelf.streaming.runner import start_query
 from tests.conftest import initialised_stack, isolated_settings, latest_in_topic, settings_env
 
@@ -134,39 +134,39 @@ def test_scripted_events_give_the_predicted_state(spark_stack: Settings) -> None
     assert any("not JSON" in letter.reason for letter in letters)
     assert any("unknown shelf 'NOPE'" in letter.reason for letter in letters)
 
-    # the driver dies after publishing a batch and committing it to Delta, before Spark's checkpoint records the
-    # batch done: the restart is handed the batch again and must not apply it twice
+    # the driver dies after publishing a batch, before Spark's checkpoint records the batch done: the restart
+    # runs the batch again from the state before it and must not apply it twice
     more = _script(shelves, 80)[120:]
     _send(settings, "shelf_events", [e.model_dump_json().encode() for e in more], [e.shelf_id for e in more])
     runner = [sys.executable, str(REPO_ROOT / "spark-apps" / "shelf-aggregator" / "app.py")]
-    crashing = subprocess.run(runner, env={**settings_env(settings), "SMARTSHELF_CRASH_POINT": EXIT_AFTER_COMMIT},
+    crashing = subprocess.run(runner, env={**settings_env(settings),
+                                           "SMARTSHELF_CRASH_POINT": EXIT_AFTER_PUBLISH_KEYED},
                               capture_output=True, timeout=300)
     assert crashing.returncode == 137, crashing.stderr[-2000:]
     expected = {**_expected(settings, events + more), "S-NEW": added}
-    assert {row.shelf_id: row for row in delta.read_rows(state_path, ShelfState)} == expected
-    assert _published(settings, expected, shelves)  # published before the commit
-    checkpoint_commits = settings.run_dir / "checkpoints" / "shelf-aggregator" / "commits"
-    replayed = max(int(path.name) for path in checkpoint_commits.iterdir() if path.name.isdigit()) + 1
-    assert delta.applied_batch(state_path, "shelf-aggregator") == replayed  # committed, not recorded done by Spark
+    assert _published(settings, expected, shelves)  # published before the exit
+    checkpoint = settings.run_dir / "checkpoints" / "shelf-aggregator"
+    replayed = max(int(path.name) for path in (checkpoint / "commits").iterdir() if path.name.isdigit()) + 1
+    assert (checkpoint / "offsets" / str(replayed)).exists()  # planned and published, not recorded done
 
     restarted = subprocess.Popen(runner, env=settings_env(settings), stdout=subprocess.DEVNULL,
                                  stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 180
-        while not (checkpoint_commits / str(replayed)).exists():
+        while not (checkpoint / "commits" / str(replayed)).exists():
             assert restarted.poll() is None, restarted.stderr.read()[-2000:] if restarted.stderr else ""
             assert time.monotonic() < deadline, "the restarted driver did not go through the replayed batch"
             time.sleep(1)
     finally:
         restarted.terminate()
         restarted.wait(timeout=60)
-    assert {row.shelf_id: row for row in delta.read_rows(state_path, ShelfState)} == expected  # not applied twice
-    assert _published(settings, expected, shelves)
+    assert latest_in_topic(settings, "shelf_state") == expected  # not applied twice
     lake = start_query(spark, settings, apps["lake-sink"])  # the lake sink goes on from its own checkpoint
     lake.processAllAvailable()
     lake.stop()
     raw = delta.read_rows(delta.table_path(settings.delta_dir, table("raw_shelf_events")), ShelfEvent)
     assert sorted(e.event_id for e in raw) == sorted([e.event_id for e in events + more] + ["ghost", "new-1"])
+    assert {row.shelf_id: row for row in delta.read_rows(state_path, ShelfState)} == expected  # merged from the topic
 
 
 def test_sales_and_warehouse_moves_give_the_predicted_lots(spark_stack: Settings) -> None:
@@ -201,7 +201,8 @@ def test_sales_and_warehouse_moves_give_the_predicted_lots(spark_stack: Settings
     spark = SparkSession.getActiveSession()
     assert spark is not None  # started by the test above in this module
     apps = all_apps()
-    for name in ("batch-state-updater", "wh-aggregator", "wh-batch-state-updater"):
+    # the lake sink last: it merges the keyed apps' state topics into their Delta tables
+    for name in ("batch-state-updater", "wh-aggregator", "wh-batch-state-updater", "lake-sink"):
         query = start_query(spark, settings, apps[name])
         query.processAllAvailable()
         query.stop()

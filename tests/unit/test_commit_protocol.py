@@ -2,7 +2,7 @@
 published then committed; a batch found committed is skipped; a crash between publish and commit is replayed
 without duplicating append-only records; the first batch ever publishes every key's opening state; a batch
 that changes and publishes nothing commits nothing; a record whose application raises is a dead letter and the
-batch goes on without it. Run through a real state app (shelf-aggregator) and a small
+batch goes on without it. Run through a real state app (batch-state-updater) and a small
 app of append-only records."""
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ from smartshelf import rules
 from smartshelf.datagen import generate_store
 from smartshelf.registry import DEAD_LETTERS, topic
 from smartshelf.runtime import jobs
-from smartshelf.schemas import Alert, DeadLetter, ShelfEvent, ShelfState
+from smartshelf.schemas import Alert, DeadLetter, PosItem, PosTransaction, ShelfBatchState, ShelfEvent, ShelfState
 from smartshelf.settings import Settings
 from smartshelf.store import StoreData
-from smartshelf.streaming.apps import ShelfAggregator
+from smartshelf.streaming.apps import BatchStateUpdater
 from smartshelf.streaming.batch import BatchOutput, Received
 from smartshelf.streaming.commit import CommitIO, CommittedApp
 
@@ -155,39 +155,55 @@ def _pickups(shelves: list[ShelfState], first: int = 0) -> list[Received]:
         customer_id="C1", ts=T0 + timedelta(seconds=n))) for n, shelf in enumerate(shelves)]
 
 
+def _sales(lots: list[ShelfBatchState], first: int = 0) -> list[Received]:
+    """One unit sold from each lot's shelf."""
+    return [Received("pos_transactions", 0, first + n, PosTransaction(
+        transaction_id=f"t{first + n}", customer_id="C1", ts=T0 + timedelta(seconds=n), total=1.0,
+        items=[PosItem(shelf_id=lot.shelf_id, quantity=1, unit_price=1.0, discount=0.0, line_total=1.0)]))
+        for n, lot in enumerate(lots)]
+
+
+def _lots_of_distinct_shelves(store: StoreData, io: FakeIO, count: int) -> list[ShelfBatchState]:
+    lots = {lot.shelf_id: lot for lot in rules.initial_states(store, io.settings.sim_start).shelf_lots
+            if lot.batch_quantity_store > 0}
+    return list(lots.values())[:count]
+
+
 def test_the_first_batch_ever_publishes_every_keys_opening_state_then_only_changes(store: StoreData, io: FakeIO
                                                                                    ) -> None:
-    app, shelves = ShelfAggregator(), rules.initial_states(store, io.settings.sim_start).shelves
+    app, lots = BatchStateUpdater(), rules.initial_states(store, io.settings.sim_start).shelf_lots
     assert app.needs_batch([])  # not loaded yet: handed the first batch even without records
     app.handle(io, 0, [], BatchOutput())
-    assert {s.shelf_id for s in io.topics["shelf_state"]} == {s.shelf_id for s in shelves}  # type: ignore[attr-defined]
+    key = topic("shelf_batch_state").key_of
+    assert {key(lot) for lot in io.topics["shelf_batch_state"]} == {key(lot) for lot in lots}
     assert io.applied_batch(app.state_path(io), app.name) == 0 and not app.needs_batch([])
-    app.handle(io, 1, _pickups(shelves[:3]), BatchOutput())
-    assert len(io.topics["shelf_state"]) == len(shelves) + 3  # the three shelves the batch changed
+    app.handle(io, 1, _sales(_lots_of_distinct_shelves(store, io, 3)), BatchOutput())
+    assert len(io.topics["shelf_batch_state"]) == len(lots) + 3  # the three lots the batch sold from
 
 
 def test_a_batch_found_committed_is_skipped_whole(store: StoreData, io: FakeIO) -> None:
-    shelves = rules.initial_states(store, io.settings.sim_start).shelves
-    ShelfAggregator().handle(io, 0, _pickups(shelves[:5]), BatchOutput())
-    published, state = len(io.topics["shelf_state"]), io.tables[ShelfAggregator().state_path(io)]
-    restarted = ShelfAggregator()  # Spark hands the batch again after a crash before its checkpoint
-    restarted.handle(io, 0, _pickups(shelves[:5]), BatchOutput())
-    assert len(io.topics["shelf_state"]) == published and io.tables[restarted.state_path(io)] == state
-    after = restarted.state[shelves[0].shelf_id]
-    assert isinstance(after, ShelfState) and after.current_stock == shelves[0].current_stock - 1
+    sold = _lots_of_distinct_shelves(store, io, 5)
+    BatchStateUpdater().handle(io, 0, _sales(sold), BatchOutput())
+    published, state = len(io.topics["shelf_batch_state"]), io.tables[BatchStateUpdater().state_path(io)]
+    restarted = BatchStateUpdater()  # Spark hands the batch again after a crash before its checkpoint
+    restarted.handle(io, 0, _sales(sold), BatchOutput())
+    assert len(io.topics["shelf_batch_state"]) == published and io.tables[restarted.state_path(io)] == state
+    after = restarted.state[topic("shelf_batch_state").key_of(sold[0])]
+    assert isinstance(after, ShelfBatchState) and after.batch_quantity_store == sold[0].batch_quantity_store - 1
 
 
 def test_refused_events_are_dead_letters_and_their_batch_is_committed(store: StoreData, io: FakeIO) -> None:
-    ghost = Received("shelf_events", 0, 7, ShelfEvent(event_id="g", event_type="pickup", shelf_id="NOPE", quantity=1,
-                                                      weight_change=-1.0, customer_id="C1", ts=T0))
-    app = ShelfAggregator()
+    ghost = Received("pos_transactions", 0, 7, PosTransaction(
+        transaction_id="g", customer_id="C1", ts=T0, total=1.0,
+        items=[PosItem(shelf_id="NOPE", quantity=1, unit_price=1.0, discount=0.0, line_total=1.0)]))
+    app = BatchStateUpdater()
     app.handle(io, 0, [], BatchOutput())
     app.handle(io, 1, [ghost], BatchOutput())
     letters = io.topics[DEAD_LETTERS]
     assert [(letter.source_offset, letter.reason) for letter in letters if isinstance(letter, DeadLetter)] == [
-        (7, "unknown shelf 'NOPE'")]
+        (7, "sold 1 more of shelf NOPE than its lots hold")]
     assert io.applied_batch(app.state_path(io), app.name) == 1  # a replay does not report it again
-    ShelfAggregator().handle(io, 1, [ghost], BatchOutput())
+    BatchStateUpdater().handle(io, 1, [ghost], BatchOutput())
     assert len(io.topics[DEAD_LETTERS]) == 1
 
 

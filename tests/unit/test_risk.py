@@ -20,13 +20,12 @@ from smartshelf.errors import SmartShelfError
 from smartshelf.ml.risk import (COLUMNS_FILE, HORIZON, MODEL_FILE, RISK_FEATURES, RiskResult, RiskRow, RiskScorer,
                                 ShelfFacts, features_of, save_risk_model, shelf_facts, snapshots, train_risk)
 from smartshelf.runtime import jobs
-from smartshelf.schemas import ShelfEvent, ShelfRisk
+from smartshelf.policies import ConfigTables
+from smartshelf.schemas import ShelfEvent, ShelfRisk, ShelfState
 from smartshelf.store import StoreData
-from smartshelf.streaming.apps import ShelfAggregator
+from smartshelf.streaming.apps import RiskScoring
 from smartshelf.settings import Settings
-from smartshelf.streaming.batch import BatchOutput
 from smartshelf.world import World, WorldConfig
-from tests.unit.test_commit_protocol import FakeIO, _pickups
 from tests.unit.test_ml import shelf_row
 
 START = datetime(2025, 1, 6, 8)
@@ -177,27 +176,32 @@ def test_a_model_that_cannot_be_read_is_one_clear_line(saved: Path, damage: str)
     assert str(saved) in str(error.value) and "\n" not in str(error.value)
 
 
-def test_the_shelf_aggregator_publishes_the_newest_models_risk(trained: RiskResult, tmp_path: Path,
-                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_shelf_aggregator_scores_with_the_newest_model(trained: RiskResult, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     store = generate_store(7)
     monkeypatch.setattr(jobs, "load_store", lambda settings: store)
-    io = FakeIO(Settings(_env_file=None).model_copy(update={"delta_dir": tmp_path, "run_dir": tmp_path}))  # type: ignore[call-arg]
-    shelves = rules.initial_states(store, io.settings.sim_start).shelves
-    app = ShelfAggregator()
-    app.handle(io, 0, [], BatchOutput())
-    assert io.topics["shelf_risk"] == []  # no model yet
-    models = io.settings.artifact_dir / io.settings.risk_model_name
+    monkeypatch.setattr(jobs, "load_config", lambda settings: ConfigTables([], [], [], []))
+    settings = Settings(_env_file=None).model_copy(update={"delta_dir": tmp_path, "run_dir": tmp_path})  # type: ignore[call-arg]
+    shelves = rules.initial_states(store, settings.sim_start).shelves
+    risk = RiskScoring(settings)
+    every_shelf_read = []
+
+    def every_shelf() -> list[ShelfState]:
+        every_shelf_read.append(True)
+        return shelves
+
+    assert risk.scores(shelves[:3], every_shelf) == []  # no model yet
+    models = settings.artifact_dir / settings.risk_model_name
     save_risk_model(trained.booster, models / "202501100600")
-    app.handle(io, 1, _pickups(shelves[:3]), BatchOutput())
-    assert {r.shelf_id for r in io.topics["shelf_risk"]} == {s.shelf_id for s in shelves}  # type: ignore[attr-defined]
-    app.handle(io, 2, _pickups(shelves[3:5], first=3), BatchOutput())
-    latest = io.topics["shelf_risk"][len(shelves):]
-    assert [r.shelf_id for r in latest] == sorted(s.shelf_id for s in shelves[3:5])  # type: ignore[attr-defined]
+    first = risk.scores(shelves[:3], every_shelf)  # a new version scores every shelf
+    assert {r.shelf_id for r in first} == {s.shelf_id for s in shelves} and every_shelf_read == [True]
+    latest = risk.scores(shelves[3:5], every_shelf)  # then the changed ones
+    assert [r.shelf_id for r in latest] == [s.shelf_id for s in shelves[3:5]]
     assert all(isinstance(r, ShelfRisk) and r.model_version == 202501100600 for r in latest)
 
     (models / "202501110600").mkdir()  # a newer version that cannot be read: warned about, the old one goes on
-    app.handle(io, 3, _pickups(shelves[5:6], first=5), BatchOutput())
-    assert [r.model_version for r in io.topics["shelf_risk"][len(shelves) + 2:]] == [202501100600]  # type: ignore[attr-defined]
+    assert [r.model_version for r in risk.scores(shelves[5:6], every_shelf)] == [202501100600]
+    assert every_shelf_read == [True]
 
 
 def test_facts_of_a_shelf_the_store_adds_have_no_popularity() -> None:

@@ -33,11 +33,15 @@ def test_each_state_app_starts_from_rows_of_its_own_table() -> None:
 
 def test_the_runner_shares_one_query_unless_asked_for_one_per_app() -> None:
     from smartshelf.settings import Settings
-    from smartshelf.streaming.runner import LAKE_SINK, SHARED_QUERY, query_groups
+    from smartshelf.streaming.keyed import KeyedApp
+    from smartshelf.streaming.runner import KEYED_QUERY, LAKE_SINK, SHARED_QUERY, query_groups
 
     apps = list(all_apps().values())
     names = [app.name for app in apps]
-    assert query_groups(Settings(), apps) == {SHARED_QUERY: [n for n in names if n != LAKE_SINK],
+    keyed = [app.name for app in apps if isinstance(app, KeyedApp)]
+    assert keyed == ["shelf-aggregator", "wh-aggregator", "wh-batch-state-updater"]
+    assert query_groups(Settings(), apps) == {KEYED_QUERY: keyed,
+                                              SHARED_QUERY: [n for n in names if n != LAKE_SINK and n not in keyed],
                                               LAKE_SINK: [LAKE_SINK]}
     assert query_groups(Settings(SPARK_QUERY_PER_APP=True), apps) == {name: [name] for name in names}
     assert query_groups(Settings(), apps[:1]) == {names[0]: [names[0]]}  # an app alone keeps its own name

@@ -1,0 +1,123 @@
+"""The state apps whose state is keyed and lives in Spark's state store (smartshelf.streaming.keyed_query): what
+one key's group of records does to that key's state, as a pure function of the state and the records.
+
+A group is the records of one Kafka key (a shelf) for one app in one micro-batch. Each record is validated
+with the bridge's rules; a valid one is applied by the app's rule in the app's order (`KeyedApp.ordered`:
+within a key, the order its partition holds them in, which is the order the world produced them). Invariants:
+- a key's state changes only by its own records, so the groups of a batch can be applied anywhere, in any
+  order, and give the same state as applying the batch in one place;
+- no record is lost silently: an invalid record (of a topic the app validates), a record the rules refuse, a
+  record whose key is not the key its fields name, and a record whose rule raises each become a letter with
+  the reason, and the state stays as it was before that record;
+- the result depends on the state and the records only, so a replayed batch gives the same values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import ClassVar
+
+from pydantic import BaseModel
+
+from smartshelf import rules
+from smartshelf.ingress import Rejection, parse_record
+from smartshelf.registry import Topic, table, topic
+from smartshelf.store import StoreData
+from smartshelf.streaming.batch import Received
+
+Step = tuple[str, BaseModel | None, str | None]  # (key, its new value or None if refused, problem or None)
+
+
+@dataclass(frozen=True)
+class KeyedRecord:
+    """A Kafka record as a group holds it."""
+
+    topic: str
+    partition: int
+    offset: int
+    value: bytes | None
+
+
+@dataclass
+class KeyResult:
+    """What one group did: the new values of the state keys it changed (in key order), and the records it could
+    not apply with the reason (→ dead_letters)."""
+
+    changed: list[BaseModel] = field(default_factory=list)
+    letters: list[tuple[KeyedRecord, str]] = field(default_factory=list)
+
+
+class KeyedApp:
+    """A state app whose events each change one state key by a rule; the state keys of one Kafka key (one shelf)
+    are that group's state in Spark's state store."""
+
+    name: ClassVar[str]
+    topics: ClassVar[tuple[str, ...]]
+    # the topics whose invalid records this app reports to dead_letters: one app per topic, so a bad record
+    # is reported once however many apps read it (tests/unit/test_streaming_apps.py checks the ownership)
+    validates: ClassVar[tuple[str, ...]] = ()
+    state_table: ClassVar[str]  # registry table name; the table's topic is the compacted output
+    initial_field: ClassVar[str]  # the rules.InitialStates field the state starts from
+    sim_start = datetime.min  # set from the settings when the query starts (a shelf the store adds starts then)
+
+    @classmethod
+    def state_topic(cls) -> Topic:
+        name = table(cls.state_table).topic
+        assert name is not None
+        return topic(name)
+
+    @classmethod
+    def key_of(cls, value: BaseModel) -> str:
+        """The state key of a value (what its compacted topic is keyed by)."""
+        return cls.state_topic().key_of(value)
+
+    @classmethod
+    def group_of(cls, value: BaseModel) -> str:
+        """The Kafka key (the group) a state value belongs to: the shelf of its key."""
+        return str(getattr(value, cls.state_topic().key[0]))
+
+    def initial(self, store: StoreData, start: datetime) -> list[BaseModel]:
+        """The state as the store opened."""
+        return list(getattr(rules.initial_states(store, start), self.initial_field))
+
+    def ordered(self, received: list[Received]) -> list[Received]:
+        return received  # each partition's records in offset order
+
+    def step(self, state: dict[str, BaseModel], event: BaseModel) -> Step:
+        raise NotImplementedError
+
+
+def apply_to_key(app: KeyedApp, group: str, state: dict[str, BaseModel], records: list[KeyedRecord]) -> KeyResult:
+    """Apply one group's records to its state (changed in place); see the module's invariants."""
+    result, received = KeyResult(), []
+    for record in sorted(records, key=lambda r: (r.topic, r.partition, r.offset)):
+        described = topic(record.topic)
+        parsed = parse_record(described, record.value)
+        reported = record.topic in app.validates
+        if isinstance(parsed, Rejection):
+            if reported:
+                result.letters.append((record, parsed.reason))
+        elif described.key_of(parsed) != group:
+            if reported:
+                result.letters.append((record, f"record key '{group}' is not the key its fields name "
+                                               f"('{described.key_of(parsed)}')"))
+        else:
+            received.append(Received(record.topic, record.partition, record.offset, parsed))
+    touched: set[str] = set()
+    as_sent = {(r.topic, r.partition, r.offset): r for r in records}  # a letter carries the record as it came
+    for item in app.ordered(received):
+        origin = as_sent[(item.topic, item.partition, item.offset)]
+        try:
+            key, after, problem = app.step(state, item.record)
+        except Exception as error:  # noqa: BLE001 - any failure of a rule on a record: the record, not the app
+            result.letters.append((origin, f"{app.name} could not apply it: {type(error).__name__}: {error}"))
+            continue
+        if after is not None:
+            state[key] = after
+            touched.add(key)
+        if problem:
+            result.letters.append((origin, problem))
+    result.changed = [state[key] for key in sorted(touched)]
+    return result
+

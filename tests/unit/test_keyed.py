@@ -1,0 +1,142 @@
+"""The keyed state apps' per-key function (smartshelf.streaming.keyed.apply_to_key) and the keyed query's pure
+parts (smartshelf.streaming.keyed_query): a group's records give the rules' state; however a key's records
+are cut into batches, the state is the same; invalid, refused, mis-keyed and raising records are letters with
+their reason and leave the state as it was; every key of the store's opening state belongs to its shelf's
+group; the offsets a batch ends at come from Spark's offset log."""
+
+from __future__ import annotations
+
+import json
+from datetime import date, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from pydantic import BaseModel
+
+from smartshelf import rules
+from smartshelf.datagen import generate_store
+from smartshelf.schemas import ShelfEvent, ShelfProfile, ShelfState, WarehouseBatchState, WarehouseEvent
+from smartshelf.streaming.apps import ShelfAggregator, WarehouseAggregator, WarehouseBatchStateUpdater
+from smartshelf.streaming.keyed import KeyedRecord, apply_to_key
+from smartshelf.streaming.keyed_query import batch_ends, opening_rows
+
+T0 = datetime(2025, 1, 1, 9)
+
+
+def shelf(stock: int = 10, shelf_id: str = "S1") -> ShelfState:
+    return ShelfState(shelf_id=shelf_id, current_stock=stock, current_weight=stock * 500.0,
+                      last_event_type="initial", last_event_ts=T0)
+
+
+def move(n: int, kind: str = "pickup", quantity: int = 1, shelf_id: str = "S1") -> ShelfEvent:
+    sign = -1 if kind == "pickup" else 1
+    return ShelfEvent(event_id=f"e{n}", event_type=kind, shelf_id=shelf_id, quantity=quantity,
+                      weight_change=sign * quantity * 500.0, customer_id="C1", ts=T0 + timedelta(seconds=n))
+
+
+def records(values: list[BaseModel], topic_name: str = "shelf_events", first: int = 0) -> list[KeyedRecord]:
+    return [KeyedRecord(topic_name, 0, first + n, value.model_dump_json().encode()) for n, value in enumerate(values)]
+
+
+def test_a_groups_events_give_the_rules_state() -> None:
+    events = [move(0), move(1, quantity=2), move(2, "putback"), move(3)]
+    state: dict[str, BaseModel] = {"S1": shelf()}
+    result = apply_to_key(ShelfAggregator(), "S1", state, records(events))
+    expected = shelf()
+    for event in events:
+        expected, _ = rules.apply_shelf_event(expected, event)
+    assert result.changed == [expected] and state == {"S1": expected} and result.letters == []
+
+
+def test_records_applied_in_their_partitions_order_whatever_order_they_come_in() -> None:
+    events = [move(n, "pickup" if n % 3 else "putback", quantity=1 + n % 2) for n in range(9)]
+    in_order = apply_to_key(ShelfAggregator(), "S1", {"S1": shelf()}, records(events))
+    shuffled = list(reversed(records(events)))
+    assert apply_to_key(ShelfAggregator(), "S1", {"S1": shelf()}, shuffled).changed == in_order.changed
+
+
+@pytest.mark.parametrize("cut", [1, 4, 8])
+def test_however_a_keys_records_are_cut_into_batches_the_state_is_the_same(cut: int) -> None:
+    events = records([move(n, "pickup" if n % 4 else "putback", quantity=1 + n % 3) for n in range(10)])
+    whole: dict[str, BaseModel] = {"S1": shelf(stock=8)}
+    apply_to_key(ShelfAggregator(), "S1", whole, events)
+    in_two: dict[str, BaseModel] = {"S1": shelf(stock=8)}
+    apply_to_key(ShelfAggregator(), "S1", in_two, events[:cut])
+    apply_to_key(ShelfAggregator(), "S1", in_two, events[cut:])
+    assert in_two == whole
+
+
+def test_bad_records_are_letters_and_leave_the_state_as_it_was() -> None:
+    state: dict[str, BaseModel] = {"S1": shelf(stock=1)}
+    wrong_key = move(2, shelf_id="S2")
+    batch = [KeyedRecord("shelf_events", 0, 0, b"not json"), *records([move(1, quantity=3)], first=1),
+             *records([wrong_key], first=2)]
+    result = apply_to_key(ShelfAggregator(), "S1", state, batch)
+    reasons = {record.offset: reason for record, reason in result.letters}
+    assert "not JSON" in reasons[0]
+    assert reasons[1] == "pickup of 3 exceeds the stock by 2; stock set to 0"  # applied, and reported
+    assert reasons[2] == "record key 'S1' is not the key its fields name ('S2')"
+    assert result.letters[0][0].value == b"not json"  # a letter carries the record as it came
+    assert state["S1"].current_stock == 0  # type: ignore[attr-defined]
+
+
+def test_an_app_reports_the_invalid_records_of_its_own_topics_only() -> None:
+    """wh_events is validated by wh-aggregator: wh-batch-state-updater, reading it too, reports nothing."""
+    garbage = [KeyedRecord("wh_events", 0, 0, b"{}")]
+    assert len(apply_to_key(WarehouseAggregator(), "S1", {}, garbage).letters) == 1
+    assert apply_to_key(WarehouseBatchStateUpdater(), "S1", {}, garbage).letters == []
+
+
+class Exploding(ShelfAggregator):
+    def step(self, state: dict[str, BaseModel], event: BaseModel) -> tuple[str, BaseModel | None, str | None]:
+        if isinstance(event, ShelfEvent) and event.event_id == "e1":
+            raise ValueError("boom")
+        return super().step(state, event)
+
+
+def test_a_record_whose_rule_raises_is_a_letter_and_the_rest_are_applied() -> None:
+    state: dict[str, BaseModel] = {"S1": shelf()}
+    result = apply_to_key(Exploding(), "S1", state, records([move(0), move(1), move(2)]))
+    assert [(record.offset, reason) for record, reason in result.letters] == [
+        (1, "shelf-aggregator could not apply it: ValueError: boom")]
+    assert state["S1"].current_stock == 8  # type: ignore[attr-defined]
+
+
+def test_a_profile_adds_its_shelf_before_the_batchs_events_on_it() -> None:
+    profile = ShelfProfile(shelf_id="NEW", aisle=1, item_category="BEVERAGES", item_subcategory="Water",
+                           item_weight=500, shelf_weight=5000, maximum_stock=10, item_price=2.0)
+    batch = [*records([move(0, "putback", 4, shelf_id="NEW")]), *records([profile], "shelf_profiles")]
+    state: dict[str, BaseModel] = {}
+    result = apply_to_key(ShelfAggregator(), "NEW", state, batch)
+    assert result.letters == [] and state["NEW"].current_stock == 4  # type: ignore[attr-defined]
+
+
+def test_a_shelfs_lots_are_one_groups_state() -> None:
+    lot = dict(shelf_id="S1", received_date=date(2025, 1, 1), expiry_date=date(2025, 2, 1), ts=T0)
+    events = [WarehouseEvent(event_id="w1", event_type="wh_in", batch_code="L1", quantity=10, **lot),
+              WarehouseEvent(event_id="w2", event_type="wh_in", batch_code="L2", quantity=5, **lot),
+              WarehouseEvent(event_id="w3", event_type="wh_out", batch_code="L1", quantity=4, **lot),
+              WarehouseEvent(event_id="w4", event_type="wh_out", batch_code="L9", quantity=1, **lot)]
+    state: dict[str, BaseModel] = {}
+    result = apply_to_key(WarehouseBatchStateUpdater(), "S1", state, records(events, "wh_events"))
+    assert {k: v.batch_quantity_warehouse for k, v in state.items() if isinstance(v, WarehouseBatchState)} == {
+        "S1|L1": 6, "S1|L2": 5}
+    assert [WarehouseBatchStateUpdater.key_of(v) for v in result.changed] == ["S1|L1", "S1|L2"]
+    assert [reason for _, reason in result.letters] == ["wh_out from unknown lot S1|L9"]
+
+
+def test_every_opening_key_belongs_to_its_shelfs_group() -> None:
+    store = generate_store(7)
+    apps = [ShelfAggregator(), WarehouseAggregator(), WarehouseBatchStateUpdater()]
+    rows = opening_rows(apps, store, T0)
+    initial = rules.initial_states(store, T0)
+    assert len(rows) == len(initial.shelves) + len(initial.warehouse) + len(initial.wh_lots)
+    for app_name, group, state_key, value in rows:
+        assert state_key.split("|")[0] == group and json.loads(value)["shelf_id"] == group, (app_name, state_key)
+
+
+def test_a_batch_ends_where_sparks_offset_log_says(tmp_path: Path) -> None:
+    (tmp_path / "offsets").mkdir()
+    (tmp_path / "offsets" / "3").write_text('v1\n{"batchWatermarkMs":0,"batchTimestampMs":1}\n'
+                                            '{"shelf_events":{"1":7,"0":12},"shelf_profiles":{"0":0}}\n')
+    assert batch_ends(tmp_path, 3) == {("shelf_events", 0): 12, ("shelf_events", 1): 7, ("shelf_profiles", 0): 0}
