@@ -302,7 +302,8 @@ def _raw_consume_rate(settings: Settings, start: dict[Partition, int]) -> tuple[
 def bench_spark(base: Settings, warm_days: int = 1, cold_days: int = 1, max_offsets: int | None = None
                 ) -> dict[str, object]:
     """Events/s through Kafka source → validation → state → Delta + compacted topics with every state app
-    running in one SparkSession (the twin's apps in one query and the lake sink in another, as the runner runs them),
+    running in one SparkSession (the keyed apps in the keyed query, batch-state-updater in the shared query, the
+    lake sink in its own, as the runner runs them),
     next to the raw consume rate of the same records in the same run.
 
     Day 1 is caught up from cold (session and query start-up included, reported apart). The queries are
@@ -313,7 +314,7 @@ def bench_spark(base: Settings, warm_days: int = 1, cold_days: int = 1, max_offs
     from smartshelf.adapters.spark import spark_session
     from smartshelf.registry import SENSOR_TOPICS
     from smartshelf.streaming.apps import STATE_APPS
-    from smartshelf.streaming.runner import query_groups, select_apps, start_group
+    from smartshelf.streaming.runner import query_groups, select_apps, start_apps
 
     with scratch_stack(base, prefix="smartshelf-bench-") as (settings, _):
         settings = settings.model_copy(update={"max_offsets_per_trigger": max_offsets})
@@ -328,7 +329,7 @@ def bench_spark(base: Settings, warm_days: int = 1, cold_days: int = 1, max_offs
         spark = spark_session(settings, "bench-spark")
         began = time.monotonic()
         groups = query_groups(settings, select_apps(STATE_APPS))  # as the runner does: the twin's and the lake's
-        queries = [start_group(spark, settings, name, select_apps(apps)) for name, apps in groups.items()]
+        queries = [start_apps(spark, settings, name, select_apps(apps)) for name, apps in groups.items()]
         for query in queries:
             query.processAllAvailable()
         cold_s = time.monotonic() - began
@@ -345,7 +346,7 @@ def bench_spark(base: Settings, warm_days: int = 1, cold_days: int = 1, max_offs
             raise AssertionError(f"bench: read {consumed} records raw, produced {len(warm_events)}")
 
         began = time.monotonic()
-        queries = [start_group(spark, settings, name, select_apps(apps)) for name, apps in groups.items()]
+        queries = [start_apps(spark, settings, name, select_apps(apps)) for name, apps in groups.items()]
         for query in queries:
             query.processAllAvailable()
         warm_s = time.monotonic() - began

@@ -1,9 +1,9 @@
 """The keyed query: the state apps of smartshelf.streaming.keyed in one streaming query whose state lives in
-Spark's state store (RocksDB), grouped by (app, Kafka key), so the work and the state spread over the executors
+Spark's state store (RocksDB), grouped by Kafka key (the shelf), so the work and the state spread over the executors
 of a cluster like any keyed aggregation.
 
-    Kafka ─► each record once per app that reads its topic ─► groupBy(app, key)
-          ─► transformWithStateInPandas (KeyedStateProcessor: keyed.apply_to_key per group; the store's opening
+    Kafka ─► groupBy(Kafka key: the shelf)
+          ─► transformWithState (KeyedStateProcessor: keyed.apply_to_key per app and group; the store's opening
              state is the initial state of each key)
           ─► foreachBatch on the driver: the changed keys to their compacted topics, the letters to dead_letters,
              how far each app has read to the lockstep clock
@@ -26,9 +26,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 from pydantic import BaseModel
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StatefulProcessor, StatefulProcessorHandle, StreamingQuery
 
@@ -50,52 +49,62 @@ STATE, LETTER = "state", "letter"  # the kinds of output row
 # failure drill (SMARTSHELF_CRASH_POINT): the driver dies once per run after publishing a batch's outputs, before
 # Spark commits the batch (FAIL_AFTER_PUBLISH of smartshelf.streaming.commit applies here too)
 EXIT_AFTER_PUBLISH_KEYED = "spark.keyed_exit_after_publish"
-INITIAL_SCHEMA = "app string, group_key string, state_key string, value string"
+INITIAL_SCHEMA = "group_key string, value string"
 
 
 class KeyedStateProcessor(StatefulProcessor):
-    """One group's state: the JSON of each of its state keys, in a MapState of the state store."""
+    """One shelf's state in every keyed app, as one value of the state store: {app: {state key: value JSON}}.
+    One value per group, read once and written once per batch that changes it: each state store access is a
+    round trip between the Python worker and the JVM, and a group's keys are few."""
 
     def __init__(self, apps: list[KeyedApp]) -> None:
-        self.apps = {app.name: app for app in apps}
+        self.apps = apps
 
     def init(self, handle: StatefulProcessorHandle) -> None:
-        self.values = handle.getMapState("values", "state_key string", "value string")
+        self.state = handle.getValueState("apps", "value string")
 
-    def handleInputRows(self, key: Any, rows: Iterator[pd.DataFrame], timerValues: Any) -> Iterator[pd.DataFrame]:
-        app_name, group = key
-        app = self.apps[app_name]
-        model = table_model(app)
-        state = {k: model.model_validate_json(v) for (k,), (v,) in self.values.iterator()}
-        records = [KeyedRecord(r.topic, int(r.partition), int(r.offset), r.value)
-                   for frame in rows for r in frame.itertuples(index=False)]
-        result = apply_to_key(app, group, state, records)
-        out = []
-        for value in result.changed:
-            state_key, text = app.key_of(value), value.model_dump_json()
-            self.values.updateValue((state_key,), (text,))
-            out.append((app_name, STATE, app.state_topic().name, None, None, state_key, text.encode(), None))
-        out += [(app_name, LETTER, r.topic, r.partition, r.offset, group, r.value, reason)
-                for r, reason in result.letters]
-        if out:
-            yield pd.DataFrame(out, columns=["app", "kind", "topic", "partition", "offset", "key", "value", "reason"])
+    def handleInputRows(self, key: Any, rows: Iterator[Row], timerValues: Any) -> Iterator[Row]:
+        (group,) = key
+        stored = self.state.get()
+        texts: dict[str, dict[str, str]] = json.loads(stored[0]) if stored else {}
+        records = [KeyedRecord(r.topic, r.partition, r.offset, r.value) for r in rows]
+        changed = False
+        for app in self.apps:
+            mine = [r for r in records if r.topic in app.topics]
+            if not mine:
+                continue
+            model, values = app.state_topic().schema, texts.setdefault(app.name, {})
+            result = apply_to_key(app, group, {k: model.model_validate_json(v) for k, v in values.items()}, mine)
+            for value in result.changed:
+                state_key, text = app.key_of(value), value.model_dump_json()
+                values[state_key], changed = text, True
+                yield Row(app=app.name, kind=STATE, topic=app.state_topic().name, partition=None, offset=None,
+                          key=state_key, value=text.encode(), reason=None)
+            for record, reason in result.letters:
+                yield Row(app=app.name, kind=LETTER, topic=record.topic, partition=record.partition,
+                          offset=record.offset, key=group, value=record.value, reason=reason)
+        if changed:
+            self.state.update((json.dumps(texts, sort_keys=True),))
 
-    def handleInitialState(self, key: Any, initialState: pd.DataFrame, timerValues: Any) -> None:
-        for row in initialState.itertuples(index=False):
-            self.values.updateValue((row.state_key,), (row.value,))
+    def handleInitialState(self, key: Any, initialState: Row, timerValues: Any) -> None:
+        self.state.update((initialState.value,))
 
     def close(self) -> None:
         pass
-
-
-def table_model(app: KeyedApp) -> type[BaseModel]:
-    return app.state_topic().schema
 
 
 def opening_rows(apps: list[KeyedApp], store: StoreData, start: datetime) -> list[tuple[str, str, str, str]]:
     """(app, group, state key, value JSON) of every key as the store opened."""
     return [(app.name, app.group_of(value), app.key_of(value), value.model_dump_json())
             for app in apps for value in app.initial(store, start)]
+
+
+def initial_groups(opening: list[tuple[str, str, str, str]]) -> list[tuple[str, str]]:
+    """The opening state as the processor keeps it: (group, {app: {state key: value JSON}} as JSON)."""
+    groups: dict[str, dict[str, dict[str, str]]] = {}
+    for app_name, group, state_key, value in opening:
+        groups.setdefault(group, {}).setdefault(app_name, {})[state_key] = value
+    return [(group, json.dumps(texts, sort_keys=True)) for group, texts in sorted(groups.items())]
 
 
 def checkpoint_dir(settings: Settings, name: str) -> Path:
@@ -152,18 +161,15 @@ def start_keyed(spark: SparkSession, settings: Settings, name: str, apps: list[K
 
 def keyed_frame(spark: SparkSession, settings: Settings, apps: list[KeyedApp],
                 opening: list[tuple[str, str, str, str]]) -> DataFrame:
-    """The apps' topics, each record once per app that reads it, through the processor grouped by (app, key)."""
+    """The apps' topics through the processor, grouped by Kafka key (the shelf)."""
     topics = sorted({t for app in apps for t in app.topics})
-    readers = F.create_map(*[part for t in topics for part in
-                             (F.lit(t), F.array(*[F.lit(app.name) for app in apps if t in app.topics]))])
     source = spark.readStream.format("kafka").options(**kafka_options(settings, topics)).load()
-    grouped = (source.select(F.explode(readers[F.col("topic")]).alias("app"),
-                             F.coalesce(F.col("key").cast("string"), F.lit("")).alias("group_key"),
+    grouped = (source.select(F.coalesce(F.col("key").cast("string"), F.lit("")).alias("group_key"),
                              "topic", "partition", "offset", "value")
-               .groupBy("app", "group_key"))
-    initial = spark.createDataFrame(opening, INITIAL_SCHEMA).groupBy("app", "group_key")
-    return grouped.transformWithStateInPandas(KeyedStateProcessor(apps), OUTPUT_SCHEMA, "Append", "None",
-                                              initialState=initial)
+               .groupBy("group_key"))
+    initial = spark.createDataFrame(initial_groups(opening), INITIAL_SCHEMA).groupBy("group_key")
+    return grouped.transformWithState(KeyedStateProcessor(apps), OUTPUT_SCHEMA, "Append", "None",
+                                      initialState=initial)
 
 
 def _drill_after_publish(io: BatchIO, name: str, published: bool) -> None:

@@ -74,11 +74,20 @@ LAKE_SINK = LakeSink.name
 
 def start_query(spark: SparkSession, settings: Settings, app: App, io: BatchIO | None = None,
                 store: StoreData | None = None) -> StreamingQuery:
-    """One app as its own query (a keyed app's needs the store's opening state: loaded if not given)."""
-    if isinstance(app, KeyedApp):
-        return start_keyed(spark, settings, app.name, [app], io or BatchIO(settings, app.name, spark),
-                           store or _load_store(settings))
-    return start_group(spark, settings, app.name, [app], io)
+    """One app as its own query."""
+    return start_apps(spark, settings, app.name, [app], io, store)
+
+
+def start_apps(spark: SparkSession, settings: Settings, name: str, apps: list[App], io: BatchIO | None = None,
+               store: StoreData | None = None) -> StreamingQuery:
+    """A query group of query_groups: keyed apps as the keyed query (it needs the store's opening state, loaded
+    if not given), the others as a shared query."""
+    io = io or BatchIO(settings, name, spark)
+    keyed = [app for app in apps if isinstance(app, KeyedApp)]
+    if keyed:
+        assert len(keyed) == len(apps), f"{name} mixes keyed and other apps"
+        return start_keyed(spark, settings, name, keyed, io, store or _load_store(settings))
+    return start_group(spark, settings, name, [app for app in apps if not isinstance(app, KeyedApp)], io)
 
 
 def _load_store(settings: Settings) -> StoreData:
@@ -200,15 +209,7 @@ def run(settings: Settings, names: Iterable[str] | None = None) -> None:
 def _twin_starter(spark: SparkSession, settings: Settings, name: str, members: list[str], io: BatchIO,
                   store: StoreData | None) -> Callable[[], StreamingQuery]:
     # new app objects each start: their state reloads from their last commit, never from a half-applied batch
-    def start() -> StreamingQuery:
-        apps = select_apps(members)
-        keyed = [app for app in apps if isinstance(app, KeyedApp)]
-        if keyed:
-            assert store is not None and len(keyed) == len(apps), f"{name} mixes keyed and other apps"
-            return start_keyed(spark, settings, name, keyed, io, store)
-        return start_group(spark, settings, name, [app for app in apps if not isinstance(app, KeyedApp)], io)
-
-    return start
+    return lambda: start_apps(spark, settings, name, select_apps(members), io, store)
 
 
 def _pulse_starter(spark: SparkSession, settings: Settings, store: StoreData, io: BatchIO
