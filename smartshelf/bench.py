@@ -352,6 +352,7 @@ def bench_spark(base: Settings, warm_days: int = 1, cold_days: int = 1, max_offs
         warm_s = time.monotonic() - began
         busy = [p for q in queries for p in q.recentProgress if p["numInputRows"] > 0]
         durations = [float(p["durationMs"]["triggerExecution"]) / 1000 for p in busy]
+        by_query = {q.name: _trigger_parts([p for p in q.recentProgress if p["numInputRows"] > 0]) for q in queries}
         rows = supervisor.status(settings)
         rss, pss = supervisor.memory_mb(os.getpid(), frozenset(row.pid for row in rows if row.pid is not None))
         stack_rss = sum(row.rss_mb or 0 for row in rows)
@@ -374,11 +375,25 @@ def bench_spark(base: Settings, warm_days: int = 1, cold_days: int = 1, max_offs
         "busy_events_per_s": round(sum(p["numInputRows"] for p in busy) / _busy_seconds(busy)),
         "trigger_s_p50": round(_percentile(durations, 0.5), 2),
         "trigger_s_p99": round(_percentile(durations, 0.99), 2),
+        "triggers_by_query": by_query,
         "driver_tree_rss_mb": round(rss), "driver_tree_pss_mb": round(pss),
         "stack_rss_mb": round(rss + stack_rss),
         "note": "pipeline rate: from the restart of the queries to caught up; busy rate: over the time at "
                 "least one query was in a trigger with data (start-up excluded); triggers of the warm run only",
     }
+
+
+def _trigger_parts(progress: list[Any]) -> dict[str, float]:
+    """A query's busy triggers: their count, the median trigger, and the median of each of its parts (Spark's
+    durationMs; addBatch is the batch itself, foreachBatch included) and of its state store commits."""
+    parts: dict[str, list[float]] = {}
+    for report in progress:
+        for name, ms in report["durationMs"].items():
+            parts.setdefault(name, []).append(float(ms) / 1000)
+        for operator in report["stateOperators"]:
+            parts.setdefault("stateCommit", []).append(float(operator["commitTimeMs"]) / 1000)
+            parts.setdefault("stateUpdates", []).append(float(operator["allUpdatesTimeMs"]) / 1000)
+    return {"triggers": len(progress), **{name: round(_percentile(values, 0.5), 2) for name, values in parts.items()}}
 
 
 def bench_sim(base: Settings, days: int = 1, step_seconds: int = 3600) -> dict[str, object]:

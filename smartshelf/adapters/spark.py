@@ -109,6 +109,9 @@ def spark_session(settings: Settings, app_name: str = "smartshelf") -> SparkSess
         .config("spark.hadoop.fs.AbstractFileSystem.file.impl", "org.apache.hadoop.fs.local.RawLocalFs")
         .config("spark.sql.streaming.stateStore.providerClass",
                 "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider")
+        # a batch's state commit writes the changes it made (a changelog), not a snapshot of the store: writes in
+        # proportion to change; snapshots are taken in the background now and then
+        .config("spark.sql.streaming.stateStore.rocksdb.changelogCheckpointing.enabled", "true")
         .getOrCreate()
     )
     spark.sparkContext.setLogLevel("ERROR")

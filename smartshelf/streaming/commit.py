@@ -42,11 +42,9 @@ ModelT = TypeVar("ModelT", bound=BaseModel)
 
 # failure drills (SMARTSHELF_CRASH_POINT): the driver fails once per app that gets records, after publishing a
 # batch and before committing it (the runner restarts the query); or dies once per run there, at the first
-# batch that published records of an append-only topic (whose replay must not publish them again); or once
-# after a commit
+# batch that published records of an append-only topic (whose replay must not publish them again)
 FAIL_AFTER_PUBLISH = "spark.fail_after_publish"
 EXIT_AFTER_PUBLISH = "spark.exit_after_publish"
-EXIT_AFTER_COMMIT = "spark.exit_after_commit"
 
 
 class CommitIO(Protocol):
@@ -149,8 +147,6 @@ class CommittedApp:
         if self.dirty or records:  # nothing changed nor published: a replay would change nothing either
             io.commit(path, self.state_rows(), self.name, batch_id)
             self.dirty = False
-            if records and io.settings.crash_point == EXIT_AFTER_COMMIT and io.drill_once(EXIT_AFTER_COMMIT):
-                os._exit(137)
 
     def _apply_isolated(self, io: CommitIO, received: list[Received]) -> dict[str, list[BaseModel]]:
         poisoned: list[tuple[Received, str]] = []

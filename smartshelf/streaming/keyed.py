@@ -27,6 +27,10 @@ from smartshelf.store import StoreData
 from smartshelf.streaming.batch import Received
 
 Step = tuple[str, BaseModel | None, str | None]  # (key, its new value or None if refused, problem or None)
+STATE, LETTER = "state", "letter"  # the kinds of output row
+# (app, kind, topic, partition, offset, key, value, reason): a changed key's value (topic: the state topic), or a
+# letter (topic, partition, offset, value: the record as it came)
+OutputRow = tuple[str, str, str, int | None, int | None, str, bytes | None, str | None]
 
 
 @dataclass(frozen=True)
@@ -121,3 +125,21 @@ def apply_to_key(app: KeyedApp, group: str, state: dict[str, BaseModel], records
     result.changed = [state[key] for key in sorted(touched)]
     return result
 
+
+def apply_group(apps: list[KeyedApp], group: str, texts: dict[str, dict[str, str]], records: list[KeyedRecord]
+                ) -> tuple[dict[str, dict[str, str]], list[OutputRow]]:
+    """Each app's records of one group applied to its state ({app: {state key: value JSON}}, changed in place):
+    the state, and the output rows (the changed keys' values, then the letters)."""
+    out: list[OutputRow] = []
+    for app in apps:
+        mine = [r for r in records if r.topic in app.topics]
+        if not mine:
+            continue
+        model, values = app.state_topic().schema, texts.setdefault(app.name, {})
+        result = apply_to_key(app, group, {k: model.model_validate_json(v) for k, v in values.items()}, mine)
+        for value in result.changed:
+            state_key, text = app.key_of(value), value.model_dump_json()
+            values[state_key] = text
+            out.append((app.name, STATE, app.state_topic().name, None, None, state_key, text.encode(), None))
+        out += [(app.name, LETTER, r.topic, r.partition, r.offset, group, r.value, reason) for r, reason in result.letters]
+    return texts, out

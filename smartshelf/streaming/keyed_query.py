@@ -41,50 +41,38 @@ from smartshelf.store import StoreData, clock_start
 from smartshelf.streaming.apps import RiskScoring, ShelfAggregator
 from smartshelf.streaming.batch import BatchIO
 from smartshelf.streaming.commit import FAIL_AFTER_PUBLISH
-from smartshelf.streaming.keyed import KeyedApp, KeyedRecord, apply_to_key
+from smartshelf.streaming.keyed import STATE, KeyedApp, KeyedRecord, apply_group
 
+# the processor's rows: keyed.OutputRow
 OUTPUT_SCHEMA = ("app string, kind string, topic string, `partition` int, `offset` long, key string, value binary, "
                  "reason string")
-STATE, LETTER = "state", "letter"  # the kinds of output row
+OUTPUT_COLUMNS = [field.strip().split(" ")[0].strip("`") for field in OUTPUT_SCHEMA.split(",")]
+STATE_SCHEMA = "value string"
+INITIAL_SCHEMA = "group_key string, value string"
 # failure drill (SMARTSHELF_CRASH_POINT): the driver dies once per run after publishing a batch's outputs, before
 # Spark commits the batch (FAIL_AFTER_PUBLISH of smartshelf.streaming.commit applies here too)
 EXIT_AFTER_PUBLISH_KEYED = "spark.keyed_exit_after_publish"
-INITIAL_SCHEMA = "group_key string, value string"
 
 
 class KeyedStateProcessor(StatefulProcessor):
-    """One shelf's state in every keyed app, as one value of the state store: {app: {state key: value JSON}}.
-    One value per group, read once and written once per batch that changes it: each state store access is a
-    round trip between the Python worker and the JVM, and a group's keys are few."""
+    """One shelf's state in every keyed app, as one value of the state store: {app: {state key: value JSON}},
+    read once and written once per batch that changes it (each state store access is a round trip between the
+    Python worker and the JVM, and a group's keys are few)."""
 
     def __init__(self, apps: list[KeyedApp]) -> None:
         self.apps = apps
 
     def init(self, handle: StatefulProcessorHandle) -> None:
-        self.state = handle.getValueState("apps", "value string")
+        self.state = handle.getValueState("apps", STATE_SCHEMA)
 
     def handleInputRows(self, key: Any, rows: Iterator[Row], timerValues: Any) -> Iterator[Row]:
         (group,) = key
         stored = self.state.get()
-        texts: dict[str, dict[str, str]] = json.loads(stored[0]) if stored else {}
-        records = [KeyedRecord(r.topic, r.partition, r.offset, r.value) for r in rows]
-        changed = False
-        for app in self.apps:
-            mine = [r for r in records if r.topic in app.topics]
-            if not mine:
-                continue
-            model, values = app.state_topic().schema, texts.setdefault(app.name, {})
-            result = apply_to_key(app, group, {k: model.model_validate_json(v) for k, v in values.items()}, mine)
-            for value in result.changed:
-                state_key, text = app.key_of(value), value.model_dump_json()
-                values[state_key], changed = text, True
-                yield Row(app=app.name, kind=STATE, topic=app.state_topic().name, partition=None, offset=None,
-                          key=state_key, value=text.encode(), reason=None)
-            for record, reason in result.letters:
-                yield Row(app=app.name, kind=LETTER, topic=record.topic, partition=record.partition,
-                          offset=record.offset, key=group, value=record.value, reason=reason)
-        if changed:
+        texts, out = apply_group(self.apps, group, json.loads(stored[0]) if stored else {},
+                                 [KeyedRecord(r.topic, r.partition, r.offset, r.value) for r in rows])
+        if out:
             self.state.update((json.dumps(texts, sort_keys=True),))
+        yield from (Row(**dict(zip(OUTPUT_COLUMNS, row, strict=True))) for row in out)
 
     def handleInitialState(self, key: Any, initialState: Row, timerValues: Any) -> None:
         self.state.update((initialState.value,))

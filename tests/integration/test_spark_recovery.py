@@ -28,6 +28,7 @@ from smartshelf.schemas import ShelfBatchState, ShelfState
 from smartshelf.settings import REPO_ROOT, Settings
 from smartshelf.streaming.apps import STATE_APPS
 from smartshelf.streaming.commit import FAIL_AFTER_PUBLISH
+from smartshelf.streaming.runner import KEYED_QUERY
 from smartshelf.world import World, WorldEvents
 from tests.conftest import initialised_stack, isolated_settings, latest_in_topic, settings_env
 
@@ -105,8 +106,9 @@ def _start(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
 
 
 def _applied_batches(settings: Settings) -> int:
-    path = delta.table_path(settings.delta_dir, table("shelf_state"))
-    return (delta.applied_batch(path, "shelf-aggregator") or 0) if path.exists() else 0
+    """The batches the keyed query (shelf-aggregator's) has committed."""
+    commits = settings.run_dir / "checkpoints" / KEYED_QUERY / "commits"
+    return sum(1 for path in commits.iterdir() if path.name.isdigit()) if commits.is_dir() else 0
 
 
 def test_kill_9_mid_stream_loses_and_repeats_nothing(stack: Settings) -> None:
@@ -159,8 +161,9 @@ def test_kill_9_mid_stream_loses_and_repeats_nothing(stack: Settings) -> None:
 
 
 def test_a_failed_query_restarts_from_its_last_commit_without_applying_twice(scratch_dir: Path) -> None:
-    """Each state app that gets records fails once after applying and publishing a batch and before committing
-    it: the runner restarts the query with the state reloaded from Delta, so the replayed batch counts once."""
+    """Each state query that gets records fails once after applying and publishing a batch and before committing
+    it: the runner restarts the query from its last commit (batch-state-updater's state reloaded from Delta, the
+    keyed apps' from Spark's state store), so the replayed batch counts once."""
     with initialised_stack(isolated_settings(scratch_dir, max_offsets_per_trigger=400,
                                              crash_point=FAIL_AFTER_PUBLISH)) as settings:
         events = _world_events(settings, hours=3)  # enough for every state app to get records
@@ -178,9 +181,9 @@ def test_a_failed_query_restarts_from_its_last_commit_without_applying_twice(scr
             os.killpg(driver.pid, signal.SIGTERM)
             driver.wait(timeout=120)
         drilled = sorted(path.name for path in settings.run_dir.glob("drill-*"))
-        # the apps that get records here (the sensors' events; no wh_events): an app is only called with its own
-        # topics' records, in the query all of them share
-        state_apps = ["batch-state-updater", "shelf-aggregator"]
-        assert drilled == [f"drill-{name}" for name in state_apps]
-        assert log.read_text().count("restarting it from its checkpoint") == len(state_apps)
+        # what gets records here (the sensors' events; no wh_events): batch-state-updater, called with its own
+        # topics' records in the shared query, and the keyed query (shelf-aggregator)
+        drills = ["batch-state-updater", KEYED_QUERY]
+        assert drilled == sorted(f"drill-{name}" for name in drills)
+        assert log.read_text().count("restarting it from its checkpoint") == len(drills)
         assert len(_rows(settings, "raw_shelf_events")) == len(events.shelf_events)

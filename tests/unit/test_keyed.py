@@ -2,7 +2,8 @@
 parts (smartshelf.streaming.keyed_query): a group's records give the rules' state; however a key's records
 are cut into batches, the state is the same; invalid, refused, mis-keyed and raising records are letters with
 their reason and leave the state as it was; every key of the store's opening state belongs to its shelf's
-group; the offsets a batch ends at come from Spark's offset log."""
+group; each app of a group gets its own topics' records; the offsets a batch ends at come from Spark's
+offset log."""
 
 from __future__ import annotations
 
@@ -17,8 +18,8 @@ from smartshelf import rules
 from smartshelf.datagen import generate_store
 from smartshelf.schemas import ShelfEvent, ShelfProfile, ShelfState, WarehouseBatchState, WarehouseEvent
 from smartshelf.streaming.apps import ShelfAggregator, WarehouseAggregator, WarehouseBatchStateUpdater
-from smartshelf.streaming.keyed import KeyedRecord, apply_to_key
-from smartshelf.streaming.keyed_query import batch_ends, opening_rows
+from smartshelf.streaming.keyed import KeyedRecord, apply_group, apply_to_key
+from smartshelf.streaming.keyed_query import batch_ends, initial_groups, opening_rows
 
 T0 = datetime(2025, 1, 1, 9)
 
@@ -133,6 +134,11 @@ def test_every_opening_key_belongs_to_its_shelfs_group() -> None:
     assert len(rows) == len(initial.shelves) + len(initial.warehouse) + len(initial.wh_lots)
     for app_name, group, state_key, value in rows:
         assert state_key.split("|")[0] == group and json.loads(value)["shelf_id"] == group, (app_name, state_key)
+    groups = dict(initial_groups(rows))  # one state per shelf, each app's keys in it
+    assert set(groups) == {s.shelf_id for s in initial.shelves}
+    first = initial.wh_lots[0]
+    assert json.loads(groups[first.shelf_id])["wh-batch-state-updater"][f"{first.shelf_id}|{first.batch_code}"] == \
+        first.model_dump_json()
 
 
 def test_a_batch_ends_where_sparks_offset_log_says(tmp_path: Path) -> None:
@@ -140,3 +146,15 @@ def test_a_batch_ends_where_sparks_offset_log_says(tmp_path: Path) -> None:
     (tmp_path / "offsets" / "3").write_text('v1\n{"batchWatermarkMs":0,"batchTimestampMs":1}\n'
                                             '{"shelf_events":{"1":7,"0":12},"shelf_profiles":{"0":0}}\n')
     assert batch_ends(tmp_path, 3) == {("shelf_events", 0): 12, ("shelf_events", 1): 7, ("shelf_profiles", 0): 0}
+
+
+def test_each_app_of_a_group_gets_its_own_topics_records() -> None:
+    apps = [ShelfAggregator(), WarehouseAggregator(), WarehouseBatchStateUpdater()]
+    delivery = WarehouseEvent(event_id="w1", event_type="wh_in", shelf_id="S1", batch_code="L1", quantity=10,
+                              received_date=date(2025, 1, 1), expiry_date=date(2025, 2, 1), ts=T0)
+    start = {"wh-aggregator": {"S1": json.dumps({"shelf_id": "S1", "wh_current_stock": 2, "last_event_type": "initial",
+                                                  "last_event_ts": T0.isoformat()})}}
+    texts, out = apply_group(apps, "S1", start, records([delivery], "wh_events"))
+    assert [(row[0], row[1], row[5]) for row in out] == [("wh-aggregator", "state", "S1"),
+                                                        ("wh-batch-state-updater", "state", "S1|L1")]
+    assert json.loads(texts["wh-aggregator"]["S1"])["wh_current_stock"] == 12 and "shelf-aggregator" not in texts
