@@ -41,10 +41,10 @@ SERVICES: tuple[Service, ...] = (
     Service("producers", Profile.PRODUCERS, "producers", "the store's sensors: foot traffic, shelf, POS → Redis Streams"),
     Service("redis-kafka-bridge", Profile.PRODUCERS, "bridge", "Redis Streams → Kafka, exactly once; dead letters"),
     # compose runs one container per app, as the reference did; embedded, one SparkSession runs them all
-    Service("shelf-aggregator", Profile.SPARK, "spark", "shelf_events → shelf_state (Delta, compacted topic)"),
+    Service("shelf-aggregator", Profile.SPARK, "spark", "shelf_events → shelf_state (compacted topic; keyed state)"),
     Service("batch-state-updater", Profile.SPARK, "spark", "pos_transactions → shelf_batch_state, FIFO by expiry"),
-    Service("wh-aggregator", Profile.SPARK, "spark", "wh_events → wh_state (Delta, compacted topic)"),
-    Service("wh-batch-state-updater", Profile.SPARK, "spark", "wh_events → wh_batch_state (Delta, compacted topic)"),
+    Service("wh-aggregator", Profile.SPARK, "spark", "wh_events → wh_state (compacted topic; keyed state)"),
+    Service("wh-batch-state-updater", Profile.SPARK, "spark", "wh_events → wh_batch_state (compacted topic; keyed state)"),
     # the closed loop
     Service("shelf-alert-engine", Profile.SPARK, "spark", "shelf_state → alerts + shelf_restock_plan (low stock, out of stock)"),
     Service("wh-alert-engine", Profile.SPARK, "spark", "wh_state → alerts + wh_supplier_plan (reorder point, out of stock)"),

@@ -352,5 +352,6 @@ def all_apps() -> dict[str, StreamingApp | KeyedApp]:
                                           *(cls() for cls in DRIVER_STATE_APP_CLASSES), *loop_apps()]
     validated = {name for app in twin for name in app.validates}
     # the lake reports the invalid records of the topics no twin app validates
-    apps: list[StreamingApp | KeyedApp] = [*twin, LakeSink(tuple(name for name in sorted(lake_tables()) if name not in validated))]
+    unvalidated = tuple(name for name in sorted(lake_tables()) if name not in validated)
+    apps: list[StreamingApp | KeyedApp] = [*twin, LakeSink(unvalidated)]
     return {app.name: app for app in apps}

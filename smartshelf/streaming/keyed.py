@@ -141,5 +141,6 @@ def apply_group(apps: list[KeyedApp], group: str, texts: dict[str, dict[str, str
             state_key, text = app.key_of(value), value.model_dump_json()
             values[state_key] = text
             out.append((app.name, STATE, app.state_topic().name, None, None, state_key, text.encode(), None))
-        out += [(app.name, LETTER, r.topic, r.partition, r.offset, group, r.value, reason) for r, reason in result.letters]
+        out += [(app.name, LETTER, r.topic, r.partition, r.offset, group, r.value, reason)
+                for r, reason in result.letters]
     return texts, out

@@ -42,8 +42,9 @@ RUNNER = [sys.executable, str(REPO_ROOT / "spark-apps" / "runner" / "app.py"), *
 def stack() -> Iterator[Settings]:
     run_dir = make_run_dir("smartshelf-spark-kill-")
     try:
-        # small triggers: many batches, so a kill lands between, inside and around them
-        with initialised_stack(isolated_settings(run_dir, max_offsets_per_trigger=400)) as settings:
+        # small triggers: many batches, so a kill lands between, inside and around them (not smaller: the lake
+        # sink also merges the keyed apps' state topics, and each of its triggers costs a few delta-spark commits)
+        with initialised_stack(isolated_settings(run_dir, max_offsets_per_trigger=1000)) as settings:
             yield settings
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
@@ -99,6 +100,18 @@ def _caught_up(settings: Settings, events: WorldEvents, shelves: dict[str, Shelf
             and _keyed(settings, "shelf_state") == shelves and _keyed(settings, "shelf_batch_state") == lots)
 
 
+def _behind(settings: Settings, events: WorldEvents) -> str:
+    """What the lake and the states hold against what is expected, for a failure's message."""
+    shelves, lots = _expected(settings, events)
+    def differing(found: dict[str, BaseModel], expected: dict[str, ShelfState] | dict[str, ShelfBatchState]) -> int:
+        return sum(1 for key, value in found.items() if expected.get(key) != value)
+
+    return (f"raw shelf events {len(_rows(settings, 'raw_shelf_events'))}/{len(events.shelf_events)}, shelves "
+            f"differing in Delta {differing(_keyed(settings, 'shelf_state'), shelves)}, on the topic "
+            f"{differing(latest_in_topic(settings, 'shelf_state'), shelves)}, lots differing in Delta "
+            f"{differing(_keyed(settings, 'shelf_batch_state'), lots)}")
+
+
 def _start(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
     # a session of its own: the kill takes the driver, its JVM and its Python workers at once, as a crash would
     return subprocess.Popen(RUNNER, env=settings_env(settings), stdout=subprocess.DEVNULL,
@@ -136,10 +149,10 @@ def test_kill_9_mid_stream_loses_and_repeats_nothing(stack: Settings) -> None:
 
     driver = _start(settings, log)
     try:
-        deadline = time.monotonic() + 300
+        deadline = time.monotonic() + 420
         while not _caught_up(settings, events, shelves, lots):
             assert driver.poll() is None, log.read_text()[-3000:]
-            assert time.monotonic() < deadline, "the restarted driver did not catch up"
+            assert time.monotonic() < deadline, f"the restarted driver did not catch up: {_behind(settings, events)}"
             time.sleep(1)
         time.sleep(3)  # anything still to come would be a duplicate
     finally:
@@ -164,7 +177,7 @@ def test_a_failed_query_restarts_from_its_last_commit_without_applying_twice(scr
     """Each state query that gets records fails once after applying and publishing a batch and before committing
     it: the runner restarts the query from its last commit (batch-state-updater's state reloaded from Delta, the
     keyed apps' from Spark's state store), so the replayed batch counts once."""
-    with initialised_stack(isolated_settings(scratch_dir, max_offsets_per_trigger=400,
+    with initialised_stack(isolated_settings(scratch_dir, max_offsets_per_trigger=1000,
                                              crash_point=FAIL_AFTER_PUBLISH)) as settings:
         events = _world_events(settings, hours=3)  # enough for every state app to get records
         _produce(settings, events)
@@ -172,10 +185,10 @@ def test_a_failed_query_restarts_from_its_last_commit_without_applying_twice(scr
         log = settings.run_dir / "spark-drill.log"
         driver = _start(settings, log)
         try:
-            deadline = time.monotonic() + 300
+            deadline = time.monotonic() + 420
             while not _caught_up(settings, events, shelves, lots):
                 assert driver.poll() is None, log.read_text()[-3000:]
-                assert time.monotonic() < deadline, f"not caught up\n{log.read_text()[-3000:]}"
+                assert time.monotonic() < deadline, f"not caught up: {_behind(settings, events)}"
                 time.sleep(1)
         finally:
             os.killpg(driver.pid, signal.SIGTERM)
