@@ -41,6 +41,11 @@ def scratch_dir(settings: Settings) -> Path:
     return settings.run_dir / SCRATCH / str(os.getpid())
 
 
+def checkpoint_dir(settings: Settings, query_name: str) -> Path:
+    """Where a streaming query keeps its checkpoint (offsets, commits, state) under the run dir."""
+    return settings.run_dir / "checkpoints" / query_name
+
+
 def sweep_scratch(root: Path, alive: Callable[[int], bool]) -> list[Path]:
     """Remove the scratch dirs under `root` of drivers no longer running; returns them."""
     swept = []
@@ -131,4 +136,4 @@ def kafka_options(settings: Settings, topics: list[str]) -> dict[str, str]:
     return options
 
 
-__all__ = ["kafka_options", "scratch_dir", "spark_session", "sweep_scratch"]
+__all__ = ["checkpoint_dir", "kafka_options", "scratch_dir", "spark_session", "sweep_scratch"]

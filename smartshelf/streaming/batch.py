@@ -63,6 +63,11 @@ class BatchOutput:
         self.records.setdefault(topic_name, []).extend(values)
 
 
+def outgoing_record(topic_name: str, value: BaseModel) -> Outgoing:
+    """A record to send to a topic, keyed as the registry says."""
+    return Outgoing(topic_name, topic(topic_name).key_of(value).encode(), value.model_dump_json().encode())
+
+
 class BatchIO:
     """The connections an app keeps across batches (driver side)."""
 
@@ -108,9 +113,8 @@ class BatchIO:
     def publish(self, output: BatchOutput) -> None:
         """Send and wait for the broker: state topics are compacted (a replayed batch republishes the same
         values), append-only outputs carry deterministic ids (a replay's duplicates are recognisable)."""
-        self.producer.send_and_wait((
-            Outgoing(topic_name, topic(topic_name).key_of(value).encode(), value.model_dump_json().encode())
-            for topic_name, values in output.records.items() for value in values))
+        self.producer.send_and_wait(outgoing_record(topic_name, value)
+                                    for topic_name, values in output.records.items() for value in values)
 
     def end_offsets(self, topic_names: Collection[str]) -> dict[str, int]:
         """"topic:partition" -> end offset, for the given topics."""

@@ -26,20 +26,19 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel
 from pyspark.sql import DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StatefulProcessor, StatefulProcessorHandle, StreamingQuery
 
 from smartshelf.adapters.kafka import Outgoing
-from smartshelf.adapters.spark import kafka_options
+from smartshelf.adapters.spark import checkpoint_dir, kafka_options
 from smartshelf.ingress import dead_letter
-from smartshelf.registry import DEAD_LETTERS, topic
+from smartshelf.registry import DEAD_LETTERS
 from smartshelf.schemas import ShelfState
 from smartshelf.settings import Settings
 from smartshelf.store import StoreData, clock_start
 from smartshelf.streaming.apps import RiskScoring, ShelfAggregator
-from smartshelf.streaming.batch import BatchIO
+from smartshelf.streaming.batch import BatchIO, outgoing_record
 from smartshelf.streaming.commit import FAIL_AFTER_PUBLISH
 from smartshelf.streaming.keyed import STATE, KeyedApp, KeyedRecord, apply_group
 
@@ -95,10 +94,6 @@ def initial_groups(opening: list[tuple[str, str, str, str]]) -> list[tuple[str, 
     return [(group, json.dumps(texts, sort_keys=True)) for group, texts in sorted(groups.items())]
 
 
-def checkpoint_dir(settings: Settings, name: str) -> Path:
-    return settings.run_dir / "checkpoints" / name
-
-
 def batch_ends(checkpoint: Path, batch_id: int) -> dict[tuple[str, int], int]:
     """Where batch `batch_id` ends in each (topic, partition): Spark writes a batch's offsets to its checkpoint's
     offset log before running it (line 1 the version, line 2 the batch's metadata, then one line per source)."""
@@ -130,12 +125,12 @@ def start_keyed(spark: SparkSession, settings: Settings, name: str, apps: list[K
                 outgoing.append(Outgoing(row["topic"], row["key"].encode(), row["value"]))
             else:
                 letter = dead_letter(row["topic"], row["value"], row["reason"], now, row["partition"], row["offset"])
-                outgoing.append(_outgoing(DEAD_LETTERS, letter))
+                outgoing.append(outgoing_record(DEAD_LETTERS, letter))
         io.producer.send_and_wait(outgoing)
         if risk is not None:
             shelves = [ShelfState.model_validate_json(row["value"]) for row in rows
                        if row["kind"] == STATE and row["app"] == ShelfAggregator.name]
-            io.producer.send_and_wait(_outgoing("shelf_risk", score)
+            io.producer.send_and_wait(outgoing_record("shelf_risk", score)
                                       for score in risk.scores(shelves, lambda: every_shelf(io)))
         _drill_after_publish(io, name, bool(rows))
         ends = batch_ends(checkpoint, batch_id)
@@ -172,10 +167,6 @@ def every_shelf(io: BatchIO) -> list[ShelfState]:
     """Every shelf's latest state, from its compacted topic."""
     latest = {record.key: record.value for record in io.kafka.read(io.kafka.partitions_for("shelf_state"))}
     return [ShelfState.model_validate_json(value) for value in latest.values() if value is not None]
-
-
-def _outgoing(topic_name: str, value: BaseModel) -> Outgoing:
-    return Outgoing(topic_name, topic(topic_name).key_of(value).encode(), value.model_dump_json().encode())
 
 
 def _publish_order(row: dict[str, Any]) -> tuple[str, str, str, int, int]:

@@ -32,7 +32,7 @@ from redis import Redis
 
 from smartshelf import loop, pulse
 from smartshelf.adapters.redis_clock import SimClock
-from smartshelf.adapters.spark import kafka_options
+from smartshelf.adapters.spark import checkpoint_dir, kafka_options
 from smartshelf.registry import CLOCK_TICKS
 from smartshelf.schemas import ClockTick, FootTrafficEvent, PosTransaction, PulseWindow, ShelfEvent
 from smartshelf.settings import Settings
@@ -218,7 +218,7 @@ def start_pulse(spark: SparkSession, settings: Settings, app: PulseApp, store: S
         app.handle_windows(io, batch_id, batch.toArrow().to_pylist())
 
     return (frame.writeStream.queryName(app.name).outputMode("append").foreachBatch(each_batch)
-            .option("checkpointLocation", str(settings.run_dir / "checkpoints" / app.name))
+            .option("checkpointLocation", str(checkpoint_dir(settings, app.name)))
             .trigger(processingTime=f"{settings.pulse_trigger_ms} milliseconds").start())
 
 

@@ -23,7 +23,7 @@ from pyspark.sql.streaming import StreamingQuery
 
 from smartshelf import logs
 from smartshelf.adapters.redis_clock import SimClock, redis_client
-from smartshelf.adapters.spark import kafka_options, spark_session
+from smartshelf.adapters.spark import checkpoint_dir, kafka_options, spark_session
 from smartshelf.apps.lifecycle import TRANSIENT_ERRORS, Lifecycle
 from smartshelf.errors import SmartShelfError, first_line
 from smartshelf.settings import Settings
@@ -121,7 +121,7 @@ def start_group(spark: SparkSession, settings: Settings, name: str, apps: list[S
 
     source = spark.readStream.format("kafka").options(**kafka_options(settings, topics)).load()
     return (source.writeStream.queryName(name).foreachBatch(each_batch)
-            .option("checkpointLocation", str(settings.run_dir / "checkpoints" / name))
+            .option("checkpointLocation", str(checkpoint_dir(settings, name)))
             .trigger(processingTime=f"{settings.spark_trigger_ms} milliseconds").start())
 
 
