@@ -67,6 +67,9 @@ class Settings(BaseSettings):
     # all apps in one shared query (default), or one query per app as compose runs them (docs/architecture.md)
     spark_query_per_app: bool = Field(False, alias="SPARK_QUERY_PER_APP")
     spark_trigger_ms: int = Field(1000, alias="SPARK_TRIGGER_MS", ge=0)
+    # the keyed query's state store keys: the shelves hashed into this many buckets (smartshelf.streaming.keyed).
+    # Fixed for the life of a run's checkpoint; raise it for a chain of stores (a bucket's value holds its shelves)
+    keyed_buckets: int = Field(64, alias="KEYED_BUCKETS", ge=1, le=65536)
     # where the apps' executors run: local threads of the driver (default), or a Spark standalone cluster
     # (spark://host:port, e.g. compose's `spark-cluster` profile). SPARK_WORKERS > 0 makes the embedded stack
     # start a standalone master on SPARK_MASTER_PORT and that many workers on 127.0.0.1, and the apps use it

@@ -1,7 +1,10 @@
 """The state apps whose state is keyed and lives in Spark's state store (smartshelf.streaming.keyed_query): what
 one key's group of records does to that key's state, as a pure function of the state and the records.
 
-A group is the records of one Kafka key (a shelf) for one app in one micro-batch. Each record is validated
+A group is the records of one Kafka key (a shelf) for one app in one micro-batch. The state store keeps the
+groups by bucket (`bucket_of`: a stable hash of the group, so several shelves share one stored value): each
+store access is a round trip between Spark's Python worker and the JVM, and per shelf they cost more than the
+rules themselves. Each record is validated
 with the bridge's rules; a valid one is applied by the app's rule in the app's order (`KeyedApp.ordered`:
 within a key, the order its partition holds them in, which is the order the world produced them). Invariants:
 - a key's state changes only by its own records, so the groups of a batch can be applied anywhere, in any
@@ -9,11 +12,14 @@ within a key, the order its partition holds them in, which is the order the worl
 - no record is lost silently: an invalid record (of a topic the app validates), a record the rules refuse, a
   record whose key is not the key its fields name, and a record whose rule raises each become a letter with
   the reason, and the state stays as it was before that record;
-- the result depends on the state and the records only, so a replayed batch gives the same values.
+- the result depends on the state and the records only, so a replayed batch gives the same values;
+- a group's bucket depends on the group and the bucket count only (the count is fixed for a run's checkpoint).
 """
 
 from __future__ import annotations
 
+import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import ClassVar
@@ -31,6 +37,7 @@ STATE, LETTER = "state", "letter"  # the kinds of output row
 # (app, kind, topic, partition, offset, key, value, reason): a changed key's value (topic: the state topic), or a
 # letter (topic, partition, offset, value: the record as it came)
 OutputRow = tuple[str, str, str, int | None, int | None, str, bytes | None, str | None]
+GroupTexts = dict[str, dict[str, str]]  # one group's state: {app: {state key: value JSON}}
 
 
 @dataclass(frozen=True)
@@ -126,8 +133,8 @@ def apply_to_key(app: KeyedApp, group: str, state: dict[str, BaseModel], records
     return result
 
 
-def apply_group(apps: list[KeyedApp], group: str, texts: dict[str, dict[str, str]], records: list[KeyedRecord]
-                ) -> tuple[dict[str, dict[str, str]], list[OutputRow]]:
+def apply_group(apps: list[KeyedApp], group: str, texts: GroupTexts, records: list[KeyedRecord]
+                ) -> tuple[GroupTexts, list[OutputRow]]:
     """Each app's records of one group applied to its state ({app: {state key: value JSON}}, changed in place):
     the state, and the output rows (the changed keys' values, then the letters)."""
     out: list[OutputRow] = []
@@ -144,3 +151,29 @@ def apply_group(apps: list[KeyedApp], group: str, texts: dict[str, dict[str, str
         out += [(app.name, LETTER, r.topic, r.partition, r.offset, group, r.value, reason)
                 for r, reason in result.letters]
     return texts, out
+
+
+def bucket_of(group: str, buckets: int) -> int:
+    """The state store key of a group: the CRC-32 of its UTF-8 bytes modulo the bucket count (Spark's `crc32` of
+    the same bytes is the same number, so the query buckets its records as the opening state is bucketed)."""
+    return zlib.crc32(group.encode()) % buckets
+
+
+def apply_bucket(apps: list[KeyedApp], groups: dict[str, GroupTexts], records: Iterable[tuple[str, KeyedRecord]]
+                 ) -> tuple[bool, list[OutputRow]]:
+    """One bucket's records, each group's applied by `apply_group` to that group's state in `groups` (changed in
+    place): whether any state changed, and the output rows."""
+    by_group: dict[str, list[KeyedRecord]] = {}
+    for group, record in records:
+        by_group.setdefault(group, []).append(record)
+    changed, out = False, []
+    for group in sorted(by_group):
+        texts, rows = apply_group(apps, group, _copied(groups.get(group, {})), by_group[group])
+        if any(row[1] == STATE for row in rows):
+            groups[group], changed = texts, True
+        out += rows
+    return changed, out
+
+
+def _copied(texts: GroupTexts) -> GroupTexts:
+    return {app: dict(values) for app, values in texts.items()}

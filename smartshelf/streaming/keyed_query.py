@@ -1,10 +1,10 @@
 """The keyed query: the state apps of smartshelf.streaming.keyed in one streaming query whose state lives in
-Spark's state store (RocksDB), grouped by Kafka key (the shelf), so the work and the state spread over the executors
-of a cluster like any keyed aggregation.
+Spark's state store (RocksDB), grouped by Kafka key (the shelf) hashed into KEYED_BUCKETS buckets, so the work and
+the state spread over the executors of a cluster like any keyed aggregation.
 
-    Kafka ─► groupBy(Kafka key: the shelf)
-          ─► transformWithState (KeyedStateProcessor: keyed.apply_to_key per app and group; the store's opening
-             state is the initial state of each key)
+    Kafka ─► groupBy(bucket of the Kafka key: the shelf)
+          ─► transformWithState (KeyedStateProcessor: keyed.apply_bucket, each shelf's records applied to that
+             shelf's state; the store's opening state is the initial state of each bucket)
           ─► foreachBatch on the driver: the changed keys to their compacted topics, the letters to dead_letters,
              how far each app has read to the lockstep clock
 
@@ -32,6 +32,7 @@ from pyspark.sql.streaming import StatefulProcessor, StatefulProcessorHandle, St
 
 from smartshelf.adapters.kafka import Outgoing
 from smartshelf.adapters.spark import checkpoint_dir, kafka_options
+from smartshelf.errors import SmartShelfError
 from smartshelf.ingress import dead_letter
 from smartshelf.registry import DEAD_LETTERS
 from smartshelf.schemas import ShelfState
@@ -40,37 +41,37 @@ from smartshelf.store import StoreData, clock_start
 from smartshelf.streaming.apps import RiskScoring, ShelfAggregator
 from smartshelf.streaming.batch import BatchIO, outgoing_record
 from smartshelf.streaming.commit import FAIL_AFTER_PUBLISH
-from smartshelf.streaming.keyed import STATE, KeyedApp, KeyedRecord, apply_group
+from smartshelf.streaming.keyed import STATE, GroupTexts, KeyedApp, KeyedRecord, apply_bucket, bucket_of
 
 # the processor's rows: keyed.OutputRow
 OUTPUT_SCHEMA = ("app string, kind string, topic string, `partition` int, `offset` long, key string, value binary, "
                  "reason string")
 OUTPUT_COLUMNS = [field.strip().split(" ")[0].strip("`") for field in OUTPUT_SCHEMA.split(",")]
 STATE_SCHEMA = "value string"
-INITIAL_SCHEMA = "group_key string, value string"
+INITIAL_SCHEMA = "bucket long, value string"
 # failure drill (SMARTSHELF_CRASH_POINT): the driver dies once per run after publishing a batch's outputs, before
 # Spark commits the batch (FAIL_AFTER_PUBLISH of smartshelf.streaming.commit applies here too)
 EXIT_AFTER_PUBLISH_KEYED = "spark.keyed_exit_after_publish"
 
 
 class KeyedStateProcessor(StatefulProcessor):
-    """One shelf's state in every keyed app, as one value of the state store: {app: {state key: value JSON}},
-    read once and written once per batch that changes it (each state store access is a round trip between the
-    Python worker and the JVM, and a group's keys are few)."""
+    """One bucket of shelves' state in every keyed app, as one value of the state store: {shelf: {app: {state key:
+    value JSON}}}, read once and written once per batch that changes it (each state store access is a round trip
+    between the Python worker and the JVM: per bucket, not per shelf)."""
 
     def __init__(self, apps: list[KeyedApp]) -> None:
         self.apps = apps
 
     def init(self, handle: StatefulProcessorHandle) -> None:
-        self.state = handle.getValueState("apps", STATE_SCHEMA)
+        self.state = handle.getValueState("groups", STATE_SCHEMA)
 
     def handleInputRows(self, key: Any, rows: Iterator[Row], timerValues: Any) -> Iterator[Row]:
-        (group,) = key
         stored = self.state.get()
-        texts, out = apply_group(self.apps, group, json.loads(stored[0]) if stored else {},
-                                 [KeyedRecord(r.topic, r.partition, r.offset, r.value) for r in rows])
-        if out:
-            self.state.update((json.dumps(texts, sort_keys=True),))
+        groups = json.loads(stored[0]) if stored else {}
+        changed, out = apply_bucket(self.apps, groups, ((r.group_key, KeyedRecord(r.topic, r.partition, r.offset,
+                                                                                  r.value)) for r in rows))
+        if changed:
+            self.state.update((json.dumps(groups, sort_keys=True),))
         yield from (Row(**dict(zip(OUTPUT_COLUMNS, row, strict=True))) for row in out)
 
     def handleInitialState(self, key: Any, initialState: Row, timerValues: Any) -> None:
@@ -86,12 +87,13 @@ def opening_rows(apps: list[KeyedApp], store: StoreData, start: datetime) -> lis
             for app in apps for value in app.initial(store, start)]
 
 
-def initial_groups(opening: list[tuple[str, str, str, str]]) -> list[tuple[str, str]]:
-    """The opening state as the processor keeps it: (group, {app: {state key: value JSON}} as JSON)."""
-    groups: dict[str, dict[str, dict[str, str]]] = {}
+def initial_buckets(opening: list[tuple[str, str, str, str]], buckets: int) -> list[tuple[int, str]]:
+    """The opening state as the processor keeps it: (bucket, {group: {app: {state key: value JSON}}} as JSON)."""
+    stored: dict[int, dict[str, GroupTexts]] = {}
     for app_name, group, state_key, value in opening:
-        groups.setdefault(group, {}).setdefault(app_name, {})[state_key] = value
-    return [(group, json.dumps(texts, sort_keys=True)) for group, texts in sorted(groups.items())]
+        stored.setdefault(bucket_of(group, buckets), {}).setdefault(group, {}).setdefault(app_name, {})[
+            state_key] = value
+    return [(bucket, json.dumps(groups, sort_keys=True)) for bucket, groups in sorted(stored.items())]
 
 
 def batch_ends(checkpoint: Path, batch_id: int) -> dict[tuple[str, int], int]:
@@ -100,6 +102,23 @@ def batch_ends(checkpoint: Path, batch_id: int) -> dict[tuple[str, int], int]:
     lines = (checkpoint / "offsets" / str(batch_id)).read_text().splitlines()
     return {(name, int(partition)): int(offset) for line in lines[2:] if line.strip()
             for name, partitions in json.loads(line).items() for partition, offset in partitions.items()}
+
+
+def keep_buckets(checkpoint: Path, buckets: int) -> None:
+    """Record the bucket count of a new checkpoint beside it; refuse another count for an existing one (its state
+    is stored by bucket: other buckets would find other shelves' state)."""
+    marker = checkpoint.with_name(f"{checkpoint.name}.buckets")
+    if marker.exists():
+        kept = int(marker.read_text())
+        if kept != buckets:
+            raise SmartShelfError(f"KEYED_BUCKETS={buckets}, but the checkpoint {checkpoint} keeps its state in "
+                                  f"{kept} buckets: set KEYED_BUCKETS={kept}, or start a new run dir")
+    elif (checkpoint / "commits").is_dir() and any((checkpoint / "commits").iterdir()):
+        raise SmartShelfError(f"the checkpoint {checkpoint} was made before its state was bucketed: start a new run "
+                              f"dir (`smartshelf down` and remove {checkpoint.parents[1]})")
+    else:
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(f"{buckets}\n")
 
 
 def start_keyed(spark: SparkSession, settings: Settings, name: str, apps: list[KeyedApp], io: BatchIO,
@@ -111,6 +130,7 @@ def start_keyed(spark: SparkSession, settings: Settings, name: str, apps: list[K
         io.clock.register_offset_participant(app.name, app.topics)
     opening = opening_rows(apps, store, start)
     checkpoint = checkpoint_dir(settings, name)
+    keep_buckets(checkpoint, settings.keyed_buckets)
     by_name = {app.name: app for app in apps}
 
     risk = RiskScoring(settings) if ShelfAggregator.name in by_name else None
@@ -144,13 +164,16 @@ def start_keyed(spark: SparkSession, settings: Settings, name: str, apps: list[K
 
 def keyed_frame(spark: SparkSession, settings: Settings, apps: list[KeyedApp],
                 opening: list[tuple[str, str, str, str]]) -> DataFrame:
-    """The apps' topics through the processor, grouped by Kafka key (the shelf)."""
+    """The apps' topics through the processor, grouped by the bucket of their Kafka key (the shelf)."""
     topics = sorted({t for app in apps for t in app.topics})
     source = spark.readStream.format("kafka").options(**kafka_options(settings, topics)).load()
-    grouped = (source.select(F.coalesce(F.col("key").cast("string"), F.lit("")).alias("group_key"),
-                             "topic", "partition", "offset", "value")
-               .groupBy("group_key"))
-    initial = spark.createDataFrame(initial_groups(opening), INITIAL_SCHEMA).groupBy("group_key")
+    group_key = F.coalesce(F.col("key").cast("string"), F.lit(""))
+    bucket = F.pmod(F.crc32(group_key.cast("binary")), F.lit(settings.keyed_buckets))  # = keyed.bucket_of
+    grouped = (source.select(bucket.alias("bucket"), group_key.alias("group_key"), "topic", "partition", "offset",
+                             "value")
+               .groupBy("bucket"))
+    opening_buckets = initial_buckets(opening, settings.keyed_buckets)
+    initial = spark.createDataFrame(opening_buckets, INITIAL_SCHEMA).groupBy("bucket")
     return grouped.transformWithState(KeyedStateProcessor(apps), OUTPUT_SCHEMA, "Append", "None",
                                       initialState=initial)
 

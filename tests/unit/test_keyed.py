@@ -2,8 +2,9 @@
 parts (smartshelf.streaming.keyed_query): a group's records give the rules' state; however a key's records
 are cut into batches, the state is the same; invalid, refused, mis-keyed and raising records are letters with
 their reason and leave the state as it was; every key of the store's opening state belongs to its shelf's
-group; each app of a group gets its own topics' records; the offsets a batch ends at come from Spark's
-offset log."""
+group and that group's bucket; a bucket's records give each of its groups what that group's alone would; each app
+of a group gets its own topics' records; the offsets a batch ends at come from Spark's offset log; a checkpoint
+keeps its bucket count."""
 
 from __future__ import annotations
 
@@ -18,8 +19,9 @@ from smartshelf import rules
 from smartshelf.datagen import generate_store
 from smartshelf.schemas import ShelfEvent, ShelfProfile, ShelfState, WarehouseBatchState, WarehouseEvent
 from smartshelf.streaming.apps import ShelfAggregator, WarehouseAggregator, WarehouseBatchStateUpdater
-from smartshelf.streaming.keyed import KeyedRecord, apply_group, apply_to_key
-from smartshelf.streaming.keyed_query import batch_ends, initial_groups, opening_rows
+from smartshelf.errors import SmartShelfError
+from smartshelf.streaming.keyed import KeyedRecord, apply_bucket, apply_group, apply_to_key, bucket_of
+from smartshelf.streaming.keyed_query import batch_ends, initial_buckets, keep_buckets, opening_rows
 
 T0 = datetime(2025, 1, 1, 9)
 
@@ -134,11 +136,53 @@ def test_every_opening_key_belongs_to_its_shelfs_group() -> None:
     assert len(rows) == len(initial.shelves) + len(initial.warehouse) + len(initial.wh_lots)
     for app_name, group, state_key, value in rows:
         assert state_key.split("|")[0] == group and json.loads(value)["shelf_id"] == group, (app_name, state_key)
-    groups = dict(initial_groups(rows))  # one state per shelf, each app's keys in it
-    assert set(groups) == {s.shelf_id for s in initial.shelves}
+    buckets = dict(initial_buckets(rows, 16))  # each shelf in its bucket, each app's keys in its shelf's state
+    assert {shelf_id for groups in buckets.values() for shelf_id in json.loads(groups)} == \
+        {s.shelf_id for s in initial.shelves}
+    assert all(bucket_of(shelf_id, 16) == bucket
+               for bucket, groups in buckets.items() for shelf_id in json.loads(groups))
+    assert len(buckets) == 16  # a store's shelves fill every bucket
     first = initial.wh_lots[0]
-    assert json.loads(groups[first.shelf_id])["wh-batch-state-updater"][f"{first.shelf_id}|{first.batch_code}"] == \
-        first.model_dump_json()
+    stored = json.loads(buckets[bucket_of(first.shelf_id, 16)])[first.shelf_id]
+    assert stored["wh-batch-state-updater"][f"{first.shelf_id}|{first.batch_code}"] == first.model_dump_json()
+
+
+def test_a_groups_bucket_is_sparks_crc32_of_its_key_modulo_the_count() -> None:
+    # Spark 4.2 SQL: crc32(cast('S1' AS binary)) -> 2173770834, pmod(that, 64) -> 18; crc32 of '' -> 0; and
+    # crc32(cast('SCAFFALE-0001|LOT-é' AS binary)) -> 3795268915 (UTF-8 bytes)
+    assert bucket_of("S1", 64) == 2173770834 % 64 == 18 and bucket_of("", 64) == 0
+    assert bucket_of("SCAFFALE-0001|LOT-é", 2**16) == 3795268915 % 2**16
+    assert {bucket_of(f"S{n}", 8) for n in range(100)} == set(range(8))
+
+
+def test_a_buckets_records_give_each_group_what_its_own_records_would() -> None:
+    apps = [ShelfAggregator()]
+    mixed = [("S1", r) for r in records([move(0), move(1)])] + \
+            [("S2", r) for r in records([move(2, shelf_id="S2"), move(3, "putback", shelf_id="S2")], first=2)] + \
+            [("S2", KeyedRecord("shelf_events", 0, 9, b"not json"))]
+    start = {g: {"shelf-aggregator": {g: shelf(shelf_id=g).model_dump_json()}} for g in ("S1", "S2", "S3")}
+    groups = json.loads(json.dumps(start))
+    changed, out = apply_bucket(apps, groups, reversed(mixed))
+    alone = {g: apply_group(apps, g, json.loads(json.dumps(start[g])), [r for h, r in mixed if h == g])
+             for g in ("S1", "S2")}
+    assert changed and groups == {"S1": alone["S1"][0], "S2": alone["S2"][0], "S3": start["S3"]}
+    assert out == alone["S1"][1] + alone["S2"][1] and out[-1][1] == "letter"
+    letters_only = json.loads(json.dumps(start))
+    assert apply_bucket(apps, letters_only, [("S3", KeyedRecord("shelf_events", 0, 10, b"{}"))])[0] is False
+    assert letters_only == start  # nothing to write back
+
+
+def test_a_checkpoint_keeps_its_bucket_count(tmp_path: Path) -> None:
+    checkpoint = tmp_path / "checkpoints" / "smartshelf-keyed"
+    keep_buckets(checkpoint, 64)
+    keep_buckets(checkpoint, 64)  # the same count again: fine
+    with pytest.raises(SmartShelfError, match="KEYED_BUCKETS=32, but .* 64 buckets"):
+        keep_buckets(checkpoint, 32)
+    older = tmp_path / "older" / "checkpoints" / "smartshelf-keyed"
+    (older / "commits").mkdir(parents=True)
+    (older / "commits" / "0").write_text("v1\n")
+    with pytest.raises(SmartShelfError, match="made before its state was bucketed"):
+        keep_buckets(older, 64)
 
 
 def test_a_batch_ends_where_sparks_offset_log_says(tmp_path: Path) -> None:
