@@ -17,6 +17,7 @@ from pyspark.sql import SparkSession
 from smartshelf import loop, rules
 from smartshelf.adapters import delta
 from smartshelf.adapters.kafka import KafkaAdapter
+from smartshelf.adapters.spark import checkpoint_dir
 from smartshelf.registry import table, topic
 from smartshelf.runtime import jobs
 from smartshelf.runtime.scratch import make_run_dir
@@ -145,7 +146,7 @@ def test_scripted_events_give_the_predicted_state(spark_stack: Settings) -> None
     assert crashing.returncode == 137, crashing.stderr[-2000:]
     expected = {**_expected(settings, events + more), "S-NEW": added}
     assert _published(settings, expected, shelves)  # published before the exit
-    checkpoint = settings.run_dir / "checkpoints" / "shelf-aggregator"
+    checkpoint = checkpoint_dir(settings, "shelf-aggregator")
     replayed = max(int(path.name) for path in (checkpoint / "commits").iterdir() if path.name.isdigit()) + 1
     assert (checkpoint / "offsets" / str(replayed)).exists()  # planned and published, not recorded done
 

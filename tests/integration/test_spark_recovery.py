@@ -20,6 +20,7 @@ from pydantic import BaseModel
 
 from smartshelf import rules
 from smartshelf.adapters import delta
+from smartshelf.adapters.spark import checkpoint_dir
 from smartshelf.adapters.kafka import KafkaAdapter
 from smartshelf.registry import table, topic
 from smartshelf.runtime import jobs
@@ -120,7 +121,7 @@ def _start(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
 
 def _applied_batches(settings: Settings) -> int:
     """The batches the keyed query (shelf-aggregator's) has committed."""
-    commits = settings.run_dir / "checkpoints" / KEYED_QUERY / "commits"
+    commits = checkpoint_dir(settings, KEYED_QUERY) / "commits"
     return sum(1 for path in commits.iterdir() if path.name.isdigit()) if commits.is_dir() else 0
 
 

@@ -17,9 +17,9 @@ from pydantic import BaseModel
 
 from smartshelf import rules
 from smartshelf.datagen import generate_store
+from smartshelf.errors import SmartShelfError
 from smartshelf.schemas import ShelfEvent, ShelfProfile, ShelfState, WarehouseBatchState, WarehouseEvent
 from smartshelf.streaming.apps import ShelfAggregator, WarehouseAggregator, WarehouseBatchStateUpdater
-from smartshelf.errors import SmartShelfError
 from smartshelf.streaming.keyed import KeyedRecord, apply_bucket, apply_group, apply_to_key, bucket_of
 from smartshelf.streaming.keyed_query import batch_ends, initial_buckets, keep_buckets, opening_rows
 
