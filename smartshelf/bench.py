@@ -302,8 +302,8 @@ def _raw_consume_rate(settings: Settings, start: dict[Partition, int]) -> tuple[
 def bench_spark(base: Settings, warm_days: int = 1, cold_days: int = 1, max_offsets: int | None = None
                 ) -> dict[str, object]:
     """Events/s through Kafka source → validation → state → Delta + compacted topics with every state app
-    running in one SparkSession (the keyed apps in the keyed query, batch-state-updater in the shared query, the
-    lake sink in its own, as the runner runs them),
+    running in one SparkSession (the state apps in the keyed query, the lake sink in its own, as the runner runs
+    them),
     next to the raw consume rate of the same records in the same run.
 
     Day 1 is caught up from cold (session and query start-up included, reported apart). The queries are

@@ -140,7 +140,7 @@ class Twin:
     @classmethod
     def read(cls, settings: Settings, store: StoreData) -> Twin:
         """The state tables; a table no batch has written yet holds the state as the store opened (the state
-        apps start from it at their first batch, smartshelf.streaming.apps.StateApp)."""
+        query publishes it with its first batch, smartshelf.streaming.keyed_query)."""
         initial = rules.initial_states(store, clock_start(store, settings.sim_start))
         return cls(_rows(settings, "shelf_state", ShelfState) or initial.shelves,
                    _rows(settings, "shelf_batch_state", ShelfBatchState) or initial.shelf_lots,

@@ -1,13 +1,10 @@
 """The streaming apps: each names its input topics and what a batch of them does.
 
-The keyed state apps (shelf-aggregator, wh-aggregator, wh-batch-state-updater) keep their state per shelf in
-Spark's state store: their rules run per key in the executors (smartshelf.streaming.keyed,
-smartshelf.streaming.keyed_query). batch-state-updater, whose sales take lots across a basket in the order of
-the tills, still keeps its state in memory on the driver, loaded from its Delta table at start (or the store's
-opening state, published whole with the first batch), and follows the commit protocol of
-smartshelf.streaming.commit: a batch's changed keys and its refused events are published, then the state is
-committed with the batch id. The lake sink mirrors the topics to the Delta lake, the keyed apps' state topics
-among them.
+The state apps (shelf-aggregator, batch-state-updater, wh-aggregator, wh-batch-state-updater) keep their state
+per shelf in Spark's state store: their rules run per key in the executors (smartshelf.streaming.keyed,
+smartshelf.streaming.keyed_query). The lake sink mirrors the topics to the Delta lake, the state apps' state
+topics among them (their cleansed tables). The closed loop's apps (smartshelf.streaming.loop_apps) keep theirs
+on the driver and follow the commit protocol of smartshelf.streaming.commit.
 """
 
 from __future__ import annotations
@@ -16,22 +13,20 @@ import logging
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar, Protocol
+from typing import TYPE_CHECKING, Protocol
 
-import pyarrow as pa
 from pydantic import BaseModel
 
 from smartshelf import rules
 from smartshelf.adapters import delta
 from smartshelf.errors import SmartShelfError
-from smartshelf.registry import DEAD_LETTERS, TABLES, Table, table, topic
+from smartshelf.registry import TABLES, Table, table, topic
 from smartshelf.schemas import (PosTransaction, ShelfBatchState, ShelfEvent, ShelfProfile, ShelfRisk, ShelfState,
                                 WarehouseBatchState, WarehouseEvent, WarehouseState)
 from smartshelf.settings import Settings
-from smartshelf.store import StoreData, clock_start
 from smartshelf.streaming.batch import BatchIO, BatchOutput, Received
-from smartshelf.streaming.commit import CommitIO, CommittedApp, letter_of
-from smartshelf.streaming.keyed import KeyedApp, Step
+from smartshelf.streaming.commit import CommitIO
+from smartshelf.streaming.keyed import Changes, KeyedApp, Step
 from smartshelf.streaming.loop_apps import loop_apps
 
 if TYPE_CHECKING:
@@ -84,64 +79,6 @@ class LakeSink:
                 io.lake.upsert(path, data, described.key)
             else:
                 io.lake.append_batch(path, data, self.name, batch_id)
-
-
-Problem = tuple[Received, str]  # an event the state could not take as it is, and why (→ dead_letters)
-
-
-class StateApp(CommittedApp):
-    """A keyed state (one registry table, one compacted topic) updated by the events of a batch: the table holds
-    the whole state, committed per batch; the topic gets the keys a batch changed (every key, the first time)."""
-
-    state_table: ClassVar[str]  # registry table name; the table's topic is the compacted output
-    initial_field: ClassVar[str]  # the rules.InitialStates field the state starts from
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.state: dict[str, BaseModel] = {}
-        self.sim_start = datetime.min  # set with the state, from the settings
-        self.opening = False  # the state is the store's opening one, not yet committed nor published
-
-    def initial(self, store: StoreData, start: datetime) -> list[BaseModel]:
-        """The state as the store opened."""
-        return list(getattr(rules.initial_states(store, start), self.initial_field))
-
-    def apply_events(self, state: dict[str, BaseModel], received: list[Received]
-                     ) -> tuple[set[str], list[Problem]]:
-        """Apply the batch's events in order; returns the keys changed and the events refused."""
-        raise NotImplementedError
-
-    def _key(self, value: BaseModel) -> str:
-        return topic(self._topic()).key_of(value)
-
-    def _topic(self) -> str:
-        name = table(self.state_table).topic
-        assert name is not None
-        return name
-
-    def state_path(self, io: CommitIO) -> Path:
-        return _delta_path(io, self.state_table)
-
-    def load(self, io: CommitIO) -> None:
-        rows: list[BaseModel] = list(io.read_rows(self.state_path(io), table(self.state_table).schema))
-        if not rows:  # the first batch ever: the state as the store opened
-            from smartshelf.runtime.jobs import load_store
-
-            store = load_store(io.settings)
-            rows = self.initial(store, clock_start(store, io.settings.sim_start))
-            self.opening = True
-        self.state, self.sim_start = {self._key(row): row for row in rows}, io.settings.sim_start
-
-    def apply(self, io: CommitIO, received: list[Received]) -> dict[str, list[BaseModel]]:
-        touched, problems = self.apply_events(self.state, received)
-        if self.opening:  # every key is published once from the start, not only those events touch
-            touched, self.opening = set(self.state), False
-        self.dirty = bool(touched)
-        return {self._topic(): [self.state[k] for k in sorted(touched) if k in self.state],
-                DEAD_LETTERS: [letter_of(io, item, reason) for item, reason in problems]}
-
-    def state_rows(self) -> pa.Table:
-        return delta.to_arrow(table(self.state_table).schema, [self.state[k] for k in sorted(self.state)])
 
 
 class ShelfAggregator(KeyedApp):
@@ -228,56 +165,45 @@ class RiskScoring:
         self.facts = shelf_facts(load_store(self.settings), load_config(self.settings).shelf_profiles)
 
 
-class BatchStateUpdater(StateApp):
+class BatchStateUpdater(KeyedApp):
     """pos_transactions → shelf_batch_state: sold items leave the shelf's lots earliest expiry first. It also
     keeps the store's mirror of the batches on shelves from the staff's moves on shelf_events: a refill (staff
     putback naming its lot) adds the lot's items, a removal (staff pickup naming an expired lot) takes them
-    off. One app writes the shelf lots, so each change lands once (docs/architecture.md)."""
+    off. One app writes the shelf lots, so each change lands once (docs/architecture.md). A shelf's lots are
+    its group's state; a transaction goes to each shelf it sells from, with that shelf's lines (a shelf's lots
+    change only by its own lines, so per shelf is the same as across the basket)."""
 
     name = "batch-state-updater"
     topics = ("pos_transactions", "shelf_events")
     validates = ("pos_transactions",)
+    spread = ("pos_transactions",)
     state_table = "shelf_batch_state"
     initial_field = "shelf_lots"
 
-    def apply_events(self, state: dict[str, BaseModel], received: list[Received]
-                     ) -> tuple[set[str], list[Problem]]:
+    def ordered(self, received: list[Received]) -> list[Received]:
+        # sales in their partition's order (the world's), the staff's moves among them by time
+        return sorted(received, key=_time_order)
+
+    def apply(self, state: dict[str, BaseModel], event: BaseModel) -> Changes:
         lots_by_shelf: dict[str, list[ShelfBatchState]] = {}
         for lot in state.values():
             assert isinstance(lot, ShelfBatchState)
             lots_by_shelf.setdefault(lot.shelf_id, []).append(lot)
-        touched, problems = set(), []
-        # sales in their partition's order (the world's), the staff's moves among them by time
-        for item in sorted(received, key=_time_order):
-            event = item.record
-            if isinstance(event, ShelfEvent):
-                if not (event.by_staff and event.batch_code is not None) or event.event_type == "weight_change":
-                    continue  # customers' moves change the shelf, not the lots (paid at the exit)
-                if event.event_type == "putback":
-                    received_lot = rules.receive_on_shelf(lots_by_shelf, event)
-                    if isinstance(received_lot, rules.Refused):
-                        problems.append((item, received_lot.reason))
-                        continue
-                    lot: ShelfBatchState | None = received_lot
-                    shortfall = None
-                else:
-                    lot, shortfall = rules.remove_from_shelf_lot(lots_by_shelf, event)
-                if lot is not None:
-                    state[self._key(lot)] = lot
-                    touched.add(self._key(lot))
-                if shortfall is not None:
-                    problems.append((item, f"removal of {shortfall.missing} more than lot {shortfall.key} holds"))
-                continue
-            assert isinstance(event, PosTransaction)
+        if isinstance(event, PosTransaction):
             changed, shortfalls = rules.apply_sale(lots_by_shelf, event)
-            for changed_lot in changed:
-                key = self._key(changed_lot)
-                state[key] = changed_lot
-                touched.add(key)
-            for sale_shortfall in shortfalls:
-                problems.append((item, f"sold {sale_shortfall.missing} more of shelf {sale_shortfall.key} than its "
-                                       f"lots hold"))
-        return touched, problems
+            return ({self.key_of(lot): lot for lot in changed},
+                    [f"sold {short.missing} more of shelf {short.key} than its lots hold" for short in shortfalls])
+        assert isinstance(event, ShelfEvent)
+        if not (event.by_staff and event.batch_code is not None) or event.event_type == "weight_change":
+            return {}, []  # customers' moves change the shelf, not the lots (paid at the exit)
+        if event.event_type == "putback":
+            received_lot = rules.receive_on_shelf(lots_by_shelf, event)
+            if isinstance(received_lot, rules.Refused):
+                return {}, [received_lot.reason]
+            return {self.key_of(received_lot): received_lot}, []
+        lot, shortfall = rules.remove_from_shelf_lot(lots_by_shelf, event)
+        return ({} if lot is None else {self.key_of(lot): lot}), (
+            [] if shortfall is None else [f"removal of {shortfall.missing} more than lot {shortfall.key} holds"])
 
 
 class WarehouseAggregator(KeyedApp):
@@ -331,15 +257,13 @@ def _time_order(item: Received) -> tuple[datetime, str, int, int]:
     return item.record.ts, item.topic, item.partition, item.offset
 
 
-KEYED_APP_CLASSES: tuple[type[KeyedApp], ...] = (ShelfAggregator, WarehouseAggregator, WarehouseBatchStateUpdater)
-DRIVER_STATE_APP_CLASSES: tuple[type[StateApp], ...] = (BatchStateUpdater,)
+KEYED_APP_CLASSES: tuple[type[KeyedApp], ...] = (ShelfAggregator, BatchStateUpdater, WarehouseAggregator,
+                                                 WarehouseBatchStateUpdater)
 
 
 def lake_tables() -> dict[str, Table]:
-    """Topic -> the Delta table the lake sink mirrors it to: every Delta table of a topic but those of the state
-    apps that keep their state on the driver, each that app's durable state (committed per batch by it)."""
-    state_tables = {cls.state_table for cls in DRIVER_STATE_APP_CLASSES}
-    return {t.topic: t for t in TABLES if t.delta is not None and t.topic is not None and t.name not in state_tables}
+    """Topic -> the Delta table the lake sink mirrors it to: every Delta table of a topic."""
+    return {t.topic: t for t in TABLES if t.delta is not None and t.topic is not None}
 
 
 # the apps that keep the twin's state from the sensors' and the warehouse's events, and the lake sink that
@@ -348,8 +272,7 @@ STATE_APPS = ("lake-sink", "shelf-aggregator", "batch-state-updater", "wh-aggreg
 
 
 def all_apps() -> dict[str, StreamingApp | KeyedApp]:
-    twin: list[StreamingApp | KeyedApp] = [*(cls() for cls in KEYED_APP_CLASSES),
-                                          *(cls() for cls in DRIVER_STATE_APP_CLASSES), *loop_apps()]
+    twin: list[StreamingApp | KeyedApp] = [*(cls() for cls in KEYED_APP_CLASSES), *loop_apps()]
     validated = {name for app in twin for name in app.validates}
     # the lake reports the invalid records of the topics no twin app validates
     unvalidated = tuple(name for name in sorted(lake_tables()) if name not in validated)

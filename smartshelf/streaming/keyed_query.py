@@ -1,8 +1,9 @@
 """The keyed query: the state apps of smartshelf.streaming.keyed in one streaming query whose state lives in
-Spark's state store (RocksDB), grouped by Kafka key (the shelf) hashed into KEYED_BUCKETS buckets, so the work and
-the state spread over the executors of a cluster like any keyed aggregation.
+Spark's state store (RocksDB), grouped by shelf (the Kafka key, or each shelf a till's transaction sells from)
+hashed into KEYED_BUCKETS buckets, so the work and the state spread over the executors of a cluster like any
+keyed aggregation.
 
-    Kafka ─► groupBy(bucket of the Kafka key: the shelf)
+    Kafka ─► one row per shelf of a record ─► groupBy(bucket of the shelf)
           ─► transformWithState (KeyedStateProcessor: keyed.apply_bucket, each shelf's records applied to that
              shelf's state; the store's opening state is the initial state of each bucket)
           ─► foreachBatch on the driver: the changed keys to their compacted topics, the letters to dead_letters,
@@ -48,6 +49,7 @@ OUTPUT_SCHEMA = ("app string, kind string, topic string, `partition` int, `offse
                  "reason string")
 OUTPUT_COLUMNS = [field.strip().split(" ")[0].strip("`") for field in OUTPUT_SCHEMA.split(",")]
 STATE_SCHEMA = "value string"
+SPREAD_SCHEMA = "items array<struct<shelf_id: string>>"  # what names a spread record's shelves (keyed.shelves_named)
 INITIAL_SCHEMA = "bucket long, value string"
 # failure drill (SMARTSHELF_CRASH_POINT): the driver dies once per run after publishing a batch's outputs, before
 # Spark commits the batch (FAIL_AFTER_PUBLISH of smartshelf.streaming.commit applies here too)
@@ -69,7 +71,7 @@ class KeyedStateProcessor(StatefulProcessor):
         stored = self.state.get()
         groups = json.loads(stored[0]) if stored else {}
         changed, out = apply_bucket(self.apps, groups, ((r.group_key, KeyedRecord(r.topic, r.partition, r.offset,
-                                                                                  r.value)) for r in rows))
+                                                                                  r.value, r.reports)) for r in rows))
         if changed:
             self.state.update((json.dumps(groups, sort_keys=True),))
         yield from (Row(**dict(zip(OUTPUT_COLUMNS, row, strict=True))) for row in out)
@@ -164,13 +166,23 @@ def start_keyed(spark: SparkSession, settings: Settings, name: str, apps: list[K
 
 def keyed_frame(spark: SparkSession, settings: Settings, apps: list[KeyedApp],
                 opening: list[tuple[str, str, str, str]]) -> DataFrame:
-    """The apps' topics through the processor, grouped by the bucket of their Kafka key (the shelf)."""
+    """The apps' topics through the processor, grouped by the bucket of their shelf: a record's Kafka key, or each
+    shelf a spread record names (only the first shelf's group reports it if it is invalid)."""
     topics = sorted({t for app in apps for t in app.topics})
+    spread = sorted({t for app in apps for t in app.spread})
     source = spark.readStream.format("kafka").options(**kafka_options(settings, topics)).load()
-    group_key = F.coalesce(F.col("key").cast("string"), F.lit(""))
+    kafka_key = F.coalesce(F.col("key").cast("string"), F.lit(""))
+    lines = F.from_json(F.col("value").cast("string"), SPREAD_SCHEMA)["items"]
+    # a spread record goes to each shelf it names (distinct, sorted: keyed.shelves_named), one it cannot name
+    # them of (invalid: its group reports it) to its Kafka key's
+    named = F.when(F.col("topic").isin(spread), F.array_sort(F.array_distinct(F.transform(
+        lines, lambda line: line["shelf_id"])))).otherwise(F.array(kafka_key))
+    records = source.select("topic", "partition", "offset", "value", kafka_key.alias("kafka_key"),
+                            F.posexplode_outer(named).alias("line", "shelf"))
+    group_key = F.coalesce(F.col("shelf"), F.col("kafka_key"))
     bucket = F.pmod(F.crc32(group_key.cast("binary")), F.lit(settings.keyed_buckets))  # = keyed.bucket_of
-    grouped = (source.select(bucket.alias("bucket"), group_key.alias("group_key"), "topic", "partition", "offset",
-                             "value")
+    grouped = (records.select(bucket.alias("bucket"), group_key.alias("group_key"), "topic", "partition", "offset",
+                              "value", F.coalesce(F.col("line") == 0, F.lit(True)).alias("reports"))
                .groupBy("bucket"))
     opening_buckets = initial_buckets(opening, settings.keyed_buckets)
     initial = spark.createDataFrame(opening_buckets, INITIAL_SCHEMA).groupBy("bucket")

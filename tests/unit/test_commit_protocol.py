@@ -1,9 +1,9 @@
 """The commit protocol (smartshelf.streaming.commit) over an in-memory fake of Kafka and Delta: a batch is
 published then committed; a batch found committed is skipped; a crash between publish and commit is replayed
-without duplicating append-only records; the first batch ever publishes every key's opening state; a batch
+without duplicating append-only records; a batch
 that changes and publishes nothing commits nothing; a record whose application raises is a dead letter and the
-batch goes on without it. Run through a real state app (batch-state-updater) and a small
-app of append-only records."""
+batch goes on without it. Run through a small app of append-only records (the closed loop's apps follow the
+protocol; the state apps keep their state in Spark's state store, smartshelf.streaming.keyed_query)."""
 
 from __future__ import annotations
 
@@ -17,14 +17,9 @@ import pyarrow as pa
 import pytest
 from pydantic import BaseModel
 
-from smartshelf import rules
-from smartshelf.datagen import generate_store
 from smartshelf.registry import DEAD_LETTERS, topic
-from smartshelf.runtime import jobs
-from smartshelf.schemas import Alert, DeadLetter, PosItem, PosTransaction, ShelfBatchState, ShelfEvent, ShelfState
+from smartshelf.schemas import Alert, DeadLetter, ShelfEvent, ShelfState
 from smartshelf.settings import Settings
-from smartshelf.store import StoreData
-from smartshelf.streaming.apps import BatchStateUpdater
 from smartshelf.streaming.batch import BatchOutput, Received
 from smartshelf.streaming.commit import CommitIO, CommittedApp
 
@@ -137,13 +132,6 @@ class Counted(BaseModel):
 
 
 @pytest.fixture
-def store(monkeypatch: pytest.MonkeyPatch) -> StoreData:
-    generated = generate_store(7)
-    monkeypatch.setattr(jobs, "load_store", lambda settings: generated)
-    return generated
-
-
-@pytest.fixture
 def io(tmp_path: Path) -> FakeIO:
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
     return FakeIO(settings.model_copy(update={"delta_dir": tmp_path, "run_dir": tmp_path}))
@@ -155,55 +143,29 @@ def _pickups(shelves: list[ShelfState], first: int = 0) -> list[Received]:
         customer_id="C1", ts=T0 + timedelta(seconds=n))) for n, shelf in enumerate(shelves)]
 
 
-def _sales(lots: list[ShelfBatchState], first: int = 0) -> list[Received]:
-    """One unit sold from each lot's shelf."""
-    return [Received("pos_transactions", 0, first + n, PosTransaction(
-        transaction_id=f"t{first + n}", customer_id="C1", ts=T0 + timedelta(seconds=n), total=1.0,
-        items=[PosItem(shelf_id=lot.shelf_id, quantity=1, unit_price=1.0, discount=0.0, line_total=1.0)]))
-        for n, lot in enumerate(lots)]
+def test_a_batch_found_committed_is_skipped_whole(io: FakeIO) -> None:
+    shelves = [ShelfState(shelf_id=f"S{n}", current_stock=5, current_weight=5.0, last_event_type="init",
+                          last_event_ts=T0) for n in range(5)]
+    AlertPerEvent().handle(io, 0, _pickups(shelves), BatchOutput())
+    published, state = len(io.topics["alerts"]), io.tables[AlertPerEvent().state_path(io)]
+    restarted = AlertPerEvent()  # Spark hands the batch again after a crash before its checkpoint
+    restarted.handle(io, 0, _pickups(shelves), BatchOutput())
+    assert len(io.topics["alerts"]) == published == 5 and io.tables[restarted.state_path(io)] == state
+    assert restarted.count == 5
 
 
-def _lots_of_distinct_shelves(store: StoreData, io: FakeIO, count: int) -> list[ShelfBatchState]:
-    lots = {lot.shelf_id: lot for lot in rules.initial_states(store, io.settings.sim_start).shelf_lots
-            if lot.batch_quantity_store > 0}
-    return list(lots.values())[:count]
-
-
-def test_the_first_batch_ever_publishes_every_keys_opening_state_then_only_changes(store: StoreData, io: FakeIO
-                                                                                   ) -> None:
-    app, lots = BatchStateUpdater(), rules.initial_states(store, io.settings.sim_start).shelf_lots
-    assert app.needs_batch([])  # not loaded yet: handed the first batch even without records
-    app.handle(io, 0, [], BatchOutput())
-    key = topic("shelf_batch_state").key_of
-    assert {key(lot) for lot in io.topics["shelf_batch_state"]} == {key(lot) for lot in lots}
-    assert io.applied_batch(app.state_path(io), app.name) == 0 and not app.needs_batch([])
-    app.handle(io, 1, _sales(_lots_of_distinct_shelves(store, io, 3)), BatchOutput())
-    assert len(io.topics["shelf_batch_state"]) == len(lots) + 3  # the three lots the batch sold from
-
-
-def test_a_batch_found_committed_is_skipped_whole(store: StoreData, io: FakeIO) -> None:
-    sold = _lots_of_distinct_shelves(store, io, 5)
-    BatchStateUpdater().handle(io, 0, _sales(sold), BatchOutput())
-    published, state = len(io.topics["shelf_batch_state"]), io.tables[BatchStateUpdater().state_path(io)]
-    restarted = BatchStateUpdater()  # Spark hands the batch again after a crash before its checkpoint
-    restarted.handle(io, 0, _sales(sold), BatchOutput())
-    assert len(io.topics["shelf_batch_state"]) == published and io.tables[restarted.state_path(io)] == state
-    after = restarted.state[topic("shelf_batch_state").key_of(sold[0])]
-    assert isinstance(after, ShelfBatchState) and after.batch_quantity_store == sold[0].batch_quantity_store - 1
-
-
-def test_refused_events_are_dead_letters_and_their_batch_is_committed(store: StoreData, io: FakeIO) -> None:
-    ghost = Received("pos_transactions", 0, 7, PosTransaction(
-        transaction_id="g", customer_id="C1", ts=T0, total=1.0,
-        items=[PosItem(shelf_id="NOPE", quantity=1, unit_price=1.0, discount=0.0, line_total=1.0)]))
-    app = BatchStateUpdater()
-    app.handle(io, 0, [], BatchOutput())
-    app.handle(io, 1, [ghost], BatchOutput())
+def test_a_dead_letter_is_committed_with_its_batch_and_not_reported_again(io: FakeIO) -> None:
+    shelves = [ShelfState(shelf_id=f"S{n}", current_stock=5, current_weight=5.0, last_event_type="init",
+                          last_event_ts=T0) for n in range(2)]
+    poison = Received("shelf_events", 0, 7, _pickups(shelves)[0].record.model_copy(update={"event_id": "poison-7"}))
+    app = AlertPerEvent()
+    app.handle(io, 0, _pickups(shelves), BatchOutput())
+    app.handle(io, 1, [poison], BatchOutput())
     letters = io.topics[DEAD_LETTERS]
     assert [(letter.source_offset, letter.reason) for letter in letters if isinstance(letter, DeadLetter)] == [
-        (7, "sold 1 more of shelf NOPE than its lots hold")]
+        (7, "alert-per-event could not apply it: ValueError: cannot take poison-7")]
     assert io.applied_batch(app.state_path(io), app.name) == 1  # a replay does not report it again
-    BatchStateUpdater().handle(io, 1, [ghost], BatchOutput())
+    AlertPerEvent().handle(io, 1, [poison], BatchOutput())
     assert len(io.topics[DEAD_LETTERS]) == 1
 
 

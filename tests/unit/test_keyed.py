@@ -4,7 +4,8 @@ are cut into batches, the state is the same; invalid, refused, mis-keyed and rai
 their reason and leave the state as it was; every key of the store's opening state belongs to its shelf's
 group and that group's bucket; a bucket's records give each of its groups what that group's alone would; each app
 of a group gets its own topics' records; the offsets a batch ends at come from Spark's offset log; a checkpoint
-keeps its bucket count."""
+keeps its bucket count; a till's transaction goes to each shelf it sells from, narrowed to that shelf's lines,
+and shelf by shelf gives the lots the whole baskets give."""
 
 from __future__ import annotations
 
@@ -18,9 +19,13 @@ from pydantic import BaseModel
 from smartshelf import rules
 from smartshelf.datagen import generate_store
 from smartshelf.errors import SmartShelfError
-from smartshelf.schemas import ShelfEvent, ShelfProfile, ShelfState, WarehouseBatchState, WarehouseEvent
-from smartshelf.streaming.apps import ShelfAggregator, WarehouseAggregator, WarehouseBatchStateUpdater
-from smartshelf.streaming.keyed import KeyedRecord, apply_bucket, apply_group, apply_to_key, bucket_of
+from smartshelf.registry import topic
+from smartshelf.schemas import (PosItem, PosTransaction, ShelfBatchState, ShelfEvent, ShelfProfile, ShelfState,
+                                WarehouseBatchState, WarehouseEvent)
+from smartshelf.streaming.apps import (BatchStateUpdater, ShelfAggregator, WarehouseAggregator,
+                                       WarehouseBatchStateUpdater)
+from smartshelf.streaming.keyed import (KeyedRecord, apply_bucket, apply_group, apply_to_key, bucket_of, narrowed,
+                                        shelves_named)
 from smartshelf.streaming.keyed_query import batch_ends, initial_buckets, keep_buckets, opening_rows
 
 T0 = datetime(2025, 1, 1, 9)
@@ -202,3 +207,49 @@ def test_each_app_of_a_group_gets_its_own_topics_records() -> None:
     assert [(row[0], row[1], row[5]) for row in out] == [("wh-aggregator", "state", "S1"),
                                                         ("wh-batch-state-updater", "state", "S1|L1")]
     assert json.loads(texts["wh-aggregator"]["S1"])["wh_current_stock"] == 12 and "shelf-aggregator" not in texts
+
+
+def sale(n: int, lines: list[tuple[str, int]]) -> PosTransaction:
+    return PosTransaction(transaction_id=f"t{n}", customer_id="C1", ts=T0 + timedelta(minutes=n), total=1.0,
+                          items=[PosItem(shelf_id=shelf_id, quantity=quantity, unit_price=1.0, discount=0.0,
+                                         line_total=1.0) for shelf_id, quantity in lines])
+
+
+def test_a_transaction_goes_to_each_shelf_it_names_once_narrowed_to_that_shelfs_lines() -> None:
+    basket = sale(0, [("S2", 1), ("S1", 2), ("S2", 3)])
+    assert shelves_named(topic("pos_transactions"), basket) == ["S1", "S2"]
+    assert [(line.shelf_id, line.quantity) for line in narrowed(basket, "S2").items] == [("S2", 1), ("S2", 3)]  # type: ignore[attr-defined]
+    assert shelves_named(topic("shelf_events"), move(0, shelf_id="S9")) == ["S9"]
+
+
+def test_baskets_applied_shelf_by_shelf_give_the_lots_of_the_whole_baskets_in_till_order() -> None:
+    """A shelf's lots change only by its own lines, so the groups give what the batch-state-updater over whole
+    baskets gives, shortfalls (to dead_letters) included."""
+    store = generate_store(11)
+    opening = rules.initial_states(store, T0).shelf_lots
+    shelves = sorted({lot.shelf_id for lot in opening})[:6]
+    baskets = [sale(n, [(shelves[(n * 7 + k) % 6], 1 + (n + k) % 5) for k in range(1 + n % 4)]) for n in range(60)]
+    whole: dict[str, list[ShelfBatchState]] = {}
+    for lot in opening:
+        whole.setdefault(lot.shelf_id, []).append(lot)
+    shortfalls = []
+    for basket in baskets:
+        shortfalls += [(basket.transaction_id, short.key) for short in rules.apply_sale(whole, basket)[1]]
+    app, key = BatchStateUpdater(), topic("shelf_batch_state").key_of
+    by_group, letters = {}, []
+    for group in shelves:
+        state: dict[str, BaseModel] = {key(lot): lot for lot in opening if lot.shelf_id == group}
+        mine = [r for r, basket in zip(records(baskets, "pos_transactions"), baskets, strict=True)
+                if group in shelves_named(topic("pos_transactions"), basket)]  # as the query groups them
+        result = apply_to_key(app, group, state, mine)
+        by_group |= state
+        letters += [(baskets[record.offset].transaction_id, group) for record, _ in result.letters]
+    assert by_group == {key(lot): lot for shelf_id in shelves for lot in whole[shelf_id]}
+    assert shortfalls and sorted(letters) == sorted(shortfalls)
+
+
+def test_an_invalid_transaction_is_reported_by_one_of_its_groups_only() -> None:
+    garbage = KeyedRecord("pos_transactions", 0, 5, b'{"items": [{"shelf_id": "S1"}, {"shelf_id": "S2"}]}')
+    second = KeyedRecord("pos_transactions", 0, 5, garbage.value, reports=False)
+    assert len(apply_to_key(BatchStateUpdater(), "S1", {}, [garbage]).letters) == 1
+    assert apply_to_key(BatchStateUpdater(), "S2", {}, [second]).letters == []

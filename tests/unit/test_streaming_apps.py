@@ -7,7 +7,8 @@ from datetime import datetime
 from smartshelf.datagen import generate_store
 from smartshelf.registry import table, topic
 from smartshelf.rules import InitialStates
-from smartshelf.streaming.apps import StateApp, all_apps
+from smartshelf.streaming.apps import all_apps
+from smartshelf.streaming.keyed import KeyedApp
 
 
 def test_each_topic_read_has_one_validating_app() -> None:
@@ -24,7 +25,7 @@ def test_each_topic_read_has_one_validating_app() -> None:
 def test_each_state_app_starts_from_rows_of_its_own_table() -> None:
     store = generate_store(42)
     for app in all_apps().values():
-        if not isinstance(app, StateApp):
+        if not isinstance(app, KeyedApp):
             continue
         assert app.initial_field in InitialStates._fields, app.name
         rows = app.initial(store, datetime(2025, 1, 1))
@@ -33,13 +34,12 @@ def test_each_state_app_starts_from_rows_of_its_own_table() -> None:
 
 def test_the_runner_shares_one_query_unless_asked_for_one_per_app() -> None:
     from smartshelf.settings import Settings
-    from smartshelf.streaming.keyed import KeyedApp
     from smartshelf.streaming.runner import KEYED_QUERY, LAKE_SINK, SHARED_QUERY, query_groups
 
     apps = list(all_apps().values())
     names = [app.name for app in apps]
     keyed = [app.name for app in apps if isinstance(app, KeyedApp)]
-    assert keyed == ["shelf-aggregator", "wh-aggregator", "wh-batch-state-updater"]
+    assert keyed == ["shelf-aggregator", "batch-state-updater", "wh-aggregator", "wh-batch-state-updater"]
     assert query_groups(Settings(), apps) == {KEYED_QUERY: keyed,
                                               SHARED_QUERY: [n for n in names if n != LAKE_SINK and n not in keyed],
                                               LAKE_SINK: [LAKE_SINK]}
