@@ -123,8 +123,7 @@ class CommittedApp:
 
     # --- the protocol ---------------------------------------------------------------------------------
     def needs_batch(self, mine: list[Received]) -> bool:
-        # the first batch after a start loads the state (and the very first publishes the opening state),
-        # whether or not its topics brought records
+        # the first batch after a start loads the state, whether or not its topics brought records
         return bool(mine) or not self.loaded
 
     def handle(self, io: CommitIO, batch_id: int, received: list[Received], output: BatchOutput) -> None:
