@@ -173,8 +173,8 @@ def keyed_frame(spark: SparkSession, settings: Settings, apps: list[KeyedApp],
     source = spark.readStream.format("kafka").options(**kafka_options(settings, topics)).load()
     kafka_key = F.coalesce(F.col("key").cast("string"), F.lit(""))
     lines = F.from_json(F.col("value").cast("string"), SPREAD_SCHEMA)["items"]
-    # a spread record goes to each shelf it names (distinct, sorted: keyed.shelves_named), one it cannot name
-    # them of (invalid: its group reports it) to its Kafka key's
+    # a spread record goes to each shelf it names (distinct, sorted: keyed.shelves_named); one whose shelves cannot
+    # be read goes to its Kafka key's group, which reports it as invalid
     named = F.when(F.col("topic").isin(spread), F.array_sort(F.array_distinct(F.transform(
         lines, lambda line: line["shelf_id"])))).otherwise(F.array(kafka_key))
     records = source.select("topic", "partition", "offset", "value", kafka_key.alias("kafka_key"),

@@ -84,6 +84,11 @@ def lists_alert_zones(map_text: str) -> bool:
             and re.search(r"Zones with alerts: \w.* \((warning|critical|info)\)", map_text) is not None)
 
 
+# the views whose data the moving day may not have brought yet when first opened: what to wait for, how long
+WAIT_FOR: dict[str, tuple[Callable[[str], bool], float]] = {"Map Live": (lists_alert_zones, LOAD_TIMEOUT_S),
+                                                            "Pulse": (shows_pulse_kpis, PULSE_TIMEOUT_S)}
+
+
 def slug(view: str) -> str:
     return re.sub(r"[^a-z]+", "-", view.lower()).strip("-")
 
@@ -113,10 +118,10 @@ def check_dashboard(settings: Settings) -> dict[str, object]:
     ARTEFACTS.mkdir(parents=True)
     with served(settings) as url, browser_page() as page:
         first_render_s = load(page, url, LOAD_TIMEOUT_S)
-        live = view_when(page, "Map Live", lists_alert_zones, LOAD_TIMEOUT_S)
         # in the tabs' order: ML, the last, draws no chart (checked below)
-        texts = {view: view_when(page, view, shows_pulse_kpis, PULSE_TIMEOUT_S) if view == "Pulse"
-                 else open_view(page, view) for view in VIEWS if view != "Map Live"}
+        texts = {view: view_when(page, view, *WAIT_FOR[view]) if view in WAIT_FOR else open_view(page, view)
+                 for view in VIEWS}
+        live = texts["Map Live"]
         assert lists_alert_zones(live), live[:2000]
         assert int(shown_metric(live, "Active store alerts")) > 0
         assert int(shown_metric(live, ALERTS_RAISED)) > 0

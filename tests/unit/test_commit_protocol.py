@@ -137,6 +137,11 @@ def io(tmp_path: Path) -> FakeIO:
     return FakeIO(settings.model_copy(update={"delta_dir": tmp_path, "run_dir": tmp_path}))
 
 
+def _shelves(count: int) -> list[ShelfState]:
+    return [ShelfState(shelf_id=f"S{n}", current_stock=5, current_weight=5.0, last_event_type="init",
+                       last_event_ts=T0) for n in range(count)]
+
+
 def _pickups(shelves: list[ShelfState], first: int = 0) -> list[Received]:
     return [Received("shelf_events", 0, first + n, ShelfEvent(
         event_id=f"e{first + n}", event_type="pickup", shelf_id=shelf.shelf_id, quantity=1, weight_change=-1.0,
@@ -144,8 +149,7 @@ def _pickups(shelves: list[ShelfState], first: int = 0) -> list[Received]:
 
 
 def test_a_batch_found_committed_is_skipped_whole(io: FakeIO) -> None:
-    shelves = [ShelfState(shelf_id=f"S{n}", current_stock=5, current_weight=5.0, last_event_type="init",
-                          last_event_ts=T0) for n in range(5)]
+    shelves = _shelves(5)
     AlertPerEvent().handle(io, 0, _pickups(shelves), BatchOutput())
     published, state = len(io.topics["alerts"]), io.tables[AlertPerEvent().state_path(io)]
     restarted = AlertPerEvent()  # Spark hands the batch again after a crash before its checkpoint
@@ -155,8 +159,7 @@ def test_a_batch_found_committed_is_skipped_whole(io: FakeIO) -> None:
 
 
 def test_a_dead_letter_is_committed_with_its_batch_and_not_reported_again(io: FakeIO) -> None:
-    shelves = [ShelfState(shelf_id=f"S{n}", current_stock=5, current_weight=5.0, last_event_type="init",
-                          last_event_ts=T0) for n in range(2)]
+    shelves = _shelves(2)
     poison = Received("shelf_events", 0, 7, _pickups(shelves)[0].record.model_copy(update={"event_id": "poison-7"}))
     app = AlertPerEvent()
     app.handle(io, 0, _pickups(shelves), BatchOutput())
@@ -170,8 +173,7 @@ def test_a_dead_letter_is_committed_with_its_batch_and_not_reported_again(io: Fa
 
 
 def test_a_crash_between_publish_and_commit_publishes_nothing_twice(io: FakeIO) -> None:
-    shelves = [ShelfState(shelf_id=f"S{n}", current_stock=5, current_weight=5.0, last_event_type="init",
-                          last_event_ts=T0) for n in range(4)]
+    shelves = _shelves(4)
     AlertPerEvent().handle(io, 0, _pickups(shelves[:2]), BatchOutput())
     io.crash_at_commit = True
     with pytest.raises(Crash):
@@ -193,8 +195,7 @@ def test_a_batch_that_changes_and_publishes_nothing_commits_nothing(io: FakeIO) 
 
 
 def test_a_record_that_raises_is_a_dead_letter_and_the_rest_of_the_batch_is_applied(io: FakeIO) -> None:
-    shelves = [ShelfState(shelf_id=f"S{n}", current_stock=5, current_weight=5.0, last_event_type="init",
-                          last_event_ts=T0) for n in range(5)]
+    shelves = _shelves(5)
     batch = _pickups(shelves)
     poison = Received("shelf_events", 0, 99, batch[2].record.model_copy(update={"event_id": "poison-1"}))
     app = AlertPerEvent()
