@@ -42,6 +42,9 @@ INTO_TICK_S = (0.0, 2.0)  # wall seconds after the clock reached the moment: whi
 # what an undisturbed run and a disturbed one must agree on
 SAME = ("digest", "events", "events_by_topic", "sales", "alerts", "restocks", "refills", "supplier_orders",
         "supplier_receipts", "discounts", "removals", "dead_letters")
+# where a run's summary says why its checks failed (smartshelf.runtime.sim.summarise)
+CHECK_PROBLEMS = ("conservation_problems", "twin_world_differences", "expired_lot_examples",
+                  "postgres_mirror_differences", "postgres_shelf_weight_mismatches", "tick_check_failures")
 
 
 @dataclass(frozen=True)
@@ -127,7 +130,10 @@ def verdict(reference: dict[str, object], disturbed: dict[str, object], injector
           and bool(disturbed.get("checks_ok")))
     return {"ok": ok, "faults": injector.done, "faults_planned": len(injector.plan),
             "collateral_restarts": injector.collateral, "same_digest": disturbed.get("digest") == reference.get("digest"),
-            "differing": differing, "pulse_same": pulse_same, "events_lost": lost,
+            "differing": differing, "differences": {name: {"reference": reference.get(name),
+                                                           "disturbed": disturbed.get(name)} for name in differing},
+            "check_problems": {name: disturbed.get(name) for name in CHECK_PROBLEMS if disturbed.get(name)},
+            "pulse_same": pulse_same, "events_lost": lost,
             "events_duplicated": sum(int(n) for n in repeated.values()), "repeated_ids": repeated,
             "checks_ok": disturbed.get("checks_ok"), "digest": disturbed.get("digest"),
             "reference_digest": reference.get("digest"), "wall_s": disturbed.get("wall_s"),

@@ -52,11 +52,14 @@ def test_the_verdict_fails_on_any_difference() -> None:
     lost = verdict(_summary(), _summary(events_by_topic={"shelf_events": 59, "foot_traffic": 40}, events=99),
                    injected)
     assert not lost["ok"] and lost["events_lost"] == 1 and "events" in lost["differing"]
+    assert lost["differences"]["events"] == {"reference": 100, "disturbed": 99}  # what differs, not just which
     twice = verdict(_summary(), _summary(repeated_ids={"alerts": 2}), injected)
     assert not twice["ok"] and twice["events_duplicated"] == 2
     assert not verdict(_summary(), _summary(digest="d2"), injected)["same_digest"]
     assert not verdict(_summary(), _summary(pulse={"digest": "p2"}), injected)["ok"]
-    assert not verdict(_summary(), _summary(checks_ok=False), injected)["ok"]
+    failed = verdict(_summary(), _summary(checks_ok=False, conservation_problems=["item I1: 1 unit missing"],
+                                          twin_world_differences=[]), injected)
+    assert not failed["ok"] and failed["check_problems"] == {"conservation_problems": ["item I1: 1 unit missing"]}
 
 
 def test_the_verdict_fails_when_a_fault_was_not_injected() -> None:
