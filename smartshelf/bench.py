@@ -415,6 +415,34 @@ def bench_sim(base: Settings, days: int = 1, step_seconds: int = 3600) -> dict[s
     }
 
 
+def bench_cluster(base: Settings, days: int = 1, step_seconds: int = 3600, workers: int = 2) -> dict[str, object]:
+    """The same simulated days (`base`'s seed, fast lockstep) with Spark in local mode and on a standalone cluster of
+    `workers` one-core workers, one after the other: the digest of each (the same, or the apps are not what
+    they claim) and the wall time of each."""
+    from smartshelf.runtime.sim import run_sim
+
+    runs: dict[str, dict[str, object]] = {}
+    for mode, count in (("local", 0), ("cluster", workers)):
+        settings = base.model_copy(update={"step_seconds": step_seconds, "spark_workers": count})
+        summary = run_sim(settings, days, base.sim_seed, None, fast=True)
+        if not summary["checks_ok"]:
+            raise AssertionError(f"bench cluster: the {mode} run's checks failed: {summary}")
+        runs[mode] = {"wall_s": summary["wall_s"], "events": summary["events"], "digest": summary["digest"]}
+    local, cluster = runs["local"], runs["cluster"]
+    return {
+        "benchmark": "cluster",
+        "simulated_days": days,
+        "step_seconds": step_seconds,
+        "seed": base.sim_seed,
+        "workers": workers,
+        "local": local,
+        "cluster": cluster,
+        "same_digest": local["digest"] == cluster["digest"],
+        "cluster_over_local_wall": round(float(cluster["wall_s"]) / float(local["wall_s"]), 2),  # type: ignore[arg-type]
+        "note": "wall time includes starting each scratch stack (the cluster's master and workers too)",
+    }
+
+
 def _train_on_the_lake(settings: Settings, holdout_days: int) -> dict[str, object]:
     """The daily features of a settled run's lake, then the model trained and scored against both baselines."""
     from smartshelf.runtime import ml_jobs
@@ -777,7 +805,7 @@ def _sensor_payloads(count: int) -> list[tuple[bytes, bytes]]:
 
 
 BENCHMARKS = {"broker": bench_broker, "producers": bench_producers, "spark": bench_spark, "sim": bench_sim,
-              "connect": bench_connect, "dashboard": bench_dashboard, "ml": bench_ml, "whatif": bench_whatif,
+              "cluster": bench_cluster, "connect": bench_connect, "dashboard": bench_dashboard, "ml": bench_ml, "whatif": bench_whatif,
               "risk": bench_risk, "api": bench_api}
 
 

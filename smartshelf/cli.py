@@ -360,7 +360,7 @@ def fuzz(
 
 @app.command()
 def bench(
-    suite: Annotated[str, typer.Argument(help="benchmark to run: broker, producers, spark, sim, connect, dashboard, ml, whatif, risk, api, or all")] = "all",
+    suite: Annotated[str, typer.Argument(help="benchmark to run: broker, producers, spark, sim, cluster, connect, dashboard, ml, whatif, risk, api, or all")] = "all",
 ) -> None:
     """Run benchmarks on a scratch stack; print the results and write JSON under data/metrics/."""
     from smartshelf.bench import BENCHMARKS, write_result

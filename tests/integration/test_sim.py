@@ -98,7 +98,8 @@ def test_on_a_cluster_through_every_fault_the_outcome_is_the_same(fast_day: dict
     executors = summary["executors"]
     assert isinstance(executors, dict) and set(executors) == {"spark-worker-1", "spark-worker-2"}, executors
     assert all(executors.values()), f"a worker ran no executor: {executors}"
-    assert result["ok"], json.dumps({k: v for k, v in result.items() if k != "faults"}, default=str)  # in full
+    assert result["ok"], json.dumps({**{k: v for k, v in result.items() if k != "faults"},  # in full: not cut
+                                     "fuzz": summary["fuzz"]}, default=str)
     assert summary["fuzz"]["letters"]["exactly_once"], summary["fuzz"]  # type: ignore[index]
 
 
