@@ -438,9 +438,14 @@ def bench_cluster(base: Settings, days: int = 1, step_seconds: int = 3600, worke
         "local": local,
         "cluster": cluster,
         "same_digest": local["digest"] == cluster["digest"],
-        "cluster_over_local_wall": round(float(cluster["wall_s"]) / float(local["wall_s"]), 2),  # type: ignore[arg-type]
+        "cluster_over_local_wall": round(_float(cluster["wall_s"]) / _float(local["wall_s"]), 2),
         "note": "wall time includes starting each scratch stack (the cluster's master and workers too)",
     }
+
+
+def _float(value: object) -> float:
+    assert isinstance(value, (int, float)), value
+    return float(value)
 
 
 def _train_on_the_lake(settings: Settings, holdout_days: int) -> dict[str, object]:

@@ -109,6 +109,12 @@ def _describe(exc: ValidationError) -> str:
     return "; ".join(problems[:3]) + more
 
 
+def letter_id(letter: DeadLetter) -> str:
+    """What names a dead letter of a Kafka record (letters have no id field): the record's place and the reason,
+    which a replayed batch gives again (its time may differ)."""
+    return f"{letter.source}:{letter.source_partition}:{letter.source_offset}:{letter.reason}"
+
+
 def dead_letter(source: str, raw: bytes | None, reason: str, ts: datetime,
                 partition: int | None = None, offset: int | None = None) -> DeadLetter:
     """The dead letter of a rejected payload; very large payloads keep their head and say so."""

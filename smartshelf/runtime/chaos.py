@@ -128,10 +128,10 @@ def verdict(reference: dict[str, object], disturbed: dict[str, object], injector
     all_injected = len(injector.done) == len(injector.plan)
     ok = (all_injected and not differing and pulse_same and not repeated and lost == 0
           and bool(disturbed.get("checks_ok")))
+    differences = {name: {"reference": reference.get(name), "disturbed": disturbed.get(name)} for name in differing}
     return {"ok": ok, "faults": injector.done, "faults_planned": len(injector.plan),
             "collateral_restarts": injector.collateral, "same_digest": disturbed.get("digest") == reference.get("digest"),
-            "differing": differing, "differences": {name: {"reference": reference.get(name),
-                                                           "disturbed": disturbed.get(name)} for name in differing},
+            "differing": differing, "differences": differences,
             "check_problems": {name: disturbed.get(name) for name in CHECK_PROBLEMS if disturbed.get(name)},
             "pulse_same": pulse_same, "events_lost": lost,
             "events_duplicated": sum(int(n) for n in repeated.values()), "repeated_ids": repeated,

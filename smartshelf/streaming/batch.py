@@ -10,11 +10,13 @@ checkpoint, triggers, restart from the last committed batch.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+import json
+import os
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import NamedTuple, TypeVar
+from typing import NamedTuple, Protocol, TypeVar
 
 import pyarrow as pa
 from pydantic import BaseModel
@@ -23,9 +25,11 @@ from pyspark.sql import SparkSession
 from smartshelf.adapters import delta
 from smartshelf.adapters.kafka import KafkaAdapter, Outgoing
 from smartshelf.adapters.redis_clock import SimClock, redis_client
+from smartshelf.adapters.spark import checkpoint_dir
 from smartshelf.adapters.spark_delta import SparkDelta
-from smartshelf.ingress import Rejection, dead_letter, parse_record
+from smartshelf.ingress import Rejection, dead_letter, letter_id, parse_record
 from smartshelf.registry import DEAD_LETTERS, topic
+from smartshelf.schemas import DeadLetter
 from smartshelf.settings import Settings
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
@@ -69,6 +73,62 @@ def outgoing_record(topic_name: str, value: BaseModel) -> Outgoing:
     return Outgoing(topic_name, topic(topic_name).key_of(value).encode(), value.model_dump_json().encode())
 
 
+def record_id(topic_name: str, value: BaseModel) -> str:
+    """What names a record of an append-only topic: its id field, or for a dead letter `letter_id`."""
+    if isinstance(value, DeadLetter):
+        return letter_id(value)
+    return topic(topic_name).id_of(value)
+
+
+class PublishedTopics(Protocol):
+    def end_offsets(self, topic_names: Collection[str]) -> dict[str, int]: ...
+
+    def published_ids(self, since: dict[str, int]) -> dict[str, set[str]]: ...
+
+
+class LetterNotes:
+    """A query's dead letters published once per batch, though Spark runs a batch again when its earlier attempt
+    died after publishing and before Spark's commit (letters carry no id, so the topic cannot tell). Before a
+    batch's first letters go out, where dead_letters ends is noted in `folder` (a file named by the batch id); an
+    attempt that finds its batch's note reads back what was published since and sends only the letters not
+    among them (`letter_id`). Spark starts a batch after committing the one before, so older notes go."""
+
+    def __init__(self, folder: Path, topics: PublishedTopics) -> None:
+        self.folder, self.topics = folder, topics
+        self.batch_id: int | None = None
+        self.noted = False  # this attempt has found or written its batch's note
+        self.sent_before: set[str] = set()  # the letters an earlier attempt at this batch published
+
+    def begin(self, batch_id: int) -> None:
+        """An attempt at batch `batch_id` starts (each foreachBatch call is one)."""
+        self.batch_id, self.noted, self.sent_before = batch_id, False, set()
+        if self.folder.is_dir():
+            for note in self.folder.iterdir():
+                if not note.name.isdigit() or int(note.name) < batch_id:
+                    note.unlink()
+
+    def unsent(self, letters: Sequence[BaseModel]) -> list[BaseModel]:
+        """The letters to send now: all of them, but those an earlier attempt at this batch sent."""
+        if not letters or self.batch_id is None:
+            return list(letters)
+        if not self.noted:
+            note = self.folder / str(self.batch_id)
+            if note.exists():
+                self.sent_before = self.topics.published_ids(json.loads(note.read_text())).get(DEAD_LETTERS, set())
+            else:
+                self.folder.mkdir(parents=True, exist_ok=True)
+                written = note.with_name(f"{note.name}.new")
+                written.write_text(json.dumps(self.topics.end_offsets([DEAD_LETTERS])))
+                os.replace(written, note)  # a note is whole or absent
+            self.noted = True
+        return [letter for letter in letters if record_id(DEAD_LETTERS, letter) not in self.sent_before]
+
+
+def letter_notes_dir(settings: Settings, query_name: str) -> Path:
+    checkpoint = checkpoint_dir(settings, query_name)
+    return checkpoint.with_name(f"{checkpoint.name}.letters")
+
+
 class BatchIO:
     """The connections an app keeps across batches (driver side)."""
 
@@ -80,6 +140,11 @@ class BatchIO:
         self.producer = self.kafka.producer()
         self.clock = SimClock(redis_client(settings))
         self.maintenance = delta.Maintenance(settings.delta_maintain_every)
+        self.letters = LetterNotes(letter_notes_dir(settings, app_name), self)
+
+    def begin(self, batch_id: int) -> None:
+        """A foreachBatch call of the query starts: an attempt at batch `batch_id`."""
+        self.letters.begin(batch_id)
 
     def decode(self, rows: list[SourceRecord], batch_time: datetime, validates: Collection[str]
                ) -> tuple[list[Received], BatchOutput]:
@@ -113,9 +178,12 @@ class BatchIO:
 
     def publish(self, output: BatchOutput) -> None:
         """Send and wait for the broker: state topics are compacted (a replayed batch republishes the same
-        values), append-only outputs carry deterministic ids (a replay's duplicates are recognisable)."""
+        values), append-only outputs carry deterministic ids (a replay's duplicates are recognisable), dead
+        letters go once per batch (`LetterNotes`)."""
+        records = {name: self.letters.unsent(values) if name == DEAD_LETTERS else values
+                   for name, values in output.records.items()}
         self.producer.send_and_wait(outgoing_record(topic_name, value)
-                                    for topic_name, values in output.records.items() for value in values)
+                                    for topic_name, values in records.items() for value in values)
 
     def end_offsets(self, topic_names: Collection[str]) -> dict[str, int]:
         """"topic:partition" -> end offset, for the given topics."""
@@ -133,8 +201,8 @@ class BatchIO:
             ids = found.setdefault(name, set())
             for record in self.kafka.read(partitions, start):
                 parsed = parse_record(described, record.value)
-                if not isinstance(parsed, Rejection):
-                    ids.add(described.id_of(parsed))
+                if not isinstance(parsed, Rejection):  # e.g. Kafka Connect's letters: another schema
+                    ids.add(record_id(name, parsed))
         return found
 
     def report_progress(self, rows: list[SourceRecord], app_name: str | None = None) -> None:

@@ -10,7 +10,8 @@ transaction (app id, batch id), after the batch's effects are published and ackn
   (they depend on the events and simulated time only): a compacted topic takes the same values again, and the
   first batch after a start drops the records of append-only topics that an earlier attempt already published
   (their ids, read back from where the outputs ended at the last commit);
-- a batch found committed is skipped whole: its effects were published before its commit.
+- a batch found committed is skipped whole: its effects were published before its commit;
+- dead letters, which carry no id, are sent once per batch by the I/O (smartshelf.streaming.batch.LetterNotes).
 
 No single record stops an app: a record whose application raises is found by applying the batch's records one
 by one from the committed state, becomes a dead letter naming the app and the error, and the batch is applied

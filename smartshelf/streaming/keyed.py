@@ -2,12 +2,12 @@
 one key's group of records does to that key's state, as a pure function of the state and the records.
 
 A group is the records of one shelf for one app in one micro-batch: of the Kafka key, or, for a topic an app
-*spreads* (a till's transaction names several shelves), of each shelf its record names, narrowed to that
-shelf's lines (`shelves_named`, `narrowed`). The state store keeps the groups by bucket (`bucket_of`: a stable
-hash of the group, so several shelves share one stored value): each store access is a round trip between
-Spark's Python worker and the JVM, and per shelf they cost more than the rules themselves. Each record is validated with the bridge's rules; a valid one is applied by the app's rule in
-the app's order (`KeyedApp.ordered`: within a key, the order its partition holds them in, which is the order the
-world produced them). Invariants:
+*spreads* (a till's transaction names several shelves), of each shelf its record names, narrowed to that shelf's
+lines (`shelves_named`, `narrowed`). The state store keeps the groups by bucket (`bucket_of`: a stable hash of the
+group, so several shelves share one stored value): each store access is a round trip between Spark's Python worker
+and the JVM, and per shelf they cost more than the rules themselves. Each record is validated with the bridge's
+rules; a valid one is applied by the app's rule in the app's order (`KeyedApp.ordered`: within a key, the order its
+partition holds them in, which is the order the world produced them). Invariants:
 - a key's state changes only by its own records, so the groups of a batch can be applied anywhere, in any
   order, and give the same state as applying the batch in one place;
 - no record is lost silently: an invalid record (of a topic the app validates; a spread one by the group of

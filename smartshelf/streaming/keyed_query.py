@@ -9,12 +9,12 @@ keyed aggregation.
           ─► foreachBatch on the driver: the changed keys to their compacted topics, the letters to dead_letters,
              how far each app has read to the lockstep clock
 
-Only what a sink must see reaches the driver: the changed keys and the letters of a batch, not its records nor
-the state. Exactly once: the state and the offsets are committed together by Spark's checkpoint; a batch that
-fails before its commit is run again from the state before it and gives the same values, which the compacted
-topics take again (dead letters carry no id: at least once, as everywhere). The first batch (batch 0, also when
-run again) publishes every key's opening state before its changes, so every shelf, lot and warehouse item is in
-its topic, and so in PostgreSQL and the lake, from the first minute. The Delta tables of these states
+Only what a sink must see reaches the driver: the changed keys and the letters of a batch, not its records nor the
+state. Exactly once: the state and the offsets are committed together by Spark's checkpoint; a batch that fails
+before its commit is run again from the state before it and gives the same values, which the compacted topics take
+again (the letters its earlier attempt published are not sent again: batch.LetterNotes). The first batch (batch 0,
+also when run again) publishes every key's opening state before its changes, so every shelf, lot and warehouse item
+is in its topic, and so in PostgreSQL and the lake, from the first minute. The Delta tables of these states
 (`cleansed/*`) are the lake sink's merges of their topics: written in proportion to what changed.
 """
 
@@ -138,16 +138,16 @@ def start_keyed(spark: SparkSession, settings: Settings, name: str, apps: list[K
     risk = RiskScoring(settings) if ShelfAggregator.name in by_name else None
 
     def each_batch(frame: DataFrame, batch_id: int) -> None:
+        io.begin(batch_id)
         rows = sorted(frame.toArrow().to_pylist(), key=_publish_order)
         outgoing = [Outgoing(by_name[a].state_topic().name, key.encode(), value.encode())
                     for a, _, key, value in opening] if batch_id == 0 else []
+        outgoing += [Outgoing(row["topic"], row["key"].encode(), row["value"])
+                     for row in rows if row["kind"] == STATE]
         now = io.now()
-        for row in rows:
-            if row["kind"] == STATE:
-                outgoing.append(Outgoing(row["topic"], row["key"].encode(), row["value"]))
-            else:
-                letter = dead_letter(row["topic"], row["value"], row["reason"], now, row["partition"], row["offset"])
-                outgoing.append(outgoing_record(DEAD_LETTERS, letter))
+        letters = [dead_letter(row["topic"], row["value"], row["reason"], now, row["partition"], row["offset"])
+                   for row in rows if row["kind"] != STATE]
+        outgoing += [outgoing_record(DEAD_LETTERS, letter) for letter in io.letters.unsent(letters)]
         io.producer.send_and_wait(outgoing)
         if risk is not None:
             shelves = [ShelfState.model_validate_json(row["value"]) for row in rows

@@ -215,6 +215,7 @@ def start_pulse(spark: SparkSession, settings: Settings, app: PulseApp, store: S
     frame = windowed(signals(spark, settings, store))
 
     def each_batch(batch: DataFrame, batch_id: int) -> None:
+        io.begin(batch_id)
         app.handle_windows(io, batch_id, batch.toArrow().to_pylist())
 
     return (frame.writeStream.queryName(app.name).outputMode("append").foreachBatch(each_batch)

@@ -107,6 +107,7 @@ def start_group(spark: SparkSession, settings: Settings, name: str, apps: list[S
             io.clock.register_offset_participant(app.name, app.topics)
 
     def each_batch(frame: DataFrame, batch_id: int) -> None:
+        io.begin(batch_id)
         records = source_records(frame.select(*SourceRecord._fields).toArrow())
         received, output = io.decode(records, io.now(), validates)
         for app in apps:

@@ -22,10 +22,10 @@ from smartshelf import rules
 from smartshelf.adapters import delta
 from smartshelf.adapters.spark import checkpoint_dir
 from smartshelf.adapters.kafka import KafkaAdapter
-from smartshelf.registry import table, topic
+from smartshelf.registry import DEAD_LETTERS, table, topic
 from smartshelf.runtime import jobs
 from smartshelf.runtime.scratch import make_run_dir
-from smartshelf.schemas import ShelfBatchState, ShelfState
+from smartshelf.schemas import DeadLetter, ShelfBatchState, ShelfState
 from smartshelf.settings import REPO_ROOT, Settings
 from smartshelf.streaming.apps import STATE_APPS
 from smartshelf.streaming.commit import FAIL_AFTER_PUBLISH
@@ -66,6 +66,25 @@ def _produce(settings: Settings, events: WorldEvents) -> None:
     producer.flush()
     producer.close()
     adapter.close()
+
+
+def _produce_bytes(settings: Settings, topic_name: str, values: list[bytes]) -> None:
+    adapter = KafkaAdapter(settings.kafka_bootstrap_servers)
+    producer = adapter.producer()
+    for value in values:
+        producer.send(topic_name, key=b"S0001", value=value)
+    producer.flush()
+    producer.close()
+    adapter.close()
+
+
+def _letters(settings: Settings) -> list[DeadLetter]:
+    adapter = KafkaAdapter(settings.kafka_bootstrap_servers)
+    try:
+        return [DeadLetter.model_validate_json(record.value)
+                for record in adapter.read(adapter.partitions_for(DEAD_LETTERS)) if record.value is not None]
+    finally:
+        adapter.close()
 
 
 def _expected(settings: Settings, events: WorldEvents) -> tuple[dict[str, ShelfState], dict[str, ShelfBatchState]]:
@@ -177,10 +196,13 @@ def test_kill_9_mid_stream_loses_and_repeats_nothing(stack: Settings) -> None:
 def test_a_failed_query_restarts_from_its_last_commit_without_applying_twice(scratch_dir: Path) -> None:
     """Each state query that gets records fails once after applying and publishing a batch and before committing
     it: the runner restarts the query from its last commit (the state apps' state from Spark's state store), so the
-    replayed batch counts once."""
+    replayed batch counts once, and the dead letters it published (of records sent first, so in the batch that
+    fails) are not sent again."""
     with initialised_stack(isolated_settings(scratch_dir, max_offsets_per_trigger=1000,
                                              crash_point=FAIL_AFTER_PUBLISH)) as settings:
         events = _world_events(settings, hours=3)  # enough for every state app to get records
+        bad = [f"not a shelf event {n}" for n in range(3)]
+        _produce_bytes(settings, "shelf_events", [text.encode() for text in bad])
         _produce(settings, events)
         shelves, lots = _expected(settings, events)
         log = settings.run_dir / "spark-drill.log"
@@ -201,3 +223,4 @@ def test_a_failed_query_restarts_from_its_last_commit_without_applying_twice(scr
         assert drilled == sorted(f"drill-{name}" for name in drills)
         assert log.read_text().count("restarting it from its checkpoint") == len(drills)
         assert len(_rows(settings, "raw_shelf_events")) == len(events.shelf_events)
+        assert sorted(letter.raw for letter in _letters(settings)) == bad  # each once
