@@ -422,12 +422,14 @@ def bench_cluster(base: Settings, days: int = 1, step_seconds: int = 3600, worke
     from smartshelf.runtime.sim import run_sim
 
     runs: dict[str, dict[str, object]] = {}
+    walls: dict[str, float] = {}
     for mode, count in (("local", 0), ("cluster", workers)):
         settings = base.model_copy(update={"step_seconds": step_seconds, "spark_workers": count})
         summary = run_sim(settings, days, base.sim_seed, None, fast=True)
         if not summary["checks_ok"]:
             raise AssertionError(f"bench cluster: the {mode} run's checks failed: {summary}")
-        runs[mode] = {"wall_s": summary["wall_s"], "events": summary["events"], "digest": summary["digest"]}
+        walls[mode] = float(summary["wall_s"])  # type: ignore[arg-type]
+        runs[mode] = {"wall_s": walls[mode], "events": summary["events"], "digest": summary["digest"]}
     local, cluster = runs["local"], runs["cluster"]
     return {
         "benchmark": "cluster",
@@ -438,14 +440,9 @@ def bench_cluster(base: Settings, days: int = 1, step_seconds: int = 3600, worke
         "local": local,
         "cluster": cluster,
         "same_digest": local["digest"] == cluster["digest"],
-        "cluster_over_local_wall": round(_float(cluster["wall_s"]) / _float(local["wall_s"]), 2),
+        "cluster_over_local_wall": round(walls["cluster"] / walls["local"], 2),
         "note": "wall time includes starting each scratch stack (the cluster's master and workers too)",
     }
-
-
-def _float(value: object) -> float:
-    assert isinstance(value, (int, float)), value
-    return float(value)
 
 
 def _train_on_the_lake(settings: Settings, holdout_days: int) -> dict[str, object]:
@@ -810,8 +807,8 @@ def _sensor_payloads(count: int) -> list[tuple[bytes, bytes]]:
 
 
 BENCHMARKS = {"broker": bench_broker, "producers": bench_producers, "spark": bench_spark, "sim": bench_sim,
-              "cluster": bench_cluster, "connect": bench_connect, "dashboard": bench_dashboard, "ml": bench_ml, "whatif": bench_whatif,
-              "risk": bench_risk, "api": bench_api}
+              "cluster": bench_cluster, "connect": bench_connect, "dashboard": bench_dashboard, "ml": bench_ml,
+              "whatif": bench_whatif, "risk": bench_risk, "api": bench_api}
 
 
 def write_result(metrics_dir: Path, result: dict[str, object]) -> Path:

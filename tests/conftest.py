@@ -35,6 +35,17 @@ def latest_in_topic(settings: Settings, topic_name: str) -> dict[str, BaseModel]
     return latest
 
 
+def values_in_topic(settings: Settings, topic_name: str) -> list[BaseModel]:
+    """Every value on a topic, in the order of its partitions (tombstones left out)."""
+    adapter = KafkaAdapter(settings.kafka_bootstrap_servers)
+    try:
+        schema = topic(topic_name).schema
+        return [schema.model_validate_json(record.value)
+                for record in adapter.read(adapter.partitions_for(topic_name)) if record.value is not None]
+    finally:
+        adapter.close()
+
+
 def settings_env(settings: Settings) -> dict[str, str]:
     """The environment that makes a subprocess (the CLI, an app) see the same settings."""
     return {**os.environ, **settings.as_env()}

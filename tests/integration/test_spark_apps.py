@@ -27,7 +27,7 @@ from smartshelf.settings import REPO_ROOT, Settings
 from smartshelf.streaming.apps import all_apps
 from smartshelf.streaming.keyed_query import EXIT_AFTER_PUBLISH_KEYED
 from smartshelf.streaming.runner import start_query
-from tests.conftest import initialised_stack, isolated_settings, latest_in_topic, settings_env
+from tests.conftest import initialised_stack, isolated_settings, latest_in_topic, settings_env, values_in_topic
 
 T0 = datetime(2025, 1, 1, 9)
 
@@ -127,10 +127,7 @@ def test_scripted_events_give_the_predicted_state(spark_stack: Settings) -> None
     assert sorted(e.event_id for e in raw) == sorted([e.event_id for e in events] + ["ghost", "new-1"])
     assert len(delta.read_rows(delta.table_path(settings.delta_dir, table("raw_foot_traffic")),
                                FootTrafficEvent)) == 25
-    kafka = KafkaAdapter(settings.kafka_bootstrap_servers)
-    letters = [topic("dead_letters").schema.model_validate_json(r.value)
-               for r in kafka.read(kafka.partitions_for("dead_letters"))]
-    kafka.close()
+    letters = values_in_topic(settings, "dead_letters")
     assert sorted(letter.source for letter in letters) == ["shelf_events", "shelf_events"]
     assert any("not JSON" in letter.reason for letter in letters)
     assert any("unknown shelf 'NOPE'" in letter.reason for letter in letters)
