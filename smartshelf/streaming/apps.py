@@ -3,8 +3,9 @@
 The state apps (shelf-aggregator, batch-state-updater, wh-aggregator, wh-batch-state-updater) keep their state
 per shelf in Spark's state store: their rules run per key in the executors (smartshelf.streaming.keyed,
 smartshelf.streaming.keyed_query). The lake sink mirrors the topics to the Delta lake, the state apps' state
-topics among them (their cleansed tables). The closed loop's apps (smartshelf.streaming.loop_apps) keep theirs
-on the driver and follow the commit protocol of smartshelf.streaming.commit.
+topics among them (their cleansed tables). The closed loop's apps whose rule decides about one shelf at a time
+keep theirs in the state store too (smartshelf.streaming.keyed_loop); the others (smartshelf.streaming.loop_apps)
+keep theirs on the driver and follow the commit protocol of smartshelf.streaming.commit.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from smartshelf.settings import Settings
 from smartshelf.streaming.batch import BatchIO, BatchOutput, Received
 from smartshelf.streaming.commit import CommitIO
 from smartshelf.streaming.keyed import Changes, KeyedApp, Step
+from smartshelf.streaming.keyed_loop import KEYED_LOOP_APP_CLASSES, KeyedLoopApp
 from smartshelf.streaming.loop_apps import loop_apps
 
 if TYPE_CHECKING:
@@ -271,10 +273,11 @@ def lake_tables() -> dict[str, Table]:
 STATE_APPS = ("lake-sink", "shelf-aggregator", "batch-state-updater", "wh-aggregator", "wh-batch-state-updater")
 
 
-def all_apps() -> dict[str, StreamingApp | KeyedApp]:
-    twin: list[StreamingApp | KeyedApp] = [*(cls() for cls in KEYED_APP_CLASSES), *loop_apps()]
+def all_apps() -> dict[str, StreamingApp | KeyedApp | KeyedLoopApp]:
+    twin: list[StreamingApp | KeyedApp | KeyedLoopApp] = [*(cls() for cls in KEYED_APP_CLASSES),
+                                                          *(cls() for cls in KEYED_LOOP_APP_CLASSES), *loop_apps()]
     validated = {name for app in twin for name in app.validates}
     # the lake reports the invalid records of the topics no twin app validates
     unvalidated = tuple(name for name in sorted(lake_tables()) if name not in validated)
-    apps: list[StreamingApp | KeyedApp] = [*twin, LakeSink(unvalidated)]
+    apps: list[StreamingApp | KeyedApp | KeyedLoopApp] = [*twin, LakeSink(unvalidated)]
     return {app.name: app for app in apps}

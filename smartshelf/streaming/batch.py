@@ -86,47 +86,50 @@ class PublishedTopics(Protocol):
     def published_ids(self, since: dict[str, int]) -> dict[str, set[str]]: ...
 
 
-class LetterNotes:
-    """A query's dead letters published once per batch, though Spark runs a batch again when its earlier attempt
-    died after publishing and before Spark's commit (letters carry no id, so the topic cannot tell). Before a
-    batch's first letters go out, where dead_letters ends is noted in `folder` (a file named by the batch id); an
-    attempt that finds its batch's note reads back what was published since and sends only the letters not
-    among them (`letter_id`). Spark starts a batch after committing the one before, so older notes go."""
+class OutputNotes:
+    """A query's records of the `watched` topics published once per batch, though Spark runs a batch again when its
+    earlier attempt died after publishing and before Spark's commit: dead letters (they carry no id, so the topic
+    cannot tell) and the append-only outputs of the apps whose state Spark commits (smartshelf.streaming.keyed_loop).
+    Before a batch's first watched record goes out, where each watched topic ends is noted in `folder` (a file named
+    by the batch id); an attempt that finds its batch's note reads back what was published since and sends only the
+    records not among them (`record_id`). Spark starts a batch after committing the one before, so older notes go."""
 
-    def __init__(self, folder: Path, topics: PublishedTopics) -> None:
-        self.folder, self.topics = folder, topics
+    def __init__(self, folder: Path, topics: PublishedTopics, watched: Collection[str] = (DEAD_LETTERS,)) -> None:
+        self.folder, self.topics, self.watched = folder, topics, sorted(watched)
         self.batch_id: int | None = None
         self.noted = False  # this attempt has found or written its batch's note
-        self.sent_before: set[str] = set()  # the letters an earlier attempt at this batch published
+        self.sent_before: dict[str, set[str]] = {}  # per topic, the records an earlier attempt at this batch published
 
     def begin(self, batch_id: int) -> None:
         """An attempt at batch `batch_id` starts (each foreachBatch call is one)."""
-        self.batch_id, self.noted, self.sent_before = batch_id, False, set()
+        self.batch_id, self.noted, self.sent_before = batch_id, False, {}
         if self.folder.is_dir():
             for note in self.folder.iterdir():
                 if not note.name.isdigit() or int(note.name) < batch_id:
                     note.unlink()
 
-    def unsent(self, letters: Sequence[BaseModel]) -> list[BaseModel]:
-        """The letters to send now: all of them, but those an earlier attempt at this batch sent."""
-        if not letters or self.batch_id is None:
-            return list(letters)
+    def unsent(self, topic_name: str, values: Sequence[BaseModel]) -> list[BaseModel]:
+        """The records of a topic to send now: all of them, but the watched ones an earlier attempt at this batch
+        sent."""
+        if not values or self.batch_id is None or topic_name not in self.watched:
+            return list(values)
         if not self.noted:
             note = self.folder / str(self.batch_id)
             if note.exists():
-                self.sent_before = self.topics.published_ids(json.loads(note.read_text())).get(DEAD_LETTERS, set())
+                self.sent_before = self.topics.published_ids(json.loads(note.read_text()))
             else:
                 self.folder.mkdir(parents=True, exist_ok=True)
                 written = note.with_name(f"{note.name}.new")
-                written.write_text(json.dumps(self.topics.end_offsets([DEAD_LETTERS])))
+                written.write_text(json.dumps(self.topics.end_offsets(self.watched)))
                 os.replace(written, note)  # a note is whole or absent
             self.noted = True
-        return [letter for letter in letters if record_id(DEAD_LETTERS, letter) not in self.sent_before]
+        sent = self.sent_before.get(topic_name, set())
+        return [value for value in values if record_id(topic_name, value) not in sent]
 
 
-def letter_notes_dir(settings: Settings, query_name: str) -> Path:
+def output_notes_dir(settings: Settings, query_name: str) -> Path:
     checkpoint = checkpoint_dir(settings, query_name)
-    return checkpoint.with_name(f"{checkpoint.name}.letters")
+    return checkpoint.with_name(f"{checkpoint.name}.sent")
 
 
 class BatchIO:
@@ -140,11 +143,11 @@ class BatchIO:
         self.producer = self.kafka.producer()
         self.clock = SimClock(redis_client(settings))
         self.maintenance = delta.Maintenance(settings.delta_maintain_every)
-        self.letters = LetterNotes(letter_notes_dir(settings, app_name), self)
+        self.notes = OutputNotes(output_notes_dir(settings, app_name), self)
 
     def begin(self, batch_id: int) -> None:
         """A foreachBatch call of the query starts: an attempt at batch `batch_id`."""
-        self.letters.begin(batch_id)
+        self.notes.begin(batch_id)
 
     def decode(self, rows: list[SourceRecord], batch_time: datetime, validates: Collection[str]
                ) -> tuple[list[Received], BatchOutput]:
@@ -179,9 +182,8 @@ class BatchIO:
     def publish(self, output: BatchOutput) -> None:
         """Send and wait for the broker: state topics are compacted (a replayed batch republishes the same
         values), append-only outputs carry deterministic ids (a replay's duplicates are recognisable), dead
-        letters go once per batch (`LetterNotes`)."""
-        records = {name: self.letters.unsent(values) if name == DEAD_LETTERS else values
-                   for name, values in output.records.items()}
+        letters go once per batch (`OutputNotes`)."""
+        records = {name: self.notes.unsent(name, values) for name, values in output.records.items()}
         self.producer.send_and_wait(outgoing_record(topic_name, value)
                                     for topic_name, values in records.items() for value in values)
 

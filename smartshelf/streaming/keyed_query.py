@@ -1,18 +1,19 @@
-"""The keyed query: the state apps of smartshelf.streaming.keyed in one streaming query whose state lives in
-Spark's state store (RocksDB), grouped by shelf (the Kafka key, or each shelf a till's transaction sells from)
-hashed into KEYED_BUCKETS buckets, so the work and the state spread over the executors of a cluster like any
-keyed aggregation.
+"""The keyed query: the state apps of smartshelf.streaming.keyed and the loop apps of smartshelf.streaming.keyed_loop
+in one streaming query whose state lives in Spark's state store (RocksDB), grouped by shelf (the Kafka key or its
+first part, or each shelf a till's transaction sells from) hashed into KEYED_BUCKETS buckets, so the work and the
+state spread over the executors of a cluster like any keyed aggregation. A clock tick goes to every bucket.
 
-    Kafka ─► one row per shelf of a record ─► groupBy(bucket of the shelf)
+    Kafka ─► one row per shelf of a record (per bucket of a tick) ─► groupBy(bucket of the shelf)
           ─► transformWithState (KeyedStateProcessor: keyed.apply_bucket, each shelf's records applied to that
-             shelf's state; the store's opening state is the initial state of each bucket)
-          ─► foreachBatch on the driver: the changed keys to their compacted topics, the letters to dead_letters,
-             how far each app has read to the lockstep clock
+             shelf's state; keyed_loop.apply_views, each loop app's rule over the bucket's view; the store's opening
+             state is the initial state of each bucket)
+          ─► foreachBatch on the driver: the changed keys to their compacted topics, the loop apps' records to
+             theirs, the letters to dead_letters, how far each app has read to the lockstep clock
 
 Only what a sink must see reaches the driver: the changed keys and the letters of a batch, not its records nor the
 state. Exactly once: the state and the offsets are committed together by Spark's checkpoint; a batch that fails
 before its commit is run again from the state before it and gives the same values, which the compacted topics take
-again (the letters its earlier attempt published are not sent again: batch.LetterNotes). The first batch (batch 0,
+again (the letters and append-only records its earlier attempt published are not sent again: batch.OutputNotes). The first batch (batch 0,
 also when run again) publishes every key's opening state before its changes, so every shelf, lot and warehouse item
 is in its topic, and so in PostgreSQL and the lake, from the first minute. The Delta tables of these states
 (`cleansed/*`) are the lake sink's merges of their topics: written in proportion to what changed.
@@ -27,22 +28,26 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
 from pyspark.sql import DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StatefulProcessor, StatefulProcessorHandle, StreamingQuery
 
+from smartshelf import loop
 from smartshelf.adapters.kafka import Outgoing
 from smartshelf.adapters.spark import checkpoint_dir, kafka_options
 from smartshelf.errors import SmartShelfError
 from smartshelf.ingress import dead_letter
-from smartshelf.registry import DEAD_LETTERS
+from smartshelf.registry import DEAD_LETTERS, KEY_SEPARATOR, topic
+from smartshelf.policies import warehouse_capacity
 from smartshelf.schemas import ShelfState
 from smartshelf.settings import Settings
 from smartshelf.store import StoreData, clock_start
 from smartshelf.streaming.apps import RiskScoring, ShelfAggregator
-from smartshelf.streaming.batch import BatchIO, outgoing_record
+from smartshelf.streaming.batch import BatchIO, OutputNotes, outgoing_record, output_notes_dir, record_id
 from smartshelf.streaming.commit import FAIL_AFTER_PUBLISH
-from smartshelf.streaming.keyed import STATE, GroupTexts, KeyedApp, KeyedRecord, apply_bucket, bucket_of
+from smartshelf.streaming.keyed import LETTER, STATE, GroupTexts, KeyedApp, KeyedRecord, apply_bucket, bucket_of
+from smartshelf.streaming.keyed_loop import RECORD, KeyedLoopApp, apply_views, opening_views
 
 # the processor's rows: keyed.OutputRow
 OUTPUT_SCHEMA = ("app string, kind string, topic string, `partition` int, `offset` long, key string, value binary, "
@@ -50,34 +55,52 @@ OUTPUT_SCHEMA = ("app string, kind string, topic string, `partition` int, `offse
 OUTPUT_COLUMNS = [field.strip().split(" ")[0].strip("`") for field in OUTPUT_SCHEMA.split(",")]
 STATE_SCHEMA = "value string"
 SPREAD_SCHEMA = "items array<struct<shelf_id: string>>"  # what names a spread record's shelves (keyed.shelves_named)
-INITIAL_SCHEMA = "bucket long, value string"
+INITIAL_SCHEMA = "bucket long, value string, views string"
 # failure drill (SMARTSHELF_CRASH_POINT): the driver dies once per run after publishing a batch's outputs, before
 # Spark commits the batch (FAIL_AFTER_PUBLISH of smartshelf.streaming.commit applies here too)
 EXIT_AFTER_PUBLISH_KEYED = "spark.keyed_exit_after_publish"
 
 
 class KeyedStateProcessor(StatefulProcessor):
-    """One bucket of shelves' state in every keyed app, as one value of the state store: {shelf: {app: {state key:
-    value JSON}}}, read once and written once per batch that changes it (each state store access is a round trip
-    between the Python worker and the JVM: per bucket, not per shelf)."""
+    """One bucket of shelves' state, as two values of the state store: the keyed apps' {shelf: {app: {state key:
+    value JSON}}}, and the loop apps' {app: view JSON}; each read once and written once per batch that changes it
+    (each state store access is a round trip between the Python worker and the JVM: per bucket, not per shelf)."""
 
-    def __init__(self, apps: list[KeyedApp]) -> None:
-        self.apps = apps
+    def __init__(self, apps: list[KeyedApp], loop_apps: list[KeyedLoopApp]) -> None:
+        self.apps, self.loop_apps = apps, loop_apps
+        self.app_topics = {t for app in apps for t in app.topics}
+        self.loop_topics = {t for app in loop_apps for t in app.topics}
 
     def init(self, handle: StatefulProcessorHandle) -> None:
         self.state = handle.getValueState("groups", STATE_SCHEMA)
+        self.views = handle.getValueState("views", STATE_SCHEMA)
 
     def handleInputRows(self, key: Any, rows: Iterator[Row], timerValues: Any) -> Iterator[Row]:
-        stored = self.state.get()
-        groups = json.loads(stored[0]) if stored else {}
-        changed, out = apply_bucket(self.apps, groups, ((r.group_key, KeyedRecord(r.topic, r.partition, r.offset,
-                                                                                  r.value, r.reports)) for r in rows))
-        if changed:
-            self.state.update((json.dumps(groups, sort_keys=True),))
+        records = [(r.group_key, KeyedRecord(r.topic, r.partition, r.offset, r.value, r.reports)) for r in rows]
+        out = []
+        mine = [(group, record) for group, record in records if record.topic in self.app_topics]
+        if mine:
+            stored = self.state.get()
+            groups = json.loads(stored[0]) if stored else {}
+            changed, rows_out = apply_bucket(self.apps, groups, mine)
+            if changed:
+                self.state.update((json.dumps(groups, sort_keys=True),))
+            out += rows_out
+        mine = [(group, record) for group, record in records if record.topic in self.loop_topics]
+        if mine:
+            stored = self.views.get()
+            views = json.loads(stored[0]) if stored else {}
+            changed, rows_out = apply_views(self.loop_apps, views, mine)
+            if changed:
+                self.views.update((json.dumps(views, sort_keys=True),))
+            out += rows_out
         yield from (Row(**dict(zip(OUTPUT_COLUMNS, row, strict=True))) for row in out)
 
     def handleInitialState(self, key: Any, initialState: Row, timerValues: Any) -> None:
-        self.state.update((initialState.value,))
+        if initialState.value is not None:
+            self.state.update((initialState.value,))
+        if initialState.views is not None:
+            self.views.update((initialState.views,))
 
     def close(self) -> None:
         pass
@@ -89,13 +112,18 @@ def opening_rows(apps: list[KeyedApp], store: StoreData, start: datetime) -> lis
             for app in apps for value in app.initial(store, start)]
 
 
-def initial_buckets(opening: list[tuple[str, str, str, str]], buckets: int) -> list[tuple[int, str]]:
-    """The opening state as the processor keeps it: (bucket, {group: {app: {state key: value JSON}}} as JSON)."""
+def initial_buckets(opening: list[tuple[str, str, str, str]], buckets: int,
+                    views: dict[int, dict[str, str]] | None = None) -> list[tuple[int, str | None, str | None]]:
+    """The opening state as the processor keeps it: (bucket, {group: {app: {state key: value JSON}}} as JSON, the
+    loop apps' {app: view JSON} as JSON), None where a bucket starts without one of them."""
     stored: dict[int, dict[str, GroupTexts]] = {}
     for app_name, group, state_key, value in opening:
         stored.setdefault(bucket_of(group, buckets), {}).setdefault(group, {}).setdefault(app_name, {})[
             state_key] = value
-    return [(bucket, json.dumps(groups, sort_keys=True)) for bucket, groups in sorted(stored.items())]
+    views = views or {}
+    return [(bucket, json.dumps(stored[bucket], sort_keys=True) if bucket in stored else None,
+             json.dumps(views[bucket], sort_keys=True) if bucket in views else None)
+            for bucket in sorted({*stored, *views})]
 
 
 def batch_ends(checkpoint: Path, batch_id: int) -> dict[tuple[str, int], int]:
@@ -123,17 +151,27 @@ def keep_buckets(checkpoint: Path, buckets: int) -> None:
         marker.write_text(f"{buckets}\n")
 
 
-def start_keyed(spark: SparkSession, settings: Settings, name: str, apps: list[KeyedApp], io: BatchIO,
-                store: StoreData) -> StreamingQuery:
-    """The keyed apps `apps` as one query named `name`."""
+def start_keyed(spark: SparkSession, settings: Settings, name: str, apps: list[KeyedApp | KeyedLoopApp],
+                io: BatchIO, store: StoreData) -> StreamingQuery:
+    """The keyed apps and keyed loop apps `apps` as one query named `name`."""
     start = clock_start(store, settings.sim_start)
+    state_apps = [app for app in apps if isinstance(app, KeyedApp)]
+    loop_apps = [app for app in apps if isinstance(app, KeyedLoopApp)]
     for app in apps:
-        app.sim_start = settings.sim_start
         io.clock.register_offset_participant(app.name, app.topics)
-    opening = opening_rows(apps, store, start)
+    for state_app in state_apps:
+        state_app.sim_start = settings.sim_start
+    if loop_apps:
+        config = loop_config(settings, store)
+        for loop_app in loop_apps:
+            loop_app.config, loop_app.ops_hour = config, settings.store_ops_hour
+    opening = opening_rows(state_apps, store, start)
     checkpoint = checkpoint_dir(settings, name)
     keep_buckets(checkpoint, settings.keyed_buckets)
-    by_name = {app.name: app for app in apps}
+    by_name = {app.name: app for app in state_apps}
+    # what a batch run again must not publish twice: the letters, and the loop apps' append-only records
+    io.notes = OutputNotes(output_notes_dir(settings, name), io, {DEAD_LETTERS, *(
+        output for app in loop_apps for output in app.outputs if not topic(output).compacted)})
 
     risk = RiskScoring(settings) if ShelfAggregator.name in by_name else None
 
@@ -142,12 +180,8 @@ def start_keyed(spark: SparkSession, settings: Settings, name: str, apps: list[K
         rows = sorted(frame.toArrow().to_pylist(), key=_publish_order)
         outgoing = [Outgoing(by_name[a].state_topic().name, key.encode(), value.encode())
                     for a, _, key, value in opening] if batch_id == 0 else []
-        outgoing += [Outgoing(row["topic"], row["key"].encode(), row["value"])
-                     for row in rows if row["kind"] == STATE]
-        now = io.now()
-        letters = [dead_letter(row["topic"], row["value"], row["reason"], now, row["partition"], row["offset"])
-                   for row in rows if row["kind"] != STATE]
-        outgoing += [outgoing_record(DEAD_LETTERS, letter) for letter in io.letters.unsent(letters)]
+        outgoing += [Outgoing(row["topic"], row["key"].encode(), row["value"]) for row in rows if row["kind"] == STATE]
+        outgoing += [outgoing_record(name, value) for name, values in _unsent(io, rows).items() for value in values]
         io.producer.send_and_wait(outgoing)
         if risk is not None:
             shelves = [ShelfState.model_validate_json(row["value"]) for row in rows
@@ -159,34 +193,75 @@ def start_keyed(spark: SparkSession, settings: Settings, name: str, apps: list[K
         for app in apps:
             io.clock.offsets_done(app.name, {tp: end for tp, end in ends.items() if tp[0] in app.topics})
 
-    return (keyed_frame(spark, settings, apps, opening).writeStream.queryName(name).outputMode("append")
+    frame = keyed_frame(spark, settings, state_apps, loop_apps, opening,
+                        opening_views(loop_apps, store, start, settings.keyed_buckets))
+    return (frame.writeStream.queryName(name).outputMode("append")
             .foreachBatch(each_batch).option("checkpointLocation", str(checkpoint))
             .trigger(processingTime=f"{settings.spark_trigger_ms} milliseconds").start())
 
 
-def keyed_frame(spark: SparkSession, settings: Settings, apps: list[KeyedApp],
-                opening: list[tuple[str, str, str, str]]) -> DataFrame:
-    """The apps' topics through the processor, grouped by the bucket of their shelf: a record's Kafka key, or each
-    shelf a spread record names (only the first shelf's group reports it if it is invalid)."""
-    topics = sorted({t for app in apps for t in app.topics})
+def loop_config(settings: Settings, store: StoreData) -> loop.StoreConfig:
+    """The policies and profiles as the loop apps start with them (the policies that come later are in their
+    views)."""
+    from smartshelf.runtime.jobs import load_config
+
+    # the warehouse's capacities scale the default policy of an item whose policy row is missing
+    return loop.StoreConfig.from_tables(load_config(settings), warehouse_capacity(store))
+
+
+def _unsent(io: BatchIO, rows: list[dict[str, Any]]) -> dict[str, list[BaseModel]]:
+    """A batch's loop app records and letters (one per record and reason: a tick reaches every bucket), topic by
+    topic, without what an earlier attempt at the batch sent (OutputNotes)."""
+    now = io.now()
+    records: dict[str, list[BaseModel]] = {}
+    letters: dict[str, BaseModel] = {}
+    for row in rows:
+        if row["kind"] == LETTER:
+            letter = dead_letter(row["topic"], row["value"], row["reason"], now, row["partition"], row["offset"])
+            letters.setdefault(record_id(DEAD_LETTERS, letter), letter)
+        elif row["kind"] == RECORD:
+            value = topic(row["topic"]).schema.model_validate_json(row["value"])
+            if row["topic"] == DEAD_LETTERS:  # a rule's own letter (e.g. an expired lot of a shelf without profile)
+                letters.setdefault(record_id(DEAD_LETTERS, value), value)
+            else:
+                records.setdefault(row["topic"], []).append(value)
+    records[DEAD_LETTERS] = list(letters.values())
+    return {name: kept for name, values in records.items() if (kept := io.notes.unsent(name, values))}
+
+
+def keyed_frame(spark: SparkSession, settings: Settings, apps: list[KeyedApp], loop_apps: list[KeyedLoopApp],
+                opening: list[tuple[str, str, str, str]], views: dict[int, dict[str, str]]) -> DataFrame:
+    """The apps' topics through the processor, grouped by the bucket of their shelf: a record's Kafka key (its first
+    part for a topic keyed by shelf and more), or each shelf a spread record names (only the first shelf's group
+    reports it if it is invalid); a broadcast record (a tick) to every bucket (bucket 0's reports it)."""
+    topics = sorted({t for app in [*apps, *loop_apps] for t in app.topics})
     spread = sorted({t for app in apps for t in app.spread})
+    broadcast = sorted({t for app in loop_apps for t in app.broadcast})
+    by_shelf = [t for t in topics if len(topic(t).key) > 1 and topic(t).key[0] == "shelf_id"]
     source = spark.readStream.format("kafka").options(**kafka_options(settings, topics)).load()
     kafka_key = F.coalesce(F.col("key").cast("string"), F.lit(""))
     lines = F.from_json(F.col("value").cast("string"), SPREAD_SCHEMA)["items"]
     # a spread record goes to each shelf it names (distinct, sorted: keyed.shelves_named); one whose shelves cannot
     # be read goes to its Kafka key's group, which reports it as invalid
+    shelf_key = F.when(F.col("topic").isin(by_shelf), F.substring_index(kafka_key, KEY_SEPARATOR, 1)) \
+        .otherwise(kafka_key)
     named = F.when(F.col("topic").isin(spread), F.array_sort(F.array_distinct(F.transform(
-        lines, lambda line: line["shelf_id"])))).otherwise(F.array(kafka_key))
+        lines, lambda line: line["shelf_id"])))).otherwise(F.array(shelf_key))
     records = source.select("topic", "partition", "offset", "value", kafka_key.alias("kafka_key"),
                             F.posexplode_outer(named).alias("line", "shelf"))
     group_key = F.coalesce(F.col("shelf"), F.col("kafka_key"))
-    bucket = F.pmod(F.crc32(group_key.cast("binary")), F.lit(settings.keyed_buckets))  # = keyed.bucket_of
-    grouped = (records.select(bucket.alias("bucket"), group_key.alias("group_key"), "topic", "partition", "offset",
-                              "value", F.coalesce(F.col("line") == 0, F.lit(True)).alias("reports"))
-               .groupBy("bucket"))
-    opening_buckets = initial_buckets(opening, settings.keyed_buckets)
-    initial = spark.createDataFrame(opening_buckets, INITIAL_SCHEMA).groupBy("bucket")
-    return grouped.transformWithState(KeyedStateProcessor(apps), OUTPUT_SCHEMA, "Append", "None",
+    own_bucket = F.pmod(F.crc32(group_key.cast("binary")), F.lit(settings.keyed_buckets))  # = keyed.bucket_of
+    every_bucket = F.sequence(F.lit(0), F.lit(settings.keyed_buckets - 1)).cast("array<long>")
+    is_broadcast = F.col("topic").isin(broadcast)
+    by_bucket = records.select(F.explode(F.when(is_broadcast, every_bucket).otherwise(F.array(own_bucket)))
+                               .alias("bucket"), F.when(is_broadcast, F.lit("")).otherwise(group_key)
+                               .alias("group_key"), "topic", "partition", "offset", "value", "line")
+    reports = F.when(is_broadcast, F.col("bucket") == 0).otherwise(F.coalesce(F.col("line") == 0, F.lit(True)))
+    grouped = by_bucket.select("bucket", "group_key", "topic", "partition", "offset", "value",
+                               reports.alias("reports")).groupBy("bucket")
+    initial = spark.createDataFrame(initial_buckets(opening, settings.keyed_buckets, views),
+                                    INITIAL_SCHEMA).groupBy("bucket")
+    return grouped.transformWithState(KeyedStateProcessor(apps, loop_apps), OUTPUT_SCHEMA, "Append", "None",
                                       initialState=initial)
 
 

@@ -1,5 +1,6 @@
-"""The closed loop's streaming apps: alert engines, restock manager, refill bridge, supplier manager, discount
-manager, removal scheduler. Thin shells over smartshelf.loop.
+"""The closed loop's streaming apps that run on the driver: alert engines, restock manager, refill bridge, supplier
+manager. Thin shells over smartshelf.loop. (The discount manager and the removal scheduler, whose rules decide about
+one shelf at a time, keep their state in Spark's state store: smartshelf.streaming.keyed_loop.)
 
 Unlike the state apps, these publish events to append-only topics (alerts, wh_events, shelf_events), which a
 replayed batch must not duplicate. A loop app therefore keeps its whole state, and where its output topics
@@ -17,7 +18,7 @@ crash. Their consumers keep the ids they have applied (smartshelf.loop.AppliedCo
 from __future__ import annotations
 
 import json
-from datetime import date, datetime, time, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import ClassVar, Generic, TypeVar
 
@@ -28,7 +29,7 @@ from smartshelf import loop, rules
 from smartshelf.adapters import delta
 from smartshelf.policies import warehouse_capacity
 from smartshelf.registry import topic
-from smartshelf.schemas import (AppStateRow, ClockTick, ShelfBatchState, ShelfEvent, ShelfRestockPlan, ShelfState,
+from smartshelf.schemas import (AppStateRow, ClockTick, ShelfEvent, ShelfRestockPlan, ShelfState,
                                 SupplierOrder, WarehouseBatchState, WarehouseEvent, WarehouseState,
                                 WarehouseSupplierPlan)
 from smartshelf.store import clock_start
@@ -89,7 +90,7 @@ class LoopApp(CommittedApp, Generic[StateT]):
 
     def apply(self, io: CommitIO, received: list[Received]) -> dict[str, list[BaseModel]]:
         assert self.state is not None and self.config is not None
-        effects = self.apply_events(self.state, sorted(received, key=_time_order), self.config, io)
+        effects = self.apply_events(self.state, sorted(received, key=time_order), self.config, io)
         self.state_json = self.state.model_dump_json()
         self.dirty = self.state_json != self.committed_state
         return effects.records
@@ -107,7 +108,7 @@ class LoopApp(CommittedApp, Generic[StateT]):
                                                         output_ends=json.dumps(self.output_ends))])
 
 
-def _time_order(item: Received) -> tuple[datetime, int, str, int, int]:
+def time_order(item: Received) -> tuple[datetime, int, str, int, int]:
     """Events by simulated time; at the same time a clock tick last (it says everything up to then is in)."""
     record = item.record
     ts = getattr(record, "ts", None) or getattr(record, "updated_ts", None) or getattr(record, "last_event_ts", None) \
@@ -219,10 +220,6 @@ def _initial_wh_lots(io: CommitIO) -> dict[str, WarehouseBatchState]:
     return {loop.lot_key(lot): lot for lot in _initial(io).wh_lots}
 
 
-def _initial_shelf_lots(io: CommitIO) -> dict[str, ShelfBatchState]:
-    return {loop.lot_key(lot): lot for lot in _initial(io).shelf_lots}
-
-
 class ShelfRestockManager(LoopApp[WarehouseLots]):
     """shelf_restock_plan (planned) → wh_events (wh_out), warehouse lots picked FIFO by expiry."""
 
@@ -315,78 +312,6 @@ class WarehouseSupplierManager(LoopApp[SupplierState]):
         return effects
 
 
-class ShelfLotsView(BaseModel):
-    shelf_lots: dict[str, ShelfBatchState] = Field(default_factory=dict)
-    wh_lots: dict[str, WarehouseBatchState] = Field(default_factory=dict)
-    last_run: date | None = None
-
-
-def _follow_lots(view: ShelfLotsView, record: BaseModel) -> None:
-    if isinstance(record, ShelfBatchState):
-        view.shelf_lots[loop.lot_key(record)] = record
-    elif isinstance(record, WarehouseBatchState):
-        view.wh_lots[loop.lot_key(record)] = record
-
-
-class DailyDiscountManager(LoopApp[ShelfLotsView]):
-    """shelf_batch_state + the clock → daily_discounts for shelves holding near-expiry lots, at STORE_OPS_HOUR;
-    a near_expiry alert per lot. The world's tills apply the day's discounts."""
-
-    name = "daily-discount-manager"
-    validates = ("shelf_batch_state",)
-    policies = ("shelf_policies",)  # near-expiry days and discount
-    topics = ("shelf_batch_state", "clock_ticks", *policies)
-    outputs = ("alerts", "daily_discounts")
-    state_model = ShelfLotsView
-
-    def initial(self, io: CommitIO) -> ShelfLotsView:
-        return ShelfLotsView(shelf_lots=_initial_shelf_lots(io))
-
-    def apply_events(self, state: ShelfLotsView, received: list[Received], config: loop.StoreConfig,
-                     io: CommitIO) -> loop.Effects:
-        effects = loop.Effects()
-        for item in received:
-            record = item.record
-            if isinstance(record, ClockTick):
-                day = loop.daily_run_due(state.last_run, record.ts, io.settings.store_ops_hour)
-                if day is not None:
-                    at = datetime.combine(day, time(io.settings.store_ops_hour))
-                    loop.near_expiry_discounts(state.shelf_lots.values(), day, at, config, effects)
-                    state.last_run = day
-            else:
-                _follow_lots(state, record)
-        return effects
-
-
-class RemovalScheduler(LoopApp[ShelfLotsView]):
-    """shelf_batch_state + wh_batch_state + the clock → at STORE_OPS_HOUR, expired lots leave the shelves (staff
-    pickups on shelf_events) and the warehouse (wh_removal on wh_events), each with an `expired` alert."""
-
-    name = "removal-scheduler"
-    validates = ("wh_batch_state",)
-    topics = ("shelf_batch_state", "wh_batch_state", "clock_ticks")
-    outputs = ("alerts", "shelf_events", "wh_events")
-    state_model = ShelfLotsView
-
-    def initial(self, io: CommitIO) -> ShelfLotsView:
-        return ShelfLotsView(shelf_lots=_initial_shelf_lots(io), wh_lots=_initial_wh_lots(io))
-
-    def apply_events(self, state: ShelfLotsView, received: list[Received], config: loop.StoreConfig,
-                     io: CommitIO) -> loop.Effects:
-        effects = loop.Effects()
-        for item in received:
-            record = item.record
-            if isinstance(record, ClockTick):
-                day = loop.daily_run_due(state.last_run, record.ts, io.settings.store_ops_hour)
-                if day is not None:
-                    at = datetime.combine(day, time(io.settings.store_ops_hour))
-                    loop.remove_expired(state.shelf_lots.values(), state.wh_lots.values(), day, at, config, effects)
-                    state.last_run = day
-            else:
-                _follow_lots(state, record)
-        return effects
-
-
 def loop_apps() -> list[LoopApp[BaseModel]]:
     return [ShelfAlertEngine(), WarehouseAlertEngine(), ShelfRestockManager(), ShelfRefillBridge(),  # type: ignore[list-item]
-            WarehouseSupplierManager(), DailyDiscountManager(), RemovalScheduler()]
+            WarehouseSupplierManager()]

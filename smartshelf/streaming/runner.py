@@ -31,6 +31,7 @@ from smartshelf.store import StoreData
 from smartshelf.streaming.apps import LakeSink, StreamingApp, all_apps
 from smartshelf.streaming.batch import BatchIO, SourceRecord, source_records
 from smartshelf.streaming.keyed import KeyedApp
+from smartshelf.streaming.keyed_loop import KeyedLoopApp
 from smartshelf.streaming.keyed_query import start_keyed
 from smartshelf.streaming.pulse import PULSE_APPS, LateCounter, pulse_app, report_read, start_pulse
 
@@ -66,7 +67,8 @@ class Failures:
 
 SHARED_QUERY = "smartshelf-apps"
 KEYED_QUERY = "smartshelf-keyed"
-App = StreamingApp | KeyedApp
+App = StreamingApp | KeyedApp | KeyedLoopApp
+KEYED = (KeyedApp, KeyedLoopApp)  # the apps whose state lives in Spark's state store: the keyed query's
 # the app that runs as a query of its own and that the lockstep clock does not wait for: its delta-spark commits
 # (~0.6-1 s each) would lengthen every tick; what reads the lake waits for it instead (smartshelf.runtime.sim)
 LAKE_SINK = LakeSink.name
@@ -83,11 +85,11 @@ def start_apps(spark: SparkSession, settings: Settings, name: str, apps: list[Ap
     """A query group of query_groups: keyed apps as the keyed query (it needs the store's opening state, loaded
     if not given), the others as a shared query."""
     io = io or BatchIO(settings, name, spark)
-    keyed = [app for app in apps if isinstance(app, KeyedApp)]
+    keyed = [app for app in apps if isinstance(app, KEYED)]
     if keyed:
         assert len(keyed) == len(apps), f"{name} mixes keyed and other apps"
         return start_keyed(spark, settings, name, keyed, io, store or _load_store(settings))
-    return start_group(spark, settings, name, [app for app in apps if not isinstance(app, KeyedApp)], io)
+    return start_group(spark, settings, name, [app for app in apps if not isinstance(app, KEYED)], io)
 
 
 def _load_store(settings: Settings) -> StoreData:
@@ -142,7 +144,7 @@ def query_groups(settings: Settings, apps: list[App]) -> dict[str, list[str]]:
     lengthening it)."""
     if settings.spark_query_per_app or len(apps) == 1:
         return {app.name: [app.name] for app in apps}
-    keyed = [app.name for app in apps if isinstance(app, KeyedApp)]
+    keyed = [app.name for app in apps if isinstance(app, KEYED)]
     twin = [app.name for app in apps if app.name != LAKE_SINK and app.name not in keyed]
     return {**({KEYED_QUERY: keyed} if keyed else {}), **({SHARED_QUERY: twin} if twin else {}),
             **({LAKE_SINK: [LAKE_SINK]} if LAKE_SINK in {app.name for app in apps} else {})}
@@ -159,7 +161,7 @@ def run(settings: Settings, names: Iterable[str] | None = None) -> None:
     with life.beating():
         spark = spark_session(settings)
         ios = {name: BatchIO(settings, name, spark) for name in groups}
-        store = _load_store(settings) if pulse_names or any(isinstance(app, KeyedApp) for app in apps) else None
+        store = _load_store(settings) if pulse_names or any(isinstance(app, KEYED) for app in apps) else None
         starters = {name: _twin_starter(spark, settings, name, groups[name], ios[name], store) for name in groups
                     if name not in pulse_names}
         if pulse_names:

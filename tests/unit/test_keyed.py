@@ -141,7 +141,8 @@ def test_every_opening_key_belongs_to_its_shelfs_group() -> None:
     assert len(rows) == len(initial.shelves) + len(initial.warehouse) + len(initial.wh_lots)
     for app_name, group, state_key, value in rows:
         assert state_key.split("|")[0] == group and json.loads(value)["shelf_id"] == group, (app_name, state_key)
-    buckets = dict(initial_buckets(rows, 16))  # each shelf in its bucket, each app's keys in its shelf's state
+    buckets = {bucket: groups for bucket, groups, _ in initial_buckets(rows, 16)}  # each shelf in its bucket,
+    # each app's keys in its shelf's state
     assert {shelf_id for groups in buckets.values() for shelf_id in json.loads(groups)} == \
         {s.shelf_id for s in initial.shelves}
     assert all(bucket_of(shelf_id, 16) == bucket

@@ -9,6 +9,7 @@ from smartshelf.registry import table, topic
 from smartshelf.rules import InitialStates
 from smartshelf.streaming.apps import all_apps
 from smartshelf.streaming.keyed import KeyedApp
+from smartshelf.streaming.keyed_loop import KEYED_LOOP_APP_CLASSES, KeyedLoopApp
 
 
 def test_each_topic_read_has_one_validating_app() -> None:
@@ -38,8 +39,9 @@ def test_the_runner_shares_one_query_unless_asked_for_one_per_app() -> None:
 
     apps = list(all_apps().values())
     names = [app.name for app in apps]
-    keyed = [app.name for app in apps if isinstance(app, KeyedApp)]
-    assert keyed == ["shelf-aggregator", "batch-state-updater", "wh-aggregator", "wh-batch-state-updater"]
+    keyed = [app.name for app in apps if isinstance(app, (KeyedApp, KeyedLoopApp))]
+    assert keyed == ["shelf-aggregator", "batch-state-updater", "wh-aggregator", "wh-batch-state-updater",
+                     "daily-discount-manager", "removal-scheduler"]
     assert query_groups(Settings(), apps) == {KEYED_QUERY: keyed,
                                               SHARED_QUERY: [n for n in names if n != LAKE_SINK and n not in keyed],
                                               LAKE_SINK: [LAKE_SINK]}
@@ -51,6 +53,6 @@ def test_loop_apps_publish_only_to_topics_with_ids_or_compacted_ones() -> None:
     """A replayed loop batch drops what was already published by id; compacted outputs need no id."""
     from smartshelf.streaming.loop_apps import loop_apps
 
-    for app in loop_apps():
+    for app in [*loop_apps(), *(cls() for cls in KEYED_LOOP_APP_CLASSES)]:
         for name in app.outputs:
             assert topic(name).compacted or topic(name).id_field is not None, (app.name, name)
