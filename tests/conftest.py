@@ -13,6 +13,7 @@ import pytest
 from pydantic import BaseModel
 
 from smartshelf.adapters.kafka import KafkaAdapter
+from smartshelf.ingress import Rejection, parse_record
 from smartshelf.registry import topic
 from smartshelf.runtime import jobs, supervisor
 from smartshelf.runtime.scratch import make_run_dir, scratch_settings
@@ -35,13 +36,15 @@ def latest_in_topic(settings: Settings, topic_name: str) -> dict[str, BaseModel]
     return latest
 
 
-def values_in_topic(settings: Settings, topic_name: str) -> list[BaseModel]:
-    """Every value on a topic, in the order of its partitions (tombstones left out)."""
+def values_in_topic(settings: Settings, topic_name: str, valid_only: bool = False) -> list[BaseModel]:
+    """Every value on a topic, in the order of its partitions (tombstones left out; with `valid_only`, the records
+    its schema refuses too, which a test sent on purpose)."""
     adapter = KafkaAdapter(settings.kafka_bootstrap_servers)
     try:
-        schema = topic(topic_name).schema
-        return [schema.model_validate_json(record.value)
-                for record in adapter.read(adapter.partitions_for(topic_name)) if record.value is not None]
+        described = topic(topic_name)
+        parsed = [parse_record(described, record.value) if valid_only else described.schema.model_validate_json(
+            record.value) for record in adapter.read(adapter.partitions_for(topic_name)) if record.value is not None]
+        return [value for value in parsed if not isinstance(value, Rejection)]
     finally:
         adapter.close()
 

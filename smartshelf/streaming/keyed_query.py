@@ -10,12 +10,13 @@ state spread over the executors of a cluster like any keyed aggregation. A clock
           ─► foreachBatch on the driver: the changed keys to their compacted topics, the loop apps' records to
              theirs, the letters to dead_letters, how far each app has read to the lockstep clock
 
-Only what a sink must see reaches the driver: the changed keys and the letters of a batch, not its records nor the
-state. Exactly once: the state and the offsets are committed together by Spark's checkpoint; a batch that fails
-before its commit is run again from the state before it and gives the same values, which the compacted topics take
-again (the letters and append-only records its earlier attempt published are not sent again: batch.OutputNotes). The first batch (batch 0,
-also when run again) publishes every key's opening state before its changes, so every shelf, lot and warehouse item
-is in its topic, and so in PostgreSQL and the lake, from the first minute. The Delta tables of these states
+Only what a sink must see reaches the driver: the changed keys, the loop apps' records and the letters of a batch,
+not its records nor the state. Exactly once: the state and the offsets are committed together by Spark's checkpoint;
+a batch that fails before its commit is run again from the state before it and gives the same values, which the
+compacted topics take again (the letters and append-only records its earlier attempt published are not sent again:
+batch.OutputNotes). The first batch (batch 0, also when run again) publishes every state app's opening state before
+its changes, so every shelf, lot and warehouse item is in its topic, and so in PostgreSQL and the lake, from the
+first minute. The Delta tables of these states
 (`cleansed/*`) are the lake sink's merges of their topics: written in proportion to what changed.
 """
 
@@ -134,21 +135,27 @@ def batch_ends(checkpoint: Path, batch_id: int) -> dict[tuple[str, int], int]:
             for name, partitions in json.loads(line).items() for partition, offset in partitions.items()}
 
 
-def keep_buckets(checkpoint: Path, buckets: int) -> None:
-    """Record the bucket count of a new checkpoint beside it; refuse another count for an existing one (its state
-    is stored by bucket: other buckets would find other shelves' state)."""
+def keep_layout(checkpoint: Path, buckets: int, apps: list[str]) -> None:
+    """Record the bucket count and the apps of a new checkpoint beside it; refuse another count or other apps for an
+    existing one (its state is stored by bucket: other buckets would find other shelves' state; an app it did not
+    start with would start without its opening state, which Spark applies in a query's first batch only)."""
     marker = checkpoint.with_name(f"{checkpoint.name}.buckets")
     if marker.exists():
-        kept = int(marker.read_text())
-        if kept != buckets:
+        kept, *kept_apps = marker.read_text().splitlines()
+        if int(kept) != buckets:
             raise SmartShelfError(f"KEYED_BUCKETS={buckets}, but the checkpoint {checkpoint} keeps its state in "
                                   f"{kept} buckets: set KEYED_BUCKETS={kept}, or start a new run dir")
+        if kept_apps != [",".join(apps)]:
+            started = f"the apps {kept_apps[0]}" if kept_apps else "the apps of an earlier version"
+            raise SmartShelfError(f"the checkpoint {checkpoint} keeps the state of {started}, not of "
+                                  f"{','.join(apps)}: start a new run dir (`smartshelf down` and remove "
+                                  f"{checkpoint.parents[1]}), or run the apps it started with")
     elif (checkpoint / "commits").is_dir() and any((checkpoint / "commits").iterdir()):
         raise SmartShelfError(f"the checkpoint {checkpoint} was made before its state was bucketed: start a new run "
                               f"dir (`smartshelf down` and remove {checkpoint.parents[1]})")
     else:
         marker.parent.mkdir(parents=True, exist_ok=True)
-        marker.write_text(f"{buckets}\n")
+        marker.write_text(f"{buckets}\n{','.join(apps)}\n")
 
 
 def start_keyed(spark: SparkSession, settings: Settings, name: str, apps: list[KeyedApp | KeyedLoopApp],
@@ -167,7 +174,7 @@ def start_keyed(spark: SparkSession, settings: Settings, name: str, apps: list[K
             loop_app.config, loop_app.ops_hour = config, settings.store_ops_hour
     opening = opening_rows(state_apps, store, start)
     checkpoint = checkpoint_dir(settings, name)
-    keep_buckets(checkpoint, settings.keyed_buckets)
+    keep_layout(checkpoint, settings.keyed_buckets, [app.name for app in apps])
     by_name = {app.name: app for app in state_apps}
     # what a batch run again must not publish twice: the letters, and the loop apps' append-only records
     io.notes = OutputNotes(output_notes_dir(settings, name), io, {DEAD_LETTERS, *(

@@ -1,6 +1,7 @@
 """The streaming apps on real Spark, broker, Redis, PostgreSQL and Delta: a scripted event sequence gives
 the state the rules predict, every key on its compacted topic from the first batch; a driver killed after its
-publish, before Spark recorded the batch done, applies nothing twice after restart."""
+publish, before Spark recorded the batch done, applies nothing twice after restart; a loop app in the state store
+publishes its records once though its batch runs twice."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from collections.abc import Iterator
 from datetime import date, datetime, timedelta
 
 import pytest
+from pyspark.errors import StreamingQueryException
 from pyspark.sql import SparkSession
 
 from smartshelf import loop, rules
@@ -21,10 +23,12 @@ from smartshelf.adapters.spark import checkpoint_dir
 from smartshelf.registry import table, topic
 from smartshelf.runtime import jobs
 from smartshelf.runtime.scratch import make_run_dir
-from smartshelf.schemas import (Alert, FootTrafficEvent, PosItem, PosTransaction, ShelfBatchState, ShelfEvent, ShelfProfile,
-                                ShelfState, WarehouseBatchState, WarehouseEvent, WarehouseState)
+from smartshelf.schemas import (Alert, ClockTick, FootTrafficEvent, PosItem, PosTransaction, ShelfBatchState,
+                                ShelfEvent, ShelfProfile, ShelfState, WarehouseBatchState, WarehouseEvent,
+                                WarehouseState)
 from smartshelf.settings import REPO_ROOT, Settings
 from smartshelf.streaming.apps import all_apps
+from smartshelf.streaming.commit import FAIL_AFTER_PUBLISH
 from smartshelf.streaming.keyed_query import EXIT_AFTER_PUBLISH_KEYED
 from smartshelf.streaming.runner import start_query
 from tests.conftest import initialised_stack, isolated_settings, latest_in_topic, settings_env, values_in_topic
@@ -268,3 +272,35 @@ def test_a_loop_app_follows_a_policy_changed_on_its_topic(spark_stack: Settings)
     kafka.close()
     assert [a.alert_type for a in alerts if a.shelf_id == changed.shelf_id] == ["low_stock"]
     assert [a for a in alerts if a.shelf_id == unchanged.shelf_id] == []
+
+
+def test_an_expired_lot_is_removed_once_though_the_batch_removing_it_runs_twice(spark_stack: Settings) -> None:
+    """The removal scheduler keeps its lots in the keyed query's state store: a lot past its expiry at the ops hour
+    leaves the shelf (a staff pickup) with an `expired` alert, once, though the batch that removes it fails after
+    publishing and Spark runs it again."""
+    settings = spark_stack.model_copy(update={"crash_point": FAIL_AFTER_PUBLISH})
+    lot = rules.initial_states(jobs.load_store(settings), settings.sim_start).shelf_lots[-1]
+    day = settings.sim_start.date() + timedelta(days=1)
+    expired = lot.model_copy(update={"expiry_date": day - timedelta(days=1), "batch_quantity_store": 2})
+    _send(settings, "shelf_batch_state", [expired.model_dump_json().encode()], [topic("shelf_batch_state").key_of(lot)])
+    ops = datetime.combine(day, datetime.min.time()) + timedelta(hours=settings.store_ops_hour)
+    _send(settings, "clock_ticks", [ClockTick(tick_id="removal-tick", ts=ops).model_dump_json().encode()],
+          ["removal-tick"])
+
+    from smartshelf.adapters.spark import spark_session
+
+    spark = SparkSession.getActiveSession() or spark_session(settings, "test-spark-apps")
+    with pytest.raises(StreamingQueryException, match="drill"):
+        start_query(spark, settings, all_apps()["removal-scheduler"]).processAllAvailable()
+    query = start_query(spark, settings, all_apps()["removal-scheduler"])  # from its checkpoint: the batch again
+    query.processAllAvailable()
+    query.stop()
+
+    removal = f"rm-{lot.shelf_id}-{lot.batch_code}"  # a staff pickup: the move and what the scale reads
+    removed = [e for e in values_in_topic(settings, "shelf_events", valid_only=True)
+               if isinstance(e, ShelfEvent) and e.event_id.startswith(removal)]
+    alerts = [a for a in values_in_topic(settings, "alerts") if isinstance(a, Alert) and a.alert_type == "expired"
+              and a.batch_code == lot.batch_code and a.shelf_id == lot.shelf_id]
+    assert [(e.event_id, e.event_type, e.quantity, e.by_staff) for e in removed] == [
+        (f"{removal}-m", "pickup", 2, True), (f"{removal}-w", "weight_change", 2, True)]
+    assert len(alerts) == 1 and alerts[0].ts == ops

@@ -4,7 +4,7 @@ are cut into batches, the state is the same; invalid, refused, mis-keyed and rai
 their reason and leave the state as it was; every key of the store's opening state belongs to its shelf's
 group and that group's bucket; a bucket's records give each of its groups what that group's alone would; each app
 of a group gets its own topics' records; the offsets a batch ends at come from Spark's offset log; a checkpoint
-keeps its bucket count; a till's transaction goes to each shelf it sells from, narrowed to that shelf's lines,
+keeps its bucket count and its apps; a till's transaction goes to each shelf it sells from, narrowed to that shelf's lines,
 and shelf by shelf gives the lots the whole baskets give."""
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from smartshelf.streaming.apps import (BatchStateUpdater, ShelfAggregator, Wareh
                                        WarehouseBatchStateUpdater)
 from smartshelf.streaming.keyed import (KeyedRecord, apply_bucket, apply_group, apply_to_key, bucket_of, narrowed,
                                         shelves_named)
-from smartshelf.streaming.keyed_query import batch_ends, initial_buckets, keep_buckets, opening_rows
+from smartshelf.streaming.keyed_query import batch_ends, initial_buckets, keep_layout, opening_rows
 
 T0 = datetime(2025, 1, 1, 9)
 
@@ -178,17 +178,22 @@ def test_a_buckets_records_give_each_group_what_its_own_records_would() -> None:
     assert letters_only == start  # nothing to write back
 
 
-def test_a_checkpoint_keeps_its_bucket_count(tmp_path: Path) -> None:
+def test_a_checkpoint_keeps_its_bucket_count_and_its_apps(tmp_path: Path) -> None:
     checkpoint = tmp_path / "checkpoints" / "smartshelf-keyed"
-    keep_buckets(checkpoint, 64)
-    keep_buckets(checkpoint, 64)  # the same count again: fine
+    keep_layout(checkpoint, 64, ["shelf-aggregator", "removal-scheduler"])
+    keep_layout(checkpoint, 64, ["shelf-aggregator", "removal-scheduler"])  # the same again: fine
     with pytest.raises(SmartShelfError, match="KEYED_BUCKETS=32, but .* 64 buckets"):
-        keep_buckets(checkpoint, 32)
+        keep_layout(checkpoint, 32, ["shelf-aggregator", "removal-scheduler"])
+    with pytest.raises(SmartShelfError, match="keeps the state of the apps shelf-aggregator,removal-scheduler, not"):
+        keep_layout(checkpoint, 64, ["shelf-aggregator"])
+    (checkpoint.with_name("smartshelf-keyed.buckets")).write_text("64\n")  # an earlier version's marker
+    with pytest.raises(SmartShelfError, match="the apps of an earlier version"):
+        keep_layout(checkpoint, 64, ["shelf-aggregator"])
     older = tmp_path / "older" / "checkpoints" / "smartshelf-keyed"
     (older / "commits").mkdir(parents=True)
     (older / "commits" / "0").write_text("v1\n")
     with pytest.raises(SmartShelfError, match="made before its state was bucketed"):
-        keep_buckets(older, 64)
+        keep_layout(older, 64, ["shelf-aggregator"])
 
 
 def test_a_batch_ends_where_sparks_offset_log_says(tmp_path: Path) -> None:

@@ -94,8 +94,8 @@ def test_the_stores_opening_lots_are_split_by_shelf_over_the_buckets() -> None:
 
 
 def _lot(quantity: int, expiry: date, code: str = "L1", shelf_id: str = "") -> ShelfBatchState:
-    return ShelfBatchState(shelf_id=shelf_id or SHELF, batch_code=code, received_date=date(2024, 12, 20), expiry_date=expiry,
-                           batch_quantity_store=quantity, last_update_ts=T0)
+    return ShelfBatchState(shelf_id=shelf_id or SHELF, batch_code=code, received_date=date(2024, 12, 20),
+                           expiry_date=expiry, batch_quantity_store=quantity, last_update_ts=T0)
 
 
 def _view(views: dict[str, str], app: KeyedLoopApp) -> LotsView:
