@@ -46,13 +46,13 @@ SERVICES: tuple[Service, ...] = (
     Service("wh-aggregator", Profile.SPARK, "spark", "wh_events → wh_state (compacted topic; keyed state)"),
     Service("wh-batch-state-updater", Profile.SPARK, "spark", "wh_events → wh_batch_state (compacted topic; keyed state)"),
     # the closed loop
-    Service("shelf-alert-engine", Profile.SPARK, "spark", "shelf_state → alerts + shelf_restock_plan (low stock, out of stock)"),
-    Service("wh-alert-engine", Profile.SPARK, "spark", "wh_state → alerts + wh_supplier_plan (reorder point, out of stock)"),
+    Service("shelf-alert-engine", Profile.SPARK, "spark", "shelf_events → alerts + shelf_restock_plan (low stock, out of stock; keyed state)"),
+    Service("wh-alert-engine", Profile.SPARK, "spark", "wh_events → alerts + wh_supplier_plan (reorder point, out of stock; keyed state)"),
     Service("shelf-restock-manager", Profile.SPARK, "spark", "shelf_restock_plan → wh_events (wh_out), warehouse lots FIFO by expiry"),
     Service("shelf-refill-bridge", Profile.SPARK, "spark", "wh_events (wh_out) → shelf_events (staff putback) after REFILL_DELAY_MINUTES"),
     Service("wh-supplier-manager", Profile.SPARK, "spark", "wh_supplier_plan → supplier orders; deliveries → wh_events (wh_in), receipts"),
-    Service("daily-discount-manager", Profile.SPARK, "spark", "near-expiry lots → daily_discounts (STORE_OPS_HOUR)"),
-    Service("removal-scheduler", Profile.SPARK, "spark", "expired lots → staff pickups and wh_removal, expired alerts (STORE_OPS_HOUR)"),
+    Service("daily-discount-manager", Profile.SPARK, "spark", "near-expiry lots → daily_discounts (STORE_OPS_HOUR; keyed state)"),
+    Service("removal-scheduler", Profile.SPARK, "spark", "expired lots → staff pickups and wh_removal, expired alerts (STORE_OPS_HOUR; keyed state)"),
     Service("lake-sink", Profile.SPARK, "spark",
             "event, ops and analytics topics → Delta raw/ops/analytics (delta-spark: appends, merges by key)"),
     # the store's pulse (smartshelf.pulse): Spark's window operators on event time, a query of its own

@@ -1,21 +1,23 @@
-"""The closed loop's apps whose rule decides about one shelf at a time — the daily discount manager and the removal
-scheduler — with their state in Spark's state store, in the keyed query beside the state apps
-(smartshelf.streaming.keyed_query), instead of one state row committed by the driver.
+"""The closed loop's apps whose rule decides about one shelf at a time — the shelf and warehouse alert engines, the
+daily discount manager and the removal scheduler — with their state in Spark's state store, in the keyed query beside
+the state apps (smartshelf.streaming.keyed_query), instead of one state row committed by the driver.
 
-Each bucket of the keyed query (keyed.bucket_of of a shelf) keeps a *view* per app: the lots with stock of the
-bucket's shelves, the policies that came for them, and the day of its last daily run. A lot's record goes to its
-shelf's bucket (the first part of its Kafka key); a clock tick goes to every bucket. The app's rule runs over each
-bucket's view with that bucket's records, in simulated-time order (a tick last at its time), as the driver ran it
-over the whole store. Invariants:
-- each decision (a discount, an alert, a removal) is about one shelf's lots, and every bucket sees every tick, so the
-  buckets' decisions together are the whole store's, whatever the bucket count;
+Each bucket of the keyed query (keyed.bucket_of of a shelf) keeps a *view* per app of the bucket's shelves: their
+stock and watches (the alert engines), or their lots with stock and the day of the last daily run (the discount
+manager, the removal scheduler), and the policies that came for them. A record goes to its shelf's bucket (its Kafka
+key, the first part of a lot's, or the shelf a restock plan names); a clock tick goes to every bucket. The app's
+rule runs over each bucket's view with that bucket's records, in simulated-time order (a tick last at its time), as
+the driver ran it over the whole store. Invariants:
+- each decision (an alert, a plan, a discount, a removal) is about one shelf, and every bucket sees every tick, so
+  the buckets' decisions together are the whole store's, whatever the bucket count;
 - a lot without stock leaves the view (no rule acts on it; a later record with stock brings it back), so a view holds
   what is on the shelves and in the warehouse, not every lot ever;
-- no record is lost silently: an invalid record of a topic the app validates (a tick by bucket 0 only), a lot whose
-  Kafka key is not its shelf's, and a record whose rule raises each become a letter with the reason; the view stays
-  as it was before that record;
+- no record is lost silently: an invalid record of a topic the app validates (a tick by bucket 0 only), a record
+  whose group is not the shelf it names, and a record whose rule raises each become a letter with the reason; the
+  view stays as it was before that record;
 - the outputs depend on the view and the records only: a batch run again gives the same records, which the keyed
-  query does not publish twice (batch.OutputNotes: alerts and events are append-only topics with ids).
+  query does not publish twice (batch.OutputNotes: alerts and events are append-only topics with ids; plans and
+  discounts are compacted).
 """
 
 from __future__ import annotations
@@ -23,14 +25,16 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable
 from datetime import date, datetime, time
-from typing import ClassVar
+from typing import Any, ClassVar, Self, get_origin
 
 from pydantic import BaseModel, Field
+from pydantic.fields import FieldInfo
 
 from smartshelf import loop, rules
 from smartshelf.ingress import Rejection, parse_record
-from smartshelf.registry import topic
-from smartshelf.schemas import ClockTick, ShelfBatchState, ShelfPolicy, WarehouseBatchState, WarehousePolicy
+from smartshelf.registry import KEY_SEPARATOR, topic
+from smartshelf.schemas import (ClockTick, ShelfBatchState, ShelfEvent, ShelfPolicy, ShelfRestockPlan, ShelfState,
+                                WarehouseBatchState, WarehouseEvent, WarehousePolicy, WarehouseState)
 from smartshelf.store import StoreData
 from smartshelf.streaming.batch import Received
 from smartshelf.streaming.keyed import LETTER, KeyedRecord, OutputRow, bucket_of
@@ -40,26 +44,56 @@ Letter = tuple[str, KeyedRecord, str]  # (group, the record as it came, reason)
 RECORD = "record"  # the kind of output row of a record an app publishes (keyed.OutputRow)
 
 
-class LotsView(BaseModel):
-    """One bucket's view of an app: its shelves' lots with stock, the policies that came for them, the last run."""
+class BucketView(BaseModel):
+    """What every app's view keeps besides its own state: the policies that came for the bucket's shelves."""
+
+    shelf_policies: dict[str, ShelfPolicy] = Field(default_factory=dict)
+    wh_policies: dict[str, WarehousePolicy] = Field(default_factory=dict)
+
+    def follow(self, record: BaseModel) -> None:
+        """A record the view keeps: a policy (the apps' views keep more)."""
+        if isinstance(record, ShelfPolicy):
+            self.shelf_policies[record.shelf_id] = record
+        elif isinstance(record, WarehousePolicy):
+            self.wh_policies[record.shelf_id] = record
+
+    def shelf_ids(self) -> set[str]:
+        """The shelves the view holds something of (each in one bucket)."""
+        return {*self.shelf_policies, *self.wh_policies}
+
+    def part(self, shelf_ids: set[str]) -> Self:
+        """The view of those shelves only."""
+        return self.model_validate({name: {k: v for k, v in getattr(self, name).items()
+                                           if k.split(KEY_SEPARATOR)[0] in shelf_ids}
+                                    for name, info in type(self).model_fields.items() if _is_by_shelf(info)} |
+                                   {name: getattr(self, name) for name, info in type(self).model_fields.items()
+                                    if not _is_by_shelf(info)})
+
+
+def _is_by_shelf(info: FieldInfo) -> bool:
+    """A field whose dict is keyed by shelf (or by shelf and more: a lot)."""
+    return get_origin(info.annotation) is dict
+
+
+class LotsView(BucketView):
+    """The discount manager's and the removal scheduler's: the shelves' lots with stock, the last daily run."""
 
     shelf_lots: dict[str, ShelfBatchState] = Field(default_factory=dict)
     wh_lots: dict[str, WarehouseBatchState] = Field(default_factory=dict)
-    shelf_policies: dict[str, ShelfPolicy] = Field(default_factory=dict)
-    wh_policies: dict[str, WarehousePolicy] = Field(default_factory=dict)
     last_run: date | None = None
 
+    def follow(self, record: BaseModel) -> None:
+        """A lot's latest value (a lot without stock leaves the view), or a policy."""
+        if isinstance(record, ShelfBatchState):
+            _keep(self.shelf_lots, loop.lot_key(record), record, record.batch_quantity_store)
+        elif isinstance(record, WarehouseBatchState):
+            _keep(self.wh_lots, loop.lot_key(record), record, record.batch_quantity_warehouse)
+        else:
+            super().follow(record)
 
-def follow(view: LotsView, record: BaseModel) -> None:
-    """A lot's or a policy's latest value; a lot without stock leaves the view."""
-    if isinstance(record, ShelfBatchState):
-        _keep(view.shelf_lots, loop.lot_key(record), record, record.batch_quantity_store)
-    elif isinstance(record, WarehouseBatchState):
-        _keep(view.wh_lots, loop.lot_key(record), record, record.batch_quantity_warehouse)
-    elif isinstance(record, ShelfPolicy):
-        view.shelf_policies[record.shelf_id] = record
-    elif isinstance(record, WarehousePolicy):
-        view.wh_policies[record.shelf_id] = record
+    def shelf_ids(self) -> set[str]:
+        return {*super().shelf_ids(), *(lot.shelf_id for lot in self.shelf_lots.values()),
+                *(lot.shelf_id for lot in self.wh_lots.values())}
 
 
 def _keep(lots: dict[str, BaseModel], key: str, lot: BaseModel, quantity: int) -> None:
@@ -69,14 +103,23 @@ def _keep(lots: dict[str, BaseModel], key: str, lot: BaseModel, quantity: int) -
         lots.pop(key, None)
 
 
-def split(view: LotsView, buckets: int) -> dict[int, LotsView]:
-    """A whole store's view as the buckets keep it (each lot in its shelf's bucket)."""
-    parts: dict[int, LotsView] = {}
-    for lot in view.shelf_lots.values():
-        follow(parts.setdefault(bucket_of(lot.shelf_id, buckets), LotsView()), lot)
-    for wh_lot in view.wh_lots.values():
-        follow(parts.setdefault(bucket_of(wh_lot.shelf_id, buckets), LotsView()), wh_lot)
-    return parts
+class WatchView(BucketView):
+    """The alert engines': each shelf's (or warehouse slot's) stock as its rule follows it, and its watch."""
+
+    shelves: dict[str, ShelfState] = Field(default_factory=dict)
+    warehouse: dict[str, WarehouseState] = Field(default_factory=dict)
+    watches: dict[str, loop.Watch] = Field(default_factory=dict)
+
+    def shelf_ids(self) -> set[str]:
+        return {*super().shelf_ids(), *self.shelves, *self.warehouse, *self.watches}
+
+
+def split(view: BucketView, buckets: int) -> dict[int, BucketView]:
+    """A whole store's view as the buckets keep it (each shelf's part in its bucket)."""
+    by_bucket: dict[int, set[str]] = {}
+    for shelf_id in view.shelf_ids():
+        by_bucket.setdefault(bucket_of(shelf_id, buckets), set()).add(shelf_id)
+    return {bucket: view.part(shelf_ids) for bucket, shelf_ids in sorted(by_bucket.items())}
 
 
 class KeyedLoopApp:
@@ -89,52 +132,66 @@ class KeyedLoopApp:
     policies: ClassVar[tuple[str, ...]] = ()  # the policy topics it follows (also in `topics`)
     broadcast: ClassVar[tuple[str, ...]] = ("clock_ticks",)  # the topics whose records reach every bucket
     outputs: ClassVar[tuple[str, ...]]
+    view_model: ClassVar[type[BucketView]]
     # set when the query starts: the store's policies and profiles as loaded then, the daily run's hour
     config = loop.StoreConfig({}, {}, {}, {}, {})
     ops_hour = 0
 
-    def initial(self, store: StoreData, start: datetime) -> LotsView:
+    def initial(self, store: StoreData, start: datetime) -> BucketView:
         """The whole store's view as it opened."""
         raise NotImplementedError
 
-    def daily_run(self, view: LotsView, day: date, at: datetime, config: loop.StoreConfig,
-                  effects: loop.Effects) -> None:
+    def apply_events(self, view: Any, received: list[Received], config: loop.StoreConfig) -> loop.Effects:
+        """The bucket's records but policies, in simulated-time order, applied to its view (changed in place)."""
         raise NotImplementedError
 
-    def apply(self, view: LotsView, received: list[Received]) -> loop.Effects:
+    def apply(self, view: BucketView, received: list[Received]) -> loop.Effects:
         """The bucket's records applied to its view (changed in place): its policies first, as they apply from
         the batch they arrive in, then the rest in simulated-time order; returns what to publish."""
         for item in received:
             if item.topic in self.policies:
-                follow(view, item.record)
-        config = _with_policies(self.config, view)
-        effects = loop.Effects()
-        for item in sorted((r for r in received if r.topic not in self.policies), key=time_order):
-            if isinstance(item.record, ClockTick):
-                day = loop.daily_run_due(view.last_run, item.record.ts, self.ops_hour)
-                if day is not None:
-                    self.daily_run(view, day, datetime.combine(day, time(self.ops_hour)), config, effects)
-                    view.last_run = day
-            else:
-                follow(view, item.record)
-        return effects
+                view.follow(item.record)
+        others = sorted((r for r in received if r.topic not in self.policies), key=time_order)
+        return self.apply_events(view, others, _with_policies(self.config, view))
 
 
-def _with_policies(config: loop.StoreConfig, view: LotsView) -> loop.StoreConfig:
+def _with_policies(config: loop.StoreConfig, view: BucketView) -> loop.StoreConfig:
     if not view.shelf_policies and not view.wh_policies:
         return config
     return dataclasses.replace(config, shelf_policies={**config.shelf_policies, **view.shelf_policies},
                                wh_policies={**config.wh_policies, **view.wh_policies})
 
 
-def _initial_lots(store: StoreData, start: datetime, warehouse: bool) -> LotsView:
-    opened, view = rules.initial_states(store, start), LotsView()
-    for lot in [*opened.shelf_lots, *(opened.wh_lots if warehouse else [])]:
-        follow(view, lot)
-    return view
+class DailyLotsApp(KeyedLoopApp):
+    """An app that follows the lots and acts once a day at STORE_OPS_HOUR, on the clock."""
+
+    view_model = LotsView
+    warehouse = False  # whether its view keeps the warehouse's lots too
+
+    def initial(self, store: StoreData, start: datetime) -> LotsView:
+        opened, view = rules.initial_states(store, start), LotsView()
+        for lot in [*opened.shelf_lots, *(opened.wh_lots if self.warehouse else [])]:
+            view.follow(lot)
+        return view
+
+    def daily_run(self, view: LotsView, day: date, at: datetime, config: loop.StoreConfig,
+                  effects: loop.Effects) -> None:
+        raise NotImplementedError
+
+    def apply_events(self, view: LotsView, received: list[Received], config: loop.StoreConfig) -> loop.Effects:
+        effects = loop.Effects()
+        for item in received:
+            if isinstance(item.record, ClockTick):
+                day = loop.daily_run_due(view.last_run, item.record.ts, self.ops_hour)
+                if day is not None:
+                    self.daily_run(view, day, datetime.combine(day, time(self.ops_hour)), config, effects)
+                    view.last_run = day
+            else:
+                view.follow(item.record)
+        return effects
 
 
-class DailyDiscountManager(KeyedLoopApp):
+class DailyDiscountManager(DailyLotsApp):
     """shelf_batch_state + the clock → daily_discounts for shelves holding near-expiry lots, at STORE_OPS_HOUR;
     a near_expiry alert per lot. The world's tills apply the day's discounts."""
 
@@ -144,15 +201,12 @@ class DailyDiscountManager(KeyedLoopApp):
     topics = ("shelf_batch_state", "clock_ticks", *policies)
     outputs = ("alerts", "daily_discounts")
 
-    def initial(self, store: StoreData, start: datetime) -> LotsView:
-        return _initial_lots(store, start, warehouse=False)
-
     def daily_run(self, view: LotsView, day: date, at: datetime, config: loop.StoreConfig,
                   effects: loop.Effects) -> None:
         loop.near_expiry_discounts(view.shelf_lots.values(), day, at, config, effects)
 
 
-class RemovalScheduler(KeyedLoopApp):
+class RemovalScheduler(DailyLotsApp):
     """shelf_batch_state + wh_batch_state + the clock → at STORE_OPS_HOUR, expired lots leave the shelves (staff
     pickups on shelf_events) and the warehouse (wh_removal on wh_events), each with an `expired` alert."""
 
@@ -160,21 +214,91 @@ class RemovalScheduler(KeyedLoopApp):
     validates = ("wh_batch_state",)
     topics = ("shelf_batch_state", "wh_batch_state", "clock_ticks")
     outputs = ("alerts", "shelf_events", "wh_events")
-
-    def initial(self, store: StoreData, start: datetime) -> LotsView:
-        return _initial_lots(store, start, warehouse=True)
+    warehouse = True
 
     def daily_run(self, view: LotsView, day: date, at: datetime, config: loop.StoreConfig,
                   effects: loop.Effects) -> None:
         loop.remove_expired(view.shelf_lots.values(), view.wh_lots.values(), day, at, config, effects)
 
 
-KEYED_LOOP_APP_CLASSES: tuple[type[KeyedLoopApp], ...] = (DailyDiscountManager, RemovalScheduler)
+class ShelfAlertEngine(KeyedLoopApp):
+    """Shelf stock → alerts (low stock, out of stock) + shelf_restock_plan; follows its plans to delivery, and
+    on the clock retries the shelves whose plan was cancelled (the warehouse had nothing) the day before.
+
+    It follows the shelves' stock from shelf_events with the shelf-aggregator's own rule rather than reading
+    the shelf_state topic: that topic carries one value per shelf and micro-batch, so which intermediate
+    levels an engine would see, and when it would plan, would depend on how batches fell (runs of the same
+    seed differed so). A plan is keyed by its id: it goes to the bucket of the shelf its fields name."""
+
+    name = "shelf-alert-engine"
+    validates = ("shelf_restock_plan", "shelf_policies")
+    policies = ("shelf_policies",)
+    topics = ("shelf_events", "shelf_restock_plan", "clock_ticks", *policies)
+    outputs = ("alerts", "shelf_restock_plan")
+    view_model = WatchView
+
+    def initial(self, store: StoreData, start: datetime) -> WatchView:
+        return WatchView(shelves={s.shelf_id: s for s in rules.initial_states(store, start).shelves})
+
+    def apply_events(self, view: WatchView, received: list[Received], config: loop.StoreConfig) -> loop.Effects:
+        effects = loop.Effects()
+        for item in received:
+            record = item.record
+            if isinstance(record, ShelfEvent) and record.shelf_id in view.shelves \
+                    and record.shelf_id in config.profiles:
+                shelf, problem = rules.apply_shelf_event(view.shelves[record.shelf_id], record)
+                if isinstance(problem, rules.Refused):
+                    continue  # shelf-aggregator refuses it too, and reports it
+                view.shelves[record.shelf_id] = shelf
+                watch = loop.watch_shelf(view.watches.get(record.shelf_id, loop.Watch()), shelf, config, effects)
+                if record.by_staff and record.event_type == "putback":
+                    watch = loop.refill_arrived(watch, record.shelf_id, record.quantity, record.ts, config, effects)
+                view.watches[record.shelf_id] = watch
+            elif isinstance(record, ShelfRestockPlan) and record.shelf_id in view.watches:
+                view.watches[record.shelf_id] = loop.follow_shelf_plan(view.watches[record.shelf_id], record,
+                                                                       config, effects)
+            elif isinstance(record, ClockTick):
+                loop.retry_restocks(view.watches, record.ts, config, effects)
+        return effects
+
+
+class WarehouseAlertEngine(KeyedLoopApp):
+    """Warehouse stock → alerts (reorder point, out of stock) + wh_supplier_plan; a plan closes when its
+    delivery arrives. Follows the stock from wh_events with wh-aggregator's rule (as shelf-alert-engine)."""
+
+    name = "wh-alert-engine"
+    validates = ("wh_policies",)
+    policies = ("wh_policies",)
+    topics = ("wh_events", *policies)
+    outputs = ("alerts", "wh_supplier_plan")
+    view_model = WatchView
+
+    def initial(self, store: StoreData, start: datetime) -> WatchView:
+        return WatchView(warehouse={w.shelf_id: w for w in rules.initial_states(store, start).warehouse})
+
+    def apply_events(self, view: WatchView, received: list[Received], config: loop.StoreConfig) -> loop.Effects:
+        effects = loop.Effects()
+        for item in received:
+            record = item.record
+            if isinstance(record, WarehouseEvent) and record.shelf_id in view.warehouse \
+                    and record.shelf_id in config.profiles:
+                stock, problem = rules.apply_wh_event(view.warehouse[record.shelf_id], record)
+                if isinstance(problem, rules.Refused):
+                    continue  # wh-aggregator refuses it too, and reports it
+                view.warehouse[record.shelf_id] = stock
+                watch = loop.watch_warehouse(view.watches.get(record.shelf_id, loop.Watch()), stock, config,
+                                             effects)
+                view.watches[record.shelf_id] = loop.delivery_arrived(watch, record, config, effects)
+        return effects
+
+
+KEYED_LOOP_APP_CLASSES: tuple[type[KeyedLoopApp], ...] = (ShelfAlertEngine, WarehouseAlertEngine,
+                                                          DailyDiscountManager, RemovalScheduler)
 
 
 def opening_views(apps: list[KeyedLoopApp], store: StoreData, start: datetime, buckets: int
                   ) -> dict[int, dict[str, str]]:
-    """bucket -> {app: its view JSON} as the store opened (buckets without lots start from an empty view)."""
+    """bucket -> {app: its view JSON} as the store opened (a bucket without shelves starts from an empty view)."""
     views: dict[int, dict[str, str]] = {}
     for app in apps:
         for bucket, view in split(app.initial(store, start), buckets).items():
@@ -193,7 +317,7 @@ def apply_views(apps: list[KeyedLoopApp], views: dict[str, str], records: Iterab
         received, letters = _received(app, [(g, r) for g, r in ordered if r.topic in app.topics])
         if not received and not letters:
             continue
-        stored = views.get(app.name, LotsView().model_dump_json())
+        stored = views.get(app.name) or app.view_model().model_dump_json()
         view, effects, failed = _apply_isolated(app, stored, received)
         text = view.model_dump_json()
         if text != stored:
@@ -226,24 +350,24 @@ def _received(app: KeyedLoopApp, records: list[tuple[str, KeyedRecord]]) -> tupl
 
 
 def _apply_isolated(app: KeyedLoopApp, stored: str, received: list[Received]
-                    ) -> tuple[LotsView, loop.Effects, list[tuple[Received, str]]]:
+                    ) -> tuple[BucketView, loop.Effects, list[tuple[Received, str]]]:
     """The records applied to the stored view; a record whose application raises is found by applying them one by
     one, is returned with the reason, and the rest are applied without it."""
     poisoned: list[tuple[Received, str]] = []
     while True:
         rest = [item for item in received if not any(item is bad for bad, _ in poisoned)]
-        view = LotsView.model_validate_json(stored)
+        view = app.view_model.model_validate_json(stored)
         try:
             return view, app.apply(view, rest), poisoned
         except Exception:  # noqa: BLE001 - any failure of a rule on a record
-            culprit = _first_failing(LotsView.model_validate_json(stored), app, rest)
+            culprit = _first_failing(app.view_model.model_validate_json(stored), app, rest)
             if culprit is None:
                 raise
             item, error = culprit
             poisoned.append((item, f"{app.name} could not apply it: {type(error).__name__}: {error}"))
 
 
-def _first_failing(view: LotsView, app: KeyedLoopApp, received: list[Received]) -> tuple[Received, Exception] | None:
+def _first_failing(view: BucketView, app: KeyedLoopApp, received: list[Received]) -> tuple[Received, Exception] | None:
     """The first record whose application, after those before it in the order `apply` takes them, raises."""
     ordered = [item for item in received if item.topic in app.policies] + sorted(
         (item for item in received if item.topic not in app.policies), key=time_order)

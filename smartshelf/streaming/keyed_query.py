@@ -239,19 +239,24 @@ def _unsent(io: BatchIO, rows: list[dict[str, Any]]) -> dict[str, list[BaseModel
 def keyed_frame(spark: SparkSession, settings: Settings, apps: list[KeyedApp], loop_apps: list[KeyedLoopApp],
                 opening: list[tuple[str, str, str, str]], views: dict[int, dict[str, str]]) -> DataFrame:
     """The apps' topics through the processor, grouped by the bucket of their shelf: a record's Kafka key (its first
-    part for a topic keyed by shelf and more), or each shelf a spread record names (only the first shelf's group
-    reports it if it is invalid); a broadcast record (a tick) to every bucket (bucket 0's reports it)."""
+    part for a topic keyed by shelf and more; the shelf its value names for a loop app's topic keyed otherwise), or
+    each shelf a spread record names (only the first shelf's group reports it if it is invalid); a broadcast record
+    (a tick) to every bucket (bucket 0's reports it)."""
     topics = sorted({t for app in [*apps, *loop_apps] for t in app.topics})
     spread = sorted({t for app in apps for t in app.spread})
     broadcast = sorted({t for app in loop_apps for t in app.broadcast})
     by_shelf = [t for t in topics if len(topic(t).key) > 1 and topic(t).key[0] == "shelf_id"]
+    # a loop app's topic keyed otherwise (a restock plan, by its id) whose records name a shelf: grouped by it
+    by_value = sorted({t for app in loop_apps for t in app.topics if t not in broadcast and topic(t).key[0] !=
+                       "shelf_id" and "shelf_id" in topic(t).schema.model_fields})
     source = spark.readStream.format("kafka").options(**kafka_options(settings, topics)).load()
     kafka_key = F.coalesce(F.col("key").cast("string"), F.lit(""))
     lines = F.from_json(F.col("value").cast("string"), SPREAD_SCHEMA)["items"]
     # a spread record goes to each shelf it names (distinct, sorted: keyed.shelves_named); one whose shelves cannot
     # be read goes to its Kafka key's group, which reports it as invalid
+    named_shelf = F.get_json_object(F.col("value").cast("string"), "$.shelf_id")
     shelf_key = F.when(F.col("topic").isin(by_shelf), F.substring_index(kafka_key, KEY_SEPARATOR, 1)) \
-        .otherwise(kafka_key)
+        .when(F.col("topic").isin(by_value) & named_shelf.isNotNull(), named_shelf).otherwise(kafka_key)
     named = F.when(F.col("topic").isin(spread), F.array_sort(F.array_distinct(F.transform(
         lines, lambda line: line["shelf_id"])))).otherwise(F.array(shelf_key))
     records = source.select("topic", "partition", "offset", "value", kafka_key.alias("kafka_key"),

@@ -1,6 +1,6 @@
-"""The closed loop's streaming apps that run on the driver: alert engines, restock manager, refill bridge, supplier
-manager. Thin shells over smartshelf.loop. (The discount manager and the removal scheduler, whose rules decide about
-one shelf at a time, keep their state in Spark's state store: smartshelf.streaming.keyed_loop.)
+"""The closed loop's streaming apps that run on the driver: restock manager, refill bridge, supplier manager. Thin
+shells over smartshelf.loop. (The alert engines, the discount manager and the removal scheduler, whose rules decide
+about one shelf at a time, keep their state in Spark's state store: smartshelf.streaming.keyed_loop.)
 
 Unlike the state apps, these publish events to append-only topics (alerts, wh_events, shelf_events), which a
 replayed batch must not duplicate. A loop app therefore keeps its whole state, and where its output topics
@@ -29,9 +29,8 @@ from smartshelf import loop, rules
 from smartshelf.adapters import delta
 from smartshelf.policies import warehouse_capacity
 from smartshelf.registry import topic
-from smartshelf.schemas import (AppStateRow, ClockTick, ShelfEvent, ShelfRestockPlan, ShelfState,
-                                SupplierOrder, WarehouseBatchState, WarehouseEvent, WarehouseState,
-                                WarehouseSupplierPlan)
+from smartshelf.schemas import (AppStateRow, ClockTick, ShelfRestockPlan, SupplierOrder, WarehouseBatchState,
+                                WarehouseEvent, WarehouseSupplierPlan)
 from smartshelf.store import clock_start
 from smartshelf.streaming.batch import Received
 from smartshelf.streaming.commit import CommitIO, CommittedApp
@@ -121,89 +120,6 @@ def _delay(io: CommitIO) -> timedelta:
 
 
 # --- the apps ------------------------------------------------------------------------------------------
-class ShelfWatchState(BaseModel):
-    shelves: dict[str, ShelfState] = Field(default_factory=dict)
-    watches: dict[str, loop.Watch] = Field(default_factory=dict)
-
-
-class ShelfAlertEngine(LoopApp[ShelfWatchState]):
-    """Shelf stock → alerts (low stock, out of stock) + shelf_restock_plan; follows its plans to delivery, and
-    on the clock retries the shelves whose plan was cancelled (the warehouse had nothing) the day before.
-
-    It follows the shelves' stock from shelf_events with the shelf-aggregator's own rule rather than reading
-    the shelf_state topic: that topic carries one value per shelf and micro-batch, so which intermediate
-    levels an engine would see, and when it would plan, would depend on how batches fell (runs of the same
-    seed differed so)."""
-
-    name = "shelf-alert-engine"
-    validates = ("shelf_restock_plan", "shelf_policies")
-    policies = ("shelf_policies",)
-    topics = ("shelf_events", "shelf_restock_plan", "clock_ticks", *policies)
-    outputs = ("alerts", "shelf_restock_plan")
-    state_model = ShelfWatchState
-
-    def initial(self, io: CommitIO) -> ShelfWatchState:
-        return ShelfWatchState(shelves={s.shelf_id: s for s in _initial(io).shelves})
-
-    def apply_events(self, state: ShelfWatchState, received: list[Received], config: loop.StoreConfig,
-                     io: CommitIO) -> loop.Effects:
-        effects = loop.Effects()
-        for item in received:
-            record = item.record
-            if isinstance(record, ShelfEvent) and record.shelf_id in state.shelves \
-                    and record.shelf_id in config.profiles:
-                shelf, problem = rules.apply_shelf_event(state.shelves[record.shelf_id], record)
-                if isinstance(problem, rules.Refused):
-                    continue  # shelf-aggregator refuses it too, and reports it
-                state.shelves[record.shelf_id] = shelf
-                watch = loop.watch_shelf(state.watches.get(record.shelf_id, loop.Watch()), shelf, config, effects)
-                if record.by_staff and record.event_type == "putback":
-                    watch = loop.refill_arrived(watch, record.shelf_id, record.quantity, record.ts, config, effects)
-                state.watches[record.shelf_id] = watch
-            elif isinstance(record, ShelfRestockPlan) and record.shelf_id in state.watches:
-                state.watches[record.shelf_id] = loop.follow_shelf_plan(state.watches[record.shelf_id], record,
-                                                                        config, effects)
-            elif isinstance(record, ClockTick):
-                loop.retry_restocks(state.watches, record.ts, config, effects)
-        return effects
-
-
-class WarehouseWatchState(BaseModel):
-    warehouse: dict[str, WarehouseState] = Field(default_factory=dict)
-    watches: dict[str, loop.Watch] = Field(default_factory=dict)
-
-
-class WarehouseAlertEngine(LoopApp[WarehouseWatchState]):
-    """Warehouse stock → alerts (reorder point, out of stock) + wh_supplier_plan; a plan closes when its
-    delivery arrives. Follows the stock from wh_events with wh-aggregator's rule (as shelf-alert-engine)."""
-
-    name = "wh-alert-engine"
-    validates = ("wh_policies",)
-    policies = ("wh_policies",)
-    topics = ("wh_events", *policies)
-    outputs = ("alerts", "wh_supplier_plan")
-    state_model = WarehouseWatchState
-
-    def initial(self, io: CommitIO) -> WarehouseWatchState:
-        return WarehouseWatchState(warehouse={w.shelf_id: w for w in _initial(io).warehouse})
-
-    def apply_events(self, state: WarehouseWatchState, received: list[Received], config: loop.StoreConfig,
-                     io: CommitIO) -> loop.Effects:
-        effects = loop.Effects()
-        for item in received:
-            record = item.record
-            if isinstance(record, WarehouseEvent) and record.shelf_id in state.warehouse \
-                    and record.shelf_id in config.profiles:
-                stock, problem = rules.apply_wh_event(state.warehouse[record.shelf_id], record)
-                if isinstance(problem, rules.Refused):
-                    continue  # wh-aggregator refuses it too, and reports it
-                state.warehouse[record.shelf_id] = stock
-                watch = loop.watch_warehouse(state.watches.get(record.shelf_id, loop.Watch()), stock, config,
-                                             effects)
-                state.watches[record.shelf_id] = loop.delivery_arrived(watch, record, config, effects)
-        return effects
-
-
 class WarehouseLots(BaseModel):
     lots: dict[str, WarehouseBatchState] = Field(default_factory=dict)
     applied: loop.AppliedCommands = Field(default_factory=loop.AppliedCommands)  # restock plans picked
@@ -313,5 +229,4 @@ class WarehouseSupplierManager(LoopApp[SupplierState]):
 
 
 def loop_apps() -> list[LoopApp[BaseModel]]:
-    return [ShelfAlertEngine(), WarehouseAlertEngine(), ShelfRestockManager(), ShelfRefillBridge(),  # type: ignore[list-item]
-            WarehouseSupplierManager()]
+    return [ShelfRestockManager(), ShelfRefillBridge(), WarehouseSupplierManager()]  # type: ignore[list-item]

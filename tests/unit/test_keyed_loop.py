@@ -1,7 +1,7 @@
 """The loop apps whose state is a view per bucket of the keyed query (smartshelf.streaming.keyed_loop): over a whole
-store's lots and days, the buckets' records together are the whole store's whatever the bucket count; a lot without
-stock leaves the view; a policy applies from its batch; invalid, mis-keyed and raising records are letters and the
-rest is applied; the daily run happens once a day."""
+store's lots and days, and over two days of the alert engines' closed loop, the buckets' records together are the
+whole store's whatever the bucket count; a lot without stock leaves the view; a policy applies from its batch;
+invalid, mis-keyed and raising records are letters and the rest is applied; the daily run happens once a day."""
 
 from __future__ import annotations
 
@@ -15,11 +15,12 @@ from pydantic import BaseModel
 from smartshelf import loop
 from smartshelf.datagen import generate_store
 from smartshelf.policies import derive_config, load_policy_config, warehouse_capacity
-from smartshelf.schemas import ClockTick, ShelfBatchState, ShelfPolicy, WarehouseBatchState
+from smartshelf.schemas import (Alert, ClockTick, ShelfBatchState, ShelfEvent, ShelfPolicy, ShelfRestockPlan,
+                                WarehouseBatchState, WarehouseEvent, WarehouseSupplierPlan)
 from smartshelf.streaming.batch import Received
 from smartshelf.streaming.keyed import LETTER, KeyedRecord, OutputRow, bucket_of
 from smartshelf.streaming.keyed_loop import (RECORD, DailyDiscountManager, KeyedLoopApp, LotsView, RemovalScheduler,
-                                             apply_views, opening_views)
+                                             ShelfAlertEngine, WarehouseAlertEngine, apply_views, opening_views)
 
 T0 = datetime(2025, 1, 1)
 STORE = generate_store(42)
@@ -180,3 +181,95 @@ def test_warehouse_lots_without_stock_leave_the_removals_view() -> None:
     assert list(_view(views, app).wh_lots) == [f"{SHELF}|W1"]
     apply_views([app], views, [lot_record(wh, 2, "wh_batch_state")])
     assert _view(views, app).wh_lots == {}
+
+
+def _watch_apps() -> list[KeyedLoopApp]:
+    apps: list[KeyedLoopApp] = [ShelfAlertEngine(), WarehouseAlertEngine()]
+    for app in apps:
+        app.config, app.ops_hour = CONFIG, 6
+    return apps
+
+
+def _feedback(rows: list[OutputRow], at: datetime) -> list[BaseModel]:
+    """The rest of the loop, answering the batch's restock plans (in key order, so the same plans give the same
+    answers): every other one cancelled, the others delivered with their units put on the shelf, and each supplier
+    plan's order delivered to the warehouse."""
+    answers: list[BaseModel] = []
+    plans = sorted((row for row in rows if row[2] in ("shelf_restock_plan", "wh_supplier_plan")), key=lambda r: r[5])
+    for n, row in enumerate(plans):
+        if row[2] == "wh_supplier_plan":
+            plan = WarehouseSupplierPlan.model_validate_json(row[6] or b"")
+            answers.append(WarehouseEvent(event_id=f"in-{plan.plan_id}", event_type="wh_in", shelf_id=plan.shelf_id,
+                                          batch_code=f"N{n}", quantity=plan.quantity, received_date=at.date(),
+                                          expiry_date=at.date() + timedelta(days=20),
+                                          reference=loop.order_id(plan.plan_id), ts=at))
+            continue
+        restock = ShelfRestockPlan.model_validate_json(row[6] or b"")
+        if restock.status != "planned":
+            continue
+        status = "cancelled" if n % 2 else "delivered"
+        answers.append(restock.model_copy(update={"status": status, "updated_ts": at}))
+        if status == "delivered":
+            answers += loop.staff_move("putback", f"refill-{restock.plan_id}", restock.shelf_id, f"R{n}",
+                                       restock.quantity, at.date(), at.date() + timedelta(days=9),
+                                       CONFIG.profiles[restock.shelf_id].item_weight, at)
+    return answers
+
+
+def _watch_days(buckets: int) -> list[OutputRow]:
+    """Two days of customers emptying shelves and the warehouse picking, hour by hour, the loop answering."""
+    rng, apps = random.Random(3), _watch_apps()
+    views = opening_views(apps, STORE, T0, buckets)
+    shelves = [shelf.shelf_id for shelf in STORE.store_inventory[:40]]
+    lots = {lot.shelf_id: lot for lot in STORE.warehouse_batches if lot.shelf_id in shelves}
+    out: list[OutputRow] = []
+    answers: list[BaseModel] = []
+    offset = 0
+    for hour in range(48):
+        at = T0 + timedelta(hours=hour)
+        values: list[tuple[str, BaseModel]] = [(type(a).__name__, a) for a in answers]
+        for n, shelf_id in enumerate(rng.sample(shelves, 12)):
+            quantity = rng.randint(1, 4)
+            values.append(("ShelfEvent", ShelfEvent(
+                event_id=f"c{hour}-{n}", event_type="pickup", shelf_id=shelf_id, quantity=quantity,
+                weight_change=-quantity * CONFIG.profiles[shelf_id].item_weight, customer_id="C1", ts=at)))
+        for n, lot in enumerate(rng.sample(sorted(lots.values(), key=lambda lot: lot.shelf_id), 4)):
+            values.append(("WarehouseEvent", WarehouseEvent(
+                event_id=f"o{hour}-{n}", event_type="wh_out", shelf_id=lot.shelf_id, batch_code=lot.batch_code,
+                quantity=rng.randint(1, 6), received_date=lot.received_date, expiry_date=lot.expiry_date, ts=at)))
+        batch: list[tuple[str, KeyedRecord]] = []
+        for kind, value in values:
+            offset += 1
+            name = {"ShelfEvent": "shelf_events", "WarehouseEvent": "wh_events",
+                    "ShelfRestockPlan": "shelf_restock_plan"}[kind]
+            batch.append((getattr(value, "shelf_id"), KeyedRecord(name, 0, offset, value.model_dump_json().encode())))
+        offset += 1
+        batch.append(("", tick(at, offset)))
+        rows: list[OutputRow] = []
+        for bucket in range(buckets):
+            mine = [(g, r) for g, r in batch if not g or bucket_of(g, buckets) == bucket]
+            rows += apply_views(apps, views.setdefault(bucket, {}), mine)[1]
+        out += rows
+        answers = _feedback(rows, at)
+    return out
+
+
+@pytest.mark.parametrize("buckets", [7, 64])
+def test_the_alert_engines_in_buckets_raise_and_plan_what_they_do_over_the_whole_store(buckets: int) -> None:
+    whole = _watch_days(1)
+    kinds = Counter((row[2], b"cancelled" in (row[6] or b"")) for row in whole)
+    alerts = Counter(Alert.model_validate_json(row[6] or b"").alert_type for row in whole if row[2] == "alerts")
+    assert {row[1] for row in whole} == {RECORD}, [row for row in whole if row[1] != RECORD][:3]
+    assert kinds[("shelf_restock_plan", False)] and kinds[("wh_supplier_plan", False)], kinds
+    assert alerts["low_stock"] and alerts["out_of_stock"] and alerts["wh_reorder"], alerts  # every path taken
+    assert Counter(whole) == Counter(_watch_days(buckets))
+
+
+def test_a_restock_plan_goes_to_the_bucket_of_the_shelf_it_names() -> None:
+    engine = _watch_apps()[0]
+    plan = ShelfRestockPlan(plan_id="rp-x", shelf_id=SHELF, quantity=3, status="cancelled", created_ts=T0,
+                            updated_ts=T0)
+    record = KeyedRecord("shelf_restock_plan", 0, 1, plan.model_dump_json().encode())
+    assert apply_views([engine], {}, [(SHELF, record)])[1] == []  # no open plan there: nothing to follow
+    letters = apply_views([engine], {}, [("rp-x", record)])[1]  # grouped by its Kafka key: not its shelf's bucket
+    assert [(row[1], row[4]) for row in letters] == [(LETTER, 1)]
