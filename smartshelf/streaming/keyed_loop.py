@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable
-from datetime import date, datetime, time
+from datetime import date, datetime, time, timedelta
 from typing import Any, ClassVar, Self, get_origin
 
 from pydantic import BaseModel, Field
@@ -133,9 +133,14 @@ class KeyedLoopApp:
     broadcast: ClassVar[tuple[str, ...]] = ("clock_ticks",)  # the topics whose records reach every bucket
     outputs: ClassVar[tuple[str, ...]]
     view_model: ClassVar[type[BucketView]]
-    # set when the query starts: the store's policies and profiles as loaded then, the daily run's hour
+    # set when the query starts (`start`): the store's policies and profiles as loaded then, the daily run's hour,
+    # how long a restock takes from the warehouse to its shelf
     config = loop.StoreConfig({}, {}, {}, {}, {})
     ops_hour = 0
+    refill_delay = timedelta(0)
+
+    def start(self, config: loop.StoreConfig, ops_hour: int, refill_delay: timedelta) -> None:
+        self.config, self.ops_hour, self.refill_delay = config, ops_hour, refill_delay
 
     def initial(self, store: StoreData, start: datetime) -> BucketView:
         """The whole store's view as it opened."""
@@ -292,7 +297,79 @@ class WarehouseAlertEngine(KeyedLoopApp):
         return effects
 
 
+class PickView(BucketView):
+    """The restock manager's: the warehouse lots of the bucket's shelves, the plans picked (per shelf)."""
+
+    lots: dict[str, WarehouseBatchState] = Field(default_factory=dict)
+    applied: dict[str, loop.AppliedCommands] = Field(default_factory=dict)
+
+
+class ShelfRestockManager(KeyedLoopApp):
+    """shelf_restock_plan (planned) → wh_events (wh_out), the shelf's warehouse lots picked FIFO by expiry. A plan
+    is keyed by its id: it goes to the bucket of the shelf it names, where that shelf's lots are."""
+
+    name = "shelf-restock-manager"
+    topics = ("shelf_restock_plan", "wh_events")
+    outputs = ("wh_events", "shelf_restock_plan")
+    view_model = PickView
+
+    def initial(self, store: StoreData, start: datetime) -> PickView:
+        return PickView(lots={loop.lot_key(lot): lot for lot in rules.initial_states(store, start).wh_lots})
+
+    def apply_events(self, view: PickView, received: list[Received], config: loop.StoreConfig) -> loop.Effects:
+        effects = loop.Effects()
+        for item in received:
+            record = item.record
+            if isinstance(record, WarehouseEvent):
+                loop.take_delivery_or_removal(view.lots, record)
+            elif isinstance(record, ShelfRestockPlan) and record.status == "planned" and _first_time(
+                    view.applied, record.shelf_id, record.plan_id, record.created_ts):
+                loop.restock(view.lots, record, effects)
+        return effects
+
+
+class RefillView(BucketView):
+    """The refill bridge's: the picks on their way to the bucket's shelves, the picks taken (per shelf)."""
+
+    on_the_way: dict[str, WarehouseEvent] = Field(default_factory=dict)  # by shelf and event id
+    applied: dict[str, loop.AppliedCommands] = Field(default_factory=dict)
+
+
+class ShelfRefillBridge(KeyedLoopApp):
+    """wh_events (wh_out) → shelf_events (staff putback + weight_change) once REFILL_DELAY_MINUTES of simulated
+    time have passed (on the clock's watermark); the plan is then delivered."""
+
+    name = "shelf-refill-bridge"
+    validates = ("clock_ticks",)
+    topics = ("wh_events", "clock_ticks")
+    outputs = ("shelf_events", "shelf_restock_plan")
+    view_model = RefillView
+
+    def initial(self, store: StoreData, start: datetime) -> RefillView:
+        return RefillView()
+
+    def apply_events(self, view: RefillView, received: list[Received], config: loop.StoreConfig) -> loop.Effects:
+        effects = loop.Effects()
+        for item in received:
+            record = item.record
+            if isinstance(record, WarehouseEvent) and record.event_type == "wh_out" \
+                    and _first_time(view.applied, record.shelf_id, record.event_id, record.ts):
+                view.on_the_way[f"{record.shelf_id}{KEY_SEPARATOR}{record.event_id}"] = record
+            elif isinstance(record, ClockTick):
+                still = loop.refills_due(list(view.on_the_way.values()), record.ts, self.refill_delay, config,
+                                         effects)
+                view.on_the_way = {f"{move.shelf_id}{KEY_SEPARATOR}{move.event_id}": move for move in still}
+        return effects
+
+
+def _first_time(applied: dict[str, loop.AppliedCommands], shelf_id: str, command_id: str, ts: datetime) -> bool:
+    """Whether a shelf's command is new (loop.AppliedCommands, one memory per shelf: a shelf's commands are in one
+    bucket, so what is skipped does not depend on the bucket count)."""
+    return applied.setdefault(shelf_id, loop.AppliedCommands()).first_time(command_id, ts)
+
+
 KEYED_LOOP_APP_CLASSES: tuple[type[KeyedLoopApp], ...] = (ShelfAlertEngine, WarehouseAlertEngine,
+                                                          ShelfRestockManager, ShelfRefillBridge,
                                                           DailyDiscountManager, RemovalScheduler)
 
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -171,7 +171,7 @@ def start_keyed(spark: SparkSession, settings: Settings, name: str, apps: list[K
     if loop_apps:
         config = loop_config(settings, store)
         for loop_app in loop_apps:
-            loop_app.config, loop_app.ops_hour = config, settings.store_ops_hour
+            loop_app.start(config, settings.store_ops_hour, timedelta(minutes=settings.refill_delay_minutes))
     opening = opening_rows(state_apps, store, start)
     checkpoint = checkpoint_dir(settings, name)
     keep_layout(checkpoint, settings.keyed_buckets, [app.name for app in apps])

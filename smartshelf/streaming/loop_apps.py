@@ -1,15 +1,16 @@
-"""The closed loop's streaming apps that run on the driver: restock manager, refill bridge, supplier manager. Thin
-shells over smartshelf.loop. (The alert engines, the discount manager and the removal scheduler, whose rules decide
-about one shelf at a time, keep their state in Spark's state store: smartshelf.streaming.keyed_loop.)
+"""The closed loop's streaming app that runs on the driver: the supplier manager, a thin shell over smartshelf.loop.
+(The loop's other apps, whose rules decide about one shelf at a time, keep their state in Spark's state store:
+smartshelf.streaming.keyed_loop. The supplier manager's rule is store-wide: under SUPPLIER_POLICY=ml the rule's
+plans stop once any forecast plan has come.)
 
-Unlike the state apps, these publish events to append-only topics (alerts, wh_events, shelf_events), which a
-replayed batch must not duplicate. A loop app therefore keeps its whole state, and where its output topics
+Unlike the state apps, it publishes events to append-only topics (alerts, wh_events, shelf_events), which a
+replayed batch must not duplicate. A loop app on the driver therefore keeps its whole state, and where its output topics
 ended after its last batch, in one Delta table of its own (delta/apps/<app>), committed per (app, batch id) by
 the commit protocol (smartshelf.streaming.commit), whose first batch after a start skips the records an earlier
 attempt already published (their ids, read back from the recorded ends). So each decision is published exactly
 once; the lake sink writes the published records to Delta.
 
-A command — a planned restock or supplier plan, a warehouse pick on its way to a shelf — acts once even when
+A command — a supplier plan, like a planned restock or a warehouse pick on its way to a shelf — acts once even when
 it arrives again: plans live in compacted topics, whose values a replayed batch upstream publishes again (the
 protocol's skip covers append-only topics only), and the inference service may repeat a day's plans after a
 crash. Their consumers keep the ids they have applied (smartshelf.loop.AppliedCommands) in their state.
@@ -18,20 +19,18 @@ crash. Their consumers keep the ids they have applied (smartshelf.loop.AppliedCo
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import ClassVar, Generic, TypeVar
 
 import pyarrow as pa
 from pydantic import BaseModel, Field
 
-from smartshelf import loop, rules
+from smartshelf import loop
 from smartshelf.adapters import delta
 from smartshelf.policies import warehouse_capacity
 from smartshelf.registry import topic
-from smartshelf.schemas import (AppStateRow, ClockTick, ShelfRestockPlan, SupplierOrder, WarehouseBatchState,
-                                WarehouseEvent, WarehouseSupplierPlan)
-from smartshelf.store import clock_start
+from smartshelf.schemas import AppStateRow, ClockTick, SupplierOrder, WarehouseSupplierPlan
 from smartshelf.streaming.batch import Received
 from smartshelf.streaming.commit import CommitIO, CommittedApp
 
@@ -115,79 +114,7 @@ def time_order(item: Received) -> tuple[datetime, int, str, int, int]:
     return ts, isinstance(record, ClockTick), item.topic, item.partition, item.offset
 
 
-def _delay(io: CommitIO) -> timedelta:
-    return timedelta(minutes=io.settings.refill_delay_minutes)
-
-
 # --- the apps ------------------------------------------------------------------------------------------
-class WarehouseLots(BaseModel):
-    lots: dict[str, WarehouseBatchState] = Field(default_factory=dict)
-    applied: loop.AppliedCommands = Field(default_factory=loop.AppliedCommands)  # restock plans picked
-
-
-def _initial(io: CommitIO) -> rules.InitialStates:
-    from smartshelf.runtime.jobs import load_store
-
-    store = load_store(io.settings)
-    return rules.initial_states(store, clock_start(store, io.settings.sim_start))
-
-
-def _initial_wh_lots(io: CommitIO) -> dict[str, WarehouseBatchState]:
-    return {loop.lot_key(lot): lot for lot in _initial(io).wh_lots}
-
-
-class ShelfRestockManager(LoopApp[WarehouseLots]):
-    """shelf_restock_plan (planned) → wh_events (wh_out), warehouse lots picked FIFO by expiry."""
-
-    name = "shelf-restock-manager"
-    topics = ("shelf_restock_plan", "wh_events")
-    outputs = ("wh_events", "shelf_restock_plan")
-    state_model = WarehouseLots
-
-    def initial(self, io: CommitIO) -> WarehouseLots:
-        return WarehouseLots(lots=_initial_wh_lots(io))
-
-    def apply_events(self, state: WarehouseLots, received: list[Received], config: loop.StoreConfig,
-                     io: CommitIO) -> loop.Effects:
-        effects = loop.Effects()
-        for item in received:
-            record = item.record
-            if isinstance(record, WarehouseEvent):
-                loop.take_delivery_or_removal(state.lots, record)
-            elif isinstance(record, ShelfRestockPlan) and record.status == "planned" \
-                    and state.applied.first_time(record.plan_id, record.created_ts):
-                loop.restock(state.lots, record, effects)
-        return effects
-
-
-class RefillState(BaseModel):
-    on_the_way: list[WarehouseEvent] = Field(default_factory=list)
-    applied: loop.AppliedCommands = Field(default_factory=loop.AppliedCommands)  # picks taken on their way
-
-
-class ShelfRefillBridge(LoopApp[RefillState]):
-    """wh_events (wh_out) → shelf_events (staff putback + weight_change) once REFILL_DELAY_MINUTES of simulated
-    time have passed (on the clock's watermark); the plan is then delivered."""
-
-    name = "shelf-refill-bridge"
-    validates = ("clock_ticks",)
-    topics = ("wh_events", "clock_ticks")
-    outputs = ("shelf_events", "shelf_restock_plan")
-    state_model = RefillState
-
-    def apply_events(self, state: RefillState, received: list[Received], config: loop.StoreConfig,
-                     io: CommitIO) -> loop.Effects:
-        effects = loop.Effects()
-        for item in received:
-            record = item.record
-            if isinstance(record, WarehouseEvent) and record.event_type == "wh_out" \
-                    and state.applied.first_time(record.event_id, record.ts):
-                state.on_the_way.append(record)
-            elif isinstance(record, ClockTick):
-                state.on_the_way = loop.refills_due(state.on_the_way, record.ts, _delay(io), config, effects)
-        return effects
-
-
 class SupplierState(BaseModel):
     orders: dict[str, SupplierOrder] = Field(default_factory=dict)
     plans: dict[str, WarehouseSupplierPlan] = Field(default_factory=dict)
@@ -229,4 +156,4 @@ class WarehouseSupplierManager(LoopApp[SupplierState]):
 
 
 def loop_apps() -> list[LoopApp[BaseModel]]:
-    return [ShelfRestockManager(), ShelfRefillBridge(), WarehouseSupplierManager()]  # type: ignore[list-item]
+    return [WarehouseSupplierManager()]  # type: ignore[list-item]

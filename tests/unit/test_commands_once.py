@@ -14,8 +14,8 @@ from smartshelf.loop import COMMAND_MEMORY, AppliedCommands, lot_key
 from smartshelf.schemas import ClockTick, WarehouseEvent
 from smartshelf.settings import Settings
 from smartshelf.streaming.batch import Received
-from smartshelf.streaming.loop_apps import (RefillState, ShelfRefillBridge, ShelfRestockManager, SupplierState,
-                                            WarehouseLots, WarehouseSupplierManager)
+from smartshelf.streaming.keyed_loop import PickView, RefillView, ShelfRefillBridge, ShelfRestockManager
+from smartshelf.streaming.loop_apps import SupplierState, WarehouseSupplierManager
 from tests.unit.test_loop import T0, config, restock_plan, supplier_plan, wh_lot, wh_out
 
 CONFIG = config("S1")
@@ -56,11 +56,11 @@ def test_the_memory_survives_a_restart() -> None:
 def test_a_restock_plan_that_comes_again_is_picked_once() -> None:
     app, plan = ShelfRestockManager(), restock_plan(20)
     lot = wh_lot("B1", 100, date(2025, 1, 30))
-    state = WarehouseLots(lots={lot_key(lot): lot})
-    first = app.apply_events(state, _received("shelf_restock_plan", plan), CONFIG, IO)
-    # the same plan again, in a later batch and after the state went through its commit
-    state = WarehouseLots.model_validate_json(state.model_dump_json())
-    again = app.apply_events(state, _received("shelf_restock_plan", plan, plan), CONFIG, IO)
+    state = PickView(lots={lot_key(lot): lot})
+    first = app.apply_events(state, _received("shelf_restock_plan", plan), CONFIG)
+    # the same plan again, in a later batch and after the view went through Spark's state store
+    state = PickView.model_validate_json(state.model_dump_json())
+    again = app.apply_events(state, _received("shelf_restock_plan", plan, plan), CONFIG)
     assert [e.quantity for e in first.records["wh_events"]] == [20]
     assert again.records == {}
     assert state.lots[lot_key(lot)].batch_quantity_warehouse == 80
@@ -80,9 +80,10 @@ def test_a_supplier_plan_that_comes_again_after_its_delivery_is_not_ordered_agai
 
 def test_a_pick_that_comes_again_is_refilled_once() -> None:
     app, move = ShelfRefillBridge(), wh_out("B1", 12, reference="rp-S1-1")
-    state = RefillState()
-    app.apply_events(state, _received("wh_events", move, move), CONFIG, IO)
-    refilled = app.apply_events(state, [*_received("wh_events", move), _tick(T0 + timedelta(hours=1))], CONFIG, IO)
+    app.start(CONFIG, 6, timedelta(minutes=30))
+    state = RefillView()
+    app.apply_events(state, _received("wh_events", move, move), CONFIG)
+    refilled = app.apply_events(state, [*_received("wh_events", move), _tick(T0 + timedelta(hours=1))], CONFIG)
     putbacks = [e for e in refilled.records["shelf_events"] if getattr(e, "event_type", "") == "putback"]
     assert [p.quantity for p in putbacks] == [12]
     assert [p.quantity for p in refilled.records["shelf_restock_plan"]] == [12]

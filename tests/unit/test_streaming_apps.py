@@ -41,7 +41,8 @@ def test_the_runner_shares_one_query_unless_asked_for_one_per_app() -> None:
     names = [app.name for app in apps]
     keyed = [app.name for app in apps if isinstance(app, (KeyedApp, KeyedLoopApp))]
     assert keyed == ["shelf-aggregator", "batch-state-updater", "wh-aggregator", "wh-batch-state-updater",
-                     "shelf-alert-engine", "wh-alert-engine", "daily-discount-manager", "removal-scheduler"]
+                     "shelf-alert-engine", "wh-alert-engine", "shelf-restock-manager", "shelf-refill-bridge",
+                     "daily-discount-manager", "removal-scheduler"]
     assert query_groups(Settings(), apps) == {KEYED_QUERY: keyed,
                                               SHARED_QUERY: [n for n in names if n != LAKE_SINK and n not in keyed],
                                               LAKE_SINK: [LAKE_SINK]}
