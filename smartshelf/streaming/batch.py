@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -33,6 +33,7 @@ from smartshelf.schemas import DeadLetter
 from smartshelf.settings import Settings
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
+ResultT = TypeVar("ResultT")
 
 
 class SourceRecord(NamedTuple):
@@ -66,6 +67,36 @@ class BatchOutput:
 
     def add(self, topic_name: str, values: Iterable[BaseModel]) -> None:
         self.records.setdefault(topic_name, []).extend(values)
+
+
+def apply_isolating(received: list[Received], attempt: Callable[[list[Received]], ResultT],
+                    first_failing: Callable[[list[Received]], tuple[Received, Exception] | None], app_name: str
+                    ) -> tuple[ResultT, list[tuple[Received, str]]]:
+    """`attempt` over the records; if it raises, the record `first_failing` names is left out with the reason, and so
+    on until the rest applies: no single record stops an app (it raises only when no record alone fails). Each
+    callable starts from the state as it was before the batch."""
+    poisoned: list[tuple[Received, str]] = []
+    while True:
+        rest = [item for item in received if not any(item is bad for bad, _ in poisoned)]
+        try:
+            return attempt(rest), poisoned
+        except Exception:  # noqa: BLE001 - any failure of a rule on a record
+            culprit = first_failing(rest)
+            if culprit is None:
+                raise
+            item, error = culprit
+            poisoned.append((item, f"{app_name} could not apply it: {type(error).__name__}: {error}"))
+
+
+def first_raising(items: Iterable[Received], apply_one: Callable[[Received], object]
+                  ) -> tuple[Received, Exception] | None:
+    """The first record whose application (after those before it) raises, with what it raised."""
+    for item in items:
+        try:
+            apply_one(item)
+        except Exception as error:  # noqa: BLE001 - the culprit, whatever it raised
+            return item, error
+    return None
 
 
 def outgoing_record(topic_name: str, value: BaseModel) -> Outgoing:

@@ -37,7 +37,7 @@ from smartshelf.ingress import dead_letter
 from smartshelf.registry import DEAD_LETTERS, topic
 from smartshelf.schemas import DeadLetter
 from smartshelf.settings import Settings
-from smartshelf.streaming.batch import BatchOutput, Received
+from smartshelf.streaming.batch import BatchOutput, Received, apply_isolating, first_raising
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
@@ -149,19 +149,11 @@ class CommittedApp:
             self.dirty = False
 
     def _apply_isolated(self, io: CommitIO, received: list[Received]) -> dict[str, list[BaseModel]]:
-        poisoned: list[tuple[Received, str]] = []
-        while True:
-            rest = [item for item in received if not any(item is bad for bad, _ in poisoned)]
-            try:
-                records = self.apply(io, rest)
-                break
-            except Exception:  # noqa: BLE001 - any failure of a rule on a record
-                self.load(io)  # back to the committed state
-                culprit = self._first_failing(io, rest)
-                if culprit is None:
-                    raise
-                item, error = culprit
-                poisoned.append((item, f"{self.name} could not apply it: {type(error).__name__}: {error}"))
+        def first_failing(rest: list[Received]) -> tuple[Received, Exception] | None:
+            self.load(io)  # back to the committed state
+            return self._first_failing(io, rest)
+
+        records, poisoned = apply_isolating(received, lambda rest: self.apply(io, rest), first_failing, self.name)
         if poisoned:
             letters = [letter_of(io, item, reason) for item, reason in poisoned]
             records = {**records, DEAD_LETTERS: [*records.get(DEAD_LETTERS, []), *letters]}
@@ -171,12 +163,7 @@ class CommittedApp:
         """The first record whose application, after those before it, raises, with what it raised; the state
         is the committed one again after."""
         try:
-            for item in received:
-                try:
-                    self.apply(io, [item])
-                except Exception as error:  # noqa: BLE001 - the culprit, whatever it raised
-                    return item, error
-            return None
+            return first_raising(received, lambda item: self.apply(io, [item]))
         finally:
             self.load(io)
 

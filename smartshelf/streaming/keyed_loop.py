@@ -36,7 +36,7 @@ from smartshelf.registry import KEY_SEPARATOR, topic
 from smartshelf.schemas import (ClockTick, ShelfBatchState, ShelfEvent, ShelfPolicy, ShelfRestockPlan, ShelfState,
                                 WarehouseBatchState, WarehouseEvent, WarehousePolicy, WarehouseState)
 from smartshelf.store import StoreData
-from smartshelf.streaming.batch import Received
+from smartshelf.streaming.batch import Received, apply_isolating, first_raising
 from smartshelf.streaming.keyed import LETTER, KeyedRecord, OutputRow, bucket_of
 from smartshelf.streaming.loop_apps import time_order
 
@@ -429,28 +429,18 @@ def _received(app: KeyedLoopApp, records: list[tuple[str, KeyedRecord]]) -> tupl
 def _apply_isolated(app: KeyedLoopApp, stored: str, received: list[Received]
                     ) -> tuple[BucketView, loop.Effects, list[tuple[Received, str]]]:
     """The records applied to the stored view; a record whose application raises is found by applying them one by
-    one, is returned with the reason, and the rest are applied without it."""
-    poisoned: list[tuple[Received, str]] = []
-    while True:
-        rest = [item for item in received if not any(item is bad for bad, _ in poisoned)]
+    one, is returned with the reason, and the rest are applied without it (batch.apply_isolating)."""
+    def attempt(rest: list[Received]) -> tuple[BucketView, loop.Effects]:
         view = app.view_model.model_validate_json(stored)
-        try:
-            return view, app.apply(view, rest), poisoned
-        except Exception:  # noqa: BLE001 - any failure of a rule on a record
-            culprit = _first_failing(app.view_model.model_validate_json(stored), app, rest)
-            if culprit is None:
-                raise
-            item, error = culprit
-            poisoned.append((item, f"{app.name} could not apply it: {type(error).__name__}: {error}"))
+        return view, app.apply(view, rest)
+
+    (view, effects), poisoned = apply_isolating(
+        received, attempt, lambda rest: _first_failing(app.view_model.model_validate_json(stored), app, rest), app.name)
+    return view, effects, poisoned
 
 
 def _first_failing(view: BucketView, app: KeyedLoopApp, received: list[Received]) -> tuple[Received, Exception] | None:
     """The first record whose application, after those before it in the order `apply` takes them, raises."""
     ordered = [item for item in received if item.topic in app.policies] + sorted(
         (item for item in received if item.topic not in app.policies), key=time_order)
-    for item in ordered:
-        try:
-            app.apply(view, [item])
-        except Exception as error:  # noqa: BLE001 - the culprit, whatever it raised
-            return item, error
-    return None
+    return first_raising(ordered, lambda item: app.apply(view, [item]))

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -47,7 +47,8 @@ from smartshelf.store import StoreData, clock_start
 from smartshelf.streaming.apps import RiskScoring, ShelfAggregator
 from smartshelf.streaming.batch import BatchIO, OutputNotes, outgoing_record, output_notes_dir, record_id
 from smartshelf.streaming.commit import FAIL_AFTER_PUBLISH
-from smartshelf.streaming.keyed import LETTER, STATE, GroupTexts, KeyedApp, KeyedRecord, apply_bucket, bucket_of
+from smartshelf.streaming.keyed import (LETTER, STATE, GroupTexts, KeyedApp, KeyedRecord, OutputRow, apply_bucket,
+                                        bucket_of)
 from smartshelf.streaming.keyed_loop import RECORD, KeyedLoopApp, apply_views, opening_views
 
 # the processor's rows: keyed.OutputRow
@@ -78,23 +79,10 @@ class KeyedStateProcessor(StatefulProcessor):
 
     def handleInputRows(self, key: Any, rows: Iterator[Row], timerValues: Any) -> Iterator[Row]:
         records = [(r.group_key, KeyedRecord(r.topic, r.partition, r.offset, r.value, r.reports)) for r in rows]
-        out = []
-        mine = [(group, record) for group, record in records if record.topic in self.app_topics]
-        if mine:
-            stored = self.state.get()
-            groups = json.loads(stored[0]) if stored else {}
-            changed, rows_out = apply_bucket(self.apps, groups, mine)
-            if changed:
-                self.state.update((json.dumps(groups, sort_keys=True),))
-            out += rows_out
-        mine = [(group, record) for group, record in records if record.topic in self.loop_topics]
-        if mine:
-            stored = self.views.get()
-            views = json.loads(stored[0]) if stored else {}
-            changed, rows_out = apply_views(self.loop_apps, views, mine)
-            if changed:
-                self.views.update((json.dumps(views, sort_keys=True),))
-            out += rows_out
+        out = _through(self.state, lambda groups, mine: apply_bucket(self.apps, groups, mine),
+                       [(group, record) for group, record in records if record.topic in self.app_topics])
+        out += _through(self.views, lambda views, mine: apply_views(self.loop_apps, views, mine),
+                        [(group, record) for group, record in records if record.topic in self.loop_topics])
         yield from (Row(**dict(zip(OUTPUT_COLUMNS, row, strict=True))) for row in out)
 
     def handleInitialState(self, key: Any, initialState: Row, timerValues: Any) -> None:
@@ -105,6 +93,20 @@ class KeyedStateProcessor(StatefulProcessor):
 
     def close(self) -> None:
         pass
+
+
+def _through(state: Any, apply: Callable[[dict[str, Any], list[tuple[str, KeyedRecord]]], tuple[bool, list[OutputRow]]],
+             records: list[tuple[str, KeyedRecord]]) -> list[OutputRow]:
+    """Records applied to one state value of the bucket (JSON), read only if there are records and written only if
+    they changed it; returns the output rows."""
+    if not records:
+        return []
+    stored = state.get()
+    value = json.loads(stored[0]) if stored else {}
+    changed, out = apply(value, records)
+    if changed:
+        state.update((json.dumps(value, sort_keys=True),))
+    return out
 
 
 def opening_rows(apps: list[KeyedApp], store: StoreData, start: datetime) -> list[tuple[str, str, str, str]]:
