@@ -58,8 +58,9 @@ class BucketView(BaseModel):
             self.wh_policies[record.shelf_id] = record
 
     def shelf_ids(self) -> set[str]:
-        """The shelves the view holds something of (each in one bucket)."""
-        return {*self.shelf_policies, *self.wh_policies}
+        """The shelves the view holds something of (each in one bucket): the first part of its by-shelf keys."""
+        return {key.split(KEY_SEPARATOR)[0] for name, info in type(self).model_fields.items() if _is_by_shelf(info)
+                for key in getattr(self, name)}
 
     def part(self, shelf_ids: set[str]) -> Self:
         """The view of those shelves only."""
@@ -91,10 +92,6 @@ class LotsView(BucketView):
         else:
             super().follow(record)
 
-    def shelf_ids(self) -> set[str]:
-        return {*super().shelf_ids(), *(lot.shelf_id for lot in self.shelf_lots.values()),
-                *(lot.shelf_id for lot in self.wh_lots.values())}
-
 
 def _keep(lots: dict[str, BaseModel], key: str, lot: BaseModel, quantity: int) -> None:
     if quantity > 0:
@@ -109,9 +106,6 @@ class WatchView(BucketView):
     shelves: dict[str, ShelfState] = Field(default_factory=dict)
     warehouse: dict[str, WarehouseState] = Field(default_factory=dict)
     watches: dict[str, loop.Watch] = Field(default_factory=dict)
-
-    def shelf_ids(self) -> set[str]:
-        return {*super().shelf_ids(), *self.shelves, *self.warehouse, *self.watches}
 
 
 def split(view: BucketView, buckets: int) -> dict[int, BucketView]:

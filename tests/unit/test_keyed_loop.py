@@ -8,6 +8,7 @@ from __future__ import annotations
 import random
 from collections import Counter
 from datetime import date, datetime, timedelta
+from typing import get_origin
 
 import pytest
 from pydantic import BaseModel
@@ -19,10 +20,10 @@ from smartshelf.schemas import (Alert, ClockTick, ShelfBatchState, ShelfEvent, S
                                 WarehouseBatchState, WarehouseEvent, WarehouseSupplierPlan)
 from smartshelf.streaming.batch import Received
 from smartshelf.streaming.keyed import LETTER, KeyedRecord, OutputRow, bucket_of
-from smartshelf.registry import topic
-from smartshelf.streaming.keyed_loop import (RECORD, DailyDiscountManager, KeyedLoopApp, LotsView, RemovalScheduler,
-                                             ShelfAlertEngine, ShelfRefillBridge, ShelfRestockManager,
-                                             WarehouseAlertEngine, apply_views, opening_views)
+from smartshelf.registry import KEY_SEPARATOR, topic
+from smartshelf.streaming.keyed_loop import (KEYED_LOOP_APP_CLASSES, RECORD, DailyDiscountManager, KeyedLoopApp,
+                                             LotsView, RemovalScheduler, ShelfAlertEngine, ShelfRefillBridge,
+                                             ShelfRestockManager, WarehouseAlertEngine, apply_views, opening_views)
 
 T0 = datetime(2025, 1, 1)
 STORE = generate_store(42)
@@ -85,15 +86,29 @@ def test_the_buckets_publish_together_what_the_whole_store_publishes(buckets: in
     assert Counter(whole) == Counter(_run(buckets, batches))
 
 
-def test_the_stores_opening_lots_are_split_by_shelf_over_the_buckets() -> None:
+@pytest.mark.parametrize("app_class", KEYED_LOOP_APP_CLASSES, ids=lambda app_class: app_class.name)
+def test_every_apps_opening_view_is_split_by_shelf_over_the_buckets(app_class: type[KeyedLoopApp]) -> None:
+    app = app_class()
+    whole = app.initial(STORE, T0)
+    parts = {bucket: app.view_model.model_validate_json(apps[app.name])
+             for bucket, apps in opening_views([app], STORE, T0, 8).items()}
+    for name, info in type(whole).model_fields.items():
+        if get_origin(info.annotation) is dict:  # every shelf's entries, each in its shelf's bucket, none lost
+            entries = {key: value for part in parts.values() for key, value in getattr(part, name).items()}
+            assert entries == getattr(whole, name), name
+            assert all(bucket_of(key.split(KEY_SEPARATOR)[0], 8) == bucket
+                       for bucket, part in parts.items() for key in getattr(part, name)), name
+    assert whole.shelf_ids() == {shelf_id for part in parts.values() for shelf_id in part.shelf_ids()}
+    if app_class in (ShelfAlertEngine, WarehouseAlertEngine, ShelfRestockManager, RemovalScheduler):
+        assert whole.shelf_ids(), app.name  # the store's shelves, stock or lots, are in the view from the start
+
+
+def test_the_discount_managers_view_keeps_shelf_lots_only() -> None:
     views = opening_views(_apps(), STORE, T0, 8)
-    whole = LotsView.model_validate_json(opening_views(_apps(), STORE, T0, 1)[0][RemovalScheduler.name])
-    parts = [LotsView.model_validate_json(apps[RemovalScheduler.name]) for apps in views.values()]
-    assert sum(len(part.shelf_lots) for part in parts) == len(whole.shelf_lots) > 0
     assert all(bucket_of(lot.shelf_id, 8) == bucket for bucket, apps in views.items()
                for lot in LotsView.model_validate_json(apps[DailyDiscountManager.name]).shelf_lots.values())
     assert not any(part.wh_lots for part in (LotsView.model_validate_json(apps[DailyDiscountManager.name])
-                                             for apps in views.values()))  # the discounts read shelf lots only
+                                             for apps in views.values()))
 
 
 def _lot(quantity: int, expiry: date, code: str = "L1", shelf_id: str = "") -> ShelfBatchState:
@@ -222,7 +237,7 @@ def _watch_days(buckets: int) -> list[OutputRow]:
         at = T0 + timedelta(hours=hour)
         values = list(answers)
         for n, shelf_id in enumerate(rng.sample(shelves, 12)):
-            quantity = rng.randint(1, 4)
+            quantity = rng.randint(2, 8)
             values.append(("shelf_events", ShelfEvent(
                 event_id=f"c{hour}-{n}", event_type="pickup", shelf_id=shelf_id, quantity=quantity,
                 weight_change=-quantity * CONFIG.profiles[shelf_id].item_weight, customer_id="C1", ts=at)))
