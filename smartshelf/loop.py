@@ -1,6 +1,6 @@
 """The closed loop's decisions, as pure functions over small states: stock alerts and restock plans, FIFO
 picking in the warehouse, refills after a delay, supplier orders and deliveries, near-expiry discounts and
-removals of expired lots. The loop apps (smartshelf.streaming.loop_apps) are thin shells over these.
+removals of expired lots. The loop apps (smartshelf.streaming.keyed_loop) are thin shells over these.
 
 Every output is a function of the events and of simulated time only: ids are built from what they describe,
 and time-of-day actions run on the clock's watermark (ClockTick), so the same run gives the same outputs.

@@ -4,8 +4,7 @@ The state apps (shelf-aggregator, batch-state-updater, wh-aggregator, wh-batch-s
 per shelf in Spark's state store: their rules run per key in the executors (smartshelf.streaming.keyed,
 smartshelf.streaming.keyed_query). The lake sink mirrors the topics to the Delta lake, the state apps' state
 topics among them (their cleansed tables). The closed loop's apps whose rule decides about one shelf at a time
-keep theirs in the state store too (smartshelf.streaming.keyed_loop); the others (smartshelf.streaming.loop_apps)
-keep theirs on the driver and follow the commit protocol of smartshelf.streaming.commit.
+keep theirs in the state store too (smartshelf.streaming.keyed_loop), the supplier manager among them.
 """
 
 from __future__ import annotations
@@ -29,7 +28,6 @@ from smartshelf.streaming.batch import BatchIO, BatchOutput, Received
 from smartshelf.streaming.commit import CommitIO
 from smartshelf.streaming.keyed import Changes, KeyedApp, Step
 from smartshelf.streaming.keyed_loop import KEYED_LOOP_APP_CLASSES, KeyedLoopApp
-from smartshelf.streaming.loop_apps import loop_apps
 
 if TYPE_CHECKING:
     from smartshelf.ml.risk import RiskScorer, ShelfFacts
@@ -275,7 +273,7 @@ STATE_APPS = ("lake-sink", "shelf-aggregator", "batch-state-updater", "wh-aggreg
 
 def all_apps() -> dict[str, StreamingApp | KeyedApp | KeyedLoopApp]:
     twin: list[StreamingApp | KeyedApp | KeyedLoopApp] = [*(cls() for cls in KEYED_APP_CLASSES),
-                                                          *(cls() for cls in KEYED_LOOP_APP_CLASSES), *loop_apps()]
+                                                          *(cls() for cls in KEYED_LOOP_APP_CLASSES)]
     validated = {name for app in twin for name in app.validates}
     # the lake reports the invalid records of the topics no twin app validates
     unvalidated = tuple(name for name in sorted(lake_tables()) if name not in validated)

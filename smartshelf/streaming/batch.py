@@ -29,7 +29,7 @@ from smartshelf.adapters.spark import checkpoint_dir
 from smartshelf.adapters.spark_delta import SparkDelta
 from smartshelf.ingress import Rejection, dead_letter, letter_id, parse_record
 from smartshelf.registry import DEAD_LETTERS, topic
-from smartshelf.schemas import DeadLetter
+from smartshelf.schemas import ClockTick, DeadLetter
 from smartshelf.settings import Settings
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
@@ -57,6 +57,17 @@ class Received:
     partition: int
     offset: int
     record: BaseModel
+    # a broadcast record's copy in a bucket other than its shelf's (smartshelf.streaming.keyed_loop): it tells the
+    # bucket's app what the store has seen; the app acts on it in the shelf's bucket only
+    copy: bool = False
+
+
+def time_order(item: Received) -> tuple[datetime, int, str, int, int]:
+    """Events by simulated time; at the same time a clock tick last (it says everything up to then is in)."""
+    record = item.record
+    ts = getattr(record, "ts", None) or getattr(record, "updated_ts", None) or getattr(record, "last_event_ts", None) \
+        or getattr(record, "window_end", None) or getattr(record, "last_update_ts")
+    return ts, isinstance(record, ClockTick), item.topic, item.partition, item.offset
 
 
 @dataclass

@@ -1,6 +1,5 @@
-"""The commit protocol of every stateful streaming app, written once: the state apps (smartshelf.streaming.apps)
-and the loop apps (smartshelf.streaming.loop_apps) differ in their state and their rules, not in how a batch
-becomes durable:
+"""The commit protocol of a streaming app whose state is committed from the driver (smartshelf.streaming.driver_app:
+the pulse's alerting), written apart from the app's state and rules:
 
     load the state (once per start) → batch already committed? → apply → publish → commit
 
@@ -11,7 +10,7 @@ transaction (app id, batch id), after the batch's effects are published and ackn
   first batch after a start drops the records of append-only topics that an earlier attempt already published
   (their ids, read back from where the outputs ended at the last commit);
 - a batch found committed is skipped whole: its effects were published before its commit;
-- dead letters, which carry no id, are sent once per batch by the I/O (smartshelf.streaming.batch.LetterNotes).
+- dead letters, which carry no id, are sent once per batch by the I/O (smartshelf.streaming.batch.OutputNotes).
 
 No single record stops an app: a record whose application raises is found by applying the batch's records one
 by one from the committed state, becomes a dead letter naming the app and the error, and the batch is applied

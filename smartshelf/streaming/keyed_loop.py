@@ -1,15 +1,17 @@
-"""The closed loop's apps whose rule decides about one shelf at a time — the shelf and warehouse alert engines, the
-daily discount manager and the removal scheduler — with their state in Spark's state store, in the keyed query beside
-the state apps (smartshelf.streaming.keyed_query), instead of one state row committed by the driver.
+"""The closed loop's apps — the shelf and warehouse alert engines, the restock manager, the refill bridge, the supplier
+manager, the daily discount manager and the removal scheduler — whose rules decide about one shelf at a time, with
+their state in Spark's state store, in the keyed query beside the state apps (smartshelf.streaming.keyed_query).
 
 Each bucket of the keyed query (keyed.bucket_of of a shelf) keeps a *view* per app of the bucket's shelves: their
 stock and watches (the alert engines), or their lots with stock and the day of the last daily run (the discount
 manager, the removal scheduler), and the policies that came for them. A record goes to its shelf's bucket (its Kafka
-key, the first part of a lot's, or the shelf a restock plan names); a clock tick goes to every bucket. The app's
+key, the first part of a lot's, or the shelf a plan names); a clock tick goes to every bucket, and so does a supplier
+plan (a copy, not acted on, outside its shelf's bucket: whether the supplier manager orders the rule's plans depends
+on whether the store has seen a forecast plan). The app's
 rule runs over each bucket's view with that bucket's records, in simulated-time order (a tick last at its time), as
 the driver ran it over the whole store. Invariants:
-- each decision (an alert, a plan, a discount, a removal) is about one shelf, and every bucket sees every tick, so
-  the buckets' decisions together are the whole store's, whatever the bucket count;
+- each decision (an alert, a plan, an order, a discount, a removal) is about one shelf, and every bucket sees every
+  tick and every supplier plan, so the buckets' decisions together are the whole store's, whatever the bucket count;
 - a lot without stock leaves the view (no rule acts on it; a later record with stock brings it back), so a view holds
   what is on the shelves and in the warehouse, not every lot ever;
 - no record is lost silently: an invalid record of a topic the app validates (a tick by bucket 0 only), a record
@@ -34,11 +36,12 @@ from smartshelf import loop, rules
 from smartshelf.ingress import Rejection, parse_record
 from smartshelf.registry import KEY_SEPARATOR, topic
 from smartshelf.schemas import (ClockTick, ShelfBatchState, ShelfEvent, ShelfPolicy, ShelfRestockPlan, ShelfState,
-                                WarehouseBatchState, WarehouseEvent, WarehousePolicy, WarehouseState)
+                                SupplierOrder, WarehouseBatchState, WarehouseEvent, WarehousePolicy, WarehouseState,
+                                WarehouseSupplierPlan)
+from smartshelf.settings import Settings
 from smartshelf.store import StoreData
-from smartshelf.streaming.batch import Received, apply_isolating, first_raising
+from smartshelf.streaming.batch import Received, apply_isolating, first_raising, time_order
 from smartshelf.streaming.keyed import LETTER, KeyedRecord, OutputRow, bucket_of
-from smartshelf.streaming.loop_apps import time_order
 
 Letter = tuple[str, KeyedRecord, str]  # (group, the record as it came, reason)
 RECORD = "record"  # the kind of output row of a record an app publishes (keyed.OutputRow)
@@ -128,13 +131,16 @@ class KeyedLoopApp:
     outputs: ClassVar[tuple[str, ...]]
     view_model: ClassVar[type[BucketView]]
     # set when the query starts (`start`): the store's policies and profiles as loaded then, the daily run's hour,
-    # how long a restock takes from the warehouse to its shelf
+    # how long a restock takes from the warehouse to its shelf, whose supplier plans are ordered
     config = loop.StoreConfig({}, {}, {}, {}, {})
     ops_hour = 0
     refill_delay = timedelta(0)
+    supplier_policy: loop.SupplierPolicy = "rules"
 
-    def start(self, config: loop.StoreConfig, ops_hour: int, refill_delay: timedelta) -> None:
-        self.config, self.ops_hour, self.refill_delay = config, ops_hour, refill_delay
+    def start(self, config: loop.StoreConfig, settings: Settings) -> None:
+        self.config, self.ops_hour = config, settings.store_ops_hour
+        self.refill_delay = timedelta(minutes=settings.refill_delay_minutes)
+        self.supplier_policy = settings.supplier_policy
 
     def initial(self, store: StoreData, start: datetime) -> BucketView:
         """The whole store's view as it opened."""
@@ -356,6 +362,62 @@ class ShelfRefillBridge(KeyedLoopApp):
         return effects
 
 
+class SupplierView(BucketView):
+    """The supplier manager's: the orders open for the bucket's shelves and their plans, the plans taken (per shelf),
+    and whether any forecast plan has come to the store (every bucket sees every supplier plan: a broadcast)."""
+
+    orders: dict[str, dict[str, SupplierOrder]] = Field(default_factory=dict)  # by shelf, then order id
+    plans: dict[str, dict[str, WarehouseSupplierPlan]] = Field(default_factory=dict)  # by shelf, then plan id
+    applied: dict[str, loop.AppliedCommands] = Field(default_factory=dict)
+    forecasts_seen: bool = False  # under SUPPLIER_POLICY=ml the rule's plans stop once a forecast plan has come
+
+
+class WarehouseSupplierManager(KeyedLoopApp):
+    """wh_supplier_plan (planned) → supplier orders (the rule's or the forecast's plans, SUPPLIER_POLICY,
+    smartshelf.loop.orders_plan; under ml a rule plan not ordered is cancelled); on the clock, deliveries at their
+    lead time and hour → wh_events (wh_in, a new lot), receipts.
+
+    Whether a rule plan is ordered under ml depends on the whole store (has any forecast plan come before it?), so
+    the supplier plans are broadcast like the ticks: each bucket notes the forecast plans of every shelf, in
+    simulated-time order among its own records, and orders and delivers its own shelves' plans only."""
+
+    name = "wh-supplier-manager"
+    validates = ("wh_supplier_plan",)
+    policies = ("wh_policies",)  # the delivery hour
+    topics = ("wh_supplier_plan", "clock_ticks", *policies)
+    broadcast = ("clock_ticks", "wh_supplier_plan")
+    outputs = ("wh_events", "wh_supplier_plan", "wh_supplier_orders", "wh_supplier_receipts")
+    view_model = SupplierView
+
+    def initial(self, store: StoreData, start: datetime) -> SupplierView:
+        return SupplierView()
+
+    def apply_events(self, view: SupplierView, received: list[Received], config: loop.StoreConfig) -> loop.Effects:
+        effects = loop.Effects()
+        for item in received:
+            record = item.record
+            if isinstance(record, WarehouseSupplierPlan) and record.status == "planned":
+                view.forecasts_seen |= record.plan_id.startswith(loop.FORECAST_PLAN_PREFIX)
+                if not item.copy and _first_time(view.applied, record.shelf_id, record.plan_id, record.created_ts):
+                    self._order(view, record, config, effects)
+            elif isinstance(record, ClockTick):
+                for shelf_id in sorted(view.orders):
+                    loop.deliveries_due(view.orders[shelf_id], view.plans[shelf_id], record.ts, config, effects)
+                view.orders = {shelf_id: open_ for shelf_id, open_ in view.orders.items() if open_}
+                view.plans = {shelf_id: open_ for shelf_id, open_ in view.plans.items() if open_}
+        return effects
+
+    def _order(self, view: SupplierView, plan: WarehouseSupplierPlan, config: loop.StoreConfig,
+               effects: loop.Effects) -> None:
+        if not loop.orders_plan(plan, self.supplier_policy, view.forecasts_seen):
+            if self.supplier_policy == "ml":  # under rules a forecast plan stays, to be read
+                effects.publish("wh_supplier_plan", plan.model_copy(update={"status": "cancelled"}))
+            return
+        order = loop.place_order(plan, config, effects)
+        view.orders.setdefault(plan.shelf_id, {})[order.order_id] = order
+        view.plans.setdefault(plan.shelf_id, {})[plan.plan_id] = plan
+
+
 def _first_time(applied: dict[str, loop.AppliedCommands], shelf_id: str, command_id: str, ts: datetime) -> bool:
     """Whether a shelf's command is new (loop.AppliedCommands, one memory per shelf: a shelf's commands are in one
     bucket, so what is skipped does not depend on the bucket count)."""
@@ -364,7 +426,8 @@ def _first_time(applied: dict[str, loop.AppliedCommands], shelf_id: str, command
 
 KEYED_LOOP_APP_CLASSES: tuple[type[KeyedLoopApp], ...] = (ShelfAlertEngine, WarehouseAlertEngine,
                                                           ShelfRestockManager, ShelfRefillBridge,
-                                                          DailyDiscountManager, RemovalScheduler)
+                                                          WarehouseSupplierManager, DailyDiscountManager,
+                                                          RemovalScheduler)
 
 
 def opening_views(apps: list[KeyedLoopApp], store: StoreData, start: datetime, buckets: int
@@ -415,8 +478,9 @@ def _received(app: KeyedLoopApp, records: list[tuple[str, KeyedRecord]]) -> tupl
             if reported:
                 letters.append((group, record, f"record key '{group}' is not the shelf its fields name "
                                                f"('{getattr(parsed, 'shelf_id')}')"))
-        else:
-            received.append(Received(record.topic, record.partition, record.offset, parsed))
+        else:  # a broadcast record that names a shelf comes without its group to the other shelves' buckets
+            copy = record.topic in app.broadcast and not group and bool(getattr(parsed, "shelf_id", ""))
+            received.append(Received(record.topic, record.partition, record.offset, parsed, copy))
     return received, letters
 
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Iterator
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -173,7 +173,7 @@ def start_keyed(spark: SparkSession, settings: Settings, name: str, apps: list[K
     if loop_apps:
         config = loop_config(settings, store)
         for loop_app in loop_apps:
-            loop_app.start(config, settings.store_ops_hour, timedelta(minutes=settings.refill_delay_minutes))
+            loop_app.start(config, settings)
     opening = opening_rows(state_apps, store, start)
     checkpoint = checkpoint_dir(settings, name)
     keep_layout(checkpoint, settings.keyed_buckets, [app.name for app in apps])
@@ -243,22 +243,26 @@ def keyed_frame(spark: SparkSession, settings: Settings, apps: list[KeyedApp], l
     """The apps' topics through the processor, grouped by the bucket of their shelf: a record's Kafka key (its first
     part for a topic keyed by shelf and more; the shelf its value names for a loop app's topic keyed otherwise), or
     each shelf a spread record names (only the first shelf's group reports it if it is invalid); a broadcast record
-    (a tick) to every bucket (bucket 0's reports it)."""
+    (a tick, a supplier plan) to every bucket (bucket 0's reports it), with its shelf as its group in that shelf's
+    bucket and none in the others."""
     topics = sorted({t for app in [*apps, *loop_apps] for t in app.topics})
     spread = sorted({t for app in apps for t in app.spread})
     broadcast = sorted({t for app in loop_apps for t in app.broadcast})
     by_shelf = [t for t in topics if len(topic(t).key) > 1 and topic(t).key[0] == "shelf_id"]
-    # a loop app's topic keyed otherwise (a restock plan, by its id) whose records name a shelf: grouped by it
-    by_value = sorted({t for app in loop_apps for t in app.topics if t not in broadcast and topic(t).key[0] !=
-                       "shelf_id" and "shelf_id" in topic(t).schema.model_fields})
+    # a loop app's topic keyed otherwise (a restock or supplier plan, by its id) whose records name a shelf: grouped
+    # by it
+    by_value = sorted({t for app in loop_apps for t in app.topics if topic(t).key[0] != "shelf_id" and
+                       "shelf_id" in topic(t).schema.model_fields})
     source = spark.readStream.format("kafka").options(**kafka_options(settings, topics)).load()
     kafka_key = F.coalesce(F.col("key").cast("string"), F.lit(""))
     lines = F.from_json(F.col("value").cast("string"), SPREAD_SCHEMA)["items"]
     # a spread record goes to each shelf it names (distinct, sorted: keyed.shelves_named); one whose shelves cannot
     # be read goes to its Kafka key's group, which reports it as invalid
     named_shelf = F.get_json_object(F.col("value").cast("string"), "$.shelf_id")
+    is_broadcast = F.col("topic").isin(broadcast)
     shelf_key = F.when(F.col("topic").isin(by_shelf), F.substring_index(kafka_key, KEY_SEPARATOR, 1)) \
-        .when(F.col("topic").isin(by_value) & named_shelf.isNotNull(), named_shelf).otherwise(kafka_key)
+        .when(F.col("topic").isin(by_value) & named_shelf.isNotNull(), named_shelf) \
+        .when(is_broadcast, F.lit("")).otherwise(kafka_key)
     named = F.when(F.col("topic").isin(spread), F.array_sort(F.array_distinct(F.transform(
         lines, lambda line: line["shelf_id"])))).otherwise(F.array(shelf_key))
     records = source.select("topic", "partition", "offset", "value", kafka_key.alias("kafka_key"),
@@ -266,12 +270,14 @@ def keyed_frame(spark: SparkSession, settings: Settings, apps: list[KeyedApp], l
     group_key = F.coalesce(F.col("shelf"), F.col("kafka_key"))
     own_bucket = F.pmod(F.crc32(group_key.cast("binary")), F.lit(settings.keyed_buckets))  # = keyed.bucket_of
     every_bucket = F.sequence(F.lit(0), F.lit(settings.keyed_buckets - 1)).cast("array<long>")
-    is_broadcast = F.col("topic").isin(broadcast)
     by_bucket = records.select(F.explode(F.when(is_broadcast, every_bucket).otherwise(F.array(own_bucket)))
-                               .alias("bucket"), F.when(is_broadcast, F.lit("")).otherwise(group_key)
-                               .alias("group_key"), "topic", "partition", "offset", "value", "line")
+                               .alias("bucket"), group_key.alias("group_key"), own_bucket.alias("own_bucket"),
+                               "topic", "partition", "offset", "value", "line")
+    # a broadcast record keeps its shelf as its group in that shelf's bucket only (keyed_loop: a copy elsewhere)
+    copied_group = F.when(is_broadcast & (F.col("bucket") != F.col("own_bucket")), F.lit("")) \
+        .otherwise(F.col("group_key"))
     reports = F.when(is_broadcast, F.col("bucket") == 0).otherwise(F.coalesce(F.col("line") == 0, F.lit(True)))
-    grouped = by_bucket.select("bucket", "group_key", "topic", "partition", "offset", "value",
+    grouped = by_bucket.select("bucket", copied_group.alias("group_key"), "topic", "partition", "offset", "value",
                                reports.alias("reports")).groupBy("bucket")
     initial = spark.createDataFrame(initial_buckets(opening, settings.keyed_buckets, views),
                                     INITIAL_SCHEMA).groupBy("bucket")

@@ -39,7 +39,7 @@ from smartshelf.settings import Settings
 from smartshelf.store import StoreData
 from smartshelf.streaming.batch import BatchIO, BatchOutput, Received
 from smartshelf.streaming.commit import CommitIO
-from smartshelf.streaming.loop_apps import LoopApp
+from smartshelf.streaming.driver_app import DriverApp
 from smartshelf.tabular import arrow_schema
 
 SOURCES = ("foot_traffic", "pos_transactions", "shelf_events", CLOCK_TICKS)
@@ -175,7 +175,7 @@ def windows_of(rows: list[dict[str, object]]) -> tuple[list[PulseWindow], list[P
     return minutes, sliding
 
 
-class PulseApp(LoopApp[pulse.PulseState]):
+class PulseApp(DriverApp[pulse.PulseState]):
     """The pulse: its 1-minute windows published as they are; its 5-minute windows scored, published, and
     their anomaly and shrinkage alerts raised."""
 
@@ -194,8 +194,7 @@ class PulseApp(LoopApp[pulse.PulseState]):
         received = [Received("pulse_windows", 0, number, window) for number, window in enumerate(sliding)]
         self.handle(io, batch_id, received, BatchOutput())  # a loop app publishes its effects itself
 
-    def apply_events(self, state: pulse.PulseState, received: list[Received], config: loop.StoreConfig,
-                     io: CommitIO) -> loop.Effects:
+    def apply_events(self, state: pulse.PulseState, received: list[Received], io: CommitIO) -> loop.Effects:
         windows = [item.record for item in received]
         published, alerts = pulse.evaluate(state, windows, self.categories, rules(io.settings))  # type: ignore[arg-type]
         minutes = [w for w in self.minutes if w.metric not in pulse.SHELF_METRICS]

@@ -1,14 +1,11 @@
-"""Start any subset of the streaming apps in one SparkSession: the keyed state apps as one keyed query (their
-state in Spark's state store, smartshelf.streaming.keyed_query), the twin's other apps as one shared query and
-the lake sink as another (the default), or one query per app (SPARK_QUERY_PER_APP=1), each query with its own
-checkpoint; and the pulse's two windowed queries (smartshelf.streaming.pulse), each its own; stop them cleanly
-on SIGTERM.
+"""Start any subset of the streaming apps in one SparkSession: the twin's apps as one keyed query (their state in
+Spark's state store, smartshelf.streaming.keyed_query) and the lake sink as another (the default), or one query per
+app (SPARK_QUERY_PER_APP=1), each query with its own checkpoint; and the pulse's windowed query
+(smartshelf.streaming.pulse); stop them cleanly on SIGTERM.
 
-A shared query reads the union of the apps' topics once per trigger and hands each app the records of its
-topics; each app still commits its own effects per (app, batch id), so a replay after a crash is skipped by
-the apps that had committed it. Why one query by default: with the closed loop's 13 apps on 2 cores, 13
-queries did not even start (Spark's Python workers timed out connecting back) and each query costs ~215 MiB
-of Python processes (docs/architecture.md, "One query or one per app").
+Why few queries: with the closed loop's 13 apps on 2 cores, 13 queries did not even start (Spark's Python workers
+timed out connecting back) and each query costs ~215 MiB of Python processes (docs/architecture.md, "One query or
+one per app").
 """
 
 from __future__ import annotations
@@ -65,7 +62,6 @@ class Failures:
         return min(cap, first * 2 ** (len(self.times) - 1))
 
 
-SHARED_QUERY = "smartshelf-apps"
 KEYED_QUERY = "smartshelf-keyed"
 App = StreamingApp | KeyedApp | KeyedLoopApp
 KEYED = (KeyedApp, KeyedLoopApp)  # the apps whose state lives in Spark's state store: the keyed query's
@@ -139,15 +135,12 @@ def select_apps(names: Iterable[str] | None) -> list[App]:
 
 
 def query_groups(settings: Settings, apps: list[App]) -> dict[str, list[str]]:
-    """Query name -> the names of the apps it runs: the keyed apps share the keyed query, the twin's other apps
-    one query, the lake sink has its own (its delta-spark commits then overlap the twin's next batch instead of
-    lengthening it)."""
+    """Query name -> the names of the apps it runs: the keyed apps (every app of the twin) share the keyed query, the
+    lake sink has its own (its delta-spark commits then overlap the twin's next batch instead of lengthening it)."""
     if settings.spark_query_per_app or len(apps) == 1:
         return {app.name: [app.name] for app in apps}
     keyed = [app.name for app in apps if isinstance(app, KEYED)]
-    twin = [app.name for app in apps if app.name != LAKE_SINK and app.name not in keyed]
-    return {**({KEYED_QUERY: keyed} if keyed else {}), **({SHARED_QUERY: twin} if twin else {}),
-            **({LAKE_SINK: [LAKE_SINK]} if LAKE_SINK in {app.name for app in apps} else {})}
+    return {**({KEYED_QUERY: keyed} if keyed else {}), **{app.name: [app.name] for app in apps if app.name not in keyed}}
 
 
 def run(settings: Settings, names: Iterable[str] | None = None) -> None:

@@ -1,4 +1,4 @@
-"""Shell: the shelf-refill-bridge streaming app alone, as compose runs it (smartshelf.streaming.loop_apps)."""
+"""Shell: the shelf-refill-bridge streaming app alone, as compose runs it (smartshelf.streaming.keyed_loop)."""
 
 from smartshelf.settings import get_settings
 from smartshelf.streaming.runner import run

@@ -1,4 +1,4 @@
-"""Shell: the wh-supplier-manager streaming app alone, as compose runs it (smartshelf.streaming.loop_apps)."""
+"""Shell: the wh-supplier-manager streaming app alone, as compose runs it (smartshelf.streaming.keyed_loop)."""
 
 from smartshelf.settings import get_settings
 from smartshelf.streaming.runner import run

@@ -5,8 +5,6 @@ across a restart (the ids are part of the committed state), and the memory of ap
 from __future__ import annotations
 
 from datetime import date, datetime, timedelta
-from types import SimpleNamespace
-from typing import Any
 
 from pydantic import BaseModel
 
@@ -14,12 +12,11 @@ from smartshelf.loop import COMMAND_MEMORY, AppliedCommands, lot_key
 from smartshelf.schemas import ClockTick, WarehouseEvent
 from smartshelf.settings import Settings
 from smartshelf.streaming.batch import Received
-from smartshelf.streaming.keyed_loop import PickView, RefillView, ShelfRefillBridge, ShelfRestockManager
-from smartshelf.streaming.loop_apps import SupplierState, WarehouseSupplierManager
+from smartshelf.streaming.keyed_loop import (PickView, RefillView, ShelfRefillBridge, ShelfRestockManager, SupplierView,
+                                             WarehouseSupplierManager)
 from tests.unit.test_loop import T0, config, restock_plan, supplier_plan, wh_lot, wh_out
 
 CONFIG = config("S1")
-IO: Any = SimpleNamespace(settings=Settings(_env_file=None))  # type: ignore[call-arg]  # the apps read settings only
 
 
 def _received(topic_name: str, *records: BaseModel) -> list[Received]:
@@ -68,19 +65,20 @@ def test_a_restock_plan_that_comes_again_is_picked_once() -> None:
 
 def test_a_supplier_plan_that_comes_again_after_its_delivery_is_not_ordered_again() -> None:
     app, plan = WarehouseSupplierManager(), supplier_plan(delivery=date(2025, 1, 12))
-    state = SupplierState()
-    ordered = app.apply_events(state, _received("wh_supplier_plan", plan), CONFIG, IO)
-    delivered = app.apply_events(state, [_tick(datetime(2025, 1, 12, 9))], CONFIG, IO)
-    again = app.apply_events(state, [*_received("wh_supplier_plan", plan), _tick(datetime(2025, 1, 20, 9))],
-                             CONFIG, IO)
+    view = SupplierView()
+    ordered = app.apply_events(view, _received("wh_supplier_plan", plan), CONFIG)
+    delivered = app.apply_events(view, [_tick(datetime(2025, 1, 12, 9))], CONFIG)
+    view = SupplierView.model_validate_json(view.model_dump_json())  # through Spark's state store
+    again = app.apply_events(view, [*_received("wh_supplier_plan", plan), _tick(datetime(2025, 1, 20, 9))], CONFIG)
     assert len(ordered.records["wh_supplier_orders"]) == 1
     assert [e.event_type for e in delivered.records["wh_events"] if isinstance(e, WarehouseEvent)] == ["wh_in"]
     assert again.records == {}
+    assert view.orders == {} and view.plans == {}  # a delivered order leaves the view
 
 
 def test_a_pick_that_comes_again_is_refilled_once() -> None:
     app, move = ShelfRefillBridge(), wh_out("B1", 12, reference="rp-S1-1")
-    app.start(CONFIG, 6, timedelta(minutes=30))
+    app.start(CONFIG, Settings(_env_file=None, REFILL_DELAY_MINUTES=30))  # type: ignore[call-arg]
     state = RefillView()
     app.apply_events(state, _received("wh_events", move, move), CONFIG)
     refilled = app.apply_events(state, [*_received("wh_events", move), _tick(T0 + timedelta(hours=1))], CONFIG)

@@ -1,6 +1,7 @@
 """The loop apps whose state is a view per bucket of the keyed query (smartshelf.streaming.keyed_loop): over a whole
-store's lots and days, and over two days of the closed loop (alerts, restocks, refills), the buckets' records are the
-whole store's together, whatever the bucket count; a lot without stock leaves the view; a policy applies from its batch;
+store's lots and days, and over days of the closed loop (alerts, restocks, refills, supplier orders and deliveries,
+under either supplier policy), the buckets' records are the whole store's together, whatever the bucket count; every
+app's opening view is split by shelf without loss; a lot without stock leaves the view; a policy applies from its batch;
 invalid, mis-keyed and raising records are letters and the rest is applied; the daily run happens once a day."""
 
 from __future__ import annotations
@@ -18,12 +19,14 @@ from smartshelf.datagen import generate_store
 from smartshelf.policies import derive_config, load_policy_config, warehouse_capacity
 from smartshelf.schemas import (Alert, ClockTick, ShelfBatchState, ShelfEvent, ShelfPolicy, ShelfRestockPlan,
                                 WarehouseBatchState, WarehouseEvent, WarehouseSupplierPlan)
+from smartshelf.settings import Settings
 from smartshelf.streaming.batch import Received
 from smartshelf.streaming.keyed import LETTER, KeyedRecord, OutputRow, bucket_of
 from smartshelf.registry import KEY_SEPARATOR, topic
 from smartshelf.streaming.keyed_loop import (KEYED_LOOP_APP_CLASSES, RECORD, DailyDiscountManager, KeyedLoopApp,
                                              LotsView, RemovalScheduler, ShelfAlertEngine, ShelfRefillBridge,
-                                             ShelfRestockManager, WarehouseAlertEngine, apply_views, opening_views)
+                                             ShelfRestockManager, WarehouseAlertEngine, WarehouseSupplierManager,
+                                             apply_views, opening_views)
 
 T0 = datetime(2025, 1, 1)
 STORE = generate_store(42)
@@ -200,40 +203,43 @@ def test_warehouse_lots_without_stock_leave_the_removals_view() -> None:
     assert _view(views, app).wh_lots == {}
 
 
-def _watch_apps() -> list[KeyedLoopApp]:
-    apps: list[KeyedLoopApp] = [ShelfAlertEngine(), WarehouseAlertEngine(), ShelfRestockManager(), ShelfRefillBridge()]
+def _watch_apps(policy: str = "rules") -> list[KeyedLoopApp]:
+    apps: list[KeyedLoopApp] = [ShelfAlertEngine(), WarehouseAlertEngine(), ShelfRestockManager(), ShelfRefillBridge(),
+                                WarehouseSupplierManager()]
+    settings = Settings(_env_file=None, STORE_OPS_HOUR=6, REFILL_DELAY_MINUTES=30,  # type: ignore[call-arg]
+                        SUPPLIER_POLICY=policy)
     for app in apps:
-        app.start(CONFIG, 6, timedelta(minutes=30))
+        app.start(CONFIG, settings)
     return apps
 
 
-def _feedback(rows: list[OutputRow], at: datetime) -> list[tuple[str, BaseModel]]:
+def _feedback(rows: list[OutputRow]) -> list[tuple[str, BaseModel]]:
     """What the batch's records bring about in the next one (in key order, so the same records give the same
-    inputs): its plans, warehouse picks and refills go round the loop, and each supplier plan's order is delivered
-    to the warehouse (the supplier manager's part)."""
-    answers: list[tuple[str, BaseModel]] = []
-    for n, row in enumerate(sorted((r for r in rows if r[2] != "alerts"), key=lambda r: (r[2], r[5], r[6] or b""))):
-        if row[2] != "wh_supplier_plan":
-            answers.append((row[2], topic(row[2]).schema.model_validate_json(row[6] or b"")))
-            continue
-        plan = WarehouseSupplierPlan.model_validate_json(row[6] or b"")
-        answers.append(("wh_events", WarehouseEvent(
-            event_id=f"in-{plan.plan_id}", event_type="wh_in", shelf_id=plan.shelf_id, batch_code=f"N{n}",
-            quantity=plan.quantity, received_date=at.date(), expiry_date=at.date() + timedelta(days=20),
-            reference=loop.order_id(plan.plan_id), ts=at)))
-    return answers
+    inputs): its plans, orders, warehouse moves and refills go round the loop."""
+    return [(row[2], topic(row[2]).schema.model_validate_json(row[6] or b""))
+            for row in sorted((r for r in rows if r[2] != "alerts"), key=lambda r: (r[2], r[5], r[6] or b""))]
 
 
-def _watch_days(buckets: int) -> list[OutputRow]:
-    """Two days of customers emptying shelves and the warehouse picking, hour by hour, the loop answering."""
-    rng, apps = random.Random(3), _watch_apps()
+def _bucket_records(batch: list[tuple[str, KeyedRecord]], bucket: int, buckets: int, broadcast: set[str]
+                    ) -> list[tuple[str, KeyedRecord]]:
+    """A bucket's records as the keyed query groups them: its shelves' records, and every broadcast record, with its
+    shelf as the group in that shelf's bucket only ("" is a tick's group)."""
+    return [(group if bucket_of(group, buckets) == bucket else "", record) for group, record in batch
+            if record.topic in broadcast or bucket_of(group, buckets) == bucket]
+
+
+def _watch_days(buckets: int, policy: str = "rules") -> list[OutputRow]:
+    """Two and a half days of customers emptying shelves and the warehouse picking, hour by hour, the loop answering
+    (the supplier delivers two days after an order); on the first day at 04:00 a forecast plan for one shelf."""
+    rng, apps = random.Random(3), _watch_apps(policy)
+    broadcast = {name for app in apps for name in app.broadcast}
     views = opening_views(apps, STORE, T0, buckets)
     shelves = [shelf.shelf_id for shelf in STORE.store_inventory[:40]]
     lots = {lot.shelf_id: lot for lot in STORE.warehouse_batches if lot.shelf_id in shelves}
     out: list[OutputRow] = []
     answers: list[tuple[str, BaseModel]] = []
     offset = 0
-    for hour in range(48):
+    for hour in range(60):
         at = T0 + timedelta(hours=hour)
         values = list(answers)
         for n, shelf_id in enumerate(rng.sample(shelves, 12)):
@@ -245,6 +251,11 @@ def _watch_days(buckets: int) -> list[OutputRow]:
             values.append(("wh_events", WarehouseEvent(
                 event_id=f"o{hour}-{n}", event_type="wh_out", shelf_id=lot.shelf_id, batch_code=lot.batch_code,
                 quantity=rng.randint(1, 6), received_date=lot.received_date, expiry_date=lot.expiry_date, ts=at)))
+        if hour == 4:
+            values.append(("wh_supplier_plan", WarehouseSupplierPlan(
+                plan_id=f"{loop.FORECAST_PLAN_PREFIX}{shelves[0]}-20250101", shelf_id=shelves[0], batches_to_order=1,
+                quantity=10, status="planned", expected_delivery_date=date(2025, 1, 2), created_ts=at,
+                updated_ts=at)))
         batch: list[tuple[str, KeyedRecord]] = []
         for name, value in values:
             offset += 1
@@ -253,25 +264,38 @@ def _watch_days(buckets: int) -> list[OutputRow]:
         batch.append(("", tick(at, offset)))
         rows: list[OutputRow] = []
         for bucket in range(buckets):
-            mine = [(g, r) for g, r in batch if not g or bucket_of(g, buckets) == bucket]
-            rows += apply_views(apps, views.setdefault(bucket, {}), mine)[1]
+            rows += apply_views(apps, views.setdefault(bucket, {}), _bucket_records(batch, bucket, buckets,
+                                                                                    broadcast))[1]
         out += rows
-        answers = _feedback(rows, at)
+        answers = _feedback(rows)
     return out
+
+
+def _statuses(rows: list[OutputRow], name: str) -> Counter[str]:
+    return Counter(topic(name).schema.model_validate_json(row[6] or b"").status for row in rows if row[2] == name)
 
 
 @pytest.mark.parametrize("buckets", [7, 64])
 def test_the_loops_apps_in_buckets_do_what_they_do_over_the_whole_store(buckets: int) -> None:
     whole = _watch_days(1)
     records = Counter(row[2] for row in whole)
-    plans = Counter(ShelfRestockPlan.model_validate_json(row[6] or b"").status for row in whole
-                    if row[2] == "shelf_restock_plan")
     alerts = Counter(Alert.model_validate_json(row[6] or b"").alert_type for row in whole if row[2] == "alerts")
     assert {row[1] for row in whole} == {RECORD}, [row for row in whole if row[1] != RECORD][:3]
-    assert records["wh_events"] and records["shelf_events"] and records["wh_supplier_plan"], records
-    assert plans["planned"] and plans["picked"] and plans["delivered"], plans  # the loop went round
+    assert records["wh_events"] and records["shelf_events"] and records["wh_supplier_receipts"], records
+    restocks, supplies = _statuses(whole, "shelf_restock_plan"), _statuses(whole, "wh_supplier_plan")
+    assert restocks["planned"] and restocks["picked"] and restocks["delivered"], restocks  # the loop went round
+    assert supplies["ordered"] and supplies["received"] and not supplies["cancelled"], supplies
     assert alerts["low_stock"] and alerts["out_of_stock"] and alerts["wh_reorder"], alerts
     assert Counter(whole) == Counter(_watch_days(buckets))
+
+
+@pytest.mark.parametrize("buckets", [7, 64])
+def test_under_the_ml_policy_a_forecast_plan_for_one_shelf_stops_the_rules_plans_in_every_bucket(buckets: int) -> None:
+    whole = _watch_days(1, "ml")
+    supplies = _statuses(whole, "wh_supplier_plan")
+    forecast = [row for row in whole if row[2] == "wh_supplier_orders" and loop.FORECAST_PLAN_PREFIX in (row[5] or "")]
+    assert forecast and supplies["cancelled"] > 1 and supplies["ordered"], supplies  # rules' plans before 04:00 ordered
+    assert Counter(whole) == Counter(_watch_days(buckets, "ml"))
 
 
 def test_a_restock_plan_goes_to_the_bucket_of_the_shelf_it_names() -> None:

@@ -35,25 +35,24 @@ def test_each_state_app_starts_from_rows_of_its_own_table() -> None:
 
 def test_the_runner_shares_one_query_unless_asked_for_one_per_app() -> None:
     from smartshelf.settings import Settings
-    from smartshelf.streaming.runner import KEYED_QUERY, LAKE_SINK, SHARED_QUERY, query_groups
+    from smartshelf.streaming.runner import KEYED_QUERY, LAKE_SINK, query_groups
 
     apps = list(all_apps().values())
     names = [app.name for app in apps]
     keyed = [app.name for app in apps if isinstance(app, (KeyedApp, KeyedLoopApp))]
     assert keyed == ["shelf-aggregator", "batch-state-updater", "wh-aggregator", "wh-batch-state-updater",
                      "shelf-alert-engine", "wh-alert-engine", "shelf-restock-manager", "shelf-refill-bridge",
-                     "daily-discount-manager", "removal-scheduler"]
-    assert query_groups(Settings(), apps) == {KEYED_QUERY: keyed,
-                                              SHARED_QUERY: [n for n in names if n != LAKE_SINK and n not in keyed],
-                                              LAKE_SINK: [LAKE_SINK]}
+                     "wh-supplier-manager", "daily-discount-manager", "removal-scheduler"]
+    assert names == [*keyed, LAKE_SINK]  # every app of the twin keeps its state in Spark's state store
+    assert query_groups(Settings(), apps) == {KEYED_QUERY: keyed, LAKE_SINK: [LAKE_SINK]}
     assert query_groups(Settings(SPARK_QUERY_PER_APP=True), apps) == {name: [name] for name in names}
     assert query_groups(Settings(), apps[:1]) == {names[0]: [names[0]]}  # an app alone keeps its own name
 
 
 def test_loop_apps_publish_only_to_topics_with_ids_or_compacted_ones() -> None:
-    """A replayed loop batch drops what was already published by id; compacted outputs need no id."""
-    from smartshelf.streaming.loop_apps import loop_apps
+    """A replayed batch publishes again only what it can drop by id or what a compacted topic takes again."""
+    from smartshelf.streaming.pulse import PulseApp
 
-    for app in [*loop_apps(), *(cls() for cls in KEYED_LOOP_APP_CLASSES)]:
+    for app in [PulseApp([]), *(cls() for cls in KEYED_LOOP_APP_CLASSES)]:
         for name in app.outputs:
             assert topic(name).compacted or topic(name).id_field is not None, (app.name, name)
