@@ -1,10 +1,8 @@
 """What every app's foreachBatch shares: decoding and validating the batch, dead letters, the lake's delta-spark
 writes, publishing to topics, and reporting progress to the lockstep clock.
 
-The closed loop's apps and the lake sink process on the driver (the state apps run in the executors,
-smartshelf.streaming.keyed_query), in Python, over the collected batch: the batches of this store are small
-(a simulated hour is ~2k events), and the rules are the same pure functions the tests check, so a batch is
-plain Python over validated records. Spark provides the streaming engine: offsets per partition in the
+The lake sink and the pulse's alerting process on the driver, in Python, over the collected batch (the twin's apps
+run in the executors, smartshelf.streaming.keyed_query, and only their outputs reach the driver). Spark provides the streaming engine: offsets per partition in the
 checkpoint, triggers, restart from the last committed batch.
 """
 

@@ -6,8 +6,8 @@ minute over them. Spark keeps the open windows in its state store (RocksDB, chec
 the batch once the watermark has passed its end (append mode), so each window is emitted once, with every event
 that was not late. The batch (`PulseApp`) publishes each minute with the sliding window it ends, scores the
 sliding windows against earlier days (smartshelf.pulse.evaluate) and raises the anomaly and shrinkage alerts.
-Its state (the history by hour) is a loop app's: committed per (app, batch) to Delta; a replay's windows and
-alerts are recognised by their ids.
+Its state (the history by hour) is a driver app's (smartshelf.streaming.driver_app): committed per (app, batch)
+to Delta; a replay's windows and alerts are recognised by their ids.
 
 The watermark is the newest event time seen minus `watermark_delay`; the clock's own ticks (clock_ticks) count
 as events, so windows close at night too. Rows dropped as late are counted from the query's progress
@@ -192,7 +192,7 @@ class PulseApp(DriverApp[pulse.PulseState]):
     def handle_windows(self, io: BatchIO, batch_id: int, rows: list[dict[str, object]]) -> None:
         self.minutes, sliding = windows_of(rows)
         received = [Received("pulse_windows", 0, number, window) for number, window in enumerate(sliding)]
-        self.handle(io, batch_id, received, BatchOutput())  # a loop app publishes its effects itself
+        self.handle(io, batch_id, received, BatchOutput())  # a driver app publishes its effects itself
 
     def apply_events(self, state: pulse.PulseState, received: list[Received], io: CommitIO) -> loop.Effects:
         windows = [item.record for item in received]
