@@ -9,6 +9,7 @@ BEGIN
 END $$;
 
 CREATE TABLE IF NOT EXISTS ref.store_inventory (
+    store_id text NOT NULL,
     shelf_id text NOT NULL,
     aisle bigint NOT NULL,
     item_weight bigint NOT NULL,
@@ -33,10 +34,11 @@ CREATE TABLE IF NOT EXISTS ref.store_inventory (
     CHECK (current_stock <= 1000000),
     CHECK (item_price > 0),
     CHECK (item_price <= 100000.0),
-    PRIMARY KEY (shelf_id)
+    PRIMARY KEY (store_id, shelf_id)
 );
 
 CREATE TABLE IF NOT EXISTS ref.warehouse_inventory (
+    store_id text NOT NULL,
     shelf_id text NOT NULL,
     aisle bigint NOT NULL,
     item_weight bigint NOT NULL,
@@ -58,10 +60,11 @@ CREATE TABLE IF NOT EXISTS ref.warehouse_inventory (
     CHECK (current_stock <= 1000000),
     CHECK (item_price > 0),
     CHECK (item_price <= 100000.0),
-    PRIMARY KEY (shelf_id)
+    PRIMARY KEY (store_id, shelf_id)
 );
 
 CREATE TABLE IF NOT EXISTS ref.store_batches (
+    store_id text NOT NULL,
     shelf_id text NOT NULL,
     batch_code text NOT NULL,
     item_category text NOT NULL,
@@ -82,10 +85,11 @@ CREATE TABLE IF NOT EXISTS ref.store_batches (
     CHECK (batch_quantity_warehouse >= 0),
     CHECK (batch_quantity_warehouse <= 1000000),
     CHECK (location IN ('in-store', 'warehouse')),
-    PRIMARY KEY (shelf_id, batch_code)
+    PRIMARY KEY (store_id, shelf_id, batch_code)
 );
 
 CREATE TABLE IF NOT EXISTS ref.warehouse_batches (
+    store_id text NOT NULL,
     shelf_id text NOT NULL,
     batch_code text NOT NULL,
     item_category text NOT NULL,
@@ -106,17 +110,18 @@ CREATE TABLE IF NOT EXISTS ref.warehouse_batches (
     CHECK (batch_quantity_warehouse >= 0),
     CHECK (batch_quantity_warehouse <= 1000000),
     CHECK (location IN ('in-store', 'warehouse')),
-    PRIMARY KEY (shelf_id, batch_code)
+    PRIMARY KEY (store_id, shelf_id, batch_code)
 );
 
 CREATE TABLE IF NOT EXISTS ref.discounts (
+    store_id text NOT NULL,
     shelf_id text NOT NULL,
     discount double precision NOT NULL,
     start_date date NOT NULL,
     end_date date NOT NULL,
     CHECK (discount > 0),
     CHECK (discount < 1),
-    PRIMARY KEY (shelf_id, start_date)
+    PRIMARY KEY (store_id, shelf_id, start_date)
 );
 
 CREATE TABLE IF NOT EXISTS config.shelf_policies (

@@ -1,7 +1,8 @@
 -- Views over the mirrored state: what a store manager and the replenishment model read.
 
 -- Every shelf with its live stock (falling back to the imported snapshot before the first event),
--- its policy threshold and the warehouse stock behind it.
+-- its policy threshold and the warehouse stock behind it. The snapshot's rows are the running store's
+-- (STORE_ID, which db-init sets as the database's smartshelf.store_id) of the chain the ref tables hold.
 CREATE OR REPLACE VIEW state.v_shelf_stock AS
 SELECT p.shelf_id,
        p.aisle,
@@ -15,9 +16,11 @@ SELECT p.shelf_id,
 FROM config.shelf_profiles p
 JOIN config.shelf_policies sp USING (shelf_id)
 LEFT JOIN state.shelf_state s USING (shelf_id)
-LEFT JOIN ref.store_inventory i USING (shelf_id)
-LEFT JOIN state.wh_state w USING (shelf_id)
-LEFT JOIN ref.warehouse_inventory wi USING (shelf_id);
+LEFT JOIN ref.store_inventory i
+    ON i.shelf_id = p.shelf_id AND i.store_id = current_setting('smartshelf.store_id', true)
+LEFT JOIN state.wh_state w ON w.shelf_id = p.shelf_id
+LEFT JOIN ref.warehouse_inventory wi
+    ON wi.shelf_id = p.shelf_id AND wi.store_id = current_setting('smartshelf.store_id', true);
 
 -- The model's inputs for the latest feature day of every shelf.
 CREATE OR REPLACE VIEW analytics.v_ml_features AS

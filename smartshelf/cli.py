@@ -60,11 +60,15 @@ def up(names: ServerNames = None) -> None:
     console.print(f"stack up in {time.monotonic() - began:.1f}s")
 
 
-def _generate(seed: int, out: Path) -> None:
-    from smartshelf.datagen import generate_store, write_store
+def _generate(seed: int, stores: int, out: Path) -> None:
+    from smartshelf.datagen import generate_chain, write_chain
+    from smartshelf.store import MAX_STORES
 
-    paths = write_store(generate_store(seed), out)
-    console.print(f"generated store (seed {seed}): {len(paths)} files under {out}")
+    if not 1 <= stores <= MAX_STORES:
+        raise SmartShelfError(f"--stores must be 1 to {MAX_STORES}, not {stores}")
+    paths = write_chain(generate_chain(seed, stores), out)
+    what = "store" if stores == 1 else f"chain of {stores} stores"
+    console.print(f"generated {what} (seed {seed}): {len(paths)} files under {out}")
 
 
 def _import(csv_dir: Path) -> None:
@@ -72,23 +76,27 @@ def _import(csv_dir: Path) -> None:
 
     summary = jobs.import_store(get_settings(), csv_dir)
     rows = ", ".join(f"{name} {count}" for name, count in summary.rows.items())
-    console.print(f"imported {csv_dir} in {summary.seconds:.2f}s: {rows}")
+    stores = f"{len(summary.stores)} stores" if len(summary.stores) > 1 else summary.stores[0]
+    console.print(f"imported {csv_dir} ({stores}) in {summary.seconds:.2f}s: {rows}")
 
 
 @data_app.command("generate")
 def data_generate(
     seed: Annotated[int, typer.Option(help="random seed: same seed, byte-identical files")] = 42,
+    stores: Annotated[int, typer.Option(help="stores of the chain (each its own folder, each from its own seed)")] = 1,
     out: Annotated[Optional[Path], typer.Option(help="output folder (default: data/)")] = None,
 ) -> None:
-    """Generate the synthetic store: Parquet in OUT, the reference CSVs in OUT/db_csv."""
-    _generate(seed, out or get_settings().data_dir)
+    """Generate the synthetic store: Parquet in OUT, the reference CSVs in OUT/db_csv (a chain: OUT/<store>/ and
+    OUT/db_csv/<store>/)."""
+    _generate(seed, stores, out or get_settings().data_dir)
 
 
 @data_app.command("import")
 def data_import(
-    csv_dir: Annotated[Path, typer.Option("--csv-dir", help="folder with the reference CSV files")],
+    csv_dir: Annotated[Path, typer.Option("--csv-dir", help="folder with the reference CSV files, or with one "
+                                                             "folder of them per store (a chain)")],
 ) -> None:
-    """Validate the CSVs and load them (with derived policies) into PostgreSQL, all or nothing."""
+    """Validate the CSVs and load them into PostgreSQL (with the policies of STORE_ID's store), all or nothing."""
     _import(csv_dir)
 
 

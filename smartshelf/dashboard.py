@@ -33,7 +33,7 @@ from smartshelf.datagen import CATEGORIES
 from smartshelf.errors import SmartShelfError, first_line
 from smartshelf.loop import FORECAST_PLAN_PREFIX
 from smartshelf.pulse import PULSE_ALERT_TYPES, SLIDING_MINUTES, STORE, TUMBLING_MINUTES
-from smartshelf.registry import table
+from smartshelf.registry import STORE_COLUMN, table
 from smartshelf.settings import Settings
 
 # An alert is *active* when it is the latest alert of its kind (ALERT_KEY) and was raised within the last
@@ -259,7 +259,7 @@ class LiveSource:
     def _postgres(self, names: list[str]) -> tuple[dict[str, pd.DataFrame], int | None]:
         try:
             with postgres.connect(self.settings, "reader") as conn, conn.cursor() as cur:
-                frames = {name: _select(cur, name, PG_TABLES[name]) for name in names}
+                frames = {name: _select(cur, name, PG_TABLES[name], self.settings.store_id) for name in names}
                 return frames, postgres.count_rows(cur, table("alerts")) if "alerts" in names else None
         except psycopg2.Error as exc:
             raise DataUnavailable(f"PostgreSQL query failed: {first_line(exc)}") from exc
@@ -279,13 +279,16 @@ def open_source(settings: Settings) -> DataSource:
     return LiveSource(settings)
 
 
-def _select(cur: psycopg2.extensions.cursor, name: str, limit: int | None) -> pd.DataFrame:
-    pg = table(name).pg
-    assert pg is not None, f"{name} has no PostgreSQL table"
+def _select(cur: psycopg2.extensions.cursor, name: str, limit: int | None, store_id: str) -> pd.DataFrame:
+    """A table's rows (of a chain's table: the running store's), the newest `limit` if there is one."""
+    source = table(name)
+    assert source.pg is not None, f"{name} has no PostgreSQL table"
     names = columns_of(name)
-    schema_name, table_name = pg.split(".")
+    schema_name, table_name = source.pg.split(".")
     query = sql.SQL("SELECT {} FROM {}").format(sql.SQL(", ").join(map(sql.Identifier, names)),
                                                sql.Identifier(schema_name, table_name))
+    if source.per_store:
+        query += sql.SQL(" WHERE {} = {}").format(sql.Identifier(STORE_COLUMN), sql.Literal(store_id))
     if limit is not None:
         query += sql.SQL(" ORDER BY {} DESC LIMIT {}").format(sql.Identifier(NEWEST_BY[name]), sql.Literal(limit))
     cur.execute(query)

@@ -1,17 +1,19 @@
 """The deterministic synthetic supermarket: ~1100 shelves in the reference's 29 categories, their lots and promotions,
-in the reference data's format (smartshelf.store).
+in the reference data's format (smartshelf.store); a chain of them, each store from a seed of its own.
 
-generate_store is pure (one seeded random.Random, no clock); write_store is the only I/O.
+generate_store and generate_chain are pure (seeded random.Random, no clock); write_store and write_chain are the only
+I/O. A chain store's data depends on the chain's seed and its own id only, never on how many stores the chain has.
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import math
 import os
 import random
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
@@ -19,7 +21,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel
 
+from smartshelf.errors import SmartShelfError
 from smartshelf.store import (
+    FIRST_STORE,
     IN_STORE,
     REFERENCE_FILES,
     BatchRow,
@@ -27,9 +31,10 @@ from smartshelf.store import (
     StoreData,
     StoreInventoryRow,
     WarehouseInventoryRow,
+    chain_store_ids,
     columns,
 )
-from smartshelf.store_csv import csv_text
+from smartshelf.store_csv import chain_csv_dirs, csv_text
 from smartshelf.tabular import arrow_schema
 
 
@@ -144,6 +149,19 @@ def generate_store(seed: int, start_date: date = date(2025, 1, 1)) -> StoreData:
     return store
 
 
+def store_seed(seed: int, store_id: str) -> int:
+    """A chain store's own seed: the chain's for its first store (a one-store chain is the one store of that seed),
+    one derived from both for the others."""
+    if store_id == FIRST_STORE:
+        return seed
+    return int.from_bytes(hashlib.sha256(f"{seed}/{store_id}".encode()).digest()[:8], "big")
+
+
+def generate_chain(seed: int, stores: int, start_date: date = date(2025, 1, 1)) -> dict[str, StoreData]:
+    """The chain's stores by id, in order (smartshelf.store.chain_store_ids)."""
+    return {store_id: generate_store(store_seed(seed, store_id), start_date) for store_id in chain_store_ids(stores)}
+
+
 def _prefix(name: str) -> str:
     """The reference's shelf-id part for a category or subcategory: its first three letters, upper case."""
     return name.replace(" ", "")[:3].upper()
@@ -246,13 +264,14 @@ def _discount(rng: random.Random, shelf_id: str, start_date: date) -> DiscountRo
     )
 
 
-def write_store(store: StoreData, out_dir: Path) -> list[Path]:
-    """The five Parquet files in out_dir and the five CSVs in out_dir/db_csv, each replaced atomically.
+def write_store(store: StoreData, out_dir: Path, csv_dir: Path | None = None) -> list[Path]:
+    """The five Parquet files in out_dir and the five CSVs in csv_dir (out_dir/db_csv), each replaced atomically.
 
     The bytes depend only on `store` (fixed writer options, no timestamps), so a seed always gives the same files.
     """
-    csv_dir = out_dir / "db_csv"
-    csv_dir.mkdir(parents=True, exist_ok=True)
+    csv_dir = csv_dir or out_dir / "db_csv"
+    for folder in (out_dir, csv_dir):
+        folder.mkdir(parents=True, exist_ok=True)
     parquet = [
         _write_atomic(out_dir / f"{t.stem}.parquet", _parquet_bytes(t.model, getattr(store, t.attr))) for t in REFERENCE_FILES
     ]
@@ -260,6 +279,27 @@ def write_store(store: StoreData, out_dir: Path) -> list[Path]:
         _write_atomic(csv_dir / t.csv_name, csv_text(t.model, getattr(store, t.attr)).encode()) for t in REFERENCE_FILES
     ]
     return [*parquet, *csvs]
+
+
+def write_chain(chain: Mapping[str, StoreData], out_dir: Path) -> list[Path]:
+    """One store as write_store writes it; a chain's stores each in their own folders: Parquet in out_dir/<id>/,
+    CSVs in out_dir/db_csv/<id>/ (one folder of reference files per store, what `data import` reads).
+
+    Refuses a db_csv folder that holds the other layout or stores this chain does not have: `data import` would
+    take them for the chain's.
+    """
+    csv_dir = out_dir / "db_csv"
+    present = chain_csv_dirs(csv_dir, single_store="") if csv_dir.is_dir() else {}
+    one_store = len(chain) == 1
+    stray = sorted(set(present) - ({""} if one_store else set(chain)))
+    if stray:
+        held = "one store's reference files" if stray == [""] else f"the folders of stores {', '.join(stray)}"
+        raise SmartShelfError(f"{csv_dir} holds {held}, which this {'store' if one_store else 'chain'} would not "
+                              "replace: delete them or write elsewhere (--out)")
+    if one_store:
+        return write_store(next(iter(chain.values())), out_dir)
+    return [path for store_id, store in chain.items()
+            for path in write_store(store, out_dir / store_id, csv_dir / store_id)]
 
 
 def _parquet_bytes(model: type[BaseModel], rows: list[BaseModel]) -> bytes:

@@ -16,6 +16,8 @@ from smartshelf import schemas as s
 from smartshelf import store
 
 KEY_SEPARATOR = "|"
+# the column that says which store of a chain a per-store table's row belongs to (the first part of its key)
+STORE_COLUMN = "store_id"
 # a sourced table's last-change time (UTC, set by a trigger on every insert and update): not a model field
 CHANGE_COLUMN = "updated_at"
 
@@ -60,6 +62,14 @@ class Table:
     delta: str | None = None  # "layer/name" under the Delta root
     topic: str | None = None  # the topic this table mirrors
     sourced: bool = False  # its changes reach its topic through the source connector (smartshelf.connect)
+    # its rows are a chain's: each carries STORE_COLUMN, which leads the primary key; the model has no such field,
+    # as the reference files it comes from are one store's each (the store is their folder)
+    per_store: bool = False
+
+    @property
+    def pg_key(self) -> tuple[str, ...]:
+        """The PostgreSQL primary key."""
+        return (STORE_COLUMN, *self.key) if self.per_store else self.key
 
 
 TOPICS: tuple[Topic, ...] = (
@@ -95,12 +105,14 @@ TOPICS: tuple[Topic, ...] = (
 )
 
 TABLES: tuple[Table, ...] = (
-    # ref: the store snapshot imported from CSV
-    Table("store_inventory", store.StoreInventoryRow, ("shelf_id",), pg="ref.store_inventory"),
-    Table("warehouse_inventory", store.WarehouseInventoryRow, ("shelf_id",), pg="ref.warehouse_inventory"),
-    Table("store_batches", store.BatchRow, ("shelf_id", "batch_code"), pg="ref.store_batches"),
-    Table("warehouse_batches", store.BatchRow, ("shelf_id", "batch_code"), pg="ref.warehouse_batches"),
-    Table("discounts", store.DiscountRow, ("shelf_id", "start_date"), pg="ref.discounts"),
+    # ref: the snapshot of each store of the chain, imported from CSV
+    Table("store_inventory", store.StoreInventoryRow, ("shelf_id",), pg="ref.store_inventory", per_store=True),
+    Table("warehouse_inventory", store.WarehouseInventoryRow, ("shelf_id",), pg="ref.warehouse_inventory",
+          per_store=True),
+    Table("store_batches", store.BatchRow, ("shelf_id", "batch_code"), pg="ref.store_batches", per_store=True),
+    Table("warehouse_batches", store.BatchRow, ("shelf_id", "batch_code"), pg="ref.warehouse_batches",
+          per_store=True),
+    Table("discounts", store.DiscountRow, ("shelf_id", "start_date"), pg="ref.discounts", per_store=True),
     # config: policies and metadata (sourced to their compacted topics)
     Table("shelf_policies", s.ShelfPolicy, ("shelf_id",), pg="config.shelf_policies", topic="shelf_policies",
           sourced=True),

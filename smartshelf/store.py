@@ -377,6 +377,24 @@ def _repeated_discounts(discounts: Sequence[DiscountRow]) -> list[Problem]:
 
 
 
+# --- a chain of stores ---------------------------------------------------------------------------------------
+FIRST_STORE = "store-001"  # the one store of a one-store twin, and the first of a generated chain
+MAX_STORES = 999
+# a store id names a folder of reference files and is a key part everywhere: short, lower case, no separators
+_STORE_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
+
+
+def chain_store_ids(stores: int) -> list[str]:
+    """The ids of a generated chain's stores, in order: store-001, store-002, …"""
+    if not 1 <= stores <= MAX_STORES:
+        raise ValueError(f"a chain has 1 to {MAX_STORES} stores, not {stores}")
+    return [f"store-{number:03d}" for number in range(1, stores + 1)]
+
+
+def is_store_id(text: str) -> bool:
+    return _STORE_ID.fullmatch(text) is not None
+
+
 def clock_start(store: StoreData, configured: datetime) -> datetime:
     """When the store's simulated clock starts: SIM_START, unless the data was made later (lots counted from the
     day it was made), then SIM_START's time of day on the day the newest lot was received, so no lot the store

@@ -1,4 +1,5 @@
-"""The store's CSV format (the files PostgreSQL loads): writing rows as text, and reading all five files back."""
+"""The store's CSV format (the files PostgreSQL loads): writing rows as text, and reading all five files back —
+one store's from a folder, a chain's from one folder per store, named by its id."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from smartshelf.errors import SmartShelfError
-from smartshelf.store import REFERENCE_FILES, StoreData, columns, consistency_problems
+from smartshelf.store import REFERENCE_FILES, STORE_INVENTORY, StoreData, columns, consistency_problems, is_store_id
 
 _MAX_LISTED = 20  # further problems listed under the first line; the count covers the rest
 
@@ -59,6 +60,42 @@ def read_store_csvs(csv_dir: Path) -> StoreData:
     if problems:
         raise _error(problems)
     return store
+
+
+def chain_csv_dirs(csv_dir: Path, single_store: str) -> dict[str, Path]:
+    """Where each store's reference CSVs are: csv_dir itself if it holds them (one store, named `single_store`),
+    else each subfolder that holds them, named by its store's id (a chain); empty if there are none."""
+    if not csv_dir.is_dir():
+        raise SmartShelfError(f"{csv_dir} is not a folder")
+    loose = [table.csv_name for table in REFERENCE_FILES if (csv_dir / table.csv_name).exists()]
+    folders = sorted(path for path in csv_dir.iterdir()
+                     if path.is_dir() and any((path / table.csv_name).exists() for table in REFERENCE_FILES))
+    if loose and folders:
+        raise SmartShelfError(f"{csv_dir} holds one store's {loose[0]} and store folders ({folders[0].name}, …): "
+                              "keep one layout, the five files or one folder of them per store")
+    if loose:
+        return {single_store: csv_dir}
+    misnamed = [path.name for path in folders if not is_store_id(path.name)]
+    if misnamed:
+        raise SmartShelfError(f"{csv_dir / misnamed[0]}: a store's folder is named by its id "
+                              "(lower-case letters, digits, '-' and '_', at most 63)")
+    return {path.name: path for path in folders}
+
+
+def read_chain_csvs(csv_dir: Path, single_store: str) -> dict[str, StoreData]:
+    """Every store csv_dir holds (chain_csv_dirs), each read and checked as read_store_csvs does; a problem is
+    named with its store."""
+    dirs = chain_csv_dirs(csv_dir, single_store)
+    if not dirs:
+        raise SmartShelfError(f"no store in {csv_dir}: expected {STORE_INVENTORY} and the other reference files, "
+                              "or one folder of them per store")
+    chain = {}
+    for store_id, path in dirs.items():
+        try:
+            chain[store_id] = read_store_csvs(path)
+        except SmartShelfError as exc:
+            raise SmartShelfError(f"store {store_id} ({path}): {exc}") if path != csv_dir else exc
+    return chain
 
 
 def _read_rows(path: Path, model: type[BaseModel], problems: list[str]) -> tuple[list[BaseModel], list[int]]:

@@ -15,7 +15,7 @@ import pyarrow as pa
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-from smartshelf.registry import CHANGE_COLUMN, TABLES, Table, table
+from smartshelf.registry import CHANGE_COLUMN, STORE_COLUMN, TABLES, Table, table
 
 
 def unwrap_optional(annotation: object) -> tuple[object, bool]:
@@ -66,20 +66,24 @@ def columns(model: type[BaseModel]) -> list[tuple[str, str, bool]]:
 
 
 def table_columns(table: Table) -> list[tuple[str, str, bool]]:
-    """(name, SQL type, nullable) of a table's columns: its model's, and a sourced table's change column."""
-    return columns(table.schema) + ([(CHANGE_COLUMN, "timestamp", False)] if table.sourced else [])
+    """(name, SQL type, nullable) of a table's columns: a per-store table's store, its model's, and a sourced
+    table's change column."""
+    return (([(STORE_COLUMN, "text", False)] if table.per_store else []) + columns(table.schema)
+            + ([(CHANGE_COLUMN, "timestamp", False)] if table.sourced else []))
 
 
 def create_table_sql(table: Table) -> str:
     assert table.pg is not None
     lines = []
     checks: list[str] = []
+    if table.per_store:
+        lines.append(f"    {STORE_COLUMN} text NOT NULL")
     for name, info in table.schema.model_fields.items():
         inner, nullable = unwrap_optional(info.annotation)
         lines.append(f"    {name} {_sql_type(inner)}{'' if nullable else ' NOT NULL'}")
         checks.extend(_checks(name, inner, info))
     lines.extend(f"    CHECK ({check})" for check in checks)
-    lines.append(f"    PRIMARY KEY ({', '.join(table.key)})")
+    lines.append(f"    PRIMARY KEY ({', '.join(table.pg_key)})")
     ddl = f"CREATE TABLE IF NOT EXISTS {table.pg} (\n" + ",\n".join(lines) + "\n);\n"
     if table.sourced:
         trigger = f"{table.pg.split('.')[1]}_{CHANGE_COLUMN}"

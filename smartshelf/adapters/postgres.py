@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -15,7 +15,7 @@ from psycopg2.extras import execute_values
 from pydantic import BaseModel
 
 from smartshelf.errors import SmartShelfError, Unavailable
-from smartshelf.registry import TABLES, Table
+from smartshelf.registry import STORE_COLUMN, TABLES, Table
 from smartshelf.settings import REPO_ROOT, Settings
 from smartshelf.tabular import table_columns, tables_sql
 
@@ -23,6 +23,9 @@ MIGRATIONS_DIR = REPO_ROOT / "postgresql"
 GENERATED_TABLES_FILE = "02_tables.sql"
 _ROLE_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
 _MIGRATION_LOCK = 4_242_001  # advisory lock id: concurrent `up`s migrate one at a time
+# the running store (STORE_ID), a setting of the database every session starts with: the views (04_views.sql) and
+# a user's SQL pick its rows of the chain's reference tables with current_setting('smartshelf.store_id')
+STORE_SETTING = "smartshelf.store_id"
 
 
 # every connection: a dead peer is noticed within ~1 min (TCP keepalives), and no statement runs longer than a
@@ -69,7 +72,8 @@ def _ensure_role(cur: psycopg2.extensions.cursor, name: str, password: str) -> N
 
 
 def migrate(settings: Settings) -> list[str]:
-    """Create the roles and apply every numbered SQL file, in one transaction; returns the files applied.
+    """Create the roles, set the running store, and apply every numbered SQL file, in one transaction; returns the
+    files applied.
 
     Every file is idempotent, so all are applied each time; schema_migrations records what ran.
     """
@@ -80,6 +84,8 @@ def migrate(settings: Settings) -> list[str]:
         _ensure_role(cur, settings.postgres_reader_user, settings.postgres_reader_password)
         # Debezium's source connects as the app role and reads a replication slot
         cur.execute(sql.SQL("ALTER ROLE {} REPLICATION").format(sql.Identifier(settings.postgres_app_user)))
+        cur.execute(sql.SQL("ALTER DATABASE {} SET {} = {}").format(
+            sql.Identifier(settings.postgres_db), sql.SQL(STORE_SETTING), sql.Literal(settings.store_id)))
         outdated = outdated_tables(cur)
         if outdated:
             raise SmartShelfError(
@@ -134,33 +140,47 @@ def write_generated_tables_sql() -> Path:
 
 def replace_rows(cur: psycopg2.extensions.cursor, table: Table, rows: Sequence[BaseModel]) -> None:
     """Replace a table's whole content with `rows` (inside the caller's transaction)."""
-    assert table.pg is not None
-    schema_name, table_name = table.pg.split(".")
-    target = sql.Identifier(schema_name, table_name)
-    cur.execute(sql.SQL("TRUNCATE {}").format(target))
+    cur.execute(sql.SQL("TRUNCATE {}").format(_identifier(table)))
     insert_rows(cur, table, rows)
 
 
-def insert_rows(cur: psycopg2.extensions.cursor, table: Table, rows: Iterable[BaseModel]) -> None:
-    assert table.pg is not None
-    schema_name, table_name = table.pg.split(".")
+def replace_chain_rows(cur: psycopg2.extensions.cursor, table: Table,
+                       rows_by_store: Mapping[str, Sequence[BaseModel]]) -> None:
+    """Replace a per-store table's whole content with each store's rows (inside the caller's transaction)."""
+    cur.execute(sql.SQL("TRUNCATE {}").format(_identifier(table)))
+    for store_id, rows in rows_by_store.items():
+        insert_rows(cur, table, rows, store_id)
+
+
+def insert_rows(cur: psycopg2.extensions.cursor, table: Table, rows: Iterable[BaseModel],
+                store_id: str | None = None) -> None:
+    """Insert the rows; a per-store table's rows are `store_id`'s (and only its rows take one)."""
+    if table.per_store != (store_id is not None):
+        raise ValueError(f"{table.pg}: a store id goes with the rows of a per-store table, and only with them")
     names = list(table.schema.model_fields)
+    lead = [STORE_COLUMN] if store_id is not None else []
     query = sql.SQL("INSERT INTO {} ({}) VALUES %s").format(
-        sql.Identifier(schema_name, table_name), sql.SQL(", ").join(map(sql.Identifier, names))
+        _identifier(table), sql.SQL(", ").join(map(sql.Identifier, [*lead, *names]))
     )
-    values = [tuple(getattr(row, name) for name in names) for row in rows]
+    values = [(*([store_id] if store_id is not None else []), *(getattr(row, name) for name in names))
+              for row in rows]
     if values:
         execute_values(cur, query.as_string(cur), values, page_size=2000)
 
 
+def _identifier(table: Table) -> sql.Identifier:
+    assert table.pg is not None, f"{table.name} has no PostgreSQL table"
+    schema_name, table_name = table.pg.split(".")
+    return sql.Identifier(schema_name, table_name)
+
+
 def upsert_rows(cur: psycopg2.extensions.cursor, table: Table, rows: Sequence[BaseModel]) -> None:
     """Insert the rows, replacing those whose key is there already (inside the caller's transaction)."""
-    assert table.pg is not None
-    schema_name, table_name = table.pg.split(".")
+    assert not table.per_store, f"{table.pg}: a chain's table is replaced whole (replace_chain_rows)"
     names = list(table.schema.model_fields)
     updates = [n for n in names if n not in table.key]
     query = sql.SQL("INSERT INTO {} ({}) VALUES %s ON CONFLICT ({}) DO UPDATE SET {}").format(
-        sql.Identifier(schema_name, table_name), sql.SQL(", ").join(map(sql.Identifier, names)),
+        _identifier(table), sql.SQL(", ").join(map(sql.Identifier, names)),
         sql.SQL(", ").join(map(sql.Identifier, table.key)),
         sql.SQL(", ").join(sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(n)) for n in updates))
     values = [tuple(getattr(row, name) for name in names) for row in rows]
@@ -169,21 +189,23 @@ def upsert_rows(cur: psycopg2.extensions.cursor, table: Table, rows: Sequence[Ba
 
 
 def count_rows(cur: psycopg2.extensions.cursor, table: Table) -> int:
-    assert table.pg is not None
-    schema_name, table_name = table.pg.split(".")
-    cur.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema_name, table_name)))
+    """A table's rows (of a per-store table: the whole chain's)."""
+    cur.execute(sql.SQL("SELECT count(*) FROM {}").format(_identifier(table)))
     (count,) = cur.fetchone()
     return int(count)
 
 
-def select_rows(cur: psycopg2.extensions.cursor, table: Table, order_by: Sequence[str] | None = None) -> list[BaseModel]:
-    """Every row of a table as its model, ordered by the primary key (or `order_by`)."""
-    assert table.pg is not None
-    schema_name, table_name = table.pg.split(".")
+def select_rows(cur: psycopg2.extensions.cursor, table: Table, order_by: Sequence[str] | None = None,
+                store_id: str | None = None) -> list[BaseModel]:
+    """Every row of a table (of a per-store table: `store_id`'s rows) as its model, ordered by the primary key
+    (or `order_by`)."""
+    if table.per_store != (store_id is not None):
+        raise ValueError(f"{table.pg}: rows of a per-store table are selected by store, and only those")
     names = list(table.schema.model_fields)
-    query = sql.SQL("SELECT {} FROM {} ORDER BY {}").format(
-        sql.SQL(", ").join(map(sql.Identifier, names)), sql.Identifier(schema_name, table_name),
+    where = sql.SQL(" WHERE {} = %s").format(sql.Identifier(STORE_COLUMN)) if store_id is not None else sql.SQL("")
+    query = sql.SQL("SELECT {} FROM {}{} ORDER BY {}").format(
+        sql.SQL(", ").join(map(sql.Identifier, names)), _identifier(table), where,
         sql.SQL(", ").join(map(sql.Identifier, order_by or table.key)),
     )
-    cur.execute(query)
+    cur.execute(query, (store_id,) if store_id is not None else None)
     return [table.schema.model_validate(dict(zip(names, row, strict=True))) for row in cur.fetchall()]

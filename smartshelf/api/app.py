@@ -68,10 +68,12 @@ class DataNotReady(SmartShelfError):
 
 
 class Database:
-    """A bounded pool of reader-role connections; callers wait for a free one instead of failing."""
+    """A bounded pool of reader-role connections; callers wait for a free one instead of failing. Every query gets
+    the running store (`%(store_id)s`: STORE_ID), which picks its rows of the chain's reference tables."""
 
     def __init__(self, settings: Settings) -> None:
         self.dsn = settings.postgres_dsn_for("reader")
+        self.store_id = settings.store_id
         self.size = settings.api_db_pool
         self._free = threading.BoundedSemaphore(self.size)
         self._pool: psycopg2.pool.ThreadedConnectionPool | None = None
@@ -116,14 +118,14 @@ class Database:
         began = time.perf_counter()
         with self.cursor() as cur:
             if not self.store_loaded:
-                cur.execute(queries.STORE_LOADED.text)
+                cur.execute(queries.STORE_LOADED.text, {"store_id": self.store_id})
                 row = cur.fetchone()
                 if not (row and row["loaded"]):
                     raise DataNotReady("no store is loaded yet (store-init imports one; see `smartshelf data`)")
                 self.store_loaded = True
             results = []
             for query in batch:
-                cur.execute(query.text, query.params)
+                cur.execute(query.text, {**query.params, "store_id": self.store_id})
                 results.append(cur.fetchall())
         return results, (time.perf_counter() - began) * 1000
 

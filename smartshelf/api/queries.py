@@ -4,7 +4,8 @@ its parameters, no I/O.
 Table names come from the registry; filter values only ever travel as parameters. A shelf's or a warehouse item's
 `level` is the alert engines' (`smartshelf.loop.shelf_level`, `warehouse_level`) written in SQL, with the same
 float arithmetic; the integration tests compare the two for every shelf. Before its first event a shelf's stock is
-the imported snapshot's, as in `state.v_shelf_stock`.
+the imported snapshot's, as in `state.v_shelf_stock`. The reference tables hold a chain's stores: a query reads the
+running store's rows through the parameter `store_id`, which the API adds to every query.
 """
 
 from __future__ import annotations
@@ -99,7 +100,8 @@ SELECT i.shelf_id, i.aisle, i.item_category, i.item_subcategory, i.item_price, i
        s.last_event_type, s.last_event_ts
 FROM {pg("store_inventory")} i
 JOIN {pg("shelf_policies")} p USING (shelf_id)
-LEFT JOIN {pg("shelf_state")} s USING (shelf_id)"""
+LEFT JOIN {pg("shelf_state")} s USING (shelf_id)
+WHERE i.store_id = %(store_id)s"""
 
 _WAREHOUSE_ITEMS = f"""
 SELECT i.shelf_id, i.aisle, i.item_category, i.item_subcategory, i.maximum_stock,
@@ -111,7 +113,8 @@ SELECT i.shelf_id, i.aisle, i.item_category, i.item_subcategory, i.maximum_stock
        w.last_event_type, w.last_event_ts
 FROM {pg("warehouse_inventory")} i
 JOIN {pg("wh_policies")} p USING (shelf_id)
-LEFT JOIN {pg("wh_state")} w USING (shelf_id)"""
+LEFT JOIN {pg("wh_state")} w USING (shelf_id)
+WHERE i.store_id = %(store_id)s"""
 
 
 def _item_filters(category: str | None, subcategory: str | None, aisle: int | None, level: str | None) -> _Filters:
@@ -212,5 +215,5 @@ def store_summary() -> Query:
         FROM ({_SHELVES}) rows""")
 
 
-STORE_LOADED = Query(f"SELECT EXISTS (SELECT 1 FROM {pg('store_inventory')}) AND "
+STORE_LOADED = Query(f"SELECT EXISTS (SELECT 1 FROM {pg('store_inventory')} WHERE store_id = %(store_id)s) AND "
                      f"EXISTS (SELECT 1 FROM {pg('shelf_policies')}) AS loaded")

@@ -18,7 +18,7 @@ from smartshelf.policies import DEFAULT_POLICY_FILE, ConfigTables, derive_config
 from smartshelf.registry import TOPICS, table
 from smartshelf.settings import Settings
 from smartshelf.store import REFERENCE_FILES, StoreData, clock_start
-from smartshelf.store_csv import read_store_csvs
+from smartshelf.store_csv import chain_csv_dirs, read_chain_csvs
 
 
 def db_init(settings: Settings) -> list[str]:
@@ -41,11 +41,12 @@ DEFAULT_STORE_SEED = 42
 
 
 def store_init(settings: Settings) -> list[str]:
-    """Load the store unless one is loaded: the CSVs under data/db_csv, generated (seed 42) if there are none."""
+    """Load the store unless one is loaded: the CSVs under data/db_csv (one store's, or a chain's: one folder per
+    store), generated (seed 42) if there are none."""
     if store_is_imported(settings):
         return []
     csv_dir = settings.data_dir / "db_csv"
-    if not (csv_dir / REFERENCE_FILES[0].csv_name).exists():
+    if not csv_dir.is_dir() or not chain_csv_dirs(csv_dir, settings.store_id):
         write_store(generate_store(DEFAULT_STORE_SEED), settings.data_dir)
     summary = import_store(settings, csv_dir)
     return [f"{name}: {count} rows" for name, count in summary.rows.items()]
@@ -62,27 +63,37 @@ JOBS: dict[str, Callable[[Settings], list[str]]] = {
 
 @dataclass(frozen=True)
 class ImportSummary:
-    rows: dict[str, int]
+    stores: list[str]
+    rows: dict[str, int]  # per table, the whole chain's
     seconds: float
 
 
 def import_store(settings: Settings, csv_dir: Path, policy_file: Path = DEFAULT_POLICY_FILE) -> ImportSummary:
-    """Validate every CSV row, then replace ref.* and config.* in one transaction: all or nothing."""
+    """Validate every CSV row of every store csv_dir holds (smartshelf.store_csv.read_chain_csvs), then replace
+    ref.* (every store's) and config.* (the running store's: STORE_ID) in one transaction: all or nothing."""
     began = time.monotonic()
-    store = read_store_csvs(csv_dir)
-    config = derive_config(store, load_policy_config(policy_file))
-    # each reference file's StoreData attribute is also its registry table's name
+    chain = read_chain_csvs(csv_dir, settings.store_id)
+    if settings.store_id not in chain:
+        raise SmartShelfError(f"STORE_ID is {settings.store_id}, which is not among the stores of {csv_dir} "
+                              f"({', '.join(chain)}): set STORE_ID to the store this twin runs")
+    config = derive_config(chain[settings.store_id], load_policy_config(policy_file))
+    # the config tables hold the running store's policies (the twin runs one store of the chain)
     contents = {
-        **{file.attr: getattr(store, file.attr) for file in REFERENCE_FILES},
         "shelf_policies": config.shelf_policies,
         "wh_policies": config.wh_policies,
         "batch_catalog": config.batch_catalog,
         "shelf_profiles": config.shelf_profiles,
     }
     with postgres.connect(settings, "app") as conn, conn.cursor() as cur:
+        # each reference file's StoreData attribute is also its registry table's name
+        for file in REFERENCE_FILES:
+            postgres.replace_chain_rows(cur, table(file.attr),
+                                        {store_id: getattr(store, file.attr) for store_id, store in chain.items()})
         for name, rows in contents.items():
             postgres.replace_rows(cur, table(name), rows)
-    return ImportSummary({name: len(rows) for name, rows in contents.items()}, time.monotonic() - began)
+    ref_rows = {file.attr: sum(len(getattr(store, file.attr)) for store in chain.values()) for file in REFERENCE_FILES}
+    return ImportSummary(list(chain), {**ref_rows, **{name: len(rows) for name, rows in contents.items()}},
+                         time.monotonic() - began)
 
 
 def store_is_imported(settings: Settings) -> bool:
@@ -91,13 +102,14 @@ def store_is_imported(settings: Settings) -> bool:
 
 
 def load_store(settings: Settings) -> StoreData:
-    """The imported store, back from the ref tables (what the producers start the world from)."""
+    """The running store (STORE_ID), back from the ref tables (what the producers start the world from)."""
     with postgres.connect(settings, "app") as conn, conn.cursor() as cur:
-        store = StoreData(**{file.attr: postgres.select_rows(cur, table(file.attr)) for file in REFERENCE_FILES})
+        store = StoreData(**{file.attr: postgres.select_rows(cur, table(file.attr), store_id=settings.store_id)
+                             for file in REFERENCE_FILES})
     if not store.store_inventory:
-        raise SmartShelfError("no store is loaded: run `smartshelf data import --csv-dir DIR` (or `smartshelf up`)")
+        raise SmartShelfError(f"store {settings.store_id} (STORE_ID) is not loaded: run "
+                              "`smartshelf data import --csv-dir DIR` (or `smartshelf up`)")
     return store
-
 
 
 def with_clock_start(settings: Settings) -> Settings:

@@ -149,7 +149,8 @@ def shelf_weight_mismatches(settings: Settings, limit: int = 5) -> list[str]:
         cur.execute(
             "SELECT s.shelf_id, s.current_stock, s.current_weight, i.item_weight "
             "FROM state.shelf_state s JOIN ref.store_inventory i USING (shelf_id) "
-            "WHERE s.current_weight <> s.current_stock * i.item_weight ORDER BY s.shelf_id")
+            "WHERE i.store_id = %s AND s.current_weight <> s.current_stock * i.item_weight ORDER BY s.shelf_id",
+            (settings.store_id,))
         rows = cur.fetchall()
     found = [f"{shelf}: weight {weight} != {stock} × {item}" for shelf, stock, weight, item in rows[:limit]]
     return found + ([f"{len(rows) - limit} more shelves"] if len(rows) > limit else [])

@@ -21,6 +21,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from smartshelf.adapters.kafka import KafkaAdapter, Outgoing
 from smartshelf.adapters.redis_clock import SimClock, redis_client
+from smartshelf.datagen import generate_chain, write_chain
 from smartshelf.api.feed import SLOW_CLIENT_CLOSE_CODE
 from smartshelf.loop import StoreConfig, shelf_level, warehouse_level
 from smartshelf.registry import topic
@@ -136,6 +137,19 @@ def test_a_shelf_has_its_lots_and_an_unknown_shelf_is_404(api: Settings) -> None
     store = _get(api, "/stores").json()
     assert store["data"][0]["store_id"] == api.store_id and store["data"][0]["shelves"] == len(
         StoreConfig.from_tables(jobs.load_config(api)).profiles)
+
+
+def test_of_a_chain_the_api_answers_for_the_store_it_runs(api: Settings) -> None:
+    # the stack's store is seed 42's, which is also the first store of seed 42's chain
+    chain = generate_chain(jobs.DEFAULT_STORE_SEED, 2)
+    write_chain(chain, api.run_dir / "chain")
+    jobs.import_store(api, api.run_dir / "chain" / "db_csv")
+    own = {row.shelf_id for row in chain["store-001"].store_inventory}
+    elsewhere = sorted({row.shelf_id for row in chain["store-002"].store_inventory} - own)
+    assert _get(api, "/shelves", limit=1).json()["meta"]["total"] == len(own)
+    assert _get(api, "/warehouse/items", limit=1).json()["meta"]["total"] == len(own)
+    assert _get(api, "/stores").json()["data"][0]["shelves"] == len(own)
+    assert _get(api, f"/shelves/{elsewhere[0]}").status_code == 404
 
 
 @pytest.mark.parametrize(("path", "params", "field"), [

@@ -13,12 +13,12 @@ from deltalake import DeltaTable
 
 from smartshelf.adapters import postgres
 from smartshelf.adapters.kafka import KafkaAdapter
-from smartshelf.datagen import generate_store, write_store
+from smartshelf.datagen import generate_chain, generate_store, write_chain, write_store
 from smartshelf.errors import SmartShelfError
 from smartshelf.registry import TABLES, TOPICS, table
 from smartshelf.runtime import jobs
 from smartshelf.settings import Settings
-from smartshelf.store import StoreData
+from smartshelf.store import REFERENCE_FILES, StoreData
 from smartshelf.tabular import arrow_schema
 from tests.conftest import settings_env
 
@@ -145,5 +145,56 @@ def test_cli_import_of_a_missing_folder_is_one_clear_line(loaded: tuple) -> None
     result = subprocess.run([SMARTSHELF, "data", "import", "--csv-dir", "/nonexistent"],
                             env=settings_env(settings), capture_output=True, text=True)
     assert result.returncode == 1
-    assert result.stderr.startswith("error: missing store_inventory_final.csv in /nonexistent")
+    assert result.stderr.startswith("error: /nonexistent is not a folder")
     assert "Traceback" not in result.stderr
+
+
+def _store_rows(settings: Settings, name: str) -> dict[str, list[tuple]]:
+    """A chain table's rows per store, each store's in key order."""
+    t = table(name)
+    with postgres.connect(settings, "reader") as conn, conn.cursor() as cur:
+        cur.execute(f"SELECT store_id, {', '.join(t.schema.model_fields)} FROM {t.pg} "
+                    f"ORDER BY {', '.join(t.pg_key)}")
+        rows: dict[str, list[tuple]] = {}
+        for store_id, *values in cur.fetchall():
+            rows.setdefault(store_id, []).append(tuple(values))
+    return rows
+
+
+def test_a_chains_import_holds_every_store_and_the_stack_runs_the_one_of_store_id(
+        loaded: tuple, scratch_dir: Path) -> None:
+    settings, store, csv_dir = loaded
+    chain = generate_chain(SEED, 3)
+    write_chain(chain, scratch_dir / "chain")
+    try:
+        summary = jobs.import_store(settings, scratch_dir / "chain" / "db_csv")
+        assert summary.stores == ["store-001", "store-002", "store-003"]
+        for name in ("store_inventory", "warehouse_inventory", "store_batches", "warehouse_batches", "discounts"):
+            assert _store_rows(settings, name) == {
+                store_id: _as_rows(name, getattr(data, name)) for store_id, data in chain.items()
+                if getattr(data, name)}, name
+        assert summary.rows["store_inventory"] == sum(len(data.store_inventory) for data in chain.values())
+        # the policies and the stack's store are STORE_ID's; another STORE_ID loads its own store
+        assert len(_pg_rows(settings, "shelf_policies")) == len(chain["store-001"].store_inventory)
+        for store_id in ("store-001", "store-003"):
+            loaded_store = jobs.load_store(settings.model_copy(update={"store_id": store_id}))
+            for file in REFERENCE_FILES:
+                assert _as_rows(file.attr, getattr(loaded_store, file.attr)) == _as_rows(
+                    file.attr, getattr(chain[store_id], file.attr)), (store_id, file.attr)
+        # the view's fallback reads the running store's snapshot: one row per shelf, its stock
+        with postgres.connect(settings, "reader") as conn, conn.cursor() as cur:
+            cur.execute("SELECT shelf_id, current_stock FROM state.v_shelf_stock ORDER BY shelf_id")
+            view = cur.fetchall()
+        live = {row[0] for row in _pg_rows(settings, "shelf_state")}
+        first = {row.shelf_id: row.current_stock for row in chain["store-001"].store_inventory}
+        assert [shelf for shelf, _ in view] == sorted(first)
+        assert {shelf: stock for shelf, stock in view if shelf not in live} == {
+            shelf: stock for shelf, stock in first.items() if shelf not in live}
+        elsewhere = settings.model_copy(update={"store_id": "store-009"})
+        with pytest.raises(SmartShelfError, match=r"STORE_ID is store-009, which is not among the stores of .*"
+                                                  r"\(store-001, store-002, store-003\)"):
+            jobs.import_store(elsewhere, scratch_dir / "chain" / "db_csv")
+        assert set(_store_rows(settings, "store_inventory")) == set(chain)  # nothing changed
+    finally:
+        jobs.import_store(settings, csv_dir)
+    assert _pg_rows(settings, "store_inventory") == _as_rows("store_inventory", store.store_inventory)
