@@ -3,6 +3,7 @@ per-store tables (issue 22). No server: the PostgreSQL side is in tests/integrat
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from smartshelf.adapters.postgres import MIGRATIONS_DIR, STORE_SETTING
 from smartshelf.datagen import generate_chain, generate_store, store_seed, write_chain
 from smartshelf.errors import SmartShelfError
 from smartshelf.registry import STORE_COLUMN, TABLES, table
@@ -110,6 +112,12 @@ def test_the_reference_tables_and_only_they_are_keyed_by_store_first() -> None:
     ddl = create_table_sql(inventory)
     assert f"    {STORE_COLUMN} text NOT NULL,\n" in ddl and f"PRIMARY KEY ({STORE_COLUMN}, shelf_id)" in ddl
     assert table("alerts").pg_key == table("alerts").key
+
+
+def test_the_views_pick_the_running_stores_rows_by_the_setting_db_init_sets() -> None:
+    views = (MIGRATIONS_DIR / "04_views.sql").read_text()
+    reads = re.findall(r"current_setting\('([^']+)'", views)
+    assert reads and set(reads) == {STORE_SETTING}
 
 
 def test_cli_generates_a_chain_and_refuses_a_bad_store_count_in_one_line(tmp_path: Path) -> None:
