@@ -389,10 +389,11 @@ def main() -> None:
     try:
         app()
     except SmartShelfError as exc:
-        err_console.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
+        # soft_wrap: one line whatever the terminal's width (rich would break it at 80 columns off a terminal)
+        err_console.print(f"[red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(1)
     except (psycopg2.Error, redis.RedisError) as exc:  # a stack that is down, or not as this version expects
         server = "PostgreSQL" if isinstance(exc, psycopg2.Error) else "Redis"
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        err_console.print(f"[red]error:[/] {server}: {escape(first)}", highlight=False)
+        err_console.print(f"[red]error:[/] {server}: {escape(first)}", highlight=False, soft_wrap=True)
         sys.exit(1)

@@ -12,6 +12,11 @@ from smartshelf.errors import SmartShelfError
 
 @pytest.mark.parametrize(("raised", "line"), [
     (SmartShelfError("no model 'replenishment_xgb'"), "error: no model 'replenishment_xgb'"),
+    # longer than a terminal's 80 columns: still one line
+    (SmartShelfError("data/db_csv holds the folders of stores store-003, which this chain would not replace: "
+                     "delete them or write elsewhere (--out)"),
+     "error: data/db_csv holds the folders of stores store-003, which this chain would not replace: "
+     "delete them or write elsewhere (--out)"),
     # a stack whose database lacks a table this version writes (an older run dir, a table dropped by hand)
     (psycopg2.errors.UndefinedTable('relation "analytics.shelf_daily_features" does not exist\nLINE 1: INSERT'),
      'error: PostgreSQL: relation "analytics.shelf_daily_features" does not exist'),
