@@ -380,7 +380,7 @@ def _repeated_discounts(discounts: Sequence[DiscountRow]) -> list[Problem]:
 # --- a chain of stores ---------------------------------------------------------------------------------------
 FIRST_STORE = "store-001"  # the one store of a one-store twin, and the first of a generated chain
 MAX_STORES = 999
-# a store id names a folder of reference files and is a key part everywhere: short, lower case, no separators
+# a store id names a folder of reference files and leads the reference tables' keys: short, lower case, no separators
 _STORE_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 
 

@@ -94,7 +94,9 @@ def read_chain_csvs(csv_dir: Path, single_store: str) -> dict[str, StoreData]:
         try:
             chain[store_id] = read_store_csvs(path)
         except SmartShelfError as exc:
-            raise SmartShelfError(f"store {store_id} ({path}): {exc}") if path != csv_dir else exc
+            if path == csv_dir:  # one store: its problem reads as before
+                raise
+            raise SmartShelfError(f"store {store_id} ({path}): {exc}") from exc
     return chain
 
 
