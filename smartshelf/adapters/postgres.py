@@ -158,12 +158,11 @@ def insert_rows(cur: psycopg2.extensions.cursor, table: Table, rows: Iterable[Ba
     if table.per_store != (store_id is not None):
         raise ValueError(f"{table.pg}: a store id goes with the rows of a per-store table, and only with them")
     names = list(table.schema.model_fields)
-    lead = [STORE_COLUMN] if store_id is not None else []
+    store_column, store_value = ((STORE_COLUMN,), (store_id,)) if store_id is not None else ((), ())
     query = sql.SQL("INSERT INTO {} ({}) VALUES %s").format(
-        _identifier(table), sql.SQL(", ").join(map(sql.Identifier, [*lead, *names]))
+        _identifier(table), sql.SQL(", ").join(map(sql.Identifier, [*store_column, *names]))
     )
-    values = [(*([store_id] if store_id is not None else []), *(getattr(row, name) for name in names))
-              for row in rows]
+    values = [(*store_value, *(getattr(row, name) for name in names)) for row in rows]
     if values:
         execute_values(cur, query.as_string(cur), values, page_size=2000)
 

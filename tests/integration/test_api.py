@@ -21,8 +21,8 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from smartshelf.adapters.kafka import KafkaAdapter, Outgoing
 from smartshelf.adapters.redis_clock import SimClock, redis_client
-from smartshelf.datagen import generate_chain, write_chain
 from smartshelf.api.feed import SLOW_CLIENT_CLOSE_CODE
+from smartshelf.datagen import generate_chain, write_chain
 from smartshelf.loop import StoreConfig, shelf_level, warehouse_level
 from smartshelf.registry import topic
 from smartshelf.runtime import jobs, supervisor

@@ -92,8 +92,8 @@ def test_reading_a_chain_names_the_store_and_the_layout_problems(chain: dict, tm
     shutil.move(csv_dir / "store-003", csv_dir / "Store 3")
     with pytest.raises(SmartShelfError, match=r"Store 3: a store's folder is named by its id"):
         read_chain_csvs(csv_dir, FIRST_STORE)
+    (tmp_path / "empty").mkdir()
     with pytest.raises(SmartShelfError, match=r"no store in .*empty: expected store_inventory_final.csv"):
-        (tmp_path / "empty").mkdir()
         read_chain_csvs(tmp_path / "empty", FIRST_STORE)
     with pytest.raises(SmartShelfError, match=r"nowhere is not a folder"):
         read_chain_csvs(tmp_path / "nowhere", FIRST_STORE)
