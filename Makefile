@@ -4,9 +4,10 @@ VENV := .venv
 SMARTSHELF := $(VENV)/bin/smartshelf
 
 # `make up` runs the demo on the simulated clock at the reference demo speed (a simulated day in 2.4 h);
-# override on the command line, e.g. `make up TIME_MULTIPLIER=60`.
+# override on the command line, e.g. `make up TIME_MULTIPLIER=60`; `make up STORES=4` runs a chain of 4 stores.
 up: export USE_SIMULATED_TIME ?= 1
 up: export TIME_MULTIPLIER ?= 10
+up: export STORES ?= 1
 
 .PHONY: install up down status test test-unit test-integration clean
 

@@ -1,15 +1,18 @@
 """Smart Shelf dashboard: `streamlit run dashboard/app.py`, settings from the environment (smartshelf.settings).
 
 A thin shell: smartshelf.dashboard reads the data (PostgreSQL as the read-only role, Delta, Redis) and shapes it;
-this file lays it out in seven views and refreshes itself.
+this file lays it out in seven views and refreshes itself. When the twin runs a chain of stores, the sidebar picks
+the store the views show (the first of the chain by default) and an eighth view, Chain, shows a tile per store.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pandas as pd
 import streamlit as st
+from streamlit.delta_generator import DeltaGenerator
 from streamlit_autorefresh import st_autorefresh
 
 from smartshelf import dashboard as core
@@ -19,11 +22,21 @@ REFRESH_SECONDS = 2
 CACHE_TTL_SECONDS = 1  # shorter than the refresh: every refresh reads fresh data, widget clicks reuse it
 LAYOUT_FILE = Path(__file__).with_name("store_layout.yaml")
 NO_CLOCK = "clock stopped"
+STORE_PICKER = "store"  # the sidebar's store picker (its key)
+TILES_PER_ROW = 4
+# the views whose data is STORE_ID's whatever store is picked: the pulse app and the models follow STORE_ID only,
+# and their tables (analytics.pulse_windows, the ML tables) do not say their store
+STORE_ID_ONLY_VIEWS = (core.PULSE_VIEW, "ML")
 
 
 @st.cache_data(ttl=CACHE_TTL_SECONDS, show_spinner=False)
-def snapshot(view: str) -> core.Snapshot:
-    return core.open_source(get_settings()).snapshot(core.VIEW_TABLES[view])
+def snapshot(view: str, store_id: str) -> core.Snapshot:
+    return core.open_source(get_settings()).snapshot(core.VIEW_TABLES[view], store_id)
+
+
+@st.cache_data(ttl=CACHE_TTL_SECONDS, show_spinner=False)
+def chain_snapshot(store_ids: tuple[str, ...]) -> core.Snapshot:
+    return core.open_source(get_settings()).chain_snapshot(store_ids)
 
 
 @st.cache_data(show_spinner=False)
@@ -207,15 +220,47 @@ def ml(data: core.Snapshot) -> None:
     table_or_note(core.forecast_plans(data.frame("wh_supplier_plan")), "No forecast plan yet.")
 
 
+def chain(data: core.Snapshot, store_ids: Sequence[str]) -> None:
+    tiles = core.chain_tiles(store_ids, data.frame("shelf_state"), data.frame("alerts"),
+                             data.frame("pos_transactions"), data.now)
+    when = f"at {data.now:%Y-%m-%d %H:%M} simulated" if data.now else f"{NO_CLOCK} (alerts and sales need its now)"
+    st.caption(f"Each running store, {when}. Worst active alert: the most severe of the store's active alerts (the "
+               f"latest per shelf or pulse metric and alert type raised in the last {core.ACTIVE_ALERT_MINUTES} "
+               f"simulated minutes). Stock-outs: shelves with no unit left. Sales today: the till totals of the "
+               f"simulated day so far.")
+    for first in range(0, len(tiles), TILES_PER_ROW):
+        for column, tile in zip(st.columns(TILES_PER_ROW), tiles[first:first + TILES_PER_ROW]):
+            store_tile(column.container(border=True), tile)
+
+
+def store_tile(box: DeltaGenerator, tile: core.StoreTile) -> None:
+    box.subheader(tile.store_id)
+    box.metric("Worst active alert", tile.worst_severity)
+    box.caption(tile.worst_alert or "no active alert")
+    box.metric("Stock-outs", tile.stock_outs)
+    box.metric("Sales today", "–" if tile.sales_today is None else f"{tile.sales_today:,.2f}")
+
+
 VIEWS = dict(zip(core.VIEW_TABLES, (map_live, states, supplier_plan, alerts_view, pulse, debug_config, ml),
                  strict=True))
 
 
-def show(name: str) -> None:
+def read(snapshot_of: Callable[[], core.Snapshot]) -> core.Snapshot | None:
+    """The snapshot, or None with one error line on the page when a data source is down."""
     try:
-        data = snapshot(name)
+        return snapshot_of()
     except core.DataUnavailable as exc:
         st.error(f"Data source unavailable: {exc}")
+        return None
+
+
+def show(name: str, store_id: str) -> None:
+    followed = get_settings().store_id
+    if name in STORE_ID_ONLY_VIEWS and store_id != followed:
+        st.info(f"{name} shows STORE_ID's store only ({followed}): the pulse and the models follow it alone.")
+        return
+    data = read(lambda: snapshot(name, store_id))
+    if data is None:
         return
     if not data.has_store:
         st.info("No data yet: the store is not loaded. Start the stack (`make up`) or a run (`smartshelf sim`).")
@@ -223,15 +268,36 @@ def show(name: str) -> None:
     VIEWS[name](data)
 
 
+def show_chain(store_ids: list[str]) -> None:
+    data = read(lambda: chain_snapshot(tuple(store_ids)))
+    if data is not None:
+        chain(data, store_ids)
+
+
+def picked_store(store_ids: list[str]) -> str:
+    """The store the views show: with a chain, picked in the sidebar (the first by default); else the one store."""
+    if len(store_ids) == 1:
+        return store_ids[0]
+    picked = st.sidebar.selectbox("Store", store_ids, key=STORE_PICKER)
+    assert picked is not None  # a selectbox with options and no index given always has one picked
+    return picked
+
+
 def main() -> None:
     st.set_page_config(page_title="Smart Shelf", layout="wide")
     st_autorefresh(interval=REFRESH_SECONDS * 1000, key="refresh")
     st.title("Smart Shelf")
+    store_ids = get_settings().running_stores
+    store_id = picked_store(store_ids)
+    views = [*VIEWS, core.CHAIN_VIEW] if len(store_ids) > 1 else list(VIEWS)
     # lazy tabs: a refresh reads and draws the open view only (the other views' tables are not read)
-    for tab, name in zip(st.tabs(list(VIEWS), key="view", on_change="rerun"), VIEWS, strict=True):
+    for tab, name in zip(st.tabs(views, key="view", on_change="rerun"), views, strict=True):
         if tab.open:
             with tab:
-                show(name)
+                if name == core.CHAIN_VIEW:
+                    show_chain(store_ids)
+                else:
+                    show(name, store_id)
 
 
 main()

@@ -125,6 +125,7 @@ CREATE TABLE IF NOT EXISTS ref.discounts (
 );
 
 CREATE TABLE IF NOT EXISTS config.shelf_policies (
+    store_id text NOT NULL,
     shelf_id text NOT NULL,
     low_stock_threshold_pct double precision NOT NULL,
     restock_target_pct double precision NOT NULL,
@@ -138,7 +139,7 @@ CREATE TABLE IF NOT EXISTS config.shelf_policies (
     CHECK (near_expiry_days <= 3650),
     CHECK (near_expiry_discount > 0),
     CHECK (near_expiry_discount < 1),
-    PRIMARY KEY (shelf_id)
+    PRIMARY KEY (store_id, shelf_id)
 );
 ALTER TABLE config.shelf_policies ADD COLUMN IF NOT EXISTS updated_at timestamp NOT NULL
     DEFAULT (clock_timestamp() AT TIME ZONE 'UTC');
@@ -147,6 +148,7 @@ CREATE OR REPLACE TRIGGER shelf_policies_updated_at BEFORE INSERT OR UPDATE ON c
     FOR EACH ROW EXECUTE FUNCTION public.touch_updated_at();
 
 CREATE TABLE IF NOT EXISTS config.wh_policies (
+    store_id text NOT NULL,
     shelf_id text NOT NULL,
     reorder_point bigint NOT NULL,
     order_up_to bigint NOT NULL,
@@ -160,7 +162,7 @@ CREATE TABLE IF NOT EXISTS config.wh_policies (
     CHECK (lead_time_days <= 3650),
     CHECK (delivery_hour >= 0),
     CHECK (delivery_hour <= 23),
-    PRIMARY KEY (shelf_id)
+    PRIMARY KEY (store_id, shelf_id)
 );
 ALTER TABLE config.wh_policies ADD COLUMN IF NOT EXISTS updated_at timestamp NOT NULL
     DEFAULT (clock_timestamp() AT TIME ZONE 'UTC');
@@ -169,6 +171,7 @@ CREATE OR REPLACE TRIGGER wh_policies_updated_at BEFORE INSERT OR UPDATE ON conf
     FOR EACH ROW EXECUTE FUNCTION public.touch_updated_at();
 
 CREATE TABLE IF NOT EXISTS config.batch_catalog (
+    store_id text NOT NULL,
     shelf_id text NOT NULL,
     batch_code text NOT NULL,
     item_category text NOT NULL,
@@ -178,7 +181,7 @@ CREATE TABLE IF NOT EXISTS config.batch_catalog (
     expiry_date date NOT NULL,
     CHECK (standard_batch_size > 0),
     CHECK (standard_batch_size <= 1000000),
-    PRIMARY KEY (shelf_id, batch_code)
+    PRIMARY KEY (store_id, shelf_id, batch_code)
 );
 ALTER TABLE config.batch_catalog ADD COLUMN IF NOT EXISTS updated_at timestamp NOT NULL
     DEFAULT (clock_timestamp() AT TIME ZONE 'UTC');
@@ -187,6 +190,7 @@ CREATE OR REPLACE TRIGGER batch_catalog_updated_at BEFORE INSERT OR UPDATE ON co
     FOR EACH ROW EXECUTE FUNCTION public.touch_updated_at();
 
 CREATE TABLE IF NOT EXISTS config.shelf_profiles (
+    store_id text NOT NULL,
     shelf_id text NOT NULL,
     aisle bigint NOT NULL,
     item_category text NOT NULL,
@@ -205,7 +209,7 @@ CREATE TABLE IF NOT EXISTS config.shelf_profiles (
     CHECK (maximum_stock <= 1000000),
     CHECK (item_price > 0),
     CHECK (item_price <= 100000.0),
-    PRIMARY KEY (shelf_id)
+    PRIMARY KEY (store_id, shelf_id)
 );
 ALTER TABLE config.shelf_profiles ADD COLUMN IF NOT EXISTS updated_at timestamp NOT NULL
     DEFAULT (clock_timestamp() AT TIME ZONE 'UTC');
@@ -214,15 +218,17 @@ CREATE OR REPLACE TRIGGER shelf_profiles_updated_at BEFORE INSERT OR UPDATE ON c
     FOR EACH ROW EXECUTE FUNCTION public.touch_updated_at();
 
 CREATE TABLE IF NOT EXISTS ops.foot_traffic (
+    store_id text NOT NULL,
     event_id text NOT NULL,
     event_type text NOT NULL,
     customer_id text NOT NULL,
     ts timestamp NOT NULL,
     CHECK (event_type IN ('entry', 'exit')),
-    PRIMARY KEY (event_id)
+    PRIMARY KEY (store_id, event_id)
 );
 
 CREATE TABLE IF NOT EXISTS ops.wh_events (
+    store_id text NOT NULL,
     event_id text NOT NULL,
     event_type text NOT NULL,
     shelf_id text NOT NULL,
@@ -235,10 +241,11 @@ CREATE TABLE IF NOT EXISTS ops.wh_events (
     CHECK (event_type IN ('wh_in', 'wh_out', 'wh_removal')),
     CHECK (quantity > 0),
     CHECK (quantity <= 1000000),
-    PRIMARY KEY (event_id)
+    PRIMARY KEY (store_id, event_id)
 );
 
 CREATE TABLE IF NOT EXISTS state.shelf_state (
+    store_id text NOT NULL,
     shelf_id text NOT NULL,
     current_stock bigint NOT NULL,
     current_weight double precision NOT NULL,
@@ -248,20 +255,22 @@ CREATE TABLE IF NOT EXISTS state.shelf_state (
     CHECK (current_stock <= 1000000),
     CHECK (current_weight >= -100000000000),
     CHECK (current_weight <= 100000000000),
-    PRIMARY KEY (shelf_id)
+    PRIMARY KEY (store_id, shelf_id)
 );
 
 CREATE TABLE IF NOT EXISTS state.wh_state (
+    store_id text NOT NULL,
     shelf_id text NOT NULL,
     wh_current_stock bigint NOT NULL,
     last_event_type text NOT NULL,
     last_event_ts timestamp NOT NULL,
     CHECK (wh_current_stock >= 0),
     CHECK (wh_current_stock <= 1000000),
-    PRIMARY KEY (shelf_id)
+    PRIMARY KEY (store_id, shelf_id)
 );
 
 CREATE TABLE IF NOT EXISTS state.shelf_risk (
+    store_id text NOT NULL,
     shelf_id text NOT NULL,
     restock_risk double precision NOT NULL,
     model_version bigint NOT NULL,
@@ -270,10 +279,11 @@ CREATE TABLE IF NOT EXISTS state.shelf_risk (
     CHECK (restock_risk <= 1),
     CHECK (model_version >= 1),
     CHECK (model_version <= 999912312359),
-    PRIMARY KEY (shelf_id)
+    PRIMARY KEY (store_id, shelf_id)
 );
 
 CREATE TABLE IF NOT EXISTS state.shelf_batch_state (
+    store_id text NOT NULL,
     shelf_id text NOT NULL,
     batch_code text NOT NULL,
     received_date date NOT NULL,
@@ -282,10 +292,11 @@ CREATE TABLE IF NOT EXISTS state.shelf_batch_state (
     last_update_ts timestamp NOT NULL,
     CHECK (batch_quantity_store >= 0),
     CHECK (batch_quantity_store <= 1000000),
-    PRIMARY KEY (shelf_id, batch_code)
+    PRIMARY KEY (store_id, shelf_id, batch_code)
 );
 
 CREATE TABLE IF NOT EXISTS state.wh_batch_state (
+    store_id text NOT NULL,
     shelf_id text NOT NULL,
     batch_code text NOT NULL,
     received_date date NOT NULL,
@@ -294,10 +305,11 @@ CREATE TABLE IF NOT EXISTS state.wh_batch_state (
     last_update_ts timestamp NOT NULL,
     CHECK (batch_quantity_warehouse >= 0),
     CHECK (batch_quantity_warehouse <= 1000000),
-    PRIMARY KEY (shelf_id, batch_code)
+    PRIMARY KEY (store_id, shelf_id, batch_code)
 );
 
 CREATE TABLE IF NOT EXISTS ops.alerts (
+    store_id text NOT NULL,
     alert_id text NOT NULL,
     alert_type text NOT NULL,
     location text NOT NULL,
@@ -313,10 +325,11 @@ CREATE TABLE IF NOT EXISTS ops.alerts (
     CHECK (alert_type IN ('low_stock', 'out_of_stock', 'near_expiry', 'expired', 'wh_reorder', 'wh_out_of_stock', 'anomaly', 'shrinkage')),
     CHECK (location IN ('store', 'warehouse')),
     CHECK (severity IN ('info', 'warning', 'critical')),
-    PRIMARY KEY (alert_id)
+    PRIMARY KEY (store_id, alert_id)
 );
 
 CREATE TABLE IF NOT EXISTS ops.shelf_restock_plan (
+    store_id text NOT NULL,
     plan_id text NOT NULL,
     shelf_id text NOT NULL,
     quantity bigint NOT NULL,
@@ -326,10 +339,11 @@ CREATE TABLE IF NOT EXISTS ops.shelf_restock_plan (
     CHECK (quantity > 0),
     CHECK (quantity <= 1000000),
     CHECK (status IN ('planned', 'picked', 'delivered', 'cancelled')),
-    PRIMARY KEY (plan_id)
+    PRIMARY KEY (store_id, plan_id)
 );
 
 CREATE TABLE IF NOT EXISTS ops.wh_supplier_plan (
+    store_id text NOT NULL,
     plan_id text NOT NULL,
     shelf_id text NOT NULL,
     batches_to_order bigint NOT NULL,
@@ -343,10 +357,11 @@ CREATE TABLE IF NOT EXISTS ops.wh_supplier_plan (
     CHECK (quantity > 0),
     CHECK (quantity <= 1000000),
     CHECK (status IN ('planned', 'ordered', 'received', 'cancelled')),
-    PRIMARY KEY (plan_id)
+    PRIMARY KEY (store_id, plan_id)
 );
 
 CREATE TABLE IF NOT EXISTS ops.wh_supplier_orders (
+    store_id text NOT NULL,
     order_id text NOT NULL,
     plan_id text NOT NULL,
     shelf_id text NOT NULL,
@@ -360,10 +375,11 @@ CREATE TABLE IF NOT EXISTS ops.wh_supplier_orders (
     CHECK (quantity > 0),
     CHECK (quantity <= 1000000),
     CHECK (status IN ('open', 'received')),
-    PRIMARY KEY (order_id)
+    PRIMARY KEY (store_id, order_id)
 );
 
 CREATE TABLE IF NOT EXISTS ops.wh_supplier_receipts (
+    store_id text NOT NULL,
     receipt_id text NOT NULL,
     order_id text NOT NULL,
     shelf_id text NOT NULL,
@@ -373,10 +389,11 @@ CREATE TABLE IF NOT EXISTS ops.wh_supplier_receipts (
     expiry_date date NOT NULL,
     CHECK (quantity > 0),
     CHECK (quantity <= 1000000),
-    PRIMARY KEY (receipt_id)
+    PRIMARY KEY (store_id, receipt_id)
 );
 
 CREATE TABLE IF NOT EXISTS ops.pos_transactions (
+    store_id text NOT NULL,
     transaction_id text NOT NULL,
     customer_id text NOT NULL,
     ts timestamp NOT NULL,
@@ -386,7 +403,7 @@ CREATE TABLE IF NOT EXISTS ops.pos_transactions (
     CHECK (item_count <= 1000000000),
     CHECK (total >= 0),
     CHECK (total <= 1000000000000.0),
-    PRIMARY KEY (transaction_id)
+    PRIMARY KEY (store_id, transaction_id)
 );
 
 CREATE TABLE IF NOT EXISTS ops.pos_transaction_items (
@@ -395,6 +412,7 @@ CREATE TABLE IF NOT EXISTS ops.pos_transaction_items (
     unit_price double precision NOT NULL,
     discount double precision NOT NULL,
     line_total double precision NOT NULL,
+    store_id text NOT NULL,
     transaction_id text NOT NULL,
     line_no bigint NOT NULL,
     CHECK (quantity > 0),
@@ -407,7 +425,7 @@ CREATE TABLE IF NOT EXISTS ops.pos_transaction_items (
     CHECK (line_total <= 1000000000000.0),
     CHECK (line_no >= 1),
     CHECK (line_no <= 1000000000),
-    PRIMARY KEY (transaction_id, line_no)
+    PRIMARY KEY (store_id, transaction_id, line_no)
 );
 
 CREATE TABLE IF NOT EXISTS ops.dead_letters (
@@ -425,6 +443,7 @@ CREATE TABLE IF NOT EXISTS ops.dead_letters (
 );
 
 CREATE TABLE IF NOT EXISTS analytics.daily_discounts (
+    store_id text NOT NULL,
     shelf_id text NOT NULL,
     discount_date date NOT NULL,
     discount double precision NOT NULL,
@@ -432,7 +451,7 @@ CREATE TABLE IF NOT EXISTS analytics.daily_discounts (
     CHECK (discount > 0),
     CHECK (discount < 1),
     CHECK (reason IN ('near_expiry', 'promotion')),
-    PRIMARY KEY (shelf_id, discount_date)
+    PRIMARY KEY (store_id, shelf_id, discount_date)
 );
 
 CREATE TABLE IF NOT EXISTS analytics.shelf_daily_features (
@@ -598,12 +617,12 @@ CREATE TABLE IF NOT EXISTS analytics.ml_predictions_log (
 CREATE TABLE IF NOT EXISTS ops.pos_basket_intake (basket jsonb NOT NULL);
 CREATE OR REPLACE FUNCTION ops.pos_basket_intake_split() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    INSERT INTO ops.pos_transactions (transaction_id, customer_id, ts, total, item_count)
-    SELECT b.transaction_id, b.customer_id, b.ts, b.total, jsonb_array_length(NEW.basket->'items')
-    FROM jsonb_to_record(NEW.basket) AS b(transaction_id text, customer_id text, ts timestamp, total double precision)
+    INSERT INTO ops.pos_transactions (store_id, transaction_id, customer_id, ts, total, item_count)
+    SELECT b.store_id, b.transaction_id, b.customer_id, b.ts, b.total, jsonb_array_length(NEW.basket->'items')
+    FROM jsonb_to_record(NEW.basket) AS b(store_id text, transaction_id text, customer_id text, ts timestamp, total double precision)
     ON CONFLICT DO NOTHING;
-    INSERT INTO ops.pos_transaction_items (shelf_id, quantity, unit_price, discount, line_total, transaction_id, line_no)
-    SELECT i.shelf_id, i.quantity, i.unit_price, i.discount, i.line_total, NEW.basket->>'transaction_id', i.line_no
+    INSERT INTO ops.pos_transaction_items (shelf_id, quantity, unit_price, discount, line_total, store_id, transaction_id, line_no)
+    SELECT i.shelf_id, i.quantity, i.unit_price, i.discount, i.line_total, NEW.basket->>'store_id', NEW.basket->>'transaction_id', i.line_no
     FROM ROWS FROM (jsonb_to_recordset(NEW.basket->'items') AS (shelf_id text, quantity bigint, unit_price double precision, discount double precision, line_total double precision))
         WITH ORDINALITY AS i(shelf_id, quantity, unit_price, discount, line_total, line_no)
     ON CONFLICT DO NOTHING;

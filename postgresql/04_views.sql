@@ -1,10 +1,11 @@
 -- Views over the mirrored state: what a store manager and the replenishment model read.
 
 -- Every shelf with its live stock (falling back to the imported snapshot before the first event),
--- its policy threshold and the warehouse stock behind it. The snapshot's rows are the running store's
--- (STORE_ID, which db-init sets as the database's smartshelf.store_id) of the chain the ref tables hold.
+-- its policy threshold and the warehouse stock behind it: the running store's (STORE_ID, which db-init sets as
+-- the database's smartshelf.store_id) of the chain the tables hold.
 CREATE OR REPLACE VIEW state.v_shelf_stock AS
-SELECT p.shelf_id,
+SELECT p.store_id,
+       p.shelf_id,
        p.aisle,
        p.item_category,
        p.item_subcategory,
@@ -14,13 +15,12 @@ SELECT p.shelf_id,
        COALESCE(w.wh_current_stock, wi.current_stock) AS wh_current_stock,
        s.last_event_ts
 FROM config.shelf_profiles p
-JOIN config.shelf_policies sp USING (shelf_id)
-LEFT JOIN state.shelf_state s USING (shelf_id)
-LEFT JOIN ref.store_inventory i
-    ON i.shelf_id = p.shelf_id AND i.store_id = current_setting('smartshelf.store_id', true)
-LEFT JOIN state.wh_state w ON w.shelf_id = p.shelf_id
-LEFT JOIN ref.warehouse_inventory wi
-    ON wi.shelf_id = p.shelf_id AND wi.store_id = current_setting('smartshelf.store_id', true);
+JOIN config.shelf_policies sp ON sp.store_id = p.store_id AND sp.shelf_id = p.shelf_id
+LEFT JOIN state.shelf_state s ON s.store_id = p.store_id AND s.shelf_id = p.shelf_id
+LEFT JOIN ref.store_inventory i ON i.store_id = p.store_id AND i.shelf_id = p.shelf_id
+LEFT JOIN state.wh_state w ON w.store_id = p.store_id AND w.shelf_id = p.shelf_id
+LEFT JOIN ref.warehouse_inventory wi ON wi.store_id = p.store_id AND wi.shelf_id = p.shelf_id
+WHERE p.store_id = current_setting('smartshelf.store_id', true);
 
 -- The model's inputs for the latest feature day of every shelf.
 CREATE OR REPLACE VIEW analytics.v_ml_features AS
@@ -35,7 +35,8 @@ FROM analytics.shelf_daily_features f
 WHERE f.batches_to_order IS NOT NULL;
 
 -- The store's KPIs per simulated hour (the API's /kpis/hourly): sales, stock-outs, people, discounts, waste.
--- people_in_store is the running balance of entries and exits at the hour's end (the store opens empty).
+-- people_in_store is the running balance of entries and exits at the hour's end (the store opens empty). The
+-- running store's (smartshelf.store_id), as above.
 CREATE OR REPLACE VIEW analytics.v_kpi_hourly AS
 WITH sales AS (
     SELECT date_trunc('hour', t.ts) AS hour,
@@ -45,7 +46,8 @@ WITH sales AS (
            coalesce(sum(i.quantity) FILTER (WHERE i.discount > 0), 0) AS discounted_units,
            sum(i.quantity * i.unit_price - i.line_total) AS discount_amount
     FROM ops.pos_transactions t
-    JOIN ops.pos_transaction_items i USING (transaction_id)
+    JOIN ops.pos_transaction_items i USING (store_id, transaction_id)
+    WHERE t.store_id = current_setting('smartshelf.store_id', true)
     GROUP BY 1),
 alerts AS (
     SELECT date_trunc('hour', ts) AS hour,
@@ -53,12 +55,14 @@ alerts AS (
            count(*) FILTER (WHERE alert_type = 'low_stock') AS low_stock_alerts,
            coalesce(sum(value) FILTER (WHERE alert_type = 'expired'), 0)::bigint AS wasted_units
     FROM ops.alerts
+    WHERE store_id = current_setting('smartshelf.store_id', true)
     GROUP BY 1),
 people AS (
     SELECT date_trunc('hour', ts) AS hour,
            count(*) FILTER (WHERE event_type = 'entry') AS entries,
            count(*) FILTER (WHERE event_type = 'exit') AS exits
     FROM ops.foot_traffic
+    WHERE store_id = current_setting('smartshelf.store_id', true)
     GROUP BY 1),
 hours AS (SELECT hour FROM sales UNION SELECT hour FROM alerts UNION SELECT hour FROM people)
 SELECT h.hour,
@@ -86,7 +90,9 @@ SELECT k.day,
        k.stock_outs, k.low_stock_alerts, k.wasted_units, k.entries, k.exits,
        (SELECT avg(f.shelf_fill_ratio)::numeric(6, 4) FROM analytics.shelf_daily_features f
         WHERE f.feature_date = k.day) AS fill_rate,
-       (SELECT count(*) FROM analytics.daily_discounts d WHERE d.discount_date = k.day) AS discounted_shelves
+       (SELECT count(*) FROM analytics.daily_discounts d
+        WHERE d.discount_date = k.day AND d.store_id = current_setting('smartshelf.store_id', true))
+           AS discounted_shelves
 FROM (SELECT hour::date AS day,
              sum(transactions)::bigint AS transactions, sum(units_sold)::bigint AS units_sold,
              sum(revenue)::numeric(14, 2) AS revenue, sum(discounted_units)::bigint AS discounted_units,

@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from smartshelf.adapters.kafka import PRODUCER_DEFAULTS, KafkaAdapter, Outgoing, Partition, TopicConfig
-from smartshelf.apps.producers import world_of
+from smartshelf.apps.producers import worlds_of
 from smartshelf.registry import topic
 from smartshelf.runtime import jobs, supervisor
 from smartshelf.runtime.scratch import scratch_stack
+from smartshelf.schemas import FIRST_STORE
 from smartshelf.settings import Settings
 from smartshelf.world import WorldEvents
 
@@ -218,7 +219,7 @@ def bench_producers(base: Settings, days: int = 1, step_seconds: int = 900) -> d
         for job in jobs.JOBS.values():
             job(settings)
 
-        world = world_of(settings)
+        world = worlds_of(settings)[settings.store_id]
         state = world.initial_state(settings.sim_start)
         records: list[SensorRecord] = []
         began = time.monotonic()
@@ -320,7 +321,7 @@ def bench_spark(base: Settings, warm_days: int = 1, cold_days: int = 1, max_offs
         settings = settings.model_copy(update={"max_offsets_per_trigger": max_offsets})
         for job in jobs.JOBS.values():
             job(settings)
-        world = world_of(settings)
+        world = worlds_of(settings)[settings.store_id]
         state, cold_events = world.advance(world.initial_state(settings.sim_start),
                                            settings.sim_start + timedelta(days=cold_days))
         _, warm_events = world.advance(state, state.clock + timedelta(days=warm_days))
@@ -443,6 +444,77 @@ def bench_cluster(base: Settings, days: int = 1, step_seconds: int = 3600, worke
         "cluster_over_local_wall": round(walls["cluster"] / walls["local"], 2),
         "note": "wall time includes starting each scratch stack (the cluster's master and workers too)",
     }
+
+
+SCALE_STORES = (1, 2, 4, 8)
+MEMORY_EVERY_S = 10.0  # how often bench scale sums the stack's memory (a status read walks every process tree)
+
+
+class _PeakMemory:
+    """The stack's largest summed RSS and PSS (its servers' process trees) over a run, sampled now and then."""
+
+    def __init__(self) -> None:
+        self.rss_mb = self.pss_mb = 0.0
+        self.last = 0.0
+
+    def sample(self, settings: Settings, _now: datetime | None) -> None:
+        if time.monotonic() - self.last < MEMORY_EVERY_S:
+            return
+        self.last = time.monotonic()
+        rows = [row for row in supervisor.status(settings) if row.rss_mb is not None]
+        self.rss_mb = max(self.rss_mb, sum(row.rss_mb or 0.0 for row in rows))
+        self.pss_mb = max(self.pss_mb, sum(row.pss_mb or 0.0 for row in rows))
+
+
+def bench_scale(base: Settings, sizes: tuple[int, ...] = SCALE_STORES, days: int = 1,
+                step_seconds: int = 3600) -> dict[str, object]:
+    """A chain of 1, 2, 4 and 8 stores, one simulated day each in fast lockstep through every service (`smartshelf
+    sim --stores N`), one after the other on this machine: events, wall time, events/s, the stack's peak memory,
+    and each store's digest, which must not depend on how many stores run beside it."""
+    from smartshelf.runtime.sim import run_sim
+
+    runs: list[dict[str, Any]] = []
+    digests: dict[str, set[str]] = {}
+    for stores in sizes:
+        memory = _PeakMemory()
+        settings = base.model_copy(update={"step_seconds": step_seconds})
+        summary = run_sim(settings, days, base.sim_seed, None, fast=True, stores=stores, during=memory.sample)
+        if not summary["checks_ok"]:
+            raise AssertionError(f"bench scale: the run of {stores} store(s) failed its checks: {summary}")
+        store_digests = summary.get("store_digests") or {FIRST_STORE: summary["digest"]}
+        for store_id, digest in store_digests.items():
+            digests.setdefault(store_id, set()).add(digest)
+        wall = float(summary["wall_s"])
+        runs.append({"stores": stores, "events": summary["events"], "wall_s": wall,
+                     "events_per_s": round(int(summary["events"]) / wall, 1),
+                     "peak_stack_rss_mb": round(memory.rss_mb), "peak_stack_pss_mb": round(memory.pss_mb),
+                     "chain_digest": summary["digest"], "store_digests": store_digests})
+    one = runs[0]["wall_s"]
+    for run in runs:
+        run["wall_over_one_store"] = round(run["wall_s"] / one, 2)
+    four = next((run for run in runs if run["stores"] == 4), None)
+    return {
+        "benchmark": "scale",
+        "simulated_days": days,
+        "step_seconds": step_seconds,
+        "seed": base.sim_seed,
+        "runs": runs,
+        "store_digest_independent_of_chain_size": all(len(found) == 1 for found in digests.values()),
+        "four_stores_within_twice_one": None if four is None else four["wall_over_one_store"] <= 2.0,
+        "plot": scale_chart(runs),
+        "note": "each run starts its own scratch stack (included in its wall time); peak memory: the stack's servers "
+                "(their process trees), summed, sampled every 10 s",
+    }
+
+
+def scale_chart(runs: list[dict[str, Any]]) -> str:
+    """The wall time against the number of stores as a Mermaid chart (the README renders it)."""
+    stores = ", ".join(str(run["stores"]) for run in runs)
+    walls = ", ".join(f"{run['wall_s']:.0f}" for run in runs)
+    top = max(run["wall_s"] for run in runs)
+    return ("xychart-beta\n    title \"One simulated day, fast lockstep\"\n"
+            f"    x-axis \"stores\" [{stores}]\n    y-axis \"wall time (s)\" 0 --> {int(top * 1.1) + 1}\n"
+            f"    bar [{walls}]\n    line [{walls}]")
 
 
 def _train_on_the_lake(settings: Settings, holdout_days: int) -> dict[str, object]:
@@ -808,7 +880,7 @@ def _sensor_payloads(count: int) -> list[tuple[bytes, bytes]]:
 
 BENCHMARKS = {"broker": bench_broker, "producers": bench_producers, "spark": bench_spark, "sim": bench_sim,
               "cluster": bench_cluster, "connect": bench_connect, "dashboard": bench_dashboard, "ml": bench_ml,
-              "whatif": bench_whatif, "risk": bench_risk, "api": bench_api}
+              "whatif": bench_whatif, "risk": bench_risk, "api": bench_api, "scale": bench_scale}
 
 
 def write_result(metrics_dir: Path, result: dict[str, object]) -> Path:

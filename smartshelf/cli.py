@@ -21,6 +21,7 @@ from rich.table import Table
 
 from smartshelf.errors import SmartShelfError
 from smartshelf.settings import Settings, get_settings
+from smartshelf.store import MAX_STORES, chain_store_ids
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Smart Shelf: a digital twin of a supermarket.")
@@ -62,7 +63,6 @@ def up(names: ServerNames = None) -> None:
 
 def _generate(seed: int, stores: int, out: Path) -> None:
     from smartshelf.datagen import generate_chain, write_chain
-    from smartshelf.store import MAX_STORES
 
     if not 1 <= stores <= MAX_STORES:
         raise SmartShelfError(f"--stores must be 1 to {MAX_STORES}, not {stores}")
@@ -233,9 +233,12 @@ def sim(
     scenario: Annotated[Optional[list[str]], typer.Option(
         "--scenario", metavar="KIND[@TIME]", help="inject rush or theft, on the last simulated day at 11:00 and "
         "15:00, or at TIME (e.g. rush@2025-01-03T11:00); repeatable; replaces SIM_SCENARIOS")] = None,
+    stores: Annotated[Optional[int], typer.Option(
+        min=1, max=MAX_STORES, help="run a chain: the first N stores of the generated chain (or of --csv-dir), one "
+        "world each on the one clock (default: STORES, 1)")] = None,
 ) -> None:
     """Run the whole twin through the real stack (a scratch stack of its own) to the end; the last line is
-    the JSON summary: events, alerts, restocks, supplier orders, dead letters, digest, conservation."""
+    the JSON summary: events, alerts, restocks, supplier orders, dead letters, digests, conservation."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from smartshelf.apps.producers import scenarios_of
@@ -245,6 +248,9 @@ def sim(
     if csv_dir is not None and not csv_dir.is_dir():
         raise SmartShelfError(f"--csv-dir {csv_dir}: not a folder")
     settings = get_settings()
+    stores = stores or settings.stores
+    if settings.store_id not in chain_store_ids(stores) and stores > 1:
+        raise SmartShelfError(f"--stores {stores}: STORE_ID {settings.store_id} is not among them")
     scenarios = scenario or []
     if scenarios:  # checked before the stack starts; the run puts bare kinds on its last day
         try:
@@ -256,14 +262,15 @@ def sim(
     total_s = days * 86_400
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[now]}"),
                   TimeElapsedColumn(), console=err_console, transient=True) as progress:
-        task = progress.add_task(f"simulating {days} day(s), seed {seed}", total=total_s, now="starting the stack…")
+        task = progress.add_task(f"simulating {days} day(s) of {stores} store(s), seed {seed}", total=total_s,
+                                 now="starting the stack…")
 
         def show(now: datetime | None, end: datetime) -> None:
             if now is not None:
                 progress.update(task, completed=total_s - (end - now).total_seconds(), now=str(now))
 
         summary = run_sim(settings.model_copy(update={"step_seconds": step_seconds}), days, seed, csv_dir, fast,
-                          show, check_every_tick=check_every_tick, scenarios=scenarios)
+                          show, check_every_tick=check_every_tick, scenarios=scenarios, stores=stores)
     print(json.dumps(summary))
     if not summary["checks_ok"]:
         raise typer.Exit(1)
@@ -368,7 +375,8 @@ def fuzz(
 
 @app.command()
 def bench(
-    suite: Annotated[str, typer.Argument(help="benchmark to run: broker, producers, spark, sim, cluster, connect, dashboard, ml, whatif, risk, api, or all")] = "all",
+    suite: Annotated[str, typer.Argument(help="benchmark to run, or all (an unknown name lists them; README, "
+                                         "Measured, says what each measures)")] = "all",
 ) -> None:
     """Run benchmarks on a scratch stack; print the results and write JSON under data/metrics/."""
     from smartshelf.bench import BENCHMARKS, write_result

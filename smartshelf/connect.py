@@ -284,10 +284,10 @@ def sink_group(declaration: SinkDeclaration) -> str:
 def pos_rows(sale: PosTransaction) -> tuple[tuple[Table, BaseModel], ...]:
     """A basket as its transaction row and one item row per line, numbered from 1 (what the intake trigger
     writes)."""
-    header = PosTransactionRow(transaction_id=sale.transaction_id, customer_id=sale.customer_id, ts=sale.ts,
-                               item_count=len(sale.items), total=sale.total)
-    lines = [PosTransactionItemRow(**item.model_dump(), transaction_id=sale.transaction_id, line_no=number)
-             for number, item in enumerate(sale.items, start=1)]
+    header = PosTransactionRow(store_id=sale.store_id, transaction_id=sale.transaction_id,
+                               customer_id=sale.customer_id, ts=sale.ts, item_count=len(sale.items), total=sale.total)
+    lines = [PosTransactionItemRow(**item.model_dump(), store_id=sale.store_id, transaction_id=sale.transaction_id,
+                                   line_no=number) for number, item in enumerate(sale.items, start=1)]
     return ((table("pos_transactions"), header), *((table("pos_transaction_items"), line) for line in lines))
 
 

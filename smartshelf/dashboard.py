@@ -1,16 +1,20 @@
-"""The dashboard's core: the store's floor plan, which alerts are active, the zones' colours and the data the
-dashboard reads. `dashboard/app.py` is the Streamlit shell over it.
+"""The dashboard's core: the store's floor plan, which alerts are active, the zones' colours, a chain's store tiles
+and the data the dashboard reads. `dashboard/app.py` is the Streamlit shell over it.
 
 Reads: PostgreSQL as the read-only role (Kafka Connect's mirror), Delta (delta-rs) for what PostgreSQL has
-no copy of (the raw shelf events' weight changes), Redis for the simulated clock and the people in the store. Tables and columns come from the registry and its models, never from copies here.
+no copy of (the raw shelf events' weight changes), Redis for the simulated clock and the people in the store.
+Tables and columns come from the registry and its models, never from copies here. A view shows one store, the one
+its read names (a twin running a chain lets the dashboard pick among its stores); of a table whose rows say their
+store it reads that store's rows only. The Chain view reads its tables once for all the running stores.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, time, timedelta
 from pathlib import Path
 from typing import Literal, Protocol, Self
 
@@ -28,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from smartshelf.adapters import delta, postgres
 from smartshelf.adapters.redis_clock import SimClock, redis_client
-from smartshelf.apps.producers import load_state
+from smartshelf.apps.producers import load_states
 from smartshelf.datagen import CATEGORIES
 from smartshelf.errors import SmartShelfError, first_line
 from smartshelf.loop import FORECAST_PLAN_PREFIX
@@ -223,7 +227,9 @@ class Snapshot:
 
 
 class DataSource(Protocol):
-    def snapshot(self, tables: Collection[str]) -> Snapshot: ...
+    def snapshot(self, tables: Collection[str], store_id: str) -> Snapshot: ...
+
+    def chain_snapshot(self, store_ids: Sequence[str]) -> Snapshot: ...
 
 
 class LiveSource:
@@ -232,44 +238,72 @@ class LiveSource:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
 
-    def snapshot(self, tables: Collection[str]) -> Snapshot:
-        """The clock, the people in the store and the given tables (registry names, see VIEW_TABLES)."""
+    def snapshot(self, tables: Collection[str], store_id: str) -> Snapshot:
+        """The clock, the people in the store `store_id` and the given tables (registry names, see VIEW_TABLES):
+        of a table whose rows say their store, that store's rows."""
         unknown = set(tables) - {*PG_TABLES, SHELF_EVENTS}
         assert not unknown, f"the dashboard does not read {sorted(unknown)}"
-        now, people = self._redis()
-        frames, alerts_raised = self._postgres([name for name in PG_TABLES if name in tables])
+        now, people = self._clock_and_people(store_id)
+        frames, alerts_raised = self._postgres([name for name in PG_TABLES if name in tables], store_id)
         if now is not None and SHELF_EVENTS in tables:
-            frames[SHELF_EVENTS] = self._weight_changes(now)
+            frames[SHELF_EVENTS] = self._weight_changes(now, store_id)
         return Snapshot(now=now, people_in_store=people, frames=frames, alerts_raised=alerts_raised)
 
-    def _redis(self) -> tuple[datetime | None, int | None]:
+    def chain_snapshot(self, store_ids: Sequence[str]) -> Snapshot:
+        """What the Chain view's tiles show of these stores (chain_tiles), one query per table for all of them:
+        the clock, the shelves' stock and, with a clock, the alerts that can be active at its now and the
+        transactions of its day so far (the tiles need no older rows)."""
+        with self._redis() as client:
+            now = SimClock(client).now_or_none()
+        with self._reader() as cur:
+            frames = {"shelf_state": _select_stores(cur, "shelf_state", store_ids)}
+            if now is not None:
+                frames["alerts"] = _select_stores(cur, "alerts", store_ids,
+                                                  (now - timedelta(minutes=ACTIVE_ALERT_MINUTES), now))
+                frames["pos_transactions"] = _select_stores(cur, "pos_transactions", store_ids,
+                                                            (datetime.combine(now.date(), time()), now))
+        return Snapshot(now=now, people_in_store=None, frames=frames)
+
+    @contextmanager
+    def _redis(self) -> Iterator[redis.Redis]:
+        """A Redis client; a failed read is DataUnavailable."""
         client = redis_client(self.settings)
         try:
-            now = SimClock(client).now_or_none()
-            # people in the store: the producers' world state (the customers inside now), one read; the raw
-            # foot_traffic Delta table would need every entry and exit of the run summed
-            world = load_state(client)
+            yield client
         except redis.RedisError as exc:
             raise DataUnavailable(f"cannot read Redis at {self.settings.redis_host}:{self.settings.redis_port}: "
                                   f"{first_line(exc)}") from exc
         finally:
             client.close()
-        return now, None if world is None else len(world.customers)
 
-    def _postgres(self, names: list[str]) -> tuple[dict[str, pd.DataFrame], int | None]:
+    def _clock_and_people(self, store_id: str) -> tuple[datetime | None, int | None]:
+        with self._redis() as client:
+            now = SimClock(client).now_or_none()
+            # people in the store: the producers' world state (the customers inside now), one read; the raw
+            # foot_traffic Delta table would need every entry and exit of the run summed
+            worlds = load_states(client, [store_id])
+        return now, None if worlds is None else len(worlds[store_id].customers)
+
+    @contextmanager
+    def _reader(self) -> Iterator[psycopg2.extensions.cursor]:
+        """A PostgreSQL cursor as the read-only role; a failed query is DataUnavailable."""
         try:
             with postgres.connect(self.settings, "reader") as conn, conn.cursor() as cur:
-                frames = {name: _select(cur, name, PG_TABLES[name], self.settings.store_id) for name in names}
-                return frames, postgres.count_rows(cur, table("alerts")) if "alerts" in names else None
+                yield cur
         except psycopg2.Error as exc:
             raise DataUnavailable(f"PostgreSQL query failed: {first_line(exc)}") from exc
         except SmartShelfError as exc:
             raise DataUnavailable(str(exc)) from exc
 
-    def _weight_changes(self, now: datetime) -> pd.DataFrame:
+    def _postgres(self, names: list[str], store_id: str) -> tuple[dict[str, pd.DataFrame], int | None]:
+        with self._reader() as cur:
+            frames = {name: _select(cur, name, PG_TABLES[name], store_id) for name in names}
+            return frames, _count_rows(cur, "alerts", store_id) if "alerts" in names else None
+
+    def _weight_changes(self, now: datetime, store_id: str) -> pd.DataFrame:
         delta_dir = self.settings.delta_dir
         try:
-            return weight_changes_since(delta_dir, now - timedelta(minutes=ACTIVITY_MINUTES))
+            return weight_changes_since(delta_dir, now - timedelta(minutes=ACTIVITY_MINUTES), store_id)
         except (OSError, DeltaError) as exc:
             raise DataUnavailable(f"cannot read Delta under {delta_dir}: {first_line(exc)}") from exc
 
@@ -279,28 +313,57 @@ def open_source(settings: Settings) -> DataSource:
     return LiveSource(settings)
 
 
-def _select(cur: psycopg2.extensions.cursor, name: str, limit: int | None, store_id: str) -> pd.DataFrame:
-    """A table's rows (of a chain's table: the running store's), the newest `limit` if there is one."""
+def _pg_table(name: str) -> sql.Identifier:
     source = table(name)
     assert source.pg is not None, f"{name} has no PostgreSQL table"
-    names = columns_of(name)
-    schema_name, table_name = source.pg.split(".")
-    query = sql.SQL("SELECT {} FROM {}").format(sql.SQL(", ").join(map(sql.Identifier, names)),
-                                               sql.Identifier(schema_name, table_name))
-    if source.per_store:
+    return sql.Identifier(*source.pg.split("."))
+
+
+def _select_columns(name: str) -> sql.Composed:
+    """SELECT of a table's columns (its model's fields)."""
+    return sql.SQL("SELECT {} FROM {}").format(sql.SQL(", ").join(map(sql.Identifier, columns_of(name))),
+                                              _pg_table(name))
+
+
+def _select(cur: psycopg2.extensions.cursor, name: str, limit: int | None, store_id: str) -> pd.DataFrame:
+    """A table's rows (of a table whose rows say their store: `store_id`'s), the newest `limit` if there is one."""
+    query = _select_columns(name)
+    if table(name).has_store_column:
         query += sql.SQL(" WHERE {} = {}").format(sql.Identifier(STORE_COLUMN), sql.Literal(store_id))
     if limit is not None:
         query += sql.SQL(" ORDER BY {} DESC LIMIT {}").format(sql.Identifier(NEWEST_BY[name]), sql.Literal(limit))
     cur.execute(query)
-    return pd.DataFrame(cur.fetchall(), columns=names)
+    return pd.DataFrame(cur.fetchall(), columns=columns_of(name))
 
 
-def weight_changes_since(delta_dir: Path, since: datetime) -> pd.DataFrame:
-    """The weight_change shelf events from `since` on (raw Delta table, filtered there, not in Python)."""
+def _select_stores(cur: psycopg2.extensions.cursor, name: str, store_ids: Sequence[str],
+                   between: tuple[datetime, datetime] | None = None) -> pd.DataFrame:
+    """A table's rows of all these stores in one query (of those whose `ts` is `between` two times, if given); its
+    model has the store column, so each row says whose it is."""
+    assert STORE_COLUMN in columns_of(name), f"{name}'s rows do not say their store"
+    query = _select_columns(name) + sql.SQL(" WHERE {} = ANY({})").format(sql.Identifier(STORE_COLUMN),
+                                                                          sql.Literal(list(store_ids)))
+    if between is not None:
+        query += sql.SQL(" AND ts BETWEEN {} AND {}").format(*map(sql.Literal, between))
+    cur.execute(query)
+    return pd.DataFrame(cur.fetchall(), columns=columns_of(name))
+
+
+def _count_rows(cur: psycopg2.extensions.cursor, name: str, store_id: str) -> int:
+    """All of one store's rows of a table (a frame of a capped table holds the newest only)."""
+    cur.execute(sql.SQL("SELECT count(*) FROM {} WHERE {} = {}").format(
+        _pg_table(name), sql.Identifier(STORE_COLUMN), sql.Literal(store_id)))
+    (count,) = cur.fetchone()
+    return int(count)
+
+
+def weight_changes_since(delta_dir: Path, since: datetime, store_id: str) -> pd.DataFrame:
+    """A store's weight_change shelf events from `since` on (raw Delta table, filtered there, not in Python)."""
     path = delta.table_path(delta_dir, table(SHELF_EVENTS))
     if not DeltaTable.is_deltatable(str(path)):
         return empty_frame(SHELF_EVENTS)
-    recent = (pc.field("event_type") == "weight_change") & (pc.field("ts") >= pa.scalar(since, pa.timestamp("us")))
+    recent = ((pc.field(STORE_COLUMN) == store_id) & (pc.field("event_type") == "weight_change")
+              & (pc.field("ts") >= pa.scalar(since, pa.timestamp("us"))))
     return DeltaTable(str(path)).to_pandas(filters=recent, columns=columns_of(SHELF_EVENTS))
 
 
@@ -570,6 +633,60 @@ def anomaly_list(alerts: pd.DataFrame, rows: int = ANOMALY_LIST_ROWS) -> pd.Data
     found = alerts[alerts["alert_type"].isin(PULSE_ALERT_TYPES)].sort_values("ts", ascending=False).head(rows)
     about = [alert_about(*row) for row in found[["shelf_id", "metric", "subject"]].itertuples(index=False)]
     return found.assign(about=about)[list(ANOMALY_COLUMNS)].rename(columns=ANOMALY_COLUMNS).reset_index(drop=True)
+
+
+# --- the Chain view ------------------------------------------------------------------------------------
+CHAIN_VIEW = "Chain"  # shown when the twin runs more than one store (Settings.running_stores)
+SEVERITY_RANK = {severity: rank for rank, severity in enumerate(SEVERITIES)}
+
+
+@dataclass(frozen=True)
+class StoreTile:
+    """One running store at the clock's now: its worst active alert, its shelves out of stock, its sales today."""
+
+    store_id: str
+    worst_severity: Severity  # "none": no active alert
+    worst_alert: str | None  # that alert's type and what it is about
+    stock_outs: int  # shelves whose live state has no unit left
+    sales_today: float | None  # the transactions' totals of now's simulated day up to now; None without a clock
+
+
+def worst_active_alert(alerts: pd.DataFrame, now: datetime | None) -> tuple[Severity, str | None]:
+    """Of one store's active alerts, the most severe (the newest of the as severe): its severity, and its type and
+    what it is about; ("none", None) while none is active."""
+    active = active_alerts(alerts, now)
+    if active.empty:
+        return "none", None
+    alert = active.loc[active["severity"].map(SEVERITY_RANK).idxmax()]  # newest first: idxmax takes the newest
+    about = alert_about(alert["shelf_id"], alert["metric"], alert["subject"])
+    return alert["severity"], f"{alert['alert_type']} · {about}"
+
+
+def stock_outs(shelf_state: pd.DataFrame) -> dict[str, int]:
+    """Per store, its shelves whose current stock is 0 (stores with none left out)."""
+    empty = shelf_state[shelf_state["current_stock"] == 0]
+    return {str(store): int(count) for store, count in empty.groupby(STORE_COLUMN).size().items()}
+
+
+def sales_today(transactions: pd.DataFrame, now: datetime) -> dict[str, float]:
+    """Per store, the totals of its transactions on now's simulated day up to now (stores with none left out)."""
+    ts = pd.to_datetime(transactions["ts"])
+    today = transactions[(ts.dt.normalize() == pd.Timestamp(now).normalize()) & (ts <= now)]
+    return {str(store): float(total) for store, total in today.groupby(STORE_COLUMN)["total"].sum().items()}
+
+
+def chain_tiles(store_ids: Sequence[str], shelf_state: pd.DataFrame, alerts: pd.DataFrame,
+                transactions: pd.DataFrame, now: datetime | None) -> list[StoreTile]:
+    """A tile per store, in the order given, from the rows of all of them (each frame has the store column)."""
+    empty_shelves = stock_outs(shelf_state)
+    sales: dict[str, float] = {} if now is None else sales_today(transactions, now)
+    tiles: list[StoreTile] = []
+    for store_id in store_ids:
+        severity, alert = worst_active_alert(alerts[alerts[STORE_COLUMN] == store_id], now)
+        tiles.append(StoreTile(store_id=store_id, worst_severity=severity, worst_alert=alert,
+                               stock_outs=empty_shelves.get(store_id, 0),
+                               sales_today=None if now is None else sales.get(store_id, 0.0)))
+    return tiles
 
 
 def settings_in_force(settings: Settings) -> pd.DataFrame:

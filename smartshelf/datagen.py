@@ -7,7 +7,6 @@ I/O. A chain store's data depends on the chain's seed and its own id only, never
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import math
 import os
@@ -22,8 +21,8 @@ import pyarrow.parquet as pq
 from pydantic import BaseModel
 
 from smartshelf.errors import SmartShelfError
+from smartshelf.schemas import FIRST_STORE
 from smartshelf.store import (
-    FIRST_STORE,
     IN_STORE,
     REFERENCE_FILES,
     BatchRow,
@@ -33,6 +32,7 @@ from smartshelf.store import (
     WarehouseInventoryRow,
     chain_store_ids,
     columns,
+    store_seed,
 )
 from smartshelf.store_csv import chain_csv_dirs, csv_text
 from smartshelf.tabular import arrow_schema
@@ -129,10 +129,10 @@ _DISCOUNTS = (0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5)
 _PROMOTION_HORIZON_DAYS = 30
 
 
-def generate_store(seed: int, start_date: date = date(2025, 1, 1)) -> StoreData:
+def generate_store(seed: int, start_date: date = date(2025, 1, 1), store_id: str = FIRST_STORE) -> StoreData:
     """The store as it opens on start_date; the same seed gives the same store."""
     rng = random.Random(seed)
-    store = StoreData()
+    store = StoreData(store_id=store_id)
     numbers: Counter[str] = Counter()  # per shelf-id prefix, so two subcategories sharing one never collide
     lot_codes = (f"B{number:07d}" for number in itertools.count(1))  # one counter across both lot files
     for category, subcategory in _shelf_plan(rng):
@@ -149,17 +149,10 @@ def generate_store(seed: int, start_date: date = date(2025, 1, 1)) -> StoreData:
     return store
 
 
-def store_seed(seed: int, store_id: str) -> int:
-    """A chain store's own seed: the chain's for its first store (a one-store chain is the one store of that seed),
-    one derived from both for the others."""
-    if store_id == FIRST_STORE:
-        return seed
-    return int.from_bytes(hashlib.sha256(f"{seed}/{store_id}".encode()).digest()[:8], "big")
-
-
 def generate_chain(seed: int, stores: int, start_date: date = date(2025, 1, 1)) -> dict[str, StoreData]:
     """The chain's stores by id, in order (smartshelf.store.chain_store_ids)."""
-    return {store_id: generate_store(store_seed(seed, store_id), start_date) for store_id in chain_store_ids(stores)}
+    return {store_id: generate_store(store_seed(seed, store_id), start_date, store_id)
+            for store_id in chain_store_ids(stores)}
 
 
 def _prefix(name: str) -> str:

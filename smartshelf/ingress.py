@@ -9,7 +9,7 @@ fields the state rules rely on (`broken_rule`), so those rules never meet input 
 from __future__ import annotations
 
 import json
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -59,9 +59,15 @@ def broken_rule(record: BaseModel) -> str | None:
     return None
 
 
-def unknown_shelves(record: BaseModel, shelves: Collection[str]) -> Rejection | None:
-    """Why a sensor record naming a shelf the store does not have is refused, or None: a sensor of no known
-    shelf is misconfigured, and its events would reach the raw tables and the POS mirror unaccounted for."""
+def unknown_place(record: BaseModel, shelves_by_store: Mapping[str, Collection[str]]) -> Rejection | None:
+    """Why a sensor record of a store the twin does not run, or naming a shelf its store does not have, is refused,
+    or None: such a sensor is misconfigured, and its events would reach the raw tables and the POS mirror
+    unaccounted for."""
+    store_id = getattr(record, "store_id", None)
+    if store_id is not None and store_id not in shelves_by_store:
+        return Rejection(f"unknown store {store_id} (the twin runs {', '.join(list(shelves_by_store)[:3])}"
+                         f"{' …' if len(shelves_by_store) > 3 else ''})")
+    shelves = shelves_by_store.get(store_id or "", ())
     if isinstance(record, ShelfEvent):
         named = [record.shelf_id]
     elif isinstance(record, PosTransaction):

@@ -38,7 +38,8 @@ def _stamp(ts: datetime) -> str:
 
 
 def lot_key(lot: ShelfBatchState | WarehouseBatchState | WarehouseEvent) -> str:
-    return topic("wh_batch_state").key_of(lot)
+    """A lot's key within its store (shelf|batch): the loop's states are a store's."""
+    return topic("wh_batch_state").local_key_of(lot)
 
 
 @dataclass(frozen=True)

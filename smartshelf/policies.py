@@ -12,7 +12,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from smartshelf.errors import SmartShelfError
-from smartshelf.schemas import MAX_DAYS, BatchCatalogEntry, ShelfPolicy, ShelfProfile, WarehousePolicy
+from smartshelf.schemas import FIRST_STORE, MAX_DAYS, BatchCatalogEntry, ShelfPolicy, ShelfProfile, WarehousePolicy
 from smartshelf.settings import REPO_ROOT
 from smartshelf.store import StoreData
 
@@ -75,18 +75,19 @@ class ConfigTables:
     shelf_profiles: list[ShelfProfile]
 
 
-def shelf_policy_of(shelf_id: str, category: str, policy: PolicyConfig) -> ShelfPolicy:
+def shelf_policy_of(shelf_id: str, category: str, policy: PolicyConfig, store_id: str = FIRST_STORE) -> ShelfPolicy:
     """A shelf's policy: its category's defaults."""
     defaults, _ = policy.for_category(category)
-    return ShelfPolicy(shelf_id=shelf_id, **defaults.model_dump())
+    return ShelfPolicy(store_id=store_id, shelf_id=shelf_id, **defaults.model_dump())
 
 
-def wh_policy_of(shelf_id: str, category: str, capacity: int, policy: PolicyConfig) -> WarehousePolicy:
+def wh_policy_of(shelf_id: str, category: str, capacity: int, policy: PolicyConfig,
+                 store_id: str = FIRST_STORE) -> WarehousePolicy:
     """An item's warehouse policy: its category's defaults, the levels scaled to the warehouse's capacity for it
     (0 if the warehouse has no row for the item)."""
     _, defaults = policy.for_category(category)
     return WarehousePolicy(
-        shelf_id=shelf_id,
+        store_id=store_id, shelf_id=shelf_id,
         reorder_point=math.floor(capacity * defaults.reorder_point_pct),
         order_up_to=max(1, math.floor(capacity * defaults.order_up_to_pct)),
         lead_time_days=defaults.lead_time_days,
@@ -100,20 +101,22 @@ def warehouse_capacity(store: StoreData) -> dict[str, int]:
 
 
 def derive_config(store: StoreData, policy: PolicyConfig) -> ConfigTables:
-    capacity = warehouse_capacity(store)
+    """The store's config tables, its rows stamped with its store."""
+    capacity, store_id = warehouse_capacity(store), store.store_id
     shelf_policies, wh_policies, profiles = [], [], []
     for shelf in store.store_inventory:
-        shelf_policies.append(shelf_policy_of(shelf.shelf_id, shelf.item_category, policy))
-        wh_policies.append(wh_policy_of(shelf.shelf_id, shelf.item_category, capacity.get(shelf.shelf_id, 0), policy))
+        shelf_policies.append(shelf_policy_of(shelf.shelf_id, shelf.item_category, policy, store_id))
+        wh_policies.append(wh_policy_of(shelf.shelf_id, shelf.item_category, capacity.get(shelf.shelf_id, 0), policy,
+                                        store_id))
         profiles.append(ShelfProfile(
-            shelf_id=shelf.shelf_id, aisle=shelf.aisle, item_category=shelf.item_category,
+            store_id=store_id, shelf_id=shelf.shelf_id, aisle=shelf.aisle, item_category=shelf.item_category,
             item_subcategory=shelf.item_subcategory, item_weight=shelf.item_weight,
             shelf_weight=shelf.shelf_weight, maximum_stock=shelf.maximum_stock, item_price=shelf.item_price,
         ))
     lots = {(lot.shelf_id, lot.batch_code): lot for lot in [*store.store_batches, *store.warehouse_batches]}
     catalog = [
         BatchCatalogEntry(
-            shelf_id=lot.shelf_id, batch_code=lot.batch_code, item_category=lot.item_category,
+            store_id=store_id, shelf_id=lot.shelf_id, batch_code=lot.batch_code, item_category=lot.item_category,
             item_subcategory=lot.item_subcategory, standard_batch_size=lot.standard_batch_size,
             received_date=lot.received_date, expiry_date=lot.expiry_date,
         )

@@ -34,19 +34,42 @@ class Topic:
     # time: records carry simulated event times, which time-based retention would take for long expired
     retention_mb: int = 1024
 
+    def partitions_for_stores(self, stores: int, stores_per_partition: int) -> int:
+        """Its partitions for a chain of `stores`: a store's topic gets one per `stores_per_partition` stores (at
+        least its own count), so the work spreads as the chain grows; records stay keyed by store first, so one
+        store's (one shelf's, one till's) stay in order in one partition. A topic of no store keeps its count."""
+        if not self.per_store:
+            return self.partitions
+        return max(self.partitions, -(-stores // stores_per_partition))
+
     def config(self) -> dict[str, str]:
         """The topic-level settings kafka-init creates it with."""
         if self.compacted:
             return {"cleanup.policy": "compact"}
         return {"cleanup.policy": "delete", "retention.bytes": str(self.retention_mb << 20)}
 
+    @property
+    def per_store(self) -> bool:
+        """Whether its records are a store's: their key starts with the store (STORE_COLUMN)."""
+        return self.key[0] == STORE_COLUMN
+
     def id_of(self, value: BaseModel) -> str:
+        """What names one event of the topic: its id, within its store (ids are unique per store)."""
         assert self.id_field is not None, f"{self.name} records have no id field"
-        return str(getattr(value, self.id_field))
+        own = str(getattr(value, self.id_field))
+        return f"{getattr(value, STORE_COLUMN)}{KEY_SEPARATOR}{own}" if self.per_store else own
 
     def key_of(self, value: object) -> str:
         """The record key: the key fields of a record (or of anything that has them), joined."""
         return KEY_SEPARATOR.join(_key_part(getattr(value, field)) for field in self.key)
+
+    def local_key_of(self, value: object) -> str:
+        """The record key within its store: the key fields but the store, joined."""
+        return KEY_SEPARATOR.join(_key_part(getattr(value, field)) for field in self.key if field != STORE_COLUMN)
+
+    def key_in_store(self, store_id: str, local_key: str) -> str:
+        """The record key of a store's record whose key within the store is `local_key`."""
+        return f"{store_id}{KEY_SEPARATOR}{local_key}" if self.per_store else local_key
 
 
 def _key_part(value: object) -> str:
@@ -62,9 +85,15 @@ class Table:
     delta: str | None = None  # "layer/name" under the Delta root
     topic: str | None = None  # the topic this table mirrors
     sourced: bool = False  # its changes reach its topic through the source connector (smartshelf.connect)
-    # its rows are a chain's: each carries STORE_COLUMN, which leads the primary key; the model has no such field,
-    # as the reference files it comes from are one store's each (the store is their folder)
+    # its rows are a chain's but its model has no STORE_COLUMN (the reference files are one store's each: the store
+    # is their folder): the table adds the column, which leads the primary key; the other models of a store's
+    # records have the field, first in their key
     per_store: bool = False
+
+    @property
+    def has_store_column(self) -> bool:
+        """Whether its rows say which store they are (its own column or its model's field)."""
+        return self.per_store or STORE_COLUMN in self.schema.model_fields
 
     @property
     def pg_key(self) -> tuple[str, ...]:
@@ -74,34 +103,35 @@ class Table:
 
 TOPICS: tuple[Topic, ...] = (
     # append-only event streams; the busy ones get two partitions (two cores), keyed so order holds per shelf
-    Topic("foot_traffic", s.FootTrafficEvent, ("customer_id",), compacted=False, partitions=2, id_field="event_id"),
-    Topic("shelf_events", s.ShelfEvent, ("shelf_id",), compacted=False, partitions=2, id_field="event_id"),
-    # one partition: sales of a shelf come from many customers and share its lots, and which lot a sale takes
-    # depends on the sales before it, so the twin must see them in the world's order, whatever the batches
-    Topic("pos_transactions", s.PosTransaction, ("customer_id",), compacted=False, partitions=1,
+    Topic("foot_traffic", s.FootTrafficEvent, ("store_id", "customer_id"), compacted=False, partitions=2,
+          id_field="event_id"),
+    Topic("shelf_events", s.ShelfEvent, ("store_id", "shelf_id"), compacted=False, partitions=2, id_field="event_id"),
+    # keyed by store: sales of a shelf come from many customers and share its lots, and which lot a sale takes
+    # depends on the sales before it, so the twin must see a store's in the world's order, whatever the batches
+    Topic("pos_transactions", s.PosTransaction, ("store_id",), compacted=False, partitions=1,
           id_field="transaction_id"),
-    Topic("wh_events", s.WarehouseEvent, ("shelf_id",), compacted=False, id_field="event_id"),
+    Topic("wh_events", s.WarehouseEvent, ("store_id", "shelf_id"), compacted=False, id_field="event_id"),
     # keyed by id: store and category alerts (anomalies) name no shelf
-    Topic("alerts", s.Alert, ("alert_id",), compacted=False, id_field="alert_id"),
+    Topic("alerts", s.Alert, ("store_id", "alert_id"), compacted=False, id_field="alert_id"),
     Topic("dead_letters", s.DeadLetter, ("source",), compacted=False, retention_mb=256),
     Topic("clock_ticks", s.ClockTick, ("tick_id",), compacted=False, id_field="tick_id", retention_mb=16),
-    Topic("wh_supplier_receipts", s.SupplierReceipt, ("shelf_id",), compacted=False, id_field="receipt_id"),
+    Topic("wh_supplier_receipts", s.SupplierReceipt, ("store_id", "shelf_id"), compacted=False, id_field="receipt_id"),
     # the store's pulse (smartshelf.pulse): each event-time window once, when it closes
     Topic("pulse_windows", s.PulseWindow, ("window_id",), compacted=False, id_field="window_id", retention_mb=256),
     # compacted state and metadata: the latest value per key is the truth
-    Topic("shelf_state", s.ShelfState, ("shelf_id",), compacted=True),
-    Topic("wh_state", s.WarehouseState, ("shelf_id",), compacted=True),
-    Topic("shelf_risk", s.ShelfRisk, ("shelf_id",), compacted=True),  # once a restock-risk model is trained
-    Topic("shelf_batch_state", s.ShelfBatchState, ("shelf_id", "batch_code"), compacted=True),
-    Topic("wh_batch_state", s.WarehouseBatchState, ("shelf_id", "batch_code"), compacted=True),
-    Topic("daily_discounts", s.DailyDiscount, ("shelf_id", "discount_date"), compacted=True),
-    Topic("shelf_restock_plan", s.ShelfRestockPlan, ("plan_id",), compacted=True),
-    Topic("wh_supplier_plan", s.WarehouseSupplierPlan, ("plan_id",), compacted=True),
-    Topic("wh_supplier_orders", s.SupplierOrder, ("order_id",), compacted=True),  # open, then received
-    Topic("shelf_policies", s.ShelfPolicy, ("shelf_id",), compacted=True),
-    Topic("wh_policies", s.WarehousePolicy, ("shelf_id",), compacted=True),
-    Topic("batch_catalog", s.BatchCatalogEntry, ("shelf_id", "batch_code"), compacted=True),
-    Topic("shelf_profiles", s.ShelfProfile, ("shelf_id",), compacted=True),
+    Topic("shelf_state", s.ShelfState, ("store_id", "shelf_id"), compacted=True),
+    Topic("wh_state", s.WarehouseState, ("store_id", "shelf_id"), compacted=True),
+    Topic("shelf_risk", s.ShelfRisk, ("store_id", "shelf_id"), compacted=True),  # once a restock-risk model is trained
+    Topic("shelf_batch_state", s.ShelfBatchState, ("store_id", "shelf_id", "batch_code"), compacted=True),
+    Topic("wh_batch_state", s.WarehouseBatchState, ("store_id", "shelf_id", "batch_code"), compacted=True),
+    Topic("daily_discounts", s.DailyDiscount, ("store_id", "shelf_id", "discount_date"), compacted=True),
+    Topic("shelf_restock_plan", s.ShelfRestockPlan, ("store_id", "plan_id"), compacted=True),
+    Topic("wh_supplier_plan", s.WarehouseSupplierPlan, ("store_id", "plan_id"), compacted=True),
+    Topic("wh_supplier_orders", s.SupplierOrder, ("store_id", "order_id"), compacted=True),  # open, then received
+    Topic("shelf_policies", s.ShelfPolicy, ("store_id", "shelf_id"), compacted=True),
+    Topic("wh_policies", s.WarehousePolicy, ("store_id", "shelf_id"), compacted=True),
+    Topic("batch_catalog", s.BatchCatalogEntry, ("store_id", "shelf_id", "batch_code"), compacted=True),
+    Topic("shelf_profiles", s.ShelfProfile, ("store_id", "shelf_id"), compacted=True),
 )
 
 TABLES: tuple[Table, ...] = (
@@ -114,51 +144,51 @@ TABLES: tuple[Table, ...] = (
           per_store=True),
     Table("discounts", store.DiscountRow, ("shelf_id", "start_date"), pg="ref.discounts", per_store=True),
     # config: policies and metadata (sourced to their compacted topics)
-    Table("shelf_policies", s.ShelfPolicy, ("shelf_id",), pg="config.shelf_policies", topic="shelf_policies",
+    Table("shelf_policies", s.ShelfPolicy, ("store_id", "shelf_id"), pg="config.shelf_policies", topic="shelf_policies",
           sourced=True),
-    Table("wh_policies", s.WarehousePolicy, ("shelf_id",), pg="config.wh_policies", topic="wh_policies",
+    Table("wh_policies", s.WarehousePolicy, ("store_id", "shelf_id"), pg="config.wh_policies", topic="wh_policies",
           sourced=True),
-    Table("batch_catalog", s.BatchCatalogEntry, ("shelf_id", "batch_code"), pg="config.batch_catalog",
+    Table("batch_catalog", s.BatchCatalogEntry, ("store_id", "shelf_id", "batch_code"), pg="config.batch_catalog",
           topic="batch_catalog", sourced=True),
-    Table("shelf_profiles", s.ShelfProfile, ("shelf_id",), pg="config.shelf_profiles", topic="shelf_profiles",
-          sourced=True),
+    Table("shelf_profiles", s.ShelfProfile, ("store_id", "shelf_id"), pg="config.shelf_profiles",
+          topic="shelf_profiles", sourced=True),
     # raw: the event streams as they arrived
-    Table("raw_foot_traffic", s.FootTrafficEvent, ("event_id",), pg="ops.foot_traffic", delta="raw/foot_traffic",
-          topic="foot_traffic"),
-    Table("raw_shelf_events", s.ShelfEvent, ("event_id",), delta="raw/shelf_events", topic="shelf_events"),
-    Table("raw_pos_transactions", s.PosTransaction, ("transaction_id",), delta="raw/pos_transactions",
+    Table("raw_foot_traffic", s.FootTrafficEvent, ("store_id", "event_id"), pg="ops.foot_traffic",
+          delta="raw/foot_traffic", topic="foot_traffic"),
+    Table("raw_shelf_events", s.ShelfEvent, ("store_id", "event_id"), delta="raw/shelf_events", topic="shelf_events"),
+    Table("raw_pos_transactions", s.PosTransaction, ("store_id", "transaction_id"), delta="raw/pos_transactions",
           topic="pos_transactions"),
-    Table("raw_wh_events", s.WarehouseEvent, ("event_id",), pg="ops.wh_events", delta="raw/wh_events",
+    Table("raw_wh_events", s.WarehouseEvent, ("store_id", "event_id"), pg="ops.wh_events", delta="raw/wh_events",
           topic="wh_events"),
     # state: mirrors of the compacted state topics
-    Table("shelf_state", s.ShelfState, ("shelf_id",), pg="state.shelf_state", delta="cleansed/shelf_state",
+    Table("shelf_state", s.ShelfState, ("store_id", "shelf_id"), pg="state.shelf_state", delta="cleansed/shelf_state",
           topic="shelf_state"),
-    Table("wh_state", s.WarehouseState, ("shelf_id",), pg="state.wh_state", delta="cleansed/wh_state",
+    Table("wh_state", s.WarehouseState, ("store_id", "shelf_id"), pg="state.wh_state", delta="cleansed/wh_state",
           topic="wh_state"),
     # a score, not state: no lake copy (the model and the shelf state give it again)
-    Table("shelf_risk", s.ShelfRisk, ("shelf_id",), pg="state.shelf_risk", topic="shelf_risk"),
-    Table("shelf_batch_state", s.ShelfBatchState, ("shelf_id", "batch_code"), pg="state.shelf_batch_state",
+    Table("shelf_risk", s.ShelfRisk, ("store_id", "shelf_id"), pg="state.shelf_risk", topic="shelf_risk"),
+    Table("shelf_batch_state", s.ShelfBatchState, ("store_id", "shelf_id", "batch_code"), pg="state.shelf_batch_state",
           delta="cleansed/shelf_batch_state", topic="shelf_batch_state"),
-    Table("wh_batch_state", s.WarehouseBatchState, ("shelf_id", "batch_code"), pg="state.wh_batch_state",
+    Table("wh_batch_state", s.WarehouseBatchState, ("store_id", "shelf_id", "batch_code"), pg="state.wh_batch_state",
           delta="cleansed/wh_batch_state", topic="wh_batch_state"),
     # ops: alerts, plans, orders, sales
-    Table("alerts", s.Alert, ("alert_id",), pg="ops.alerts", delta="ops/alerts", topic="alerts"),
-    Table("shelf_restock_plan", s.ShelfRestockPlan, ("plan_id",), pg="ops.shelf_restock_plan",
+    Table("alerts", s.Alert, ("store_id", "alert_id"), pg="ops.alerts", delta="ops/alerts", topic="alerts"),
+    Table("shelf_restock_plan", s.ShelfRestockPlan, ("store_id", "plan_id"), pg="ops.shelf_restock_plan",
           delta="ops/shelf_restock_plan", topic="shelf_restock_plan"),
-    Table("wh_supplier_plan", s.WarehouseSupplierPlan, ("plan_id",), pg="ops.wh_supplier_plan",
+    Table("wh_supplier_plan", s.WarehouseSupplierPlan, ("store_id", "plan_id"), pg="ops.wh_supplier_plan",
           delta="ops/wh_supplier_plan", topic="wh_supplier_plan"),
-    Table("wh_supplier_orders", s.SupplierOrder, ("order_id",), pg="ops.wh_supplier_orders",
+    Table("wh_supplier_orders", s.SupplierOrder, ("store_id", "order_id"), pg="ops.wh_supplier_orders",
           delta="ops/wh_supplier_orders", topic="wh_supplier_orders"),
-    Table("wh_supplier_receipts", s.SupplierReceipt, ("receipt_id",), pg="ops.wh_supplier_receipts",
+    Table("wh_supplier_receipts", s.SupplierReceipt, ("store_id", "receipt_id"), pg="ops.wh_supplier_receipts",
           delta="ops/wh_supplier_receipts", topic="wh_supplier_receipts"),
-    Table("pos_transactions", s.PosTransactionRow, ("transaction_id",), pg="ops.pos_transactions"),
-    Table("pos_transaction_items", s.PosTransactionItemRow, ("transaction_id", "line_no"),
+    Table("pos_transactions", s.PosTransactionRow, ("store_id", "transaction_id"), pg="ops.pos_transactions"),
+    Table("pos_transaction_items", s.PosTransactionItemRow, ("store_id", "transaction_id", "line_no"),
           pg="ops.pos_transaction_items"),
     # the loop apps' own state: one Delta table per app, under APP_STATE_DIR (delta.app_state_path)
     Table("app_state", s.AppStateRow, ("app",)),
     Table("dead_letters", s.DeadLetterRow, ("letter_partition", "letter_offset"), pg="ops.dead_letters"),
     # analytics
-    Table("daily_discounts", s.DailyDiscount, ("shelf_id", "discount_date"), pg="analytics.daily_discounts",
+    Table("daily_discounts", s.DailyDiscount, ("store_id", "shelf_id", "discount_date"), pg="analytics.daily_discounts",
           delta="analytics/daily_discounts", topic="daily_discounts"),
     Table("shelf_daily_features", s.ShelfDailyFeatures, ("shelf_id", "feature_date"),
           pg="analytics.shelf_daily_features"),

@@ -51,18 +51,20 @@ class InitialStates(NamedTuple):
 
 def initial_states(store: StoreData, at: datetime) -> InitialStates:
     """The twin's state as the store opens: what the reference data says is on shelves and in the warehouse."""
-    shelves = [ShelfState(shelf_id=r.shelf_id, current_stock=r.current_stock,
+    store_id = store.store_id
+    shelves = [ShelfState(store_id=store_id, shelf_id=r.shelf_id, current_stock=r.current_stock,
                           current_weight=r.current_stock * r.item_weight,
                           last_event_type="initial", last_event_ts=at) for r in store.store_inventory]
-    warehouse = [WarehouseState(shelf_id=r.shelf_id, wh_current_stock=r.current_stock, last_event_type="initial",
-                                last_event_ts=at) for r in store.warehouse_inventory]
-    shelf_lots = [ShelfBatchState(shelf_id=b.shelf_id, batch_code=b.batch_code, received_date=b.received_date,
-                                  expiry_date=b.expiry_date, batch_quantity_store=b.batch_quantity_store,
-                                  last_update_ts=at) for b in store.store_batches if b.batch_quantity_store > 0]
-    wh_lots = [WarehouseBatchState(shelf_id=b.shelf_id, batch_code=b.batch_code, received_date=b.received_date,
-                                   expiry_date=b.expiry_date, batch_quantity_warehouse=b.batch_quantity_warehouse,
-                                   last_update_ts=at) for b in store.warehouse_batches
-               if b.batch_quantity_warehouse > 0]
+    warehouse = [WarehouseState(store_id=store_id, shelf_id=r.shelf_id, wh_current_stock=r.current_stock,
+                                last_event_type="initial", last_event_ts=at) for r in store.warehouse_inventory]
+    shelf_lots = [ShelfBatchState(store_id=store_id, shelf_id=b.shelf_id, batch_code=b.batch_code,
+                                  received_date=b.received_date, expiry_date=b.expiry_date,
+                                  batch_quantity_store=b.batch_quantity_store, last_update_ts=at)
+                  for b in store.store_batches if b.batch_quantity_store > 0]
+    wh_lots = [WarehouseBatchState(store_id=store_id, shelf_id=b.shelf_id, batch_code=b.batch_code,
+                                   received_date=b.received_date, expiry_date=b.expiry_date,
+                                   batch_quantity_warehouse=b.batch_quantity_warehouse, last_update_ts=at)
+               for b in store.warehouse_batches if b.batch_quantity_warehouse > 0]
     return InitialStates(shelves, warehouse, shelf_lots, wh_lots)
 
 
@@ -146,7 +148,7 @@ def apply_wh_batch_event(lot: WarehouseBatchState | None, event: WarehouseEvent
                          ) -> tuple[WarehouseBatchState, Shortfall | Refused | None]:
     """The lot a warehouse event names: created by wh_in, reduced by wh_out and wh_removal."""
     if lot is None:
-        lot = WarehouseBatchState(shelf_id=event.shelf_id, batch_code=event.batch_code,
+        lot = WarehouseBatchState(store_id=event.store_id, shelf_id=event.shelf_id, batch_code=event.batch_code,
                                   received_date=event.received_date, expiry_date=event.expiry_date,
                                   batch_quantity_warehouse=0, last_update_ts=event.ts)
     quantity, shortfall = lot.batch_quantity_warehouse, None
@@ -178,7 +180,7 @@ def receive_on_shelf(lots_by_shelf: dict[str, list[ShelfBatchState]], refill: Sh
                                 held + refill.quantity):
         return refused
     if current is None:
-        after = ShelfBatchState(shelf_id=refill.shelf_id, batch_code=refill.batch_code,
+        after = ShelfBatchState(store_id=refill.store_id, shelf_id=refill.shelf_id, batch_code=refill.batch_code,
                                 received_date=refill.received_date, expiry_date=refill.expiry_date,
                                 batch_quantity_store=refill.quantity, last_update_ts=refill.ts)
         lots_by_shelf.setdefault(refill.shelf_id, []).append(after)
@@ -198,7 +200,7 @@ def remove_from_shelf_lot(lots_by_shelf: dict[str, list[ShelfBatchState]], remov
     lots = lots_by_shelf.get(removal.shelf_id, [])
     current = next((lot for lot in lots if lot.batch_code == removal.batch_code), None)
     if current is None:
-        return None, Shortfall(f"{removal.shelf_id}|{removal.batch_code}", removal.quantity)
+        return None, Shortfall(topic("shelf_batch_state").key_of(removal), removal.quantity)
     taken = min(current.batch_quantity_store, removal.quantity)
     after = current.model_copy(update={"batch_quantity_store": current.batch_quantity_store - taken,
                                        "last_update_ts": max(current.last_update_ts, removal.ts)})
@@ -210,5 +212,5 @@ def remove_from_shelf_lot(lots_by_shelf: dict[str, list[ShelfBatchState]], remov
 
 def shelf_from_profile(profile: ShelfProfile, at: datetime) -> ShelfState:
     """A shelf the twin learns of from its profile (a new shelf in config.shelf_profiles): empty."""
-    return ShelfState(shelf_id=profile.shelf_id, current_stock=0, current_weight=0,
+    return ShelfState(store_id=profile.store_id, shelf_id=profile.shelf_id, current_stock=0, current_weight=0,
                       last_event_type="profile", last_event_ts=at)

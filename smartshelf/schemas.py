@@ -52,6 +52,14 @@ Days = Annotated[int, Field(le=MAX_DAYS)]
 
 NUL = "\x00"
 
+# --- the chain's stores -----------------------------------------------------------------------------
+FIRST_STORE = "store-001"  # the one store of a one-store twin, and the first of a generated chain
+# a store id names a folder of reference files and leads every per-store key: short, lower case, no separators
+STORE_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+# Which store of the chain a record is about. A record that does not say is the first store's, so the one-store
+# format (and a one-store sensor) stays valid; records of the other stores always say.
+StoreId = Annotated[str, Field(pattern=STORE_ID_PATTERN)]
+
 
 class Record(BaseModel):
     """Base of every topic value: strict about unknown fields, so bad input is rejected, not ignored; no text
@@ -69,6 +77,7 @@ class Record(BaseModel):
 
 # --- append-only event streams ------------------------------------------------------------------
 class FootTrafficEvent(Record):
+    store_id: StoreId = FIRST_STORE
     event_id: str
     event_type: Literal["entry", "exit"]
     customer_id: str
@@ -76,6 +85,7 @@ class FootTrafficEvent(Record):
 
 
 class ShelfEvent(Record):
+    store_id: StoreId = FIRST_STORE
     event_id: str
     event_type: Literal["pickup", "putback", "weight_change"]
     shelf_id: str
@@ -101,6 +111,7 @@ class PosItem(Record):
 
 
 class PosTransaction(Record):
+    store_id: StoreId = FIRST_STORE
     transaction_id: str
     customer_id: str
     ts: LocalTime
@@ -109,6 +120,7 @@ class PosTransaction(Record):
 
 
 class WarehouseEvent(Record):
+    store_id: StoreId = FIRST_STORE
     event_id: str
     event_type: Literal["wh_in", "wh_out", "wh_removal"]
     shelf_id: str
@@ -121,6 +133,7 @@ class WarehouseEvent(Record):
 
 
 class Alert(Record):
+    store_id: StoreId = FIRST_STORE
     alert_id: str
     alert_type: Literal["low_stock", "out_of_stock", "near_expiry", "expired", "wh_reorder", "wh_out_of_stock",
                         "anomaly", "shrinkage"]
@@ -197,6 +210,7 @@ class DeadLetter(Record):
 
 # --- compacted state topics (latest value per key) --------------------------------------------
 class ShelfState(Record):
+    store_id: StoreId = FIRST_STORE
     shelf_id: str
     current_stock: Quantity = Field(ge=0)
     current_weight: Weight  # current_stock × item_weight, in the item weight's unit
@@ -208,6 +222,7 @@ class ShelfRisk(Record):
     """The restock-risk model's probability that the shelf runs empty before its next refill (smartshelf.ml.risk),
     scored by the shelf aggregator at the shelf's last event."""
 
+    store_id: StoreId = FIRST_STORE
     shelf_id: str
     restock_risk: float = Field(ge=0, le=1)
     model_version: int = Field(ge=1, le=MAX_MODEL_VERSION)
@@ -215,6 +230,7 @@ class ShelfRisk(Record):
 
 
 class WarehouseState(Record):
+    store_id: StoreId = FIRST_STORE
     shelf_id: str
     wh_current_stock: Quantity = Field(ge=0)
     last_event_type: str
@@ -222,6 +238,7 @@ class WarehouseState(Record):
 
 
 class ShelfBatchState(Record):
+    store_id: StoreId = FIRST_STORE
     shelf_id: str
     batch_code: str
     received_date: date
@@ -231,6 +248,7 @@ class ShelfBatchState(Record):
 
 
 class WarehouseBatchState(Record):
+    store_id: StoreId = FIRST_STORE
     shelf_id: str
     batch_code: str
     received_date: date
@@ -240,6 +258,7 @@ class WarehouseBatchState(Record):
 
 
 class DailyDiscount(Record):
+    store_id: StoreId = FIRST_STORE
     shelf_id: str
     discount_date: date
     discount: float = Field(gt=0, lt=1)
@@ -247,6 +266,7 @@ class DailyDiscount(Record):
 
 
 class ShelfRestockPlan(Record):
+    store_id: StoreId = FIRST_STORE
     plan_id: str
     shelf_id: str
     quantity: Quantity = Field(gt=0)
@@ -256,6 +276,7 @@ class ShelfRestockPlan(Record):
 
 
 class WarehouseSupplierPlan(Record):
+    store_id: StoreId = FIRST_STORE
     plan_id: str
     shelf_id: str
     batches_to_order: Batches = Field(gt=0)
@@ -267,6 +288,7 @@ class WarehouseSupplierPlan(Record):
 
 
 class ShelfPolicy(Record):
+    store_id: StoreId = FIRST_STORE
     shelf_id: str
     low_stock_threshold_pct: float = Field(gt=0, lt=1)
     restock_target_pct: float = Field(gt=0, le=1)
@@ -275,6 +297,7 @@ class ShelfPolicy(Record):
 
 
 class WarehousePolicy(Record):
+    store_id: StoreId = FIRST_STORE
     shelf_id: str
     reorder_point: Quantity = Field(ge=0)
     order_up_to: Quantity = Field(gt=0)
@@ -283,6 +306,7 @@ class WarehousePolicy(Record):
 
 
 class BatchCatalogEntry(Record):
+    store_id: StoreId = FIRST_STORE
     shelf_id: str
     batch_code: str
     item_category: str
@@ -293,6 +317,7 @@ class BatchCatalogEntry(Record):
 
 
 class ShelfProfile(Record):
+    store_id: StoreId = FIRST_STORE
     shelf_id: str
     aisle: int = Field(ge=0, le=MAX_AISLE)
     item_category: str
@@ -305,6 +330,7 @@ class ShelfProfile(Record):
 
 # --- supplier orders and receipts -----------------------------------------------------------------
 class SupplierOrder(Record):
+    store_id: StoreId = FIRST_STORE
     order_id: str
     plan_id: str
     shelf_id: str
@@ -316,6 +342,7 @@ class SupplierOrder(Record):
 
 
 class SupplierReceipt(Record):
+    store_id: StoreId = FIRST_STORE
     receipt_id: str
     order_id: str
     shelf_id: str
@@ -336,6 +363,7 @@ class AppStateRow(Record):
 class PosTransactionRow(Record):
     """ops.pos_transactions: a PosTransaction without its items (they go to PosTransactionItemRow)."""
 
+    store_id: StoreId = FIRST_STORE
     transaction_id: str
     customer_id: str
     ts: LocalTime
@@ -346,6 +374,7 @@ class PosTransactionRow(Record):
 class PosTransactionItemRow(PosItem):
     """ops.pos_transaction_items: one PosItem of a transaction, numbered from 1."""
 
+    store_id: StoreId = FIRST_STORE
     transaction_id: str
     line_no: Count = Field(ge=1)
 

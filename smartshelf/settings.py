@@ -11,8 +11,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, computed_field
+from pydantic import Field, computed_field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from smartshelf.schemas import FIRST_STORE, STORE_ID_PATTERN
+from smartshelf.store import MAX_STORES, chain_store_ids
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -127,8 +130,13 @@ class Settings(BaseSettings):
     # queues hold references to events shared by every client, so a long one costs pointers, not copies
     api_ws_queue: int = Field(10_000, alias="API_WS_QUEUE", ge=2)
     api_db_pool: int = Field(8, alias="API_DB_POOL", ge=1)  # PostgreSQL connections of the API (reader role)
-    # the store this twin runs (one per twin until chains of stores: the `stores` of the API)
-    store_id: str = Field("store-001", alias="STORE_ID", min_length=1)
+    # the stores this twin runs: STORE_ID alone, or with STORES > 1 the first STORES stores of a generated chain
+    # (store-001, store-002, …: `smartshelf data generate --stores N`), STORE_ID among them; STORE_ID is the store
+    # the API, the dashboard and the views show
+    store_id: str = Field(FIRST_STORE, alias="STORE_ID", pattern=STORE_ID_PATTERN)
+    stores: int = Field(1, alias="STORES", ge=1, le=MAX_STORES)
+    # a store's topics get a partition per this many stores (kafka-init; registry.Topic.partitions_for_stores)
+    stores_per_partition: int = Field(4, alias="STORES_PER_PARTITION", ge=1)
 
     # ML inference runs once per simulated day at this hour
     run_hour: int = Field(6, alias="RUN_HOUR", ge=0, le=23)
@@ -157,6 +165,18 @@ class Settings(BaseSettings):
     # spark.exit_after_publish and spark.exit_after_commit once per run), or fails there
     # once per app (spark.fail_after_publish): smartshelf.streaming.commit
     crash_point: str | None = Field(None, alias="SMARTSHELF_CRASH_POINT")
+
+    @model_validator(mode="after")
+    def _store_among_stores(self) -> Settings:
+        if self.store_id not in self.running_stores:
+            raise ValueError(f"STORE_ID {self.store_id} is not among the {self.stores} stores this twin runs "
+                             f"({self.running_stores[0]} to {self.running_stores[-1]})")
+        return self
+
+    @property
+    def running_stores(self) -> list[str]:
+        """The stores this twin runs, in order (see STORES)."""
+        return chain_store_ids(self.stores) if self.stores > 1 else [self.store_id]
 
     def as_env(self) -> dict[str, str]:
         """These settings as environment variables, so a child process (a service, the CLI) sees the same."""

@@ -8,6 +8,7 @@ format is the reference project's (its data/create_db.py): weights in integer gr
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections import defaultdict
 from collections.abc import Sequence
@@ -18,7 +19,8 @@ from typing import Annotated, Literal, NamedTuple, Self, TypeVar
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, model_validator
 from pydantic_core import PydanticCustomError
 
-from smartshelf.schemas import MAX_AISLE, MAX_ITEM_WEIGHT, MAX_PRICE, MAX_QUANTITY, MAX_WEIGHT
+from smartshelf.schemas import (FIRST_STORE, MAX_AISLE, MAX_ITEM_WEIGHT, MAX_PRICE, MAX_QUANTITY, MAX_WEIGHT,
+                                STORE_ID_PATTERN)
 
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
@@ -166,13 +168,14 @@ _Stock = TypeVar("_Stock", StoreInventoryRow, WarehouseInventoryRow)
 
 @dataclass(frozen=True)
 class StoreData:
-    """The store's starting state, as the five reference files hold it."""
+    """A store's starting state, as the five reference files hold it, and which store of the chain it is."""
 
     store_inventory: list[StoreInventoryRow] = field(default_factory=list)
     warehouse_inventory: list[WarehouseInventoryRow] = field(default_factory=list)
     store_batches: list[BatchRow] = field(default_factory=list)
     warehouse_batches: list[BatchRow] = field(default_factory=list)
     discounts: list[DiscountRow] = field(default_factory=list)
+    store_id: str = FIRST_STORE
 
 
 class ReferenceFile(NamedTuple):
@@ -378,10 +381,8 @@ def _repeated_discounts(discounts: Sequence[DiscountRow]) -> list[Problem]:
 
 
 # --- a chain of stores ---------------------------------------------------------------------------------------
-FIRST_STORE = "store-001"  # the one store of a one-store twin, and the first of a generated chain
 MAX_STORES = 999
-# a store id names a folder of reference files and leads the reference tables' keys: short, lower case, no separators
-_STORE_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
+_STORE_ID = re.compile(STORE_ID_PATTERN)
 
 
 def chain_store_ids(stores: int) -> list[str]:
@@ -389,6 +390,14 @@ def chain_store_ids(stores: int) -> list[str]:
     if not 1 <= stores <= MAX_STORES:
         raise ValueError(f"a chain has 1 to {MAX_STORES} stores, not {stores}")
     return [f"store-{number:03d}" for number in range(1, stores + 1)]
+
+
+def store_seed(seed: int, store_id: str) -> int:
+    """A chain store's own seed: the chain's for its first store (a one-store chain is the one store of that seed),
+    one derived from both for the others."""
+    if store_id == FIRST_STORE:
+        return seed
+    return int.from_bytes(hashlib.sha256(f"{seed}/{store_id}".encode()).digest()[:8], "big")
 
 
 def is_store_id(text: str) -> bool:

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from smartshelf.errors import SmartShelfError
+from smartshelf.schemas import FIRST_STORE
 from smartshelf.store import REFERENCE_FILES, STORE_INVENTORY, StoreData, columns, consistency_problems, is_store_id
 
 _MAX_LISTED = 20  # further problems listed under the first line; the count covers the rest
@@ -36,7 +37,7 @@ def _cell(value: object) -> str:
     return str(value)
 
 
-def read_store_csvs(csv_dir: Path) -> StoreData:
+def read_store_csvs(csv_dir: Path, store_id: str = FIRST_STORE) -> StoreData:
     """The store as the CSVs in csv_dir hold it, every row and cross-file rule checked.
 
     Raises SmartShelfError naming the first problem (file, line, column) and how many more there are.
@@ -55,7 +56,7 @@ def read_store_csvs(csv_dir: Path) -> StoreData:
             tables[table.attr], lines[table.csv_name] = [], []
     if problems:
         raise _error(problems)
-    store = StoreData(**tables)  # type: ignore[arg-type]  # each list holds its table's model
+    store = StoreData(**tables, store_id=store_id)  # type: ignore[arg-type]  # each list holds its table's model
     problems = [p.render(f"line {lines[p.file][p.row]}") for p in consistency_problems(store)]
     if problems:
         raise _error(problems)
@@ -92,7 +93,7 @@ def read_chain_csvs(csv_dir: Path, single_store: str) -> dict[str, StoreData]:
     chain = {}
     for store_id, path in dirs.items():
         try:
-            chain[store_id] = read_store_csvs(path)
+            chain[store_id] = read_store_csvs(path, store_id)
         except SmartShelfError as exc:
             if path == csv_dir:  # one store: its problem reads as before
                 raise

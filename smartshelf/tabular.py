@@ -135,7 +135,7 @@ def pos_intake_sql() -> str:
     transactions, items = table("pos_transactions"), table("pos_transaction_items")
     assert transactions.pg is not None and items.pg is not None
     header = [(n, t) for n, t, _ in columns(transactions.schema) if n != "item_count"]
-    lines = [(n, t) for n, t, _ in columns(items.schema) if n not in ("transaction_id", "line_no")]
+    lines = [(n, t) for n, t, _ in columns(items.schema) if n not in (STORE_COLUMN, "transaction_id", "line_no")]
     basket = f"NEW.{POS_INTAKE_COLUMN}"
     function = f"{POS_INTAKE_TABLE}_split"
     return (
@@ -146,8 +146,9 @@ def pos_intake_sql() -> str:
         f"    SELECT {', '.join('b.' + n for n, _ in header)}, jsonb_array_length({basket}->'items')\n"
         f"    FROM jsonb_to_record({basket}) AS b({', '.join(f'{n} {t}' for n, t in header)})\n"
         f"    ON CONFLICT DO NOTHING;\n"
-        f"    INSERT INTO {items.pg} ({', '.join(n for n, _ in lines)}, transaction_id, line_no)\n"
-        f"    SELECT {', '.join('i.' + n for n, _ in lines)}, {basket}->>'transaction_id', i.line_no\n"
+        f"    INSERT INTO {items.pg} ({', '.join(n for n, _ in lines)}, {STORE_COLUMN}, transaction_id, line_no)\n"
+        f"    SELECT {', '.join('i.' + n for n, _ in lines)}, {basket}->>'{STORE_COLUMN}', {basket}->>'transaction_id',"
+        f" i.line_no\n"
         f"    FROM ROWS FROM (jsonb_to_recordset({basket}->'items') AS ({', '.join(f'{n} {t}' for n, t in lines)}))\n"
         f"        WITH ORDINALITY AS i({', '.join(n for n, _ in lines)}, line_no)\n"
         f"    ON CONFLICT DO NOTHING;\n"

@@ -223,7 +223,7 @@ class World:
 
     def __init__(self, store: StoreData, seed: int, config: WorldConfig | None = None,
                  scenarios: Sequence[Scenario] = ()) -> None:
-        self.seed = seed
+        self.seed, self.store_id = seed, store.store_id
         self.config = config or WorldConfig()
         self.items = {row.shelf_id: Item(row.shelf_id, row.item_weight, row.item_price)
                       for row in sorted(store.store_inventory, key=lambda r: r.shelf_id)}
@@ -383,14 +383,14 @@ class World:
             customer = state.customers[customer_id]
             if kind == 0:
                 events.foot_traffic.append(FootTrafficEvent(
-                    event_id=f"ft-{customer_id}-in", event_type="entry", customer_id=customer_id, ts=ts))
+                    store_id=self.store_id, event_id=f"ft-{customer_id}-in", event_type="entry", customer_id=customer_id, ts=ts))
                 if customer.thief:  # the shelf they came for: the most stocked as they enter
                     customer.cart[self._most_stocked(state)] = 0
             elif kind == 1:
                 events.shelf_events.extend(self._act(state, customer, number, ts))
             else:
                 events.foot_traffic.append(FootTrafficEvent(
-                    event_id=f"ft-{customer_id}-out", event_type="exit", customer_id=customer_id, ts=ts))
+                    store_id=self.store_id, event_id=f"ft-{customer_id}-out", event_type="exit", customer_id=customer_id, ts=ts))
                 if customer.thief:
                     _leave_unpaid(state, customer)
                 else:
@@ -441,10 +441,10 @@ class World:
         delta = round(sign * quantity * self.items[shelf_id].item_weight, 3)
         base = f"se-{customer_id}-{number:02d}"
         return [
-            ShelfEvent(event_id=f"{base}-m", event_type=kind, shelf_id=shelf_id, quantity=quantity,
-                       weight_change=delta, customer_id=customer_id, ts=ts),
-            ShelfEvent(event_id=f"{base}-w", event_type="weight_change", shelf_id=shelf_id, quantity=quantity,
-                       weight_change=delta, customer_id=customer_id, ts=ts),
+            ShelfEvent(store_id=self.store_id, event_id=f"{base}-m", event_type=kind, shelf_id=shelf_id,
+                       quantity=quantity, weight_change=delta, customer_id=customer_id, ts=ts),
+            ShelfEvent(store_id=self.store_id, event_id=f"{base}-w", event_type="weight_change", shelf_id=shelf_id,
+                       quantity=quantity, weight_change=delta, customer_id=customer_id, ts=ts),
         ]
 
     def _checkout(self, state: WorldState, customer: Customer, ts: datetime) -> PosTransaction | None:
@@ -460,7 +460,8 @@ class World:
             self._sell_fifo(state, shelf_id, quantity)
         if not items:
             return None
-        return PosTransaction(transaction_id=f"tx-{customer.customer_id}", customer_id=customer.customer_id,
+        return PosTransaction(store_id=self.store_id, transaction_id=f"tx-{customer.customer_id}",
+                              customer_id=customer.customer_id,
                               ts=ts, items=items, total=round(sum(i.line_total for i in items), 2))
 
     def _sell_fifo(self, state: WorldState, shelf_id: str, quantity: int) -> None:

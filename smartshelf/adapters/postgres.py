@@ -196,10 +196,10 @@ def count_rows(cur: psycopg2.extensions.cursor, table: Table) -> int:
 
 def select_rows(cur: psycopg2.extensions.cursor, table: Table, order_by: Sequence[str] | None = None,
                 store_id: str | None = None) -> list[BaseModel]:
-    """Every row of a table (of a per-store table: `store_id`'s rows) as its model, ordered by the primary key
-    (or `order_by`)."""
-    if table.per_store != (store_id is not None):
-        raise ValueError(f"{table.pg}: rows of a per-store table are selected by store, and only those")
+    """Every row of a table (of a per-store table: `store_id`'s rows; of another table with a store column, those of
+    `store_id` if named) as its model, ordered by the primary key (or `order_by`)."""
+    if (table.per_store and store_id is None) or (store_id is not None and not table.has_store_column):
+        raise ValueError(f"{table.pg}: rows of a per-store table are selected by store, and only rows that have one")
     names = list(table.schema.model_fields)
     where = sql.SQL(" WHERE {} = %s").format(sql.Identifier(STORE_COLUMN)) if store_id is not None else sql.SQL("")
     query = sql.SQL("SELECT {} FROM {}{} ORDER BY {}").format(

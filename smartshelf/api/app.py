@@ -69,7 +69,7 @@ class DataNotReady(SmartShelfError):
 
 class Database:
     """A bounded pool of reader-role connections; callers wait for a free one instead of failing. Every query gets
-    the running store (`%(store_id)s`: STORE_ID), which picks its rows of the chain's reference tables."""
+    the running store (`%(store_id)s`: STORE_ID), which picks its rows of every per-store table."""
 
     def __init__(self, settings: Settings) -> None:
         self.dsn = settings.postgres_dsn_for("reader")

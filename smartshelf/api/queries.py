@@ -4,8 +4,10 @@ its parameters, no I/O.
 Table names come from the registry; filter values only ever travel as parameters. A shelf's or a warehouse item's
 `level` is the alert engines' (`smartshelf.loop.shelf_level`, `warehouse_level`) written in SQL, with the same
 float arithmetic; the integration tests compare the two for every shelf. Before its first event a shelf's stock is
-the imported snapshot's, as in `state.v_shelf_stock`. The reference tables hold a chain's stores: a query reads the
-running store's rows through the parameter `store_id`, which the API adds to every query.
+the imported snapshot's, as in `state.v_shelf_stock`. One database holds a chain's stores: every query reads the
+running store's rows only, through the parameter `store_id`, which the API adds to every query; per-store tables
+join on `store_id` too. The tables without a `store_id` column (ops.dead_letters, analytics' features, models,
+predictions and pulse windows) are not read here.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ AlertType = Literal[get_args(Alert.model_fields["alert_type"].annotation)]  # ty
 AlertSeverity = Literal[get_args(Alert.model_fields["severity"].annotation)]  # type: ignore[valid-type]
 AlertLocation = Literal[get_args(Alert.model_fields["location"].annotation)]  # type: ignore[valid-type]
 RestockStatus = Literal[get_args(ShelfRestockPlan.model_fields["status"].annotation)]  # type: ignore[valid-type]
-SupplierPlanStatus = Literal[get_args(WarehouseSupplierPlan.model_fields["status"].annotation)]  # type: ignore[valid-type]
+_SUPPLIER_PLAN_STATUS = WarehouseSupplierPlan.model_fields["status"].annotation
+SupplierPlanStatus = Literal[get_args(_SUPPLIER_PLAN_STATUS)]  # type: ignore[valid-type]
 OrderStatus = Literal[get_args(SupplierOrder.model_fields["status"].annotation)]  # type: ignore[valid-type]
 
 RECENT_ROWS = 20  # of each kind of event on a shelf's page
@@ -99,8 +102,8 @@ SELECT i.shelf_id, i.aisle, i.item_category, i.item_subcategory, i.item_price, i
             ELSE 'ok' END AS level,
        s.last_event_type, s.last_event_ts
 FROM {pg("store_inventory")} i
-JOIN {pg("shelf_policies")} p USING (shelf_id)
-LEFT JOIN {pg("shelf_state")} s USING (shelf_id)
+JOIN {pg("shelf_policies")} p USING (store_id, shelf_id)
+LEFT JOIN {pg("shelf_state")} s USING (store_id, shelf_id)
 WHERE i.store_id = %(store_id)s"""
 
 _WAREHOUSE_ITEMS = f"""
@@ -112,8 +115,8 @@ SELECT i.shelf_id, i.aisle, i.item_category, i.item_subcategory, i.maximum_stock
             ELSE 'ok' END AS level,
        w.last_event_type, w.last_event_ts
 FROM {pg("warehouse_inventory")} i
-JOIN {pg("wh_policies")} p USING (shelf_id)
-LEFT JOIN {pg("wh_state")} w USING (shelf_id)
+JOIN {pg("wh_policies")} p USING (store_id, shelf_id)
+LEFT JOIN {pg("wh_state")} w USING (store_id, shelf_id)
 WHERE i.store_id = %(store_id)s"""
 
 
@@ -144,27 +147,36 @@ def shelf_lots(shelf_id: str) -> Query:
     """The shelf's and its warehouse's lots that still hold stock, earliest expiry first (the FIFO order)."""
     return as_json(Query(f"""
         SELECT 'store' AS location, batch_code, received_date, expiry_date, batch_quantity_store AS quantity
-        FROM {pg("shelf_batch_state")} WHERE shelf_id = %(shelf_id)s AND batch_quantity_store > 0
+        FROM {pg("shelf_batch_state")}
+        WHERE store_id = %(store_id)s AND shelf_id = %(shelf_id)s AND batch_quantity_store > 0
         UNION ALL
         SELECT 'warehouse', batch_code, received_date, expiry_date, batch_quantity_warehouse
-        FROM {pg("wh_batch_state")} WHERE shelf_id = %(shelf_id)s AND batch_quantity_warehouse > 0
+        FROM {pg("wh_batch_state")}
+        WHERE store_id = %(store_id)s AND shelf_id = %(shelf_id)s AND batch_quantity_warehouse > 0
         ORDER BY location, expiry_date, batch_code""", {"shelf_id": shelf_id}))
 
 
 def shelf_recent(shelf_id: str, what: Literal["alerts", "warehouse_moves", "sales"]) -> Query:
     """The newest RECENT_ROWS alerts, warehouse moves or sales lines of one shelf."""
     text = {
-        "alerts": f"SELECT * FROM {pg('alerts')} WHERE shelf_id = %(shelf_id)s ORDER BY ts DESC, alert_id",
-        "warehouse_moves": f"SELECT * FROM {pg('raw_wh_events')} WHERE shelf_id = %(shelf_id)s "
-                           "ORDER BY ts DESC, event_id",
+        "alerts": f"SELECT * FROM {pg('alerts')} WHERE store_id = %(store_id)s AND shelf_id = %(shelf_id)s "
+                  "ORDER BY ts DESC, alert_id",
+        "warehouse_moves": f"SELECT * FROM {pg('raw_wh_events')} WHERE store_id = %(store_id)s "
+                           "AND shelf_id = %(shelf_id)s ORDER BY ts DESC, event_id",
         "sales": f"SELECT t.ts, i.* FROM {pg('pos_transaction_items')} i "
-                 f"JOIN {pg('pos_transactions')} t USING (transaction_id) WHERE i.shelf_id = %(shelf_id)s "
+                 f"JOIN {pg('pos_transactions')} t USING (store_id, transaction_id) "
+                 "WHERE i.store_id = %(store_id)s AND i.shelf_id = %(shelf_id)s "
                  "ORDER BY t.ts DESC, i.transaction_id, i.line_no",
     }[what]
     return as_json(Query(f"{text} LIMIT %(limit)s", {"shelf_id": shelf_id, "limit": RECENT_ROWS}))
 
 
 # --- alerts, plans, orders ------------------------------------------------------------------------------
+def _of_store(name: str) -> str:
+    """The running store's rows of a per-store table."""
+    return f"SELECT * FROM {pg(name)} WHERE store_id = %(store_id)s"
+
+
 def alerts(page: Page, alert_type: str | None = None, severity: str | None = None, location: str | None = None,
            shelf_id: str | None = None, since: datetime | None = None, until: datetime | None = None) -> PageQuery:
     filters = _Filters()
@@ -174,14 +186,14 @@ def alerts(page: Page, alert_type: str | None = None, severity: str | None = Non
     filters.add("shelf_id = %(shelf_id)s", shelf_id=shelf_id)
     filters.add("ts >= %(since)s", since=since)
     filters.add("ts < %(until)s", until=until)
-    return _paged(f"SELECT * FROM {pg('alerts')}", filters, "ts DESC, alert_id", page)
+    return _paged(_of_store("alerts"), filters, "ts DESC, alert_id", page)
 
 
 def _by_status(name: str, page: Page, status: str | None, shelf_id: str | None, order_by: str) -> PageQuery:
     filters = _Filters()
     filters.add("status = %(status)s", status=status)
     filters.add("shelf_id = %(shelf_id)s", shelf_id=shelf_id)
-    return _paged(f"SELECT * FROM {pg(name)}", filters, order_by, page)
+    return _paged(_of_store(name), filters, order_by, page)
 
 
 def supplier_plans(page: Page, status: str | None = None, shelf_id: str | None = None) -> PageQuery:
@@ -216,4 +228,4 @@ def store_summary() -> Query:
 
 
 STORE_LOADED = Query(f"SELECT EXISTS (SELECT 1 FROM {pg('store_inventory')} WHERE store_id = %(store_id)s) AND "
-                     f"EXISTS (SELECT 1 FROM {pg('shelf_policies')}) AS loaded")
+                     f"EXISTS (SELECT 1 FROM {pg('shelf_policies')} WHERE store_id = %(store_id)s) AS loaded")

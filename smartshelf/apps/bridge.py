@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -28,9 +28,9 @@ from smartshelf.adapters.kafka import KafkaAdapter, Outgoing, Partition
 from smartshelf.adapters.redis_clock import SimClock, redis_client
 from smartshelf.apps.lifecycle import Lifecycle, serve
 from smartshelf.apps.producers import NAME as PRODUCERS, STREAM_FIELD
-from smartshelf.ingress import EventWindow, Rejection, dead_letter, parse_record, unknown_shelves
+from smartshelf.ingress import EventWindow, Rejection, dead_letter, parse_record, unknown_place
 from smartshelf.registry import DEAD_LETTERS, SENSOR_TOPICS, stream_of, topic, topic_of_stream
-from smartshelf.runtime.jobs import load_store
+from smartshelf.runtime.jobs import load_stores
 from smartshelf.settings import Settings
 
 NAME = "bridge"
@@ -60,16 +60,16 @@ def _epoch_ms(ts: datetime) -> int:
 
 
 def to_delivery(stream: str, entry_id: bytes, fields: dict[bytes, bytes], now: datetime,
-                window: EventWindow | None = None, shelves: Collection[str] | None = None) -> Delivery:
+                window: EventWindow | None = None, shelves: Mapping[str, Collection[str]] | None = None) -> Delivery:
     """What to send to Kafka for one stream entry: its validated record, or its dead letter. `now` is the
-    simulated clock's; without a window (no clock yet) event times are not checked, without `shelves` (the
-    store's) shelf ids are not."""
+    simulated clock's; without a window (no clock yet) event times are not checked, without `shelves` (each running
+    store's) stores and shelf ids are not."""
     source = topic_of_stream(stream)
     raw = fields.get(STREAM_FIELD)
     parsed = parse_record(source, raw) if raw is not None else Rejection(
         f"stream entry has no '{STREAM_FIELD.decode()}' field (fields: {sorted(f.decode() for f in fields)})")
     if shelves is not None and not isinstance(parsed, Rejection):
-        parsed = unknown_shelves(parsed, shelves) or parsed
+        parsed = unknown_place(parsed, shelves) or parsed
     if window is not None and not isinstance(parsed, Rejection):
         parsed = window.check(parsed.ts, now) or parsed  # type: ignore[attr-defined]
     if isinstance(parsed, Rejection):
@@ -104,7 +104,8 @@ class Bridge:
         self.crash_point = settings.crash_point
         self.window = EventWindow(timedelta(minutes=settings.max_event_ahead_minutes),
                                   timedelta(minutes=settings.max_event_late_minutes))
-        self.shelves = frozenset(row.shelf_id for row in load_store(settings).store_inventory)
+        self.shelves = {store_id: frozenset(row.shelf_id for row in store.store_inventory)
+                        for store_id, store in load_stores(settings).items()}
         self.kafka = KafkaAdapter(settings.kafka_bootstrap_servers)
         self.producer = self.kafka.producer()
         self.streams = [stream_of(name) for name in SENSOR_TOPICS]

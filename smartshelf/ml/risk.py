@@ -224,6 +224,6 @@ class RiskScorer:
         matrix = np.array([features_of(s.current_stock, facts[s.shelf_id], s.last_event_ts) for s in known],
                           dtype=float)
         risks = np.where(matrix[:, _STOCK] > 0, self.booster.inplace_predict(matrix), 1.0)
-        return [ShelfRisk(shelf_id=state.shelf_id, restock_risk=round(float(risk), 4),
+        return [ShelfRisk(store_id=state.store_id, shelf_id=state.shelf_id, restock_risk=round(float(risk), 4),
                           model_version=self.model_version, scored_ts=state.last_event_ts)
                 for state, risk in zip(known, risks, strict=True)]

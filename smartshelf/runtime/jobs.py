@@ -12,7 +12,7 @@ from pathlib import Path
 
 from smartshelf.adapters import delta, postgres
 from smartshelf.adapters.kafka import KafkaAdapter, TopicConfig
-from smartshelf.datagen import generate_store, write_store
+from smartshelf.datagen import generate_chain, write_chain
 from smartshelf.errors import SmartShelfError
 from smartshelf.policies import DEFAULT_POLICY_FILE, ConfigTables, derive_config, load_policy_config
 from smartshelf.registry import TOPICS, table
@@ -28,7 +28,9 @@ def db_init(settings: Settings) -> list[str]:
 def kafka_init(settings: Settings) -> list[str]:
     adapter = KafkaAdapter(settings.kafka_bootstrap_servers)
     try:
-        return adapter.ensure_topics(TopicConfig(t.name, t.partitions, t.compacted, t.config()) for t in TOPICS)
+        return adapter.ensure_topics(TopicConfig(
+            t.name, t.partitions_for_stores(settings.stores, settings.stores_per_partition), t.compacted, t.config())
+            for t in TOPICS)
     finally:
         adapter.close()
 
@@ -38,16 +40,17 @@ def delta_init(settings: Settings) -> list[str]:
 
 
 DEFAULT_STORE_SEED = 42
+CONFIG_TABLES = ("shelf_policies", "wh_policies", "batch_catalog", "shelf_profiles")
 
 
 def store_init(settings: Settings) -> list[str]:
-    """Load the store unless one is loaded: the CSVs under data/db_csv (one store's, or a chain's: one folder per
-    store), generated (seed 42) if there are none."""
+    """Load the stores unless they are loaded: the CSVs under data/db_csv (one store's, or a chain's: one folder per
+    store), generated (seed 42: the one store, or a chain of STORES) if there are none."""
     if store_is_imported(settings):
         return []
     csv_dir = settings.data_dir / "db_csv"
     if not csv_dir.is_dir() or not chain_csv_dirs(csv_dir, settings.store_id):
-        write_store(generate_store(DEFAULT_STORE_SEED), settings.data_dir)
+        write_chain(generate_chain(DEFAULT_STORE_SEED, settings.stores), settings.data_dir)
     summary = import_store(settings, csv_dir)
     return [f"{name}: {count} rows" for name, count in summary.rows.items()]
 
@@ -70,20 +73,19 @@ class ImportSummary:
 
 def import_store(settings: Settings, csv_dir: Path, policy_file: Path = DEFAULT_POLICY_FILE) -> ImportSummary:
     """Validate every CSV row of every store csv_dir holds (smartshelf.store_csv.read_chain_csvs), then replace
-    ref.* (every store's) and config.* (the running store's: STORE_ID) in one transaction: all or nothing."""
+    ref.* (every store's) and config.* (the running stores': STORES) in one transaction: all or nothing."""
     began = time.monotonic()
     chain = read_chain_csvs(csv_dir, settings.store_id)
-    if settings.store_id not in chain:
-        raise SmartShelfError(f"STORE_ID is {settings.store_id}, which is not among the stores of {csv_dir} "
-                              f"({', '.join(chain)}): set STORE_ID to the store this twin runs")
-    config = derive_config(chain[settings.store_id], load_policy_config(policy_file))
-    # the config tables hold the running store's policies (the twin runs one store of the chain)
-    contents = {
-        "shelf_policies": config.shelf_policies,
-        "wh_policies": config.wh_policies,
-        "batch_catalog": config.batch_catalog,
-        "shelf_profiles": config.shelf_profiles,
-    }
+    missing = [store_id for store_id in settings.running_stores if store_id not in chain]
+    if missing:
+        what = "STORE_ID is" if settings.stores == 1 else f"STORES={settings.stores} runs"
+        raise SmartShelfError(f"{what} {', '.join(missing)}, which {csv_dir} does not hold (its stores: "
+                              f"{', '.join(chain)}): set STORE_ID/STORES to stores it holds, or generate a chain "
+                              "with `smartshelf data generate --stores N`")
+    policies = load_policy_config(policy_file)
+    configs = [derive_config(chain[store_id], policies) for store_id in settings.running_stores]
+    # the config tables hold the running stores' policies
+    contents = {name: [row for config in configs for row in getattr(config, name)] for name in CONFIG_TABLES}
     with postgres.connect(settings, "app") as conn, conn.cursor() as cur:
         # each reference file's StoreData attribute is also its registry table's name
         for file in REFERENCE_FILES:
@@ -97,19 +99,30 @@ def import_store(settings: Settings, csv_dir: Path, policy_file: Path = DEFAULT_
 
 
 def store_is_imported(settings: Settings) -> bool:
+    """Whether every store the twin runs is imported (its reference data and its config)."""
     with postgres.connect(settings, "app") as conn, conn.cursor() as cur:
-        return postgres.count_rows(cur, table("store_inventory")) > 0
+        cur.execute("SELECT count(DISTINCT store_id) FROM config.shelf_profiles WHERE store_id = ANY(%s)",
+                    (settings.running_stores,))
+        (imported,) = cur.fetchone()
+    return int(imported) == len(settings.running_stores)
 
 
-def load_store(settings: Settings) -> StoreData:
-    """The running store (STORE_ID), back from the ref tables (what the producers start the world from)."""
+def load_store(settings: Settings, store_id: str | None = None) -> StoreData:
+    """A running store (STORE_ID unless named), back from the ref tables (what the producers start its world
+    from)."""
+    store_id = store_id or settings.store_id
     with postgres.connect(settings, "app") as conn, conn.cursor() as cur:
-        store = StoreData(**{file.attr: postgres.select_rows(cur, table(file.attr), store_id=settings.store_id)
-                             for file in REFERENCE_FILES})
+        store = StoreData(**{file.attr: postgres.select_rows(cur, table(file.attr), store_id=store_id)
+                             for file in REFERENCE_FILES}, store_id=store_id)
     if not store.store_inventory:
-        raise SmartShelfError(f"store {settings.store_id} (STORE_ID) is not loaded: run "
-                              "`smartshelf data import --csv-dir DIR` (or `smartshelf up`)")
+        raise SmartShelfError(f"store {store_id} is not loaded: run `smartshelf data import --csv-dir DIR` (or "
+                              "`smartshelf up`); `smartshelf data generate --stores N` makes a chain")
     return store
+
+
+def load_stores(settings: Settings) -> dict[str, StoreData]:
+    """Every store the twin runs (STORES), by id, in order."""
+    return {store_id: load_store(settings, store_id) for store_id in settings.running_stores}
 
 
 def with_clock_start(settings: Settings) -> Settings:
@@ -118,8 +131,9 @@ def with_clock_start(settings: Settings) -> Settings:
     return settings.model_copy(update={"sim_start": clock_start(load_store(settings), settings.sim_start)})
 
 
-def load_config(settings: Settings) -> ConfigTables:
-    """The store's policies, batch catalog and shelf profiles, back from the config tables."""
+def load_config(settings: Settings, store_id: str | None = None) -> ConfigTables:
+    """A running store's (STORE_ID unless named) policies, batch catalog and shelf profiles, back from the config
+    tables."""
     with postgres.connect(settings, "app") as conn, conn.cursor() as cur:
-        return ConfigTables(**{name: postgres.select_rows(cur, table(name))  # type: ignore[arg-type]
-                               for name in ("shelf_policies", "wh_policies", "batch_catalog", "shelf_profiles")})
+        return ConfigTables(**{name: postgres.select_rows(  # type: ignore[arg-type]
+            cur, table(name), store_id=store_id or settings.store_id) for name in CONFIG_TABLES})

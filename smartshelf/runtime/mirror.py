@@ -143,14 +143,14 @@ def _compare(name: str, wanted: dict[Key, BaseModel], actual: dict[Key, BaseMode
 
 
 def shelf_weight_mismatches(settings: Settings, limit: int = 5) -> list[str]:
-    """Shelves whose mirrored weight is not current_stock × item_weight (state.shelf_state against
+    """Shelves whose mirrored weight is not current_stock × item_weight (state.shelf_state against its store's
     ref.store_inventory, in the data's unit): what a user reading PostgreSQL relies on."""
     with postgres.connect(settings, "reader") as conn, conn.cursor() as cur:
         cur.execute(
-            "SELECT s.shelf_id, s.current_stock, s.current_weight, i.item_weight "
-            "FROM state.shelf_state s JOIN ref.store_inventory i USING (shelf_id) "
-            "WHERE i.store_id = %s AND s.current_weight <> s.current_stock * i.item_weight ORDER BY s.shelf_id",
-            (settings.store_id,))
+            "SELECT s.store_id, s.shelf_id, s.current_stock, s.current_weight, i.item_weight "
+            "FROM state.shelf_state s JOIN ref.store_inventory i USING (store_id, shelf_id) "
+            "WHERE s.current_weight <> s.current_stock * i.item_weight ORDER BY s.store_id, s.shelf_id")
         rows = cur.fetchall()
-    found = [f"{shelf}: weight {weight} != {stock} × {item}" for shelf, stock, weight, item in rows[:limit]]
+    found = [f"{store} {shelf}: weight {weight} != {stock} × {item}"
+             for store, shelf, stock, weight, item in rows[:limit]]
     return found + ([f"{len(rows) - limit} more shelves"] if len(rows) > limit else [])

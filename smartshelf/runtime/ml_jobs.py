@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import TypeVar
 
 from pydantic import BaseModel
 
@@ -26,12 +27,13 @@ from smartshelf.ml.predict import Forecast, forecast
 from smartshelf.ml.risk import (HORIZON, RISK_FEATURE_HASH, RISK_PARAMS, RISK_ROUNDS, RiskResult, save_risk_model,
                                 snapshots, train_risk)
 from smartshelf.ml.train import TrainResult, train
-from smartshelf.registry import table, topic
+from smartshelf.registry import STORE_COLUMN, table, topic
 from smartshelf.runtime import jobs
 from smartshelf.schemas import MlModel, ShelfDailyFeatures, ShelfEvent
 from smartshelf.settings import Settings
 from smartshelf.store import clock_start
 
+ModelT = TypeVar("ModelT", bound=BaseModel)
 _LAKE = {field: table(name) for field, name in (
     ("pos_transactions", "raw_pos_transactions"), ("foot_traffic", "raw_foot_traffic"),
     ("shelf_events", "raw_shelf_events"), ("wh_events", "raw_wh_events"), ("alerts", "alerts"),
@@ -40,9 +42,14 @@ _LAKE = {field: table(name) for field, name in (
 
 
 def run_records(settings: Settings) -> RunRecords:
-    """What the lake holds of the run: the tables the features are replayed from."""
-    return RunRecords(**{field: delta.read_rows(delta.table_path(settings.delta_dir, t), t.schema)  # type: ignore[arg-type]
-                         for field, t in _LAKE.items()})
+    """What the lake holds of the run's store (STORE_ID: the models are one store's; a chain's other stores are
+    not forecast yet): the tables the features are replayed from."""
+    return RunRecords(**{field: _of_store(settings, delta.read_rows(  # type: ignore[arg-type]
+        delta.table_path(settings.delta_dir, t), t.schema)) for field, t in _LAKE.items()})
+
+
+def _of_store(settings: Settings, rows: list[ModelT]) -> list[ModelT]:
+    return [row for row in rows if getattr(row, STORE_COLUMN) == settings.store_id]
 
 
 def watermark(settings: Settings) -> datetime:
@@ -109,7 +116,8 @@ def train_risk_model(settings: Settings, until: datetime, holdout_hours: int) ->
     from smartshelf.adapters import mlflow_tracking
 
     store = jobs.load_store(settings)
-    shelf_events = delta.read_rows(delta.table_path(settings.delta_dir, table("raw_shelf_events")), ShelfEvent)
+    shelf_events = _of_store(settings, delta.read_rows(delta.table_path(settings.delta_dir, table("raw_shelf_events")),
+                                                       ShelfEvent))
     rows = snapshots(store, clock_start(store, settings.sim_start), shelf_events, until)
     result = train_risk(rows, holdout_hours=holdout_hours)
     version = model_version(until)
@@ -147,8 +155,9 @@ def predict_day(settings: Settings, rows: list[ShelfDailyFeatures], at: datetime
     plans = topic("wh_supplier_plan")
     producer = KafkaAdapter(settings.kafka_bootstrap_servers).producer()
     try:
+        stamped = [plan.model_copy(update={STORE_COLUMN: settings.store_id}) for plan in result.plans]
         producer.send_and_wait([Outgoing(plans.name, plans.key_of(plan).encode(), plan.model_dump_json().encode())
-                                 for plan in result.plans])
+                                 for plan in stamped])
     finally:
         producer.close()
     return result

@@ -21,17 +21,17 @@ from smartshelf.adapters.kafka import KafkaAdapter
 from smartshelf.adapters.redis_clock import SimClock, redis_client
 from smartshelf.apps.clock_service import Lockstep, offset_lags
 from smartshelf.apps.producers import NAME as PRODUCERS
-from smartshelf.apps.producers import load_state, read_feedback, scenarios_of, world_of
+from smartshelf.apps.producers import States, Worlds, load_states, read_feedback, scenarios_of, worlds_of
 from smartshelf import clock as c
 from smartshelf.clock import ClockMode
-from smartshelf.datagen import generate_store, write_store
+from smartshelf.datagen import generate_chain, write_chain
 from smartshelf.errors import SmartShelfError
 from smartshelf.invariants import StockLedger, differences, state_digest
 from smartshelf.pulse import PULSE_ALERT_TYPES
-from smartshelf.registry import DEAD_LETTERS, SENSOR_TOPICS, TOPICS, table, topic
+from smartshelf.registry import DEAD_LETTERS, SENSOR_TOPICS, STORE_COLUMN, TOPICS, table, topic
 from smartshelf.runtime import jobs, mirror, supervisor
 from smartshelf.runtime.scratch import scratch_stack
-from smartshelf.schemas import (Alert, DailyDiscount, PosTransaction, ShelfBatchState, ShelfEvent, ShelfState,
+from smartshelf.schemas import (FIRST_STORE, Alert, DailyDiscount, PosTransaction, ShelfBatchState, ShelfEvent, ShelfState,
                                 PulseWindow, SupplierOrder, SupplierReceipt, WarehouseBatchState, WarehouseEvent,
                                 WarehouseState)
 from smartshelf.settings import Settings
@@ -50,8 +50,9 @@ ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
 class ShelfLotKey(NamedTuple):
-    """The key fields of a shelf lot, for the world's lots (which do not carry their shelf)."""
+    """The key fields of a shelf lot, for the world's lots (which do not carry their store and shelf)."""
 
+    store_id: str
     shelf_id: str
     batch_code: str
 
@@ -138,14 +139,18 @@ class Twin:
     wh_lots: list[WarehouseBatchState]
 
     @classmethod
-    def read(cls, settings: Settings, store: StoreData) -> Twin:
-        """The state tables; a table no batch has written yet holds the state as the store opened (the state
+    def read(cls, settings: Settings) -> Twin:
+        """The state tables, every store's."""
+        return cls(_rows(settings, "shelf_state", ShelfState), _rows(settings, "shelf_batch_state", ShelfBatchState),
+                   _rows(settings, "wh_state", WarehouseState), _rows(settings, "wh_batch_state", WarehouseBatchState))
+
+    def of_store(self, settings: Settings, store: StoreData) -> Twin:
+        """One store's rows; a table no batch has written yet holds the state as the store opened (the state
         query publishes it with its first batch, smartshelf.streaming.keyed_query)."""
         initial = rules.initial_states(store, clock_start(store, settings.sim_start))
-        return cls(_rows(settings, "shelf_state", ShelfState) or initial.shelves,
-                   _rows(settings, "shelf_batch_state", ShelfBatchState) or initial.shelf_lots,
-                   _rows(settings, "wh_state", WarehouseState) or initial.warehouse,
-                   _rows(settings, "wh_batch_state", WarehouseBatchState) or initial.wh_lots)
+        return Twin(*(_of(store.store_id, rows) or list(opened) for rows, opened in (
+            (self.shelves, initial.shelves), (self.shelf_lots, initial.shelf_lots), (self.warehouse, initial.warehouse),
+            (self.wh_lots, initial.wh_lots))))
 
     def tables(self) -> dict[str, list[BaseModel]]:
         return {"shelf_state": [*self.shelves], "shelf_batch_state": [*self.shelf_lots],
@@ -170,17 +175,22 @@ def repeated_ids(settings: Settings) -> dict[str, int]:
         for named in TOPICS:
             if named.id_field is None:
                 continue
-            seen: set[str] = set()
+            seen: set[tuple[str, str]] = set()
             for record in adapter.read(adapter.partitions_for(named.name)):
                 if record.value is None:
                     continue
-                event_id = json.loads(record.value).get(named.id_field)
+                value = json.loads(record.value)  # ids are unique within a store
+                event_id = (value.get(STORE_COLUMN, FIRST_STORE), value.get(named.id_field))
                 if event_id in seen:
                     repeats[named.name] = repeats.get(named.name, 0) + 1
                 seen.add(event_id)
     finally:
         adapter.close()
     return repeats
+
+
+def _of(store_id: str, rows: Sequence[ModelT]) -> list[ModelT]:
+    return [row for row in rows if getattr(row, STORE_COLUMN) == store_id]
 
 
 class Moves(NamedTuple):
@@ -193,6 +203,9 @@ class Moves(NamedTuple):
     def read(cls, settings: Settings) -> Moves:
         staff = [e for e in _rows(settings, "raw_shelf_events", ShelfEvent) if e.by_staff]
         return cls(_rows(settings, "raw_wh_events", WarehouseEvent), staff)
+
+    def of_store(self, store_id: str) -> Moves:
+        return Moves(_of(store_id, self.warehouse), _of(store_id, self.staff))
 
     def units(self, kind: str) -> Counter[str]:
         units: Counter[str] = Counter()
@@ -234,21 +247,21 @@ def ledger(store: StoreData, twin: Twin, world: WorldState, sales: list[PosTrans
     )
 
 
-def world_as_told(settings: Settings, world: WorldState) -> WorldState:
-    """The world with what the loop told it after its last step (the last refills and removals) carried out."""
+def worlds_as_told(settings: Settings, worlds: Worlds, states: States) -> States:
+    """Each store's world with what the loop told it after its last step (the last refills and removals) carried
+    out."""
     kafka = KafkaAdapter(settings.kafka_bootstrap_servers)
     try:
-        told = read_feedback(kafka, world)
+        told = read_feedback(kafka, states)
     finally:
         kafka.close()
-    state, _ = world_of(settings).advance(told, told.clock)
-    return state
+    return {store_id: worlds[store_id].advance(state, state.clock)[0] for store_id, state in told.items()}
 
 
 @dataclass(frozen=True)
 class Checks:
-    """The invariants of a settled twin (DESIGN.md): stock conserved per item, the twin equal to the world, no
-    expired lot left on a shelf after the day's removals."""
+    """The invariants of a settled twin's store (DESIGN.md): stock conserved per item, the twin equal to the world,
+    no expired lot left on a shelf after the day's removals."""
 
     conservation_problems: list[str]
     twin_world_differences: list[str]
@@ -272,22 +285,65 @@ class Checks:
                 "expired_lot_examples": self.expired_on_shelves[:5]}
 
 
-def check(settings: Settings, watermark: datetime | None = None) -> Checks:
-    """The invariants now; `watermark` is the last clock tick whose consequences (removals at STORE_OPS_HOUR)
-    the pipeline has acted on, by default the world's time (a settled pipeline)."""
-    store = jobs.load_store(settings)
-    last = load_state(redis_client(settings))
+@dataclass(frozen=True)
+class ChainChecks:
+    """The invariants of every store the twin runs, each on its own (a store's records only)."""
+
+    stores: dict[str, Checks]
+
+    @property
+    def ok(self) -> bool:
+        return all(checks.ok for checks in self.stores.values())
+
+    def as_json(self) -> dict[str, object]:
+        """The stores' checks together (each problem named with its store when there are several)."""
+        named = (lambda store_id, text: f"{store_id} {text}") if len(self.stores) > 1 else (lambda _, text: text)
+        each = {store_id: checks.as_json() for store_id, checks in self.stores.items()}
+        found = {key: [named(store_id, text) for store_id, checks in self.stores.items()
+                       for text in getattr(checks, key)] for key in (
+            "conservation_problems", "twin_world_differences", "expired_on_shelves")}
+        return {"ok": self.ok, "conservation_ok": not found["conservation_problems"],
+                "conservation_problems": found["conservation_problems"][:5],
+                "twin_matches_world": not found["twin_world_differences"],
+                "twin_world_differences": found["twin_world_differences"][:10],
+                "expired_lots_on_shelves": len(found["expired_on_shelves"]),
+                "expired_lot_examples": found["expired_on_shelves"][:5],
+                **({"store_checks_ok": {store_id: result["ok"] for store_id, result in each.items()}}
+                   if len(each) > 1 else {})}
+
+    def tables(self) -> dict[str, list[BaseModel]]:
+        """The state tables of every store: what the chain's digest is of."""
+        merged: dict[str, list[BaseModel]] = {}
+        for checks in self.stores.values():
+            for name, rows in checks.twin.tables().items():
+                merged.setdefault(name, []).extend(rows)
+        return merged
+
+
+def check(settings: Settings, watermark: datetime | None = None) -> ChainChecks:
+    """The invariants now, store by store; `watermark` is the last clock tick whose consequences (removals at
+    STORE_OPS_HOUR) the pipeline has acted on, by default the worlds' time (a settled pipeline)."""
+    stores = jobs.load_stores(settings)
+    last = load_states(redis_client(settings), list(stores))
     if last is None:
         raise SmartShelfError("check: the producers have written no world state yet")
-    world = world_as_told(settings, last)
+    worlds = worlds_as_told(settings, worlds_of(settings), last)
     wait_for_lake(settings)  # the sales and the moves are read from the lake
-    twin = Twin.read(settings, store)
+    twin = Twin.read(settings)
     sales = _rows(settings, "raw_pos_transactions", PosTransaction)
     moves = Moves.read(settings)
+    return ChainChecks({store_id: check_store(settings, store, twin.of_store(settings, store), worlds[store_id],
+                                              _of(store_id, sales), moves.of_store(store_id), watermark)
+                        for store_id, store in stores.items()})
+
+
+def check_store(settings: Settings, store: StoreData, twin: Twin, world: WorldState, sales: list[PosTransaction],
+                moves: Moves, watermark: datetime | None) -> Checks:
+    """One store's invariants, from its rows and its world."""
     problems = ledger(store, twin, world, sales, moves).problems()
     lot_key = topic("shelf_batch_state").key_of
     twin_lots = {lot_key(lot): lot.batch_quantity_store for lot in twin.shelf_lots if lot.batch_quantity_store}
-    world_lots = {lot_key(ShelfLotKey(shelf_id, lot.batch_code)): lot.quantity
+    world_lots = {lot_key(ShelfLotKey(store.store_id, shelf_id, lot.batch_code)): lot.quantity
                   for shelf_id, lots in world.shelf_lots.items() for lot in lots if lot.quantity}
     item_weight = {row.shelf_id: row.item_weight for row in store.store_inventory}
     disagreements = [
@@ -322,7 +378,9 @@ def summarise(settings: Settings, wall_s: float) -> dict[str, object]:
     mirror_differences = mirror.differences(settings)
     weight_mismatches = mirror.shelf_weight_mismatches(settings)
     repeated = repeated_ids(settings)
-    moves, world = checks.moves, checks.world
+    moves = Moves([m for c in checks.stores.values() for m in c.moves.warehouse],
+                  [m for c in checks.stores.values() for m in c.moves.staff])
+    worlds = [c.world for c in checks.stores.values()]
     counts = _topic_counts(settings, (*SENSOR_TOPICS, DEAD_LETTERS))
     alerts = _rows(settings, "alerts", Alert)
     orders = _rows(settings, "wh_supplier_orders", SupplierOrder)
@@ -334,7 +392,8 @@ def summarise(settings: Settings, wall_s: float) -> dict[str, object]:
         "mode": settings.sim_mode,
         "events": sum(counts[name] for name in SENSOR_TOPICS),
         "events_by_topic": {name: counts[name] for name in SENSOR_TOPICS},
-        "sales": len(checks.sales),
+        "stores": len(checks.stores),
+        "sales": sum(len(c.sales) for c in checks.stores.values()),
         "alerts": len(alerts),
         "alerts_by_type": dict(sorted(Counter(a.alert_type for a in alerts).items())),
         "restocks": kinds["wh_out"],
@@ -345,11 +404,14 @@ def summarise(settings: Settings, wall_s: float) -> dict[str, object]:
         "removals": {"shelf": kinds["pickup"], "warehouse": kinds["wh_removal"]},
         "dead_letters": counts[DEAD_LETTERS],
         "repeated_ids": repeated,
-        "empty_shelf_misses": world.empty_shelf_misses,
+        "empty_shelf_misses": sum(world.empty_shelf_misses for world in worlds),
         "scenarios": [str(s) for s in scenarios_of(settings)],
-        "units_left_unpaid": sum(world.unpaid.values()),
+        "units_left_unpaid": sum(sum(world.unpaid.values()) for world in worlds),
         "pulse": pulse_summary(settings, alerts),
-        "digest": state_digest(checks.twin.tables()),
+        # the chain's: of every store's state (one store: that store's)
+        "digest": state_digest(checks.tables()),
+        **({"store_digests": {store_id: state_digest(c.twin.tables()) for store_id, c in checks.stores.items()}}
+           if len(checks.stores) > 1 else {}),
         **{k: v for k, v in checks.as_json().items() if k != "ok"},
         "postgres_mirror_ok": not mirror_differences,
         "postgres_mirror_differences": mirror_differences[:5],
@@ -435,22 +497,23 @@ def run_sim(base: Settings, days: int, seed: int, csv_dir: Path | None, fast: bo
             during: Callable[[Settings, datetime | None], None] = lambda settings, now: None,
             check_every_tick: bool = False, may_die: tuple[str, ...] = (),
             after: Callable[[Settings], dict[str, object]] | None = None,
-            scenarios: Sequence[str] = ()) -> dict[str, object]:
+            scenarios: Sequence[str] = (), stores: int = 1) -> dict[str, object]:
     """`during` is called with the clock's time while the run goes on (failure tests kill services there, and
     restart those of `may_die`, which the run then does not take for broken when it finds them down);
     `check_every_tick` (fast mode) checks the invariants at every settled tick, not only at the end; `after`
     works on the finished stack before it goes (the ML benchmark trains on its lake), its result joins the
     summary. `scenarios` ("kind" or "kind@time", smartshelf.world.parse_scenarios), if any, replace SIM_SCENARIOS;
-    a bare kind happens at its default hour on the run's last day."""
+    a bare kind happens at its default hour on the run's last day. `stores` > 1 runs a chain (the first `stores`
+    stores of a generated chain, or of `csv_dir`), one world per store on the one clock."""
     began = time.monotonic()
     with scratch_stack(base, prefix="smartshelf-sim-") as (scratch, _):
         settings = scratch.model_copy(update={
             "use_simulated_time": True, "sim_mode": ClockMode.FAST if fast else ClockMode.DEMO, "sim_days": days,
-            "sim_seed": seed})
+            "sim_seed": seed, "stores": stores})
         for name in ("db-init", "kafka-init", "delta-init"):
             jobs.JOBS[name](settings)
         if csv_dir is None:
-            write_store(generate_store(seed), settings.data_dir)
+            write_chain(generate_chain(seed, stores), settings.data_dir)
             csv_dir = settings.data_dir / "db_csv"
         jobs.import_store(settings, csv_dir)
         settings = jobs.with_clock_start(settings)

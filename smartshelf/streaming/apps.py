@@ -129,7 +129,8 @@ class RiskScoring:
         newer = self._newer(folder)
         if self.scorer is None:
             return []
-        shelves = every_shelf() if newer else changed
+        # the model's facts are the running store's (STORE_ID): the other stores of a chain are not scored yet
+        shelves = [shelf for shelf in (every_shelf() if newer else changed) if shelf.store_id == self.settings.store_id]
         if any(shelf.shelf_id not in self.facts for shelf in shelves):
             self._learn_shelves()
         try:

@@ -87,13 +87,14 @@ class KeyedApp:
 
     @classmethod
     def key_of(cls, value: BaseModel) -> str:
-        """The state key of a value (what its compacted topic is keyed by)."""
-        return cls.state_topic().key_of(value)
+        """The state key of a value: what its compacted topic is keyed by within its store (the group's state is
+        one store's)."""
+        return cls.state_topic().local_key_of(value)
 
     @classmethod
     def group_of(cls, value: BaseModel) -> str:
-        """The Kafka key (the group) a state value belongs to: the shelf of its key."""
-        return str(getattr(value, cls.state_topic().key[0]))
+        """The group a state value belongs to: its shelf (in its store's buckets)."""
+        return str(getattr(value, "shelf_id"))
 
     def initial(self, store: StoreData, start: datetime) -> list[BaseModel]:
         """The state as the store opened."""
@@ -114,10 +115,10 @@ class KeyedApp:
 
 def shelves_named(described: Topic, record: BaseModel) -> list[str]:
     """The groups a record goes to: its lines' shelves (distinct, sorted: the query's order) for a transaction,
-    else its key."""
+    else its key within its store."""
     if isinstance(record, PosTransaction):
         return sorted({line.shelf_id for line in record.items})
-    return [described.key_of(record)]
+    return [described.local_key_of(record)]
 
 
 def narrowed(record: BaseModel, group: str) -> BaseModel:
@@ -138,7 +139,7 @@ def apply_to_key(app: KeyedApp, group: str, state: dict[str, BaseModel], records
             if reported:
                 result.letters.append((record, parsed.reason))
             continue
-        named = shelves_named(described, parsed) if spread else [described.key_of(parsed)]
+        named = shelves_named(described, parsed) if spread else [described.local_key_of(parsed)]
         if group not in named:
             if reported:
                 result.letters.append((record, f"record key '{group}' is not the key its fields name "
@@ -176,7 +177,8 @@ def apply_group(apps: list[KeyedApp], group: str, texts: GroupTexts, records: li
         for value in result.changed:
             state_key, text = app.key_of(value), value.model_dump_json()
             values[state_key] = text
-            out.append((app.name, STATE, app.state_topic().name, None, None, state_key, text.encode(), None))
+            out.append((app.name, STATE, app.state_topic().name, None, None, app.state_topic().key_of(value),
+                        text.encode(), None))
         out += [(app.name, LETTER, r.topic, r.partition, r.offset, group, r.value, reason)
                 for r, reason in result.letters]
     return texts, out

@@ -34,10 +34,10 @@ from pydantic.fields import FieldInfo
 
 from smartshelf import loop, rules
 from smartshelf.ingress import Rejection, parse_record
-from smartshelf.registry import KEY_SEPARATOR, topic
-from smartshelf.schemas import (ClockTick, ShelfBatchState, ShelfEvent, ShelfPolicy, ShelfRestockPlan, ShelfState,
-                                SupplierOrder, WarehouseBatchState, WarehouseEvent, WarehousePolicy, WarehouseState,
-                                WarehouseSupplierPlan)
+from smartshelf.registry import KEY_SEPARATOR, STORE_COLUMN, topic
+from smartshelf.schemas import (FIRST_STORE, ClockTick, ShelfBatchState, ShelfEvent, ShelfPolicy, ShelfRestockPlan,
+                                ShelfState, SupplierOrder, WarehouseBatchState, WarehouseEvent, WarehousePolicy,
+                                WarehouseState, WarehouseSupplierPlan)
 from smartshelf.settings import Settings
 from smartshelf.store import StoreData
 from smartshelf.streaming.batch import Received, apply_isolating, first_raising, time_order
@@ -45,6 +45,7 @@ from smartshelf.streaming.keyed import LETTER, KeyedRecord, OutputRow, bucket_of
 
 Letter = tuple[str, KeyedRecord, str]  # (group, the record as it came, reason)
 RECORD = "record"  # the kind of output row of a record an app publishes (keyed.OutputRow)
+NO_CONFIG = loop.StoreConfig({}, {}, {}, {}, {})
 
 
 class BucketView(BaseModel):
@@ -130,17 +131,23 @@ class KeyedLoopApp:
     broadcast: ClassVar[tuple[str, ...]] = ("clock_ticks",)  # the topics whose records reach every bucket
     outputs: ClassVar[tuple[str, ...]]
     view_model: ClassVar[type[BucketView]]
-    # set when the query starts (`start`): the store's policies and profiles as loaded then, the daily run's hour,
-    # how long a restock takes from the warehouse to its shelf, whose supplier plans are ordered
-    config = loop.StoreConfig({}, {}, {}, {}, {})
+    # set when the query starts (`start`, once per store): each store's policies and profiles as loaded then, the
+    # daily run's hour, how long a restock takes from the warehouse to its shelf, whose supplier plans are ordered
+    configs: dict[str, loop.StoreConfig] = {}
     ops_hour = 0
     refill_delay = timedelta(0)
     supplier_policy: loop.SupplierPolicy = "rules"
 
-    def start(self, config: loop.StoreConfig, settings: Settings) -> None:
-        self.config, self.ops_hour = config, settings.store_ops_hour
+    def start(self, config: loop.StoreConfig, settings: Settings, store_id: str = FIRST_STORE) -> None:
+        self.configs = {**self.configs, store_id: config}
+        self.ops_hour = settings.store_ops_hour
         self.refill_delay = timedelta(minutes=settings.refill_delay_minutes)
         self.supplier_policy = settings.supplier_policy
+
+    def config_of(self, store_id: str) -> loop.StoreConfig:
+        """A store's policies and profiles as the query started (none for a store it was not started with: its
+        records are letters, as those of a shelf without a profile are)."""
+        return self.configs.get(store_id) or NO_CONFIG
 
     def initial(self, store: StoreData, start: datetime) -> BucketView:
         """The whole store's view as it opened."""
@@ -150,14 +157,14 @@ class KeyedLoopApp:
         """The bucket's records but policies, in simulated-time order, applied to its view (changed in place)."""
         raise NotImplementedError
 
-    def apply(self, view: BucketView, received: list[Received]) -> loop.Effects:
-        """The bucket's records applied to its view (changed in place): its policies first, as they apply from
-        the batch they arrive in, then the rest in simulated-time order; returns what to publish."""
+    def apply(self, view: BucketView, received: list[Received], store_id: str = FIRST_STORE) -> loop.Effects:
+        """A bucket's records applied to its view (changed in place): its policies first, as they apply from the
+        batch they arrive in, then the rest in simulated-time order; returns what to publish."""
         for item in received:
             if item.topic in self.policies:
                 view.follow(item.record)
         others = sorted((r for r in received if r.topic not in self.policies), key=time_order)
-        return self.apply_events(view, others, _with_policies(self.config, view))
+        return self.apply_events(view, others, _with_policies(self.config_of(store_id), view))
 
 
 def _with_policies(config: loop.StoreConfig, view: BucketView) -> loop.StoreConfig:
@@ -440,10 +447,11 @@ def opening_views(apps: list[KeyedLoopApp], store: StoreData, start: datetime, b
     return views
 
 
-def apply_views(apps: list[KeyedLoopApp], views: dict[str, str], records: Iterable[tuple[str, KeyedRecord]]
-                ) -> tuple[bool, list[OutputRow]]:
+def apply_views(apps: list[KeyedLoopApp], views: dict[str, str], records: Iterable[tuple[str, KeyedRecord]],
+                store_id: str = FIRST_STORE) -> tuple[bool, list[OutputRow]]:
     """One bucket's records (group, record) applied by each app to its view in `views` ({app: view JSON}, changed
-    in place): whether any view changed, and the output rows (the records to publish, then the letters)."""
+    in place): whether any view changed, and the output rows (the records to publish, each the bucket's store's,
+    then the letters)."""
     ordered = sorted(records, key=lambda pair: (pair[1].topic, pair[1].partition, pair[1].offset))
     as_sent = {(r.topic, r.partition, r.offset): (g, r) for g, r in ordered}  # a letter carries what came
     changed, out = False, []
@@ -452,12 +460,12 @@ def apply_views(apps: list[KeyedLoopApp], views: dict[str, str], records: Iterab
         if not received and not letters:
             continue
         stored = views.get(app.name) or app.view_model().model_dump_json()
-        view, effects, failed = _apply_isolated(app, stored, received)
+        view, effects, failed = _apply_isolated(app, stored, received, store_id)
         text = view.model_dump_json()
         if text != stored:
             views[app.name], changed = text, True
         out += [(app.name, RECORD, name, None, None, topic(name).key_of(value), value.model_dump_json().encode(), None)
-                for name, values in effects.records.items() for value in values]
+                for name, values in effects.records.items() for value in (_of_store(v, store_id) for v in values)]
         letters += [(*as_sent[(item.topic, item.partition, item.offset)], reason) for item, reason in failed]
         out += [(app.name, LETTER, r.topic, r.partition, r.offset, group, r.value, reason)
                 for group, r, reason in letters]
@@ -484,21 +492,31 @@ def _received(app: KeyedLoopApp, records: list[tuple[str, KeyedRecord]]) -> tupl
     return received, letters
 
 
-def _apply_isolated(app: KeyedLoopApp, stored: str, received: list[Received]
+def _of_store(record: BaseModel, store_id: str) -> BaseModel:
+    """A record a bucket's app made, as its store's: the loop's rules decide about a shelf and build its records
+    without knowing the store, which is the bucket's."""
+    if STORE_COLUMN in type(record).model_fields and getattr(record, STORE_COLUMN) != store_id:
+        return record.model_copy(update={STORE_COLUMN: store_id})
+    return record
+
+
+def _apply_isolated(app: KeyedLoopApp, stored: str, received: list[Received], store_id: str
                     ) -> tuple[BucketView, loop.Effects, list[tuple[Received, str]]]:
     """The records applied to the stored view; a record whose application raises is found by applying them one by
     one, is returned with the reason, and the rest are applied without it (batch.apply_isolating)."""
     def attempt(rest: list[Received]) -> tuple[BucketView, loop.Effects]:
         view = app.view_model.model_validate_json(stored)
-        return view, app.apply(view, rest)
+        return view, app.apply(view, rest, store_id)
 
     (view, effects), poisoned = apply_isolating(
-        received, attempt, lambda rest: _first_failing(app.view_model.model_validate_json(stored), app, rest), app.name)
+        received, attempt, lambda rest: _first_failing(app.view_model.model_validate_json(stored), app, rest, store_id),
+        app.name)
     return view, effects, poisoned
 
 
-def _first_failing(view: BucketView, app: KeyedLoopApp, received: list[Received]) -> tuple[Received, Exception] | None:
+def _first_failing(view: BucketView, app: KeyedLoopApp, received: list[Received], store_id: str
+                   ) -> tuple[Received, Exception] | None:
     """The first record whose application, after those before it in the order `apply` takes them, raises."""
     ordered = [item for item in received if item.topic in app.policies] + sorted(
         (item for item in received if item.topic not in app.policies), key=time_order)
-    return first_raising(ordered, lambda item: app.apply(view, [item]))
+    return first_raising(ordered, lambda item: app.apply(view, [item], store_id))

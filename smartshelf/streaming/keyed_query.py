@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -39,9 +39,9 @@ from smartshelf.adapters.kafka import Outgoing
 from smartshelf.adapters.spark import checkpoint_dir, kafka_options
 from smartshelf.errors import SmartShelfError
 from smartshelf.ingress import dead_letter
-from smartshelf.registry import DEAD_LETTERS, KEY_SEPARATOR, topic
+from smartshelf.registry import DEAD_LETTERS, KEY_SEPARATOR, STORE_COLUMN, TABLES, topic
 from smartshelf.policies import warehouse_capacity
-from smartshelf.schemas import ShelfState
+from smartshelf.schemas import FIRST_STORE, ShelfState
 from smartshelf.settings import Settings
 from smartshelf.store import StoreData, clock_start
 from smartshelf.streaming.apps import RiskScoring, ShelfAggregator
@@ -57,16 +57,18 @@ OUTPUT_SCHEMA = ("app string, kind string, topic string, `partition` int, `offse
 OUTPUT_COLUMNS = [field.strip().split(" ")[0].strip("`") for field in OUTPUT_SCHEMA.split(",")]
 STATE_SCHEMA = "value string"
 SPREAD_SCHEMA = "items array<struct<shelf_id: string>>"  # what names a spread record's shelves (keyed.shelves_named)
-INITIAL_SCHEMA = "bucket long, value string, views string"
+INITIAL_SCHEMA = "store string, bucket long, value string, views string"
+Opening = tuple[str, str, str, str, str]  # (app, store, group, state key, value JSON) of a key as its store opened
 # failure drill (SMARTSHELF_CRASH_POINT): the driver dies once per run after publishing a batch's outputs, before
 # Spark commits the batch (FAIL_AFTER_PUBLISH of smartshelf.streaming.commit applies here too)
 EXIT_AFTER_PUBLISH_KEYED = "spark.keyed_exit_after_publish"
 
 
 class KeyedStateProcessor(StatefulProcessor):
-    """One bucket of shelves' state, as two values of the state store: the keyed apps' {shelf: {app: {state key:
-    value JSON}}}, and the loop apps' {app: view JSON}; each read once and written once per batch that changes it
-    (each state store access is a round trip between the Python worker and the JVM: per bucket, not per shelf)."""
+    """One bucket of one store's shelves (the grouping key: store, bucket), as two values of the state store: the
+    keyed apps' {shelf: {app: {state key: value JSON}}}, and the loop apps' {app: view JSON}; each read once and
+    written once per batch that changes it (each state store access is a round trip between the Python worker and
+    the JVM: per bucket, not per shelf)."""
 
     def __init__(self, apps: list[KeyedApp], loop_apps: list[KeyedLoopApp]) -> None:
         self.apps, self.loop_apps = apps, loop_apps
@@ -81,7 +83,8 @@ class KeyedStateProcessor(StatefulProcessor):
         records = [(r.group_key, KeyedRecord(r.topic, r.partition, r.offset, r.value, r.reports)) for r in rows]
         out = _through(self.state, lambda groups, mine: apply_bucket(self.apps, groups, mine),
                        [(group, record) for group, record in records if record.topic in self.app_topics])
-        out += _through(self.views, lambda views, mine: apply_views(self.loop_apps, views, mine),
+        store_id = key[0]
+        out += _through(self.views, lambda views, mine: apply_views(self.loop_apps, views, mine, store_id),
                         [(group, record) for group, record in records if record.topic in self.loop_topics])
         yield from (Row(**dict(zip(OUTPUT_COLUMNS, row, strict=True))) for row in out)
 
@@ -109,24 +112,34 @@ def _through(state: Any, apply: Callable[[dict[str, Any], list[tuple[str, KeyedR
     return out
 
 
-def opening_rows(apps: list[KeyedApp], store: StoreData, start: datetime) -> list[tuple[str, str, str, str]]:
-    """(app, group, state key, value JSON) of every key as the store opened."""
-    return [(app.name, app.group_of(value), app.key_of(value), value.model_dump_json())
-            for app in apps for value in app.initial(store, start)]
+def opening_rows(apps: list[KeyedApp], stores: Mapping[str, StoreData], start: datetime) -> list[Opening]:
+    """(app, store, group, state key, value JSON) of every key as each store opened."""
+    return [(app.name, store_id, app.group_of(value), app.key_of(value), value.model_dump_json())
+            for store_id, store in stores.items() for app in apps for value in app.initial(store, start)]
 
 
-def initial_buckets(opening: list[tuple[str, str, str, str]], buckets: int,
-                    views: dict[int, dict[str, str]] | None = None) -> list[tuple[int, str | None, str | None]]:
-    """The opening state as the processor keeps it: (bucket, {group: {app: {state key: value JSON}}} as JSON, the
-    loop apps' {app: view JSON} as JSON), None where a bucket starts without one of them."""
-    stored: dict[int, dict[str, GroupTexts]] = {}
-    for app_name, group, state_key, value in opening:
-        stored.setdefault(bucket_of(group, buckets), {}).setdefault(group, {}).setdefault(app_name, {})[
-            state_key] = value
+StoreBucket = tuple[str, int]  # the state store's grouping key: a store and a bucket of its shelves
+
+
+def initial_buckets(opening: list[Opening], buckets: int, views: dict[StoreBucket, dict[str, str]] | None = None
+                    ) -> list[tuple[str, int, str | None, str | None]]:
+    """The opening state as the processor keeps it: (store, bucket, {group: {app: {state key: value JSON}}} as JSON,
+    the loop apps' {app: view JSON} as JSON), None where a bucket starts without one of them."""
+    stored: dict[StoreBucket, dict[str, GroupTexts]] = {}
+    for app_name, store_id, group, state_key, value in opening:
+        stored.setdefault((store_id, bucket_of(group, buckets)), {}).setdefault(group, {}).setdefault(
+            app_name, {})[state_key] = value
     views = views or {}
-    return [(bucket, json.dumps(stored[bucket], sort_keys=True) if bucket in stored else None,
-             json.dumps(views[bucket], sort_keys=True) if bucket in views else None)
-            for bucket in sorted({*stored, *views})]
+    return [(*where, json.dumps(stored[where], sort_keys=True) if where in stored else None,
+             json.dumps(views[where], sort_keys=True) if where in views else None)
+            for where in sorted({*stored, *views})]
+
+
+def chain_views(apps: list[KeyedLoopApp], stores: Mapping[str, StoreData], start: datetime, buckets: int
+                ) -> dict[StoreBucket, dict[str, str]]:
+    """(store, bucket) -> {app: its view JSON} as each store opened (keyed_loop.opening_views of each store)."""
+    return {(store_id, bucket): views for store_id, store in stores.items()
+            for bucket, views in opening_views(apps, store, start, buckets).items()}
 
 
 def batch_ends(checkpoint: Path, batch_id: int) -> dict[tuple[str, int], int]:
@@ -137,46 +150,53 @@ def batch_ends(checkpoint: Path, batch_id: int) -> dict[tuple[str, int], int]:
             for name, partitions in json.loads(line).items() for partition, offset in partitions.items()}
 
 
-def keep_layout(checkpoint: Path, buckets: int, apps: list[str]) -> None:
-    """Record the bucket count and the apps of a new checkpoint beside it; refuse another count or other apps for an
-    existing one (its state is stored by bucket: other buckets would find other shelves' state; an app it did not
-    start with would start without its opening state, which Spark applies in a query's first batch only)."""
+def keep_layout(checkpoint: Path, buckets: int, apps: list[str], stores: list[str]) -> None:
+    """Record the bucket count, the apps and the stores of a new checkpoint beside it; refuse another count, other
+    apps or other stores for an existing one (its state is stored by store and bucket: other buckets would find
+    other shelves' state; an app or a store it did not start with would start without its opening state, which
+    Spark applies in a query's first batch only)."""
     marker = checkpoint.with_name(f"{checkpoint.name}.buckets")
     if marker.exists():
-        kept, *kept_apps = marker.read_text().splitlines()
+        kept, *layout = marker.read_text().splitlines()
         if int(kept) != buckets:
             raise SmartShelfError(f"KEYED_BUCKETS={buckets}, but the checkpoint {checkpoint} keeps its state in "
                                   f"{kept} buckets: set KEYED_BUCKETS={kept}, or start a new run dir")
-        if kept_apps != [",".join(apps)]:
-            started = f"the apps {kept_apps[0]}" if kept_apps else "the apps of an earlier version"
+        kept_apps, kept_stores = (layout + ["", ""])[:2]
+        if kept_apps != ",".join(apps):
+            started = f"the apps {kept_apps}" if kept_apps else "the apps of an earlier version"
             raise SmartShelfError(f"the checkpoint {checkpoint} keeps the state of {started}, not of "
                                   f"{','.join(apps)}: start a new run dir (`smartshelf down` and remove "
                                   f"{checkpoint.parents[1]}), or run the apps it started with")
+        if kept_stores != ",".join(stores):
+            started = f"the stores {kept_stores}" if kept_stores else "one store of an earlier version"
+            raise SmartShelfError(f"the checkpoint {checkpoint} keeps the state of {started}, not of "
+                                  f"{','.join(stores)}: start a new run dir (`smartshelf down` and remove "
+                                  f"{checkpoint.parents[1]}), or run the stores it started with (STORES, STORE_ID)")
     elif (checkpoint / "commits").is_dir() and any((checkpoint / "commits").iterdir()):
         raise SmartShelfError(f"the checkpoint {checkpoint} was made before its state was bucketed: start a new run "
                               f"dir (`smartshelf down` and remove {checkpoint.parents[1]})")
     else:
         marker.parent.mkdir(parents=True, exist_ok=True)
-        marker.write_text(f"{buckets}\n{','.join(apps)}\n")
+        marker.write_text(f"{buckets}\n{','.join(apps)}\n{','.join(stores)}\n")
 
 
 def start_keyed(spark: SparkSession, settings: Settings, name: str, apps: list[KeyedApp | KeyedLoopApp],
-                io: BatchIO, store: StoreData) -> StreamingQuery:
-    """The keyed apps and keyed loop apps `apps` as one query named `name`."""
-    start = clock_start(store, settings.sim_start)
+                io: BatchIO, stores: Mapping[str, StoreData]) -> StreamingQuery:
+    """The keyed apps and keyed loop apps `apps` as one query named `name`, over the stores the twin runs."""
+    start = clock_start(stores[settings.store_id], settings.sim_start)
     state_apps = [app for app in apps if isinstance(app, KeyedApp)]
     loop_apps = [app for app in apps if isinstance(app, KeyedLoopApp)]
     for app in apps:
         io.clock.register_offset_participant(app.name, app.topics)
     for state_app in state_apps:
         state_app.sim_start = settings.sim_start
-    if loop_apps:
+    for store_id, store in stores.items() if loop_apps else ():
         config = loop_config(settings, store)
         for loop_app in loop_apps:
-            loop_app.start(config, settings)
-    opening = opening_rows(state_apps, store, start)
+            loop_app.start(config, settings, store_id)
+    opening = opening_rows(state_apps, stores, start)
     checkpoint = checkpoint_dir(settings, name)
-    keep_layout(checkpoint, settings.keyed_buckets, [app.name for app in apps])
+    keep_layout(checkpoint, settings.keyed_buckets, [app.name for app in apps], list(stores))
     by_name = {app.name: app for app in state_apps}
     # what a batch run again must not publish twice: the letters, and the loop apps' append-only records
     io.notes = OutputNotes(output_notes_dir(settings, name), io, {DEAD_LETTERS, *(
@@ -187,8 +207,8 @@ def start_keyed(spark: SparkSession, settings: Settings, name: str, apps: list[K
     def each_batch(frame: DataFrame, batch_id: int) -> None:
         io.begin(batch_id)
         rows = sorted(frame.toArrow().to_pylist(), key=_publish_order)
-        outgoing = [Outgoing(by_name[a].state_topic().name, key.encode(), value.encode())
-                    for a, _, key, value in opening] if batch_id == 0 else []
+        outgoing = [Outgoing((state := by_name[a].state_topic()).name, state.key_in_store(store_id, key).encode(),
+                             value.encode()) for a, store_id, _, key, value in opening] if batch_id == 0 else []
         outgoing += [Outgoing(row["topic"], row["key"].encode(), row["value"]) for row in rows if row["kind"] == STATE]
         outgoing += [outgoing_record(name, value) for name, values in _unsent(io, rows).items() for value in values]
         io.producer.send_and_wait(outgoing)
@@ -203,19 +223,19 @@ def start_keyed(spark: SparkSession, settings: Settings, name: str, apps: list[K
             io.clock.offsets_done(app.name, {tp: end for tp, end in ends.items() if tp[0] in app.topics})
 
     frame = keyed_frame(spark, settings, state_apps, loop_apps, opening,
-                        opening_views(loop_apps, store, start, settings.keyed_buckets))
+                        chain_views(loop_apps, stores, start, settings.keyed_buckets))
     return (frame.writeStream.queryName(name).outputMode("append")
             .foreachBatch(each_batch).option("checkpointLocation", str(checkpoint))
             .trigger(processingTime=f"{settings.spark_trigger_ms} milliseconds").start())
 
 
 def loop_config(settings: Settings, store: StoreData) -> loop.StoreConfig:
-    """The policies and profiles as the loop apps start with them (the policies that come later are in their
+    """A store's policies and profiles as the loop apps start with them (the policies that come later are in their
     views)."""
     from smartshelf.runtime.jobs import load_config
 
     # the warehouse's capacities scale the default policy of an item whose policy row is missing
-    return loop.StoreConfig.from_tables(load_config(settings), warehouse_capacity(store))
+    return loop.StoreConfig.from_tables(load_config(settings, store.store_id), warehouse_capacity(store))
 
 
 def _unsent(io: BatchIO, rows: list[dict[str, Any]]) -> dict[str, list[BaseModel]]:
@@ -239,48 +259,58 @@ def _unsent(io: BatchIO, rows: list[dict[str, Any]]) -> dict[str, list[BaseModel
 
 
 def keyed_frame(spark: SparkSession, settings: Settings, apps: list[KeyedApp], loop_apps: list[KeyedLoopApp],
-                opening: list[tuple[str, str, str, str]], views: dict[int, dict[str, str]]) -> DataFrame:
-    """The apps' topics through the processor, grouped by the bucket of their shelf: a record's Kafka key (its first
-    part for a topic keyed by shelf and more; the shelf its value names for a loop app's topic keyed otherwise), or
-    each shelf a spread record names (only the first shelf's group reports it if it is invalid); a broadcast record
-    (a tick, a supplier plan) to every bucket (bucket 0's reports it), with its shelf as its group in that shelf's
-    bucket and none in the others."""
+                opening: list[Opening], views: dict[StoreBucket, dict[str, str]]) -> DataFrame:
+    """The apps' topics through the processor, grouped by store (the one a record's value names) and the bucket of
+    their shelf: the second part of a record's Kafka key (store|shelf, and more for a lot), the shelf its value
+    names for a topic keyed otherwise (a plan, by its id; a config row, by the source connector's struct), or each
+    shelf a spread record names (only the first shelf's group reports it if it is invalid); a broadcast record to
+    every bucket of its store, or of every store for a record of none (a tick), the first of them reporting it, with
+    its shelf as its group in that shelf's bucket and none in the others."""
     topics = sorted({t for app in [*apps, *loop_apps] for t in app.topics})
     spread = sorted({t for app in apps for t in app.spread})
     broadcast = sorted({t for app in loop_apps for t in app.broadcast})
-    by_shelf = [t for t in topics if len(topic(t).key) > 1 and topic(t).key[0] == "shelf_id"]
-    # a loop app's topic keyed otherwise (a restock or supplier plan, by its id) whose records name a shelf: grouped
-    # by it
-    by_value = sorted({t for app in loop_apps for t in app.topics if topic(t).key[0] != "shelf_id" and
-                       "shelf_id" in topic(t).schema.model_fields})
+    sourced = {t.topic for t in TABLES if t.sourced}
+    by_shelf = [t for t in topics if topic(t).key[1:2] == ("shelf_id",) and t not in sourced]
+    by_value = [t for t in topics
+                if t not in by_shelf and t not in spread and "shelf_id" in topic(t).schema.model_fields]
+    of_store = [t for t in topics if topic(t).per_store]
     source = spark.readStream.format("kafka").options(**kafka_options(settings, topics)).load()
     kafka_key = F.coalesce(F.col("key").cast("string"), F.lit(""))
-    lines = F.from_json(F.col("value").cast("string"), SPREAD_SCHEMA)["items"]
+    text = F.col("value").cast("string")
+    lines = F.from_json(text, SPREAD_SCHEMA)["items"]
+    # a record's store is the one its value names (the first if it names none, as its schema reads it); a record
+    # of no store (a tick) is every running store's
+    named_store = F.coalesce(F.get_json_object(text, f"$.{STORE_COLUMN}"), F.lit(FIRST_STORE))
+    stores = F.when(F.col("topic").isin(of_store), F.array(named_store)) \
+        .otherwise(F.array(*[F.lit(store_id) for store_id in settings.running_stores]))
     # a spread record goes to each shelf it names (distinct, sorted: keyed.shelves_named); one whose shelves cannot
     # be read goes to its Kafka key's group, which reports it as invalid
-    named_shelf = F.get_json_object(F.col("value").cast("string"), "$.shelf_id")
+    named_shelf = F.get_json_object(text, "$.shelf_id")
     is_broadcast = F.col("topic").isin(broadcast)
-    shelf_key = F.when(F.col("topic").isin(by_shelf), F.substring_index(kafka_key, KEY_SEPARATOR, 1)) \
+    shelf_key = F.when(F.col("topic").isin(by_shelf), F.substring_index(F.substring_index(
+        kafka_key, KEY_SEPARATOR, 2), KEY_SEPARATOR, -1)) \
         .when(F.col("topic").isin(by_value) & named_shelf.isNotNull(), named_shelf) \
         .when(is_broadcast, F.lit("")).otherwise(kafka_key)
     named = F.when(F.col("topic").isin(spread), F.array_sort(F.array_distinct(F.transform(
         lines, lambda line: line["shelf_id"])))).otherwise(F.array(shelf_key))
     records = source.select("topic", "partition", "offset", "value", kafka_key.alias("kafka_key"),
-                            F.posexplode_outer(named).alias("line", "shelf"))
+                            F.posexplode_outer(named).alias("line", "shelf"), stores.alias("stores"))
     group_key = F.coalesce(F.col("shelf"), F.col("kafka_key"))
     own_bucket = F.pmod(F.crc32(group_key.cast("binary")), F.lit(settings.keyed_buckets))  # = keyed.bucket_of
     every_bucket = F.sequence(F.lit(0), F.lit(settings.keyed_buckets - 1)).cast("array<long>")
-    by_bucket = records.select(F.explode(F.when(is_broadcast, every_bucket).otherwise(F.array(own_bucket)))
-                               .alias("bucket"), group_key.alias("group_key"), own_bucket.alias("own_bucket"),
-                               "topic", "partition", "offset", "value", "line")
+    by_store = records.select(F.posexplode(F.col("stores")).alias("store_no", "store"), group_key.alias("group_key"),
+                              own_bucket.alias("own_bucket"), "topic", "partition", "offset", "value", "line")
+    by_bucket = by_store.select(F.explode(F.when(is_broadcast, every_bucket).otherwise(F.array(F.col("own_bucket"))))
+                                .alias("bucket"), "*")
     # a broadcast record keeps its shelf as its group in that shelf's bucket only (keyed_loop: a copy elsewhere)
     copied_group = F.when(is_broadcast & (F.col("bucket") != F.col("own_bucket")), F.lit("")) \
         .otherwise(F.col("group_key"))
-    reports = F.when(is_broadcast, F.col("bucket") == 0).otherwise(F.coalesce(F.col("line") == 0, F.lit(True)))
-    grouped = by_bucket.select("bucket", copied_group.alias("group_key"), "topic", "partition", "offset", "value",
-                               reports.alias("reports")).groupBy("bucket")
+    reports = F.when(is_broadcast, (F.col("bucket") == 0) & (F.col("store_no") == 0)) \
+        .otherwise(F.coalesce(F.col("line") == 0, F.lit(True)))
+    grouped = by_bucket.select("store", "bucket", copied_group.alias("group_key"), "topic", "partition", "offset",
+                               "value", reports.alias("reports")).groupBy("store", "bucket")
     initial = spark.createDataFrame(initial_buckets(opening, settings.keyed_buckets, views),
-                                    INITIAL_SCHEMA).groupBy("bucket")
+                                    INITIAL_SCHEMA).groupBy("store", "bucket")
     return grouped.transformWithState(KeyedStateProcessor(apps, loop_apps), OUTPUT_SCHEMA, "Append", "None",
                                       initialState=initial)
 

@@ -33,8 +33,8 @@ from redis import Redis
 from smartshelf import loop, pulse
 from smartshelf.adapters.redis_clock import SimClock
 from smartshelf.adapters.spark import checkpoint_dir, kafka_options
-from smartshelf.registry import CLOCK_TICKS
-from smartshelf.schemas import ClockTick, FootTrafficEvent, PosTransaction, PulseWindow, ShelfEvent
+from smartshelf.registry import CLOCK_TICKS, STORE_COLUMN
+from smartshelf.schemas import FIRST_STORE, ClockTick, FootTrafficEvent, PosTransaction, PulseWindow, ShelfEvent
 from smartshelf.settings import Settings
 from smartshelf.store import StoreData
 from smartshelf.streaming.batch import BatchIO, BatchOutput, Received
@@ -108,7 +108,8 @@ def _moves(parsed: DataFrame) -> DataFrame:
              .when((F.col("se").isNotNull()) & (F.col("se.event_type") == "weight_change"), reading)
              .when(F.col("tick").isNotNull(), tick))
     ts = F.coalesce("ft.ts", "pos.ts", "se.ts", "tick.ts").cast("timestamp")
-    return parsed.select(ts.alias("ts"), F.explode(moves).alias("m")).select("ts", "m.*")
+    store = F.coalesce("ft.store_id", "pos.store_id", "se.store_id", F.lit(FIRST_STORE))  # a tick's: none matters
+    return parsed.select(ts.alias("ts"), store.alias("store"), F.explode(moves).alias("m")).select("ts", "store", "m.*")
 
 
 def signals(spark: SparkSession, settings: Settings, store: StoreData) -> DataFrame:
@@ -124,10 +125,12 @@ def signals(spark: SparkSession, settings: Settings, store: StoreData) -> DataFr
         _event("foot_traffic", FootTrafficEvent).alias("ft"), _event("pos_transactions", PosTransaction).alias("pos"),
         _event("shelf_events", ShelfEvent).alias("se"), _event(CLOCK_TICKS, ClockTick).alias("tick"))
     moves = _moves(parsed).join(F.broadcast(items), "shelf_id", "left")
-    known = F.col("category").isNotNull()  # a till line or a reading of a shelf the store lists
     kind, quantity, amount = F.col("kind"), F.col("quantity"), F.col("amount")
+    # the pulse is the running store's (STORE_ID): a chain's other stores give no signal yet
+    mine = F.col("store") == F.lit(store.store_id)
+    known = F.col("category").isNotNull() & mine  # a till line or a reading of a shelf the store lists
     signal_list = (
-        F.when(kind.isin("visit", TICK), F.array(_signal(F.col("metric"), pulse.STORE, quantity)))
+        F.when((kind == TICK) | ((kind == "visit") & mine), F.array(_signal(F.col("metric"), pulse.STORE, quantity)))
         .when((kind == "line") & known, F.array(
             _signal("units_sold", pulse.STORE, quantity), _signal("units_sold", F.col("category"), quantity),
             _signal("revenue", F.col("category"), amount),
@@ -198,7 +201,9 @@ class PulseApp(DriverApp[pulse.PulseState]):
         windows = [item.record for item in received]
         published, alerts = pulse.evaluate(state, windows, self.categories, rules(io.settings))  # type: ignore[arg-type]
         minutes = [w for w in self.minutes if w.metric not in pulse.SHELF_METRICS]
-        return loop.Effects({"pulse_windows": [*minutes, *published], "alerts": list(alerts)})
+        store_id = io.settings.store_id  # the pulse's store (signals)
+        return loop.Effects({"pulse_windows": [*minutes, *published],
+                             "alerts": [alert.model_copy(update={STORE_COLUMN: store_id}) for alert in alerts]})
 
 
 PULSE_APPS = (PulseApp.name,)

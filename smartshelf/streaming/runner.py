@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from pyspark.sql import DataFrame, SparkSession
@@ -71,27 +71,27 @@ LAKE_SINK = LakeSink.name
 
 
 def start_query(spark: SparkSession, settings: Settings, app: App, io: BatchIO | None = None,
-                store: StoreData | None = None) -> StreamingQuery:
+                stores: Mapping[str, StoreData] | None = None) -> StreamingQuery:
     """One app as its own query."""
-    return start_apps(spark, settings, app.name, [app], io, store)
+    return start_apps(spark, settings, app.name, [app], io, stores)
 
 
 def start_apps(spark: SparkSession, settings: Settings, name: str, apps: list[App], io: BatchIO | None = None,
-               store: StoreData | None = None) -> StreamingQuery:
-    """A query group of query_groups: keyed apps as the keyed query (it needs the store's opening state, loaded
-    if not given), the others as a shared query."""
+               stores: Mapping[str, StoreData] | None = None) -> StreamingQuery:
+    """A query group of query_groups: keyed apps as the keyed query (it needs the running stores' opening states,
+    loaded if not given), the others as a shared query."""
     io = io or BatchIO(settings, name, spark)
     keyed = [app for app in apps if isinstance(app, KEYED)]
     if keyed:
         assert len(keyed) == len(apps), f"{name} mixes keyed and other apps"
-        return start_keyed(spark, settings, name, keyed, io, store or _load_store(settings))
+        return start_keyed(spark, settings, name, keyed, io, stores or _load_stores(settings))
     return start_group(spark, settings, name, [app for app in apps if not isinstance(app, KEYED)], io)
 
 
-def _load_store(settings: Settings) -> StoreData:
-    from smartshelf.runtime.jobs import load_store
+def _load_stores(settings: Settings) -> dict[str, StoreData]:
+    from smartshelf.runtime.jobs import load_stores
 
-    return load_store(settings)
+    return load_stores(settings)
 
 
 def start_group(spark: SparkSession, settings: Settings, name: str, apps: list[StreamingApp],
@@ -154,12 +154,13 @@ def run(settings: Settings, names: Iterable[str] | None = None) -> None:
     with life.beating():
         spark = spark_session(settings)
         ios = {name: BatchIO(settings, name, spark) for name in groups}
-        store = _load_store(settings) if pulse_names or any(isinstance(app, KEYED) for app in apps) else None
-        starters = {name: _twin_starter(spark, settings, name, groups[name], ios[name], store) for name in groups
+        stores = _load_stores(settings) if pulse_names or any(isinstance(app, KEYED) for app in apps) else None
+        starters = {name: _twin_starter(spark, settings, name, groups[name], ios[name], stores) for name in groups
                     if name not in pulse_names}
         if pulse_names:
-            assert store is not None
-            starters |= {name: _pulse_starter(spark, settings, store, ios[name]) for name in pulse_names}
+            assert stores is not None
+            starters |= {name: _pulse_starter(spark, settings, stores[settings.store_id], ios[name])
+                         for name in pulse_names}
         queries = {name: start() for name, start in starters.items()}
     late = LateCounter(redis_client(settings))
     clock = SimClock(redis_client(settings))
@@ -203,9 +204,9 @@ def run(settings: Settings, names: Iterable[str] | None = None) -> None:
 
 
 def _twin_starter(spark: SparkSession, settings: Settings, name: str, members: list[str], io: BatchIO,
-                  store: StoreData | None) -> Callable[[], StreamingQuery]:
+                  stores: Mapping[str, StoreData] | None) -> Callable[[], StreamingQuery]:
     # new app objects each start: their state reloads from their last commit, never from a half-applied batch
-    return lambda: start_apps(spark, settings, name, select_apps(members), io, store)
+    return lambda: start_apps(spark, settings, name, select_apps(members), io, stores)
 
 
 def _pulse_starter(spark: SparkSession, settings: Settings, store: StoreData, io: BatchIO

@@ -19,15 +19,20 @@ from pydantic import BaseModel
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from smartshelf.adapters import postgres
 from smartshelf.adapters.kafka import KafkaAdapter, Outgoing
 from smartshelf.adapters.redis_clock import SimClock, redis_client
 from smartshelf.api.feed import SLOW_CLIENT_CLOSE_CODE
 from smartshelf.datagen import generate_chain, write_chain
 from smartshelf.loop import StoreConfig, shelf_level, warehouse_level
-from smartshelf.registry import topic
+from smartshelf.registry import table, topic
 from smartshelf.runtime import jobs, supervisor
 from smartshelf.runtime.scratch import make_run_dir
-from smartshelf.schemas import Alert, FootTrafficEvent, PosItem, PosTransaction, ShelfEvent
+from smartshelf.schemas import (
+    Alert, FootTrafficEvent, PosItem, PosTransaction, PosTransactionItemRow, PosTransactionRow, ShelfBatchState,
+    ShelfEvent, ShelfRestockPlan, ShelfState, SupplierOrder, WarehouseBatchState, WarehouseEvent, WarehouseState,
+    WarehouseSupplierPlan,
+)
 from smartshelf.settings import Settings
 from tests.conftest import initialised_stack, isolated_settings
 
@@ -150,6 +155,80 @@ def test_of_a_chain_the_api_answers_for_the_store_it_runs(api: Settings) -> None
     assert _get(api, "/warehouse/items", limit=1).json()["meta"]["total"] == len(own)
     assert _get(api, "/stores").json()["data"][0]["shelves"] == len(own)
     assert _get(api, f"/shelves/{elsewhere[0]}").status_code == 404
+
+
+def test_of_a_chain_the_api_reads_only_its_stores_state_and_events(api: Settings) -> None:
+    # another store's rows for one of this store's shelves, and a sale of each store with the same transaction id
+    other, ts = "store-002", datetime(2024, 12, 1, 12)  # a day no other test reads
+    day, expiry = ts.date(), ts.date() + timedelta(days=30)
+    shelf_id = _get(api, "/shelves", limit=1).json()["data"][0]["shelf_id"]
+    shelf_before = _get(api, f"/shelves/{shelf_id}").json()["data"]
+
+    def lists() -> list[object]:
+        """The shelves' and warehouse items' totals, the shelf's category's rows of both, and the store's summary."""
+        category = shelf_before["item_category"]
+        return [_get(api, "/shelves", limit=1).json()["meta"]["total"],
+                _get(api, "/warehouse/items", limit=1).json()["meta"]["total"],
+                _get(api, "/shelves", category=category, limit=1000).json()["data"],
+                _get(api, "/warehouse/items", category=category, limit=1000).json()["data"],
+                _get(api, "/stores").json()["data"]]
+
+    lists_before = lists()
+    rows = {
+        "shelf_state": [ShelfState(store_id=other, shelf_id=shelf_id, current_stock=0, current_weight=0.0,
+                                   last_event_type="pickup", last_event_ts=ts)],
+        "wh_state": [WarehouseState(store_id=other, shelf_id=shelf_id, wh_current_stock=0, last_event_type="wh_out",
+                                    last_event_ts=ts)],
+        "shelf_batch_state": [ShelfBatchState(store_id=other, shelf_id=shelf_id, batch_code="CHAIN-B1",
+                                              received_date=day, expiry_date=expiry, batch_quantity_store=5,
+                                              last_update_ts=ts)],
+        "wh_batch_state": [WarehouseBatchState(store_id=other, shelf_id=shelf_id, batch_code="CHAIN-B1",
+                                               received_date=day, expiry_date=expiry, batch_quantity_warehouse=5,
+                                               last_update_ts=ts)],
+        "alerts": [Alert(store_id=other, alert_id="chain-a1", alert_type="low_stock", location="store",
+                         severity="warning", shelf_id=shelf_id, message="another store's", ts=ts)],
+        "raw_wh_events": [WarehouseEvent(store_id=other, event_id="chain-w1", event_type="wh_in", shelf_id=shelf_id,
+                                         batch_code="CHAIN-B1", quantity=5, received_date=day, expiry_date=expiry,
+                                         ts=ts)],
+        "pos_transactions": [PosTransactionRow(store_id=store_id, transaction_id="chain-t1", customer_id="chain-c1",
+                                               ts=ts + timedelta(hours=hours), item_count=1, total=2.0)
+                             for store_id, hours in ((api.store_id, 0), (other, 1))],
+        "pos_transaction_items": [PosTransactionItemRow(store_id=store_id, transaction_id="chain-t1", line_no=1,
+                                                        shelf_id=shelf_id, quantity=quantity, unit_price=2.0,
+                                                        discount=0.0, line_total=2.0 * quantity)
+                                  for store_id, quantity in ((api.store_id, 1), (other, 2))],
+        "wh_supplier_plan": [WarehouseSupplierPlan(store_id=other, plan_id="chain-p1", shelf_id=shelf_id,
+                                                   batches_to_order=1, quantity=10, status="planned",
+                                                   expected_delivery_date=day, created_ts=ts, updated_ts=ts)],
+        "shelf_restock_plan": [ShelfRestockPlan(store_id=other, plan_id="chain-r1", shelf_id=shelf_id, quantity=1,
+                                                status="planned", created_ts=ts, updated_ts=ts)],
+        "wh_supplier_orders": [SupplierOrder(store_id=other, order_id="chain-o1", plan_id="chain-p1",
+                                             shelf_id=shelf_id, batches=1, quantity=10, ordered_ts=ts,
+                                             expected_delivery_ts=ts, status="open")],
+    }
+    with postgres.connect(api, "app") as conn, conn.cursor() as cur:
+        for name, records in rows.items():
+            postgres.insert_rows(cur, table(name), records)
+    try:
+        shelf = _get(api, f"/shelves/{shelf_id}").json()["data"]
+        assert {k: shelf[k] for k in shelf_before if not k.startswith("recent_")} == {
+            k: v for k, v in shelf_before.items() if not k.startswith("recent_")}  # its stock, level and lots
+        assert "chain-a1" not in {r["alert_id"] for r in shelf["recent_alerts"]}
+        assert "chain-w1" not in {r["event_id"] for r in shelf["recent_warehouse_moves"]}
+        (sale,) = [r for r in shelf["recent_sales"] if r["transaction_id"] == "chain-t1"]
+        assert (sale["store_id"], sale["ts"], sale["quantity"]) == (api.store_id, ts.isoformat(), 1)
+        assert lists() == lists_before
+        for path, id_column in (("/alerts", "alert_id"), ("/plans/supplier", "plan_id"),
+                                ("/plans/restock", "plan_id"), ("/orders", "order_id")):
+            found = _get(api, path, shelf_id=shelf_id, limit=1000).json()["data"]
+            assert {r["store_id"] for r in found} <= {api.store_id}, path
+            assert not {r[id_column] for r in found} & {"chain-a1", "chain-p1", "chain-r1", "chain-o1"}, path
+    finally:
+        with postgres.connect(api, "app") as conn, conn.cursor() as cur:
+            for name in rows:
+                cur.execute(f"DELETE FROM {table(name).pg} WHERE store_id = %s", (other,))
+            for name in ("pos_transactions", "pos_transaction_items"):
+                cur.execute(f"DELETE FROM {table(name).pg} WHERE transaction_id = 'chain-t1'")
 
 
 @pytest.mark.parametrize(("path", "params", "field"), [

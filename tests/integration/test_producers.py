@@ -13,17 +13,19 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
+import redis
 
 from smartshelf.adapters.kafka import KafkaAdapter
 from smartshelf.adapters.redis_clock import SimClock, redis_client
 from smartshelf.apps import bridge as bridge_app
-from smartshelf.apps.producers import STREAM_FIELD, load_state
+from smartshelf.apps.producers import STREAM_FIELD, load_states
 from smartshelf.datagen import generate_store
 from smartshelf.registry import DEAD_LETTERS, SENSOR_TOPICS, stream_of
 from smartshelf.runtime import jobs, supervisor
 from smartshelf.runtime.scratch import make_run_dir
 from smartshelf.settings import Settings
-from smartshelf.world import World
+from smartshelf.schemas import FIRST_STORE
+from smartshelf.world import World, WorldState
 from tests.conftest import initialised_stack, isolated_settings
 
 SEED = 7
@@ -46,6 +48,12 @@ def _contents(settings: Settings) -> list[Record]:
                       for r in kafka.read(partitions))
     finally:
         kafka.close()
+
+
+def _world(client: redis.Redis) -> WorldState | None:
+    """The one store's world as the producers last wrote it."""
+    states = load_states(client, [FIRST_STORE])
+    return None if states is None else states[FIRST_STORE]
 
 
 def _wait_done(settings: Settings, timeout_s: float = 240.0) -> None:
@@ -217,13 +225,13 @@ def test_a_capped_redis_makes_the_producers_wait_for_the_bridge_and_loses_nothin
             peak = max(peak, int(client.info("memory")["used_memory"]))
             time.sleep(0.1)
         assert peak < 0.75 * cap, f"Redis reached {peak} B of {cap}"
-        waited_at = load_state(client)
+        waited_at = _world(client)
         assert waited_at is not None and waited_at.clock < settings.sim_start + timedelta(days=2)
 
         _wait_done(settings)  # the clock at its end: the producers have the most to catch up, in bounded writes
         supervisor.start(settings, ["bridge"])
         deadline = time.monotonic() + 120
-        while (state := load_state(client)) is None or state.clock < SimClock(client).now():
+        while (state := _world(client)) is None or state.clock < SimClock(client).now():
             assert time.monotonic() < deadline, (f"the producers got to {state and state.clock}, the clock to"
                                                  f" {SimClock(client).now()}:\n{log.read_text()[-2000:]}")
             time.sleep(0.2)

@@ -25,7 +25,9 @@ def test_filters_travel_as_parameters_and_an_absent_filter_adds_no_condition() -
     assert query.total.params == {"category": "DAIRY'; DROP TABLE x; --", "level": "low"}
     assert "item_subcategory =" not in query.rows.text and "aisle =" not in query.rows.text
     bare = queries.alerts(Page(10, 0))
-    assert "WHERE" not in bare.total.text and set(bare.rows.params) == {"limit", "offset"}
+    # the running store's rows only, and no other condition
+    assert bare.total.text.count("WHERE") == 1 and "store_id = %(store_id)s" in bare.total.text
+    assert set(bare.rows.params) == {"limit", "offset"}
 
 
 def test_rows_are_turned_into_json_by_postgres_in_the_query_order() -> None:

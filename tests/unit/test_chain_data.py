@@ -3,6 +3,7 @@ per-store tables (issue 22). No server: the PostgreSQL side is in tests/integrat
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import shutil
 import subprocess
@@ -12,11 +13,12 @@ from pathlib import Path
 import pytest
 
 from smartshelf.adapters.postgres import MIGRATIONS_DIR, STORE_SETTING
-from smartshelf.datagen import generate_chain, generate_store, store_seed, write_chain
+from smartshelf.datagen import generate_chain, generate_store, write_chain
 from smartshelf.errors import SmartShelfError
 from smartshelf.registry import STORE_COLUMN, TABLES, table
 from smartshelf.settings import Settings
-from smartshelf.store import FIRST_STORE, MAX_STORES, REFERENCE_FILES, STORE_INVENTORY, chain_store_ids, is_store_id
+from smartshelf.schemas import FIRST_STORE
+from smartshelf.store import MAX_STORES, REFERENCE_FILES, STORE_INVENTORY, chain_store_ids, is_store_id, store_seed
 from smartshelf.store_csv import chain_csv_dirs, read_chain_csvs, read_store_csvs
 from smartshelf.tabular import create_table_sql, table_columns
 
@@ -63,7 +65,8 @@ def test_a_chain_is_written_one_folder_per_store_and_read_back(chain: dict, tmp_
 def test_one_store_keeps_the_one_store_layout_and_takes_the_running_stores_id(chain: dict, tmp_path: Path) -> None:
     write_chain({FIRST_STORE: chain[FIRST_STORE]}, tmp_path)
     assert (tmp_path / "db_csv" / STORE_INVENTORY).is_file()
-    assert read_chain_csvs(tmp_path / "db_csv", "store-042") == {"store-042": chain[FIRST_STORE]}
+    assert read_chain_csvs(tmp_path / "db_csv", "store-042") == {
+        "store-042": dataclasses.replace(chain[FIRST_STORE], store_id="store-042")}
 
 
 def test_a_folder_of_the_other_layout_or_of_other_stores_is_refused(chain: dict, tmp_path: Path) -> None:

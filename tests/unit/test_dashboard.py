@@ -1,17 +1,23 @@
 """The dashboard's core (smartshelf.dashboard), pure: the floor plan, active alerts (those naming no shelf too),
-zone colours and activity, filters, supplier orders, the store's pulse, the settings shown and the figures."""
+zone colours and activity, filters, supplier orders, the store's pulse, a chain's store tiles, the settings shown
+and the figures; and what it reads: the shelf events' Delta table (local files), and the queries and keys of a
+store's and of a chain's read (PostgreSQL and Redis faked)."""
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from psycopg2 import sql
 from pydantic import ValidationError
 
 from smartshelf import dashboard as d
 from smartshelf.adapters import delta
+from smartshelf.apps.producers import WORLD_STATE_KEY
+from smartshelf.clock import SIM_NOW, encode_time
 from smartshelf.datagen import CATEGORIES
 from smartshelf.registry import table
 from smartshelf.schemas import ShelfEvent
@@ -227,7 +233,7 @@ def test_open_orders_are_those_not_received_soonest_first() -> None:
 # --- snapshot, settings, figure ---------------------------------------------------------------------
 def test_a_snapshot_gives_missing_tables_empty_with_their_columns_and_falls_back_to_the_newest_alert() -> None:
     snapshot = d.Snapshot(now=None, people_in_store=None, frames={"alerts": alerts(alert("S1", "low_stock", 3))})
-    assert list(snapshot.frame("shelf_state").columns) == ["shelf_id", "current_stock", "current_weight",
+    assert list(snapshot.frame("shelf_state").columns) == ["store_id", "shelf_id", "current_stock", "current_weight",
                                                            "last_event_type", "last_event_ts"]
     assert not snapshot.has_store
     assert snapshot.reference_time() == NOW - timedelta(minutes=3)
@@ -254,16 +260,18 @@ def test_the_map_draws_every_zone_in_its_colour_and_marks_activity() -> None:
 
 
 # --- Delta reads (local files) ----------------------------------------------------------------------
-def test_weight_changes_are_read_from_delta_filtered_by_type_and_time(tmp_path: Path) -> None:
-    assert d.weight_changes_since(tmp_path, NOW).empty  # no table yet
-    events = [ShelfEvent(event_id=f"e-{kind}-{minutes}", event_type=kind, shelf_id="S1", quantity=1,  # type: ignore[arg-type]
-                         weight_change=-0.5, customer_id="c1", ts=NOW - timedelta(minutes=minutes))
-              for kind, minutes in (("weight_change", 90), ("weight_change", 30), ("pickup", 30))]
+def test_weight_changes_are_read_from_delta_filtered_by_store_type_and_time(tmp_path: Path) -> None:
+    assert d.weight_changes_since(tmp_path, NOW, "store-001").empty  # no table yet
+    events = [ShelfEvent(event_id=f"e-{store_id}-{kind}-{minutes}", event_type=kind,  # type: ignore[arg-type]
+                         store_id=store_id, shelf_id="S1", quantity=1, weight_change=-0.5, customer_id="c1",
+                         ts=NOW - timedelta(minutes=minutes))
+              for store_id, kind, minutes in (("store-001", "weight_change", 90), ("store-001", "weight_change", 30),
+                                              ("store-001", "pickup", 30), ("store-002", "weight_change", 30))]
     path = delta.table_path(tmp_path, table(d.SHELF_EVENTS))
     path.mkdir(parents=True)
     delta.overwrite(path, delta.to_arrow(ShelfEvent, events))
-    recent = d.weight_changes_since(tmp_path, NOW - timedelta(minutes=60))
-    assert list(recent["event_id"]) == ["e-weight_change-30"]
+    recent = d.weight_changes_since(tmp_path, NOW - timedelta(minutes=60), "store-001")
+    assert list(recent["event_id"]) == ["e-store-001-weight_change-30"]
     assert list(recent.columns) == d.columns_of(d.SHELF_EVENTS)
 
 
@@ -396,3 +404,156 @@ def test_the_anomaly_list_shows_the_newest_anomalies_and_shrinkage_with_what_the
     assert shown.loc[1, "observed"] == 40 and shown.loc[1, "expected / threshold"] == 12.5
     assert list(d.anomaly_list(frame, rows=1)["about"]) == ["shelf S2"]
     assert d.anomaly_list(alerts()).empty and list(d.anomaly_list(alerts()).columns) == list(shown.columns)
+
+
+# --- the Chain view ------------------------------------------------------------------------------------
+STORE_A, STORE_B, STORE_C = "store-001", "store-002", "store-003"
+
+
+def of_store(store_id: str, row: dict[str, object]) -> dict[str, object]:
+    return {**row, "store_id": store_id}
+
+
+def transaction(store_id: str, number: int, ts: datetime, total: float) -> dict[str, object]:
+    return {"store_id": store_id, "transaction_id": f"t{number}", "customer_id": "c1", "ts": ts, "item_count": 1,
+            "total": total}
+
+
+def chain_frames() -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Two stores' shelf state, alerts and transactions (a third store has none)."""
+    shelf_state = pd.DataFrame([{"store_id": store_id, "shelf_id": shelf_id, "current_stock": stock}
+                                for store_id, shelf_id, stock in ((STORE_A, "S1", 0), (STORE_A, "S2", 0),
+                                                                  (STORE_A, "S3", 5), (STORE_B, "S1", 0),
+                                                                  (STORE_B, "S2", 3))])
+    frame = alerts(
+        of_store(STORE_A, alert("S1", "low_stock", 10, "warning")),
+        of_store(STORE_A, alert("S2", "out_of_stock", 30, "critical")),
+        of_store(STORE_A, alert("S3", "out_of_stock", 20, "critical")),  # as severe as S2's and newer: the worst
+        of_store(STORE_B, alert("S3", "out_of_stock", 5, "info")),  # same shelf and type, another store: both count
+        of_store(STORE_B, anomaly("units_sold", "FISH", 8, "warning")),
+        of_store(STORE_B, alert("S1", "out_of_stock", d.ACTIVE_ALERT_MINUTES + 1, "critical")))  # no longer active
+    today = NOW.replace(hour=0)
+    transactions = pd.DataFrame(
+        [transaction(STORE_A, 1, today + timedelta(hours=10), 12.5), transaction(STORE_A, 2, NOW, 7.5),
+         transaction(STORE_A, 3, today - timedelta(hours=1), 100.0),  # yesterday
+         transaction(STORE_A, 4, NOW + timedelta(minutes=1), 50.0),  # after now
+         transaction(STORE_B, 1, today + timedelta(hours=9), 3.25)], columns=d.columns_of("pos_transactions"))
+    return shelf_state, frame, transactions
+
+
+def test_a_chain_tile_per_store_shows_its_worst_active_alert_stock_outs_and_sales_today() -> None:
+    tiles = d.chain_tiles([STORE_A, STORE_B, STORE_C], *chain_frames(), NOW)
+    assert tiles == [
+        d.StoreTile(STORE_A, "critical", "out_of_stock · shelf S3", stock_outs=2, sales_today=20.0),
+        d.StoreTile(STORE_B, "warning", "anomaly · units_sold · FISH", stock_outs=1, sales_today=3.25),
+        d.StoreTile(STORE_C, "none", None, stock_outs=0, sales_today=0.0)]
+
+
+def test_without_a_clock_a_chain_tile_shows_its_stock_outs_only() -> None:
+    shelf_state, _, _ = chain_frames()
+    tiles = d.chain_tiles([STORE_A, STORE_B], shelf_state, d.empty_frame("alerts"),
+                          d.empty_frame("pos_transactions"), None)
+    assert tiles == [d.StoreTile(STORE_A, "none", None, stock_outs=2, sales_today=None),
+                     d.StoreTile(STORE_B, "none", None, stock_outs=1, sales_today=None)]
+    empty = d.chain_tiles([STORE_A], d.empty_frame("shelf_state"), d.empty_frame("alerts"),
+                          d.empty_frame("pos_transactions"), NOW)
+    assert empty == [d.StoreTile(STORE_A, "none", None, stock_outs=0, sales_today=0.0)]
+
+
+# --- what the live source reads (PostgreSQL and Redis faked) -------------------------------------------
+CHAIN = [STORE_A, STORE_B]
+
+
+class RecordingCursor:
+    """A cursor that notes the queries it runs and finds no rows."""
+
+    def __init__(self) -> None:
+        self.queries: list[sql.Composable] = []
+
+    def __enter__(self) -> RecordingCursor:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        return None
+
+    def execute(self, query: sql.Composable) -> None:
+        self.queries.append(query)
+
+    def fetchall(self) -> list[tuple[object, ...]]:
+        return []
+
+    def fetchone(self) -> tuple[int]:
+        return (0,)
+
+
+class OneCursorConnection:
+    def __init__(self, cursor: RecordingCursor) -> None:
+        self._cursor = cursor
+
+    def cursor(self) -> RecordingCursor:
+        return self._cursor
+
+
+class ClockRedis:
+    """Redis holding the simulated clock's now (or not) and no world state; notes the keys read at once."""
+
+    def __init__(self, now: datetime | None) -> None:
+        self.now = now
+        self.mget_keys: list[str] = []
+
+    def get(self, key: str) -> bytes | None:
+        return None if key != SIM_NOW or self.now is None else encode_time(self.now).encode()
+
+    def mget(self, keys: list[str]) -> list[None]:
+        self.mget_keys += keys
+        return [None] * len(keys)
+
+    def close(self) -> None:
+        return None
+
+
+def leaves(query: sql.Composable) -> list[sql.Composable]:
+    return [leaf for part in query.seq for leaf in leaves(part)] if isinstance(query, sql.Composed) else [query]
+
+
+def read_of(query: sql.Composable) -> tuple[str, list[object]]:
+    """The table a query reads ("schema.table") and the values it quotes, in order."""
+    (name,) = [".".join(leaf.strings) for leaf in leaves(query)
+               if isinstance(leaf, sql.Identifier) and len(leaf.strings) == 2]
+    return name, [leaf.wrapped for leaf in leaves(query) if isinstance(leaf, sql.Literal)]
+
+
+@pytest.fixture
+def faked(monkeypatch: pytest.MonkeyPatch) -> tuple[RecordingCursor, ClockRedis]:
+    cursor, client = RecordingCursor(), ClockRedis(NOW)
+    monkeypatch.setattr(d.postgres, "connect", lambda settings, role: nullcontext(OneCursorConnection(cursor)))
+    monkeypatch.setattr(d, "redis_client", lambda settings: client)
+    return cursor, client
+
+
+def test_a_snapshot_reads_the_store_it_is_asked_for(faked: tuple[RecordingCursor, ClockRedis]) -> None:
+    cursor, client = faked
+    source = d.LiveSource(Settings(_env_file=None, STORES=2))  # type: ignore[call-arg]
+    snapshot = source.snapshot(["store_inventory", "alerts", "dead_letters"], STORE_B)
+    assert [read_of(query) for query in cursor.queries] == [
+        ("ref.store_inventory", [STORE_B]), ("ops.alerts", [STORE_B, d.MAX_ALERT_ROWS]),
+        ("ops.dead_letters", [d.MAX_DEAD_LETTER_ROWS]),  # no store column: the twin's
+        ("ops.alerts", [STORE_B])]  # the store's alerts counted
+    assert client.mget_keys == [f"{WORLD_STATE_KEY}{STORE_B}"]  # the people in that store
+    assert snapshot.now == NOW and snapshot.people_in_store is None and snapshot.alerts_raised == 0
+
+
+def test_the_chain_is_read_with_one_query_per_table_for_all_its_stores(
+        faked: tuple[RecordingCursor, ClockRedis]) -> None:
+    cursor, client = faked
+    source = d.LiveSource(Settings(_env_file=None, STORES=2))  # type: ignore[call-arg]
+    snapshot = source.chain_snapshot(CHAIN)
+    assert [read_of(query) for query in cursor.queries] == [
+        ("state.shelf_state", [CHAIN]),
+        ("ops.alerts", [CHAIN, NOW - timedelta(minutes=d.ACTIVE_ALERT_MINUTES), NOW]),  # those that can be active
+        ("ops.pos_transactions", [CHAIN, datetime(2025, 1, 1), NOW])]  # today's up to now
+    assert snapshot.now == NOW and set(snapshot.frames) == {"shelf_state", "alerts", "pos_transactions"}
+    client.now = None  # the clock stopped: no alert is active, no sale is today's
+    cursor.queries.clear()
+    assert set(source.chain_snapshot(CHAIN).frames) == {"shelf_state"}
+    assert [read_of(query) for query in cursor.queries] == [("state.shelf_state", [CHAIN])]

@@ -1,6 +1,7 @@
 """The dashboard's views (dashboard/app.py) rendered by Streamlit's AppTest on seeded data: the app's data source
 (smartshelf.dashboard.open_source) is replaced by one that returns a snapshot built from the schema models, holding
-only the tables a view asks for (so a view that reads less than it shows fails here)."""
+only the tables a view asks for (so a view that reads less than it shows fails here), and noting the store asked
+for. A chain's settings (STORES=2) bring the store picker and the Chain view."""
 
 from __future__ import annotations
 
@@ -15,8 +16,9 @@ from streamlit.testing.v1 import AppTest
 from streamlit.testing.v1.element_tree import Tab
 
 from smartshelf import dashboard as core
-from smartshelf.schemas import (Alert, MlModel, PulseWindow, ShelfBatchState, ShelfEvent, ShelfState, SupplierOrder,
-                                SupplierReceipt, WarehouseBatchState, WarehouseState, WarehouseSupplierPlan)
+from smartshelf.schemas import (Alert, MlModel, PosTransactionRow, PulseWindow, ShelfBatchState, ShelfEvent, ShelfState,
+                                SupplierOrder, SupplierReceipt, WarehouseBatchState, WarehouseState,
+                                WarehouseSupplierPlan)
 from smartshelf.settings import REPO_ROOT, Settings
 
 APP = str(REPO_ROOT / "dashboard" / "app.py")
@@ -117,26 +119,56 @@ def pulse_snapshot() -> core.Snapshot:
                          frames={**seeded.frames, "pulse_windows": frame("pulse_windows", rows)})
 
 
+CHAIN_STOCK = {"store-001": 0, "store-002": 6}  # each store's one shelf
+CHAIN = list(CHAIN_STOCK)
+
+
+def chain_snapshot() -> core.Snapshot:
+    """A chain of two stores: store-001 (the models' default store) with a critical alert, an empty shelf and sales
+    today; store-002 with none."""
+    return core.Snapshot(now=NOW, people_in_store=None, frames={
+        "shelf_state": frame("shelf_state", [
+            ShelfState(store_id=store_id, shelf_id="S-D1", current_stock=stock, current_weight=stock * 1.0,
+                       last_event_type="pickup", last_event_ts=NOW) for store_id, stock in CHAIN_STOCK.items()]),
+        "alerts": frame("alerts", [alert("out_of_stock", "store", "critical", "S-D1", 10)]),
+        "pos_transactions": frame("pos_transactions", [
+            PosTransactionRow(transaction_id=f"t{minutes}", customer_id="c1", ts=NOW - timedelta(minutes=minutes),
+                              item_count=2, total=10.0) for minutes in (1, 30)]),
+    })
+
+
 class SeededSource:
-    def __init__(self, make: Callable[[], core.Snapshot], asked: list[tuple[str, ...]]) -> None:
+    def __init__(self, make: Callable[[], core.Snapshot], asked: list[tuple[str, ...]], stores_asked: list[str],
+                 chains_asked: list[tuple[str, ...]]) -> None:
         self.make = make
         self.asked = asked
+        self.stores_asked = stores_asked
+        self.chains_asked = chains_asked
 
-    def snapshot(self, tables: Collection[str]) -> core.Snapshot:
+    def snapshot(self, tables: Collection[str], store_id: str) -> core.Snapshot:
         self.asked.append(tuple(tables))
+        self.stores_asked.append(store_id)
         full = self.make()
         frames = {name: rows for name, rows in full.frames.items() if name in tables}
         alerts_raised = len(full.frame("alerts")) if "alerts" in tables else None
         return core.Snapshot(now=full.now, people_in_store=full.people_in_store, frames=frames,
                              alerts_raised=alerts_raised)
 
+    def chain_snapshot(self, store_ids: Sequence[str]) -> core.Snapshot:
+        self.chains_asked.append(tuple(store_ids))
+        return chain_snapshot()
+
 
 @pytest.fixture
 def serve(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., AppTest]]:
-    """Runs the app on the snapshots `make` returns, noting in `asked` the tables each read asks for; the app's
-    cache is emptied so each test sees its own."""
-    def run(make: Callable[[], core.Snapshot], asked: list[tuple[str, ...]] | None = None) -> AppTest:
-        monkeypatch.setattr(core, "open_source", lambda settings: SeededSource(make, [] if asked is None else asked))
+    """Runs the app on the snapshots `make` returns (chain_snapshot's for the Chain view), noting in `asked` the
+    tables each read asks for, in `stores_asked` the store and in `chains_asked` the stores of each chain read; the
+    app's cache is emptied so each test sees its own."""
+    def run(make: Callable[[], core.Snapshot], asked: list[tuple[str, ...]] | None = None,
+            stores_asked: list[str] | None = None, chains_asked: list[tuple[str, ...]] | None = None) -> AppTest:
+        source = SeededSource(make, [] if asked is None else asked, [] if stores_asked is None else stores_asked,
+                              [] if chains_asked is None else chains_asked)
+        monkeypatch.setattr(core, "open_source", lambda settings: source)
         app = AppTest.from_file(APP, default_timeout=30)
         app.run()
         assert not app.exception, app.exception
@@ -325,3 +357,60 @@ def test_the_pulse_tab_without_a_pulse_says_so(serve) -> None:  # type: ignore[n
     assert tab.subheader[0].value == core.PULSE_HEADING
     assert [info.value for info in tab.info] == [core.NO_PULSE, "No anomaly or shrinkage alert yet."]
     assert not tab.metric and not tab.get("plotly_chart") and not tab.get("vega_lite_chart")
+
+
+def run_with(monkeypatch: pytest.MonkeyPatch, **settings: object) -> None:
+    """The app's settings from now on: the defaults but these (env var names)."""
+    chosen = Settings(_env_file=None, **settings)  # type: ignore[call-arg]
+    monkeypatch.setattr("smartshelf.settings.get_settings", lambda: chosen)
+
+
+def test_one_store_has_no_store_picker_nor_chain_view_and_shows_store_id(
+        serve: Callable[..., AppTest], monkeypatch: pytest.MonkeyPatch) -> None:
+    run_with(monkeypatch, STORE_ID="store-003")
+    stores_asked: list[str] = []
+    app = serve(seeded_snapshot, stores_asked=stores_asked)
+    assert [box.key for box in app.selectbox] == ["map_zone"] and not app.sidebar.children
+    assert [tab.label for tab in app.tabs] == VIEWS
+    open_view(app, core.PULSE_VIEW)
+    assert stores_asked == ["store-003", "store-003"]
+
+
+def test_a_chain_picks_the_store_every_view_shows_the_first_by_default(
+        serve: Callable[..., AppTest], monkeypatch: pytest.MonkeyPatch) -> None:
+    run_with(monkeypatch, STORES=2, STORE_ID="store-002")
+    stores_asked: list[str] = []
+    app = serve(pulse_snapshot, stores_asked=stores_asked)
+    picker = app.sidebar.selectbox(key="store")
+    assert picker.options == CHAIN and picker.value == "store-001" and stores_asked == ["store-001"]
+    picker.set_value("store-002").run()
+    assert stores_asked[-1] == "store-002"
+    open_view(app, "States")
+    assert stores_asked[-1] == "store-002"
+    pulse_tab = open_view(app, core.PULSE_VIEW)
+    assert stores_asked[-1] == "store-002" and pulse_tab.subheader[0].value == core.PULSE_HEADING
+
+    app.sidebar.selectbox(key="store").set_value("store-001").run()  # not STORE_ID: the pulse is not its own
+    pulse_tab = app.tabs[VIEWS.index(core.PULSE_VIEW)]
+    assert stores_asked[-1] == "store-002" and not pulse_tab.subheader  # not read for store-001
+    assert [info.value for info in pulse_tab.info] == [
+        "Pulse shows STORE_ID's store only (store-002): the pulse and the models follow it alone."]
+
+
+def test_the_chain_view_shows_a_tile_per_running_store(serve: Callable[..., AppTest],
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    run_with(monkeypatch, STORES=2)
+    asked: list[tuple[str, ...]] = []
+    chains_asked: list[tuple[str, ...]] = []
+    app = serve(seeded_snapshot, asked=asked, chains_asked=chains_asked)
+    assert [tab.label for tab in app.tabs] == [*VIEWS, core.CHAIN_VIEW] and not chains_asked
+    app.session_state["view"] = core.CHAIN_VIEW
+    app.run()
+    assert not app.exception, app.exception
+    tab = app.tabs[-1]
+    assert chains_asked == [tuple(CHAIN)] and asked == [core.VIEW_TABLES["Map Live"]]  # one read for all the stores
+    assert [header.value for header in tab.subheader] == CHAIN
+    assert [(m.label, m.value) for m in tab.metric] == [
+        ("Worst active alert", "critical"), ("Stock-outs", "1"), ("Sales today", "20.00"),
+        ("Worst active alert", "none"), ("Stock-outs", "0"), ("Sales today", "0.00")]
+    assert [caption.value for caption in tab.caption][1:] == ["out_of_stock · shelf S-D1", "no active alert"]

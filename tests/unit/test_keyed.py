@@ -136,12 +136,13 @@ def test_a_shelfs_lots_are_one_groups_state() -> None:
 def test_every_opening_key_belongs_to_its_shelfs_group() -> None:
     store = generate_store(7)
     apps = [ShelfAggregator(), WarehouseAggregator(), WarehouseBatchStateUpdater()]
-    rows = opening_rows(apps, store, T0)
+    rows = opening_rows(apps, {store.store_id: store}, T0)
     initial = rules.initial_states(store, T0)
     assert len(rows) == len(initial.shelves) + len(initial.warehouse) + len(initial.wh_lots)
-    for app_name, group, state_key, value in rows:
+    for app_name, store_id, group, state_key, value in rows:
         assert state_key.split("|")[0] == group and json.loads(value)["shelf_id"] == group, (app_name, state_key)
-    buckets = {bucket: groups for bucket, groups, _ in initial_buckets(rows, 16)}  # each shelf in its bucket,
+        assert json.loads(value)["store_id"] == store_id
+    buckets = {bucket: groups for _, bucket, groups, _ in initial_buckets(rows, 16)}  # each shelf in its bucket,
     # each app's keys in its shelf's state
     assert {shelf_id for groups in buckets.values() for shelf_id in json.loads(groups)} == \
         {s.shelf_id for s in initial.shelves}
@@ -178,22 +179,28 @@ def test_a_buckets_records_give_each_group_what_its_own_records_would() -> None:
     assert letters_only == start  # nothing to write back
 
 
-def test_a_checkpoint_keeps_its_bucket_count_and_its_apps(tmp_path: Path) -> None:
+def test_a_checkpoint_keeps_its_bucket_count_its_apps_and_its_stores(tmp_path: Path) -> None:
     checkpoint = tmp_path / "checkpoints" / "smartshelf-keyed"
-    keep_layout(checkpoint, 64, ["shelf-aggregator", "removal-scheduler"])
-    keep_layout(checkpoint, 64, ["shelf-aggregator", "removal-scheduler"])  # the same again: fine
+    apps, stores = ["shelf-aggregator", "removal-scheduler"], ["store-001", "store-002"]
+    keep_layout(checkpoint, 64, apps, stores)
+    keep_layout(checkpoint, 64, apps, stores)  # the same again: fine
     with pytest.raises(SmartShelfError, match="KEYED_BUCKETS=32, but .* 64 buckets"):
-        keep_layout(checkpoint, 32, ["shelf-aggregator", "removal-scheduler"])
+        keep_layout(checkpoint, 32, apps, stores)
     with pytest.raises(SmartShelfError, match="keeps the state of the apps shelf-aggregator,removal-scheduler, not"):
-        keep_layout(checkpoint, 64, ["shelf-aggregator"])
+        keep_layout(checkpoint, 64, ["shelf-aggregator"], stores)
+    with pytest.raises(SmartShelfError, match="keeps the state of the stores store-001,store-002, not of store-001"):
+        keep_layout(checkpoint, 64, apps, ["store-001"])
+    (checkpoint.with_name("smartshelf-keyed.buckets")).write_text(f"64\n{','.join(apps)}\n")  # before chains
+    with pytest.raises(SmartShelfError, match="one store of an earlier version"):
+        keep_layout(checkpoint, 64, apps, stores)
     (checkpoint.with_name("smartshelf-keyed.buckets")).write_text("64\n")  # an earlier version's marker
     with pytest.raises(SmartShelfError, match="the apps of an earlier version"):
-        keep_layout(checkpoint, 64, ["shelf-aggregator"])
+        keep_layout(checkpoint, 64, ["shelf-aggregator"], stores)
     older = tmp_path / "older" / "checkpoints" / "smartshelf-keyed"
     (older / "commits").mkdir(parents=True)
     (older / "commits" / "0").write_text("v1\n")
     with pytest.raises(SmartShelfError, match="made before its state was bucketed"):
-        keep_layout(older, 64, ["shelf-aggregator"])
+        keep_layout(older, 64, ["shelf-aggregator"], ["store-001"])
 
 
 def test_a_batch_ends_where_sparks_offset_log_says(tmp_path: Path) -> None:
@@ -210,8 +217,8 @@ def test_each_app_of_a_group_gets_its_own_topics_records() -> None:
     start = {"wh-aggregator": {"S1": json.dumps({"shelf_id": "S1", "wh_current_stock": 2, "last_event_type": "initial",
                                                   "last_event_ts": T0.isoformat()})}}
     texts, out = apply_group(apps, "S1", start, records([delivery], "wh_events"))
-    assert [(row[0], row[1], row[5]) for row in out] == [("wh-aggregator", "state", "S1"),
-                                                        ("wh-batch-state-updater", "state", "S1|L1")]
+    assert [(row[0], row[1], row[5]) for row in out] == [("wh-aggregator", "state", "store-001|S1"),
+                                                        ("wh-batch-state-updater", "state", "store-001|S1|L1")]
     assert json.loads(texts["wh-aggregator"]["S1"])["wh_current_stock"] == 12 and "shelf-aggregator" not in texts
 
 
@@ -241,7 +248,8 @@ def test_baskets_applied_shelf_by_shelf_give_the_lots_of_the_whole_baskets_in_ti
     shortfalls = []
     for basket in baskets:
         shortfalls += [(basket.transaction_id, short.key) for short in rules.apply_sale(whole, basket)[1]]
-    app, key = BatchStateUpdater(), topic("shelf_batch_state").key_of
+    app = BatchStateUpdater()
+    key = app.key_of
     by_group, letters = {}, []
     for group in shelves:
         state: dict[str, BaseModel] = {key(lot): lot for lot in opening if lot.shelf_id == group}

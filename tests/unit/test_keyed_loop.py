@@ -17,7 +17,7 @@ from pydantic import BaseModel
 from smartshelf import loop
 from smartshelf.datagen import generate_store
 from smartshelf.policies import derive_config, load_policy_config, warehouse_capacity
-from smartshelf.schemas import (Alert, ClockTick, ShelfBatchState, ShelfEvent, ShelfPolicy, ShelfRestockPlan,
+from smartshelf.schemas import (FIRST_STORE, Alert, ClockTick, ShelfBatchState, ShelfEvent, ShelfPolicy, ShelfRestockPlan,
                                 WarehouseBatchState, WarehouseEvent, WarehouseSupplierPlan)
 from smartshelf.settings import Settings
 from smartshelf.streaming.batch import Received
@@ -37,7 +37,7 @@ CONFIG = loop.StoreConfig.from_tables(derive_config(STORE, load_policy_config())
 def _apps() -> list[KeyedLoopApp]:
     apps: list[KeyedLoopApp] = [DailyDiscountManager(), RemovalScheduler()]
     for app in apps:
-        app.config, app.ops_hour = CONFIG, 6
+        app.configs, app.ops_hour = {FIRST_STORE: CONFIG}, 6
     return apps
 
 
@@ -169,15 +169,15 @@ def test_invalid_and_miskeyed_records_are_letters_of_the_validating_app_only() -
 class FailingRemoval(RemovalScheduler):
     """Raises on one shelf's lots: a bug in a rule, met by one record."""
 
-    def apply(self, view: LotsView, received: list[Received]) -> loop.Effects:
+    def apply(self, view: LotsView, received: list[Received], store_id: str = FIRST_STORE) -> loop.Effects:
         if any(getattr(item.record, "batch_code", "") == "BAD" for item in received):
             raise ValueError("cannot follow lot BAD")
-        return super().apply(view, received)
+        return super().apply(view, received, store_id)
 
 
 def test_a_record_whose_rule_raises_is_a_letter_and_the_rest_are_applied() -> None:
     app = FailingRemoval()
-    app.config, app.ops_hour = CONFIG, 6
+    app.configs, app.ops_hour = {FIRST_STORE: CONFIG}, 6
     views = {app.name: LotsView(shelf_lots={f"{SHELF}|L1": _lot(3, date(2025, 1, 1))}).model_dump_json()}
     bad = lot_record(_lot(1, date(2025, 1, 1), "BAD", "SCAFFALE-0666"), 7)
     out = apply_views([app], views, [bad, ("", tick(datetime(2025, 1, 2, 6), 8))])[1]

@@ -20,13 +20,13 @@ from smartshelf.adapters import delta
 from smartshelf.apps.bridge import refuse_repeats, to_delivery
 from smartshelf.apps.producers import STREAM_FIELD
 from smartshelf.datagen import generate_store
-from smartshelf.ingress import EventWindow, Rejection, parse_record, unknown_shelves
+from smartshelf.ingress import EventWindow, Rejection, parse_record, unknown_place
 from smartshelf.loop import (Effects, StoreConfig, Watch, near_expiry_discounts, place_order, refills_due,
                              remove_expired, take_delivery_or_removal, watch_shelf, watch_warehouse)
 from smartshelf.policies import derive_config, load_policy_config, warehouse_capacity
 from smartshelf.registry import DEAD_LETTERS, stream_of, topic
 from smartshelf.rules import Refused, apply_shelf_event, apply_wh_batch_event, apply_wh_event, receive_on_shelf
-from smartshelf.schemas import (MAX_QUANTITY, MAX_WEIGHT, DeadLetter, PosItem, PosTransaction, ShelfBatchState,
+from smartshelf.schemas import (FIRST_STORE, MAX_QUANTITY, MAX_WEIGHT, DeadLetter, PosItem, PosTransaction, ShelfBatchState,
                                 ShelfEvent, ShelfState, WarehouseBatchState, WarehouseEvent, WarehouseState, WarehouseSupplierPlan)
 from smartshelf.store import StoreInventoryRow
 from smartshelf.streaming.apps import BatchStateUpdater, ShelfAggregator, WarehouseAggregator
@@ -394,14 +394,18 @@ def test_the_bridge_sends_an_event_a_year_ahead_to_dead_letters() -> None:
 
 def test_the_bridge_refuses_events_of_shelves_the_store_does_not_have() -> None:
     stream = stream_of("shelf_events")
-    unknown = to_delivery(stream, b"1-0", pickup_fields(T0), T0, WINDOW, shelves={"S2"})
+    unknown = to_delivery(stream, b"1-0", pickup_fields(T0), T0, WINDOW, shelves={FIRST_STORE: {"S2"}})
     assert unknown.topic == DEAD_LETTERS
     assert DeadLetter.model_validate_json(unknown.value).reason == "unknown shelf S1"
-    assert to_delivery(stream, b"2-0", pickup_fields(T0), T0, WINDOW, shelves={"S1"}).topic == "shelf_events"
+    assert to_delivery(stream, b"2-0", pickup_fields(T0), T0, WINDOW, shelves={FIRST_STORE: {"S1"}}).topic \
+        == "shelf_events"
+    # a store the twin does not run
+    other = to_delivery(stream, b"3-0", pickup_fields(T0), T0, WINDOW, shelves={"store-002": {"S1"}})
+    assert DeadLetter.model_validate_json(other.value).reason == "unknown store store-001 (the twin runs store-002)"
     basket = PosTransaction(transaction_id="t1", customer_id="C1", ts=T0, total=2.0, items=[
         PosItem(shelf_id=shelf_id, quantity=1, unit_price=1.0, discount=0.0, line_total=1.0)
         for shelf_id in ("S1", "X9")])
-    refusal = unknown_shelves(basket, {"S1"})
+    refusal = unknown_place(basket, {FIRST_STORE: {"S1"}})
     assert isinstance(refusal, Rejection) and refusal.reason == "unknown shelf X9"
 
 
@@ -411,7 +415,7 @@ def test_the_bridge_refuses_an_event_id_received_before_or_earlier_in_the_batch(
     checked = refuse_repeats([first, again], set(), T0)
     assert checked[0] == first and checked[1].topic == DEAD_LETTERS
     letter = DeadLetter.model_validate_json(checked[1].value)
-    assert letter.reason == "event id se-1-m was already received" and '"se-1-m"' in letter.raw
+    assert letter.reason == "event id store-001|se-1-m was already received" and '"se-1-m"' in letter.raw
     assert checked[1].dedup_id == f"{stream}/2-0"  # a dead letter's own id: a crash's replay skips it once sent
-    later = refuse_repeats([first], {"se-1-m"}, T0)
+    later = refuse_repeats([first], {"store-001|se-1-m"}, T0)
     assert later[0].topic == DEAD_LETTERS

@@ -52,10 +52,23 @@ def test_key_joins_fields_in_order() -> None:
         shelf_id="S0001", batch_code="B7", received_date=date(2025, 1, 1), expiry_date=date(2025, 1, 9),
         batch_quantity_store=3, last_update_ts=datetime(2025, 1, 2, 9),
     )
-    assert topic("shelf_batch_state").key_of(state) == "S0001|B7"
-    discount = schemas.DailyDiscount(shelf_id="S0002", discount_date=date(2025, 1, 3), discount=0.2,
-                                     reason="near_expiry")
-    assert topic("daily_discounts").key_of(discount) == "S0002|2025-01-03"
+    assert topic("shelf_batch_state").key_of(state) == "store-001|S0001|B7"  # a record without a store: the first's
+    assert topic("shelf_batch_state").local_key_of(state) == "S0001|B7"
+    discount = schemas.DailyDiscount(store_id="store-002", shelf_id="S0002", discount_date=date(2025, 1, 3),
+                                     discount=0.2, reason="near_expiry")
+    assert topic("daily_discounts").key_of(discount) == "store-002|S0002|2025-01-03"
+
+
+def test_every_record_of_a_store_is_keyed_and_named_within_its_store() -> None:
+    for named in TOPICS:
+        assert named.per_store == ("store_id" in named.schema.model_fields), named.name
+    for described in TABLES:
+        if "store_id" in described.schema.model_fields:
+            assert described.key[0] == "store_id" and described.has_store_column, described.name
+    alert = schemas.Alert(store_id="store-002", alert_id="a1", alert_type="low_stock", location="store",
+                          severity="info", message="m", ts=datetime(2025, 1, 2))
+    assert topic("alerts").id_of(alert) == "store-002|a1"
+    assert topic("clock_ticks").id_of(schemas.ClockTick(tick_id="t1", ts=datetime(2025, 1, 2))) == "t1"
 
 
 def test_committed_sql_is_generated_from_the_registry() -> None:
@@ -69,7 +82,8 @@ def test_generated_sql_carries_types_constraints_and_key() -> None:
     assert "    ts timestamp NOT NULL" in ddl
     assert "    batch_code text," in ddl  # optional field: nullable
     assert "CHECK (location IN ('store', 'warehouse'))" in ddl
-    assert ddl.rstrip().endswith("PRIMARY KEY (alert_id)\n);".rstrip())
+    assert "    store_id text NOT NULL," in ddl
+    assert ddl.rstrip().endswith("PRIMARY KEY (store_id, alert_id)\n);".rstrip())
 
 
 def test_arrow_schema_follows_the_model() -> None:

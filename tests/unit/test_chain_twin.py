@@ -1,0 +1,140 @@
+"""A chain of stores in one twin (issue 22), without servers: every record of a store says so and is keyed by it; the
+keyed loop's buckets are a store's (store, bucket), so two stores with the same shelf ids run side by side as each
+runs alone, and what a store's bucket publishes is that store's; a store's world stamps its events; a store's topics
+are partitioned by the chain's size; the settings refuse a STORE_ID outside the stores they run."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from collections import Counter
+from datetime import datetime, timedelta
+
+import pytest
+from pydantic import ValidationError
+
+from smartshelf import loop
+from smartshelf.datagen import generate_store
+from smartshelf.policies import derive_config, load_policy_config, warehouse_capacity
+from smartshelf.registry import STORE_COLUMN, TOPICS, topic
+from smartshelf.schemas import FIRST_STORE, ShelfEvent
+from smartshelf.settings import Settings
+from smartshelf.store import StoreData
+from smartshelf.streaming.keyed import KeyedRecord, OutputRow, bucket_of
+from smartshelf.streaming.keyed_loop import (RECORD, DailyDiscountManager, KeyedLoopApp, LotsView, RemovalScheduler,
+                                             apply_views, opening_views)
+from smartshelf.world import World
+
+T0 = datetime(2025, 1, 1)
+SECOND = "store-002"
+ONE = generate_store(42)
+TWIN = dataclasses.replace(ONE, store_id=SECOND)  # the same shelves, lots and ids: the worst case for keys
+
+
+def _apps(stores: list[StoreData]) -> list[KeyedLoopApp]:
+    apps: list[KeyedLoopApp] = [DailyDiscountManager(), RemovalScheduler()]
+    settings = Settings(STORE_OPS_HOUR=6)
+    for app in apps:
+        for store in stores:
+            config = loop.StoreConfig.from_tables(derive_config(store, load_policy_config()), warehouse_capacity(store))
+            app.start(config, settings, store.store_id)
+    return apps
+
+
+def _lot_batches(store: StoreData) -> list[list[tuple[str, KeyedRecord]]]:
+    """Three days of a store's shelf lots changing stock (some to none), with a tick each hour ("" is a tick's
+    group): near-expiry discounts and removals of expired lots follow."""
+    opened = opening_views(_apps([store]), store, T0, 1)[0]
+    lots = sorted(LotsView.model_validate_json(opened[RemovalScheduler.name]).shelf_lots.values(),
+                  key=lambda lot: (lot.shelf_id, lot.batch_code))
+    rng, batches, offset = random.Random(5), [], 0
+    for hour in range(72):
+        at, batch = T0 + timedelta(hours=hour), []
+        for lot in rng.sample(lots, 5):
+            offset += 1
+            changed = lot.model_copy(update={"batch_quantity_store": rng.choice([0, 1, 5]), "last_update_ts": at})
+            record = KeyedRecord("shelf_batch_state", 0, offset, changed.model_dump_json().encode())
+            batch.append((lot.shelf_id, record))
+        offset += 1
+        tick = f'{{"tick_id":"t{offset}","ts":"{at.isoformat()}"}}'.encode()
+        batches.append([*batch, ("", KeyedRecord("clock_ticks", 0, offset, tick))])
+    return batches
+
+
+def _run(stores: list[StoreData], buckets: int) -> dict[str, list[OutputRow]]:
+    """Each store's batches through its own buckets, (store, bucket) as the keyed query groups them; a tick goes to
+    every store's buckets. Returns the output rows by the store whose bucket gave them."""
+    apps = _apps(stores)
+    views = {(store.store_id, bucket): views for store in stores
+             for bucket, views in opening_views(apps, store, T0, buckets).items()}
+    out: dict[str, list[OutputRow]] = {store.store_id: [] for store in stores}
+    for store in stores:
+        for batch in _lot_batches(store):
+            for bucket in range(buckets):
+                mine = [(g, r) for g, r in batch if not g or bucket_of(g, buckets) == bucket]
+                out[store.store_id] += apply_views(apps, views.setdefault((store.store_id, bucket), {}), mine,
+                                                   store.store_id)[1]
+    return out
+
+
+def _as_store(row: OutputRow, store_id: str) -> tuple[str, str, str, str]:
+    """An output row as another store's bucket would give it: the record's store and key are that store's."""
+    app, kind, name, _, _, key, value, _ = row
+    assert value is not None
+    record = topic(name).schema.model_validate_json(value)
+    moved = record.model_copy(update={STORE_COLUMN: store_id})
+    return app, kind, topic(name).key_of(moved), moved.model_dump_json()
+
+
+@pytest.mark.parametrize("buckets", [1, 8])
+def test_two_stores_with_the_same_shelves_run_side_by_side_as_each_runs_alone(buckets: int) -> None:
+    alone = _run([ONE], buckets)[FIRST_STORE]
+    chain = _run([ONE, TWIN], buckets)
+    assert Counter(row[1] for row in alone) == Counter({RECORD: len(alone)})  # records only, no letters
+    assert Counter(row[2] for row in alone)["shelf_events"] and Counter(row[2] for row in alone)["alerts"]
+    assert Counter(chain[FIRST_STORE]) == Counter(alone)  # the other store changes nothing of the first
+    # the second store did what the first did, as its own: every record and key names it
+    assert Counter(_as_store(row, SECOND) for row in chain[SECOND]) == Counter(_as_store(row, SECOND) for row in alone)
+    for row in chain[SECOND]:
+        assert row[5].startswith(f"{SECOND}|")
+        assert row[6] is not None
+        assert topic(row[2]).schema.model_validate_json(row[6]).store_id == SECOND  # type: ignore[attr-defined]
+
+
+def test_a_stores_world_stamps_its_events_and_its_seed_makes_them() -> None:
+    day = T0 + timedelta(hours=12)
+    first, first_events = World(ONE, 42).advance(World(ONE, 42).initial_state(T0), day)
+    second, second_events = World(TWIN, 42).advance(World(TWIN, 42).initial_state(T0), day)
+    assert len(first_events) > 100 and first == second  # the same store and seed: the same world
+    for theirs, mine in zip(first_events.by_topic().values(), second_events.by_topic().values(), strict=True):
+        assert {e.store_id for e in theirs} == {FIRST_STORE} and {e.store_id for e in mine} == {SECOND}
+        assert [e.model_copy(update={STORE_COLUMN: SECOND}) for e in theirs] == mine
+
+
+def test_a_stores_topics_get_a_partition_per_few_stores_and_the_others_keep_theirs() -> None:
+    shelf_events, ticks, tills = topic("shelf_events"), topic("clock_ticks"), topic("pos_transactions")
+    assert shelf_events.partitions_for_stores(1, 4) == shelf_events.partitions == 2
+    assert shelf_events.partitions_for_stores(8, 4) == 2 and shelf_events.partitions_for_stores(9, 4) == 3
+    assert tills.partitions_for_stores(1, 4) == 1 and tills.partitions_for_stores(500, 4) == 125
+    assert ticks.partitions_for_stores(500, 4) == ticks.partitions  # a tick is every store's: one order for all
+    assert tills.key == (STORE_COLUMN,)  # a store's sales stay in the till's order, in one partition
+    assert all(t.partitions_for_stores(1, 4) == t.partitions for t in TOPICS)  # one store: as before
+
+
+def test_a_record_of_a_store_is_keyed_and_named_by_it() -> None:
+    event = ShelfEvent(store_id=SECOND, event_id="e1", event_type="pickup", shelf_id="S1", quantity=1,
+                       weight_change=-5.0, customer_id="C1", ts=T0)
+    assert topic("shelf_events").key_of(event) == f"{SECOND}|S1" and topic("shelf_events").id_of(event) == \
+        f"{SECOND}|e1"
+    assert topic("shelf_events").local_key_of(event) == "S1"
+    assert ShelfEvent.model_validate_json(event.model_dump_json(exclude={"store_id"})).store_id == FIRST_STORE
+    with pytest.raises(ValidationError):
+        ShelfEvent.model_validate({**event.model_dump(), "store_id": "Store 2"})
+
+
+def test_the_settings_run_store_id_alone_or_the_first_stores_of_a_chain() -> None:
+    assert Settings().running_stores == [FIRST_STORE]
+    assert Settings(STORE_ID=SECOND).running_stores == [SECOND]
+    assert Settings(STORES=3, STORE_ID=SECOND).running_stores == [FIRST_STORE, SECOND, "store-003"]
+    with pytest.raises(ValidationError, match="STORE_ID store-009 is not among the 3 stores"):
+        Settings(STORES=3, STORE_ID="store-009")
