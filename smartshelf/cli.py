@@ -15,6 +15,7 @@ from typing import Annotated, Optional
 import psycopg2
 import redis
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -393,12 +394,27 @@ def bench(
             console.print(f"wrote {path}")
 
 
+def settings_problem(exc: ValidationError) -> str:
+    """The first bad setting of a ValidationError, in one line: its variable, what is wrong, what was given."""
+    first = exc.errors(include_url=False)[0]
+    where = ".".join(str(part) for part in first["loc"])
+    what = first["msg"].removeprefix("Value error, ")
+    given = f" (got {first['input']!r})" if where else ""
+    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return f"setting {where}: {what}{given}{more}" if where else f"settings: {what}{more}"
+
+
 def main() -> None:
     try:
         app()
     except SmartShelfError as exc:
         # soft_wrap: one line whatever the terminal's width (rich would break it at 80 columns off a terminal)
         err_console.print(f"[red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        sys.exit(1)
+    except ValidationError as exc:  # a setting from the environment (or .env) that is not one
+        if exc.title != Settings.__name__:
+            raise
+        err_console.print(f"[red]error:[/] {escape(settings_problem(exc))}", highlight=False, soft_wrap=True)
         sys.exit(1)
     except (psycopg2.Error, redis.RedisError) as exc:  # a stack that is down, or not as this version expects
         server = "PostgreSQL" if isinstance(exc, psycopg2.Error) else "Redis"

@@ -34,3 +34,31 @@ def test_a_failing_command_prints_one_line(monkeypatch: pytest.MonkeyPatch, caps
         cli.main()
     assert exited.value.code == 1
     assert capsys.readouterr().err.strip() == line
+
+
+@pytest.mark.parametrize(("environment", "line"), [
+    ({"STORES": "0"}, "error: setting STORES: Input should be greater than or equal to 1 (got '0')"),
+    ({"KAFKA_PORT": "abc"},
+     "error: setting KAFKA_PORT: Input should be a valid integer, unable to parse string as an integer (got 'abc')"),
+    ({"STORES": "3", "STORE_ID": "store-009"},
+     "error: settings: STORE_ID store-009 is not among the 3 stores this twin runs (store-001 to store-003)"),
+])
+def test_a_bad_setting_is_one_line_naming_it(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+                                             environment: dict[str, str], line: str) -> None:
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(cli, "app", lambda: cli.Settings())
+    with pytest.raises(SystemExit) as exited:
+        cli.main()
+    assert exited.value.code == 1
+    assert capsys.readouterr().err.strip() == line
+
+
+def test_another_models_validation_error_is_not_taken_for_a_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pydantic import ValidationError
+
+    from smartshelf.schemas import ClockTick
+
+    monkeypatch.setattr(cli, "app", lambda: ClockTick.model_validate({}))
+    with pytest.raises(ValidationError):
+        cli.main()
