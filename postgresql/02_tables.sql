@@ -455,6 +455,7 @@ CREATE TABLE IF NOT EXISTS analytics.daily_discounts (
 );
 
 CREATE TABLE IF NOT EXISTS analytics.shelf_daily_features (
+    store_id text NOT NULL,
     shelf_id text NOT NULL,
     feature_date date NOT NULL,
     item_category text NOT NULL,
@@ -536,7 +537,7 @@ CREATE TABLE IF NOT EXISTS analytics.shelf_daily_features (
     CHECK (sales_next_7d <= 1000000),
     CHECK (batches_to_order >= 0),
     CHECK (batches_to_order <= 1000000),
-    PRIMARY KEY (shelf_id, feature_date)
+    PRIMARY KEY (store_id, shelf_id, feature_date)
 );
 
 CREATE TABLE IF NOT EXISTS analytics.ml_models (
@@ -577,6 +578,7 @@ CREATE TABLE IF NOT EXISTS analytics.ml_models (
 );
 
 CREATE TABLE IF NOT EXISTS analytics.pulse_windows (
+    store_id text NOT NULL,
     window_id text NOT NULL,
     width_minutes bigint NOT NULL,
     metric text NOT NULL,
@@ -594,10 +596,11 @@ CREATE TABLE IF NOT EXISTS analytics.pulse_windows (
     CHECK (value <= 1000000000000.0),
     CHECK (events >= 0),
     CHECK (events <= 1000000000),
-    PRIMARY KEY (window_id)
+    PRIMARY KEY (store_id, window_id)
 );
 
 CREATE TABLE IF NOT EXISTS analytics.ml_predictions_log (
+    store_id text NOT NULL,
     model_name text NOT NULL,
     model_version bigint NOT NULL,
     shelf_id text NOT NULL,
@@ -611,7 +614,7 @@ CREATE TABLE IF NOT EXISTS analytics.ml_predictions_log (
     CHECK (predicted_sales_next_7d >= 0),
     CHECK (batches_to_order >= 0),
     CHECK (batches_to_order <= 1000000),
-    PRIMARY KEY (model_name, model_version, shelf_id, prediction_date)
+    PRIMARY KEY (store_id, model_name, model_version, shelf_id, prediction_date)
 );
 
 CREATE TABLE IF NOT EXISTS ops.pos_basket_intake (basket jsonb NOT NULL);

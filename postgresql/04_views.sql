@@ -89,7 +89,7 @@ SELECT k.day,
        k.transactions, k.units_sold, k.revenue, k.discounted_units, k.discount_amount,
        k.stock_outs, k.low_stock_alerts, k.wasted_units, k.entries, k.exits,
        (SELECT avg(f.shelf_fill_ratio)::numeric(6, 4) FROM analytics.shelf_daily_features f
-        WHERE f.feature_date = k.day) AS fill_rate,
+        WHERE f.feature_date = k.day AND f.store_id = current_setting('smartshelf.store_id', true)) AS fill_rate,
        (SELECT count(*) FROM analytics.daily_discounts d
         WHERE d.discount_date = k.day AND d.store_id = current_setting('smartshelf.store_id', true))
            AS discounted_shelves

@@ -117,7 +117,8 @@ TOPICS: tuple[Topic, ...] = (
     Topic("clock_ticks", s.ClockTick, ("tick_id",), compacted=False, id_field="tick_id", retention_mb=16),
     Topic("wh_supplier_receipts", s.SupplierReceipt, ("store_id", "shelf_id"), compacted=False, id_field="receipt_id"),
     # the store's pulse (smartshelf.pulse): each event-time window once, when it closes
-    Topic("pulse_windows", s.PulseWindow, ("window_id",), compacted=False, id_field="window_id", retention_mb=256),
+    Topic("pulse_windows", s.PulseWindow, ("store_id", "window_id"), compacted=False, id_field="window_id",
+          retention_mb=256),
     # compacted state and metadata: the latest value per key is the truth
     Topic("shelf_state", s.ShelfState, ("store_id", "shelf_id"), compacted=True),
     Topic("wh_state", s.WarehouseState, ("store_id", "shelf_id"), compacted=True),
@@ -190,12 +191,13 @@ TABLES: tuple[Table, ...] = (
     # analytics
     Table("daily_discounts", s.DailyDiscount, ("store_id", "shelf_id", "discount_date"), pg="analytics.daily_discounts",
           delta="analytics/daily_discounts", topic="daily_discounts"),
-    Table("shelf_daily_features", s.ShelfDailyFeatures, ("shelf_id", "feature_date"),
+    Table("shelf_daily_features", s.ShelfDailyFeatures, ("store_id", "shelf_id", "feature_date"),
           pg="analytics.shelf_daily_features"),
     Table("ml_models", s.MlModel, ("model_name", "model_version"), pg="analytics.ml_models"),
-    Table("pulse_windows", s.PulseWindow, ("window_id",), pg="analytics.pulse_windows",
+    Table("pulse_windows", s.PulseWindow, ("store_id", "window_id"), pg="analytics.pulse_windows",
           delta="analytics/pulse_windows", topic="pulse_windows"),
-    Table("ml_predictions_log", s.MlPrediction, ("model_name", "model_version", "shelf_id", "prediction_date"),
+    Table("ml_predictions_log", s.MlPrediction,
+          ("store_id", "model_name", "model_version", "shelf_id", "prediction_date"),
           pg="analytics.ml_predictions_log"),
 )
 

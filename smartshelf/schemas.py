@@ -158,6 +158,7 @@ class PulseWindow(Record):
     anomaly metric carries the level expected from earlier days at that hour, and its z-score, once there is
     enough history."""
 
+    store_id: StoreId = FIRST_STORE
     window_id: str = ""  # width|metric|subject|start (`pulse_window_id`), filled in when not given
     width_minutes: int = Field(ge=1, le=60)
     metric: PulseMetric
@@ -394,6 +395,7 @@ class ShelfDailyFeatures(Record):
     first day is unknown (None), not a smaller sum.
     """
 
+    store_id: StoreId = FIRST_STORE
     shelf_id: str
     feature_date: date
     item_category: str
@@ -465,6 +467,7 @@ class MlModel(Record):
 
 
 class MlPrediction(Record):
+    store_id: StoreId = FIRST_STORE
     model_name: str
     model_version: int = Field(ge=1, le=MAX_MODEL_VERSION)
     shelf_id: str

@@ -52,9 +52,9 @@ class FeatureColumn:
     type: str  # the schema's annotation ("int", "float | None", ...); part of the feature hash
 
 
-# Not inputs: the row's identity (a shelf id would let the model memorise shelves instead of learning demand from
-# the sales history) and the targets.
-_NOT_FEATURES = ("shelf_id", "feature_date", "sales_next_7d", "batches_to_order")
+# Not inputs: the row's identity (a store or shelf id would let the model memorise them instead of learning demand
+# from the sales history) and the targets.
+_NOT_FEATURES = ("store_id", "shelf_id", "feature_date", "sales_next_7d", "batches_to_order")
 # Text columns enter as a stable integer code: crc32 of the name, kept below 2**24 so float32 holds it exactly.
 # Stable across runs and stores (no vocabulary to store and match), and a category the model has not seen gets a
 # code of its own instead of shifting the others; trees split on codes as on any number (one-hot would tie the

@@ -63,7 +63,8 @@ def watermark(settings: Settings) -> datetime:
 def build_features(settings: Settings, until: datetime) -> list[ShelfDailyFeatures]:
     """The feature rows of every day complete by `until`, written to analytics.shelf_daily_features."""
     store, tables = jobs.load_store(settings), jobs.load_config(settings)
-    rows = daily_features(store, tables, clock_start(store, settings.sim_start), run_records(settings), until)
+    rows = [row.model_copy(update={STORE_COLUMN: store.store_id}) for row in daily_features(
+        store, tables, clock_start(store, settings.sim_start), run_records(settings), until)]
     _upsert(settings, "shelf_daily_features", rows)
     return rows
 
@@ -151,7 +152,8 @@ def predict_day(settings: Settings, rows: list[ShelfDailyFeatures], at: datetime
         raise SmartShelfError(f"no complete day before {at:%Y-%m-%d %H:%M} to forecast from")
     result = forecast(load_model(newest_model(settings)), [r for r in rows if r.feature_date == last_day],
                       jobs.load_config(settings), at)
-    _upsert(settings, "ml_predictions_log", result.predictions)
+    _upsert(settings, "ml_predictions_log",
+            [prediction.model_copy(update={STORE_COLUMN: settings.store_id}) for prediction in result.predictions])
     plans = topic("wh_supplier_plan")
     producer = KafkaAdapter(settings.kafka_bootstrap_servers).producer()
     try:

@@ -201,9 +201,9 @@ class PulseApp(DriverApp[pulse.PulseState]):
         windows = [item.record for item in received]
         published, alerts = pulse.evaluate(state, windows, self.categories, rules(io.settings))  # type: ignore[arg-type]
         minutes = [w for w in self.minutes if w.metric not in pulse.SHELF_METRICS]
-        store_id = io.settings.store_id  # the pulse's store (signals)
-        return loop.Effects({"pulse_windows": [*minutes, *published],
-                             "alerts": [alert.model_copy(update={STORE_COLUMN: store_id}) for alert in alerts]})
+        store = {STORE_COLUMN: io.settings.store_id}  # the pulse's store (signals)
+        return loop.Effects({"pulse_windows": [window.model_copy(update=store) for window in [*minutes, *published]],
+                             "alerts": [alert.model_copy(update=store) for alert in alerts]})
 
 
 PULSE_APPS = (PulseApp.name,)
