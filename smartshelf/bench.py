@@ -5,6 +5,7 @@ depends on a running stack, and reports numbers measured side by side in the sam
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -92,7 +93,6 @@ def bench_broker(base: Settings, messages: int = 100_000, rounds: int = 3) -> di
 
     Each round produces the records once after a warm-up record, then reads them all back; the figures are the
     medians over the rounds."""
-    import os
     import statistics
 
     import confluent_kafka
@@ -310,8 +310,6 @@ def bench_spark(base: Settings, warm_days: int = 1, cold_days: int = 1, max_offs
     Day 1 is caught up from cold (session and query start-up included, reported apart). The queries are
     then stopped, the next `warm_days` are produced as a backlog, read once raw, and the queries restarted in the
     same session: the warm rate is that backlog over the time from restart to caught up."""
-    import os
-
     from smartshelf.adapters.spark import spark_session
     from smartshelf.registry import SENSOR_TOPICS
     from smartshelf.streaming.apps import STATE_APPS
@@ -476,11 +474,14 @@ def bench_scale(base: Settings, sizes: tuple[int, ...] = SCALE_STORES, days: int
     runs: list[dict[str, Any]] = []
     digests: dict[str, set[str]] = {}
     for stores in sizes:
-        memory = _PeakMemory()
+        memory, began = _PeakMemory(), os.times()
         settings = base.model_copy(update={"step_seconds": step_seconds})
-        summary = run_sim(settings, days, base.sim_seed, None, fast=True, stores=stores, during=memory.sample)
+        summary = run_sim(settings, days, base.sim_seed, None, fast=True, stores=stores, during=memory.sample,
+                          after=_cpu_by_service)
         if not summary["checks_ok"]:
             raise AssertionError(f"bench scale: the run of {stores} store(s) failed its checks: {summary}")
+        # this process is the run's driver: the stack's start-up, the lockstep's watch, the checks
+        cpu = {**summary["cpu_s"], "sim driver": _cpu_since(began)}
         store_digests = summary.get("store_digests") or {FIRST_STORE: summary["digest"]}
         for store_id, digest in store_digests.items():
             digests.setdefault(store_id, set()).add(digest)
@@ -488,6 +489,7 @@ def bench_scale(base: Settings, sizes: tuple[int, ...] = SCALE_STORES, days: int
         runs.append({"stores": stores, "events": summary["events"], "wall_s": wall,
                      "events_per_s": round(int(summary["events"]) / wall, 1),
                      "peak_stack_rss_mb": round(memory.rss_mb), "peak_stack_pss_mb": round(memory.pss_mb),
+                     "cpu_s": cpu, "cpu_share_of_two_cores": round(sum(cpu.values()) / (2 * wall), 2),
                      "chain_digest": summary["digest"], "store_digests": store_digests})
     one = runs[0]["wall_s"]
     for run in runs:
@@ -505,6 +507,19 @@ def bench_scale(base: Settings, sizes: tuple[int, ...] = SCALE_STORES, days: int
         "note": "each run starts its own scratch stack (included in its wall time); peak memory: the stack's servers "
                 "(their process trees), summed, sampled every 10 s",
     }
+
+
+def _cpu_by_service(settings: Settings) -> dict[str, object]:
+    """The CPU seconds each server of the finished run used (its process tree): where the machine's cores went."""
+    rows = [row for row in supervisor.status(settings) if row.pid is not None]
+    pids = frozenset(row.pid for row in rows if row.pid is not None)
+    return {"cpu_s": {row.name: round(supervisor.cpu_s(row.pid, pids - {row.pid}), 1)
+                      for row in rows if row.pid is not None}}
+
+
+def _cpu_since(began: os.times_result) -> float:
+    now = os.times()
+    return round(now.user + now.system - began.user - began.system, 1)
 
 
 def scale_chart(runs: list[dict[str, Any]]) -> str:

@@ -124,6 +124,17 @@ def _process_tree(pid: int, apart: frozenset[int]) -> list[int]:
     return tree
 
 
+def cpu_s(pid: int, apart: frozenset[int] = frozenset()) -> float:
+    """CPU seconds (user and system) a process and its descendants but those in `apart` have used so far, with the
+    children they have reaped (a Spark app's Python workers that came and went)."""
+    ticks = 0
+    for member in _process_tree(pid, apart):
+        fields = _proc_stat(member)
+        if fields is not None:
+            ticks += sum(int(value) for value in fields[11:15])  # utime, stime, cutime, cstime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def memory_mb(pid: int, apart: frozenset[int] = frozenset()) -> tuple[float, float]:
     """(RSS, PSS) in MiB of a process and its descendants but those in `apart` (see `_process_tree`); PSS shares
     pages fairly between them."""

@@ -138,3 +138,34 @@ def test_the_settings_run_store_id_alone_or_the_first_stores_of_a_chain() -> Non
     assert Settings(STORES=3, STORE_ID=SECOND).running_stores == [FIRST_STORE, SECOND, "store-003"]
     with pytest.raises(ValidationError, match="STORE_ID store-009 is not among the 3 stores"):
         Settings(STORES=3, STORE_ID="store-009")
+
+
+def test_the_scale_chart_plots_wall_time_against_stores() -> None:
+    from smartshelf.bench import scale_chart
+
+    chart = scale_chart([{"stores": 1, "wall_s": 360.4}, {"stores": 2, "wall_s": 401.0}, {"stores": 4, "wall_s": 600}])
+    assert chart.startswith("xychart-beta\n")
+    assert 'x-axis "stores" [1, 2, 4]' in chart and "bar [360, 401, 600]" in chart and "0 --> 661" in chart
+
+
+def test_a_process_trees_cpu_time_counts_its_descendants_but_those_apart() -> None:
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from smartshelf.runtime import supervisor
+
+    burner = subprocess.Popen([sys.executable, "-c", "import time\nend = time.process_time() + 0.5\n"
+                               "while time.process_time() < end: pass\ntime.sleep(30)"])
+    try:
+        deadline = time.monotonic() + 20
+        while supervisor.cpu_s(burner.pid) < 0.45 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert supervisor.cpu_s(burner.pid) >= 0.45
+        # the tree counts the running child, unless it is apart
+        with_child, without = supervisor.cpu_s(os.getpid()), supervisor.cpu_s(os.getpid(), frozenset({burner.pid}))
+        assert with_child - without >= 0.4
+    finally:
+        burner.kill()
+        burner.wait()
