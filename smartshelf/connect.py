@@ -85,6 +85,12 @@ class SinkDeclaration:
         return f"pg-{self.topic.replace('_', '-')}-sink"
 
     @property
+    def deletes(self) -> bool:
+        """Whether a tombstone deletes its row: an upsert sink whose table's key is one field, the record key (a
+        store's tables are keyed by several fields, whose joined string key the sink cannot split)."""
+        return self.mode == "upsert" and len(self.tables[0].key) == 1
+
+    @property
     def tables(self) -> tuple[Table, ...]:
         """The tables this sink fills, in the order a reader compares them."""
         if self.mode == "pos":
@@ -177,7 +183,7 @@ def _sink_config(declaration: SinkDeclaration) -> dict[str, str]:
     (target,) = declaration.tables
     config = {**_base(declaration, str(target.pg)), **_json_value(topic(declaration.topic).schema),
               "insert.mode": "upsert", "use.reduction.buffer": "true", **DEAD_LETTER_QUEUE}
-    if declaration.mode == "upsert" and len(target.key) == 1:
+    if declaration.deletes:
         # the record key is the row's key, also for a tombstone, which deletes the row; Debezium wants the key
         # as a struct, so the string key becomes the one field of one
         config.update({"primary.key.mode": "record_key", "primary.key.fields": target.key[0],

@@ -1,7 +1,7 @@
 """Is PostgreSQL a faithful mirror of the topics? Waits for Kafka Connect's sinks to catch up, then compares.
 
 Upsert sinks: each table row by row against the latest valid value per key of its compacted topic (tombstones
-delete). Append-only topics: the table holds each valid record's id once (its latest value). POS: one
+delete where the sink deletes: SinkDeclaration.deletes). Append-only topics: the table holds each valid record's id once (its latest value). POS: one
 transaction row per valid basket and one item row per line (the first basket of an id). Dead letters: one row per
 letter that reads as one, under where it sits (Connect's own dead letters, the failed record as it was with the
 reason in headers, are counted in the topic and not mirrored).
@@ -85,7 +85,7 @@ def expected_rows(declaration: SinkDeclaration, records: Iterable[Record]) -> di
     source = topic(declaration.topic)
     for record in records:
         if record.value is None:
-            if declaration.mode == "upsert" and record.key is not None:
+            if declaration.deletes and record.key is not None:
                 wanted[declaration.tables[0].name].pop(tuple(record.key.decode().split(KEY_SEPARATOR)), None)
             continue
         parsed = parse_record(source, record.value)

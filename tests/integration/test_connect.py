@@ -1,5 +1,6 @@
 """Kafka Connect (Debezium's JDBC sink) on the real broker and PostgreSQL: every mirror table equals the latest
-value per key of its topic, row by row (tombstones delete), append-only tables hold each record once, POS baskets
+value per key of its topic, row by row (a store's keys are several fields: a tombstone deletes nothing, and nothing
+publishes one), append-only tables hold each record once, POS baskets
 become their two tables, records the converter cannot read go to dead_letters with Connect's reason headers without
 blocking their partition, kill -9 of the worker loses and duplicates nothing, and the config tables reach their
 topics through Debezium's PostgreSQL source."""
@@ -24,7 +25,7 @@ from smartshelf.registry import DEAD_LETTERS, KEY_SEPARATOR, Table, table, topic
 from smartshelf.runtime import mirror, supervisor
 from smartshelf.runtime.scratch import make_run_dir
 from smartshelf.schemas import (
-    Alert, DeadLetter, PosItem, PosTransaction, ShelfBatchState, ShelfState, WarehouseEvent,
+    FIRST_STORE, Alert, DeadLetter, PosItem, PosTransaction, ShelfBatchState, ShelfState, WarehouseEvent,
 )
 from smartshelf.settings import Settings
 from tests.conftest import initialised_stack, isolated_settings
@@ -122,12 +123,14 @@ def _valid(settings: Settings, name: str) -> list[BaseModel]:
 
 
 def _latest(settings: Settings, name: str) -> dict[tuple[str, ...], BaseModel]:
-    """The latest valid value per key of a compacted topic, tombstones deleting."""
+    """The latest valid value per key of a compacted topic, tombstones deleting where its sink deletes."""
     latest: dict[tuple[str, ...], BaseModel] = {}
+    deletes = any(s.topic == name and s.deletes for s in SINKS)
     for record in _read(settings, name):
         assert record.key is not None
         if record.value is None:
-            latest.pop(tuple(record.key.decode().split(KEY_SEPARATOR)), None)
+            if deletes:
+                latest.pop(tuple(record.key.decode().split(KEY_SEPARATOR)), None)
             continue
         parsed = parse_record(topic(name), record.value)
         if not isinstance(parsed, Rejection):
@@ -148,8 +151,9 @@ def _assert_mirrors(settings: Settings) -> None:
         for key, value in expected.items():
             assert actual[key] == value, f"{name} {key}: {actual[key]} != {value}"
     for name in ("wh_events", "alerts"):
-        by_id = {(topic(name).id_of(r),): r for r in _valid(settings, name)}
-        assert _rows(settings, mirror_table(name)) == by_id, name
+        target = mirror_table(name)
+        by_id = {tuple(str(getattr(r, f)) for f in target.key): r for r in _valid(settings, name)}
+        assert _rows(settings, target) == by_id, name
     sales = _valid(settings, "pos_transactions")
     assert sales
     for target in (table("pos_transactions"), table("pos_transaction_items")):
@@ -175,11 +179,12 @@ def test_mirror_equals_topics_and_unreadable_records_go_to_dead_letters(stack: S
     _produce(stack, _records(rng, 400, 0) + _unreadable_records() + _records(rng, 200, 400)
              + [(DEAD_LETTERS, b"shelf_events", letter.model_dump_json().encode())])
     mirror.wait_caught_up(stack, CATCH_UP_S)
-    assert ("S001",) in _rows(stack, table("shelf_state"))
-    _produce(stack, [("shelf_state", b"S001", None)])  # a tombstone deletes its row
+    shelf = (FIRST_STORE, "S001")
+    assert shelf in _rows(stack, table("shelf_state"))
+    _produce(stack, [("shelf_state", "|".join(shelf).encode(), None)])  # a tombstone: the sink deletes nothing
     mirror.wait_caught_up(stack, CATCH_UP_S)
     _assert_mirrors(stack)
-    assert ("S001",) not in _rows(stack, table("shelf_state"))
+    assert shelf in _rows(stack, table("shelf_state"))
     failed = _connect_letters(stack)
     assert sorted(dict(r.headers)["__connect.errors.topic"].decode() for r in failed) == \
         ["shelf_state"] * 3 + ["wh_events"]
@@ -210,13 +215,15 @@ def test_config_tables_reach_their_topics(stack: Settings) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         latest = _latest(stack, "shelf_profiles")
-        if (shelf_id,) in latest and latest[(shelf_id,)].item_price == 99.5:  # type: ignore[attr-defined]
+        found = latest.get((FIRST_STORE, shelf_id))
+        if found is not None and found.item_price == 99.5:  # type: ignore[attr-defined]
             break
         time.sleep(0.5)
     else:
         raise AssertionError("the changed shelf profile did not reach its topic in 60 s")
     with postgres.connect(stack) as conn, conn.cursor() as cur:
         profiles = postgres.select_rows(cur, table("shelf_profiles"))
-    assert {(p.shelf_id,): p for p in profiles} == latest  # type: ignore[attr-defined]
-    keys = {r.key for r in _read(stack, "shelf_profiles")}
-    assert keys == {p.shelf_id.encode() for p in profiles}  # type: ignore[attr-defined]
+    assert {(p.store_id, p.shelf_id): p for p in profiles} == latest  # type: ignore[attr-defined]
+    keys = {r.key for r in _read(stack, "shelf_profiles")}  # Debezium's key struct of the primary key, as text
+    assert keys == {f"Struct{{store_id={p.store_id},shelf_id={p.shelf_id}}}".encode()  # type: ignore[attr-defined]
+                    for p in profiles}
