@@ -15,7 +15,7 @@ from typing import Any
 
 from smartshelf.adapters.kafka import PRODUCER_DEFAULTS, KafkaAdapter, Outgoing, Partition, TopicConfig
 from smartshelf.apps.producers import worlds_of
-from smartshelf.registry import topic
+from smartshelf.registry import TOPICS, topic
 from smartshelf.runtime import jobs, supervisor
 from smartshelf.runtime.scratch import scratch_stack
 from smartshelf.schemas import FIRST_STORE
@@ -477,7 +477,7 @@ def bench_scale(base: Settings, sizes: tuple[int, ...] = SCALE_STORES, days: int
         memory, began = _PeakMemory(), os.times()
         settings = base.model_copy(update={"step_seconds": step_seconds})
         summary = run_sim(settings, days, base.sim_seed, None, fast=True, stores=stores, during=memory.sample,
-                          after=_cpu_by_service)
+                          after=_after_scale_run)
         if not summary["checks_ok"]:
             raise AssertionError(f"bench scale: the run of {stores} store(s) failed its checks: {summary}")
         # this process is the run's driver: the stack's start-up, the lockstep's watch, the checks
@@ -490,6 +490,7 @@ def bench_scale(base: Settings, sizes: tuple[int, ...] = SCALE_STORES, days: int
                      "events_per_s": round(int(summary["events"]) / wall, 1),
                      "peak_stack_rss_mb": round(memory.rss_mb), "peak_stack_pss_mb": round(memory.pss_mb),
                      "cpu_s": cpu, "cpu_share_of_two_cores": round(sum(cpu.values()) / (2 * wall), 2),
+                     "topic_records": summary["topic_records"], "postgres_rows": summary["postgres_rows"],
                      "chain_digest": summary["digest"], "store_digests": store_digests})
     one = runs[0]["wall_s"]
     for run in runs:
@@ -509,12 +510,18 @@ def bench_scale(base: Settings, sizes: tuple[int, ...] = SCALE_STORES, days: int
     }
 
 
-def _cpu_by_service(settings: Settings) -> dict[str, object]:
-    """The CPU seconds each server of the finished run used (its process tree): where the machine's cores went."""
+def _after_scale_run(settings: Settings) -> dict[str, object]:
+    """Of the finished run: the CPU seconds each server used (its process tree: where the machine's cores went), the
+    records in every topic (what the broker took) and the rows in every mirror table (what PostgreSQL holds)."""
+    from smartshelf.runtime import mirror
+    from smartshelf.runtime.sim import topic_counts
+
     rows = [row for row in supervisor.status(settings) if row.pid is not None]
     pids = frozenset(row.pid for row in rows if row.pid is not None)
     return {"cpu_s": {row.name: round(supervisor.cpu_s(row.pid, pids - {row.pid}), 1)
-                      for row in rows if row.pid is not None}}
+                      for row in rows if row.pid is not None},
+            "topic_records": topic_counts(settings, tuple(t.name for t in TOPICS)),
+            "postgres_rows": mirror.row_counts(settings)}
 
 
 def _cpu_since(began: os.times_result) -> float:

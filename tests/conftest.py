@@ -27,11 +27,15 @@ def isolated_settings(run_dir: Path, **overrides: object) -> Settings:
 
 
 def latest_in_topic(settings: Settings, topic_name: str) -> dict[str, BaseModel]:
-    """The latest value of each key on a (compacted) topic, by its record key."""
+    """The latest value of each key on a (compacted) topic of one store, by its key within the store (the record key
+    without the store: the tests' stacks run one store)."""
     adapter = KafkaAdapter(settings.kafka_bootstrap_servers)
-    schema = topic(topic_name).schema
-    latest = {record.key.decode(): schema.model_validate_json(record.value)
-              for record in adapter.read(adapter.partitions_for(topic_name))}
+    described = topic(topic_name)
+    latest: dict[str, BaseModel] = {}
+    for record in adapter.read(adapter.partitions_for(topic_name)):
+        value = described.schema.model_validate_json(record.value)
+        assert record.key.decode() == described.key_of(value), "a record keyed otherwise than its fields say"
+        latest[described.local_key_of(value)] = value
     adapter.close()
     return latest
 

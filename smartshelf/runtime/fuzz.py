@@ -178,8 +178,9 @@ def _sensor_events(settings: Settings, limit: int) -> list[tuple[str, bytes, str
             last = {tp: min(end, limit) for tp, end in ends.items()}
             for record in adapter.read(partitions, end=last):
                 if record.value is not None and any(key == DEDUP_HEADER for key, _ in record.headers):
-                    found.append((name, record.value, topic(name).id_of(topic(name).schema.model_validate_json(
-                        record.value))))
+                    # the id as the payload holds it: the marker its dead letter's raw text is searched for
+                    event = topic(name).schema.model_validate_json(record.value)
+                    found.append((name, record.value, str(getattr(event, str(topic(name).id_field)))))
     finally:
         adapter.close()
     return found

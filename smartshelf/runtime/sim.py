@@ -157,7 +157,8 @@ class Twin:
                 "wh_state": [*self.warehouse], "wh_batch_state": [*self.wh_lots]}
 
 
-def _topic_counts(settings: Settings, names: tuple[str, ...]) -> dict[str, int]:
+def topic_counts(settings: Settings, names: tuple[str, ...]) -> dict[str, int]:
+    """The records each topic holds (the sum of its partitions' end offsets)."""
     adapter = KafkaAdapter(settings.kafka_bootstrap_servers)
     try:
         ends = adapter.end_offsets([tp for name in names for tp in adapter.partitions_for(name)])
@@ -381,7 +382,7 @@ def summarise(settings: Settings, wall_s: float) -> dict[str, object]:
     moves = Moves([m for c in checks.stores.values() for m in c.moves.warehouse],
                   [m for c in checks.stores.values() for m in c.moves.staff])
     worlds = [c.world for c in checks.stores.values()]
-    counts = _topic_counts(settings, (*SENSOR_TOPICS, DEAD_LETTERS))
+    counts = topic_counts(settings, (*SENSOR_TOPICS, DEAD_LETTERS))
     alerts = _rows(settings, "alerts", Alert)
     orders = _rows(settings, "wh_supplier_orders", SupplierOrder)
     kinds = Counter(m.event_type for m in [*moves.warehouse, *moves.staff])

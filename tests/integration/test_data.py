@@ -191,10 +191,16 @@ def test_a_chains_import_holds_every_store_and_the_stack_runs_the_one_of_store_i
         assert {shelf: stock for shelf, stock in view if shelf not in live} == {
             shelf: stock for shelf, stock in first.items() if shelf not in live}
         elsewhere = settings.model_copy(update={"store_id": "store-009"})
-        with pytest.raises(SmartShelfError, match=r"STORE_ID is store-009, which is not among the stores of .*"
-                                                  r"\(store-001, store-002, store-003\)"):
+        with pytest.raises(SmartShelfError, match=r"STORE_ID is store-009, which .* does not hold \(its stores: "
+                                                  r"store-001, store-002, store-003\)"):
             jobs.import_store(elsewhere, scratch_dir / "chain" / "db_csv")
         assert set(_store_rows(settings, "store_inventory")) == set(chain)  # nothing changed
+        # a chain of three stores running: the config of each (store-init imports again until every one is there)
+        running_three = settings.model_copy(update={"stores": 3})
+        assert not jobs.store_is_imported(running_three)
+        jobs.import_store(running_three, scratch_dir / "chain" / "db_csv")
+        assert jobs.store_is_imported(running_three)
+        assert len(_pg_rows(settings, "shelf_policies")) == sum(len(data.store_inventory) for data in chain.values())
     finally:
         jobs.import_store(settings, csv_dir)
     assert _pg_rows(settings, "store_inventory") == _as_rows("store_inventory", store.store_inventory)

@@ -21,7 +21,7 @@ from smartshelf.errors import SmartShelfError
 from smartshelf.loop import FORECAST_PLAN_PREFIX
 from smartshelf.ml.artifacts import MODEL_FILE
 from smartshelf.ml.risk import save_risk_model
-from smartshelf.registry import table, topic
+from smartshelf.registry import KEY_SEPARATOR, table, topic
 from smartshelf.runtime import ml_jobs
 from smartshelf.runtime.sim import run_sim
 from smartshelf.schemas import ShelfDailyFeatures
@@ -50,14 +50,15 @@ def _count(settings: Settings, name: str) -> int:
 
 
 def _forecast_plans(settings: Settings) -> dict[str, set[bytes]]:
-    """The forecast plans on the topic: every value sent under each plan id."""
+    """The forecast plans on the topic: every value sent under each plan id (of the one store, STORE_ID's)."""
     kafka = KafkaAdapter(settings.kafka_bootstrap_servers)
     try:
         sent: dict[str, set[bytes]] = {}
         for record in kafka.read(kafka.partitions_for(topic("wh_supplier_plan").name)):
-            key = (record.key or b"").decode()
-            if key.startswith(FORECAST_PLAN_PREFIX) and record.value is not None:
-                sent.setdefault(key, set()).add(record.value)
+            store_id, _, plan_id = (record.key or b"").decode().partition(KEY_SEPARATOR)
+            if plan_id.startswith(FORECAST_PLAN_PREFIX) and record.value is not None:
+                assert store_id == settings.store_id
+                sent.setdefault(plan_id, set()).add(record.value)
         return sent
     finally:
         kafka.close()
@@ -67,7 +68,8 @@ def _on_the_stack(settings: Settings) -> dict[str, object]:
     found: dict[str, object] = {}
     found["risk_topic"] = {k: v.model_dump() for k, v in latest_in_topic(settings, "shelf_risk").items()}
     with postgres.connect(settings, "reader") as conn, conn.cursor() as cur:
-        cur.execute(f"SELECT shelf_id, restock_risk, model_version FROM {table('shelf_risk').pg}")
+        cur.execute(f"SELECT shelf_id, restock_risk, model_version FROM {table('shelf_risk').pg} "
+                    "WHERE store_id = %s", (settings.store_id,))
         found["risk_rows"] = {shelf_id: (risk, version) for shelf_id, risk, version in cur.fetchall()}
     with pytest.raises(SmartShelfError) as too_short:  # the lake's shelf events replayed: a day is not enough
         ml_jobs.train_risk_model(settings, ml_jobs.watermark(settings), holdout_hours=24)

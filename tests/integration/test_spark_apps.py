@@ -237,9 +237,10 @@ def test_sales_and_warehouse_moves_give_the_predicted_lots(spark_stack: Settings
     assert wh_by_lot[f"{lot.shelf_id}|NEW1"].batch_quantity_warehouse == 35
     # every key's opening state was published with the first batch, not only the keys these events changed
     assert latest_in_topic(settings, "wh_state") == wh
-    assert latest_in_topic(settings, "wh_batch_state") == {topic("wh_batch_state").key_of(x): x for x in wh_by_lot.values()}
-    assert latest_in_topic(settings, "shelf_batch_state") == {topic("shelf_batch_state").key_of(x): x
-                                                      for x in expected_lots.values()}
+    assert latest_in_topic(settings, "wh_batch_state") == {topic("wh_batch_state").local_key_of(x): x
+                                                           for x in wh_by_lot.values()}
+    assert latest_in_topic(settings, "shelf_batch_state") == {topic("shelf_batch_state").local_key_of(x): x
+                                                              for x in expected_lots.values()}
     assert in_delta[f"{lot.shelf_id}|{lot.batch_code}"].batch_quantity_store >= moves[1].quantity
 
 

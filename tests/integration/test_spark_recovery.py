@@ -85,7 +85,7 @@ def _expected(settings: Settings, events: WorldEvents) -> tuple[dict[str, ShelfS
     for sale in events.pos_transactions:
         _, shortfalls = rules.apply_sale(lots_by_shelf, sale)
         assert not shortfalls
-    lots = {topic("shelf_batch_state").key_of(lot): lot for group in lots_by_shelf.values() for lot in group}
+    lots = {topic("shelf_batch_state").local_key_of(lot): lot for group in lots_by_shelf.values() for lot in group}
     return shelves, lots
 
 
@@ -94,7 +94,7 @@ def _rows(settings: Settings, table_name: str) -> list[BaseModel]:
 
 
 def _keyed(settings: Settings, table_name: str) -> dict[str, BaseModel]:
-    key_of = topic(table(table_name).topic or "").key_of
+    key_of = topic(table(table_name).topic or "").local_key_of  # one store: its keys within the store
     return {key_of(row): row for row in _rows(settings, table_name)}
 
 
