@@ -144,11 +144,12 @@ def test_shelf_weights_are_checked_against_stock_times_item_weight(db: Settings)
 
     assert shelf_weight_mismatches(db) == []
     with postgres.connect(db, "app") as conn, conn.cursor() as cur:
-        cur.execute("UPDATE state.shelf_state SET current_weight = current_weight + 1 WHERE shelf_id = 'BEVWAT0002'")
+        cur.execute("UPDATE state.shelf_state SET current_weight = current_weight + 1 "
+                    f"WHERE store_id = '{FIRST_STORE}' AND shelf_id = 'BEVWAT0002'")
     try:
         (mismatch,) = shelf_weight_mismatches(db)
         assert mismatch.startswith(f"{FIRST_STORE} BEVWAT0002: weight ")
     finally:
         with postgres.connect(db, "app") as conn, conn.cursor() as cur:
             cur.execute("UPDATE state.shelf_state SET current_weight = current_weight - 1"
-                        " WHERE shelf_id = 'BEVWAT0002'")
+                        f" WHERE store_id = '{FIRST_STORE}' AND shelf_id = 'BEVWAT0002'")
