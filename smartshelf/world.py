@@ -383,14 +383,16 @@ class World:
             customer = state.customers[customer_id]
             if kind == 0:
                 events.foot_traffic.append(FootTrafficEvent(
-                    store_id=self.store_id, event_id=f"ft-{customer_id}-in", event_type="entry", customer_id=customer_id, ts=ts))
+                    store_id=self.store_id, event_id=f"ft-{customer_id}-in", event_type="entry",
+                    customer_id=customer_id, ts=ts))
                 if customer.thief:  # the shelf they came for: the most stocked as they enter
                     customer.cart[self._most_stocked(state)] = 0
             elif kind == 1:
                 events.shelf_events.extend(self._act(state, customer, number, ts))
             else:
                 events.foot_traffic.append(FootTrafficEvent(
-                    store_id=self.store_id, event_id=f"ft-{customer_id}-out", event_type="exit", customer_id=customer_id, ts=ts))
+                    store_id=self.store_id, event_id=f"ft-{customer_id}-out", event_type="exit",
+                    customer_id=customer_id, ts=ts))
                 if customer.thief:
                     _leave_unpaid(state, customer)
                 else:

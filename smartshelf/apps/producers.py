@@ -27,6 +27,7 @@ rebuilds them to check the twin (smartshelf.runtime.sim) rebuilds the worlds the
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 
 import redis
@@ -77,10 +78,11 @@ def world_of(settings: Settings, store: StoreData, scenarios: tuple[Scenario, ..
         raise SmartShelfError(f"SIM_SCENARIOS={settings.sim_scenarios!r}: {exc}") from exc
 
 
-def worlds_of(settings: Settings) -> Worlds:
-    """The world of each running store (loaded from PostgreSQL), as the settings make it."""
+def worlds_of(settings: Settings, stores: Mapping[str, StoreData] | None = None) -> Worlds:
+    """The world of each running store (loaded from PostgreSQL unless given), as the settings make it."""
     scenarios = scenarios_of(settings)
-    return {store_id: world_of(settings, store, scenarios) for store_id, store in load_stores(settings).items()}
+    return {store_id: world_of(settings, store, scenarios)
+            for store_id, store in (stores if stores is not None else load_stores(settings)).items()}
 
 
 def load_states(client: redis.Redis, store_ids: list[str]) -> States | None:

@@ -1,7 +1,8 @@
 """Is PostgreSQL a faithful mirror of the topics? Waits for Kafka Connect's sinks to catch up, then compares.
 
 Upsert sinks: each table row by row against the latest valid value per key of its compacted topic (tombstones
-delete where the sink deletes: SinkDeclaration.deletes). Append-only topics: the table holds each valid record's id once (its latest value). POS: one
+delete where the sink deletes: SinkDeclaration.deletes).
+Append-only topics: the table holds each valid record's id once (its latest value). POS: one
 transaction row per valid basket and one item row per line (the first basket of an id). Dead letters: one row per
 letter that reads as one, under where it sits (Connect's own dead letters, the failed record as it was with the
 reason in headers, are counted in the topic and not mirrored).

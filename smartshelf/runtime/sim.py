@@ -31,7 +31,8 @@ from smartshelf.pulse import PULSE_ALERT_TYPES
 from smartshelf.registry import DEAD_LETTERS, SENSOR_TOPICS, STORE_COLUMN, TOPICS, table, topic
 from smartshelf.runtime import jobs, mirror, supervisor
 from smartshelf.runtime.scratch import scratch_stack
-from smartshelf.schemas import (FIRST_STORE, Alert, DailyDiscount, PosTransaction, ShelfBatchState, ShelfEvent, ShelfState,
+from smartshelf.schemas import (FIRST_STORE, Alert, DailyDiscount, PosTransaction, ShelfBatchState, ShelfEvent,
+                                ShelfState,
                                 PulseWindow, SupplierOrder, SupplierReceipt, WarehouseBatchState, WarehouseEvent,
                                 WarehouseState)
 from smartshelf.settings import Settings
@@ -328,7 +329,7 @@ def check(settings: Settings, watermark: datetime | None = None) -> ChainChecks:
     last = load_states(redis_client(settings), list(stores))
     if last is None:
         raise SmartShelfError("check: the producers have written no world state yet")
-    worlds = worlds_as_told(settings, worlds_of(settings), last)
+    worlds = worlds_as_told(settings, worlds_of(settings, stores), last)
     wait_for_lake(settings)  # the sales and the moves are read from the lake
     twin = Twin.read(settings)
     sales = _rows(settings, "raw_pos_transactions", PosTransaction)
