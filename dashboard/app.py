@@ -24,9 +24,6 @@ LAYOUT_FILE = Path(__file__).with_name("store_layout.yaml")
 NO_CLOCK = "clock stopped"
 STORE_PICKER = "store"  # the sidebar's store picker (its key)
 TILES_PER_ROW = 4
-# the views whose data is STORE_ID's whatever store is picked: the pulse app and the models follow STORE_ID only,
-# and their tables (analytics.pulse_windows, the ML tables) do not say their store
-STORE_ID_ONLY_VIEWS = (core.PULSE_VIEW, "ML")
 
 
 @st.cache_data(ttl=CACHE_TTL_SECONDS, show_spinner=False)
@@ -255,10 +252,6 @@ def read(snapshot_of: Callable[[], core.Snapshot]) -> core.Snapshot | None:
 
 
 def show(name: str, store_id: str) -> None:
-    followed = get_settings().store_id
-    if name in STORE_ID_ONLY_VIEWS and store_id != followed:
-        st.info(f"{name} shows STORE_ID's store only ({followed}): the pulse and the models follow it alone.")
-        return
     data = read(lambda: snapshot(name, store_id))
     if data is None:
         return

@@ -25,6 +25,9 @@ on how the windows came in batches:
   reaches (tests/unit/test_scenarios.py).
 Both are raised on the edge: once when a subject turns anomalous, again only after a window back to normal
 (for an anomaly, |z| under half the threshold).
+
+A chain (`evaluate_chain`): each store's windows are scored against that store's own history and categories only,
+so what a store raises does not depend on the other stores running beside it.
 """
 
 from __future__ import annotations
@@ -150,6 +153,12 @@ class PulseState(BaseModel):
     shrinking: list[str] = Field(default_factory=list)  # shelves whose last window showed shrinkage
 
 
+class ChainPulseState(BaseModel):
+    """Each store's PulseState, by store id."""
+
+    stores: dict[str, PulseState] = Field(default_factory=dict)
+
+
 class Baseline(NamedTuple):
     days: int
     mean: float
@@ -213,6 +222,24 @@ def evaluate(state: PulseState, windows: Sequence[PulseWindow], categories: Sequ
                 _remember(state, window, rules)
             published.append(window)
         alerts += _shrinkage(state, group, rules)
+    return published, alerts
+
+
+def evaluate_chain(state: ChainPulseState, windows: Sequence[PulseWindow], categories: Mapping[str, Sequence[str]],
+                   rules: PulseRules) -> tuple[list[PulseWindow], list[Alert]]:
+    """`evaluate` for each store's windows (`categories`: each store's), with its own state; the alerts say their
+    store. A window of a store not in `categories` is not scored (the twin does not run it)."""
+    by_store: dict[str, list[PulseWindow]] = {}
+    for window in windows:
+        if window.store_id in categories:
+            by_store.setdefault(window.store_id, []).append(window)
+    published: list[PulseWindow] = []
+    alerts: list[Alert] = []
+    for store_id in sorted(by_store):
+        scored, raised = evaluate(state.stores.setdefault(store_id, PulseState()), by_store[store_id],
+                                  categories[store_id], rules)
+        published += [window.model_copy(update={"store_id": store_id}) for window in scored]
+        alerts += [alert.model_copy(update={"store_id": store_id}) for alert in raised]
     return published, alerts
 
 

@@ -25,7 +25,7 @@ import psycopg2.errors
 import psycopg2.extras
 import psycopg2.pool
 import redis
-from fastapi import FastAPI, HTTPException, Query, Request, WebSocket, WebSocketDisconnect
+from fastapi import Depends, FastAPI, HTTPException, Query, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import JSONResponse, Response
 from redis.backoff import NoBackoff
 from redis.retry import Retry
@@ -69,16 +69,15 @@ class DataNotReady(SmartShelfError):
 
 class Database:
     """A bounded pool of reader-role connections; callers wait for a free one instead of failing. Every query gets
-    the running store (`%(store_id)s`: STORE_ID), which picks its rows of every per-store table."""
+    the store asked for (`%(store_id)s`), which picks its rows of every per-store table."""
 
     def __init__(self, settings: Settings) -> None:
         self.dsn = settings.postgres_dsn_for("reader")
-        self.store_id = settings.store_id
         self.size = settings.api_db_pool
         self._free = threading.BoundedSemaphore(self.size)
         self._pool: psycopg2.pool.ThreadedConnectionPool | None = None
         self._lock = threading.Lock()
-        self.store_loaded = False
+        self.loaded: set[str] = set()  # the stores found loaded (a store once loaded stays so)
 
     def _get_pool(self) -> psycopg2.pool.ThreadedConnectionPool:
         with self._lock:
@@ -113,19 +112,20 @@ class Database:
             finally:
                 pool.putconn(conn, close=broken or conn.closed != 0)
 
-    def rows(self, *batch: queries.Query) -> tuple[list[list[dict[str, object]]], float]:
-        """Each query's rows, and the milliseconds they took; 503 until a store is loaded."""
+    def rows(self, store_id: str, *batch: queries.Query) -> tuple[list[list[dict[str, object]]], float]:
+        """Each query's rows of the store, and the milliseconds they took; 503 until that store is loaded."""
         began = time.perf_counter()
         with self.cursor() as cur:
-            if not self.store_loaded:
-                cur.execute(queries.STORE_LOADED.text, {"store_id": self.store_id})
+            if store_id not in self.loaded:
+                cur.execute(queries.STORE_LOADED.text, {"store_id": store_id})
                 row = cur.fetchone()
                 if not (row and row["loaded"]):
-                    raise DataNotReady("no store is loaded yet (store-init imports one; see `smartshelf data`)")
-                self.store_loaded = True
+                    raise DataNotReady(f"store {store_id} is not loaded yet (store-init imports the running stores; "
+                                       "see `smartshelf data`)")
+                self.loaded.add(store_id)
             results = []
             for query in batch:
-                cur.execute(query.text, {**query.params, "store_id": self.store_id})
+                cur.execute(query.text, {**query.params, "store_id": store_id})
                 results.append(cur.fetchall())
         return results, (time.perf_counter() - began) * 1000
 
@@ -147,11 +147,12 @@ def _sim_time(clock: SimClock) -> datetime | None:
         return None
 
 
-def _answer(data_json: str, query_ms: float, sim_time: datetime | None, settings: Settings,
+def _answer(data_json: str, query_ms: float, sim_time: datetime | None, store_id: str | None,
             **meta: object) -> Response:
-    """`{"data", "meta"}` around data that is JSON text already (PostgreSQL's `queries.as_json`)."""
+    """`{"data", "meta"}` around data that is JSON text already (PostgreSQL's `queries.as_json`); `store_id`: the
+    store the data is of (None: the chain's)."""
     meta_json = json.dumps({"query_ms": round(query_ms, 3), "sim_time": sim_time.isoformat() if sim_time else None,
-                            "store_id": settings.store_id, **meta}, default=_json_default)
+                            "store_id": store_id, **meta}, default=_json_default)
     return Response(f'{{"data":{data_json},"meta":{meta_json}}}', media_type="application/json")
 
 
@@ -164,9 +165,9 @@ def _json_default(value: object) -> object:
 
 
 def _page_answer(found: list[list[dict[str, object]]], query_ms: float, sim_time: datetime | None,
-                 settings: Settings, page: Page) -> Response:
+                 store_id: str, page: Page) -> Response:
     (rows,), (total,) = found
-    return _answer(str(rows["rows"]), query_ms, sim_time, settings, count=rows["count"], total=total["total"],
+    return _answer(str(rows["rows"]), query_ms, sim_time, store_id, count=rows["count"], total=total["total"],
                    limit=page.limit, offset=page.offset)
 
 
@@ -196,6 +197,10 @@ def kpi_window(period: Literal["hourly", "daily"], since: datetime | None, until
 def _period_start(t: datetime, period: Literal["hourly", "daily"]) -> datetime:
     hour = t.replace(minute=0, second=0, microsecond=0)
     return hour if period == "hourly" else hour.replace(hour=0)
+
+
+def unknown_store(store_id: str, settings: Settings) -> str:
+    return f"unknown store_id '{store_id}' (this twin runs {', '.join(settings.running_stores)})"
 
 
 def parse_topics(topics: str | None) -> frozenset[str]:
@@ -262,13 +267,23 @@ def create_app(settings: Settings, source_factory: SourceFactory | None = None) 
     async def not_ready(request: Request, exc: DataNotReady) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=503)
 
-    def read(*batch: queries.Query) -> tuple[list[list[dict[str, object]]], float, datetime | None]:
-        results, query_ms = database.rows(*batch)
+    def store_of(store_id: Annotated[str | None, Query(
+            description="a store the twin runs (STORES); STORE_ID's when not given")] = None) -> str:
+        if store_id is None:
+            return settings.store_id
+        if store_id not in settings.running_stores:
+            raise _bad_parameter("store_id", unknown_store(store_id, settings))
+        return store_id
+
+    picked_store = Depends(store_of)  # as a default: the alias of an Annotated type would be a local name
+
+    def read(store: str, *batch: queries.Query) -> tuple[list[list[dict[str, object]]], float, datetime | None]:
+        results, query_ms = database.rows(store, *batch)
         return results, query_ms, _sim_time(clock)
 
-    def page_of(query: queries.PageQuery, page: Page) -> Response:
-        found, query_ms, now = read(query.rows, query.total)
-        return _page_answer(found, query_ms, now, settings, page)
+    def page_of(store: str, query: queries.PageQuery, page: Page) -> Response:
+        found, query_ms, now = read(store, query.rows, query.total)
+        return _page_answer(found, query_ms, now, store, page)
 
     @app.get("/health", summary="Each dependency's state: 200 while the broker, PostgreSQL and Redis answer")
     async def health() -> JSONResponse:
@@ -276,75 +291,79 @@ def create_app(settings: Settings, source_factory: SourceFactory | None = None) 
         return JSONResponse({"status": "ok" if healthy else "unavailable", "dependencies": report,
                              "feed": hub.stats()}, status_code=200 if healthy else 503)
 
-    @app.get("/stores", summary="The stores of this twin, with their size and current fill")
+    @app.get("/stores", summary="The stores of this twin (STORES), each with its size and current fill")
     def stores() -> Response:
-        (summary,), query_ms, now = read(queries.store_summary())
-        store = [{"store_id": settings.store_id, **summary[0]}]
-        return _answer(json.dumps(store, default=_json_default), query_ms, now, settings, count=1)
+        found, query_ms = [], 0.0
+        for store_id in settings.running_stores:
+            (summary,), store_ms = database.rows(store_id, queries.store_summary())
+            found.append({"store_id": store_id, **summary[0]})
+            query_ms += store_ms
+        return _answer(json.dumps(found, default=_json_default), query_ms, _sim_time(clock), None, count=len(found))
 
     @app.get("/shelves", summary="Shelves with their live stock and level (ok, low, out), filtered and paged")
     def shelves(category: str | None = None, subcategory: str | None = None,
                 aisle: Annotated[int | None, Query(ge=0)] = None,
                 level: Annotated[Level | None, Query(description="ok, low (at or below the threshold) or out")] = None,
-                limit: Limit = 100, offset: Offset = 0) -> Response:
+                limit: Limit = 100, offset: Offset = 0, store: str = picked_store) -> Response:
         page = Page(limit, offset)
-        return page_of(queries.shelves(page, category, subcategory, aisle, level), page)
+        return page_of(store, queries.shelves(page, category, subcategory, aisle, level), page)
 
     @app.get("/shelves/{shelf_id}", summary="One shelf: its state, its lots and its recent alerts, moves and sales")
-    def shelf(shelf_id: str) -> Response:
+    def shelf(shelf_id: str, store: str = picked_store) -> Response:
         (found, lots, alerts, moves, sales), query_ms, now = read(
-            queries.shelf(shelf_id), queries.shelf_lots(shelf_id), queries.shelf_recent(shelf_id, "alerts"),
+            store, queries.shelf(shelf_id), queries.shelf_lots(shelf_id), queries.shelf_recent(shelf_id, "alerts"),
             queries.shelf_recent(shelf_id, "warehouse_moves"), queries.shelf_recent(shelf_id, "sales"))
         if found[0]["count"] == 0:
-            raise HTTPException(404, detail=f"no shelf '{shelf_id}' in store {settings.store_id}")
+            raise HTTPException(404, detail=f"no shelf '{shelf_id}' in store {store}")
         parts = {name: json.loads(str(result[0]["rows"])) for name, result in (
             ("lots", lots), ("recent_alerts", alerts), ("recent_warehouse_moves", moves), ("recent_sales", sales))}
         shelf_row = json.loads(str(found[0]["rows"]))[0]
-        return _answer(json.dumps({**shelf_row, **parts}), query_ms, now, settings)
+        return _answer(json.dumps({**shelf_row, **parts}), query_ms, now, store)
 
     @app.get("/warehouse/items", summary="Warehouse stock per item with its reorder policy and level")
     def warehouse_items(category: str | None = None, subcategory: str | None = None,
                         aisle: Annotated[int | None, Query(ge=0)] = None,
                         level: Annotated[Level | None, Query(description="ok, low (at or below the reorder point) "
                                                                          "or out")] = None,
-                        limit: Limit = 100, offset: Offset = 0) -> Response:
+                        limit: Limit = 100, offset: Offset = 0, store: str = picked_store) -> Response:
         page = Page(limit, offset)
-        return page_of(queries.warehouse_items(page, category, subcategory, aisle, level), page)
+        return page_of(store, queries.warehouse_items(page, category, subcategory, aisle, level), page)
 
     @app.get("/alerts", summary="Alerts, newest first, by type, severity, location, shelf and time [since, until)")
     def alerts(alert_type: AlertType | None = None, severity: AlertSeverity | None = None,
                location: AlertLocation | None = None, shelf_id: str | None = None, since: LocalTime | None = None,
-               until: LocalTime | None = None, limit: Limit = 100, offset: Offset = 0) -> Response:
+               until: LocalTime | None = None, limit: Limit = 100, offset: Offset = 0,
+               store: str = picked_store) -> Response:
         if since is not None and until is not None and since >= until:
             raise _bad_parameter("until", "must be after since")
         page = Page(limit, offset)
-        return page_of(queries.alerts(page, alert_type, severity, location, shelf_id, since, until), page)
+        return page_of(store, queries.alerts(page, alert_type, severity, location, shelf_id, since, until), page)
 
     @app.get("/plans/supplier", summary="Supplier plans (the reorder rule's and the forecast's), newest first")
     def supplier_plans(status: SupplierPlanStatus | None = None, shelf_id: str | None = None, limit: Limit = 100,
-                       offset: Offset = 0) -> Response:
+                       offset: Offset = 0, store: str = picked_store) -> Response:
         page = Page(limit, offset)
-        return page_of(queries.supplier_plans(page, status, shelf_id), page)
+        return page_of(store, queries.supplier_plans(page, status, shelf_id), page)
 
     @app.get("/plans/restock", summary="Shelf restock plans (warehouse → shelf), newest first")
     def restock_plans(status: RestockStatus | None = None, shelf_id: str | None = None, limit: Limit = 100,
-                      offset: Offset = 0) -> Response:
+                      offset: Offset = 0, store: str = picked_store) -> Response:
         page = Page(limit, offset)
-        return page_of(queries.restock_plans(page, status, shelf_id), page)
+        return page_of(store, queries.restock_plans(page, status, shelf_id), page)
 
     @app.get("/orders", summary="Supplier orders, newest first")
     def supplier_orders(status: OrderStatus | None = None, shelf_id: str | None = None, limit: Limit = 100,
-                        offset: Offset = 0) -> Response:
+                        offset: Offset = 0, store: str = picked_store) -> Response:
         page = Page(limit, offset)
-        return page_of(queries.supplier_orders(page, status, shelf_id), page)
+        return page_of(store, queries.supplier_orders(page, status, shelf_id), page)
 
     @app.get("/kpis/{period}", summary="Store KPIs per simulated hour or day: sales, stock-outs, people, "
                                        "discounts, waste (and the day's fill rate)")
-    def kpis(period: Literal["hourly", "daily"], since: LocalTime | None = None,
-             until: LocalTime | None = None) -> Response:
+    def kpis(period: Literal["hourly", "daily"], since: LocalTime | None = None, until: LocalTime | None = None,
+             store: str = picked_store) -> Response:
         window = kpi_window(period, since, until, _sim_time(clock))
-        ((rows,),), query_ms, now = read(queries.kpis(period, *window))
-        return _answer(str(rows["rows"]), query_ms, now, settings, count=rows["count"], since=window[0].isoformat(),
+        ((rows,),), query_ms, now = read(store, queries.kpis(period, *window))
+        return _answer(str(rows["rows"]), query_ms, now, store, count=rows["count"], since=window[0].isoformat(),
                        until=window[1].isoformat())
 
     @app.websocket("/ws/events")
@@ -352,13 +371,13 @@ def create_app(settings: Settings, source_factory: SourceFactory | None = None) 
                      store_id: str | None = None) -> None:
         try:
             wanted = parse_topics(topics)
-            if store_id is not None and store_id != settings.store_id:
-                raise ValueError(f"unknown store_id '{store_id}' (this twin runs {settings.store_id})")
+            if store_id is not None and store_id not in settings.running_stores:
+                raise ValueError(unknown_store(store_id, settings))
         except ValueError as exc:
             await _refuse(websocket, str(exc))
             return
         await websocket.accept()
-        await _serve_feed(websocket, hub, wanted, shelf_id)
+        await _serve_feed(websocket, hub, wanted, shelf_id, store_id)
 
     return app
 
@@ -375,18 +394,20 @@ async def _refuse(websocket: WebSocket, reason: str) -> None:
     await websocket.close(POLICY_VIOLATION, reason[:120])
 
 
-async def _serve_feed(websocket: WebSocket, hub: FeedHub, topics: frozenset[str], shelf_id: str | None) -> None:
+async def _serve_feed(websocket: WebSocket, hub: FeedHub, topics: frozenset[str], shelf_id: str | None,
+                      store_id: str | None) -> None:
     """Subscribe, say so, then send each event until the client leaves or is dropped (too slow: closed with
     SLOW_CLIENT_CLOSE_CODE and the reason; the server going away: 1001)."""
     try:
-        subscription = await hub.subscribe(topics, shelf_id)
+        subscription = await hub.subscribe(topics, shelf_id, store_id)
     except SmartShelfError as exc:  # the broker is down or lacks a topic
         await websocket.close(TRY_AGAIN_LATER, first_line(exc)[:120])
         return
     watcher = asyncio.create_task(subscription.dropped())
     workers: tuple[asyncio.Task[None], ...] = ()
     try:
-        await websocket.send_json({"type": "subscribed", "topics": sorted(topics), "shelf_id": shelf_id})
+        await websocket.send_json({"type": "subscribed", "topics": sorted(topics), "shelf_id": shelf_id,
+                                   "store_id": store_id})
         workers = (asyncio.create_task(_send_events(websocket, subscription)),
                    asyncio.create_task(_until_client_leaves(websocket)))
         await asyncio.wait({watcher, *workers}, return_when=asyncio.FIRST_COMPLETED)

@@ -56,6 +56,7 @@ class FeedEvent:
     offset: int
     shelf_id: str | None  # the record's shelf_id field if it has one (for the shelf_id filter)
     text: str  # the JSON text sent to every client
+    store_id: str | None = None  # the record's store_id field if it has one (for the store_id filter)
 
 
 def feed_event(topic: str, partition: int, offset: int, key: bytes | None, value: bytes) -> FeedEvent | None:
@@ -70,13 +71,14 @@ def feed_event(topic: str, partition: int, offset: int, key: bytes | None, value
         return None
     if not isinstance(record, dict):
         return None
-    shelf_id = record.get("shelf_id")
+    shelf_id, store_id = record.get("shelf_id"), record.get("store_id")
     envelope = json.dumps({"type": "event", "topic": topic, "partition": partition, "offset": offset,
                            "key": None if key is None else key.decode("utf-8", errors="replace")},
                           separators=(",", ":"))
     # splice the value in rather than re-encode the parsed record: its text is already valid JSON
     text = f'{envelope[:-1]},"value":{value_text}}}'
-    return FeedEvent(topic, partition, offset, shelf_id if isinstance(shelf_id, str) else None, text)
+    return FeedEvent(topic, partition, offset, shelf_id if isinstance(shelf_id, str) else None, text,
+                     store_id if isinstance(store_id, str) else None)
 
 
 def _reject_constant(name: str) -> object:
@@ -95,11 +97,14 @@ class Dropped(Exception):
 
 
 class Subscription:
-    """One client's view of a topic set: the events matching its shelf_id filter (None: all), in order."""
+    """One client's view of a topic set: the events matching its shelf_id filter (None: all) and its store_id filter
+    (None: all; a record that names no store, a clock tick or a dead letter, is the whole twin's), in order."""
 
-    def __init__(self, topics: frozenset[str], shelf_id: str | None, queue_size: int) -> None:
+    def __init__(self, topics: frozenset[str], shelf_id: str | None, queue_size: int,
+                 store_id: str | None = None) -> None:
         self.topics = topics
         self.shelf_id = shelf_id
+        self.store_id = store_id
         # a drop empties the queue and puts its Dropped in: that ends a next() that is waiting
         self._queue: asyncio.Queue[FeedEvent | Dropped] = asyncio.Queue(maxsize=queue_size)
         self._dropped: Dropped | None = None
@@ -130,7 +135,8 @@ class Subscription:
         return self._queue.qsize()
 
     def _wants(self, event: FeedEvent) -> bool:
-        return self.shelf_id is None or event.shelf_id == self.shelf_id
+        return ((self.shelf_id is None or event.shelf_id == self.shelf_id)
+                and (self.store_id is None or event.store_id in (None, self.store_id)))
 
     def _offer(self, event: FeedEvent) -> bool:
         """Queue the event without waiting; False if the queue is full."""
@@ -210,11 +216,12 @@ class FeedHub:
         self._dropped_clients = 0
         self._retired_undecodable = 0  # counted by sources already stopped
 
-    async def subscribe(self, topics: frozenset[str], shelf_id: str | None = None) -> Subscription:
+    async def subscribe(self, topics: frozenset[str], shelf_id: str | None = None,
+                        store_id: str | None = None) -> Subscription:
         """A subscription to the live events of `topics`, from now on. Starts the set's source if it is the first
         (raises what the source's start raises, e.g. `SmartShelfError` for a topic that does not exist)."""
         feed = self._feeds.setdefault(topics, _Feed(topics))
-        subscription = Subscription(topics, shelf_id, self._queue_size)
+        subscription = Subscription(topics, shelf_id, self._queue_size, store_id)
         # subscribed before the source starts: what it delivers once positioned reaches this subscriber too
         feed.subscribers[subscription] = None
         if feed.source is None and feed.starting is None:

@@ -4,6 +4,10 @@ analytics.ml_predictions_log and (as pending plans) the wh_supplier_plan topic.
 
 Every job reads the run as the lake holds it up to the clock's watermark, so what it writes depends on simulated
 time only: run again, it writes the same rows (tables are upserted by key, plans keep their ids).
+
+A chain: the features are each running store's, from its own records, reference data and policies; a model is the
+chain's, trained on every store's rows (the store is no feature: a shelf's features say what it sells and how);
+each store's forecast is made from its own day's rows and policies, and its plans go to its own store.
 """
 
 from __future__ import annotations
@@ -41,15 +45,20 @@ _LAKE = {field: table(name) for field, name in (
     ("daily_discounts", "daily_discounts"))}
 
 
-def run_records(settings: Settings) -> RunRecords:
-    """What the lake holds of the run's store (STORE_ID: the models are one store's; a chain's other stores are
-    not forecast yet): the tables the features are replayed from."""
-    return RunRecords(**{field: _of_store(settings, delta.read_rows(  # type: ignore[arg-type]
-        delta.table_path(settings.delta_dir, t), t.schema)) for field, t in _LAKE.items()})
+def run_records(settings: Settings) -> dict[str, RunRecords]:
+    """What the lake holds of each running store: the tables the features are replayed from (each read once)."""
+    read = {field: delta.read_rows(delta.table_path(settings.delta_dir, t), t.schema) for field, t in _LAKE.items()}
+    return {store_id: RunRecords(**{field: _of_store(store_id, rows)  # type: ignore[arg-type]
+                                    for field, rows in read.items()})
+            for store_id in settings.running_stores}
 
 
-def _of_store(settings: Settings, rows: list[ModelT]) -> list[ModelT]:
-    return [row for row in rows if getattr(row, STORE_COLUMN) == settings.store_id]
+def _of_store(store_id: str, rows: Sequence[ModelT]) -> list[ModelT]:
+    return [row for row in rows if getattr(row, STORE_COLUMN) == store_id]
+
+
+def _stamped(store_id: str, rows: Sequence[ModelT]) -> list[ModelT]:
+    return [row.model_copy(update={STORE_COLUMN: store_id}) for row in rows]
 
 
 def watermark(settings: Settings) -> datetime:
@@ -61,10 +70,14 @@ def watermark(settings: Settings) -> datetime:
 
 
 def build_features(settings: Settings, until: datetime) -> list[ShelfDailyFeatures]:
-    """The feature rows of every day complete by `until`, written to analytics.shelf_daily_features."""
-    store, tables = jobs.load_store(settings), jobs.load_config(settings)
-    rows = [row.model_copy(update={STORE_COLUMN: store.store_id}) for row in daily_features(
-        store, tables, clock_start(store, settings.sim_start), run_records(settings), until)]
+    """Every running store's feature rows of every day complete by `until`, written to
+    analytics.shelf_daily_features."""
+    records = run_records(settings)
+    rows = []
+    for store_id in settings.running_stores:
+        store = jobs.load_store(settings, store_id)
+        rows += _stamped(store_id, daily_features(store, jobs.load_config(settings, store_id),
+                                                  clock_start(store, settings.sim_start), records[store_id], until))
     _upsert(settings, "shelf_daily_features", rows)
     return rows
 
@@ -112,14 +125,15 @@ class TrainedRisk:
 
 
 def train_risk_model(settings: Settings, until: datetime, holdout_hours: int) -> TrainedRisk:
-    """The restock-risk classifier on the run's shelf events up to `until`, saved under ARTIFACT_DIR as version
-    `until` (the shelf aggregator scores with it from its next batch) and logged to MLflow."""
+    """The restock-risk classifier on every running store's shelf events up to `until`, saved under ARTIFACT_DIR as
+    version `until` (the shelf aggregator scores with it from its next batch) and logged to MLflow."""
     from smartshelf.adapters import mlflow_tracking
 
-    store = jobs.load_store(settings)
-    shelf_events = _of_store(settings, delta.read_rows(delta.table_path(settings.delta_dir, table("raw_shelf_events")),
-                                                       ShelfEvent))
-    rows = snapshots(store, clock_start(store, settings.sim_start), shelf_events, until)
+    shelf_events = delta.read_rows(delta.table_path(settings.delta_dir, table("raw_shelf_events")), ShelfEvent)
+    rows = []
+    for store_id in settings.running_stores:
+        store = jobs.load_store(settings, store_id)
+        rows += snapshots(store, clock_start(store, settings.sim_start), _of_store(store_id, shelf_events), until)
     result = train_risk(rows, holdout_hours=holdout_hours)
     version = model_version(until)
     staging = settings.artifact_dir / settings.risk_model_name / f".{version}.partial"
@@ -146,20 +160,24 @@ def newest_model(settings: Settings) -> Path:
 
 
 def predict_day(settings: Settings, rows: list[ShelfDailyFeatures], at: datetime) -> Forecast:
-    """The newest model's forecast at `at` from the last complete day's rows: predictions logged, plans sent."""
+    """The newest model's forecast at `at` from the last complete day's rows of every store that has them, each
+    with its own policies: predictions logged, plans sent to their store."""
     last_day = max((row.feature_date for row in rows), default=None)
     if last_day is None:
         raise SmartShelfError(f"no complete day before {at:%Y-%m-%d %H:%M} to forecast from")
-    result = forecast(load_model(newest_model(settings)), [r for r in rows if r.feature_date == last_day],
-                      jobs.load_config(settings), at)
-    _upsert(settings, "ml_predictions_log",
-            [prediction.model_copy(update={STORE_COLUMN: settings.store_id}) for prediction in result.predictions])
+    model = load_model(newest_model(settings))
+    result = Forecast([], [])
+    for store_id in sorted({row.store_id for row in rows}):
+        mine = forecast(model, [r for r in rows if r.feature_date == last_day and r.store_id == store_id],
+                        jobs.load_config(settings, store_id), at)
+        result.predictions.extend(_stamped(store_id, mine.predictions))
+        result.plans.extend(_stamped(store_id, mine.plans))
+    _upsert(settings, "ml_predictions_log", result.predictions)
     plans = topic("wh_supplier_plan")
     producer = KafkaAdapter(settings.kafka_bootstrap_servers).producer()
     try:
-        stamped = [plan.model_copy(update={STORE_COLUMN: settings.store_id}) for plan in result.plans]
         producer.send_and_wait([Outgoing(plans.name, plans.key_of(plan).encode(), plan.model_dump_json().encode())
-                                 for plan in stamped])
+                                 for plan in result.plans])
     finally:
         producer.close()
     return result

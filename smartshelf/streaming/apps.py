@@ -114,12 +114,13 @@ class RiskScoring:
     """The restock risk of the shelves whose state changed (every shelf's when a new model version comes), by the
     newest model version under ARTIFACT_DIR/RISK_MODEL_NAME, looked for at each batch (one stat while there is
     none; XGBoost is imported only once there is one). The risk is a score of the state, not state: a replay
-    scores the same state the same way."""
+    scores the same state the same way. The model is the chain's (its features are the shelf's, not the store's):
+    each store's shelves are scored with their own store's facts."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.scorer: RiskScorer | None = None
-        self.facts: dict[str, ShelfFacts] = {}
+        self.facts: dict[str, dict[str, ShelfFacts]] = {}  # by store, then shelf
         self.refused: Path | None = None  # a version that could not be read, warned about once
 
     def scores(self, changed: list[ShelfState], every_shelf: Callable[[], list[ShelfState]]) -> list[ShelfRisk]:
@@ -129,12 +130,15 @@ class RiskScoring:
         newer = self._newer(folder)
         if self.scorer is None:
             return []
-        # the model's facts are the running store's (STORE_ID): the other stores of a chain are not scored yet
-        shelves = [shelf for shelf in (every_shelf() if newer else changed) if shelf.store_id == self.settings.store_id]
-        if any(shelf.shelf_id not in self.facts for shelf in shelves):
-            self._learn_shelves()
+        by_store: dict[str, list[ShelfState]] = {}
+        for shelf in every_shelf() if newer else changed:
+            by_store.setdefault(shelf.store_id, []).append(shelf)
+        for store_id, shelves in by_store.items():
+            if any(shelf.shelf_id not in self.facts.get(store_id, {}) for shelf in shelves):
+                self._learn_shelves(store_id)
         try:
-            return list(self.scorer.score(shelves, self.facts))
+            return [risk for store_id, shelves in sorted(by_store.items())
+                    for risk in self.scorer.score(shelves, self.facts[store_id])]
         except Exception as error:  # noqa: BLE001 - a score that fails must not stop the shelves' states
             log.warning("restock risk: model %s could not score: %s", self.scorer.model_version, error)
             return []
@@ -154,16 +158,15 @@ class RiskScoring:
             log.warning("restock risk: %s", error)
             self.refused = newest
             return False
-        if not self.facts:
-            self._learn_shelves()
         return True
 
-    def _learn_shelves(self) -> None:
-        """The facts of the store's shelves and of those it added since (their profiles)."""
+    def _learn_shelves(self, store_id: str) -> None:
+        """The facts of a store's shelves and of those it added since (their profiles)."""
         from smartshelf.ml.risk import shelf_facts
         from smartshelf.runtime.jobs import load_config, load_store
 
-        self.facts = shelf_facts(load_store(self.settings), load_config(self.settings).shelf_profiles)
+        self.facts[store_id] = shelf_facts(load_store(self.settings, store_id),
+                                           load_config(self.settings, store_id).shelf_profiles)
 
 
 class BatchStateUpdater(KeyedApp):

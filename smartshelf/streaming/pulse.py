@@ -13,14 +13,16 @@ The watermark is the newest event time seen minus `watermark_delay`; the clock's
 as events, so windows close at night too. Rows dropped as late are counted from the query's progress
 (`LateCounter`), per batch, once.
 
-What the batch sees is a few dozen closed windows per simulated minute (store and categories; shelves with
-activity), so the driver-side scoring is small whatever the event rate: the per-event work is Spark's.
+What the batch sees is a few dozen closed windows per simulated minute and store (the store and its categories;
+shelves with activity), so the driver-side scoring is small whatever the event rate: the per-event work is Spark's.
+A chain's stores are windowed side by side (the store is a grouping column) and each is scored against its own
+history (smartshelf.pulse.evaluate_chain).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 
 from pydantic import BaseModel
@@ -33,7 +35,7 @@ from redis import Redis
 from smartshelf import loop, pulse
 from smartshelf.adapters.redis_clock import SimClock
 from smartshelf.adapters.spark import checkpoint_dir, kafka_options
-from smartshelf.registry import CLOCK_TICKS, STORE_COLUMN
+from smartshelf.registry import CLOCK_TICKS
 from smartshelf.schemas import FIRST_STORE, ClockTick, FootTrafficEvent, PosTransaction, PulseWindow, ShelfEvent
 from smartshelf.settings import Settings
 from smartshelf.store import StoreData
@@ -112,22 +114,22 @@ def _moves(parsed: DataFrame) -> DataFrame:
     return parsed.select(ts.alias("ts"), store.alias("store"), F.explode(moves).alias("m")).select("ts", "store", "m.*")
 
 
-def signals(spark: SparkSession, settings: Settings, store: StoreData) -> DataFrame:
-    """(metric, subject, ts, value) rows of smartshelf.pulse.signals_of, computed by Spark from one read of the
+def signals(spark: SparkSession, settings: Settings, stores: Mapping[str, StoreData]) -> DataFrame:
+    """(store, metric, subject, ts, value) rows of smartshelf.pulse.signals_of, computed by Spark from one read of the
     topics, with the watermark set; and the clock's ticks (metric TICK): they move the watermark, and
     `windows_of` drops their windows (a filter in the query would be pushed below the watermark by Spark's
     optimizer, and not move it)."""
     source = spark.readStream.format("kafka").options(**kafka_options(settings, list(SOURCES))).load()
-    items = spark.createDataFrame([(shelf, facts.category, facts.item_weight)
+    items = spark.createDataFrame([(store_id, shelf, facts.category, facts.item_weight)
+                                   for store_id, store in sorted(stores.items())
                                    for shelf, facts in sorted(item_facts(store).items())],
-                                  "shelf_id string, category string, item_weight long")
+                                  "store string, shelf_id string, category string, item_weight long")
     parsed = source.select("topic", F.col("value").cast("string").alias("json")).select(
         _event("foot_traffic", FootTrafficEvent).alias("ft"), _event("pos_transactions", PosTransaction).alias("pos"),
         _event("shelf_events", ShelfEvent).alias("se"), _event(CLOCK_TICKS, ClockTick).alias("tick"))
-    moves = _moves(parsed).join(F.broadcast(items), "shelf_id", "left")
+    moves = _moves(parsed).join(F.broadcast(items), ["store", "shelf_id"], "left")
     kind, quantity, amount = F.col("kind"), F.col("quantity"), F.col("amount")
-    # the pulse is the running store's (STORE_ID): a chain's other stores give no signal yet
-    mine = F.col("store") == F.lit(store.store_id)
+    mine = F.col("store").isin(sorted(stores))  # the running stores' (the bridge refuses other stores' records)
     known = F.col("category").isNotNull() & mine  # a till line or a reading of a shelf the store lists
     signal_list = (
         F.when((kind == TICK) | ((kind == "visit") & mine), F.array(_signal(F.col("metric"), pulse.STORE, quantity)))
@@ -140,56 +142,59 @@ def signals(spark: SparkSession, settings: Settings, store: StoreData) -> DataFr
             _signal("units_taken", F.col("shelf_id"), -amount / F.col("item_weight"))))
         .when((kind == "scale") & known, F.array(_signal("weight_changes", F.col("category"), amount))))
     delay = watermark_delay(settings)
-    return (moves.select("ts", F.explode(signal_list).alias("s")).select("ts", "s.*")
+    return (moves.select("ts", "store", F.explode(signal_list).alias("s")).select("ts", "store", "s.*")
             .withWatermark("ts", f"{int(delay.total_seconds())} seconds"))
 
 
 def windowed(frame: DataFrame) -> DataFrame:
     """Spark's window operators, chained in one query: the signals' sum and count per 1-minute tumbling window,
-    metric and subject; then the 1-minute windows' per 5-minute window sliding every minute, each carrying its
+    store, metric and subject; then the 1-minute windows' per 5-minute window sliding every minute, each carrying its
     minutes. A minute is published with the sliding window it ends (`minutes_of`), so each once."""
-    minute = (frame.groupBy(F.window("ts", f"{pulse.TUMBLING_MINUTES} minutes").alias("w"), "metric", "subject")
+    minute = (frame.groupBy(F.window("ts", f"{pulse.TUMBLING_MINUTES} minutes").alias("w"), "store", "metric",
+                            "subject")
               .agg(F.sum("value").alias("value"), F.count(F.lit(1)).alias("events")))
     sliding = F.window(F.window_time("w"), f"{pulse.SLIDING_MINUTES} minutes", f"{pulse.SLIDE_MINUTES} minutes")
-    return (minute.groupBy(sliding.alias("s"), "metric", "subject")
+    return (minute.groupBy(sliding.alias("s"), "store", "metric", "subject")
             .agg(F.sum("value").alias("value"), F.sum("events").alias("events"),
                  F.collect_list(F.struct(F.col("w.start").alias("start"), F.col("value").cast("double").alias("value"),
                                          F.col("events").alias("events"))).alias("minutes"))
-            .select("metric", "subject", F.col("s.start").alias("window_start"), F.col("s.end").alias("window_end"),
-                    F.col("value").cast("double").alias("value"), "events", "minutes"))
+            .select("store", "metric", "subject", F.col("s.start").alias("window_start"),
+                    F.col("s.end").alias("window_end"), F.col("value").cast("double").alias("value"), "events",
+                    "minutes"))
 
 
 def windows_of(rows: list[dict[str, object]]) -> tuple[list[PulseWindow], list[PulseWindow]]:
-    """A batch's closed sliding windows (a few dozen per simulated minute, on the driver), and the minutes
-    they end; without the clock's."""
+    """A batch's closed sliding windows (a few dozen per simulated minute and store, on the driver), and the
+    minutes they end; without the clock's."""
     minutes, sliding = [], []
     for row in rows:
         if row["metric"] == TICK:
             continue
         end = row["window_end"]
+        of = {"store_id": row["store"], "metric": row["metric"], "subject": row["subject"], "window_end": end}
         for minute in row["minutes"]:  # type: ignore[attr-defined]
             if minute["start"] + timedelta(minutes=pulse.TUMBLING_MINUTES) == end:
-                minutes.append(PulseWindow(width_minutes=pulse.TUMBLING_MINUTES, metric=row["metric"],  # type: ignore[arg-type]
-                                           subject=row["subject"], window_start=minute["start"], window_end=end,
-                                           value=minute["value"], events=minute["events"]))
-        sliding.append(PulseWindow(width_minutes=pulse.SLIDING_MINUTES, metric=row["metric"],  # type: ignore[arg-type]
-                                   subject=row["subject"], window_start=row["window_start"], window_end=end,
-                                   value=row["value"], events=row["events"]))
+                minutes.append(PulseWindow.model_validate({
+                    **of, "width_minutes": pulse.TUMBLING_MINUTES, "window_start": minute["start"],
+                    "value": minute["value"], "events": minute["events"]}))
+        sliding.append(PulseWindow.model_validate({
+            **of, "width_minutes": pulse.SLIDING_MINUTES, "window_start": row["window_start"],
+            "value": row["value"], "events": row["events"]}))
     return minutes, sliding
 
 
-class PulseApp(DriverApp[pulse.PulseState]):
-    """The pulse: its 1-minute windows published as they are; its 5-minute windows scored, published, and
-    their anomaly and shrinkage alerts raised."""
+class PulseApp(DriverApp[pulse.ChainPulseState]):
+    """The pulse of every running store: its 1-minute windows published as they are; its 5-minute windows scored
+    against the store's own history, published, and their anomaly and shrinkage alerts raised."""
 
     name = "pulse"
     topics = ()
     outputs = ("alerts", "pulse_windows")
-    state_model = pulse.PulseState
+    state_model = pulse.ChainPulseState
 
-    def __init__(self, categories: Sequence[str]) -> None:
+    def __init__(self, categories: Mapping[str, Sequence[str]]) -> None:
         super().__init__()
-        self.categories = sorted(categories)
+        self.categories = {store_id: sorted(names) for store_id, names in categories.items()}
         self.minutes: list[PulseWindow] = []
 
     def handle_windows(self, io: BatchIO, batch_id: int, rows: list[dict[str, object]]) -> None:
@@ -197,26 +202,27 @@ class PulseApp(DriverApp[pulse.PulseState]):
         received = [Received("pulse_windows", 0, number, window) for number, window in enumerate(sliding)]
         self.handle(io, batch_id, received, BatchOutput())  # a driver app publishes its effects itself
 
-    def apply_events(self, state: pulse.PulseState, received: list[Received], io: CommitIO) -> loop.Effects:
+    def apply_events(self, state: pulse.ChainPulseState, received: list[Received], io: CommitIO) -> loop.Effects:
         windows = [item.record for item in received]
-        published, alerts = pulse.evaluate(state, windows, self.categories, rules(io.settings))  # type: ignore[arg-type]
-        minutes = [w for w in self.minutes if w.metric not in pulse.SHELF_METRICS]
-        store = {STORE_COLUMN: io.settings.store_id}  # the pulse's store (signals)
-        return loop.Effects({"pulse_windows": [window.model_copy(update=store) for window in [*minutes, *published]],
-                             "alerts": [alert.model_copy(update=store) for alert in alerts]})
+        published, alerts = pulse.evaluate_chain(state, windows, self.categories,  # type: ignore[arg-type]
+                                                 rules(io.settings))
+        minutes = [w for w in self.minutes if w.metric not in pulse.SHELF_METRICS and w.store_id in self.categories]
+        return loop.Effects({"pulse_windows": [*minutes, *published], "alerts": alerts})
 
 
 PULSE_APPS = (PulseApp.name,)
 
 
-def pulse_app(store: StoreData) -> PulseApp:
-    return PulseApp(sorted({facts.category for facts in item_facts(store).values()}))
+def pulse_app(stores: Mapping[str, StoreData]) -> PulseApp:
+    return PulseApp({store_id: sorted({facts.category for facts in item_facts(store).values()})
+                     for store_id, store in stores.items()})
 
 
-def start_pulse(spark: SparkSession, settings: Settings, app: PulseApp, store: StoreData, io: BatchIO
-                ) -> StreamingQuery:
-    """The pulse as a query of its own, in append mode: each window once, when the watermark has passed it."""
-    frame = windowed(signals(spark, settings, store))
+def start_pulse(spark: SparkSession, settings: Settings, app: PulseApp, stores: Mapping[str, StoreData],
+                io: BatchIO) -> StreamingQuery:
+    """The pulse of the running stores as a query of its own, in append mode: each window once, when the
+    watermark has passed it."""
+    frame = windowed(signals(spark, settings, stores))
 
     def each_batch(batch: DataFrame, batch_id: int) -> None:
         io.begin(batch_id)

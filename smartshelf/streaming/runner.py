@@ -159,7 +159,7 @@ def run(settings: Settings, names: Iterable[str] | None = None) -> None:
                     if name not in pulse_names}
         if pulse_names:
             assert stores is not None
-            starters |= {name: _pulse_starter(spark, settings, stores[settings.store_id], ios[name])
+            starters |= {name: _pulse_starter(spark, settings, stores, ios[name])
                          for name in pulse_names}
         queries = {name: start() for name, start in starters.items()}
     late = LateCounter(redis_client(settings))
@@ -209,7 +209,7 @@ def _twin_starter(spark: SparkSession, settings: Settings, name: str, members: l
     return lambda: start_apps(spark, settings, name, select_apps(members), io, stores)
 
 
-def _pulse_starter(spark: SparkSession, settings: Settings, store: StoreData, io: BatchIO
+def _pulse_starter(spark: SparkSession, settings: Settings, stores: Mapping[str, StoreData], io: BatchIO
                    ) -> Callable[[], StreamingQuery]:
     # a new app object each start: its state reloads from its last Delta commit
-    return lambda: start_pulse(spark, settings, pulse_app(store), store, io)
+    return lambda: start_pulse(spark, settings, pulse_app(stores), stores, io)

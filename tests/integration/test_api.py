@@ -23,7 +23,7 @@ from smartshelf.adapters import postgres
 from smartshelf.adapters.kafka import KafkaAdapter, Outgoing
 from smartshelf.adapters.redis_clock import SimClock, redis_client
 from smartshelf.api.feed import SLOW_CLIENT_CLOSE_CODE
-from smartshelf.datagen import generate_chain, write_chain
+from smartshelf.datagen import generate_chain
 from smartshelf.loop import StoreConfig, shelf_level, warehouse_level
 from smartshelf.registry import table, topic
 from smartshelf.runtime import jobs, supervisor
@@ -46,7 +46,7 @@ WS_QUEUE = 1000  # API_WS_QUEUE: a stalled client overflows after ~2,000 events 
 @pytest.fixture(scope="module")
 def api() -> Iterator[Settings]:
     run_dir = make_run_dir("smartshelf-api-")
-    settings = isolated_settings(run_dir, api_ws_queue=WS_QUEUE)
+    settings = isolated_settings(run_dir, api_ws_queue=WS_QUEUE, stores=2)  # a chain of two: STORE_ID is the first
     try:
         with initialised_stack(settings):
             SimClock(redis_client(settings)).set(SIM_NOW)
@@ -144,24 +144,31 @@ def test_a_shelf_has_its_lots_and_an_unknown_shelf_is_404(api: Settings) -> None
         StoreConfig.from_tables(jobs.load_config(api)).profiles)
 
 
-def test_of_a_chain_the_api_answers_for_the_store_it_runs(api: Settings) -> None:
-    # the stack's store is seed 42's, which is also the first store of seed 42's chain
+def test_of_a_chain_the_api_answers_for_store_id_and_by_default_for_the_first(api: Settings) -> None:
+    # the stack runs seed 42's chain of two (store-init imported both): STORE_ID is its first store
     chain = generate_chain(jobs.DEFAULT_STORE_SEED, 2)
-    write_chain(chain, api.run_dir / "chain")
-    jobs.import_store(api, api.run_dir / "chain" / "db_csv")
     own = {row.shelf_id for row in chain["store-001"].store_inventory}
-    elsewhere = sorted({row.shelf_id for row in chain["store-002"].store_inventory} - own)
+    second = {row.shelf_id for row in chain["store-002"].store_inventory}
+    elsewhere = sorted(second - own)
     assert _get(api, "/shelves", limit=1).json()["meta"]["total"] == len(own)
     assert _get(api, "/warehouse/items", limit=1).json()["meta"]["total"] == len(own)
-    assert _get(api, "/stores").json()["data"][0]["shelves"] == len(own)
     assert _get(api, f"/shelves/{elsewhere[0]}").status_code == 404
+    assert _get(api, "/shelves", limit=1, store_id="store-002").json()["meta"]["total"] == len(second)
+    assert _get(api, "/warehouse/items", limit=1, store_id="store-002").json()["meta"]["total"] == len(second)
+    found = _get(api, f"/shelves/{elsewhere[0]}", store_id="store-002").json()
+    assert found["meta"]["store_id"] == "store-002" and found["data"]["shelf_id"] == elsewhere[0]
+    stores = _get(api, "/stores").json()
+    assert [(row["store_id"], row["shelves"]) for row in stores["data"]] == [
+        ("store-001", len(own)), ("store-002", len(second))] and stores["meta"]["store_id"] is None
 
 
 def test_of_a_chain_the_api_reads_only_its_stores_state_and_events(api: Settings) -> None:
     # another store's rows for one of this store's shelves, and a sale of each store with the same transaction id
     other, ts = "store-002", datetime(2024, 12, 1, 12)  # a day no other test reads
     day, expiry = ts.date(), ts.date() + timedelta(days=30)
-    shelf_id = _get(api, "/shelves", limit=1).json()["data"][0]["shelf_id"]
+    ids = [{row["shelf_id"] for row in _get(api, "/shelves", limit=1000, store_id=store_id).json()["data"]}
+           for store_id in (api.store_id, other)]
+    shelf_id = min(ids[0] & ids[1])  # a shelf id both stores have
     shelf_before = _get(api, f"/shelves/{shelf_id}").json()["data"]
 
     def lists() -> list[object]:
@@ -171,7 +178,7 @@ def test_of_a_chain_the_api_reads_only_its_stores_state_and_events(api: Settings
                 _get(api, "/warehouse/items", limit=1).json()["meta"]["total"],
                 _get(api, "/shelves", category=category, limit=1000).json()["data"],
                 _get(api, "/warehouse/items", category=category, limit=1000).json()["data"],
-                _get(api, "/stores").json()["data"]]
+                _get(api, "/stores").json()["data"][0]]
 
     lists_before = lists()
     rows = {
@@ -223,6 +230,13 @@ def test_of_a_chain_the_api_reads_only_its_stores_state_and_events(api: Settings
             found = _get(api, path, shelf_id=shelf_id, limit=1000).json()["data"]
             assert {r["store_id"] for r in found} <= {api.store_id}, path
             assert not {r[id_column] for r in found} & {"chain-a1", "chain-p1", "chain-r1", "chain-o1"}, path
+            theirs = _get(api, path, shelf_id=shelf_id, limit=1000, store_id=other).json()["data"]
+            assert {r["store_id"] for r in theirs} == {other}, path  # asked for, the other store's rows
+        theirs = _get(api, f"/shelves/{shelf_id}", store_id=other).json()["data"]
+        assert theirs["current_stock"] == 0 and [(lot["location"], lot["batch_code"]) for lot in theirs["lots"]] == [
+            ("store", "CHAIN-B1"), ("warehouse", "CHAIN-B1")]
+        (sale,) = [r for r in theirs["recent_sales"] if r["transaction_id"] == "chain-t1"]
+        assert (sale["store_id"], sale["quantity"]) == (other, 2)
     finally:
         with postgres.connect(api, "app") as conn, conn.cursor() as cur:
             for name in rows:

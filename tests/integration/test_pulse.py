@@ -1,13 +1,16 @@
 """The pulse queries on real Spark and Kafka: a scripted stream of three days gives exactly the windows and the
 alerts the pure reference computes (smartshelf.pulse) — nothing on the quiet days, one anomaly for a rush at
-the entrance and one shrinkage alert for a shelf emptied without payment on the third; an event inside the
-watermark is counted, one behind it is dropped and counted as dropped."""
+the entrance and one shrinkage alert for a shelf emptied without payment on the third; a second store of the
+chain, streamed beside it with the rush but no theft, gets its own windows and its own alerts, each as the
+reference computes them for that store alone; an event inside the watermark is counted, one behind it is dropped
+and counted as dropped."""
 
 from __future__ import annotations
 
 import shutil
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 import pytest
@@ -34,6 +37,7 @@ DAY1 = datetime(2025, 1, 1)
 RUSH = DAY1 + timedelta(days=2, hours=11)  # the third day, 11:00: 20 more people a minute for 5 minutes
 THEFT = DAY1 + timedelta(days=2, hours=11, minutes=30)  # 12 units off one shelf, never paid for
 END = DAY1 + timedelta(days=2, hours=13)  # the last clock tick: every window before ~12:58 closes
+SECOND = "store-002"  # the chain's second store: store-001's shelves and script, without the theft
 
 
 @pytest.fixture(scope="module")
@@ -100,9 +104,9 @@ def _script(store: StoreData) -> list[BaseModel]:
     return events
 
 
-def _alert_id(alert: BaseModel) -> str:
+def _alert_key(alert: BaseModel) -> tuple[str, str]:
     assert isinstance(alert, Alert)
-    return alert.alert_id
+    return alert.store_id, alert.alert_id
 
 
 TOPIC_OF = {FootTrafficEvent: "foot_traffic", ShelfEvent: "shelf_events", PosTransaction: "pos_transactions",
@@ -130,12 +134,22 @@ def _read(settings: Settings, name: str) -> list[BaseModel]:
     return records  # type: ignore[return-value]
 
 
-def _windows(settings: Settings) -> dict[str, PulseWindow]:
-    """pulse_windows by id; each window is published once."""
+def _windows(settings: Settings) -> dict[tuple[str, str], PulseWindow]:
+    """pulse_windows by store and id; each window is published once."""
     windows = [w for w in _read(settings, "pulse_windows") if isinstance(w, PulseWindow)]
-    by_id = {w.window_id: w for w in windows}
+    by_id = {(w.store_id, w.window_id): w for w in windows}
     assert len(by_id) == len(windows), "a window published twice"
     return by_id
+
+
+def _chain(store: StoreData) -> dict[str, StoreData]:
+    return {store.store_id: store, SECOND: replace(store, store_id=SECOND)}
+
+
+def _second_stores(events: list[BaseModel]) -> list[BaseModel]:
+    """The second store's events: the script's, stamped with its store, but the thief's (ticks are every store's)."""
+    return [event.model_copy(update={"store_id": SECOND}) for event in events
+            if not isinstance(event, ClockTick) and getattr(event, "customer_id", None) != "thief"]
 
 
 def _run(spark: SparkSession, settings: Settings, store: StoreData, last_tick: datetime) -> None:
@@ -143,7 +157,7 @@ def _run(spark: SparkSession, settings: Settings, store: StoreData, last_tick: d
     tick's watermark passed (Spark runs it after the data, as a batch of no data) is done."""
     watermark = (last_tick - watermark_delay(settings)).isoformat(timespec="milliseconds") + "Z"
     for name in PULSE_APPS:
-        query = start_pulse(spark, settings, pulse_app(store), store, BatchIO(settings, name, spark))
+        query = start_pulse(spark, settings, pulse_app(_chain(store)), _chain(store), BatchIO(settings, name, spark))
         try:
             query.processAllAvailable()
             deadline = time.monotonic() + 60
@@ -158,8 +172,8 @@ def _run(spark: SparkSession, settings: Settings, store: StoreData, last_tick: d
 
 
 def _reference(store: StoreData, events: list[BaseModel], settings: Settings
-               ) -> tuple[dict[str, PulseWindow], list[Alert]]:
-    """What smartshelf.pulse says for the windows closed by the last tick."""
+               ) -> tuple[dict[tuple[str, str], PulseWindow], list[Alert]]:
+    """What smartshelf.pulse says for the windows closed by the last tick, of one store run alone."""
     items = item_facts(store)
     signals = [s for event in events for s in pulse.signals_of(event, items)]
     closed_before = END - watermark_delay(settings)
@@ -168,31 +182,36 @@ def _reference(store: StoreData, events: list[BaseModel], settings: Settings
     categories = sorted({facts.category for facts in items.values()})
     scored, alerts = pulse.evaluate(pulse.PulseState(), sliding, categories, rules(settings))
     published = [w for w in minute if w.metric not in pulse.SHELF_METRICS] + scored
-    return {w.window_id: w for w in published}, alerts
+    mine = {"store_id": store.store_id}
+    return ({(store.store_id, w.window_id): w.model_copy(update=mine) for w in published},
+            [alert.model_copy(update=mine) for alert in alerts])
 
 
 def test_a_scripted_stream_gives_the_reference_windows_and_exactly_its_alerts(spark: SparkSession,
                                                                                 pulse_stack: Settings) -> None:
     store = jobs.load_store(pulse_stack)
     events = _script(store)
-    _send(pulse_stack, events)
+    second = _second_stores(events)
+    _send(pulse_stack, [*events, *second])
     _run(spark, pulse_stack, store, END)
 
     windows, alerts = _windows(pulse_stack), _read(pulse_stack, "alerts")
     expected_windows, expected_alerts = _reference(store, events, pulse_stack)
-    assert windows == expected_windows
-    assert sorted(alerts, key=_alert_id) == sorted(expected_alerts, key=_alert_id)
-    # by hand: nothing on the quiet days; the rush and the theft, each once, within minutes
-    kinds = sorted((a.alert_type, a.metric, a.subject) for a in alerts)  # type: ignore[attr-defined]
+    second_windows, second_alerts = _reference(_chain(store)[SECOND], second, pulse_stack)
+    assert windows == expected_windows | second_windows
+    assert sorted(alerts, key=_alert_key) == sorted([*expected_alerts, *second_alerts], key=_alert_key)
+    # by hand: nothing on the quiet days; the rush and the theft, each once, within minutes; the second store's rush
+    kinds = sorted((a.store_id, a.alert_type, a.metric, a.subject) for a in alerts)  # type: ignore[attr-defined]
     shelf_a, _ = _shelves(store)
-    assert kinds == [("anomaly", "entries", "store"), ("shrinkage", "units_taken", shelf_a)]
+    assert kinds == [(store.store_id, "anomaly", "entries", "store"),
+                     (store.store_id, "shrinkage", "units_taken", shelf_a), (SECOND, "anomaly", "entries", "store")]
     rush_alert = next(a for a in alerts if a.alert_type == "anomaly")  # type: ignore[attr-defined]
     theft_alert = next(a for a in alerts if a.alert_type == "shrinkage")  # type: ignore[attr-defined]
     assert RUSH < rush_alert.ts <= RUSH + timedelta(minutes=5)
     assert THEFT < theft_alert.ts <= THEFT + timedelta(minutes=5)
     assert theft_alert.value >= rules(pulse_stack).shrinkage_min_units
     # the minute windows carry every entry: the rush's minutes hold 20 more
-    rush_minute = windows[pulse_window_id(1, "entries", "store", RUSH)]
+    rush_minute = windows[(store.store_id, pulse_window_id(1, "entries", "store", RUSH))]
     assert rush_minute.value == _entries(RUSH) > 20
 
 
@@ -210,8 +229,8 @@ def test_an_event_inside_the_watermark_is_counted_one_behind_it_is_dropped_and_c
     _run(spark, pulse_stack, store, END + timedelta(hours=1))
 
     windows = _windows(pulse_stack)
-    counted = windows[pulse_window_id(1, "entries", "store", inside.replace(second=0))]
+    counted = windows[(store.store_id, pulse_window_id(1, "entries", "store", inside.replace(second=0)))]
     assert (counted.value, counted.events) == (1, 1)
-    rush_minute = windows[pulse_window_id(1, "entries", "store", RUSH)]
+    rush_minute = windows[(store.store_id, pulse_window_id(1, "entries", "store", RUSH))]
     assert rush_minute.value == _entries(RUSH)  # unchanged: the late entry did not reach it
     assert late.dropped()["pulse"] - dropped_before["pulse"] == 1

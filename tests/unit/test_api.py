@@ -98,6 +98,8 @@ def client(tmp_path: Path) -> TestClient:
     ("/alerts?since=not-a-time", "since", "datetime"),
     ("/plans/supplier?status=lost", "status", "planned"),
     ("/kpis/hourly?until=2025-01-01T00:00:00&since=2025-01-02T00:00:00", "until", "after since"),
+    ("/shelves?store_id=store-002", "store_id", "unknown store_id 'store-002' (this twin runs store-001)"),
+    ("/alerts?store_id=nowhere", "store_id", "unknown store_id 'nowhere'"),
 ])
 def test_bad_parameters_are_422_naming_the_field_and_the_reason(client: TestClient, path: str, field: str,
                                                                 words: str) -> None:

@@ -182,6 +182,28 @@ def test_the_shelf_id_filter() -> None:
     run(scenario)
 
 
+def test_the_store_id_filter_keeps_the_store_s_records_and_those_of_no_store() -> None:
+    def of_store(offset: int, store_id: str | None) -> FeedEvent:
+        record = {"event_id": f"e{offset}", "shelf_id": "S0001"} | ({} if store_id is None else {"store_id": store_id})
+        made = feed_event("shelf_events", 0, offset, None, json.dumps(record).encode())
+        assert made is not None and made.store_id == store_id
+        return made
+
+    async def scenario() -> None:
+        sources = Sources()
+        hub = FeedHub(sources, queue_size=100)
+        second = await hub.subscribe(SHELF, store_id="store-002")
+        second_shelf = await hub.subscribe(SHELF, shelf_id="S0001", store_id="store-002")
+        sources.made[0].deliver([of_store(0, "store-001"), of_store(1, "store-002"), of_store(2, None),
+                                 of_store(3, "store-001")])
+        assert [e.offset for e in await take(second, 2)] == [1, 2]  # a record of no store is the whole twin's
+        assert [e.offset for e in await take(second_shelf, 2)] == [1, 2]
+        assert await nothing_queued(second) and await nothing_queued(second_shelf)
+        await hub.close()
+
+    run(scenario)
+
+
 def test_a_slow_subscriber_is_dropped_and_the_others_get_every_event() -> None:
     async def scenario() -> None:
         sources = Sources()

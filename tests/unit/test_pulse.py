@@ -112,6 +112,28 @@ def test_the_alerts_do_not_depend_on_how_windows_are_batched() -> None:
     assert parts == whole
 
 
+def test_each_store_of_a_chain_is_scored_against_its_own_history_alone() -> None:
+    """A rush in store-002 on day three, over the same quiet days as store-001's: store-002 raises it, store-001
+    raises exactly what it raises alone, and a store the twin does not run is not scored."""
+    rush = [*QUIET[:30], 40.0, 60.0, 55.0, *QUIET[33:]]
+
+    def of(store_id: str, windows: list[PulseWindow]) -> list[PulseWindow]:
+        return [window.model_copy(update={"store_id": store_id}) for window in windows]
+
+    first, second = of("store-001", _days_of_entries([QUIET, QUIET, QUIET])), of("store-002", _days_of_entries(
+        [QUIET, QUIET, rush]))
+    alone = pulse.evaluate(PulseState(), first, ["Dairy"], RULES)
+    state = pulse.ChainPulseState()
+    categories = {"store-001": ["Dairy"], "store-002": ["Dairy"]}
+    published, alerts = pulse.evaluate_chain(state, [*second, *first, *of("store-009", first)], categories, RULES)
+    assert [(a.store_id, a.metric, a.ts) for a in alerts] == [("store-002", "entries", datetime(2025, 1, 3, 10, 31))]
+    assert [w for w in published if w.store_id == "store-001"] == alone[0]
+    assert sorted(state.stores) == sorted(categories)
+    assert len([w for w in published if w.store_id == "store-002"]) == len(alone[0])
+    day_three = {store_id: state.stores[store_id].history["entries|store|10"]["2025-01-03"] for store_id in categories}
+    assert day_three["store-002"][1] == day_three["store-001"][1] + sum(rush) - sum(QUIET)  # each its own history
+
+
 def _shelf(metric: str, shelf: str, end: datetime, value: float) -> PulseWindow:
     return PulseWindow(width_minutes=5, metric=metric, subject=shelf, window_start=end - timedelta(minutes=5),  # type: ignore[arg-type]
                        window_end=end, value=value, events=1)

@@ -7,6 +7,7 @@ comes, then the shelves a batch changed) and ignores a version it cannot read.""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
@@ -179,8 +180,8 @@ def test_a_model_that_cannot_be_read_is_one_clear_line(saved: Path, damage: str)
 def test_the_shelf_aggregator_scores_with_the_newest_model(trained: RiskResult, tmp_path: Path,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     store = generate_store(7)
-    monkeypatch.setattr(jobs, "load_store", lambda settings: store)
-    monkeypatch.setattr(jobs, "load_config", lambda settings: ConfigTables([], [], [], []))
+    monkeypatch.setattr(jobs, "load_store", lambda settings, store_id=None: store)
+    monkeypatch.setattr(jobs, "load_config", lambda settings, store_id=None: ConfigTables([], [], [], []))
     settings = Settings(_env_file=None).model_copy(update={"delta_dir": tmp_path, "run_dir": tmp_path})  # type: ignore[call-arg]
     shelves = rules.initial_states(store, settings.sim_start).shelves
     risk = RiskScoring(settings)
@@ -202,6 +203,31 @@ def test_the_shelf_aggregator_scores_with_the_newest_model(trained: RiskResult, 
     (models / "202501110600").mkdir()  # a newer version that cannot be read: warned about, the old one goes on
     assert [r.model_version for r in risk.scores(shelves[5:6], every_shelf)] == [202501100600]
     assert every_shelf_read == [True]
+
+
+def test_each_store_of_a_chain_is_scored_with_its_own_shelves_facts(trained: RiskResult, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two stores with the same shelf ids and other prices and capacities: one model, each store's facts."""
+    chain = {"store-001": generate_store(7), "store-002": replace(generate_store(8), store_id="store-002")}
+    loaded: list[str] = []
+
+    def load_store(settings: Settings, store_id: str | None = None) -> StoreData:
+        loaded.append(store_id or settings.store_id)
+        return chain[store_id or settings.store_id]
+
+    monkeypatch.setattr(jobs, "load_store", load_store)
+    monkeypatch.setattr(jobs, "load_config", lambda settings, store_id=None: ConfigTables([], [], [], []))
+    settings = Settings(_env_file=None).model_copy(update={"delta_dir": tmp_path, "run_dir": tmp_path})  # type: ignore[call-arg]
+    save_risk_model(trained.booster, settings.artifact_dir / settings.risk_model_name / "202501100600")
+    shelves = {store_id: rules.initial_states(store, settings.sim_start).shelves[:20]
+               for store_id, store in chain.items()}
+    shared = {s.shelf_id for s in shelves["store-001"]} & {s.shelf_id for s in shelves["store-002"]}
+    assert shared  # the same ids: only the store tells their facts apart
+    scores = RiskScoring(settings).scores([], lambda: [*shelves["store-002"], *shelves["store-001"]])
+    scorer = RiskScorer.load(settings.artifact_dir / settings.risk_model_name / "202501100600")
+    assert scores == [*scorer.score(shelves["store-001"], shelf_facts(chain["store-001"])),
+                      *scorer.score(shelves["store-002"], shelf_facts(chain["store-002"]))]
+    assert {r.store_id for r in scores} == set(chain) and sorted(loaded) == sorted(chain)
 
 
 def test_facts_of_a_shelf_the_store_adds_have_no_popularity() -> None:

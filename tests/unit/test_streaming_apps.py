@@ -53,6 +53,6 @@ def test_loop_apps_publish_only_to_topics_with_ids_or_compacted_ones() -> None:
     """A replayed batch publishes again only what it can drop by id or what a compacted topic takes again."""
     from smartshelf.streaming.pulse import PulseApp
 
-    for app in [PulseApp([]), *(cls() for cls in KEYED_LOOP_APP_CLASSES)]:
+    for app in [PulseApp({}), *(cls() for cls in KEYED_LOOP_APP_CLASSES)]:
         for name in app.outputs:
             assert topic(name).compacted or topic(name).id_field is not None, (app.name, name)
