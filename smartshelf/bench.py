@@ -505,8 +505,65 @@ def bench_scale(base: Settings, sizes: tuple[int, ...] = SCALE_STORES, days: int
         "store_digest_independent_of_chain_size": all(len(found) == 1 for found in digests.values()),
         "four_stores_within_twice_one": None if four is None else four["wall_over_one_store"] <= 2.0,
         "plot": scale_chart(runs),
+        "estimate": chain_estimate(runs) if len(runs) > 1 else None,
         "note": "each run starts its own scratch stack (included in its wall time); peak memory: the stack's servers "
                 "(their process trees), summed, sampled every 10 s",
+    }
+
+
+ESTIMATE_STORES = 500
+DAY_S = 86_400  # a simulated day in real time (TIME_MULTIPLIER=1)
+
+
+def _line(xs: list[float], ys: list[float]) -> tuple[float, float]:
+    """The least-squares line through the points: (intercept, slope)."""
+    mean_x, mean_y = sum(xs) / len(xs), sum(ys) / len(ys)
+    spread = sum((x - mean_x) ** 2 for x in xs)
+    slope = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys, strict=True)) / spread if spread else 0.0
+    return mean_y - slope * mean_x, slope
+
+
+def chain_estimate(runs: list[dict[str, Any]], stores: int = ESTIMATE_STORES) -> dict[str, object]:
+    """What `stores` stores running in real time (a simulated day per day) ask of each part, from how the measured
+    runs grow with their stores: a least-squares line through (stores, amount) for the events, each topic's
+    records, the PostgreSQL writes (the mirrored topics' records; the tills' rows) and each service's CPU seconds.
+    The slope is one more store-day; the intercept is what a run costs whatever its stores (the lockstep's per-tick
+    work, start-up), which in real time is paid per trigger, not per store, and is reported apart."""
+    from smartshelf.connect import SINKS
+
+    counts = [float(run["stores"]) for run in runs]
+
+    def per_store_day(amounts: list[float]) -> float:
+        return _line(counts, amounts)[1]
+
+    topics = sorted({name for run in runs for name in run["topic_records"]})
+    records = {name: per_store_day([float(run["topic_records"].get(name, 0)) for run in runs]) for name in topics}
+    writes = 0.0
+    for sink in SINKS:
+        if sink.mode == "pos":  # one record, a row per transaction and per line
+            writes += sum(per_store_day([float(run["postgres_rows"].get(t.pg, 0)) for run in runs])
+                          for t in sink.tables)
+        else:
+            writes += records.get(sink.topic, 0.0)
+    services = sorted({name for run in runs for name in run["cpu_s"]})
+    cpu = {name: _line(counts, [float(run["cpu_s"].get(name, 0.0)) for run in runs]) for name in services}
+    events = per_store_day([float(run["events"]) for run in runs])
+
+    def per_s(per_day: float) -> float:
+        return round(per_day * stores / DAY_S, 2)
+
+    return {
+        "stores": stores,
+        "from_runs_of": [run["stores"] for run in runs],
+        "per_store_day": {"events": round(events), "topic_records": round(sum(records.values())),
+                          "postgres_writes": round(writes),
+                          "cpu_s": {name: round(line[1], 1) for name, line in cpu.items()}},
+        "per_run_whatever_the_stores_cpu_s": {name: round(line[0], 1) for name, line in cpu.items()},
+        "real_time": {"events_per_s": per_s(events), "topic_records_per_s": per_s(sum(records.values())),
+                      "postgres_writes_per_s": per_s(writes),
+                      "cores_for_the_stores_work": {name: per_s(line[1]) for name, line in cpu.items()},
+                      "busiest_topics_records_per_s": {name: per_s(records[name]) for name in sorted(
+                          topics, key=lambda name: -records[name])[:5]}},
     }
 
 

@@ -148,6 +148,28 @@ def test_the_scale_chart_plots_wall_time_against_stores() -> None:
     assert 'x-axis "stores" [1, 2, 4]' in chart and "bar [360, 401, 600]" in chart and "0 --> 661" in chart
 
 
+def test_the_500_store_estimate_is_the_runs_growth_per_store_over_a_real_day() -> None:
+    """Runs that grow exactly linearly: the estimate's per-store-day figures are the slopes, the fixed part the
+    intercept, the real-time rates the slopes times the stores over a day's seconds."""
+    from smartshelf.bench import DAY_S, chain_estimate
+
+    def run(stores: int) -> dict[str, object]:
+        return {"stores": stores, "events": 25_000 * stores,
+                "topic_records": {"shelf_events": 20_000 * stores, "alerts": 700 * stores, "clock_ticks": 25},
+                "postgres_rows": {"ops.pos_transactions": 1_500 * stores, "ops.pos_transaction_items": 8_500 * stores},
+                "cpu_s": {"spark": 400.0 + 40.0 * stores, "kafka": 45.0 + 2.0 * stores}}
+
+    estimate = chain_estimate([run(1), run(2), run(4), run(8)], stores=500)
+    assert estimate["per_store_day"] == {"events": 25_000, "topic_records": 20_700, "postgres_writes": 700 + 10_000,
+                                         "cpu_s": {"kafka": 2.0, "spark": 40.0}}
+    assert estimate["per_run_whatever_the_stores_cpu_s"] == {"kafka": 45.0, "spark": 400.0}
+    real_time = estimate["real_time"]
+    assert real_time["events_per_s"] == round(25_000 * 500 / DAY_S, 2)  # type: ignore[index]
+    assert real_time["postgres_writes_per_s"] == round(10_700 * 500 / DAY_S, 2)  # type: ignore[index]
+    assert real_time["cores_for_the_stores_work"]["spark"] == round(40 * 500 / DAY_S, 2)  # type: ignore[index]
+    assert list(real_time["busiest_topics_records_per_s"])[:2] == ["shelf_events", "alerts"]  # type: ignore[index]
+
+
 def test_a_process_trees_cpu_time_counts_its_descendants_but_those_apart() -> None:
     import os
     import subprocess
