@@ -469,29 +469,39 @@ def bench_scale(base: Settings, sizes: tuple[int, ...] = SCALE_STORES, days: int
     """A chain of 1, 2, 4 and 8 stores, one simulated day each in fast lockstep through every service (`smartshelf
     sim --stores N`), one after the other on this machine: events, wall time, events/s, the stack's peak memory,
     and each store's digest, which must not depend on how many stores run beside it."""
+    return scale_result(base, [scale_run(base, stores, days, step_seconds) for stores in sizes], days, step_seconds)
+
+
+def scale_run(base: Settings, stores: int, days: int = 1, step_seconds: int = 3600) -> dict[str, Any]:
+    """One run of `bench scale`: `stores` stores for `days` simulated days on a scratch stack of their own."""
     from smartshelf.runtime.sim import run_sim
 
-    runs: list[dict[str, Any]] = []
+    memory, began = _PeakMemory(), os.times()
+    settings = base.model_copy(update={"step_seconds": step_seconds})
+    summary = run_sim(settings, days, base.sim_seed, None, fast=True, stores=stores, during=memory.sample,
+                      after=_after_scale_run)
+    if not summary["checks_ok"]:
+        raise AssertionError(f"bench scale: the run of {stores} store(s) failed its checks: {summary}")
+    # this process is the run's driver: the stack's start-up, the lockstep's watch, the checks
+    cpu = {**summary["cpu_s"], "sim driver": _cpu_since(began)}
+    wall = float(summary["wall_s"])
+    return {"stores": stores, "events": summary["events"], "wall_s": wall,
+            "events_per_s": round(int(summary["events"]) / wall, 1),
+            "peak_stack_rss_mb": round(memory.rss_mb), "peak_stack_pss_mb": round(memory.pss_mb),
+            "cpu_s": cpu, "cpu_share_of_two_cores": round(sum(cpu.values()) / (2 * wall), 2),
+            "topic_records": summary["topic_records"], "postgres_rows": summary["postgres_rows"],
+            "chain_digest": summary["digest"],
+            "store_digests": summary.get("store_digests") or {FIRST_STORE: summary["digest"]}}
+
+
+def scale_result(base: Settings, runs: list[dict[str, Any]], days: int = 1, step_seconds: int = 3600
+                 ) -> dict[str, object]:
+    """`bench scale`'s result from its runs (the first: one store): each run's wall time over the first's, whether
+    a store's digest is the same in every run, the chart and the 500-store estimate."""
     digests: dict[str, set[str]] = {}
-    for stores in sizes:
-        memory, began = _PeakMemory(), os.times()
-        settings = base.model_copy(update={"step_seconds": step_seconds})
-        summary = run_sim(settings, days, base.sim_seed, None, fast=True, stores=stores, during=memory.sample,
-                          after=_after_scale_run)
-        if not summary["checks_ok"]:
-            raise AssertionError(f"bench scale: the run of {stores} store(s) failed its checks: {summary}")
-        # this process is the run's driver: the stack's start-up, the lockstep's watch, the checks
-        cpu = {**summary["cpu_s"], "sim driver": _cpu_since(began)}
-        store_digests = summary.get("store_digests") or {FIRST_STORE: summary["digest"]}
-        for store_id, digest in store_digests.items():
+    for run in runs:
+        for store_id, digest in run["store_digests"].items():
             digests.setdefault(store_id, set()).add(digest)
-        wall = float(summary["wall_s"])
-        runs.append({"stores": stores, "events": summary["events"], "wall_s": wall,
-                     "events_per_s": round(int(summary["events"]) / wall, 1),
-                     "peak_stack_rss_mb": round(memory.rss_mb), "peak_stack_pss_mb": round(memory.pss_mb),
-                     "cpu_s": cpu, "cpu_share_of_two_cores": round(sum(cpu.values()) / (2 * wall), 2),
-                     "topic_records": summary["topic_records"], "postgres_rows": summary["postgres_rows"],
-                     "chain_digest": summary["digest"], "store_digests": store_digests})
     one = runs[0]["wall_s"]
     for run in runs:
         run["wall_over_one_store"] = round(run["wall_s"] / one, 2)

@@ -18,12 +18,21 @@ batch.OutputNotes). The first batch (batch 0, also when run again) publishes eve
 its changes, so every shelf, lot and warehouse item is in its topic, and so in PostgreSQL and the lake, from the
 first minute. The Delta tables of these states
 (`cleansed/*`) are the lake sink's merges of their topics: written in proportion to what changed.
+
+The loop apps' opening configs (each store's policies and profiles, ~430 KB pickled a store) do not travel in the
+processor, which Spark pickles into the query's command: they are written beside the checkpoint (storage the
+executors reach, as they reach the checkpoint) and each Python worker loads a store's once, when a bucket of that
+store first has loop records (`opening_config`). In the command, a chain's configs made it grow by a store's each
+store, and Spark sends a command over 1 MB as a broadcast variable, which the driver-side runner of
+transformWithState cannot read: a chain of two stores sat at the edge, four did not start.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import os
+import pickle
 from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
@@ -70,8 +79,9 @@ class KeyedStateProcessor(StatefulProcessor):
     written once per batch that changes it (each state store access is a round trip between the Python worker and
     the JVM: per bucket, not per shelf)."""
 
-    def __init__(self, apps: list[KeyedApp], loop_apps: list[KeyedLoopApp]) -> None:
-        self.apps, self.loop_apps = apps, loop_apps
+    def __init__(self, apps: list[KeyedApp], loop_apps: list[KeyedLoopApp], configs: Path) -> None:
+        self.apps, self.loop_apps = apps, [_without_configs(app) for app in loop_apps]
+        self.configs = str(configs)  # each store's opening config (write_opening_configs)
         self.app_topics = {t for app in apps for t in app.topics}
         self.loop_topics = {t for app in loop_apps for t in app.topics}
 
@@ -84,8 +94,14 @@ class KeyedStateProcessor(StatefulProcessor):
         out = _through(self.state, lambda groups, mine: apply_bucket(self.apps, groups, mine),
                        [(group, record) for group, record in records if record.topic in self.app_topics])
         store_id = key[0]
+        loop_records = [(group, record) for group, record in records if record.topic in self.loop_topics]
+        if loop_records:
+            config = opening_config(Path(self.configs), store_id)
+            for app in self.loop_apps:
+                if app.configs.get(store_id) is not config:
+                    app.configs = {**app.configs, store_id: config}
         out += _through(self.views, lambda views, mine: apply_views(self.loop_apps, views, mine, store_id),
-                        [(group, record) for group, record in records if record.topic in self.loop_topics])
+                        loop_records)
         yield from (Row(**dict(zip(OUTPUT_COLUMNS, row, strict=True))) for row in out)
 
     def handleInitialState(self, key: Any, initialState: Row, timerValues: Any) -> None:
@@ -96,6 +112,41 @@ class KeyedStateProcessor(StatefulProcessor):
 
     def close(self) -> None:
         pass
+
+
+def _without_configs(app: KeyedLoopApp) -> KeyedLoopApp:
+    bare = copy.copy(app)
+    bare.configs = {}
+    return bare
+
+
+CONFIGS_SUFFIX = ".configs"
+# per Python worker: a config file -> (its mtime and size, config)
+_LOADED: dict[Path, tuple[tuple[int, int], loop.StoreConfig]] = {}
+
+
+def write_opening_configs(checkpoint: Path, configs: Mapping[str, loop.StoreConfig]) -> Path:
+    """Each store's opening config in a folder beside the checkpoint, one file a store, each replaced whole (the
+    driver writes them at every start, before the query runs)."""
+    folder = checkpoint.with_name(checkpoint.name + CONFIGS_SUFFIX)
+    folder.mkdir(parents=True, exist_ok=True)
+    for store_id, config in configs.items():
+        partial = folder / f".{store_id}.partial"
+        partial.write_bytes(pickle.dumps(config))
+        partial.replace(folder / f"{store_id}.pickle")
+    return folder
+
+
+def opening_config(folder: Path, store_id: str) -> loop.StoreConfig:
+    """A store's opening config, read once per Python worker and again only when the driver wrote it anew (our own
+    file, pickled by the driver as Spark pickles the query's command)."""
+    path = folder / f"{store_id}.pickle"
+    stat = path.stat()
+    written = (stat.st_mtime_ns, stat.st_size)
+    loaded = _LOADED.get(path)
+    if loaded is None or loaded[0] != written:
+        loaded = _LOADED[path] = (written, pickle.loads(path.read_bytes()))
+    return loaded[1]
 
 
 def _through(state: Any, apply: Callable[[dict[str, Any], list[tuple[str, KeyedRecord]]], tuple[bool, list[OutputRow]]],
@@ -190,13 +241,14 @@ def start_keyed(spark: SparkSession, settings: Settings, name: str, apps: list[K
         io.clock.register_offset_participant(app.name, app.topics)
     for state_app in state_apps:
         state_app.sim_start = settings.sim_start
-    for store_id, store in stores.items() if loop_apps else ():
-        config = loop_config(settings, store)
+    configs = {store_id: loop_config(settings, store) for store_id, store in stores.items()} if loop_apps else {}
+    for store_id, config in configs.items():
         for loop_app in loop_apps:
             loop_app.start(config, settings, store_id)
     opening = opening_rows(state_apps, stores, start)
     checkpoint = checkpoint_dir(settings, name)
     keep_layout(checkpoint, settings.keyed_buckets, [app.name for app in apps], list(stores))
+    configs_dir = write_opening_configs(checkpoint, configs)
     by_name = {app.name: app for app in state_apps}
     # what a batch run again must not publish twice: the letters, and the loop apps' append-only records
     io.notes = OutputNotes(output_notes_dir(settings, name), io, {DEAD_LETTERS, *(
@@ -223,7 +275,7 @@ def start_keyed(spark: SparkSession, settings: Settings, name: str, apps: list[K
             io.clock.offsets_done(app.name, {tp: end for tp, end in ends.items() if tp[0] in app.topics})
 
     frame = keyed_frame(spark, settings, state_apps, loop_apps, opening,
-                        chain_views(loop_apps, stores, start, settings.keyed_buckets))
+                        chain_views(loop_apps, stores, start, settings.keyed_buckets), configs_dir)
     return (frame.writeStream.queryName(name).outputMode("append")
             .foreachBatch(each_batch).option("checkpointLocation", str(checkpoint))
             .trigger(processingTime=f"{settings.spark_trigger_ms} milliseconds").start())
@@ -259,7 +311,7 @@ def _unsent(io: BatchIO, rows: list[dict[str, Any]]) -> dict[str, list[BaseModel
 
 
 def keyed_frame(spark: SparkSession, settings: Settings, apps: list[KeyedApp], loop_apps: list[KeyedLoopApp],
-                opening: list[Opening], views: dict[StoreBucket, dict[str, str]]) -> DataFrame:
+                opening: list[Opening], views: dict[StoreBucket, dict[str, str]], configs: Path) -> DataFrame:
     """The apps' topics through the processor, grouped by store (the one a record's value names) and the bucket of
     their shelf: the second part of a record's Kafka key (store|shelf, and more for a lot), the shelf its value
     names for a topic keyed otherwise (a plan, by its id; a config row, by the source connector's struct), or each
@@ -311,7 +363,7 @@ def keyed_frame(spark: SparkSession, settings: Settings, apps: list[KeyedApp], l
                                "value", reports.alias("reports")).groupBy("store", "bucket")
     initial = spark.createDataFrame(initial_buckets(opening, settings.keyed_buckets, views),
                                     INITIAL_SCHEMA).groupBy("store", "bucket")
-    return grouped.transformWithState(KeyedStateProcessor(apps, loop_apps), OUTPUT_SCHEMA, "Append", "None",
+    return grouped.transformWithState(KeyedStateProcessor(apps, loop_apps, configs), OUTPUT_SCHEMA, "Append", "None",
                                       initialState=initial)
 
 

@@ -140,6 +140,28 @@ def test_the_settings_run_store_id_alone_or_the_first_stores_of_a_chain() -> Non
         Settings(STORES=3, STORE_ID="store-009")
 
 
+def test_the_keyed_processor_carries_no_store_s_config_each_worker_loads_its_own(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Spark pickles the processor into the query's command, and sends a command over 1 MB as a broadcast variable
+    that transformWithState's driver-side runner cannot read (a chain of four stores did not start): the configs
+    stay out of it, written beside the checkpoint, and a worker loads a store's on its first loop records."""
+    from pyspark import cloudpickle
+
+    from smartshelf.streaming.keyed_query import KeyedStateProcessor, opening_config, write_opening_configs
+
+    chain = [dataclasses.replace(ONE, store_id=f"store-00{n}") for n in range(1, 5)]
+    sizes = []
+    for stores in (chain[:1], chain):
+        apps = _apps(stores)
+        configs = write_opening_configs(tmp_path / "keyed", apps[0].configs)
+        sizes.append(len(cloudpickle.dumps(KeyedStateProcessor([], apps, configs))))
+        assert all(app.configs for app in apps)  # the driver's apps keep theirs
+    assert sizes[0] == sizes[1] < 100_000, sizes  # (with the configs: 0.43 MB a store)
+    first = opening_config(configs, "store-003")
+    assert first == _apps(chain)[0].config_of("store-003") and opening_config(configs, "store-003") is first
+    write_opening_configs(tmp_path / "keyed", {"store-003": loop.StoreConfig({}, {}, {}, {}, {})})
+    assert opening_config(configs, "store-003").profiles == {}  # written anew at a start: read anew
+
+
 def test_the_scale_chart_plots_wall_time_against_stores() -> None:
     from smartshelf.bench import scale_chart
 
