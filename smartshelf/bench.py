@@ -516,9 +516,47 @@ def scale_result(base: Settings, runs: list[dict[str, Any]], days: int = 1, step
         "four_stores_within_twice_one": None if four is None else four["wall_over_one_store"] <= 2.0,
         "plot": scale_chart(runs),
         "estimate": chain_estimate(runs) if len(runs) > 1 else None,
+        "tick_cost": tick_cost(),
         "note": "each run starts its own scratch stack (included in its wall time); peak memory: the stack's servers "
                 "(their process trees), summed, sampled every 10 s",
     }
+
+
+TICK_COST_TICKS = 30
+
+
+def tick_cost(buckets: tuple[int, ...] = (64, 8), ticks: int = TICK_COST_TICKS) -> dict[str, dict[str, float]]:
+    """What a clock tick costs one store in the keyed processor's Python, by bucket count: one-minute ticks through
+    every bucket's views of a generated store (the views' JSON read, the loop apps' rules, written back if
+    changed), as `KeyedStateProcessor` runs them; Spark's own per-group state round trips are not in it. In the
+    lockstep a day has 24 ticks; in real time one comes every STEP_SECONDS, which is what the estimate needs."""
+    from smartshelf.datagen import generate_store
+    from smartshelf.loop import StoreConfig
+    from smartshelf.policies import derive_config, load_policy_config, warehouse_capacity
+    from smartshelf.streaming.keyed import KeyedRecord
+    from smartshelf.streaming.keyed_loop import KEYED_LOOP_APP_CLASSES, apply_views, opening_views
+
+    store = generate_store(jobs.DEFAULT_STORE_SEED)
+    apps = [cls() for cls in KEYED_LOOP_APP_CLASSES]
+    config = StoreConfig.from_tables(derive_config(store, load_policy_config()), warehouse_capacity(store))
+    for app in apps:
+        app.start(config, Settings(_env_file=None), store.store_id)  # type: ignore[call-arg]
+    opened = datetime(2025, 1, 1, 8)
+    found = {}
+    for count in buckets:
+        views = {bucket: json.dumps(view) for bucket, view in opening_views(apps, store, opened, count).items()}
+        began = time.process_time()
+        for minute in range(1, ticks + 1):
+            at = (opened + timedelta(minutes=minute)).isoformat()
+            tick = KeyedRecord("clock_ticks", 0, minute, json.dumps({"tick_id": f"t{minute}", "ts": at}).encode())
+            for bucket, text in views.items():
+                value = json.loads(text)
+                if apply_views(apps, value, [("", tick)], store.store_id)[0]:
+                    views[bucket] = json.dumps(value)
+        spent = time.process_time() - began
+        found[f"{count}_buckets"] = {"ms_per_store_tick": round(spent / ticks * 1000, 1),
+                                     "ms_per_group": round(spent / (ticks * count) * 1000, 2)}
+    return found
 
 
 ESTIMATE_STORES = 500

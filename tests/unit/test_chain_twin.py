@@ -192,6 +192,15 @@ def test_the_500_store_estimate_is_the_runs_growth_per_store_over_a_real_day() -
     assert list(real_time["busiest_topics_records_per_s"])[:2] == ["shelf_events", "alerts"]  # type: ignore[index]
 
 
+def test_the_tick_cost_is_measured_per_store_and_per_group() -> None:
+    from smartshelf.bench import tick_cost
+
+    found = tick_cost(buckets=(4, 1), ticks=2)
+    assert list(found) == ["4_buckets", "1_buckets"]
+    assert all(cost["ms_per_store_tick"] > 0 for cost in found.values())
+    assert found["4_buckets"]["ms_per_group"] < found["4_buckets"]["ms_per_store_tick"]
+
+
 def test_a_process_trees_cpu_time_counts_its_descendants_but_those_apart() -> None:
     import os
     import subprocess
