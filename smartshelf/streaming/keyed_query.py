@@ -33,7 +33,9 @@ import copy
 import json
 import os
 import pickle
+import time
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -79,9 +81,9 @@ class KeyedStateProcessor(StatefulProcessor):
     written once per batch that changes it (each state store access is a round trip between the Python worker and
     the JVM: per bucket, not per shelf)."""
 
-    def __init__(self, apps: list[KeyedApp], loop_apps: list[KeyedLoopApp], configs: Path) -> None:
+    def __init__(self, apps: list[KeyedApp], loop_apps: list[KeyedLoopApp], configs: OpeningConfigs) -> None:
         self.apps, self.loop_apps = apps, [_without_configs(app) for app in loop_apps]
-        self.configs = str(configs)  # each store's opening config (write_opening_configs)
+        self.configs = configs  # where each store's opening config is, and which writing of them
         self.app_topics = {t for app in apps for t in app.topics}
         self.loop_topics = {t for app in loop_apps for t in app.topics}
 
@@ -96,7 +98,7 @@ class KeyedStateProcessor(StatefulProcessor):
         store_id = key[0]
         loop_records = [(group, record) for group, record in records if record.topic in self.loop_topics]
         if loop_records:
-            config = opening_config(Path(self.configs), store_id)
+            config = opening_config(self.configs, store_id)
             for app in self.loop_apps:
                 if app.configs.get(store_id) is not config:
                     app.configs = {**app.configs, store_id: config}
@@ -121,11 +123,22 @@ def _without_configs(app: KeyedLoopApp) -> KeyedLoopApp:
 
 
 CONFIGS_SUFFIX = ".configs"
-# per Python worker: a config file -> (its mtime and size, config)
-_LOADED: dict[Path, tuple[tuple[int, int], loop.StoreConfig]] = {}
 
 
-def write_opening_configs(checkpoint: Path, configs: Mapping[str, loop.StoreConfig]) -> Path:
+@dataclass(frozen=True)
+class OpeningConfigs:
+    """Where the driver wrote each store's opening config, and when (a worker that read an earlier writing, in a
+    query started before, reads them anew)."""
+
+    folder: str
+    written_ns: int
+
+
+# per Python worker: a config file -> (the writing it was read from, config)
+_LOADED: dict[str, tuple[int, loop.StoreConfig]] = {}
+
+
+def write_opening_configs(checkpoint: Path, configs: Mapping[str, loop.StoreConfig]) -> OpeningConfigs:
     """Each store's opening config in a folder beside the checkpoint, one file a store, each replaced whole (the
     driver writes them at every start, before the query runs)."""
     folder = checkpoint.with_name(checkpoint.name + CONFIGS_SUFFIX)
@@ -134,18 +147,16 @@ def write_opening_configs(checkpoint: Path, configs: Mapping[str, loop.StoreConf
         partial = folder / f".{store_id}.partial"
         partial.write_bytes(pickle.dumps(config))
         partial.replace(folder / f"{store_id}.pickle")
-    return folder
+    return OpeningConfigs(str(folder), time.time_ns())
 
 
-def opening_config(folder: Path, store_id: str) -> loop.StoreConfig:
-    """A store's opening config, read once per Python worker and again only when the driver wrote it anew (our own
-    file, pickled by the driver as Spark pickles the query's command)."""
-    path = folder / f"{store_id}.pickle"
-    stat = path.stat()
-    written = (stat.st_mtime_ns, stat.st_size)
+def opening_config(configs: OpeningConfigs, store_id: str) -> loop.StoreConfig:
+    """A store's opening config, read once per Python worker and writing (our own file, pickled by the driver as
+    Spark pickles the query's command); no file system call once read."""
+    path = f"{configs.folder}/{store_id}.pickle"
     loaded = _LOADED.get(path)
-    if loaded is None or loaded[0] != written:
-        loaded = _LOADED[path] = (written, pickle.loads(path.read_bytes()))
+    if loaded is None or loaded[0] != configs.written_ns:
+        loaded = _LOADED[path] = (configs.written_ns, pickle.loads(Path(path).read_bytes()))
     return loaded[1]
 
 
@@ -248,7 +259,7 @@ def start_keyed(spark: SparkSession, settings: Settings, name: str, apps: list[K
     opening = opening_rows(state_apps, stores, start)
     checkpoint = checkpoint_dir(settings, name)
     keep_layout(checkpoint, settings.keyed_buckets, [app.name for app in apps], list(stores))
-    configs_dir = write_opening_configs(checkpoint, configs)
+    opening_configs = write_opening_configs(checkpoint, configs)
     by_name = {app.name: app for app in state_apps}
     # what a batch run again must not publish twice: the letters, and the loop apps' append-only records
     io.notes = OutputNotes(output_notes_dir(settings, name), io, {DEAD_LETTERS, *(
@@ -275,7 +286,7 @@ def start_keyed(spark: SparkSession, settings: Settings, name: str, apps: list[K
             io.clock.offsets_done(app.name, {tp: end for tp, end in ends.items() if tp[0] in app.topics})
 
     frame = keyed_frame(spark, settings, state_apps, loop_apps, opening,
-                        chain_views(loop_apps, stores, start, settings.keyed_buckets), configs_dir)
+                        chain_views(loop_apps, stores, start, settings.keyed_buckets), opening_configs)
     return (frame.writeStream.queryName(name).outputMode("append")
             .foreachBatch(each_batch).option("checkpointLocation", str(checkpoint))
             .trigger(processingTime=f"{settings.spark_trigger_ms} milliseconds").start())
@@ -311,7 +322,8 @@ def _unsent(io: BatchIO, rows: list[dict[str, Any]]) -> dict[str, list[BaseModel
 
 
 def keyed_frame(spark: SparkSession, settings: Settings, apps: list[KeyedApp], loop_apps: list[KeyedLoopApp],
-                opening: list[Opening], views: dict[StoreBucket, dict[str, str]], configs: Path) -> DataFrame:
+                opening: list[Opening], views: dict[StoreBucket, dict[str, str]], configs: OpeningConfigs
+                ) -> DataFrame:
     """The apps' topics through the processor, grouped by store (the one a record's value names) and the bucket of
     their shelf: the second part of a record's Kafka key (store|shelf, and more for a lot), the shelf its value
     names for a topic keyed otherwise (a plan, by its id; a config row, by the source connector's struct), or each

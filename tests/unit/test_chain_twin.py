@@ -158,7 +158,7 @@ def test_the_keyed_processor_carries_no_store_s_config_each_worker_loads_its_own
     assert sizes[0] == sizes[1] < 100_000, sizes  # (with the configs: 0.43 MB a store)
     first = opening_config(configs, "store-003")
     assert first == _apps(chain)[0].config_of("store-003") and opening_config(configs, "store-003") is first
-    write_opening_configs(tmp_path / "keyed", {"store-003": loop.StoreConfig({}, {}, {}, {}, {})})
+    configs = write_opening_configs(tmp_path / "keyed", {"store-003": loop.StoreConfig({}, {}, {}, {}, {})})
     assert opening_config(configs, "store-003").profiles == {}  # written anew at a start: read anew
 
 
